@@ -1,0 +1,704 @@
+//! The probe contract of slabscope.
+//!
+//! This crate is the one place that names the USDT provider (`slabscope`), every
+//! probe, and the order and meaning of each probe's arguments. Three parties read
+//! it:
+//!
+//! - the allocator fires probes only through the functions of [`fire`];
+//! - the eBPF program decodes the arguments and fills maps with the
+//!   `#[repr(C)]` types below ([`CacheSnapshot`], [`CacheCounters`], [`Event`]);
+//! - the collector parses `.note.stapsdt`, fills the [`UsdtSpec`] table and reads
+//!   the maps back (with `aya::Pod` impls behind the `user` feature).
+//!
+//! Every probe has the same shape: `arg0` is the cache id (the address of the
+//! cache, stable for its lifetime), `arg1` a pointer to the cache name (NUL
+//! terminated), then the probe's own scalars, and last a pointer to a
+//! [`CacheSnapshot`] of the cache taken at the moment the probe fired. The
+//! [`PROBES`] table lists them; `docs/PROBES.md` is its prose form.
+//!
+//! Probes are plain `probe::probe!` sites, never semaphore-gated: aya does not
+//! increment USDT semaphores, so gated probes would never fire under the
+//! slabscope collector. An untraced site costs one `nop`.
+#![no_std]
+
+/// The USDT provider name of every slabscope probe.
+pub const PROVIDER: &str = "slabscope";
+
+/// Longest cache name, in bytes, without the terminating NUL.
+pub const NAME_MAX: usize = NAME_LEN - 1;
+/// Size of the NUL-padded name buffers in [`CacheSnapshot`] and [`Event`].
+pub const NAME_LEN: usize = 64;
+/// Per-CPU magazine fill is reported for the first `MAX_CPUS` CPUs;
+/// [`CacheSnapshot::mag_objs`] always counts all of them.
+pub const MAX_CPUS: usize = 64;
+/// Number of probe-specific values carried by an [`Event`].
+pub const EVENT_VALUES: usize = 5;
+
+/// Whether the allocator was built with its USDT sites (`sdt` feature).
+/// Callers skip building snapshots when this is false.
+pub const ENABLED: bool = cfg!(feature = "sdt");
+
+/// Every probe the allocator fires. The discriminant is the event kind carried
+/// in [`Event::kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeKind {
+    CacheCreate = 1,
+    CacheDestroy = 2,
+    GrowStart = 3,
+    GrowDone = 4,
+    Deadlock = 5,
+    EmergencyAlloc = 6,
+    EmergencyFree = 7,
+    Reap = 8,
+    SlabReclaim = 9,
+    CacheStats = 10,
+}
+
+impl ProbeKind {
+    /// All kinds, in discriminant order.
+    pub const ALL: [ProbeKind; 10] = [
+        ProbeKind::CacheCreate,
+        ProbeKind::CacheDestroy,
+        ProbeKind::GrowStart,
+        ProbeKind::GrowDone,
+        ProbeKind::Deadlock,
+        ProbeKind::EmergencyAlloc,
+        ProbeKind::EmergencyFree,
+        ProbeKind::Reap,
+        ProbeKind::SlabReclaim,
+        ProbeKind::CacheStats,
+    ];
+
+    /// The kind with discriminant `v`.
+    pub const fn from_u32(v: u32) -> Option<ProbeKind> {
+        if v >= 1 && v <= Self::ALL.len() as u32 {
+            Some(Self::ALL[(v - 1) as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The probe's definition in [`PROBES`].
+    pub const fn def(self) -> &'static ProbeDef {
+        &PROBES[self as usize - 1]
+    }
+
+    /// The USDT probe name (`grow_start`, ...).
+    pub const fn name(self) -> &'static str {
+        self.def().name
+    }
+}
+
+/// One documented probe argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgDef {
+    /// Name used in the documentation and in bpftrace comments.
+    pub name: &'static str,
+    /// C type of the argument as a tracer sees it.
+    pub ty: &'static str,
+    /// What the value means.
+    pub meaning: &'static str,
+}
+
+/// One documented probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeDef {
+    pub kind: ProbeKind,
+    /// USDT probe name under [`PROVIDER`].
+    pub name: &'static str,
+    /// When the probe fires.
+    pub fires: &'static str,
+    /// Arguments in order: `arg0` is `args[0]`.
+    pub args: &'static [ArgDef],
+}
+
+impl ProbeDef {
+    /// Number of probe-specific scalars between the name pointer and the
+    /// snapshot pointer; they land in [`Event::values`] in order.
+    pub const fn values(&self) -> usize {
+        self.args.len() - 3
+    }
+}
+
+const CACHE: ArgDef = ArgDef {
+    name: "cache",
+    ty: "uint64_t",
+    meaning: "cache id: the address of the cache, stable until it is destroyed",
+};
+const NAME: ArgDef = ArgDef {
+    name: "name",
+    ty: "const char *",
+    meaning: "cache name, NUL terminated (bpftrace: str(arg1))",
+};
+const SNAP: ArgDef = ArgDef {
+    name: "snapshot",
+    ty: "const struct slabscope_cache_snapshot *",
+    meaning: "every counter of the cache at this moment (CacheSnapshot, include/slabscope.h)",
+};
+const SLAB_TOTAL: ArgDef = ArgDef {
+    name: "slab_total",
+    ty: "uint64_t",
+    meaning: "slabs the cache holds after the event",
+};
+const OBJ_TOTAL: ArgDef = ArgDef {
+    name: "obj_total",
+    ty: "uint64_t",
+    meaning: "objects the cache's slabs hold, plus emergency objects, after the event",
+};
+const SLABS_RELEASED: ArgDef = ArgDef {
+    name: "slabs_released",
+    ty: "uint64_t",
+    meaning: "empty slabs returned to the OS",
+};
+const OBJS_RELEASED: ArgDef = ArgDef {
+    name: "objs_released",
+    ty: "uint64_t",
+    meaning: "object capacity of those slabs",
+};
+
+/// Every probe, indexed by `ProbeKind as usize - 1`.
+pub const PROBES: [ProbeDef; 10] = [
+    ProbeDef {
+        kind: ProbeKind::CacheCreate,
+        name: "cache_create",
+        fires: "when a cache has been created and registered, before it is returned",
+        args: &[
+            CACHE,
+            NAME,
+            ArgDef {
+                name: "obj_size",
+                ty: "uint64_t",
+                meaning: "object size requested",
+            },
+            ArgDef {
+                name: "align",
+                ty: "uint64_t",
+                meaning: "object alignment",
+            },
+            ArgDef {
+                name: "flags",
+                ty: "uint64_t",
+                meaning: "cache flags (KMC_*)",
+            },
+            SNAP,
+        ],
+    },
+    ProbeDef {
+        kind: ProbeKind::CacheDestroy,
+        name: "cache_destroy",
+        fires: "when a cache is about to be torn down (after the in-use check passed), \
+                with its last state",
+        args: &[CACHE, NAME, SLAB_TOTAL, OBJ_TOTAL, SNAP],
+    },
+    ProbeDef {
+        kind: ProbeKind::GrowStart,
+        name: "grow_start",
+        fires: "when an allocation found no free object and dispatched one slab grow to \
+                the worker pool (the GROWING bit was clear)",
+        args: &[CACHE, NAME, SLAB_TOTAL, OBJ_TOTAL, SNAP],
+    },
+    ProbeDef {
+        kind: ProbeKind::GrowDone,
+        name: "grow_done",
+        fires: "when a worker finished a dispatched grow: the new slab was added, or the \
+                mapping failed",
+        args: &[
+            CACHE,
+            NAME,
+            ArgDef {
+                name: "result",
+                ty: "int64_t",
+                meaning: "0 when a slab was added, else a negative errno (-ENOMEM)",
+            },
+            SLAB_TOTAL,
+            OBJ_TOTAL,
+            SNAP,
+        ],
+    },
+    ProbeDef {
+        kind: ProbeKind::Deadlock,
+        name: "deadlock",
+        fires: "when an allocation waited the grow timeout for a dispatched grow and set \
+                DEADLOCKED",
+        args: &[
+            CACHE,
+            NAME,
+            ArgDef {
+                name: "obj_deadlock",
+                ty: "uint64_t",
+                meaning: "deadlocks detected on this cache so far, this one included",
+            },
+            SNAP,
+        ],
+    },
+    ProbeDef {
+        kind: ProbeKind::EmergencyAlloc,
+        name: "emergency_alloc",
+        fires: "when an emergency object was allocated because the cache is DEADLOCKED",
+        args: &[
+            CACHE,
+            NAME,
+            ArgDef {
+                name: "obj",
+                ty: "void *",
+                meaning: "the emergency object",
+            },
+            ArgDef {
+                name: "obj_emergency",
+                ty: "uint64_t",
+                meaning: "live emergency objects, this one included",
+            },
+            SNAP,
+        ],
+    },
+    ProbeDef {
+        kind: ProbeKind::EmergencyFree,
+        name: "emergency_free",
+        fires: "when an emergency object was freed",
+        args: &[
+            CACHE,
+            NAME,
+            ArgDef {
+                name: "obj",
+                ty: "void *",
+                meaning: "the emergency object (now invalid)",
+            },
+            ArgDef {
+                name: "obj_emergency",
+                ty: "uint64_t",
+                meaning: "live emergency objects left",
+            },
+            SNAP,
+        ],
+    },
+    ProbeDef {
+        kind: ProbeKind::Reap,
+        name: "reap",
+        fires: "after each reap of one cache, by reap_now, kmem_reap or the background \
+                reaper, even when it released nothing",
+        args: &[CACHE, NAME, SLABS_RELEASED, OBJS_RELEASED, SNAP],
+    },
+    ProbeDef {
+        kind: ProbeKind::SlabReclaim,
+        name: "slab_reclaim",
+        fires: "when empty slabs were unmapped, on any path (a magazine flush on free, a \
+                reap, destroy); never with zero slabs",
+        args: &[CACHE, NAME, SLABS_RELEASED, OBJS_RELEASED, SNAP],
+    },
+    ProbeDef {
+        kind: ProbeKind::CacheStats,
+        name: "cache_stats",
+        fires: "for every cache, every stats interval (SLABSCOPE_STATS_INTERVAL_MS), from \
+                a background thread, so a late tracer learns every cache",
+        args: &[
+            CACHE,
+            NAME,
+            SLAB_TOTAL,
+            ArgDef {
+                name: "slab_alloc",
+                ty: "uint64_t",
+                meaning: "slabs with objects in use",
+            },
+            OBJ_TOTAL,
+            ArgDef {
+                name: "obj_alloc",
+                ty: "uint64_t",
+                meaning: "objects allocated (in use or held in magazines)",
+            },
+            ArgDef {
+                name: "obj_emergency",
+                ty: "uint64_t",
+                meaning: "live emergency objects",
+            },
+            SNAP,
+        ],
+    },
+];
+
+/// The state of one cache, as the allocator reports it to probes.
+///
+/// Field meanings are SPL's (`spl_kmem_cache_t`): `obj_alloc` counts objects
+/// outside the slabs' free lists, so objects held in magazines are counted as
+/// allocated, and `mag_objs` says how many of them are in magazines.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSnapshot {
+    /// Cache id (address of the cache).
+    pub cache_id: u64,
+    /// Cache flags (`KMC_*`, including DEADLOCKED/GROWING/REAPING state bits).
+    pub flags: u64,
+    /// Object size as requested at creation.
+    pub obj_size: u64,
+    /// Object alignment.
+    pub obj_align: u64,
+    /// Bytes an object occupies in a slab, its header included.
+    pub obj_size_full: u64,
+    /// Bytes of one slab (0 for KMC_SLAB caches).
+    pub slab_size: u64,
+    /// Objects per slab (0 for KMC_SLAB caches).
+    pub slab_objs: u64,
+    /// Objects per per-CPU magazine (0 when the cache has no magazines).
+    pub mag_size: u32,
+    /// Objects moved per magazine refill or flush.
+    pub mag_refill: u32,
+    /// CPUs with a magazine (entries of `mag_fill` used, capped at MAX_CPUS).
+    pub ncpus: u32,
+    pub _pad0: u32,
+    pub slab_fail: u64,
+    pub slab_create: u64,
+    pub slab_destroy: u64,
+    pub slab_total: u64,
+    pub slab_alloc: u64,
+    pub slab_max: u64,
+    pub obj_total: u64,
+    pub obj_alloc: u64,
+    pub obj_max: u64,
+    pub obj_deadlock: u64,
+    pub obj_emergency: u64,
+    pub obj_emergency_max: u64,
+    /// Objects held in all magazines (every CPU, not only the first MAX_CPUS).
+    pub mag_objs: u64,
+    /// Objects held in each CPU's magazine.
+    pub mag_fill: [u32; MAX_CPUS],
+    /// Cache name, NUL padded.
+    pub name: [u8; NAME_LEN],
+}
+
+impl CacheSnapshot {
+    /// An all-zero snapshot.
+    pub const ZERO: CacheSnapshot = CacheSnapshot {
+        cache_id: 0,
+        flags: 0,
+        obj_size: 0,
+        obj_align: 0,
+        obj_size_full: 0,
+        slab_size: 0,
+        slab_objs: 0,
+        mag_size: 0,
+        mag_refill: 0,
+        ncpus: 0,
+        _pad0: 0,
+        slab_fail: 0,
+        slab_create: 0,
+        slab_destroy: 0,
+        slab_total: 0,
+        slab_alloc: 0,
+        slab_max: 0,
+        obj_total: 0,
+        obj_alloc: 0,
+        obj_max: 0,
+        obj_deadlock: 0,
+        obj_emergency: 0,
+        obj_emergency_max: 0,
+        mag_objs: 0,
+        mag_fill: [0; MAX_CPUS],
+        name: [0; NAME_LEN],
+    };
+
+    /// The name bytes before the first NUL.
+    pub fn name_bytes(&self) -> &[u8] {
+        name_bytes(&self.name)
+    }
+}
+
+impl Default for CacheSnapshot {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+/// Copies `name` into a NUL-padded buffer, truncated to [`NAME_MAX`] bytes.
+pub fn name_buf(name: &[u8]) -> [u8; NAME_LEN] {
+    let mut buf = [0u8; NAME_LEN];
+    let n = name.len().min(NAME_MAX);
+    buf[..n].copy_from_slice(&name[..n]);
+    buf
+}
+
+/// The bytes of a NUL-padded buffer before the first NUL.
+pub fn name_bytes(buf: &[u8]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+/// Key of the per-cache maps: one traced process, one cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub cache_id: u64,
+}
+
+/// Transition counters the eBPF program keeps per (pid, cache), one increment
+/// per probe hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    pub creates: u64,
+    pub destroys: u64,
+    /// `grow_start` hits.
+    pub grows: u64,
+    /// `grow_done` hits with result 0.
+    pub grows_done: u64,
+    /// `grow_done` hits with a negative result.
+    pub grow_failures: u64,
+    pub deadlocks: u64,
+    pub emergency_allocs: u64,
+    pub emergency_frees: u64,
+    /// `reap` hits.
+    pub reaps: u64,
+    /// Sum of `reap`'s slabs_released.
+    pub reap_slabs_released: u64,
+    /// Sum of `reap`'s objs_released.
+    pub reap_objs_released: u64,
+    /// `slab_reclaim` hits.
+    pub slab_reclaims: u64,
+    /// Sum of `slab_reclaim`'s slabs_released.
+    pub slabs_released: u64,
+    /// Sum of `slab_reclaim`'s objs_released.
+    pub objs_released: u64,
+    /// `cache_stats` hits.
+    pub stats: u64,
+    /// Kernel time (bpf_ktime_get_ns) of the last hit.
+    pub last_ns: u64,
+}
+
+/// One probe hit, as delivered through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// bpf_ktime_get_ns() at the hit (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cache_id: u64,
+    /// A [`ProbeKind`] discriminant.
+    pub kind: u32,
+    pub _pad: u32,
+    /// The probe's own scalars (arguments 2.. before the snapshot), zero padded.
+    pub values: [u64; EVENT_VALUES],
+    /// Cache name, NUL padded.
+    pub name: [u8; NAME_LEN],
+}
+
+/// Index of the lost-event counter in the eBPF `LOST` map.
+pub const LOST_EVENTS: u32 = 0;
+
+/// How a USDT argument is located (libbpf's `enum __bpf_usdt_arg_type`).
+pub const ARG_CONST: u8 = 0;
+/// The value is in a register.
+pub const ARG_REG: u8 = 1;
+/// The value is in memory at register + displacement.
+pub const ARG_REG_DEREF: u8 = 2;
+/// The value is in memory at base + index * scale + displacement.
+pub const ARG_SIB: u8 = 3;
+
+/// Most arguments one probe site may carry (libbpf's limit).
+pub const MAX_ARGS: usize = 12;
+
+/// One parsed `N@location` USDT argument (libbpf's `struct __bpf_usdt_arg_spec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsdtArgSpec {
+    /// The constant (ARG_CONST) or the displacement (ARG_REG_DEREF, ARG_SIB).
+    pub val_off: u64,
+    /// Offset of the (base) register in `struct pt_regs`.
+    pub reg_off: u16,
+    /// Offset of the index register in `struct pt_regs` (ARG_SIB).
+    pub idx_reg_off: u16,
+    /// log2 of the SIB scale (0..=3).
+    pub scale_bits: u8,
+    /// One of the `ARG_*` constants.
+    pub arg_type: u8,
+    /// 1 when the declared size was negative (signed).
+    pub arg_signed: u8,
+    /// 64 - 8 * size: shift used to truncate then sign- or zero-extend.
+    pub arg_bitshift: u8,
+}
+
+/// The argument specs of one probe site; the attach cookie is its index in the
+/// eBPF `USDT_SPECS` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsdtSpec {
+    pub args: [UsdtArgSpec; MAX_ARGS],
+    pub arg_cnt: u16,
+    pub _pad: [u16; 3],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{CacheCounters, CacheKey, CacheSnapshot, Event, UsdtArgSpec, UsdtSpec};
+    // SAFETY: every type is #[repr(C)], made only of integers and integer arrays,
+    // with explicit padding fields, so every bit pattern is valid and there are no
+    // uninitialised bytes.
+    unsafe impl aya::Pod for CacheSnapshot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CacheKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CacheCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for UsdtArgSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for UsdtSpec {}
+}
+
+/// The probe sites. Each function fires one probe with the arguments of its
+/// [`ProbeDef`]; with the `sdt` feature off each is empty.
+///
+/// The functions are `#[inline(always)]`: each call site in the allocator
+/// becomes its own USDT site, with its arguments in registers.
+pub mod fire {
+    use super::CacheSnapshot;
+
+    macro_rules! site {
+        ($name:ident, $snap:ident $(, $arg:expr)*) => {{
+            #[cfg(feature = "sdt")]
+            probe::probe!(
+                slabscope,
+                $name,
+                $snap.cache_id,
+                $snap.name.as_ptr(),
+                $($arg,)*
+                $snap as *const CacheSnapshot
+            );
+            #[cfg(not(feature = "sdt"))]
+            {
+                let _ = $snap;
+                $(let _ = $arg;)*
+            }
+        }};
+    }
+
+    /// `cache_create(cache, name, obj_size, align, flags, snapshot)`.
+    #[inline(always)]
+    pub fn cache_create(s: &CacheSnapshot) {
+        site!(cache_create, s, s.obj_size, s.obj_align, s.flags);
+    }
+
+    /// `cache_destroy(cache, name, slab_total, obj_total, snapshot)`.
+    #[inline(always)]
+    pub fn cache_destroy(s: &CacheSnapshot) {
+        site!(cache_destroy, s, s.slab_total, s.obj_total);
+    }
+
+    /// `grow_start(cache, name, slab_total, obj_total, snapshot)`.
+    #[inline(always)]
+    pub fn grow_start(s: &CacheSnapshot) {
+        site!(grow_start, s, s.slab_total, s.obj_total);
+    }
+
+    /// `grow_done(cache, name, result, slab_total, obj_total, snapshot)`.
+    #[inline(always)]
+    pub fn grow_done(s: &CacheSnapshot, result: i64) {
+        site!(grow_done, s, result, s.slab_total, s.obj_total);
+    }
+
+    /// `deadlock(cache, name, obj_deadlock, snapshot)`.
+    #[inline(always)]
+    pub fn deadlock(s: &CacheSnapshot) {
+        site!(deadlock, s, s.obj_deadlock);
+    }
+
+    /// `emergency_alloc(cache, name, obj, obj_emergency, snapshot)`.
+    #[inline(always)]
+    pub fn emergency_alloc(s: &CacheSnapshot, obj: *const u8) {
+        site!(emergency_alloc, s, obj, s.obj_emergency);
+    }
+
+    /// `emergency_free(cache, name, obj, obj_emergency, snapshot)`.
+    #[inline(always)]
+    pub fn emergency_free(s: &CacheSnapshot, obj: *const u8) {
+        site!(emergency_free, s, obj, s.obj_emergency);
+    }
+
+    /// `reap(cache, name, slabs_released, objs_released, snapshot)`.
+    #[inline(always)]
+    pub fn reap(s: &CacheSnapshot, slabs_released: u64, objs_released: u64) {
+        site!(reap, s, slabs_released, objs_released);
+    }
+
+    /// `slab_reclaim(cache, name, slabs_released, objs_released, snapshot)`.
+    #[inline(always)]
+    pub fn slab_reclaim(s: &CacheSnapshot, slabs_released: u64, objs_released: u64) {
+        site!(slab_reclaim, s, slabs_released, objs_released);
+    }
+
+    /// `cache_stats(cache, name, slab_total, slab_alloc, obj_total, obj_alloc,
+    /// obj_emergency, snapshot)`.
+    #[inline(always)]
+    pub fn cache_stats(s: &CacheSnapshot) {
+        site!(
+            cache_stats,
+            s,
+            s.slab_total,
+            s.slab_alloc,
+            s.obj_total,
+            s.obj_alloc,
+            s.obj_emergency
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_index_the_table() {
+        for (i, kind) in ProbeKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i + 1);
+            assert_eq!(PROBES[i].kind, *kind);
+            assert_eq!(ProbeKind::from_u32(*kind as u32), Some(*kind));
+            assert_eq!(kind.def().name, PROBES[i].name);
+        }
+        assert_eq!(ProbeKind::from_u32(0), None);
+        assert_eq!(ProbeKind::from_u32(11), None);
+    }
+
+    #[test]
+    fn every_probe_starts_with_cache_and_name_and_ends_with_snapshot() {
+        for p in &PROBES {
+            assert_eq!(p.args[0], CACHE, "{}", p.name);
+            assert_eq!(p.args[1], NAME, "{}", p.name);
+            assert_eq!(p.args[p.args.len() - 1], SNAP, "{}", p.name);
+            assert!(p.values() <= EVENT_VALUES, "{}", p.name);
+            assert!(
+                p.args.len() <= 8,
+                "{}: keep probes to 8 register arguments",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<CacheKey>(), 16);
+        assert_eq!(size_of::<UsdtArgSpec>(), 16);
+        assert_eq!(size_of::<UsdtSpec>(), 16 * MAX_ARGS + 8);
+        assert_eq!(
+            size_of::<Event>(),
+            8 + 8 + 8 + 8 + 8 * EVENT_VALUES + NAME_LEN
+        );
+        assert_eq!(size_of::<CacheCounters>(), 16 * 8);
+        assert_eq!(
+            size_of::<CacheSnapshot>(),
+            7 * 8 + 4 * 4 + 13 * 8 + 4 * MAX_CPUS + NAME_LEN
+        );
+    }
+
+    #[test]
+    fn names_round_trip_and_truncate() {
+        let b = name_buf(b"zio_cache");
+        assert_eq!(name_bytes(&b), b"zio_cache");
+        let long = [b'x'; 100];
+        let b = name_buf(&long);
+        assert_eq!(name_bytes(&b).len(), NAME_MAX);
+        assert_eq!(b[NAME_LEN - 1], 0);
+    }
+}
