@@ -92,10 +92,8 @@ fn check_tag(p: NonNull<u8>, size: usize, tag: u64) {
     }
     assert_eq!(&bytes[..n], &want[..n], "object {p:p} was overwritten");
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { p.as_ptr().wrapping_add(size - 1).read() },
-        tag as u8 ^ 0xa5
-    );
+    let end = unsafe { p.as_ptr().wrapping_add(size - 1).read() };
+    assert_eq!(end, tag as u8 ^ 0xa5);
 }
 
 fn check(m: &Model, step: u64) {
