@@ -4,4 +4,5 @@
 //! Data flows one way: [`collector`] attaches and produces [`sample::Update`]s
 //! on a channel; the views consume them.
 
+pub mod collector;
 pub mod sample;
