@@ -54,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         interval: cli.interval(),
         ring_bytes: None,
     };
+    let attached_ns = tui::monotonic_now_ns();
     let (rx, handle) = start_collector(target, opts)?;
     let result = if cli.once {
         let sample = output::wait_for_caches(&rx, cli.timeout)
@@ -73,6 +74,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         let mut state = State::new(what).with_history(cli.history);
         state.sort_by(cli.sort);
+        // Event times count from about when the collector attached.
+        state.time_origin_ns = attached_ns;
         tui::run(rx, state, cli.interval())
     };
     handle.stop();

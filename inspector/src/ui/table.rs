@@ -38,10 +38,11 @@ const HIGHLIGHT: &str = "▶";
 
 /// The columns shown in `width` cells and the width of the name column.
 pub fn layout(state: &State, width: u16) -> (Vec<Column>, u16) {
+    let multi = multi_pid(state);
     let longest = state
         .caches
         .values()
-        .map(|c| row_name(state, c).chars().count() as u16)
+        .map(|c| row_name(c, multi).chars().count() as u16)
         .max()
         .unwrap_or(0)
         .max(MIN_NAME);
@@ -73,8 +74,8 @@ fn multi_pid(state: &State) -> bool {
 
 /// The name shown for a cache: prefixed by its pid when several processes
 /// are traced.
-fn row_name(state: &State, c: &CacheEntry) -> String {
-    if multi_pid(state) {
+fn row_name(c: &CacheEntry, multi_pid: bool) -> String {
+    if multi_pid {
         format!("{}:{}", c.key.pid, c.stats.name)
     } else {
         c.stats.name.clone()
@@ -180,13 +181,14 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
         Cell::from(aligned(d.header.to_string(), d.numeric).style(style))
     }));
 
+    let multi = multi_pid(state);
     let rows = state.rows();
     let body: Vec<Row> = rows
         .iter()
         .map(|c| {
             Row::new(cols.iter().map(|col| {
                 let text = match col {
-                    Column::Name => row_name(state, c),
+                    Column::Name => row_name(c, multi),
                     _ => col.cell(&c.stats, state.human, state.hex_flags),
                 };
                 Cell::from(aligned(text, col.def().numeric))
@@ -241,6 +243,23 @@ mod tests {
         ] {
             assert!(cols.contains(&keep), "{keep:?} dropped at 80 columns");
         }
+    }
+
+    #[test]
+    fn several_processes_prefix_names_with_the_pid() {
+        let mut st = testdata::state();
+        let mut other = testdata::cache(77, 0x9000, "zio_cache", 3);
+        other.snapshot.flags |= slabscope::flags::KMC_NODEBUG;
+        st.apply(crate::sample::Update::Sample(testdata::sample(
+            9000,
+            0,
+            vec![other],
+        )));
+        st.sort_by(Column::Name);
+        let t = crate::ui::snapshot::text(&st, 140, 30);
+        assert!(t.contains("77:zio_cache"), "{t}");
+        assert!(t.contains("4242:zio_cache"), "{t}");
+        assert!(t.contains(" KN "), "{t}");
     }
 
     #[test]
