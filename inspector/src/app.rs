@@ -175,6 +175,33 @@ pub struct Totals {
 }
 
 /// Everything the views show.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use slabscope_inspector::app::State;
+/// use slabscope_inspector::sample::{CacheState, Sample, Update};
+/// use slabscope_probes::{CacheCounters, CacheSnapshot, name_buf};
+///
+/// let mut state = State::new("pid 4242");
+/// let snapshot = CacheSnapshot {
+///     cache_id: 0x1000,
+///     obj_size: 1104,
+///     obj_alloc: 40,
+///     name: name_buf(b"zio_cache"),
+///     ..CacheSnapshot::ZERO
+/// };
+/// state.apply(Update::Sample(Sample {
+///     at: Duration::from_secs(1),
+///     caches: vec![CacheState { pid: 4242, snapshot, counters: CacheCounters::default(), destroyed: false }],
+///     events_total: 0,
+///     lost_events: 0,
+/// }));
+/// assert_eq!(state.rows()[0].stats.name, "zio_cache");
+/// assert_eq!(state.totals().bytes_used, 40 * 1104);
+/// assert_eq!(state.status(), "pid 4242: running");
+/// ```
 #[derive(Clone, Debug)]
 pub struct State {
     /// What the user asked to trace (`pid 4242`, `/usr/bin/demo`).

@@ -54,6 +54,17 @@ pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
 
 /// `sample` as `/proc/spl/kmem/slab` text. With several processes traced,
 /// each gets its own table after a `pid N:` line.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope::stats::PROC_SLAB_HEADER;
+/// use slabscope_inspector::output::once_text;
+/// use slabscope_inspector::sample::Sample;
+///
+/// // No cache yet: just the header, as an empty /proc/spl/kmem/slab.
+/// assert_eq!(once_text(&Sample::default()), PROC_SLAB_HEADER);
+/// ```
 pub fn once_text(sample: &Sample) -> String {
     let caches = live_caches(sample);
     let mut pids: Vec<u32> = caches.iter().map(|(p, _)| *p).collect();

@@ -31,12 +31,17 @@ pub const DROP_ORDER: [Column; 10] = [
     Column::MagObjs,
 ];
 
-/// Narrowest the name column gets before other columns are dropped.
+/// Narrowest the name column gets.
 pub const MIN_NAME: u16 = 14;
+/// Columns are dropped until names this long (or the longest name, if
+/// shorter) fit.
+pub const WANT_NAME: u16 = 24;
 const SPACING: u16 = 1;
 const HIGHLIGHT: &str = "▶";
 
-/// The columns shown in `width` cells and the width of the name column.
+/// The columns shown in `width` cells and the width of the name column:
+/// every column when names fit, else columns dropped in [`DROP_ORDER`] until
+/// names of up to [`WANT_NAME`] cells fit.
 pub fn layout(state: &State, width: u16) -> (Vec<Column>, u16) {
     let multi = multi_pid(state);
     let longest = state
@@ -56,7 +61,7 @@ pub fn layout(state: &State, width: u16) -> (Vec<Column>, u16) {
             .sum::<u16>()
             + HIGHLIGHT.len() as u16;
         let room = width.saturating_sub(fixed);
-        if room >= MIN_NAME {
+        if room >= longest.min(WANT_NAME) {
             return (cols, room.min(longest));
         }
         match drop.next() {
@@ -225,7 +230,11 @@ mod tests {
     fn narrow_terminals_drop_columns_in_order() {
         let st = testdata::state();
         let (cols, name_w) = layout(&st, 80);
-        assert!(name_w >= MIN_NAME);
+        assert_eq!(
+            name_w,
+            "zfs_btree_leaf_cache".len() as u16,
+            "names are not cut"
+        );
         let dropped: Vec<Column> = Column::all().filter(|c| !cols.contains(c)).collect();
         assert!(!dropped.is_empty());
         assert_eq!(
