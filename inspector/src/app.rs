@@ -461,7 +461,12 @@ impl State {
             let s = &c.stats;
             t.caches += 1;
             t.caches_active += u64::from(s.obj_alloc > 0);
-            t.obj_total += s.obj_total;
+            // A KMC_SLAB cache counts only allocated objects: all of them are in use.
+            t.obj_total += if s.is_slab_backed() {
+                s.obj_alloc
+            } else {
+                s.obj_total
+            };
             t.obj_alloc += s.obj_alloc;
             t.slab_total += s.slab_total;
             t.slab_alloc += s.slab_alloc;
@@ -693,6 +698,24 @@ mod tests {
         assert_eq!(t.deadlocked_caches, 1);
         assert_eq!(t.bytes_used, 9 * 1104);
         assert_eq!(t.bytes_held, 2 * 4 * 16384);
+        assert_eq!(t.obj_total, 2 * 56);
+    }
+
+    #[test]
+    fn slab_backed_caches_count_their_objects_as_active_and_total() {
+        let mut st = State::new("t");
+        let mut slab = cache(1, 1, "kmalloc_like", 30);
+        slab.snapshot.flags = slabscope::flags::KMC_SLAB;
+        slab.snapshot.obj_total = 0;
+        slab.snapshot.slab_total = 0;
+        st.apply(Update::Sample(sample(
+            0,
+            0,
+            vec![slab, cache(1, 2, "b", 6)],
+        )));
+        let t = st.totals();
+        assert_eq!((t.obj_alloc, t.obj_total), (36, 86));
+        assert_eq!(t.bytes_held, 30 * 1104 + 4 * 16384);
     }
 
     #[test]

@@ -26,8 +26,9 @@ use crate::sample::{Sample, Update};
 pub enum OutputError {
     #[error(
         "no cache reported within {0:?}: caches show up when they fire a probe, and every cache \
-         fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS; start the target with that variable \
-         set (e.g. 1000), or pass a longer --timeout"
+         fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS (default 1000 ms); if the target runs \
+         with it set to 0 or very high, restart it with e.g. SLABSCOPE_STATS_INTERVAL_MS=1000, \
+         or pass a longer --timeout"
     )]
     Timeout(Duration),
     #[error("the target exited before it reported any cache")]

@@ -54,8 +54,11 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     );
     title_bar(state, left, title, buf);
 
-    let [geo, charts] =
-        Layout::horizontal([Constraint::Length(52), Constraint::Min(20)]).areas(top);
+    let [geo, charts] = Layout::horizontal([
+        Constraint::Length(if area.width >= 120 { 60 } else { 52 }),
+        Constraint::Min(20),
+    ])
+    .areas(top);
     geometry(state, c, geo, buf);
     history(c, charts, buf);
 
@@ -76,7 +79,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
 
 fn kv(label: &str, value: String, style: Style) -> Line<'static> {
     Line::from(vec![
-        Span::styled(format!("{label:<15}"), HEADER),
+        Span::styled(format!("{label:<14}"), HEADER),
         Span::styled(value, style),
     ])
 }
