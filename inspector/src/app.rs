@@ -466,10 +466,17 @@ impl State {
         }
     }
 
-    /// Totals over the caches not destroyed.
+    /// Totals over the caches not destroyed, of the processes still running
+    /// (of every process once all have exited, so a finished target still
+    /// shows its last state).
     pub fn totals(&self) -> Totals {
+        let any_running = self.targets.values().any(|s| *s == TargetStatus::Running);
         let mut t = Totals::default();
-        for c in self.caches.values().filter(|c| !c.destroyed) {
+        for c in self
+            .caches
+            .values()
+            .filter(|c| !(c.destroyed || (any_running && self.exited(c.key.pid))))
+        {
             let s = &c.stats;
             t.caches += 1;
             let handed_out = s.obj_alloc.saturating_add(s.obj_emergency);
@@ -713,6 +720,25 @@ mod tests {
         assert_eq!(t.bytes_used, 11 * 1104);
         assert_eq!(t.bytes_held, 2 * 4 * 16384 + 2 * 1104);
         assert_eq!(t.obj_total, 2 * 56);
+    }
+
+    #[test]
+    fn totals_leave_out_exited_processes_while_others_run() {
+        let mut st = State::new("/bin/demo");
+        st.apply(Update::Sample(sample(
+            0,
+            0,
+            vec![cache(1, 1, "a", 5), cache(2, 1, "a", 7)],
+        )));
+        assert_eq!(st.totals().obj_alloc, 12);
+        st.apply(Update::TargetExited { pid: 1 });
+        assert_eq!(st.totals().obj_alloc, 7);
+        st.apply(Update::TargetExited { pid: 2 });
+        assert_eq!(
+            st.totals().obj_alloc,
+            12,
+            "all exited: the last state of all"
+        );
     }
 
     #[test]
