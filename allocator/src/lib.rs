@@ -42,6 +42,7 @@ pub mod reap;
 pub mod sizing;
 mod slab;
 pub mod stats;
+mod sync;
 pub mod tunables;
 pub mod typed;
 
