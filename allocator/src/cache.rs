@@ -609,7 +609,7 @@ impl Cache {
             });
         }
         st.destroyed = true;
-        let snap = c.snapshot_locked(&st);
+        let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
         let r = st.unlink_empty(u64::MAX);
         debug_assert!(st.partial.is_empty() && st.complete.is_empty());
         let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
@@ -618,7 +618,7 @@ impl Cache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|x| !Arc::ptr_eq(x, &self.inner));
-        if slabscope_probes::ENABLED {
+        if let Some(snap) = snap {
             slabscope_probes::fire::cache_destroy(&snap);
         }
         let (slabs, objs) = (r.slabs, r.objs);

@@ -120,11 +120,11 @@ impl CacheInner {
         if !self.flag(KMC_GROWING) {
             self.set_flag(KMC_GROWING);
             st.refs += 1;
-            let snap = self.snapshot_locked(&st);
+            let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
             let me = self.arc();
             drop(st);
             dispatch(Job { cache: me });
-            if slabscope_probes::ENABLED {
+            if let Some(snap) = snap {
                 slabscope_probes::fire::grow_start(&snap);
             }
             st = self.lock_state();
@@ -144,9 +144,9 @@ impl CacheInner {
         if res.timed_out() && self.flag(KMC_GROWING) {
             self.set_flag(KMC_DEADLOCKED);
             st.c.obj_deadlock += 1;
-            let snap = self.snapshot_locked(&st);
+            let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
             drop(st);
-            if slabscope_probes::ENABLED {
+            if let Some(snap) = snap {
                 slabscope_probes::fire::deadlock(&snap);
             }
         }
