@@ -1,7 +1,8 @@
 //! Compiles `examples/c/example.c` with the system C compiler against
-//! `include/slabscope.h` and the freshly built `libslabscope.so`, runs it and
-//! checks what it prints: the C ABI end to end, bad inputs included, and the
-//! header's snapshot layout against the Rust one.
+//! `include/slabscope.h` and the freshly built `libslabscope.so` (and, in a
+//! second test, `libslabscope.a`), runs it and checks what it prints: the C
+//! ABI end to end, bad inputs included, and the header's snapshot layout,
+//! field by field, against the Rust one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -138,14 +139,16 @@ fn check(stdout: &str) {
         value(&kv, "snapshot_size"),
         size_of::<CacheSnapshot>().to_string()
     );
-    assert_eq!(
-        value(&kv, "snapshot_mag_fill"),
-        std::mem::offset_of!(CacheSnapshot, mag_fill).to_string()
-    );
-    assert_eq!(
-        value(&kv, "snapshot_name"),
-        std::mem::offset_of!(CacheSnapshot, name).to_string()
-    );
+    macro_rules! offsets {
+        ($($f:ident)*) => {$(
+            assert_eq!(
+                value(&kv, concat!("off_", stringify!($f))),
+                std::mem::offset_of!(CacheSnapshot, $f).to_string(),
+                concat!("offset of ", stringify!($f), " differs between include/slabscope.h and CacheSnapshot")
+            );
+        )*};
+    }
+    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus _pad0 slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max mag_objs mag_fill name);
 
     for (key, errno, msg) in [
         ("bad_align", libc::EINVAL, "alignment 24"),
