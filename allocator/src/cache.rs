@@ -31,9 +31,15 @@
 //!
 //! # Bookkeeping
 //!
-//! See [`crate::slab::Counters`] for the equations; in addition
-//! `mag_objs == Σ magazine fill <= obj_alloc`, every magazine object is a
-//! slab object not on any free list, and no object is in two magazines.
+//! - `slab_total == |partial list| + |complete list|`
+//! - `obj_total == Σ slab.objs + obj_emergency`
+//! - `obj_alloc == Σ slab.refs` (objects in use or held in magazines;
+//!   emergency objects are not counted, as in SPL)
+//! - `slab_alloc == #{slab : slab.refs > 0}`, `obj_emergency == |emergency map|`
+//! - `mag_objs == Σ magazine fill <= obj_alloc`; every magazine object is a
+//!   slab object on no free list and in no other magazine slot
+//! - every empty slab is at the tail of the partial list
+//!
 //! [`Cache::validate`] checks all of it.
 
 use std::alloc::Layout;
