@@ -180,6 +180,13 @@ fn counts_and_last_snapshots_equal_what_the_fixture_fired() {
             assert_eq!(e.pid, pid);
             assert_eq!(e.name, state.snapshot.name, "event name of {id:#x}");
         }
+        // Every decoded scalar, including the hand-written sites' immediates,
+        // memory operands and sub-register sizes.
+        let decoded: Vec<(u32, String)> = mine
+            .iter()
+            .map(|e| (e.kind, format!("{:?}", e.values)))
+            .collect();
+        assert_eq!(decoded, report.hits[id], "probe values of {id:#x}");
     }
     // One thread fired everything: ring order is firing order.
     assert!(evs.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
@@ -310,4 +317,21 @@ fn bad_options_are_rejected_before_attaching() {
     let err = collector::spawn(Target::Pid(std::process::id()), opts(Some(5000))).unwrap_err();
     assert!(matches!(err, CollectError::BadOption(_)), "{err}");
     assert!(err.to_string().contains("power of two"), "{err}");
+}
+
+#[test]
+fn list_traceable_finds_a_running_fixture() {
+    let fixture = Fixture::start(&["script"]);
+    let pid = fixture.pid();
+    let list = collector::list_traceable().expect("scanning /proc");
+    let exe = std::fs::canonicalize(collector_support::fixture()).unwrap();
+    assert!(
+        list.iter()
+            .any(|(p, path)| *p == pid && std::fs::canonicalize(path).ok() == Some(exe.clone())),
+        "pid {pid} running {} is not in {list:?}",
+        exe.display()
+    );
+    // Our own test binary carries no probes.
+    assert!(!list.iter().any(|(p, _)| *p == std::process::id()));
+    fixture.go();
 }

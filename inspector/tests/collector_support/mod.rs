@@ -63,11 +63,15 @@ pub fn root_or_skip(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!();
-    eprintln!("==================================================================");
-    eprintln!("SKIPPED {test}: loading eBPF programs and attaching uprobes needs");
-    eprintln!("root (CAP_BPF + CAP_PERFMON). Run the root tests with sudo.");
-    eprintln!("==================================================================");
+    // Straight to the stderr handle: the test harness captures `eprintln!`
+    // of passing tests, and a skip must be seen.
+    let banner = format!(
+        "\n==================================================================\n\
+         SKIPPED {test}: loading eBPF programs and attaching uprobes needs\n\
+         root (CAP_BPF + CAP_PERFMON). Run the collector tests with sudo.\n\
+         ==================================================================\n"
+    );
+    let _ = std::io::stderr().lock().write_all(banner.as_bytes());
     false
 }
 
@@ -127,6 +131,8 @@ pub struct Report {
     pub snapshots: BTreeMap<u64, String>,
     pub counters: BTreeMap<u64, String>,
     pub destroyed: BTreeMap<u64, bool>,
+    /// (kind, values as `{:?}`) of every hit, in firing order.
+    pub hits: BTreeMap<u64, Vec<(u32, String)>>,
     pub fired: u64,
 }
 
@@ -149,6 +155,14 @@ impl Report {
                 "snapshot" => drop(r.snapshots.insert(id, value.to_owned())),
                 "counters" => drop(r.counters.insert(id, value.to_owned())),
                 "destroyed" => drop(r.destroyed.insert(id, value == "true")),
+                "hit" => {
+                    let (kind, values) = value.split_once(' ').expect("hit line");
+                    let kind = kind.parse().expect("hit kind");
+                    r.hits
+                        .entry(id)
+                        .or_default()
+                        .push((kind, values.to_owned()));
+                }
                 _ => panic!("unexpected fixture line {line:?}"),
             }
         }
