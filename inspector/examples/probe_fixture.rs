@@ -21,7 +21,7 @@
 //! to the last probe fired for the cache. `script` (the default) walks three
 //! caches through every probe, some from two call sites, and a fourth through
 //! hand-written sites whose argument specs use every location form and size
-//! the collector decodes; `burst N` fires
+//! the collector decodes, and a fifth from a second thread; `burst N` fires
 //! `cache_create` then `cache_stats` N times back to back, to overflow a small
 //! ring buffer.
 //!
@@ -346,6 +346,16 @@ fn script() -> Vec<Cache> {
     caches[1].destroy();
     #[cfg(target_arch = "x86_64")]
     caches.push(asm_cache());
+    // Another thread's hits belong to the same process (the allocator's grow
+    // workers fire from their own threads).
+    let worker = std::thread::spawn(|| {
+        let mut c = Cache::new(0x5555_0000_6000, "fixture_thread", 40, 100);
+        c.create();
+        c.grow(true);
+        c.stats();
+        c
+    });
+    caches.push(worker.join().expect("fixture worker thread"));
     caches
 }
 

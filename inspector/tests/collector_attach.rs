@@ -188,7 +188,7 @@ fn counts_and_last_snapshots_equal_what_the_fixture_fired() {
             .collect();
         assert_eq!(decoded, report.hits[id], "probe values of {id:#x}");
     }
-    // One thread fired everything: ring order is firing order.
+    // Hits never overlap (the worker thread is joined): ring order is firing order.
     assert!(evs.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
     assert_eq!(
         ProbeKind::from_u32(evs[0].kind),
