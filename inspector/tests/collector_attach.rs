@@ -265,6 +265,22 @@ fn exe_mode_reports_processes_that_start_and_exit() {
     let mut updates = updates;
     // One more sample after the exit carries the final maps.
     updates.extend(until(&rx, |u| matches!(u, Update::Sample(_))));
+
+    // A process that fires and exits between two scans is still reported,
+    // attached before its first event and exited after its last.
+    let quick = Fixture::start(&["script"]);
+    let qpid = quick.pid();
+    quick.go();
+    let later = until(&rx, |u| *u == Update::TargetExited { pid: qpid });
+    let attached_at = later
+        .iter()
+        .position(|u| *u == Update::TargetAttached { pid: qpid })
+        .expect("the short-lived process was never reported attached");
+    let first_event = later
+        .iter()
+        .position(|u| matches!(u, Update::Event(e) if e.pid == qpid))
+        .expect("no event from the short-lived process");
+    assert!(attached_at < first_event);
     handle.stop();
     let sample = last_sample(&updates);
     let mine: Vec<_> = sample.caches.iter().filter(|c| c.pid == pid).collect();
