@@ -1,6 +1,51 @@
 //! slabscope: a userspace port of the OpenZFS SPL slab allocator
 //! (`module/os/linux/spl/spl-kmem-cache.c`, GPL-2.0-or-later, Lawrence
 //! Livermore National Security, LLC), observable through USDT probes.
+//!
+//! Modules mirror the seed's function families: [`cache`] (create, destroy,
+//! the registry), `slab` (layout, take, return, reclaim), `magazine` (the
+//! per-CPU fast path), `grow` (the worker pool, the bounded wait, deadlock
+//! detection), `emergency`, [`reap`], [`sizing`], [`tunables`], [`stats`],
+//! [`ffi`] (the C ABI) and the [`os`] seam.
+//!
+//! ```
+//! use slabscope::{CacheBuilder, flags};
+//! use std::ptr::NonNull;
+//! let cache = CacheBuilder::new("zio_cache_doc", 1104)
+//!     .align(8)
+//!     .ctor(|obj: NonNull<u8>, _kmflags| {
+//!         // SAFETY: the object is 1104 writable bytes.
+//!         unsafe { obj.as_ptr().write_bytes(0, 1104) };
+//!         true
+//!     })
+//!     .build()
+//!     .expect("valid arguments");
+//! let p = cache.alloc(flags::KM_SLEEP).expect("KM_SLEEP never fails");
+//! // SAFETY: p came from this cache and is not used afterwards.
+//! unsafe { cache.free(p) };
+//! let s = cache.stats();
+//! assert_eq!(s.slab_total, 1);
+//! cache.destroy().expect("nothing allocated");
+//! ```
 
+pub mod cache;
+#[cfg(test)]
+mod cache_tests;
+mod emergency;
+pub mod error;
+pub mod ffi;
 pub mod flags;
+mod grow;
+mod magazine;
+pub mod os;
+pub mod reap;
+pub mod sizing;
+mod slab;
 pub mod stats;
+pub mod tunables;
+pub mod typed;
+
+pub use cache::{Cache, CacheBuilder};
+pub use error::Error;
+pub use reap::reap;
+pub use typed::{Obj, TypedCache};

@@ -206,6 +206,54 @@ pub fn write_proc_slab(mut w: impl io::Write, caches: &[CacheStats]) -> io::Resu
     w.write_all(proc_slab_text(caches).as_bytes())
 }
 
+/// Every registered cache's statistics, in creation order.
+pub fn all() -> Vec<CacheStats> {
+    crate::cache::registered()
+        .iter()
+        .map(|c| c.stats())
+        .collect()
+}
+
+/// Fires `cache_stats` for every registered cache now and returns exactly
+/// the values fired, in creation order.
+pub fn publish() -> Vec<CacheStats> {
+    crate::cache::registered()
+        .iter()
+        .map(|c| {
+            let snap = c.snapshot();
+            slabscope_probes::fire::cache_stats(&snap);
+            let mut s = CacheStats::from(&snap);
+            if !c.slab_backed && c.mags.len() > MAX_CPUS {
+                // The snapshot carries MAX_CPUS fills; keep the report whole.
+                s.mag_fill = c.mag_fill().collect();
+            }
+            s
+        })
+        .collect()
+}
+
+/// Starts the `cache_stats` thread once, if `stats_interval_ms` > 0.
+pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
+    static START: std::sync::Once = std::sync::Once::new();
+    if t.stats_interval_ms == 0 || !slabscope_probes::ENABLED {
+        return;
+    }
+    let every = std::time::Duration::from_millis(t.stats_interval_ms);
+    START.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("slabscope-stats".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    publish();
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("slabscope: cannot start the cache_stats thread ({e}); call stats::publish() instead");
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

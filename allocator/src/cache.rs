@@ -1,0 +1,684 @@
+//! Caches: creation, the registry, allocation and free entry points, destroy
+//! and validation. Ports `spl_kmem_cache_create()`, `spl_kmem_cache_destroy()`,
+//! `spl_kmem_cache_alloc()`, `spl_kmem_cache_free()`, `spl_kmem_cache_inuse()`,
+//! `spl_kmem_cache_entry_size()` and the global `spl_kmem_cache_list`.
+//!
+//! # Cache types
+//!
+//! As in SPL, a cache either uses slabscope's own slabs and magazines
+//! (`KMC_KVMEM`) or delegates every object to the system allocator and only
+//! counts them (`KMC_SLAB`, SPL's "Linux slab" path). Without either flag the
+//! `slab_limit` tunable decides: objects of at most `slab_limit` bytes go to
+//! `KMC_SLAB`. The default `slab_limit` is 0 (see [`crate::tunables`]).
+//!
+//! # Semantics kept from SPL
+//!
+//! - The constructor runs on **every** allocation and the destructor on every
+//!   free (illumos keeps objects constructed while cached; SPL does not).
+//!   A constructor returning `false` makes the allocation return `None` (the
+//!   object goes back to the cache without the destructor running).
+//! - `KM_SLEEP` allocations never fail; `KM_NOSLEEP` ones may return `None`.
+//! - A cache stays registered until destroyed, even when every handle is
+//!   dropped (SPL caches live until `kmem_cache_destroy`); [`crate::TypedCache`]
+//!   destroys its cache on drop.
+//!
+//! # Where slabscope differs
+//!
+//! - Bad creation arguments return [`Error`] where SPL `VERIFY`s.
+//! - [`Cache::destroy`] refuses with [`Error::Busy`] while objects are
+//!   allocated, and frees nothing; SPL asserts.
+//! - Allocating from a destroyed cache panics with a message (SPL asserts).
+//!
+//! # Bookkeeping
+//!
+//! See [`crate::slab::Counters`] for the equations; in addition
+//! `mag_objs == Σ magazine fill <= obj_alloc`, every magazine object is a
+//! slab object not on any free list, and no object is in two magazines.
+//! [`Cache::validate`] checks all of it.
+
+use std::alloc::Layout;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
+
+use crate::error::Error;
+use crate::flags::*;
+use crate::magazine::Magazine;
+use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
+use crate::slab::{self, SlabState};
+use crate::stats::CacheStats;
+use crate::{os, reap, stats, tunables};
+
+/// Constructor: `(object, kmflags) -> success`.
+pub type Ctor = Box<dyn Fn(NonNull<u8>, u32) -> bool + Send + Sync>;
+/// Destructor.
+pub type Dtor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
+
+/// A per-CPU counter on its own cache line (SPL's `skc_linux_alloc`).
+#[repr(align(64))]
+#[derive(Debug, Default)]
+pub(crate) struct PerCpuCount(AtomicI64);
+
+/// The cache itself (`spl_kmem_cache_t`). Its address is the cache id.
+pub(crate) struct CacheInner {
+    pub(crate) magic: u32,
+    me: Weak<CacheInner>,
+    pub(crate) name: String,
+    name_buf: [u8; NAME_LEN],
+    pub(crate) geo: Geometry,
+    flags: AtomicU64,
+    /// Magic checks on (no `KMC_NODEBUG`).
+    pub(crate) debug: bool,
+    /// `KMC_SLAB`: delegate to the system allocator.
+    pub(crate) slab_backed: bool,
+    ctor: Option<Ctor>,
+    dtor: Option<Dtor>,
+    state: Mutex<SlabState>,
+    /// Woken when a grow added a slab (`skc_waitq`).
+    pub(crate) grow_cv: Condvar,
+    /// Woken whenever refs drop, a grow ends or a reap ends.
+    pub(crate) state_cv: Condvar,
+    pub(crate) mags: Box<[Magazine]>,
+    pub(crate) mag_size: u32,
+    pub(crate) mag_refill: u32,
+    /// Mirror of `obj_emergency` for the free path.
+    pub(crate) emergency_live: AtomicU64,
+    sys_count: Box<[PerCpuCount]>,
+    /// Layout of emergency objects and `KMC_SLAB` objects.
+    pub(crate) obj_layout: Layout,
+}
+
+impl fmt::Debug for CacheInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.name)
+            .field("id", &format_args!("{:#x}", self.id()))
+            .field("flags", &format_args!("{:#x}", self.flags()))
+            .field("geometry", &self.geo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheInner {
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u64 {
+        self as *const Self as u64
+    }
+
+    pub(crate) fn arc(&self) -> Arc<CacheInner> {
+        self.me.upgrade().expect("a live cache is owned by an Arc")
+    }
+
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, SlabState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn flags(&self) -> u64 {
+        self.flags.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn flag(&self, bit: u64) -> bool {
+        self.flags() & bit != 0
+    }
+
+    pub(crate) fn set_flag(&self, bit: u64) {
+        self.flags.fetch_or(bit, Ordering::SeqCst);
+    }
+
+    pub(crate) fn clear_flag(&self, bit: u64) {
+        self.flags.fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// Panics when the cache was destroyed (SPL: `ASSERT(!KMC_DESTROY)`).
+    pub(crate) fn check_alive(&self, st: &SlabState) {
+        if st.destroyed {
+            used_after_destroy(&self.name);
+        }
+    }
+
+    /// O(1) consistency checks at cheap points, debug builds only.
+    #[inline]
+    pub(crate) fn debug_check(&self, st: &SlabState) {
+        if cfg!(debug_assertions) {
+            let c = &st.c;
+            debug_assert!(c.obj_alloc + c.obj_emergency <= c.obj_total, "{c:?}");
+            debug_assert!(c.slab_alloc <= c.slab_total, "{c:?}");
+            debug_assert_eq!(c.slab_total, st.partial.len() + st.complete.len());
+            debug_assert_eq!(c.obj_emergency, st.emergency.len() as u64);
+        }
+    }
+
+    fn sys_count(&self) -> u64 {
+        self.sys_count
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum::<i64>()
+            .max(0) as u64
+    }
+
+    fn sys_count_add(&self, d: i64) {
+        let i = os::current_cpu() % self.sys_count.len();
+        self.sys_count[i].0.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// The probes' snapshot of this cache, taken under the cache lock.
+    pub(crate) fn snapshot_locked(&self, st: &SlabState) -> CacheSnapshot {
+        let mut s = CacheSnapshot::ZERO;
+        s.cache_id = self.id();
+        s.flags = self.flags();
+        s.obj_size = self.geo.obj_size;
+        s.obj_align = self.geo.obj_align;
+        s.obj_size_full = self.geo.obj_size_full;
+        s.slab_size = self.geo.slab_size;
+        s.slab_objs = self.geo.slab_objs;
+        s.mag_size = self.mag_size;
+        s.mag_refill = self.mag_refill;
+        s.name = self.name_buf;
+        if self.slab_backed {
+            s.obj_alloc = self.sys_count();
+            return s;
+        }
+        s.ncpus = self.mags.len().min(MAX_CPUS) as u32;
+        let c = &st.c;
+        s.slab_fail = c.slab_fail;
+        s.slab_create = c.slab_create;
+        s.slab_destroy = c.slab_destroy;
+        s.slab_total = c.slab_total;
+        s.slab_alloc = c.slab_alloc;
+        s.slab_max = c.slab_max;
+        s.obj_total = c.obj_total;
+        s.obj_alloc = c.obj_alloc;
+        s.obj_max = c.obj_max;
+        s.obj_deadlock = c.obj_deadlock;
+        s.obj_emergency = c.obj_emergency;
+        s.obj_emergency_max = c.obj_emergency_max;
+        for (i, f) in self.mag_fill().enumerate() {
+            s.mag_objs += u64::from(f);
+            if i < MAX_CPUS {
+                s.mag_fill[i] = f;
+            }
+        }
+        s
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheSnapshot {
+        let st = self.lock_state();
+        self.snapshot_locked(&st)
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        let mut s = CacheStats::from(&self.snapshot());
+        if !self.slab_backed {
+            s.mag_fill = self.mag_fill().collect();
+        }
+        s
+    }
+
+    /// Gives an object back without running the destructor (constructor
+    /// failure, and the tail of [`Cache::free`]).
+    ///
+    /// # Safety
+    /// `obj` was allocated from this cache and is not used afterwards.
+    unsafe fn release(&self, obj: NonNull<u8>) {
+        if self.slab_backed {
+            // SAFETY: KMC_SLAB objects come from std::alloc with obj_layout.
+            unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
+            self.sys_count_add(-1);
+            return;
+        }
+        // SAFETY: forwarded caller guarantee.
+        if unsafe { self.emergency_free(obj) } {
+            return;
+        }
+        // SAFETY: not an emergency object, so a slab object of this cache.
+        unsafe { self.mag_free(obj) }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn used_after_destroy(name: &str) -> ! {
+    panic!("slabscope: cache {name:?} was used after it was destroyed")
+}
+
+#[cold]
+#[inline(never)]
+fn bad_kmflags(name: &str, kmflags: u32) -> ! {
+    panic!(
+        "slabscope: cache {name:?}: allocation flags {kmflags:#x} have bits outside \
+         KM_PUBLIC_MASK ({KM_PUBLIC_MASK:#x}): pass KM_SLEEP or KM_NOSLEEP"
+    )
+}
+
+static REGISTRY: Mutex<Vec<Arc<CacheInner>>> = Mutex::new(Vec::new());
+
+/// Every registered cache, in creation order.
+pub(crate) fn registered() -> Vec<Arc<CacheInner>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Builds a [`Cache`] (the arguments of `kmem_cache_create`).
+///
+/// ```
+/// use slabscope::{CacheBuilder, flags};
+/// let cache = CacheBuilder::new("doc_example", 100).align(16).build().unwrap();
+/// let p = cache.alloc(flags::KM_SLEEP).unwrap();
+/// assert_eq!(p.as_ptr() as usize % 16, 0);
+/// // SAFETY: p came from this cache and is not used again.
+/// unsafe { cache.free(p) };
+/// cache.destroy().unwrap();
+/// ```
+pub struct CacheBuilder {
+    name: String,
+    size: usize,
+    align: usize,
+    flags: u64,
+    ctor: Option<Ctor>,
+    dtor: Option<Dtor>,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("align", &self.align)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    /// A cache of `size`-byte objects called `name`.
+    pub fn new(name: impl Into<String>, size: usize) -> Self {
+        CacheBuilder {
+            name: name.into(),
+            size,
+            align: 0,
+            flags: 0,
+            ctor: None,
+            dtor: None,
+        }
+    }
+
+    /// Object alignment: 0 (the default, 8) or a power of two from 8 to the
+    /// page size.
+    pub fn align(mut self, align: usize) -> Self {
+        self.align = align;
+        self
+    }
+
+    /// `KMC_*` creation flags.
+    pub fn flags(mut self, flags: u64) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Constructor, run on every allocation with the allocation's kmflags.
+    pub fn ctor(mut self, f: impl Fn(NonNull<u8>, u32) -> bool + Send + Sync + 'static) -> Self {
+        self.ctor = Some(Box::new(f));
+        self
+    }
+
+    /// Destructor, run on every free.
+    pub fn dtor(mut self, f: impl Fn(NonNull<u8>) + Send + Sync + 'static) -> Self {
+        self.dtor = Some(Box::new(f));
+        self
+    }
+
+    /// Validates the arguments, sizes slabs and magazines, registers the
+    /// cache and fires `cache_create`.
+    pub fn build(self) -> Result<Cache, Error> {
+        let t = tunables::get()?;
+        let name = self.name;
+        if name.is_empty() {
+            return Err(Error::EmptyName);
+        }
+        if name.len() > NAME_MAX {
+            let len = name.len();
+            return Err(Error::NameTooLong { name, len });
+        }
+        if name.contains('\0') {
+            return Err(Error::NameHasNul { name });
+        }
+        if self.size == 0 {
+            return Err(Error::ZeroSize { name });
+        }
+        let page = os::page_size();
+        let align = match self.align {
+            0 => SPL_KMEM_CACHE_ALIGN,
+            a if a.is_power_of_two() && a >= SPL_KMEM_CACHE_ALIGN && a <= page => a,
+            align => {
+                return Err(Error::BadAlign {
+                    name,
+                    align,
+                    page_size: page,
+                });
+            }
+        };
+        let unknown = self.flags & !KMC_CREATE_MASK;
+        if unknown != 0 {
+            return Err(Error::UnknownFlags { name, unknown });
+        }
+        let mut flags = self.flags;
+        if flags & KMC_SLAB != 0 && flags & KMC_KVMEM != 0 {
+            return Err(Error::ConflictingFlags { name });
+        }
+        if flags & (KMC_SLAB | KMC_KVMEM) == 0 {
+            if t.slab_limit != 0 && self.size <= t.slab_limit as usize {
+                flags |= KMC_SLAB;
+            } else {
+                flags |= KMC_KVMEM;
+            }
+        }
+        let max_slab = u64::from(t.max_size) << 20;
+        let too_large = |name| Error::TooLarge {
+            name,
+            size: self.size,
+            max_slab,
+        };
+        let Ok(obj_layout) = Layout::from_size_align(self.size, align) else {
+            return Err(too_large(name));
+        };
+        let slab_backed = flags & KMC_SLAB != 0;
+        let (geo, mag_size) = if slab_backed {
+            if self.size as u64 > max_slab {
+                return Err(too_large(name));
+            }
+            let full = sizing::p2roundup(self.size as u64, align as u64);
+            let geo = Geometry {
+                obj_size: self.size as u64,
+                obj_align: align as u64,
+                obj_size_full: full,
+                hdr_offset: full,
+                ..Geometry::default()
+            };
+            (geo, 0)
+        } else {
+            let Some(geo) = sizing::geometry(
+                self.size as u64,
+                align as u64,
+                slab::SLAB_HDR,
+                slab::OBJ_HDR,
+                u64::from(t.obj_per_slab),
+                u64::from(t.max_size),
+                page as u64,
+            ) else {
+                return Err(too_large(name));
+            };
+            (
+                geo,
+                sizing::magazine_size(geo.obj_size_full, page as u64, t.magazine_size),
+            )
+        };
+        let mag_refill = sizing::magazine_refill(mag_size);
+        let ncpus = os::possible_cpus();
+        let mags: Box<[Magazine]> = if slab_backed {
+            Box::new([])
+        } else {
+            (0..ncpus)
+                .map(|cpu| Magazine::new(cpu as u32, mag_size, mag_refill))
+                .collect()
+        };
+        let inner = Arc::new_cyclic(|me| CacheInner {
+            magic: SKC_MAGIC,
+            me: me.clone(),
+            name_buf: name_buf(name.as_bytes()),
+            name,
+            geo,
+            flags: AtomicU64::new(flags),
+            debug: flags & KMC_NODEBUG == 0,
+            slab_backed,
+            ctor: self.ctor,
+            dtor: self.dtor,
+            state: Mutex::new(SlabState::new()),
+            grow_cv: Condvar::new(),
+            state_cv: Condvar::new(),
+            mags,
+            mag_size,
+            mag_refill,
+            emergency_live: AtomicU64::new(0),
+            sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
+            obj_layout,
+        });
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(inner.clone());
+        reap::ensure_reaper(&t);
+        stats::ensure_stats_thread(&t);
+        if slabscope_probes::ENABLED {
+            slabscope_probes::fire::cache_create(&inner.snapshot());
+        }
+        Ok(Cache { inner })
+    }
+}
+
+/// A cache handle: cheap to clone, `Send + Sync`. See the module docs.
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<CacheInner>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Cache {
+    /// Allocates one object and runs the constructor (`kmem_cache_alloc`).
+    /// `None` only with `KM_NOSLEEP` when no object is free and no grow has
+    /// finished, or when the constructor fails.
+    ///
+    /// # Panics
+    /// On kmflags outside `KM_PUBLIC_MASK`, and on a destroyed cache.
+    #[inline]
+    pub fn alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
+        let c = &*self.inner;
+        if kmflags & !KM_PUBLIC_MASK != 0 {
+            bad_kmflags(&c.name, kmflags);
+        }
+        let obj = if c.slab_backed {
+            self.sys_alloc(kmflags)?
+        } else {
+            c.mag_alloc(kmflags)?
+        };
+        if let Some(ctor) = &c.ctor
+            && !ctor(obj, kmflags)
+        {
+            // SAFETY: obj was just allocated from this cache and is dropped here.
+            unsafe { c.release(obj) };
+            return None;
+        }
+        Some(obj)
+    }
+
+    #[cold]
+    fn sys_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
+        let c = &*self.inner;
+        if c.flag(KMC_DESTROY) && c.lock_state().destroyed {
+            used_after_destroy(&c.name);
+        }
+        loop {
+            // SAFETY: obj_layout has a non-zero size.
+            if let Some(p) = NonNull::new(unsafe { std::alloc::alloc(c.obj_layout) }) {
+                c.sys_count_add(1);
+                return Some(p);
+            }
+            if kmflags & KM_NOSLEEP != 0 {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Runs the destructor and returns the object to the cache
+    /// (`kmem_cache_free`).
+    ///
+    /// # Safety
+    /// `obj` was returned by [`Cache::alloc`] of this cache (or a clone of
+    /// this handle), has not been freed since, and is not used afterwards.
+    #[inline]
+    pub unsafe fn free(&self, obj: NonNull<u8>) {
+        let c = &*self.inner;
+        if let Some(dtor) = &c.dtor {
+            dtor(obj);
+        }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { c.release(obj) }
+    }
+
+    /// `kmem_cache_reap_now`: flushes the current CPU's magazine and returns
+    /// empty slabs to the OS; fires `reap`.
+    pub fn reap_now(&self) {
+        self.inner.reap_now(false);
+    }
+
+    /// Every counter of this cache now.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats()
+    }
+
+    /// The cache id: its address, as probes report it.
+    pub fn id(&self) -> u64 {
+        self.inner.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// `KMC_*` flags, state bits included.
+    pub fn flags(&self) -> u64 {
+        self.inner.flags()
+    }
+
+    /// `kmem_cache_inuse`: SPL returns `obj_total` (objects the cache holds,
+    /// free ones in slabs included). For `KMC_SLAB` caches, whose `obj_total`
+    /// SPL never maintains, this returns the objects allocated.
+    pub fn inuse(&self) -> u64 {
+        let c = &*self.inner;
+        if c.slab_backed {
+            c.sys_count()
+        } else {
+            c.lock_state().c.obj_total
+        }
+    }
+
+    /// `kmem_cache_entry_size`: the object size requested at creation.
+    pub fn entry_size(&self) -> u64 {
+        self.inner.geo.obj_size
+    }
+
+    /// Destroys the cache: waits for in-flight grows and reaps, flushes every
+    /// magazine, and — only if no object is allocated — returns every slab to
+    /// the OS, unregisters the cache and fires `cache_destroy`. Otherwise
+    /// returns [`Error::Busy`], frees nothing, and the cache stays usable.
+    pub fn destroy(&self) -> Result<(), Error> {
+        let c = &*self.inner;
+        let mut st = c.lock_state();
+        if st.destroyed || c.flag(KMC_DESTROY) {
+            return Err(Error::Destroyed {
+                name: c.name.clone(),
+            });
+        }
+        c.set_flag(KMC_DESTROY);
+        while st.refs > 0 {
+            st = c.state_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        if !c.slab_backed {
+            c.flush_all(false);
+        }
+        let mut st = c.lock_state();
+        let (obj_alloc, obj_emergency) = if c.slab_backed {
+            (c.sys_count(), 0)
+        } else {
+            (st.c.obj_alloc, st.c.obj_emergency)
+        };
+        if obj_alloc > 0 || obj_emergency > 0 {
+            c.clear_flag(KMC_DESTROY);
+            return Err(Error::Busy {
+                name: c.name.clone(),
+                obj_alloc,
+                obj_emergency,
+            });
+        }
+        st.destroyed = true;
+        let snap = c.snapshot_locked(&st);
+        let r = st.unlink_empty(u64::MAX);
+        debug_assert!(st.partial.is_empty() && st.complete.is_empty());
+        let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
+        drop(st);
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|x| !Arc::ptr_eq(x, &self.inner));
+        if slabscope_probes::ENABLED {
+            slabscope_probes::fire::cache_destroy(&snap);
+        }
+        let (slabs, objs) = (r.slabs, r.objs);
+        // SAFETY: every slab of the cache is empty and unlinked.
+        unsafe { r.release(&c.geo) };
+        if let Some(after) = after
+            && slabs > 0
+        {
+            slabscope_probes::fire::slab_reclaim(&after, slabs, objs);
+        }
+        Ok(())
+    }
+
+    /// Walks every list and magazine and checks the bookkeeping equations
+    /// (see the module docs). Takes every magazine lock and the cache lock.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = &*self.inner;
+        if c.magic != SKC_MAGIC {
+            return Err(format!("cache magic {:#x}", c.magic));
+        }
+        if c.slab_backed {
+            return Ok(());
+        }
+        let guards: Vec<_> = c.mags.iter().map(Magazine::lock).collect();
+        let st = c.lock_state();
+        let free = st.validate(&c.geo, c.id())?;
+        let mut seen = std::collections::HashSet::new();
+        let mut mag_objs = 0u64;
+        for (cpu, g) in guards.iter().enumerate() {
+            if g.magic() != SKM_MAGIC || g.avail() > c.mag_size {
+                return Err(format!("magazine {cpu}: bad magic or fill {}", g.avail()));
+            }
+            for p in g.objects() {
+                // SAFETY: magazine entries are slab objects of this cache
+                // (checked right after via the header's magic and address).
+                unsafe { slab::check_obj_result(&c.geo, p) }
+                    .map_err(|e| format!("magazine {cpu}: {p:p}: {e}"))?;
+                if free.contains(&(p as usize)) {
+                    return Err(format!("magazine {cpu}: {p:p} is also on a slab free list"));
+                }
+                if !seen.insert(p as usize) {
+                    return Err(format!("{p:p} is in two magazine slots"));
+                }
+                mag_objs += 1;
+            }
+        }
+        if mag_objs > st.c.obj_alloc {
+            return Err(format!(
+                "magazines hold {mag_objs} objects but obj_alloc is {}",
+                st.c.obj_alloc
+            ));
+        }
+        if c.emergency_live.load(Ordering::Relaxed) != st.c.obj_emergency {
+            return Err("emergency mirror differs from obj_emergency".into());
+        }
+        Ok(())
+    }
+
+    /// Whether two handles name the same cache.
+    pub fn same_cache(&self, other: &Cache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}

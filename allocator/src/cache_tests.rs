@@ -1,0 +1,259 @@
+//! Unit tests of the cache entry points with default tunables (timing and
+//! fault-injection tests live in `tests/`, one process per tunable set).
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::flags::*;
+use crate::{CacheBuilder, Error, os, stats};
+
+fn live(s: &crate::stats::CacheStats) -> u64 {
+    s.obj_alloc - s.mag_objs
+}
+
+#[test]
+fn alloc_free_grow_and_stats() {
+    let c = CacheBuilder::new("t_basic", 1104).build().unwrap();
+    assert_eq!(
+        c.flags() & KMC_KVMEM,
+        KMC_KVMEM,
+        "slab_limit 0 picks KMC_KVMEM"
+    );
+    let s0 = c.stats();
+    assert_eq!((s0.slab_total, s0.obj_total), (0, 0));
+    let mut ptrs = HashSet::new();
+    let mut v = Vec::new();
+    for i in 0..1000u32 {
+        let p = c.alloc(KM_SLEEP).unwrap();
+        assert_eq!(p.as_ptr() as usize % 8, 0);
+        // SAFETY: 1104 writable bytes.
+        unsafe { p.as_ptr().cast::<u32>().write(i) };
+        assert!(ptrs.insert(p.as_ptr() as usize), "pointer handed out twice");
+        v.push(p);
+    }
+    c.validate().unwrap();
+    let s = c.stats();
+    assert_eq!(live(&s), 1000);
+    assert!(s.slab_total >= 1000 / s.slab_objs);
+    assert_eq!(s.obj_total, s.slab_total * s.slab_objs);
+    assert_eq!(s.slab_create, s.slab_total);
+    assert!(s.obj_max >= 1000);
+    assert_eq!(s.mag_fill.len(), os::possible_cpus());
+    for (i, p) in v.iter().enumerate() {
+        // SAFETY: written above.
+        assert_eq!(unsafe { p.as_ptr().cast::<u32>().read() }, i as u32);
+    }
+    for p in v {
+        // SAFETY: allocated above, freed once.
+        unsafe { c.free(p) };
+    }
+    c.validate().unwrap();
+    let s = c.stats();
+    assert_eq!(live(&s), 0);
+    assert_eq!(s.obj_alloc, s.mag_objs);
+    c.destroy().unwrap();
+    assert!(stats::all().iter().all(|s| s.name != "t_basic"));
+}
+
+#[test]
+fn ctor_runs_on_every_alloc_and_dtor_on_every_free() {
+    let ctors = Arc::new(AtomicUsize::new(0));
+    let dtors = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (ctors.clone(), dtors.clone());
+    let c = CacheBuilder::new("t_ctor", 64)
+        .ctor(move |p, kmflags| {
+            assert_eq!(kmflags, KM_SLEEP);
+            // SAFETY: 64 writable bytes.
+            unsafe { p.as_ptr().write_bytes(0xab, 64) };
+            a.fetch_add(1, Ordering::SeqCst);
+            true
+        })
+        .dtor(move |p| {
+            // SAFETY: 64 readable bytes.
+            assert_eq!(unsafe { p.as_ptr().wrapping_add(63).read() }, 0xab);
+            b.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let p = c.alloc(KM_SLEEP).unwrap();
+        // SAFETY: freed once.
+        unsafe { c.free(p) };
+    }
+    // The same object cycled through the magazine: constructed each time.
+    assert_eq!(ctors.load(Ordering::SeqCst), 3);
+    assert_eq!(dtors.load(Ordering::SeqCst), 3);
+    c.destroy().unwrap();
+}
+
+#[test]
+fn failing_ctor_returns_none_and_leaks_nothing() {
+    let c = CacheBuilder::new("t_ctor_fail", 32)
+        .ctor(|_, _| false)
+        .build()
+        .unwrap();
+    assert!(c.alloc(KM_SLEEP).is_none());
+    c.validate().unwrap();
+    let s = c.stats();
+    assert_eq!(live(&s), 0);
+    c.destroy().unwrap();
+}
+
+#[test]
+fn destroy_with_objects_allocated_is_busy_and_frees_nothing() {
+    let c = CacheBuilder::new("t_busy", 200).build().unwrap();
+    let p = c.alloc(KM_SLEEP).unwrap();
+    // SAFETY: 200 writable bytes.
+    unsafe { p.as_ptr().write_bytes(7, 200) };
+    match c.destroy() {
+        Err(Error::Busy {
+            obj_alloc: 1,
+            obj_emergency: 0,
+            ..
+        }) => {}
+        other => panic!("expected Busy with one object, got {other:?}"),
+    }
+    // Still usable, memory intact, still registered.
+    // SAFETY: p is live.
+    assert_eq!(unsafe { p.as_ptr().wrapping_add(199).read() }, 7);
+    assert!(stats::all().iter().any(|s| s.name == "t_busy"));
+    let q = c.alloc(KM_SLEEP).unwrap();
+    c.validate().unwrap();
+    // SAFETY: freed once.
+    unsafe { c.free(p) };
+    // SAFETY: freed once.
+    unsafe { c.free(q) };
+    c.destroy().unwrap();
+    assert!(matches!(c.destroy(), Err(Error::Destroyed { .. })));
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let page = os::page_size();
+    type Case = (CacheBuilder, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
+        (CacheBuilder::new("", 8), |e| matches!(e, Error::EmptyName)),
+        (CacheBuilder::new("x".repeat(64), 8), |e| {
+            matches!(e, Error::NameTooLong { len: 64, .. })
+        }),
+        (CacheBuilder::new("a\0b", 8), |e| {
+            matches!(e, Error::NameHasNul { .. })
+        }),
+        (CacheBuilder::new("t_bad", 0), |e| {
+            matches!(e, Error::ZeroSize { .. })
+        }),
+        (CacheBuilder::new("t_bad", 8).align(24), |e| {
+            matches!(e, Error::BadAlign { align: 24, .. })
+        }),
+        (CacheBuilder::new("t_bad", 8).align(4), |e| {
+            matches!(e, Error::BadAlign { align: 4, .. })
+        }),
+        (CacheBuilder::new("t_bad", 8).align(page * 2), |e| {
+            matches!(e, Error::BadAlign { .. })
+        }),
+        (CacheBuilder::new("t_bad", 33 << 20), |e| {
+            matches!(e, Error::TooLarge { .. })
+        }),
+        (CacheBuilder::new("t_bad", 33 << 20).flags(KMC_SLAB), |e| {
+            matches!(e, Error::TooLarge { .. })
+        }),
+        (
+            CacheBuilder::new("t_bad", 8).flags(KMC_GROWING),
+            |e| matches!(e, Error::UnknownFlags { unknown, .. } if *unknown == KMC_GROWING),
+        ),
+        (
+            CacheBuilder::new("t_bad", 8).flags(KMC_SLAB | KMC_KVMEM),
+            |e| matches!(e, Error::ConflictingFlags { .. }),
+        ),
+    ];
+    for (b, ok) in cases {
+        let dbg = format!("{b:?}");
+        let e = b.build().expect_err(&dbg);
+        assert!(ok(&e), "{dbg}: unexpected {e:?}");
+        assert!(!e.to_string().is_empty());
+    }
+    // The limits themselves are fine.
+    let c = CacheBuilder::new("y".repeat(63), 8)
+        .align(page)
+        .build()
+        .unwrap();
+    c.destroy().unwrap();
+}
+
+#[test]
+fn kmc_slab_caches_delegate_and_count() {
+    let c = CacheBuilder::new("t_sys", 100)
+        .align(64)
+        .flags(KMC_SLAB)
+        .build()
+        .unwrap();
+    let v: Vec<NonNull<u8>> = (0..10).map(|_| c.alloc(KM_SLEEP).unwrap()).collect();
+    assert!(v.iter().all(|p| (p.as_ptr() as usize).is_multiple_of(64)));
+    let s = c.stats();
+    assert_eq!(s.obj_alloc, 10);
+    assert_eq!((s.slab_total, s.obj_total, s.mag_size), (0, 0, 0));
+    assert_eq!(c.inuse(), 10);
+    assert!(matches!(
+        c.destroy(),
+        Err(Error::Busy { obj_alloc: 10, .. })
+    ));
+    for p in v {
+        // SAFETY: freed once.
+        unsafe { c.free(p) };
+    }
+    assert_eq!(c.stats().obj_alloc, 0);
+    assert!(crate::stats::proc_slab_row(&c.stats()).contains(" - "));
+    c.destroy().unwrap();
+}
+
+#[test]
+fn reap_now_returns_empty_slabs() {
+    let c = CacheBuilder::new("t_reap", 3000).build().unwrap();
+    let v: Vec<_> = (0..200).map(|_| c.alloc(KM_SLEEP).unwrap()).collect();
+    let before = c.stats().slab_total;
+    assert!(before > 1);
+    for p in v {
+        // SAFETY: freed once.
+        unsafe { c.free(p) };
+    }
+    // Frees overflowing the magazine already flushed and reclaimed; what is
+    // left sits in magazines. Reap from every CPU until nothing is held.
+    for _ in 0..(4 * os::possible_cpus()) {
+        c.reap_now();
+        if c.stats().mag_objs == 0 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    c.validate().unwrap();
+    let s = c.stats();
+    if s.mag_objs == 0 {
+        assert_eq!(s.slab_total, 0, "every slab was empty: {s:?}");
+    }
+    assert!(s.slab_total < before);
+    assert_eq!(s.slab_destroy + s.slab_total, s.slab_create);
+    crate::reap();
+    c.destroy().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "outside KM_PUBLIC_MASK")]
+fn unknown_kmflags_panic_with_a_message() {
+    let c = CacheBuilder::new("t_kmflags", 8).build().unwrap();
+    let _ = c.alloc(0x100);
+}
+
+#[test]
+fn publish_returns_what_all_reports_for_each_cache() {
+    let c = CacheBuilder::new("t_publish", 48).build().unwrap();
+    let p = c.alloc(KM_SLEEP).unwrap();
+    let fired = stats::publish();
+    let mine = fired.iter().find(|s| s.id == c.id()).expect("published");
+    assert_eq!(mine.name, "t_publish");
+    assert_eq!(mine.obj_alloc, c.stats().obj_alloc);
+    // SAFETY: freed once.
+    unsafe { c.free(p) };
+    c.destroy().unwrap();
+}

@@ -1,0 +1,84 @@
+//! Emergency objects: `spl_emergency_alloc()`, `spl_emergency_free()` and
+//! the red-black tree they live in (here a `BTreeMap` keyed by address).
+//!
+//! While a cache is DEADLOCKED (a grow outlived `grow_timeout_ms`), each
+//! allocation that finds no free slab object gets an object of its own from
+//! the system allocator, recorded by address in the cache's emergency map and
+//! counted in `obj_total`, `obj_emergency` and `obj_emergency_max` (not in
+//! `obj_alloc`, as in SPL). A free first looks the pointer up in the map when
+//! any emergency object is live; a hit is released at once.
+//!
+//! The seed allocates emergency objects with `__get_free_pages()`, page
+//! aligned; here they have the cache's alignment, which is what callers may
+//! rely on.
+//!
+//! The free path's "are there any?" test reads an atomic mirror of
+//! `obj_emergency` (one relaxed load on every free) instead of taking the
+//! cache lock as the seed does. It cannot miss a live emergency object: the
+//! object was counted (under the lock) before it was handed out, and the
+//! caller's hand-over of the pointer to the freeing thread orders that count
+//! before the free.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+use crate::cache::CacheInner;
+use crate::grow::Grow;
+
+impl CacheInner {
+    /// `spl_emergency_alloc()`.
+    pub(crate) fn emergency_alloc(&self) -> Grow {
+        // Last chance: use a partial slab if one now exists.
+        if !self.lock_state().partial.is_empty() {
+            return Grow::Again;
+        }
+        // SAFETY: obj_layout has a non-zero size (size 0 caches are rejected).
+        let p = unsafe { std::alloc::alloc(self.obj_layout) };
+        let Some(obj) = NonNull::new(p) else {
+            return Grow::NoMem;
+        };
+        let mut st = self.lock_state();
+        let fresh = st.emergency.insert(obj.as_ptr() as usize, ()).is_none();
+        debug_assert!(fresh, "the system allocator returned a live address twice");
+        st.c.obj_total += 1;
+        st.c.obj_emergency += 1;
+        st.c.obj_emergency_max = st.c.obj_emergency_max.max(st.c.obj_emergency);
+        self.emergency_live
+            .store(st.c.obj_emergency, Ordering::Relaxed);
+        let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
+        drop(st);
+        if let Some(snap) = snap {
+            slabscope_probes::fire::emergency_alloc(&snap, obj.as_ptr());
+        }
+        Grow::Emergency(obj)
+    }
+
+    /// `spl_emergency_free()`: releases `obj` when it is an emergency object
+    /// of this cache. Returns whether it was.
+    ///
+    /// # Safety
+    /// If `obj` is an emergency object of this cache it is not used after
+    /// this call.
+    pub(crate) unsafe fn emergency_free(&self, obj: NonNull<u8>) -> bool {
+        if self.emergency_live.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut st = self.lock_state();
+        if st.emergency.remove(&(obj.as_ptr() as usize)).is_none() {
+            return false;
+        }
+        st.c.obj_emergency -= 1;
+        st.c.obj_total -= 1;
+        self.emergency_live
+            .store(st.c.obj_emergency, Ordering::Relaxed);
+        let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
+        drop(st);
+        // SAFETY: obj came from std::alloc::alloc with obj_layout (it was in
+        // the map) and the caller no longer uses it.
+        unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
+        if let Some(snap) = snap {
+            slabscope_probes::fire::emergency_free(&snap, obj.as_ptr());
+        }
+        true
+    }
+}

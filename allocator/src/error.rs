@@ -1,0 +1,104 @@
+//! Every way a slabscope call can fail.
+//!
+//! Where SPL `VERIFY`s or `ASSERT`s on a caller's mistake (a bad alignment at
+//! `spl_kmem_cache_create()`, objects still allocated at
+//! `spl_kmem_cache_destroy()`), slabscope returns one of these instead. Each
+//! message says what happened and what to do next.
+
+use slabscope_probes::NAME_MAX;
+
+/// A failure of cache creation, destruction or tunable setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cache name is empty.
+    #[error("cache name is empty: give the cache a name of 1 to {NAME_MAX} bytes")]
+    EmptyName,
+
+    /// The cache name is longer than [`slabscope_probes::NAME_MAX`] bytes.
+    #[error("cache name {name:?} is {len} bytes long, over the {NAME_MAX}-byte limit: shorten it")]
+    NameTooLong { name: String, len: usize },
+
+    /// The cache name contains a NUL byte (it is handed to tracers as a C string).
+    #[error("cache name {name:?} contains a NUL byte: remove it")]
+    NameHasNul { name: String },
+
+    /// The cache name passed through the C ABI is not UTF-8.
+    #[error("cache name is not valid UTF-8: use an ASCII or UTF-8 name")]
+    NameNotUtf8,
+
+    /// Object size 0 (SPL would create a useless cache).
+    #[error("cache {name:?}: object size 0 is invalid: give a size of at least 1 byte")]
+    ZeroSize { name: String },
+
+    /// Alignment not a power of two, below 8, or above the page size
+    /// (SPL's `VERIFY(ISP2(align))` and its bounds).
+    #[error(
+        "cache {name:?}: alignment {align} is invalid: use 0 (default 8) or a power of two \
+         from 8 to the page size ({page_size})"
+    )]
+    BadAlign {
+        name: String,
+        align: usize,
+        page_size: usize,
+    },
+
+    /// Objects too large for the largest slab (`spl_slab_size()` returns
+    /// `-ENOSPC`).
+    #[error(
+        "cache {name:?}: objects of {size} bytes do not fit in a slab of at most {max_slab} \
+         bytes (ENOSPC): raise SLABSCOPE_MAX_SIZE (MB) or use smaller objects"
+    )]
+    TooLarge {
+        name: String,
+        size: usize,
+        max_slab: u64,
+    },
+
+    /// Creation flags outside [`crate::flags::KMC_CREATE_MASK`].
+    #[error(
+        "cache {name:?}: unknown flags {unknown:#x}: creation accepts only KMC_NODEBUG, \
+         KMC_KVMEM, KMC_SLAB and KMC_RECLAIMABLE"
+    )]
+    UnknownFlags { name: String, unknown: u64 },
+
+    /// Both `KMC_SLAB` and `KMC_KVMEM` were requested.
+    #[error("cache {name:?}: KMC_SLAB and KMC_KVMEM are both set: pass at most one of them")]
+    ConflictingFlags { name: String },
+
+    /// A callback SPL leaves unimplemented was passed (C ABI: `reclaim`, `vmp`).
+    #[error("cache {name:?}: a non-NULL {what} is not supported (SPL ignores it too): pass NULL")]
+    Unsupported { name: String, what: &'static str },
+
+    /// `destroy` found objects still allocated; nothing was freed and the
+    /// cache stays usable.
+    #[error(
+        "cache {name:?} still has {obj_alloc} objects and {obj_emergency} emergency objects \
+         allocated: free them, then destroy again (nothing was freed)"
+    )]
+    Busy {
+        name: String,
+        obj_alloc: u64,
+        obj_emergency: u64,
+    },
+
+    /// The cache was destroyed already.
+    #[error("cache {name:?} was already destroyed: drop this handle")]
+    Destroyed { name: String },
+
+    /// A tunable has a value out of range or unparsable. `setting` names the
+    /// environment variable or the `Tunables` field it came from.
+    #[error("{setting}={value:?} is invalid: {reason}")]
+    Tunable {
+        setting: String,
+        value: String,
+        reason: String,
+    },
+
+    /// `tunables::set` was called after the tunables took effect.
+    #[error(
+        "tunables are already in effect (a cache was created or tunables::get was called): \
+         call tunables::set before the first cache is created"
+    )]
+    TunablesFrozen,
+}

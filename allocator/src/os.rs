@@ -1,0 +1,331 @@
+//! The narrow seam to the operating system (mimalloc's `prim` layer): page
+//! size, possible CPUs, the current CPU, anonymous page mappings, a coarse
+//! clock and the fault-injection dice. Nothing else in the crate calls `libc`
+//! for these, so the logic above can be reasoned about (and run under Miri,
+//! where the seam falls back to the global allocator and CPU 0) without the OS.
+//!
+//! Slabs come from `mmap(MAP_PRIVATE | MAP_ANONYMOUS)`, the userspace stand-in
+//! for the seed's `kv_alloc()` / `kv_free()` (`spl_vmalloc()` / `vfree()`):
+//! page aligned, zero filled, returned to the OS whole by `munmap`.
+//!
+//! # Finding the current CPU
+//!
+//! [`current_cpu`] is on the allocation fast path. glibc 2.35 and later
+//! register a restartable-sequences area for every thread and export its
+//! offset from the thread pointer as `__rseq_offset`; the kernel keeps the
+//! area's `cpu_id` field current on every migration, so reading it costs one
+//! load (≈1 ns) against ≈3 ns for `sched_getcpu()`. The symbols are looked up
+//! once with `dlsym` (so the crate still links against older C libraries) and
+//! when rseq is unavailable — old glibc, `GLIBC_TUNABLES=glibc.pthread.rseq=0`,
+//! an unsupported architecture, or a thread whose area says "unregistered" —
+//! `sched_getcpu()` answers. The value is a hint: the thread can migrate right
+//! after reading it, which is why magazines carry a lock (see
+//! [`crate::magazine`]).
+
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+
+/// The system page size.
+pub fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        #[cfg(miri)]
+        {
+            4096
+        }
+        #[cfg(not(miri))]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if p > 0 { p as usize } else { 4096 }
+        }
+    })
+}
+
+/// Parses a kernel CPU list ("0-3,6,8-9") into the count of CPU ids it
+/// spans (highest id + 1).
+pub fn parse_cpu_list(text: &str) -> Option<usize> {
+    let mut max: Option<usize> = None;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let hi = match part.split_once('-') {
+            Some((lo, hi)) => {
+                let lo: usize = lo.trim().parse().ok()?;
+                let hi: usize = hi.trim().parse().ok()?;
+                if hi < lo {
+                    return None;
+                }
+                hi
+            }
+            None => part.trim().parse().ok()?,
+        };
+        max = Some(max.map_or(hi, |m| m.max(hi)));
+    }
+    max.map(|m| m + 1)
+}
+
+/// How many CPU ids this machine may ever report: one magazine per id,
+/// as SPL keeps one per possible CPU.
+pub fn possible_cpus() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        if cfg!(miri) {
+            return 1;
+        }
+        std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|t| parse_cpu_list(&t))
+            .unwrap_or_else(|| {
+                // SAFETY: sysconf has no preconditions.
+                let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+                if n > 0 { n as usize } else { 1 }
+            })
+            .max(1)
+    })
+}
+
+const RSEQ_UNKNOWN: isize = isize::MIN;
+const RSEQ_NONE: isize = isize::MIN + 1;
+static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(RSEQ_UNKNOWN);
+
+#[cold]
+fn rseq_init() -> isize {
+    let mut off = RSEQ_NONE;
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) && !cfg!(miri) {
+        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names is always
+        // safe to call; it returns NULL when the symbol is absent.
+        let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) };
+        // SAFETY: as above.
+        let offp = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()) };
+        if !size.is_null() && !offp.is_null() {
+            // SAFETY: glibc defines `const unsigned int __rseq_size` and
+            // `const ptrdiff_t __rseq_offset`, set before main and never
+            // changed afterwards.
+            let size = unsafe { *(size as *const u32) };
+            // SAFETY: as above.
+            let o = unsafe { *(offp as *const isize) };
+            if size >= 8 {
+                off = o;
+            }
+        }
+    }
+    RSEQ_OFFSET.store(off, Ordering::Relaxed);
+    off
+}
+
+#[inline(always)]
+fn thread_pointer() -> *const u8 {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        let tp: *const u8;
+        // SAFETY: on x86_64 Linux, fs:0 holds the thread control block's self
+        // pointer, which is the thread pointer glibc's __rseq_offset is
+        // relative to. Reading it has no side effects.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, readonly, preserves_flags, pure));
+        }
+        tp
+    }
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
+    {
+        let tp: *const u8;
+        // SAFETY: tpidr_el0 is the thread pointer on aarch64 Linux; reading it
+        // has no side effects.
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp,
+                options(nostack, nomem, preserves_flags, pure));
+        }
+        tp
+    }
+    #[cfg(any(miri, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    {
+        std::ptr::null()
+    }
+}
+
+#[cold]
+fn cpu_slow() -> usize {
+    if cfg!(miri) {
+        return 0;
+    }
+    // SAFETY: sched_getcpu has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    if c < 0 { 0 } else { c as usize }
+}
+
+/// The CPU this thread is running on right now (a hint: it may migrate at
+/// any moment). Always below [`possible_cpus`] in practice; callers still
+/// reduce it modulo their array length.
+#[inline(always)]
+pub fn current_cpu() -> usize {
+    let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
+    if off == RSEQ_UNKNOWN {
+        off = rseq_init();
+    }
+    if off != RSEQ_NONE {
+        let tp = thread_pointer();
+        if !tp.is_null() {
+            // `struct rseq { u32 cpu_id_start; u32 cpu_id; ... }`.
+            let field = tp.wrapping_offset(off + 4) as *mut u32;
+            // SAFETY: glibc registered this thread's rseq area at tp +
+            // __rseq_offset (rseq_init checked that the symbols exist and the
+            // area is registered); it is 4-aligned and lives as long as the
+            // thread. The kernel writes cpu_id concurrently, so read it
+            // atomically.
+            let cpu =
+                unsafe { std::sync::atomic::AtomicU32::from_ptr(field) }.load(Ordering::Relaxed);
+            if (cpu as i32) >= 0 {
+                return cpu as usize;
+            }
+        }
+    }
+    cpu_slow()
+}
+
+/// Whether [`current_cpu`] is served by the rseq area (for docs and tests).
+pub fn cpu_id_from_rseq() -> bool {
+    current_cpu();
+    RSEQ_OFFSET.load(Ordering::Relaxed) != RSEQ_NONE
+}
+
+/// Maps `len` bytes (a multiple of the page size) of zeroed, page-aligned
+/// anonymous memory. `None` when the OS refuses.
+pub fn map_pages(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len.is_multiple_of(page_size()));
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, page_size()).ok()?;
+        // SAFETY: layout has non-zero size.
+        NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+    }
+    #[cfg(not(miri))]
+    {
+        // SAFETY: an anonymous private mapping at an address of the kernel's
+        // choosing touches no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            None
+        } else {
+            NonNull::new(p.cast())
+        }
+    }
+}
+
+/// Returns a mapping to the OS.
+///
+/// # Safety
+///
+/// `ptr` and `len` must be exactly a mapping returned by [`map_pages`], not
+/// yet unmapped, and nothing may use the memory afterwards.
+pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, page_size()).expect("mapped layout");
+        // SAFETY: the caller passes back what map_pages allocated with this layout.
+        unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+    }
+    #[cfg(not(miri))]
+    {
+        // SAFETY: the caller guarantees this is a whole live mapping of ours.
+        let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+        debug_assert_eq!(rc, 0, "munmap of a slab failed");
+    }
+}
+
+/// Milliseconds of a coarse monotonic clock (a few ns through the vDSO); used
+/// for slab ages, never on the per-object fast path.
+pub fn coarse_ms() -> u64 {
+    if cfg!(miri) {
+        return 0;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Fault injection: true `permille` times in 1000 (xorshift dice shared by
+/// all threads; quality is irrelevant, only the rate matters).
+pub fn fault_roll(permille: u32) -> bool {
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    match permille {
+        0 => false,
+        1000.. => true,
+        p => {
+            let mut x = STATE.load(Ordering::Relaxed);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            STATE.store(x, Ordering::Relaxed);
+            (x % 1000) < u64::from(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-3\n"), Some(4));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-1,4,6-7"), Some(8));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn current_cpu_is_possible_and_matches_sched_getcpu_mostly() {
+        let n = possible_cpus();
+        assert!(n >= 1);
+        let mut agree = 0;
+        for _ in 0..1000 {
+            let a = current_cpu();
+            assert!(a < n, "cpu {a} >= possible {n}");
+            if a == cpu_slow() {
+                agree += 1;
+            }
+        }
+        // Migration between the two reads is possible but rare.
+        assert!(
+            agree > 900,
+            "rseq cpu_id disagrees with sched_getcpu: {agree}/1000"
+        );
+    }
+
+    #[test]
+    fn pages_map_zeroed_and_aligned() {
+        let len = 3 * page_size();
+        let p = map_pages(len).expect("mmap");
+        assert!((p.as_ptr() as usize).is_multiple_of(page_size()));
+        // SAFETY: the mapping is len bytes long and ours.
+        let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+        assert!(s.iter().all(|&b| b == 0));
+        s[len - 1] = 7;
+        // SAFETY: p/len is the mapping made above, no longer used.
+        unsafe { unmap_pages(p, len) };
+    }
+
+    #[test]
+    fn fault_dice_respects_extremes_and_rate() {
+        assert!(!(0..1000).any(|_| fault_roll(0)));
+        assert!((0..1000).all(|_| fault_roll(1000)));
+        let hits = (0..10_000).filter(|_| fault_roll(500)).count();
+        assert!((4000..6000).contains(&hits), "{hits}");
+    }
+}

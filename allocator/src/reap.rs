@@ -1,0 +1,117 @@
+//! Reaping: `spl_kmem_cache_reap_now()`, `spl_kmem_reap()`,
+//! `spl_slab_reclaim()`, and a background reaper.
+//!
+//! [`Cache::reap_now`](crate::Cache::reap_now) does what the seed does: unless
+//! a reap of the cache is already running (REAPING), it flushes the *current
+//! CPU's* magazine back to the slabs and unmaps every empty slab at the tail
+//! of the partial list. [`reap`] does that for every registered cache.
+//! Allocations that need to grow while REAPING is set wait for the reap to
+//! end and look again (see [`crate::grow`]).
+//!
+//! The kernel calls SPL's reclaim from its shrinker under memory pressure.
+//! Userspace has no shrinker, so slabscope offers a background reaper thread,
+//! started with the first cache when `reap_interval_ms` > 0. Every interval it
+//! reaps each cache, flushing every magazine that saw no traffic during the
+//! whole previous interval (so busy CPUs keep their working set) and then
+//! reclaiming empty slabs. With `reclaim = 1` (SPL's `KMC_RECLAIM_ONCE`, the
+//! less aggressive setting) it leaves magazines alone and only reclaims slabs
+//! that are already empty. It never runs on the allocation path, and holds a
+//! cache only for the duration of one pass.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use crate::cache::{CacheInner, registered};
+use crate::flags::{KMC_DESTROY, KMC_REAPING};
+use crate::tunables::{self, Tunables};
+
+impl CacheInner {
+    /// `spl_slab_reclaim()`: unmaps up to `limit` empty slabs from the tail of
+    /// the partial list; fires `slab_reclaim` when any were. Returns
+    /// `(slabs, objects)` released.
+    pub(crate) fn slab_reclaim(&self, limit: u64) -> (u64, u64) {
+        let mut st = self.lock_state();
+        let r = st.unlink_empty(limit);
+        if r.slabs == 0 {
+            return (0, 0);
+        }
+        self.debug_check(&st);
+        let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
+        drop(st);
+        let (slabs, objs) = (r.slabs, r.objs);
+        // SAFETY: unlink_empty hands over only empty, unlinked slabs of this cache.
+        unsafe { r.release(&self.geo) };
+        if let Some(snap) = snap {
+            slabscope_probes::fire::slab_reclaim(&snap, slabs, objs);
+        }
+        (slabs, objs)
+    }
+
+    /// `spl_kmem_cache_reap_now()`; `background` selects the reaper's
+    /// behaviour (idle magazines of every CPU, or none with `reclaim = 1`).
+    /// Returns `(slabs, objects)` released, `None` when skipped.
+    pub(crate) fn reap_now(&self, background: bool) -> Option<(u64, u64)> {
+        if self.slab_backed {
+            return None;
+        }
+        {
+            let mut st = self.lock_state();
+            if st.destroyed || self.flag(KMC_DESTROY) || self.flag(KMC_REAPING) {
+                return None;
+            }
+            self.set_flag(KMC_REAPING);
+            st.refs += 1;
+        }
+        if background {
+            if tunables::current().reclaim == 0 {
+                self.flush_all(true);
+            }
+        } else {
+            let mut g = self.local_mag().lock();
+            self.flush(&mut g, u32::MAX);
+        }
+        let released = self.slab_reclaim(u64::MAX);
+        let mut st = self.lock_state();
+        self.clear_flag(KMC_REAPING);
+        st.refs -= 1;
+        let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
+        drop(st);
+        self.state_cv.notify_all();
+        if let Some(snap) = snap {
+            slabscope_probes::fire::reap(&snap, released.0, released.1);
+        }
+        Some(released)
+    }
+}
+
+/// `kmem_reap()`: [`Cache::reap_now`](crate::Cache::reap_now) on every
+/// registered cache, in creation order.
+pub fn reap() {
+    for c in registered() {
+        c.reap_now(false);
+    }
+}
+
+/// Starts the background reaper once, if `reap_interval_ms` > 0.
+pub(crate) fn ensure_reaper(t: &Tunables) {
+    static START: Once = Once::new();
+    if t.reap_interval_ms == 0 {
+        return;
+    }
+    let every = Duration::from_millis(t.reap_interval_ms);
+    START.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("slabscope-reap".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    for c in registered() {
+                        c.reap_now(true);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("slabscope: cannot start the background reaper ({e}); caches are reaped only on request");
+        }
+    });
+}

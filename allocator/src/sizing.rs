@@ -1,0 +1,202 @@
+//! Slab and magazine sizing: `spl_sks_size()`, `spl_obj_size()`,
+//! `spl_slab_size()` and `spl_magazine_size()` of the seed.
+//!
+//! # The slab size rule
+//!
+//! The seed sizes a slab to hold `obj_per_slab` objects
+//! (`tgt_size = obj_per_slab * obj_size_full + sks_size`), or as many as fit in
+//! `max_size` MB when that is too big, and fails with `-ENOSPC` when not even
+//! one fits. It hands that exact byte count to `vmalloc`, which rounds up to
+//! pages internally and wastes the tail. slabscope maps slabs itself with
+//! `mmap`, which deals in whole pages, so it keeps the tail:
+//!
+//! ```text
+//! slab_size = round_up(tgt_size, page_size)
+//! slab_objs = (slab_size - sks_size) / obj_size_full     (>= the seed's tgt_objs)
+//! ```
+//!
+//! Since `max_size` is a whole number of MB (a multiple of the page size), the
+//! rounded slab never exceeds it. The leftover, `slab_size - sks_size -
+//! slab_objs * obj_size_full`, is always smaller than one object.
+//!
+//! Sizes are computed in 64 bits (the seed uses `uint32_t` and would wrap for
+//! objects near 4 GiB; here those are rejected as too large).
+
+/// SPL's default object alignment (`SPL_KMEM_CACHE_ALIGN`).
+pub const SPL_KMEM_CACHE_ALIGN: usize = 8;
+
+/// `P2ROUNDUP(x, align)` for a power-of-two `align`.
+pub const fn p2roundup(x: u64, align: u64) -> u64 {
+    (x + align - 1) & !(align - 1)
+}
+
+/// The byte layout of one cache's slabs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Geometry {
+    /// Object size as requested.
+    pub obj_size: u64,
+    /// Object alignment (power of two, 8..=page size).
+    pub obj_align: u64,
+    /// `spl_sks_size()`: slab header rounded up to the alignment; objects
+    /// start here.
+    pub sks_size: u64,
+    /// Offset of an object's header from the object: the object size rounded
+    /// up to the alignment.
+    pub hdr_offset: u64,
+    /// `spl_obj_size()`: bytes per object, header included.
+    pub obj_size_full: u64,
+    /// Bytes per slab, a whole number of pages.
+    pub slab_size: u64,
+    /// Objects per slab.
+    pub slab_objs: u64,
+}
+
+/// The seed's `spl_slab_size()`: `(objs, size)` before page rounding, or
+/// `None` for `-ENOSPC`.
+pub fn seed_slab_size(
+    sks_size: u64,
+    obj_size_full: u64,
+    obj_per_slab: u64,
+    max_size_mb: u64,
+) -> Option<(u64, u64)> {
+    let max_size = max_size_mb * 1024 * 1024;
+    let mut tgt_size = obj_per_slab * obj_size_full + sks_size;
+    let tgt_objs = if tgt_size <= max_size {
+        (tgt_size - sks_size) / obj_size_full
+    } else {
+        let objs = max_size.saturating_sub(sks_size) / obj_size_full;
+        tgt_size = objs * obj_size_full + sks_size;
+        objs
+    };
+    (tgt_objs > 0).then_some((tgt_objs, tgt_size))
+}
+
+/// The whole slab geometry for objects of `obj_size` bytes at `align`, with
+/// headers of `slab_hdr` and `obj_hdr` bytes. `None` when an object does not
+/// fit in a slab of `max_size_mb` MB.
+pub fn geometry(
+    obj_size: u64,
+    align: u64,
+    slab_hdr: u64,
+    obj_hdr: u64,
+    obj_per_slab: u64,
+    max_size_mb: u64,
+    page: u64,
+) -> Option<Geometry> {
+    let sks_size = p2roundup(slab_hdr, align);
+    let hdr_offset = p2roundup(obj_size, align);
+    let obj_size_full = hdr_offset + p2roundup(obj_hdr, align);
+    let (seed_objs, seed_size) =
+        seed_slab_size(sks_size, obj_size_full, obj_per_slab, max_size_mb)?;
+    let slab_size = p2roundup(seed_size, page);
+    let slab_objs = (slab_size - sks_size) / obj_size_full;
+    debug_assert!(slab_objs >= seed_objs);
+    Some(Geometry {
+        obj_size,
+        obj_align: align,
+        sks_size,
+        hdr_offset,
+        obj_size_full,
+        slab_size,
+        slab_objs,
+    })
+}
+
+/// The seed's `spl_magazine_size()`: objects per magazine. A non-zero
+/// `tunable` is clamped to 2..=256; otherwise the size falls with the object
+/// size (the thresholds are the seed's, in units of the page size).
+pub fn magazine_size(obj_size_full: u64, page: u64, tunable: u32) -> u32 {
+    if tunable > 0 {
+        return tunable.clamp(2, 256);
+    }
+    if obj_size_full > page * 256 {
+        4
+    } else if obj_size_full > page * 32 {
+        16
+    } else if obj_size_full > page {
+        64
+    } else if obj_size_full > page / 4 {
+        128
+    } else {
+        256
+    }
+}
+
+/// Objects moved per refill or flush: `(size + 1) / 2`.
+pub fn magazine_refill(size: u32) -> u32 {
+    size.div_ceil(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = 4096;
+
+    #[test]
+    fn slab_rounding_rule_holds_over_a_range_of_sizes() {
+        for align in [8u64, 16, 64, 512, 4096] {
+            let mut size = 1u64;
+            while size <= 2 * 1024 * 1024 {
+                let g = geometry(size, align, 56, 32, 8, 32, PAGE).expect("fits");
+                let (seed_objs, seed_size) =
+                    seed_slab_size(g.sks_size, g.obj_size_full, 8, 32).unwrap();
+                assert!(g.slab_size.is_multiple_of(PAGE), "size {size}");
+                assert!(g.slab_size >= seed_size && g.slab_size < seed_size + PAGE);
+                assert!(g.slab_objs >= seed_objs, "size {size} align {align}");
+                let used = g.sks_size + g.slab_objs * g.obj_size_full;
+                assert!(used <= g.slab_size);
+                assert!(
+                    g.slab_size - used < g.obj_size_full,
+                    "remainder holds another object"
+                );
+                assert!(g.sks_size.is_multiple_of(align) && g.obj_size_full.is_multiple_of(align));
+                assert!(g.slab_size <= 32 << 20);
+                size = size * 5 / 4 + 1;
+            }
+        }
+    }
+
+    #[test]
+    fn seed_formula_matches_hand_computed_cases() {
+        // 1104-byte zio_t: sks 56, full 1104 + 32 = 1136.
+        assert_eq!(seed_slab_size(56, 1136, 8, 32), Some((8, 8 * 1136 + 56)));
+        let g = geometry(1104, 8, 56, 32, 8, 32, PAGE).unwrap();
+        assert_eq!(g.slab_size, 12288);
+        assert_eq!(g.slab_objs, (12288 - 56) / 1136);
+        // Small objects fill a page.
+        let g = geometry(8, 8, 56, 32, 8, 32, PAGE).unwrap();
+        assert_eq!(g.slab_size, PAGE);
+        assert_eq!(g.slab_objs, (4096 - 56) / 40);
+    }
+
+    #[test]
+    fn large_objects_are_capped_by_max_size_then_enospc() {
+        // 5 MB objects: 8 of them exceed 32 MB; 6 fit.
+        let g = geometry(5 << 20, 8, 56, 32, 8, 32, PAGE).unwrap();
+        assert_eq!(g.slab_objs, 6);
+        assert!(g.slab_size <= 32 << 20);
+        assert_eq!(geometry(33 << 20, 8, 56, 32, 8, 32, PAGE), None);
+        assert_eq!(
+            geometry(32 << 20, 8, 56, 32, 8, 32, PAGE),
+            None,
+            "headers do not fit"
+        );
+    }
+
+    #[test]
+    fn magazine_sizes_follow_the_seed() {
+        assert_eq!(magazine_size(40, PAGE, 0), 256);
+        assert_eq!(magazine_size(PAGE / 4, PAGE, 0), 256);
+        assert_eq!(magazine_size(PAGE / 4 + 8, PAGE, 0), 128);
+        assert_eq!(magazine_size(PAGE + 8, PAGE, 0), 64);
+        assert_eq!(magazine_size(PAGE * 32 + 8, PAGE, 0), 16);
+        assert_eq!(magazine_size(PAGE * 256 + 8, PAGE, 0), 4);
+        assert_eq!(magazine_size(40, PAGE, 1), 2);
+        assert_eq!(magazine_size(40, PAGE, 999), 256);
+        assert_eq!(magazine_size(40, PAGE, 7), 7);
+        assert_eq!(magazine_refill(7), 4);
+        assert_eq!(magazine_refill(256), 128);
+        assert_eq!(magazine_refill(2), 1);
+    }
+}

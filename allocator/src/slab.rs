@@ -1,0 +1,742 @@
+//! Slabs: layout, taking an object, returning one, reclaiming empty slabs.
+//! Ports `spl_slab_alloc()`, `spl_slab_free()`, `spl_slab_reclaim()`,
+//! `spl_cache_obj()` and `spl_cache_shrink()`.
+//!
+//! # Layout (as the seed draws it)
+//!
+//! ```text
+//! +------------------------+  <- page-aligned mmap, slab_size bytes
+//! | Slab header  --+-+     |  sks_size = round_up(size_of::<Slab>(), align)
+//! | object 0     <-+ |     |
+//! | ObjHdr 0         |     |  at object + round_up(obj_size, align)
+//! | object 1     <---+     |
+//! | ObjHdr 1               |
+//! | ...                    |
+//! +------------------------+
+//! ```
+//!
+//! Every object header records its object's address, its slab and a magic
+//! ([`SKO_MAGIC`]); every slab header a magic ([`SKS_MAGIC`]), its cache, its
+//! object count, the number of objects handed out (`ref`), its age, its links
+//! on the cache's slab lists and its free list. Magics are checked on every
+//! slow-path transition unless the cache has `KMC_NODEBUG`.
+//!
+//! # Lists
+//!
+//! A cache keeps a *partial* list (slabs with a free object) and a *complete*
+//! list (slabs with none). Objects are taken from the head of the partial
+//! list. A slab that gets an object back after being full goes to the head
+//! (fuller first), one that becomes empty goes to the tail, so every empty
+//! slab sits at the tail and reclaim stops at the first non-empty one.
+//!
+//! All of this runs under the cache lock (`skc_lock`); unmapping happens
+//! after the lock is dropped, as in the seed.
+
+use std::collections::BTreeMap;
+use std::ptr::{self, NonNull};
+
+use crate::flags::{SKO_MAGIC, SKS_MAGIC};
+use crate::os;
+use crate::sizing::Geometry;
+
+/// Slab header, at the start of each slab (`spl_kmem_slab_t`).
+#[repr(C)]
+pub(crate) struct Slab {
+    magic: u32,
+    objs: u32,
+    /// Objects handed out (not on `free`).
+    refs: u32,
+    _pad: u32,
+    /// Coarse ms of the last take or return (`sks_age`).
+    age: u64,
+    /// The owning cache's id.
+    cache: u64,
+    prev: *mut Slab,
+    next: *mut Slab,
+    /// Head of the LIFO free list of object headers.
+    free: *mut ObjHdr,
+}
+
+/// Object header, after each object (`spl_kmem_obj_t`).
+#[repr(C)]
+pub(crate) struct ObjHdr {
+    addr: *mut u8,
+    slab: *mut Slab,
+    next: *mut ObjHdr,
+    magic: u32,
+    _pad: u32,
+}
+
+/// Bytes of the slab header before alignment.
+pub(crate) const SLAB_HDR: u64 = size_of::<Slab>() as u64;
+/// Bytes of the object header before alignment.
+pub(crate) const OBJ_HDR: u64 = size_of::<ObjHdr>() as u64;
+
+/// An intrusive doubly linked list of slabs (`struct list_head`).
+#[derive(Debug)]
+pub(crate) struct SlabList {
+    head: *mut Slab,
+    tail: *mut Slab,
+    len: u64,
+}
+
+impl SlabList {
+    const fn new() -> Self {
+        SlabList {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// # Safety
+    /// `s` is a live slab on no list.
+    unsafe fn push_front(&mut self, s: *mut Slab) {
+        // SAFETY: s is live and unlinked; no other reference to it exists.
+        let sl = unsafe { &mut *s };
+        sl.prev = ptr::null_mut();
+        sl.next = self.head;
+        if self.head.is_null() {
+            self.tail = s;
+        } else {
+            // SAFETY: head is a live slab of this list, distinct from s.
+            unsafe { (*self.head).prev = s };
+        }
+        self.head = s;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `s` is a live slab on no list.
+    unsafe fn push_back(&mut self, s: *mut Slab) {
+        // SAFETY: s is live and unlinked; no other reference to it exists.
+        let sl = unsafe { &mut *s };
+        sl.next = ptr::null_mut();
+        sl.prev = self.tail;
+        if self.tail.is_null() {
+            self.head = s;
+        } else {
+            // SAFETY: tail is a live slab of this list, distinct from s.
+            unsafe { (*self.tail).next = s };
+        }
+        self.tail = s;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `s` is a live slab on this list.
+    unsafe fn remove(&mut self, s: *mut Slab) {
+        // SAFETY: s is a live slab of this list.
+        let sl = unsafe { &mut *s };
+        let (p, n) = (sl.prev, sl.next);
+        sl.prev = ptr::null_mut();
+        sl.next = ptr::null_mut();
+        if p.is_null() {
+            self.head = n;
+        } else {
+            // SAFETY: p is s's live neighbour on this list.
+            unsafe { (*p).next = n };
+        }
+        if n.is_null() {
+            self.tail = p;
+        } else {
+            // SAFETY: n is s's live neighbour on this list.
+            unsafe { (*n).prev = p };
+        }
+        self.len -= 1;
+    }
+
+    /// # Safety
+    /// `s` is a live slab on this list.
+    unsafe fn move_to_back(&mut self, s: *mut Slab) {
+        // SAFETY: s is on this list (caller).
+        unsafe { self.remove(s) };
+        // SAFETY: s is live and now unlinked.
+        unsafe { self.push_back(s) };
+    }
+
+    /// Raw iteration, head to tail. The list must not change meanwhile.
+    fn iter(&self) -> impl Iterator<Item = *mut Slab> + '_ {
+        let mut cur = self.head;
+        std::iter::from_fn(move || {
+            if cur.is_null() {
+                return None;
+            }
+            let s = cur;
+            // SAFETY: cur is a live slab of this list.
+            cur = unsafe { (*s).next };
+            Some(s)
+        })
+    }
+}
+
+/// Moves `s` from `from` to the head of `to`.
+///
+/// # Safety
+/// `s` is a live slab on `from`.
+unsafe fn relink(from: &mut SlabList, to: &mut SlabList, s: *mut Slab) {
+    // SAFETY: s is on `from` (caller).
+    unsafe { from.remove(s) };
+    // SAFETY: s is live and now unlinked.
+    unsafe { to.push_front(s) };
+}
+
+/// SPL's counters (`skc_slab_*`, `skc_obj_*`), kept under the cache lock.
+///
+/// Invariants (checked by [`SlabState::validate`]):
+///
+/// - `slab_total == partial.len + complete.len`
+/// - `obj_total == Σ slab.objs + obj_emergency`
+/// - `obj_alloc == Σ slab.refs` — objects outside the slabs' free lists, in
+///   magazines or in use; emergency objects are not counted here (as in SPL)
+/// - `slab_alloc == #{slab : slab.refs > 0}`
+/// - `obj_emergency == emergency.len()`
+/// - `*_max >= *` for alloc and emergency.
+///
+/// `slab_create` / `slab_destroy` count slabs mapped / unmapped over the
+/// cache's life (the seed declares them but never increments them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub slab_fail: u64,
+    pub slab_create: u64,
+    pub slab_destroy: u64,
+    pub slab_total: u64,
+    pub slab_alloc: u64,
+    pub slab_max: u64,
+    pub obj_total: u64,
+    pub obj_alloc: u64,
+    pub obj_max: u64,
+    pub obj_deadlock: u64,
+    pub obj_emergency: u64,
+    pub obj_emergency_max: u64,
+}
+
+/// Everything under the cache lock.
+#[derive(Debug)]
+pub(crate) struct SlabState {
+    pub partial: SlabList,
+    pub complete: SlabList,
+    pub c: Counters,
+    /// Emergency objects by address (SPL's red-black tree).
+    pub emergency: BTreeMap<usize, ()>,
+    /// Grows queued or running plus reaps in progress (`skc_ref`).
+    pub refs: u64,
+    /// Set once destroy has committed; every later use is a bug.
+    pub destroyed: bool,
+}
+
+// SAFETY: the raw pointers point into slabs owned by this state and are only
+// dereferenced under the cache lock that wraps it.
+unsafe impl Send for SlabState {}
+
+/// A chain of slabs unlinked from the cache, to be unmapped outside the lock.
+#[derive(Debug)]
+pub(crate) struct Reclaimed {
+    head: *mut Slab,
+    pub slabs: u64,
+    pub objs: u64,
+}
+
+/// Initialises a fresh mapping as a slab (`spl_slab_alloc()` after `kv_alloc`).
+///
+/// # Safety
+///
+/// `base` is a writable, page-aligned mapping of `g.slab_size` bytes that
+/// nothing else uses.
+pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *mut Slab {
+    let s = base.as_ptr().cast::<Slab>();
+    // SAFETY: the mapping is large enough for the header and page aligned.
+    unsafe {
+        s.write(Slab {
+            magic: SKS_MAGIC,
+            objs: g.slab_objs as u32,
+            refs: 0,
+            _pad: 0,
+            age: os::coarse_ms(),
+            cache,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            free: ptr::null_mut(),
+        })
+    };
+    // SAFETY: just initialised; nothing else refers to the slab yet.
+    let sl = unsafe { &mut *s };
+    // Build the free list back to front so object 0 is taken first.
+    for i in (0..g.slab_objs).rev() {
+        let off = g.sks_size + i * g.obj_size_full;
+        // SAFETY: off + obj_size_full <= slab_size (sizing guarantees it).
+        let obj = unsafe { base.as_ptr().add(off as usize) };
+        debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
+        let h = hdr_of(g, obj);
+        // SAFETY: the header lies inside this object's obj_size_full bytes of
+        // the fresh mapping and is aligned (hdr_offset and the slab start are
+        // multiples of the alignment, which is >= 8).
+        unsafe {
+            h.write(ObjHdr {
+                addr: obj,
+                slab: s,
+                next: sl.free,
+                magic: SKO_MAGIC,
+                _pad: 0,
+            })
+        };
+        sl.free = h;
+    }
+    s
+}
+
+/// The header of object `obj`.
+#[inline(always)]
+fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
+    obj.wrapping_add(g.hdr_offset as usize).cast()
+}
+
+/// Checks the object header of `obj` (cheap: one adjacent load). Panics on a
+/// pointer that is not one of this cache's objects.
+///
+/// # Safety
+///
+/// `obj` must point to at least `hdr_offset + OBJ_HDR` readable bytes (true
+/// for every object this cache handed out).
+#[inline]
+pub(crate) unsafe fn check_obj(g: &Geometry, name: &str, obj: *mut u8) {
+    let h = hdr_of(g, obj);
+    // SAFETY: the caller guarantees the header bytes are readable.
+    let hd = unsafe { &*h };
+    if hd.magic != SKO_MAGIC || hd.addr != obj {
+        corrupt(name, obj, "object header magic or address is wrong");
+    }
+}
+
+/// [`check_obj`] as a result, also checking the slab header (validation).
+///
+/// # Safety
+///
+/// As for [`check_obj`]; when the object header checks out, its slab pointer
+/// must be readable (true for objects of a live cache).
+pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), &'static str> {
+    let h = hdr_of(g, obj);
+    // SAFETY: the caller guarantees the header bytes are readable.
+    let hd = unsafe { &*h };
+    if hd.magic != SKO_MAGIC || hd.addr != obj {
+        return Err("object header magic or address is wrong");
+    }
+    // SAFETY: a valid header points at its live slab.
+    let s = unsafe { &*hd.slab };
+    if s.magic != SKS_MAGIC {
+        return Err("slab header magic is wrong");
+    }
+    if s.refs == 0 {
+        return Err("its slab has no objects out");
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn corrupt(name: &str, obj: *mut u8, what: &str) -> ! {
+    panic!(
+        "slabscope: cache {name:?}: {obj:p} is not a live object of this cache ({what}): \
+         a double free, a pointer from another cache, or memory corruption"
+    )
+}
+
+impl SlabState {
+    pub(crate) fn new() -> Self {
+        SlabState {
+            partial: SlabList::new(),
+            complete: SlabList::new(),
+            c: Counters::default(),
+            emergency: BTreeMap::new(),
+            refs: 0,
+            destroyed: false,
+        }
+    }
+
+    /// Links a new slab at the partial tail (`__spl_cache_grow()`).
+    ///
+    /// # Safety
+    /// `s` was made by [`init_slab`] for this cache and is on no list.
+    pub(crate) unsafe fn add_slab(&mut self, s: *mut Slab) {
+        // SAFETY: caller guarantees s is a fresh unlinked slab.
+        self.c.obj_total += u64::from(unsafe { (*s).objs });
+        // SAFETY: as above.
+        unsafe { self.partial.push_back(s) };
+        self.c.slab_total += 1;
+        self.c.slab_create += 1;
+    }
+
+    /// Takes one object from the head of the partial list (`spl_cache_obj()`),
+    /// moving the slab to the complete list when it fills.
+    pub(crate) fn take_obj(&mut self, debug: bool, name: &str, now: u64) -> Option<NonNull<u8>> {
+        let s = self.partial.head;
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: s is a live slab on the partial list and we hold the cache
+        // lock; no other reference to it exists while we work.
+        let sl = unsafe { &mut *s };
+        if debug && sl.magic != SKS_MAGIC {
+            corrupt(name, s.cast(), "slab header magic is wrong");
+        }
+        debug_assert!(!sl.free.is_null(), "partial slab with an empty free list");
+        // SAFETY: a partial slab's free list is non-empty and its headers live.
+        let h = unsafe { &mut *sl.free };
+        if debug && h.magic != SKO_MAGIC {
+            corrupt(name, h.addr, "free object header magic is wrong");
+        }
+        sl.free = h.next;
+        h.next = ptr::null_mut();
+        sl.age = now;
+        sl.refs += 1;
+        self.c.obj_alloc += 1;
+        self.c.obj_max = self.c.obj_max.max(self.c.obj_alloc);
+        if sl.refs == 1 {
+            self.c.slab_alloc += 1;
+            self.c.slab_max = self.c.slab_max.max(self.c.slab_alloc);
+        }
+        if sl.refs == sl.objs {
+            // SAFETY: s is a live slab on the partial list.
+            unsafe { relink(&mut self.partial, &mut self.complete, s) };
+        }
+        NonNull::new(h.addr)
+    }
+
+    /// Returns an object to its slab (`spl_cache_shrink()`).
+    ///
+    /// # Safety
+    /// `obj` was taken from this cache's slabs by [`Self::take_obj`] and not
+    /// returned since.
+    pub(crate) unsafe fn shrink(
+        &mut self,
+        g: &Geometry,
+        debug: bool,
+        name: &str,
+        id: u64,
+        obj: *mut u8,
+        now: u64,
+    ) {
+        // SAFETY: obj is a live slab object of this cache (caller), so its
+        // header is live; we hold the cache lock.
+        let h = unsafe { &mut *hdr_of(g, obj) };
+        if debug && (h.magic != SKO_MAGIC || h.addr != obj) {
+            corrupt(name, obj, "object header magic or address is wrong");
+        }
+        let s = h.slab;
+        // SAFETY: a valid header points at its live slab.
+        let sl = unsafe { &mut *s };
+        if debug && (sl.magic != SKS_MAGIC || sl.cache != id) {
+            corrupt(
+                name,
+                obj,
+                "its slab header is wrong or belongs to another cache",
+            );
+        }
+        if debug && sl.refs == 0 {
+            corrupt(name, obj, "its slab has no objects out");
+        }
+        h.next = sl.free;
+        sl.free = h;
+        sl.age = now;
+        sl.refs -= 1;
+        self.c.obj_alloc -= 1;
+        let (refs, objs) = (sl.refs, sl.objs);
+        if refs == objs - 1 {
+            // Was full: to the head of the partial list (fuller first).
+            // SAFETY: a full slab is on the complete list.
+            unsafe { relink(&mut self.complete, &mut self.partial, s) };
+        }
+        if refs == 0 {
+            // Empty: to the tail, where reclaim looks.
+            // SAFETY: a slab with a free object is on the partial list.
+            unsafe { self.partial.move_to_back(s) };
+            self.c.slab_alloc -= 1;
+        }
+    }
+
+    /// Unlinks empty slabs from the partial tail (`spl_slab_reclaim()` under
+    /// the lock, `spl_slab_free()` for each), at most `limit` of them.
+    pub(crate) fn unlink_empty(&mut self, limit: u64) -> Reclaimed {
+        let mut r = Reclaimed {
+            head: ptr::null_mut(),
+            slabs: 0,
+            objs: 0,
+        };
+        while r.slabs < limit {
+            let s = self.partial.tail;
+            // SAFETY: s, if non-null, is a live slab of the partial list.
+            if s.is_null() || unsafe { (*s).refs } > 0 {
+                break;
+            }
+            // SAFETY: s is the partial tail; once removed only this chain
+            // links it (through `next`).
+            unsafe { self.partial.remove(s) };
+            // SAFETY: s is live and now ours alone.
+            let sl = unsafe { &mut *s };
+            let objs = u64::from(sl.objs);
+            self.c.obj_total -= objs;
+            self.c.slab_total -= 1;
+            self.c.slab_destroy += 1;
+            r.objs += objs;
+            sl.next = r.head;
+            r.head = s;
+            r.slabs += 1;
+        }
+        r
+    }
+
+    /// Checks the invariants of [`Counters`] by walking every list; `debug`
+    /// also checks magics. Returns the set of free objects (addresses) so
+    /// callers can check magazines against it.
+    pub(crate) fn validate(
+        &self,
+        g: &Geometry,
+        id: u64,
+    ) -> Result<std::collections::HashSet<usize>, String> {
+        let mut free = std::collections::HashSet::new();
+        let (mut objs, mut refs, mut used_slabs) = (0u64, 0u64, 0u64);
+        let mut seen_empty = false;
+        for (list, complete) in [(&self.partial, false), (&self.complete, true)] {
+            let mut n = 0;
+            let mut prev: *mut Slab = ptr::null_mut();
+            for s in list.iter() {
+                n += 1;
+                // SAFETY: s is a live slab of this list; we hold the lock
+                // (the caller borrows the state).
+                let sl = unsafe { &*s };
+                if sl.prev != prev {
+                    return Err(format!("slab {s:p}: broken prev link"));
+                }
+                prev = s;
+                if sl.magic != SKS_MAGIC || sl.cache != id {
+                    return Err(format!("slab {s:p}: bad magic {:#x} or cache", sl.magic));
+                }
+                if u64::from(sl.objs) != g.slab_objs {
+                    return Err(format!(
+                        "slab {s:p}: {} objs, geometry says {}",
+                        sl.objs, g.slab_objs
+                    ));
+                }
+                if complete != (sl.refs == sl.objs) {
+                    return Err(format!(
+                        "slab {s:p}: refs {} of {} on the {} list",
+                        sl.refs,
+                        sl.objs,
+                        if complete { "complete" } else { "partial" }
+                    ));
+                }
+                if !complete {
+                    if sl.refs == 0 {
+                        seen_empty = true;
+                    } else if seen_empty {
+                        return Err(format!(
+                            "slab {s:p}: non-empty slab after an empty one on the partial list"
+                        ));
+                    }
+                }
+                let mut nfree = 0u32;
+                let mut h = sl.free;
+                while !h.is_null() {
+                    // SAFETY: free-list headers of a live slab are live.
+                    let hd = unsafe { &*h };
+                    let base = s as usize;
+                    let a = hd.addr as usize;
+                    let in_slab = a >= base + g.sks_size as usize
+                        && a < base + g.slab_size as usize
+                        && (a - base - g.sks_size as usize)
+                            .is_multiple_of(g.obj_size_full as usize);
+                    if hd.magic != SKO_MAGIC || hd.slab != s || !in_slab || hdr_of(g, hd.addr) != h
+                    {
+                        return Err(format!("slab {s:p}: bad free object header {h:p}"));
+                    }
+                    if !free.insert(a) {
+                        return Err(format!("object {a:#x} twice on free lists"));
+                    }
+                    nfree += 1;
+                    if nfree > sl.objs {
+                        return Err(format!("slab {s:p}: free list longer than the slab"));
+                    }
+                    h = hd.next;
+                }
+                if nfree != sl.objs - sl.refs {
+                    return Err(format!(
+                        "slab {s:p}: {nfree} free objects but refs {} of {}",
+                        sl.refs, sl.objs
+                    ));
+                }
+                objs += u64::from(sl.objs);
+                refs += u64::from(sl.refs);
+                used_slabs += u64::from(sl.refs > 0);
+            }
+            if n != list.len || prev != list.tail {
+                return Err(format!(
+                    "slab list length {} but {n} linked, or tail wrong",
+                    list.len
+                ));
+            }
+        }
+        let c = &self.c;
+        let eq = |what: &str, a: u64, b: u64| {
+            if a == b {
+                Ok(())
+            } else {
+                Err(format!("{what}: {a} != {b}"))
+            }
+        };
+        eq(
+            "slab_total == partial + complete",
+            c.slab_total,
+            self.partial.len + self.complete.len,
+        )?;
+        eq(
+            "obj_total == Σ slab objs + obj_emergency",
+            c.obj_total,
+            objs + c.obj_emergency,
+        )?;
+        eq("obj_alloc == Σ slab refs", c.obj_alloc, refs)?;
+        eq("slab_alloc == slabs in use", c.slab_alloc, used_slabs)?;
+        eq(
+            "obj_emergency == emergency tree size",
+            c.obj_emergency,
+            self.emergency.len() as u64,
+        )?;
+        if c.obj_max < c.obj_alloc
+            || c.slab_max < c.slab_alloc
+            || c.obj_emergency_max < c.obj_emergency
+        {
+            return Err(format!("a max counter is below its current value: {c:?}"));
+        }
+        if c.slab_create - c.slab_destroy != c.slab_total {
+            return Err(format!("slab_create - slab_destroy != slab_total: {c:?}"));
+        }
+        Ok(free)
+    }
+}
+
+impl Reclaimed {
+    /// Unmaps the chain (`kv_free()` for each slab) outside the lock.
+    ///
+    /// # Safety
+    /// The chain came from [`SlabState::unlink_empty`] of a cache with
+    /// geometry `g`, and no object of these slabs is in use.
+    pub(crate) unsafe fn release(self, g: &Geometry) {
+        let mut s = self.head;
+        while !s.is_null() {
+            // SAFETY: s is an unlinked empty slab of size slab_size we own now.
+            let sl = unsafe { &mut *s };
+            debug_assert_eq!(sl.magic, SKS_MAGIC);
+            let next = sl.next;
+            sl.magic = 0;
+            let base = NonNull::new(s.cast::<u8>()).expect("non-null slab");
+            // SAFETY: s heads a whole mapping of slab_size bytes, unused now.
+            unsafe { os::unmap_pages(base, g.slab_size as usize) };
+            s = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sizing;
+
+    fn geo(size: u64, align: u64) -> Geometry {
+        sizing::geometry(
+            size,
+            align,
+            SLAB_HDR,
+            OBJ_HDR,
+            8,
+            32,
+            os::page_size() as u64,
+        )
+        .unwrap()
+    }
+
+    fn grow(st: &mut SlabState, g: &Geometry) {
+        let base = os::map_pages(g.slab_size as usize).unwrap();
+        // SAFETY: fresh mapping of slab_size bytes.
+        let s = unsafe { init_slab(base, g, 1) };
+        // SAFETY: s is fresh and unlinked.
+        unsafe { st.add_slab(s) };
+    }
+
+    #[test]
+    fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
+        let g = geo(100, 16);
+        let mut st = SlabState::new();
+        grow(&mut st, &g);
+        grow(&mut st, &g);
+        st.validate(&g, 1).unwrap();
+        let n = g.slab_objs as usize;
+        let mut objs = Vec::new();
+        for _ in 0..2 * n {
+            let o = st.take_obj(true, "t", 0).unwrap();
+            assert!((o.as_ptr() as usize).is_multiple_of(16));
+            objs.push(o.as_ptr());
+            st.validate(&g, 1).unwrap();
+        }
+        assert!(st.take_obj(true, "t", 0).is_none());
+        assert_eq!(st.complete.len(), 2);
+        assert_eq!(st.c.obj_alloc, 2 * n as u64);
+        // Return one object of slab 0: slab 0 goes to the partial head.
+        // SAFETY: objs[0] was taken above.
+        unsafe { st.shrink(&g, true, "t", 1, objs[0], 0) };
+        st.validate(&g, 1).unwrap();
+        assert_eq!(st.partial.len(), 1);
+        // Empty slab 1 entirely: it goes to the tail and is reclaimable.
+        for &o in &objs[n..] {
+            // SAFETY: taken above, returned once.
+            unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+            st.validate(&g, 1).unwrap();
+        }
+        assert_eq!(st.c.slab_alloc, 1);
+        let r = st.unlink_empty(u64::MAX);
+        assert_eq!((r.slabs, r.objs), (1, n as u64));
+        // SAFETY: the chain holds only the empty slab.
+        unsafe { r.release(&g) };
+        st.validate(&g, 1).unwrap();
+        for &o in &objs[1..n] {
+            // SAFETY: taken above, returned once.
+            unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+        }
+        let r = st.unlink_empty(u64::MAX);
+        assert_eq!(r.slabs, 1);
+        // SAFETY: as above.
+        unsafe { r.release(&g) };
+        st.validate(&g, 1).unwrap();
+        assert_eq!(st.c.slab_total, 0);
+        assert_eq!(st.c.obj_total, 0);
+        assert_eq!((st.c.slab_create, st.c.slab_destroy), (2, 2));
+    }
+
+    #[test]
+    #[should_panic(expected = "not a live object")]
+    fn a_foreign_pointer_is_caught_by_the_magic_check() {
+        let g = geo(64, 8);
+        let mut buf = vec![0u8; 256];
+        // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes.
+        unsafe { check_obj(&g, "t", buf.as_mut_ptr()) };
+    }
+
+    #[test]
+    fn validate_catches_a_broken_counter() {
+        let g = geo(64, 8);
+        let mut st = SlabState::new();
+        grow(&mut st, &g);
+        st.c.obj_alloc = 3;
+        assert!(st.validate(&g, 1).unwrap_err().contains("obj_alloc"));
+        st.c.obj_alloc = 0;
+        let r = st.unlink_empty(u64::MAX);
+        // SAFETY: the only slab is empty.
+        unsafe { r.release(&g) };
+    }
+}

@@ -1,0 +1,384 @@
+//! Tunables: SPL's six module parameters (`man/man4/spl.4`) plus slabscope's
+//! own timing and fault-injection knobs.
+//!
+//! They take effect once, the first time any cache is created (or [`get`] is
+//! called), and never change afterwards: slab and magazine geometry is fixed
+//! per cache at creation, as in SPL. Before that moment a program may call
+//! [`set`]; at that moment every `SLABSCOPE_<UPPERCASE_NAME>` environment
+//! variable is applied **on top of** what the program set (an operator can
+//! retune a binary without rebuilding it), and the result is validated. A bad
+//! value is an [`Error::Tunable`] naming the variable — cache creation returns
+//! it — never a silent default.
+//!
+//! | name | default | meaning |
+//! |---|---|---|
+//! | `magazine_size` | 0 | objects per per-CPU magazine; 0 = by object size (`spl_magazine_size()`), else 2–256 |
+//! | `reclaim` | 0 | 1 = the background reaper only reclaims empty slabs and leaves magazines alone (SPL's `KMC_RECLAIM_ONCE`, a less aggressive reclaim) |
+//! | `obj_per_slab` | 8 | target objects per slab before rounding the slab up to whole pages |
+//! | `max_size` | 32 | largest slab, MB |
+//! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
+//! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
+//! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
+//! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
+//! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
+//! | `fault_grow_delay_ms` | 0 | each grow sleeps this long before mapping its slab |
+//! | `fault_slab_fail_permille` | 0 | this many grows in 1000 fail as if mmap failed |
+//!
+//! `slab_limit` defaults to 0 where SPL uses 16384: in the kernel, small
+//! objects go to the Linux slab, an allocator tuned for them; in userspace the
+//! "Linux slab" is just the system `malloc`, and slabscope exists to run and
+//! observe SPL's own slab and magazine machinery, so every cache uses it unless
+//! the user opts in.
+//!
+//! With `fault_grow_delay_ms` greater than `grow_timeout_ms` every grow
+//! outlives the wait, so the cache goes DEADLOCKED and hands out emergency
+//! objects. With `fault_slab_fail_permille` = 1000 every grow fails and a
+//! `KM_SLEEP` allocation retries forever, as SPL's would.
+
+use std::sync::{Mutex, OnceLock};
+
+use crate::error::Error;
+
+/// Every tunable. `Tunables::default()` holds the documented defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tunables {
+    /// Objects per magazine, 0 = automatic; else 2..=256.
+    pub magazine_size: u32,
+    /// 0 or 1 (`KMC_RECLAIM_ONCE`).
+    pub reclaim: u32,
+    /// Target objects per slab, >= 1.
+    pub obj_per_slab: u32,
+    /// Largest slab in MB, 1..=4096.
+    pub max_size: u32,
+    /// Objects of at most this size go to the system allocator; 0 = never.
+    pub slab_limit: u32,
+    /// Grow worker threads, 1..=256.
+    pub kmem_threads: u32,
+    /// Grow wait before DEADLOCKED, 1..=600000 ms.
+    pub grow_timeout_ms: u64,
+    /// Background reaper period, 0 = off.
+    pub reap_interval_ms: u64,
+    /// Background `cache_stats` period, 0 = off.
+    pub stats_interval_ms: u64,
+    /// Fault injection: delay of every grow.
+    pub fault_grow_delay_ms: u64,
+    /// Fault injection: failed grows per 1000, 0..=1000.
+    pub fault_slab_fail_permille: u32,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            magazine_size: 0,
+            reclaim: 0,
+            obj_per_slab: 8,
+            max_size: 32,
+            slab_limit: 0,
+            kmem_threads: 4,
+            grow_timeout_ms: 100,
+            reap_interval_ms: 0,
+            stats_interval_ms: 1000,
+            fault_grow_delay_ms: 0,
+            fault_slab_fail_permille: 0,
+        }
+    }
+}
+
+/// The tunable names, as fields and (uppercased, prefixed) as env variables.
+pub const NAMES: [&str; 11] = [
+    "magazine_size",
+    "reclaim",
+    "obj_per_slab",
+    "max_size",
+    "slab_limit",
+    "kmem_threads",
+    "grow_timeout_ms",
+    "reap_interval_ms",
+    "stats_interval_ms",
+    "fault_grow_delay_ms",
+    "fault_slab_fail_permille",
+];
+
+/// The environment variable of tunable `name`: `SLABSCOPE_<NAME>`.
+pub fn env_var(name: &str) -> String {
+    format!("SLABSCOPE_{}", name.to_ascii_uppercase())
+}
+
+fn bad(setting: &str, value: impl ToString, reason: &str) -> Error {
+    Error::Tunable {
+        setting: setting.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn check(setting: &str, v: u64, lo: u64, hi: u64, what: &str) -> Result<(), Error> {
+    if v < lo || v > hi {
+        return Err(bad(
+            setting,
+            v,
+            &format!("{what}: use a value from {lo} to {hi}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Tunables {
+    /// Checks every field; `prefix` is prepended to field names in errors.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.validate_named(|n| n.to_string())
+    }
+
+    fn validate_named(&self, label: impl Fn(&str) -> String) -> Result<(), Error> {
+        if self.magazine_size == 1 || self.magazine_size > 256 {
+            return Err(bad(
+                &label("magazine_size"),
+                self.magazine_size,
+                "objects per magazine: use 0 (automatic) or 2 to 256",
+            ));
+        }
+        check(
+            &label("reclaim"),
+            self.reclaim.into(),
+            0,
+            1,
+            "0 or 1 (single reclaim pass)",
+        )?;
+        check(
+            &label("obj_per_slab"),
+            self.obj_per_slab.into(),
+            1,
+            1 << 20,
+            "objects per slab",
+        )?;
+        check(
+            &label("max_size"),
+            self.max_size.into(),
+            1,
+            4096,
+            "largest slab in MB",
+        )?;
+        check(
+            &label("kmem_threads"),
+            self.kmem_threads.into(),
+            1,
+            256,
+            "grow threads",
+        )?;
+        check(
+            &label("grow_timeout_ms"),
+            self.grow_timeout_ms,
+            1,
+            600_000,
+            "milliseconds",
+        )?;
+        check(
+            &label("reap_interval_ms"),
+            self.reap_interval_ms,
+            0,
+            86_400_000,
+            "milliseconds (0 = off)",
+        )?;
+        check(
+            &label("stats_interval_ms"),
+            self.stats_interval_ms,
+            0,
+            86_400_000,
+            "milliseconds (0 = off)",
+        )?;
+        check(
+            &label("fault_grow_delay_ms"),
+            self.fault_grow_delay_ms,
+            0,
+            600_000,
+            "milliseconds",
+        )?;
+        check(
+            &label("fault_slab_fail_permille"),
+            self.fault_slab_fail_permille.into(),
+            0,
+            1000,
+            "failures per 1000 grows",
+        )?;
+        Ok(())
+    }
+
+    fn field_mut(&mut self, name: &str) -> Option<FieldMut<'_>> {
+        Some(match name {
+            "magazine_size" => FieldMut::U32(&mut self.magazine_size),
+            "reclaim" => FieldMut::U32(&mut self.reclaim),
+            "obj_per_slab" => FieldMut::U32(&mut self.obj_per_slab),
+            "max_size" => FieldMut::U32(&mut self.max_size),
+            "slab_limit" => FieldMut::U32(&mut self.slab_limit),
+            "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
+            "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
+            "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
+            "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
+            "fault_grow_delay_ms" => FieldMut::U64(&mut self.fault_grow_delay_ms),
+            "fault_slab_fail_permille" => FieldMut::U32(&mut self.fault_slab_fail_permille),
+            _ => return None,
+        })
+    }
+
+    /// `self` with every variable `lookup` knows applied, then validated.
+    /// [`get`] calls it with the process environment.
+    pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Tunables, Error> {
+        for name in NAMES {
+            let var = env_var(name);
+            let Some(raw) = lookup(&var) else { continue };
+            let text = raw.trim();
+            let field = self.field_mut(name).expect("NAMES lists only fields");
+            let parsed = text.parse::<u64>().map_err(|_| {
+                bad(
+                    &var,
+                    &raw,
+                    "expected a non-negative integer: fix or unset the variable",
+                )
+            })?;
+            match field {
+                FieldMut::U32(f) => {
+                    *f = u32::try_from(parsed)
+                        .map_err(|_| bad(&var, &raw, "too large: fix or unset the variable"))?
+                }
+                FieldMut::U64(f) => *f = parsed,
+            }
+        }
+        self.validate_named(|n| {
+            if lookup(&env_var(n)).is_some() {
+                env_var(n)
+            } else {
+                format!("Tunables::{n}")
+            }
+        })?;
+        Ok(self)
+    }
+}
+
+enum FieldMut<'a> {
+    U32(&'a mut u32),
+    U64(&'a mut u64),
+}
+
+static PENDING: Mutex<Option<Tunables>> = Mutex::new(None);
+static ACTIVE: OnceLock<Result<Tunables, Error>> = OnceLock::new();
+
+/// Sets the tunables the first cache will use. Fails when they are invalid or
+/// already in effect.
+pub fn set(t: Tunables) -> Result<(), Error> {
+    t.validate()?;
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if ACTIVE.get().is_some() {
+        return Err(Error::TunablesFrozen);
+    }
+    *pending = Some(t);
+    Ok(())
+}
+
+/// The tunables in effect, fixing them on the first call: what [`set`] gave
+/// (or the defaults), with `SLABSCOPE_*` variables applied on top.
+pub fn get() -> Result<Tunables, Error> {
+    ACTIVE
+        .get_or_init(|| {
+            let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .unwrap_or_default()
+                .with_env(|v| std::env::var(v).ok())
+        })
+        .clone()
+}
+
+/// The tunables in effect, for code that runs only after a cache exists.
+pub(crate) fn current() -> Tunables {
+    match ACTIVE.get() {
+        Some(Ok(t)) => *t,
+        _ => unreachable!("tunables are fixed before the first cache is created"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_docs() {
+        let t = Tunables::default();
+        t.validate().expect("defaults validate");
+        assert_eq!(t.obj_per_slab, 8);
+        assert_eq!(t.max_size, 32);
+        assert_eq!(t.kmem_threads, 4);
+        assert_eq!(t.grow_timeout_ms, 100);
+        assert_eq!(t.slab_limit, 0);
+    }
+
+    #[test]
+    fn env_overrides_apply_on_top() {
+        let t = Tunables::default()
+            .with_env(env(&[
+                ("SLABSCOPE_MAGAZINE_SIZE", "4"),
+                ("SLABSCOPE_GROW_TIMEOUT_MS", " 20 "),
+            ]))
+            .unwrap();
+        assert_eq!(t.magazine_size, 4);
+        assert_eq!(t.grow_timeout_ms, 20);
+        assert_eq!(t.kmem_threads, 4);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_KMEM_THREADS", "four")]))
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("SLABSCOPE_KMEM_THREADS"), "{msg}");
+        assert!(msg.contains("four"), "{msg}");
+
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_MAGAZINE_SIZE", "1")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SLABSCOPE_MAGAZINE_SIZE"), "{e}");
+
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_FAULT_SLAB_FAIL_PERMILLE", "1001")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("1001"), "{e}");
+
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SLABSCOPE_RECLAIM"), "{e}");
+    }
+
+    #[test]
+    fn bad_code_value_names_the_field() {
+        let t = Tunables {
+            kmem_threads: 0,
+            ..Tunables::default()
+        };
+        let e = t.validate().unwrap_err();
+        assert!(e.to_string().contains("kmem_threads"), "{e}");
+        let e = Tunables {
+            max_size: 0,
+            ..Tunables::default()
+        }
+        .with_env(env(&[]))
+        .unwrap_err();
+        assert!(e.to_string().contains("Tunables::max_size"), "{e}");
+    }
+
+    #[test]
+    fn every_name_is_a_field() {
+        let mut t = Tunables::default();
+        for n in NAMES {
+            assert!(t.field_mut(n).is_some(), "{n}");
+        }
+    }
+}
