@@ -323,6 +323,12 @@ fn a_process_without_probes_names_the_files_searched() {
                 "{searched:?}"
             );
             assert!(err.to_string().contains("sleep"), "{err}");
+            // Shared objects are searched too (a C program may carry the
+            // probes in libslabscope.so).
+            assert!(
+                searched.iter().any(|p| p.to_string_lossy().contains(".so")),
+                "{searched:?}"
+            );
         }
         other => panic!("expected NoProbes, got {other}"),
     }
