@@ -184,14 +184,10 @@ impl Cache {
         fire::cache_stats(&self.snap);
         self.counters.stats += 1;
         let s = self.snap;
-        let v = [
-            s.slab_total,
-            s.slab_alloc,
-            s.obj_total,
-            s.obj_alloc,
-            s.obj_emergency,
-        ];
-        self.hit(ProbeKind::CacheStats, &v);
+        self.hit(
+            ProbeKind::CacheStats,
+            &[s.slab_total, s.obj_total, s.obj_alloc],
+        );
     }
 
     fn destroy(&mut self) {
@@ -272,13 +268,27 @@ mod asm_sites {
         );
     }
 
-    /// `cache_stats` with constant scalars of every size and signedness and
+    /// `cache_create` with unsigned 8-byte and signed 1-byte constants and
+    /// the flags in a register.
+    #[inline(never)]
+    pub fn cache_create(s: &CacheSnapshot) {
+        stapsdt!(
+            "cache_create",
+            "-8@{cid} 8@{name} 8@$7 -1@$200 8@{flags} 8@{snap}",
+            cid = in(reg) s.cache_id,
+            name = in(reg) s.name.as_ptr(),
+            flags = in(reg) s.flags,
+            snap = in(reg) s as *const CacheSnapshot,
+        );
+    }
+
+    /// `cache_stats` with signed 4-byte and unsigned 2-byte constants and
     /// one unsigned 4-byte load through `(%reg)`.
     #[inline(never)]
     pub fn cache_stats(word: &u64, s: &CacheSnapshot) {
         stapsdt!(
             "cache_stats",
-            "-8@{cid} 8@{name} 8@$7 -4@$-1 2@$65537 -1@$200 4@({word}) 8@{snap}",
+            "-8@{cid} 8@{name} -4@$-1 2@$65537 4@({word}) 8@{snap}",
             cid = in(reg) s.cache_id,
             name = in(reg) s.name.as_ptr(),
             word = in(reg) word as *const u64,
@@ -291,7 +301,10 @@ mod asm_sites {
 #[cfg(target_arch = "x86_64")]
 fn asm_cache() -> Cache {
     let mut c = Cache::new(0x5555_0000_5000, "fixture_asm", 96, 40);
-    c.create();
+    asm_sites::cache_create(&c.snap);
+    c.counters.creates += 1;
+    // $7, and 200 as a signed byte.
+    c.hit(ProbeKind::CacheCreate, &[7, (-56i64) as u64, c.snap.flags]);
     let words = [0, 0, c.snap.cache_id, 0];
     let halves = [0, 0, 0, 0xfffe, 0, 0, 0, 0];
     let big = 0x1234_5678_9abc_def0;
@@ -308,9 +321,8 @@ fn asm_cache() -> Cache {
     c.snap.obj_alloc = 11;
     asm_sites::cache_stats(&word, &c.snap);
     c.counters.stats += 1;
-    // $7; $-1 as signed 4 bytes; 65537 cut to 2 bytes; 200 as a signed
-    // byte; the low 4 bytes of `word`.
-    c.hit(ProbeKind::CacheStats, &[7, u64::MAX, 1, (-56i64) as u64, 5]);
+    // $-1 as signed 4 bytes; 65537 cut to 2 bytes; the low 4 bytes of `word`.
+    c.hit(ProbeKind::CacheStats, &[u64::MAX, 1, 5]);
     c
 }
 

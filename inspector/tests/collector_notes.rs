@@ -142,16 +142,44 @@ fn a_string_without_its_nul_is_an_error() {
     );
 }
 
+/// Site address (`pc`) of the first note, and where it is in the file.
+fn first_pc(data: &[u8]) -> (usize, u64) {
+    let (off, _) = first_note(data);
+    let at = off + 20;
+    (at, u64::from_le_bytes(data[at..at + 8].try_into().unwrap()))
+}
+
 #[test]
-fn a_site_outside_the_code_is_an_error() {
+fn a_site_outside_the_code_is_skipped_not_attached() {
+    let data = fixture_bytes();
+    let before = stapsdt::parse(&data[..]).expect("parsing the fixture's notes");
+    let mut damaged = data.clone();
+    let (at, _) = first_pc(&damaged);
+    damaged[at..at + 8].copy_from_slice(&0x10u64.to_le_bytes());
+    // Like a note of a function the linker discarded: nothing runs there,
+    // so nothing is attached there.
+    let after = stapsdt::parse(&damaged[..]).expect("a discarded site is not an error");
+    assert_eq!(after.len(), before.len() - 1);
+    assert_eq!(after[..], before[1..]);
+}
+
+#[test]
+fn a_site_moved_off_its_nop_is_an_error() {
     let err = parse_damaged(|d| {
-        let (off, _) = first_note(d);
-        d[off + 20..off + 28].copy_from_slice(&0x10u64.to_le_bytes());
+        let sites = stapsdt::parse(&d[..]).expect("parsing the fixture's notes");
+        let (at, pc) = first_pc(d);
+        // The first byte after the site's nop that is not a nop.
+        let off = sites[0].file_offset as usize;
+        let k = (1..64)
+            .find(|k| d[off + k] != 0x90)
+            .expect("code after the site") as u64;
+        d[at..at + 8].copy_from_slice(&(pc + k).to_le_bytes());
     });
     assert!(
-        matches!(err, StapsdtError::NotInText { index: 0, .. }),
+        matches!(err, StapsdtError::NotANop { index: 0, .. }),
         "{err}"
     );
+    assert!(err.to_string().contains("not the site's nop"), "{err}");
 }
 
 #[test]

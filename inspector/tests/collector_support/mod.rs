@@ -33,6 +33,20 @@ pub fn fixture() -> PathBuf {
     .clone()
 }
 
+/// Path of the `recreate` example (a cache recreated at a destroyed one's
+/// address), building it if needed.
+pub fn recreate() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let target_dir = profile_dir()
+            .parent()
+            .expect("target directory")
+            .to_path_buf();
+        example("slabscope-inspector", "recreate", &target_dir)
+    })
+    .clone()
+}
+
 /// Path of the allocator's `workload` example, building it if needed.
 pub fn workload() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -144,6 +158,18 @@ impl Fixture {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Lets the program run, without waiting for it.
+    pub fn release(&mut self) {
+        let mut stdin = self.stdin.take().expect("released twice");
+        stdin.write_all(b"go\n").expect("releasing the fixture");
+    }
+
+    /// Kills the program (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("killing the fixture");
+        self.child.wait().expect("reaping the fixture");
     }
 
     /// Lets the fixture fire, waits for it to exit, and returns its report.
