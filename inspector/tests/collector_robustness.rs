@@ -184,7 +184,11 @@ fn exe_mode_attaches_a_restarted_target_and_marks_the_old_one_exited() {
     if !root_or_skip("exe_mode_attaches_a_restarted_target_and_marks_the_old_one_exited") {
         return;
     }
-    let (rx, handle) = attach(Target::Exe(collector_support::fixture()));
+    // A private copy: other tests run the fixture at the same time, and
+    // --exe would see their processes too.
+    let exe = std::env::temp_dir().join(format!("slabscope-restart-{}", std::process::id()));
+    std::fs::copy(collector_support::fixture(), &exe).expect("copying the fixture");
+    let (rx, handle) = attach(Target::Exe(exe.clone()));
     let mut state = State::new("probe_fixture");
     let mut all = Vec::new();
     let mut take = |updates: Vec<Update>, state: &mut State| {
@@ -195,7 +199,7 @@ fn exe_mode_attaches_a_restarted_target_and_marks_the_old_one_exited() {
         updates
     };
 
-    let first = Fixture::start(&["script"]);
+    let first = Fixture::start_program(exe.clone(), &["script"]);
     let old = first.pid();
     take(
         until(&rx, |u| *u == Update::TargetAttached { pid: old }),
@@ -209,7 +213,7 @@ fn exe_mode_attaches_a_restarted_target_and_marks_the_old_one_exited() {
     assert!(state.exited(old));
 
     // The same executable again: a new process.
-    let second = Fixture::start(&["script"]);
+    let second = Fixture::start_program(exe.clone(), &["script"]);
     let new = second.pid();
     assert_ne!(new, old);
     take(
@@ -226,6 +230,7 @@ fn exe_mode_attaches_a_restarted_target_and_marks_the_old_one_exited() {
     );
     let tail = take(until(&rx, |u| matches!(u, Update::Sample(_))), &mut state);
     handle.stop();
+    let _ = std::fs::remove_file(&exe);
 
     assert!(event_count(&all, new) > 0, "no event of the new process");
     let sample = last_sample(&tail);
