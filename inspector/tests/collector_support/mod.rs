@@ -65,6 +65,39 @@ pub fn workload() -> PathBuf {
     .clone()
 }
 
+/// Path of `libslabscope.so` built with the allocator's default features
+/// (probes on), building it if needed; in the workload's target directory,
+/// for the same reason as [`workload`].
+pub fn shared_library() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let profile = profile_dir();
+        let release = profile.file_name().is_some_and(|n| n == "release");
+        let target_dir = profile
+            .parent()
+            .expect("target directory")
+            .join("collector-workload");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "slabscope", "--lib"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo to build libslabscope.so: {e}"));
+        assert!(status.success(), "building libslabscope.so failed");
+        let path = target_dir
+            .join(if release { "release" } else { "debug" })
+            .join("libslabscope.so");
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+    .clone()
+}
+
 /// Builds example `name` of `package` in `target_dir` with this test's
 /// profile. `cargo test` builds the package's own examples, but `cargo test
 /// --test <name>` does not, and never another package's; the build is a
@@ -136,6 +169,9 @@ impl Fixture {
                 cmd.env_remove(var);
             }
         }
+        // cargo's LD_LIBRARY_PATH names its own build directories: a C
+        // program must load the libslabscope.so its rpath names.
+        cmd.env_remove("LD_LIBRARY_PATH");
         let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
