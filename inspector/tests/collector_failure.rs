@@ -118,6 +118,11 @@ fn a_map_failing_after_attach_is_reported_and_shown() {
     }
     state.disconnected();
     assert_eq!(state.status(), format!("collector failed: {msg}"));
+    let text = collector_support::screen(&state, 200, 40);
+    assert!(
+        text.contains("collector failed: eBPF map COUNTERS"),
+        "the title bar shows the failure:\n{text}"
+    );
     // ... and --once / --json fail with the message instead of printing.
     let (tx, rx) = mpsc::channel();
     for u in updates {

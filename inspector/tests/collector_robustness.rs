@@ -342,3 +342,40 @@ fn a_cache_created_at_a_destroyed_caches_address_starts_from_zero() {
         r.id
     );
 }
+
+#[test]
+fn lost_events_are_shown_in_the_live_view() {
+    if !root_or_skip("lost_events_are_shown_in_the_live_view") {
+        return;
+    }
+    let fixture = Fixture::start(&["burst", "20000"]);
+    let pid = fixture.pid();
+    let (rx, handle) = collector::spawn(
+        Target::Pid(pid),
+        CollectorOptions {
+            interval: Duration::from_millis(100),
+            ring_bytes: Some(4096),
+        },
+    )
+    .expect("attaching with a 4 KiB ring");
+    let report = fixture.go();
+    let updates = until_closed(&rx);
+    drop(handle);
+    let sample = last_sample(&updates);
+    assert!(sample.lost_events > 0, "a 4 KiB ring cannot hold the burst");
+    assert_eq!(sample.lost_events + sample.events_total, report.fired);
+
+    let mut state = State::new(format!("pid {pid}"));
+    for u in updates {
+        state.apply(u);
+    }
+    state.disconnected();
+    assert_eq!(state.lost_events, sample.lost_events);
+    let text = collector_support::screen(&state, 160, 40);
+    let lost = sample.lost_events;
+    assert!(text.contains(&format!("lost: {lost}")), "summary:\n{text}");
+    assert!(
+        text.contains(&format!("{lost} lost")),
+        "event log title:\n{text}"
+    );
+}

@@ -275,3 +275,18 @@ impl Report {
         r
     }
 }
+
+/// The live view of `state` as text, rendered into a `w`x`h` buffer.
+pub fn screen(state: &slabscope_inspector::app::State, w: u16, h: u16) -> String {
+    use ratatui::{buffer::Buffer, layout::Rect};
+    let area = Rect::new(0, 0, w, h);
+    let mut buf = Buffer::empty(area);
+    slabscope_inspector::ui::render(state, area, &mut buf);
+    (0..h)
+        .map(|y| {
+            let mut line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+            line.push('\n');
+            line
+        })
+        .collect()
+}
