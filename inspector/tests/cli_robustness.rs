@@ -126,6 +126,15 @@ impl Slabscope {
     }
 }
 
+impl Slabscope {
+    /// Reaps a slabscope the test killed.
+    fn finish_killed(mut self) -> ExitStatus {
+        let status = self.child.wait().expect("waiting for slabscope");
+        self.done.store(true, Ordering::Relaxed);
+        status
+    }
+}
+
 /// No panic, no backtrace, no escape sequence: the terminal is untouched.
 fn assert_clean(stdout: &str, stderr: &str) {
     for text in [stdout, stderr] {
@@ -432,5 +441,108 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
             "{e}"
         );
         assert!(fixture.go().fired > 0);
+    }
+}
+
+/// The caches of a JSON sample without the eBPF timestamps (each collector
+/// takes its own).
+fn caches_without_time(doc: &Value) -> Value {
+    let mut caches = doc["caches"].clone();
+    for c in caches.as_array_mut().expect("caches array") {
+        c["counters"]
+            .as_object_mut()
+            .expect("counters")
+            .remove("last_ns");
+    }
+    caches
+}
+
+#[test]
+fn two_inspectors_on_one_target_agree_and_a_killed_one_disturbs_nothing() {
+    if !root_or_skip("two_inspectors_on_one_target_agree_and_a_killed_one_disturbs_nothing") {
+        return;
+    }
+    let fixture = Fixture::start(&["script"]);
+    let pid = fixture.pid().to_string();
+    let args = ["--pid", &pid, "--json", "-d", "100ms"];
+    let (mut a, mut b) = (Slabscope::start(&args), Slabscope::start(&args));
+    a.wait_attached();
+    b.wait_attached();
+    let report = fixture.go();
+    let (sa, oa, ea) = a.finish();
+    let (sb, ob, eb) = b.finish();
+    assert!(sa.success() && sb.success(), "{ea}\n{eb}");
+    assert_clean(&oa, &ea);
+    assert_clean(&ob, &eb);
+    let (la, lb) = (json_lines(&oa), json_lines(&ob));
+    let (la, lb) = (la.last().expect("lines"), lb.last().expect("lines"));
+    assert_eq!(la["events_total"], report.fired);
+    assert_eq!(lb["events_total"], report.fired);
+    assert_eq!(caches_without_time(la), caches_without_time(lb));
+    let caches = la["caches"].as_array().unwrap();
+    assert_eq!(caches.len(), report.counters.len());
+    for c in caches {
+        let id = c["id"].as_u64().expect("cache id");
+        assert_eq!(
+            format!("{:?}", counters_of(&c["counters"])),
+            report.counters[&id],
+            "counters of cache {id:#x}"
+        );
+    }
+
+    // One inspector killed outright while attached: the other, and the
+    // target, go on as if it had never been there.
+    let fixture = Fixture::start(&["script"]);
+    let pid = fixture.pid().to_string();
+    let args = ["--pid", &pid, "--json", "-d", "100ms"];
+    let (mut a, mut b) = (Slabscope::start(&args), Slabscope::start(&args));
+    a.wait_attached();
+    b.wait_attached();
+    a.child.kill().expect("killing one inspector");
+    let _ = a.finish_killed();
+    let report = fixture.go();
+    let (sb, ob, eb) = b.finish();
+    assert!(sb.success(), "{eb}");
+    let lines = json_lines(&ob);
+    let last = lines.last().expect("lines");
+    assert_eq!(last["events_total"], report.fired);
+    assert_eq!(last["lost_events"], 0);
+    let caches = last["caches"].as_array().unwrap();
+    assert_eq!(caches.len(), report.counters.len());
+    for c in caches {
+        let id = c["id"].as_u64().expect("cache id");
+        assert_eq!(
+            format!("{:?}", counters_of(&c["counters"])),
+            report.counters[&id],
+            "counters of cache {id:#x}"
+        );
+    }
+}
+
+/// The JSON `counters` object as `CacheCounters` (with `last_ns` 0, as the
+/// fixture reports them).
+fn counters_of(v: &Value) -> slabscope_probes::CacheCounters {
+    let f = |name: &str| {
+        v[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+    };
+    slabscope_probes::CacheCounters {
+        creates: f("creates"),
+        destroys: f("destroys"),
+        grows: f("grows"),
+        grows_done: f("grows_done"),
+        grow_failures: f("grow_failures"),
+        deadlocks: f("deadlocks"),
+        emergency_allocs: f("emergency_allocs"),
+        emergency_frees: f("emergency_frees"),
+        reaps: f("reaps"),
+        reap_slabs_released: f("reap_slabs_released"),
+        reap_objs_released: f("reap_objs_released"),
+        slab_reclaims: f("slab_reclaims"),
+        slabs_released: f("slabs_released"),
+        objs_released: f("objs_released"),
+        stats: f("stats"),
+        last_ns: 0,
     }
 }
