@@ -9,6 +9,7 @@ mod collector_support;
 
 use std::{
     collections::HashMap,
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::Command,
     sync::mpsc::RecvTimeoutError,
@@ -21,12 +22,13 @@ use slabscope_inspector::{
     sample::Update,
 };
 
-/// Compiles `tests/c/so_target.c` against `lib`; `None` (with a loud
-/// message) when there is no C compiler.
-fn compile(lib: &Path) -> Option<PathBuf> {
+/// Compiles `tests/c/so_target.c` against `lib` into `name` (one name per
+/// test: tests run at the same time); `None` (with a loud message) when
+/// there is no C compiler.
+fn compile(lib: &Path, name: &str) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("tests/c/so_target.c");
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slabscope_so_target");
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let dir = lib.parent().expect("library directory");
     let status = Command::new(&cc)
@@ -61,7 +63,7 @@ fn probes_in_libslabscope_so_are_found_and_its_caches_reported() {
         return;
     }
     let lib = collector_support::shared_library();
-    let Some(exe) = compile(&lib) else {
+    let Some(exe) = compile(&lib, "so_target_collector") else {
         return;
     };
     // The executable itself carries no probe: they are all in the library.
@@ -138,4 +140,46 @@ fn probes_in_libslabscope_so_are_found_and_its_caches_reported() {
     assert_eq!(n.deadlocks, get("obj_deadlock"), "{n:?}");
     assert!(n.grows_done > 0, "40 objects of 512 bytes need a grow");
     assert_eq!(sample.lost_events, 0);
+}
+
+#[test]
+fn slabscope_once_shows_the_caches_of_a_c_program() {
+    if !root_or_skip("slabscope_once_shows_the_caches_of_a_c_program") {
+        return;
+    }
+    let lib = collector_support::shared_library();
+    let Some(exe) = compile(&lib, "so_target_once") else {
+        return;
+    };
+    let program = Fixture::start_program(exe, &[]);
+    let pid = program.pid().to_string();
+    let mut slabscope = Command::new(env!("CARGO_BIN_EXE_slabscope"))
+        .args(["--pid", &pid, "--once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting slabscope");
+    let mut stderr = BufReader::new(slabscope.stderr.take().expect("stderr"));
+    let mut attached = String::new();
+    stderr.read_line(&mut attached).expect("reading stderr");
+    assert!(
+        attached.starts_with(&format!("slabscope: tracing pid {pid}: "))
+            && attached.trim_end().ends_with("libslabscope.so"),
+        "{attached}"
+    );
+    program.go_raw();
+    let out = slabscope.wait_with_output().expect("waiting for slabscope");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("reading stderr");
+    assert!(out.status.success(), "{}\n{rest}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(slabscope::stats::PROC_SLAB_HEADER),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("c_so_cache ")),
+        "no row for the C program's cache:\n{text}"
+    );
+    assert!(rest.contains("exited while traced"), "{rest}");
 }
