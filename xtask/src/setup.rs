@@ -349,14 +349,41 @@ pub fn run(mode: Mode) -> Result<()> {
     if mode == Mode::Quick && s.complete() {
         header("setup: every prerequisite is installed (`cargo xtask setup` lists them)");
         print_kernel_problems(&s.kernel);
+        mount_tracefs();
         return Ok(());
     }
     header("setup: checking prerequisites");
     print_survey(&s);
     install(&s)?;
     print_kernel_problems(&s.kernel);
+    mount_tracefs();
     header("setup: done");
     Ok(())
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when it is not mounted and we are
+/// root. aya and bpftrace attach through the uprobe PMU and need no tracefs,
+/// but bpftrace 0.17 detaches through `uprobe_events` and prints an error at
+/// every exit without it. A failure is reported, not fatal.
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    let mounted = dir.join("uprobe_events").exists();
+    if mounted || !dir.is_dir() || !run::is_root() {
+        return;
+    }
+    header("setup: mounting tracefs at /sys/kernel/tracing (bpftrace detaches probes through it)");
+    let status = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status();
+    match status {
+        Ok(st) if st.success() => {}
+        Ok(st) => note(format!(
+            "mount -t tracefs failed ({st}); bpftrace will print harmless detach errors"
+        )),
+        Err(e) => note(format!(
+            "could not run mount ({e}); bpftrace will print harmless detach errors"
+        )),
+    }
 }
 
 /// Installs what the survey found missing, in dependency order: Debian
