@@ -184,10 +184,8 @@ impl Cache {
         fire::cache_stats(&self.snap);
         self.counters.stats += 1;
         let s = self.snap;
-        self.hit(
-            ProbeKind::CacheStats,
-            &[s.slab_total, s.obj_total, s.obj_alloc],
-        );
+        let v = [s.slab_total, s.obj_total, s.obj_alloc];
+        self.hit(ProbeKind::CacheStats, &v);
     }
 
     fn destroy(&mut self) {
@@ -268,27 +266,26 @@ mod asm_sites {
         );
     }
 
-    /// `cache_create` with unsigned 8-byte and signed 1-byte constants and
-    /// the flags in a register.
+    /// `cache_stats` with constant scalars: unsigned 8 bytes, signed 4
+    /// bytes, and an unsigned 2-byte constant too large for its size.
     #[inline(never)]
-    pub fn cache_create(s: &CacheSnapshot) {
+    pub fn cache_stats(s: &CacheSnapshot) {
         stapsdt!(
-            "cache_create",
-            "-8@{cid} 8@{name} 8@$7 -1@$200 8@{flags} 8@{snap}",
+            "cache_stats",
+            "-8@{cid} 8@{name} 8@$7 -4@$-1 2@$65537 8@{snap}",
             cid = in(reg) s.cache_id,
             name = in(reg) s.name.as_ptr(),
-            flags = in(reg) s.flags,
             snap = in(reg) s as *const CacheSnapshot,
         );
     }
 
-    /// `cache_stats` with signed 4-byte and unsigned 2-byte constants and
-    /// one unsigned 4-byte load through `(%reg)`.
+    /// `grow_done` with a signed 1-byte constant, an unsigned 4-byte load
+    /// through `(%reg)` and a negative 8-byte constant.
     #[inline(never)]
-    pub fn cache_stats(word: &u64, s: &CacheSnapshot) {
+    pub fn grow_done(word: &u64, s: &CacheSnapshot) {
         stapsdt!(
-            "cache_stats",
-            "-8@{cid} 8@{name} -4@$-1 2@$65537 4@({word}) 8@{snap}",
+            "grow_done",
+            "-8@{cid} 8@{name} -1@$200 4@({word}) -8@$-3 8@{snap}",
             cid = in(reg) s.cache_id,
             name = in(reg) s.name.as_ptr(),
             word = in(reg) word as *const u64,
@@ -301,10 +298,7 @@ mod asm_sites {
 #[cfg(target_arch = "x86_64")]
 fn asm_cache() -> Cache {
     let mut c = Cache::new(0x5555_0000_5000, "fixture_asm", 96, 40);
-    asm_sites::cache_create(&c.snap);
-    c.counters.creates += 1;
-    // $7, and 200 as a signed byte.
-    c.hit(ProbeKind::CacheCreate, &[7, (-56i64) as u64, c.snap.flags]);
+    c.create();
     let words = [0, 0, c.snap.cache_id, 0];
     let halves = [0, 0, 0, 0xfffe, 0, 0, 0, 0];
     let big = 0x1234_5678_9abc_def0;
@@ -317,12 +311,18 @@ fn asm_cache() -> Cache {
     c.counters.reap_objs_released += objs;
     c.hit(ProbeKind::Reap, &[slabs, objs]);
 
-    let word = 0xffff_ffff_0000_0005u64;
     c.snap.obj_alloc = 11;
-    asm_sites::cache_stats(&word, &c.snap);
+    asm_sites::cache_stats(&c.snap);
     c.counters.stats += 1;
-    // $-1 as signed 4 bytes; 65537 cut to 2 bytes; the low 4 bytes of `word`.
-    c.hit(ProbeKind::CacheStats, &[u64::MAX, 1, 5]);
+    // $7; $-1 as signed 4 bytes; 65537 cut to 2 bytes.
+    c.hit(ProbeKind::CacheStats, &[7, u64::MAX, 1]);
+
+    let word = 0xffff_ffff_0000_0005u64;
+    asm_sites::grow_done(&word, &c.snap);
+    // 200 as a signed byte is -56: a failed grow. Then the low 4 bytes of
+    // `word`, and $-3.
+    c.counters.grow_failures += 1;
+    c.hit(ProbeKind::GrowDone, &[(-56i64) as u64, 5, (-3i64) as u64]);
     c
 }
 

@@ -196,7 +196,9 @@ fn ebpf_clippy() -> Step {
 /// `test result:` lines can be counted.
 fn cargo_test(long: bool, totals: &mut Totals) -> Result<()> {
     let mut cmd = run::cargo();
-    cmd.arg("test");
+    // Every test binary runs even after one fails: one CI run shows every
+    // failure.
+    cmd.args(["test", "--no-fail-fast"]);
     if long {
         cmd.env(LONG_ENV, "1");
     } else {
