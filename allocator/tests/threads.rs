@@ -273,9 +273,9 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    // Operations per configuration: 3 × 10^5 by default, 4 × 10^6 (so
-    // 1.2 × 10^7 in all) in the long run.
-    let per_config: u64 = if long() { 4_000_000 } else { 300_000 };
+    // Operations per configuration: 3 × 10^5 by default, 5 × 10^6 (so
+    // 1.5 × 10^7 in all, > 10^7 allocations and frees) in the long run.
+    let per_config: u64 = if long() { 5_000_000 } else { 300_000 };
     println!(
         "threads seed {seed} ({per_config} operations per configuration); \
          replay with SLABSCOPE_THREADS_SEED={seed}"
