@@ -345,7 +345,8 @@ pub unsafe extern "C" fn slabscope_proc_slab(buf: *mut c_char, len: usize) -> us
     text.len()
 }
 
-#[cfg(test)]
+// Caches need loom's runtime under cfg(loom); these run in normal builds.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::flags::*;

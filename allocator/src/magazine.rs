@@ -471,15 +471,15 @@ mod tests {
         let mut g = m.try_lock().unwrap();
         assert!(m.try_lock().is_none(), "lock is exclusive");
         for i in 1..=3usize {
-            assert!(g.push(i as *mut u8));
+            assert!(g.push(std::ptr::without_provenance_mut(i)));
         }
-        assert!(!g.push(4 as *mut u8));
+        assert!(!g.push(std::ptr::without_provenance_mut(4)));
         assert_eq!(m.fill(), 3);
         assert_eq!(g.pop().unwrap().as_ptr() as usize, 3);
         let mut out = vec![];
         assert_eq!(g.drain_oldest(1, |p| out.push(p as usize)), 1);
         assert_eq!(out, [1]);
-        assert_eq!(g.objects(), [2 as *mut u8]);
+        assert_eq!(g.objects(), [std::ptr::without_provenance_mut(2)]);
         drop(g);
         assert!(m.take_active());
         assert!(!m.take_active());

@@ -159,6 +159,12 @@ fn cpu_slow() -> usize {
 /// reduce it modulo their array length.
 #[inline(always)]
 pub fn current_cpu() -> usize {
+    // loom replays each interleaving and needs every run to take the same
+    // path; the OS thread's real CPU would differ between runs. All loom
+    // threads share CPU 0's magazine, the contended case.
+    if cfg!(loom) {
+        return 0;
+    }
     let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
     if off == RSEQ_UNKNOWN {
         off = rseq_init();

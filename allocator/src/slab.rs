@@ -353,9 +353,17 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
 /// # Safety
 ///
 /// `obj` must point to at least `hdr_offset + OBJ_HDR` readable and
-/// writable bytes (true for every object this cache handed out).
+/// writable bytes (true for every object this cache handed out). A
+/// misaligned `obj` is caught before the header is read.
 #[inline]
 pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8) {
+    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+        corrupt(
+            name,
+            obj,
+            "it is not aligned like this cache's objects: a pointer this cache never handed out",
+        );
+    }
     let h = hdr_of(g, obj);
     // SAFETY: the caller guarantees the header bytes are readable; `magic`
     // and `addr` are written only when the slab is initialised.
@@ -391,6 +399,9 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8
 /// As for [`check_free`]; when the object header checks out, its slab
 /// pointer must be readable (true for objects of a live cache).
 pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), &'static str> {
+    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+        return Err("not aligned like this cache's objects");
+    }
     let h = hdr_of(g, obj);
     // SAFETY: the caller guarantees the header bytes are readable.
     let hd = unsafe { &*h };
@@ -505,9 +516,14 @@ impl SlabState {
         obj: *mut u8,
         now: u64,
     ) {
+        // The free list keeps this raw pointer, not one derived from the
+        // `&mut` below: the state word is written through other raw pointers
+        // to the same header, which under Stacked Borrows would invalidate a
+        // reference-derived one (Miri caught it).
+        let hp = hdr_of(g, obj);
         // SAFETY: obj is a live slab object of this cache (caller), so its
         // header is live; we hold the cache lock.
-        let h = unsafe { &mut *hdr_of(g, obj) };
+        let h = unsafe { &mut *hp };
         if debug && (h.magic != SKO_MAGIC || h.addr != obj) {
             corrupt(name, obj, "object header magic or address is wrong");
         }
@@ -525,7 +541,7 @@ impl SlabState {
             corrupt(name, obj, "its slab has no objects out");
         }
         h.next = sl.free;
-        sl.free = h;
+        sl.free = hp;
         sl.age = now;
         sl.refs -= 1;
         self.c.obj_alloc -= 1;

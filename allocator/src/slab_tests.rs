@@ -75,10 +75,16 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
 #[test]
 fn a_foreign_pointer_fails_the_header_check() {
     let g = geo(64, 8);
-    let mut buf = vec![0u8; 256];
-    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes.
-    let r = unsafe { check_obj_result(&g, buf.as_mut_ptr()) };
+    let mut buf = vec![0u64; 32];
+    let p = buf.as_mut_ptr().cast::<u8>();
+    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes after p.
+    let r = unsafe { check_obj_result(&g, p) };
     assert_eq!(r, Err("object header magic or address is wrong"));
+    // Misaligned: refused before the header is read (Miri found the
+    // unaligned header reference this used to make).
+    // SAFETY: as above, one byte further in.
+    let r = unsafe { check_obj_result(&g, p.wrapping_add(1)) };
+    assert_eq!(r, Err("not aligned like this cache's objects"));
 }
 
 #[test]

@@ -6,13 +6,56 @@
 //! RUSTFLAGS="--cfg loom" cargo test -p slabscope --lib --release loom
 //! ```
 //!
-//! Only the magazine is modelled; the grow/deadlock protocol runs on std's
-//! `Mutex` and `Condvar` and is covered by the timing tests in `tests/`.
+//! Through this facade go the magazine (lock, count, slots) and each
+//! cache's lock, condition variables, flag word and emergency mirror, so
+//! loom explores magazine access, grow dispatch and wait, emergency objects
+//! and reaping (the models are in `loom_tests`). Under loom a grow runs on a
+//! loom thread of its own instead of the worker pool (see `grow`), and
+//! [`wait_timeout_while`] never times out: loom 0.7 has no model of time, so
+//! the DEADLOCKED transition (a wait that times out) is reached only by
+//! setting the flag in the model, and otherwise covered by the timing tests
+//! in `tests/`. Process-wide state (the registry, the pool, tunables) stays
+//! on std.
+
+use std::time::Duration;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Waits on `cv` while `cond` holds, at most `dur`. Returns the guard and
+/// whether the wait timed out. Poisoning is ignored (the state is plain
+/// counters kept consistent under the lock). Under loom it waits for a
+/// notification however long that takes (see the module docs).
+pub(crate) fn wait_timeout_while<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    dur: Duration,
+    cond: impl FnMut(&mut T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    #[cfg(not(loom))]
+    {
+        let (g, r) = cv
+            .wait_timeout_while(guard, dur, cond)
+            .unwrap_or_else(|e| e.into_inner());
+        (g, r.timed_out())
+    }
+    #[cfg(loom)]
+    {
+        let _ = dur;
+        let mut cond = cond;
+        let mut g = guard;
+        while cond(&mut *g) {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        (g, false)
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;
