@@ -429,7 +429,7 @@ mod tests {
                 None,
                 None,
                 ptr::null_mut(),
-                8 as *mut c_void,
+                ptr::without_provenance_mut(8),
                 0,
             )
         };

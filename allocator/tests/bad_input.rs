@@ -129,6 +129,26 @@ fn rust_foreign_pointer_aborts_naming_cache_and_pointer() {
 }
 
 #[test]
+fn rust_misaligned_pointer_aborts_before_reading_a_header() {
+    let out = in_child(
+        "rust_misaligned_pointer_aborts_before_reading_a_header",
+        || {
+            let c = debug_cache("bad_misaligned");
+            let p = c.alloc(KM_SLEEP).unwrap();
+            let inside = NonNull::new(p.as_ptr().wrapping_add(3)).unwrap();
+            println!("PTR={inside:p}");
+            // SAFETY: deliberately broken: a pointer into the middle of an object.
+            unsafe { c.free(inside) };
+        },
+    );
+    assert_aborted_naming(
+        &out,
+        "bad_misaligned",
+        "not aligned like this cache's objects",
+    );
+}
+
+#[test]
 fn rust_free_into_another_cache_aborts() {
     let out = in_child("rust_free_into_another_cache_aborts", || {
         let a = debug_cache("bad_owner_a");
