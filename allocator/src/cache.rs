@@ -96,6 +96,10 @@ pub(crate) struct CacheInner {
     sys_count: Box<[PerCpuCount]>,
     /// Layout of emergency objects and `KMC_SLAB` objects.
     pub(crate) obj_layout: Layout,
+    /// loom models only: the grow wait expires instead of waiting for the
+    /// grow (see [`crate::sync::wait_timeout_while`]).
+    #[cfg(loom)]
+    pub(crate) loom_wait_expires: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for CacheInner {
@@ -450,6 +454,8 @@ impl CacheBuilder {
             emergency_live: AtomicU64::new(0),
             sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
             obj_layout,
+            #[cfg(loom)]
+            loom_wait_expires: std::sync::atomic::AtomicBool::new(false),
         });
         REGISTRY
             .lock()

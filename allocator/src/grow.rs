@@ -154,8 +154,20 @@ impl CacheInner {
             return Grow::NoMem;
         }
         let timeout = Duration::from_millis(tunables::current().grow_timeout_ms);
-        let (mut st, timed_out) =
-            sync::wait_timeout_while(&self.grow_cv, st, timeout, |_| self.flag(KMC_GROWING));
+        #[cfg(loom)]
+        let expires = self
+            .loom_wait_expires
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let expires = false;
+        let (mut st, timed_out) = sync::wait_timeout_while(
+            &self.grow_cv,
+            st,
+            timeout,
+            expires,
+            || self.lock_state(),
+            |_| self.flag(KMC_GROWING),
+        );
         if timed_out && self.flag(KMC_GROWING) {
             self.set_flag(KMC_DEADLOCKED);
             st.c.obj_deadlock += 1;

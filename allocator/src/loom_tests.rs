@@ -12,11 +12,13 @@
 //! model on a deadlock or lost wake-up (a waiter nobody will notify), on a
 //! data race on the magazine slots, or on a failed assertion.
 //!
-//! Not modelled: a wait that *times out*. loom 0.7 has no model of time (its
-//! `Condvar::wait_timeout` waits for a notification), so the DEADLOCKED flag
-//! is set by hand in [`emergency_alloc_and_free_race_a_landing_grow`] rather
-//! than by an expiring wait; the timeout itself is covered by the timing
-//! tests (`tests/grow_deadlock.rs`, `tests/faults.rs`).
+//! loom 0.7 has no model of time (its `Condvar::wait_timeout` waits for a
+//! notification). The grow wait therefore runs in one of two modes per cache
+//! (see [`crate::sync::wait_timeout_while`]): waiting for the notification,
+//! which finds lost wake-ups, or expiring after letting every other thread
+//! run, which reaches the DEADLOCKED transition. What is not modelled is a
+//! wait that blocks *and then* expires; the real timeout is tested with real
+//! time in `tests/grow_deadlock.rs` and `tests/faults.rs`.
 
 use std::collections::HashSet;
 
@@ -107,6 +109,64 @@ fn loom_grow_dispatch_and_wait() {
         assert_eq!(s.obj_deadlock, 0, "no wait can time out under loom: {s:?}");
         finish(&c, &[p, q]);
     });
+}
+
+/// Two threads allocate from an empty cache and their waits for the grow
+/// may expire before it lands: the one that times out with GROWING still set
+/// marks the cache DEADLOCKED and counts `obj_deadlock`; allocations then get
+/// emergency objects until the grow lands and clears DEADLOCKED. Every
+/// interleaving ends with distinct objects, consistent counters, and a
+/// destroy that finds every grow finished.
+#[test]
+fn loom_grow_wait_expires_into_deadlock_and_emergency_objects() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    setup();
+    // Interleavings that reached DEADLOCKED and that handed out an
+    // emergency object: both must occur, or the model misses the path.
+    let reached = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let seen = reached.clone();
+    model(move || {
+        let c = cache("loom_deadlock");
+        c.inner
+            .loom_wait_expires
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let c2 = c.clone();
+        let t = loom::thread::spawn(move || {
+            c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
+        });
+        let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
+        let q = t.join().unwrap();
+        let s = c.stats();
+        assert_eq!(
+            s.obj_total,
+            s.slab_total * s.slab_objs + s.obj_emergency,
+            "{s:?}"
+        );
+        if s.obj_emergency_max > 0 {
+            assert!(
+                s.obj_deadlock > 0,
+                "emergency objects without a deadlock: {s:?}"
+            );
+        }
+        seen[0].fetch_add(usize::from(s.obj_deadlock > 0), Ordering::Relaxed);
+        seen[1].fetch_add(usize::from(s.obj_emergency_max > 0), Ordering::Relaxed);
+        finish(&c, &[p, q]);
+        assert_eq!(
+            c.flags() & KMC_DEADLOCKED,
+            0,
+            "the last grow cleared DEADLOCKED"
+        );
+    });
+    let (deadlocked, emergency) = (
+        reached[0].load(Ordering::Relaxed),
+        reached[1].load(Ordering::Relaxed),
+    );
+    println!("DEADLOCKED in {deadlocked}, emergency objects in {emergency} interleavings");
+    assert!(
+        deadlocked > 0 && emergency > 0,
+        "the model never deadlocked"
+    );
 }
 
 /// While DEADLOCKED, one thread frees an emergency object while another

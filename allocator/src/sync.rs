@@ -11,11 +11,10 @@
 //! loom explores magazine access, grow dispatch and wait, emergency objects
 //! and reaping (the models are in `loom_tests`). Under loom a grow runs on a
 //! loom thread of its own instead of the worker pool (see `grow`), and
-//! [`wait_timeout_while`] never times out: loom 0.7 has no model of time, so
-//! the DEADLOCKED transition (a wait that times out) is reached only by
-//! setting the flag in the model, and otherwise covered by the timing tests
-//! in `tests/`. Process-wide state (the registry, the pool, tunables) stays
-//! on std.
+//! [`wait_timeout_while`] either waits for a notification or, per cache, is
+//! modelled as expiring (loom 0.7 has no model of time), which is how the
+//! DEADLOCKED transition is explored. Process-wide state (the registry, the
+//! pool, tunables) stays on std.
 
 use std::time::Duration;
 
@@ -29,17 +28,26 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Waits on `cv` while `cond` holds, at most `dur`. Returns the guard and
-/// whether the wait timed out. Poisoning is ignored (the state is plain
-/// counters kept consistent under the lock). Under loom it waits for a
-/// notification however long that takes (see the module docs).
+/// whether the wait timed out (with `cond` still holding). Poisoning is
+/// ignored (the state is plain counters kept consistent under the lock).
+///
+/// Under loom time does not exist, so `expires` picks the model: `false`
+/// waits for a notification however long that takes (a lost wake-up is a
+/// loom deadlock); `true` models a wait that expires — the lock is released,
+/// every other thread may run (loom explores which), then the lock is
+/// retaken with `relock` and the wait has timed out if `cond` still holds.
+/// Outside loom `expires` and `relock` are unused.
 pub(crate) fn wait_timeout_while<'a, T>(
     cv: &Condvar,
     guard: MutexGuard<'a, T>,
     dur: Duration,
+    expires: bool,
+    relock: impl FnOnce() -> MutexGuard<'a, T>,
     cond: impl FnMut(&mut T) -> bool,
 ) -> (MutexGuard<'a, T>, bool) {
     #[cfg(not(loom))]
     {
+        let _ = (expires, relock);
         let (g, r) = cv
             .wait_timeout_while(guard, dur, cond)
             .unwrap_or_else(|e| e.into_inner());
@@ -50,6 +58,16 @@ pub(crate) fn wait_timeout_while<'a, T>(
         let _ = dur;
         let mut cond = cond;
         let mut g = guard;
+        if expires {
+            if !cond(&mut *g) {
+                return (g, false);
+            }
+            drop(g);
+            loom::thread::yield_now();
+            let mut g = relock();
+            let still = cond(&mut *g);
+            return (g, still);
+        }
         while cond(&mut *g) {
             g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
