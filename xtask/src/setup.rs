@@ -171,6 +171,19 @@ pub fn nightly_components() -> Option<String> {
     ]))
 }
 
+/// Adds `component` to the nightly toolchain unless it is there (the long
+/// test run needs `miri`).
+pub fn ensure_nightly_component(component: &str) -> Result<()> {
+    if nightly_components().is_some_and(|c| has_component(&c, component)) {
+        return Ok(());
+    }
+    header(&format!(
+        "setup: adding {component} to the nightly toolchain (the long test run uses it)"
+    ));
+    run::run(Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]))
+        .with_context(|| format!("adding {component} to the nightly toolchain"))
+}
+
 /// Cargo's bin directory (`$CARGO_HOME/bin`, by default `~/.cargo/bin`).
 fn cargo_bin_dir() -> Option<PathBuf> {
     let home = std::env::var_os("CARGO_HOME")
