@@ -10,23 +10,9 @@ use std::process::Command;
 
 use slabscope_probes::CacheSnapshot;
 
-/// The directory holding the library cargo built for this test run.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps directory").to_path_buf();
-    for dir in [
-        deps.clone(),
-        deps.parent().expect("profile directory").to_path_buf(),
-    ] {
-        if dir.join("libslabscope.so").exists() {
-            return dir;
-        }
-    }
-    panic!(
-        "libslabscope.so not found next to {}: build the cdylib with `cargo build -p slabscope`",
-        exe.display()
-    );
-}
+mod support;
+
+use support::lib_dir;
 
 fn value<'a>(out: &'a HashMap<String, String>, key: &str) -> &'a str {
     out.get(key)
