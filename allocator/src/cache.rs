@@ -677,6 +677,13 @@ impl Cache {
         Ok(())
     }
 
+    /// Strong references to the cache: handles, the registry's, and any a
+    /// grow job or background pass holds right now (for leak tests).
+    #[doc(hidden)]
+    pub fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Whether two handles name the same cache.
     pub fn same_cache(&self, other: &Cache) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -1,1 +1,518 @@
-//! C ABI (pending).
+//! The C ABI: SPL's `kmem_cache_*` names, signatures and flag values,
+//! declared in `include/slabscope.h`, built into `libslabscope.so` and
+//! `libslabscope.a`.
+//!
+//! | function | SPL | difference |
+//! |---|---|---|
+//! | `kmem_cache_create(name, size, align, ctor, dtor, reclaim, priv, vmp, flags)` | `spl_kmem_cache_create` | returns NULL on bad arguments (SPL `VERIFY`s); `reclaim` and `vmp` must be NULL |
+//! | `kmem_cache_destroy(cache)` | `spl_kmem_cache_destroy` (void) | returns `int`: 0, or `-EBUSY` while objects are allocated (the cache stays valid and nothing is freed) |
+//! | `kmem_cache_alloc(cache, kmflags)` | `spl_kmem_cache_alloc` | NULL on kmflags outside `KM_PUBLIC_MASK` |
+//! | `kmem_cache_free(cache, obj)` | `spl_kmem_cache_free` | NULL `obj` is a no-op |
+//! | `kmem_cache_reap_now(cache)`, `kmem_reap()` | same | |
+//! | `kmem_cache_inuse(cache)`, `kmem_cache_entry_size(cache)` | same | |
+//! | `kmem_cache_set_move(cache, move)` | same | accepted and ignored, as in SPL |
+//!
+//! slabscope additions: `slabscope_last_error()`, `slabscope_cache_snapshot()`
+//! and `slabscope_proc_slab()`.
+//!
+//! # Errors
+//!
+//! A failing call returns NULL (or a negative errno), sets `errno` (`EINVAL`
+//! for bad arguments, `ENOSPC` for objects too large, `EBUSY` for destroy
+//! with objects allocated) and records a message that
+//! `slabscope_last_error()` returns: a NUL-terminated string owned by the
+//! calling thread, valid until that thread's next failing slabscope call.
+//! With no failure yet it returns an empty string, never NULL.
+//!
+//! A constructor returns 0 on success (the illumos convention); non-zero
+//! makes `kmem_cache_alloc` return NULL. `priv` is passed to the constructor
+//! and destructor from whichever thread allocates or frees, so it must be
+//! safe to use from any thread.
+//!
+//! A cache pointer is the cache id the probes report.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::mem::ManuallyDrop;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use slabscope_probes::CacheSnapshot;
+
+use crate::cache::{Cache, CacheBuilder, CacheInner};
+use crate::error::Error;
+use crate::flags::KM_PUBLIC_MASK;
+
+/// Opaque cache type of the C ABI (`kmem_cache_t`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct KmemCache {
+    _opaque: [u8; 0],
+}
+
+/// `spl_kmem_ctor_t`.
+pub type SplCtor =
+    Option<unsafe extern "C" fn(obj: *mut c_void, priv_: *mut c_void, kmflags: c_int) -> c_int>;
+/// `spl_kmem_dtor_t`.
+pub type SplDtor = Option<unsafe extern "C" fn(obj: *mut c_void, priv_: *mut c_void)>;
+/// The reclaim callback (must be NULL).
+pub type SplReclaim = Option<unsafe extern "C" fn(priv_: *mut c_void)>;
+/// The move callback of `kmem_cache_set_move` (ignored).
+pub type SplMove = Option<
+    unsafe extern "C" fn(
+        old: *mut c_void,
+        new: *mut c_void,
+        size: usize,
+        priv_: *mut c_void,
+    ) -> c_int,
+>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn fail(errno: c_int, msg: &str) {
+    let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = msg);
+    // SAFETY: __errno_location has no preconditions.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: it points at this thread's errno.
+    unsafe { *slot = errno };
+}
+
+fn errno_of(e: &Error) -> c_int {
+    match e {
+        Error::TooLarge { .. } => libc::ENOSPC,
+        Error::Busy { .. } => libc::EBUSY,
+        _ => libc::EINVAL,
+    }
+}
+
+/// The message of this thread's last failing slabscope call ("" if none).
+#[unsafe(no_mangle)]
+pub extern "C" fn slabscope_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// `priv` of a C cache, shared with the callbacks on any thread.
+#[derive(Clone, Copy)]
+struct Priv(*mut c_void);
+// SAFETY: the C caller promises `priv` may be used from any thread (module docs).
+unsafe impl Send for Priv {}
+// SAFETY: as above.
+unsafe impl Sync for Priv {}
+
+/// Borrows the cache behind a C pointer without touching its reference count.
+///
+/// # Safety
+/// `c` is NULL or a live pointer from `kmem_cache_create` not yet destroyed.
+unsafe fn borrow(c: *mut KmemCache) -> Option<ManuallyDrop<Cache>> {
+    if c.is_null() {
+        return None;
+    }
+    // SAFETY: c came from Arc::into_raw in kmem_cache_create and that
+    // reference is still held (caller); ManuallyDrop keeps it.
+    let inner = unsafe { Arc::from_raw(c as *const CacheInner) };
+    Some(ManuallyDrop::new(Cache { inner }))
+}
+
+/// `kmem_cache_create`: see the module docs.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `ctor`/`dtor` are NULL or valid
+/// functions that accept `priv_` from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_create(
+    name: *const c_char,
+    size: usize,
+    align: usize,
+    ctor: SplCtor,
+    dtor: SplDtor,
+    reclaim: SplReclaim,
+    priv_: *mut c_void,
+    vmp: *mut c_void,
+    flags: c_int,
+) -> *mut KmemCache {
+    let name = if name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: caller passes a NUL-terminated string.
+        match unsafe { CStr::from_ptr(name) }.to_str() {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                fail(libc::EINVAL, &Error::NameNotUtf8.to_string());
+                return ptr::null_mut();
+            }
+        }
+    };
+    for (set, what) in [
+        (reclaim.is_some(), "reclaim callback"),
+        (!vmp.is_null(), "vmp"),
+    ] {
+        if set {
+            let e = Error::Unsupported { name, what };
+            fail(errno_of(&e), &e.to_string());
+            return ptr::null_mut();
+        }
+    }
+    let p = Priv(priv_);
+    let mut b = CacheBuilder::new(name, size)
+        .align(align)
+        .flags(u64::from(flags as u32));
+    if let Some(ctor) = ctor {
+        b = b.ctor(move |obj: NonNull<u8>, kmflags: u32| {
+            let p = p;
+            // SAFETY: the C caller supplied a valid constructor for its objects.
+            unsafe { ctor(obj.as_ptr().cast(), p.0, kmflags as c_int) == 0 }
+        });
+    }
+    if let Some(dtor) = dtor {
+        b = b.dtor(move |obj: NonNull<u8>| {
+            let p = p;
+            // SAFETY: the C caller supplied a valid destructor for its objects.
+            unsafe { dtor(obj.as_ptr().cast(), p.0) }
+        });
+    }
+    match b.build() {
+        Ok(c) => Arc::into_raw(c.inner) as *mut KmemCache,
+        Err(e) => {
+            fail(errno_of(&e), &e.to_string());
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `kmem_cache_destroy`: 0, or `-EBUSY` (objects still allocated; nothing
+/// freed, the cache stays valid), or `-EINVAL` for NULL.
+///
+/// # Safety
+/// `cache` is NULL or a live cache pointer; after a 0 return it is dangling.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_destroy(cache: *mut KmemCache) -> c_int {
+    // SAFETY: forwarded caller guarantee.
+    let Some(c) = (unsafe { borrow(cache) }) else {
+        fail(
+            libc::EINVAL,
+            "kmem_cache_destroy: NULL cache: pass a cache from kmem_cache_create",
+        );
+        return -libc::EINVAL;
+    };
+    match c.destroy() {
+        Ok(()) => {
+            // Release the reference kmem_cache_create handed out.
+            drop(ManuallyDrop::into_inner(c));
+            0
+        }
+        Err(e) => {
+            let errno = errno_of(&e);
+            fail(errno, &e.to_string());
+            -errno
+        }
+    }
+}
+
+/// `kmem_cache_alloc`: an object, or NULL (KM_NOSLEEP with nothing free,
+/// constructor failure, bad kmflags).
+///
+/// # Safety
+/// `cache` is a live cache pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
+    // SAFETY: forwarded caller guarantee.
+    let Some(c) = (unsafe { borrow(cache) }) else {
+        fail(libc::EINVAL, "kmem_cache_alloc: NULL cache");
+        return ptr::null_mut();
+    };
+    let kmflags = kmflags as u32;
+    if kmflags & !KM_PUBLIC_MASK != 0 {
+        fail(
+            libc::EINVAL,
+            &format!(
+                "kmem_cache_alloc: cache {:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
+                 pass KM_SLEEP or KM_NOSLEEP",
+                c.name()
+            ),
+        );
+        return ptr::null_mut();
+    }
+    c.alloc(kmflags)
+        .map_or(ptr::null_mut(), |p| p.as_ptr().cast())
+}
+
+/// `kmem_cache_free`; NULL `obj` is a no-op.
+///
+/// # Safety
+/// `cache` is a live cache pointer; `obj` is NULL or an object of it not
+/// freed since and not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_free(cache: *mut KmemCache, obj: *mut c_void) {
+    let Some(obj) = NonNull::new(obj.cast::<u8>()) else {
+        return;
+    };
+    // SAFETY: forwarded caller guarantee.
+    if let Some(c) = unsafe { borrow(cache) } {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { c.free(obj) };
+    }
+}
+
+/// `kmem_cache_reap_now`.
+///
+/// # Safety
+/// `cache` is NULL or a live cache pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_reap_now(cache: *mut KmemCache) {
+    // SAFETY: forwarded caller guarantee.
+    if let Some(c) = unsafe { borrow(cache) } {
+        c.reap_now();
+    }
+}
+
+/// `kmem_reap`: reaps every cache.
+#[unsafe(no_mangle)]
+pub extern "C" fn kmem_reap() {
+    crate::reap::reap();
+}
+
+/// `kmem_cache_inuse` (see [`Cache::inuse`]).
+///
+/// # Safety
+/// `cache` is NULL or a live cache pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_inuse(cache: *mut KmemCache) -> u64 {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { borrow(cache) }.map_or(0, |c| c.inuse())
+}
+
+/// `kmem_cache_entry_size`.
+///
+/// # Safety
+/// `cache` is NULL or a live cache pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kmem_cache_entry_size(cache: *mut KmemCache) -> u64 {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { borrow(cache) }.map_or(0, |c| c.entry_size())
+}
+
+/// `kmem_cache_set_move`: accepted and ignored, as in SPL.
+#[unsafe(no_mangle)]
+pub extern "C" fn kmem_cache_set_move(_cache: *mut KmemCache, _move: SplMove) {}
+
+/// Fills `*out` with the cache's current snapshot (the struct the probes
+/// pass). Returns 0, or `-EINVAL` for NULL arguments.
+///
+/// # Safety
+/// `cache` is NULL or a live cache pointer; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slabscope_cache_snapshot(
+    cache: *mut KmemCache,
+    out: *mut CacheSnapshot,
+) -> c_int {
+    // SAFETY: forwarded caller guarantee.
+    let c = unsafe { borrow(cache) };
+    match (c, out.is_null()) {
+        (Some(c), false) => {
+            // SAFETY: out is writable (caller).
+            unsafe { out.write(c.inner.snapshot()) };
+            0
+        }
+        _ => {
+            fail(
+                libc::EINVAL,
+                "slabscope_cache_snapshot: NULL cache or output",
+            );
+            -libc::EINVAL
+        }
+    }
+}
+
+/// Writes the `/proc/spl/kmem/slab` text for every cache into `buf` (at most
+/// `len` bytes, NUL included, like `snprintf`) and returns the full length
+/// without the NUL. `buf` may be NULL when `len` is 0.
+///
+/// # Safety
+/// `buf` is writable for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slabscope_proc_slab(buf: *mut c_char, len: usize) -> usize {
+    let text = crate::stats::proc_slab_text(&crate::stats::all());
+    if !buf.is_null() && len > 0 {
+        let n = text.len().min(len - 1);
+        // SAFETY: buf has len >= n + 1 writable bytes (caller).
+        unsafe { ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n) };
+        // SAFETY: as above, n < len.
+        unsafe { buf.wrapping_add(n).write(0) };
+    }
+    text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::*;
+
+    fn last_error() -> String {
+        // SAFETY: slabscope_last_error always returns a valid C string.
+        unsafe { CStr::from_ptr(slabscope_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn errno() -> c_int {
+        // SAFETY: __errno_location has no preconditions.
+        let slot = unsafe { libc::__errno_location() };
+        // SAFETY: it points at this thread's errno.
+        unsafe { *slot }
+    }
+
+    fn create(name: &CStr, size: usize, align: usize, flags: c_int) -> *mut KmemCache {
+        // SAFETY: valid name, no callbacks.
+        unsafe {
+            kmem_cache_create(
+                name.as_ptr(),
+                size,
+                align,
+                None,
+                None,
+                None,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                flags,
+            )
+        }
+    }
+
+    #[test]
+    fn bad_inputs_return_null_with_errno_and_message() {
+        let cases: [(&CStr, usize, usize, c_int, c_int, &str); 7] = [
+            (c"", 8, 0, 0, libc::EINVAL, "empty"),
+            (c"ffi_bad", 0, 0, 0, libc::EINVAL, "size 0"),
+            (c"ffi_bad", 8, 24, 0, libc::EINVAL, "alignment 24"),
+            (c"ffi_bad", 8, 4, 0, libc::EINVAL, "alignment 4"),
+            (c"ffi_bad", 64 << 20, 0, 0, libc::ENOSPC, "ENOSPC"),
+            (c"ffi_bad", 8, 0, 1 << 30, libc::EINVAL, "unknown flags"),
+            (
+                c"ffi_bad",
+                8,
+                0,
+                (KMC_SLAB | KMC_KVMEM) as c_int,
+                libc::EINVAL,
+                "both set",
+            ),
+        ];
+        for (name, size, align, flags, want_errno, want_msg) in cases {
+            let c = create(name, size, align, flags);
+            assert!(
+                c.is_null(),
+                "{name:?} {size} {align} {flags:#x} was accepted"
+            );
+            assert_eq!(errno(), want_errno, "{want_msg}");
+            assert!(
+                last_error().contains(want_msg),
+                "{:?} lacks {want_msg:?}",
+                last_error()
+            );
+        }
+        let long = CString::new("n".repeat(64)).unwrap();
+        assert!(create(&long, 8, 0, 0).is_null());
+        assert!(last_error().contains("64 bytes"), "{}", last_error());
+        let bad_utf8 = c"\xff\xfe";
+        assert!(create(bad_utf8, 8, 0, 0).is_null());
+        assert!(last_error().contains("UTF-8"));
+        // SAFETY: a non-NULL vmp is rejected before any use.
+        let c = unsafe {
+            kmem_cache_create(
+                c"ffi_vmp".as_ptr(),
+                8,
+                0,
+                None,
+                None,
+                None,
+                ptr::null_mut(),
+                8 as *mut c_void,
+                0,
+            )
+        };
+        assert!(c.is_null());
+        assert!(last_error().contains("vmp"));
+        // SAFETY: a NULL cache is handled.
+        let rc = unsafe { kmem_cache_destroy(ptr::null_mut()) };
+        assert_eq!(rc, -libc::EINVAL);
+    }
+
+    unsafe extern "C" fn ctor(obj: *mut c_void, priv_: *mut c_void, _kmflags: c_int) -> c_int {
+        // SAFETY: priv_ is the test's AtomicU64, obj has 64 bytes.
+        unsafe {
+            (*(priv_ as *const std::sync::atomic::AtomicU64))
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        };
+        // SAFETY: obj has 64 writable bytes.
+        unsafe { obj.cast::<u8>().write_bytes(0x11, 64) };
+        0
+    }
+
+    unsafe extern "C" fn dtor(obj: *mut c_void, priv_: *mut c_void) {
+        // SAFETY: obj has 64 readable bytes written by ctor.
+        assert_eq!(unsafe { obj.cast::<u8>().read() }, 0x11);
+        // SAFETY: priv_ is the test's AtomicU64.
+        unsafe {
+            (*(priv_ as *const std::sync::atomic::AtomicU64))
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+        };
+    }
+
+    #[test]
+    // One invariant (c is live until the final destroy, objects are freed
+    // once) covers every call of this scripted C session.
+    #[allow(clippy::multiple_unsafe_ops_per_block)]
+    fn a_cache_round_trips_through_the_c_abi() {
+        let live = Box::new(std::sync::atomic::AtomicU64::new(0));
+        let priv_ = &*live as *const _ as *mut c_void;
+        // SAFETY: valid name and callbacks; priv_ outlives the cache.
+        let c = unsafe {
+            kmem_cache_create(
+                c"ffi_ok".as_ptr(),
+                64,
+                0,
+                Some(ctor),
+                Some(dtor),
+                None,
+                priv_,
+                ptr::null_mut(),
+                0,
+            )
+        };
+        assert!(!c.is_null(), "{}", last_error());
+        // SAFETY: c is live for the rest of the test, objects freed once.
+        unsafe {
+            assert_eq!(kmem_cache_entry_size(c), 64);
+            let objs: Vec<_> = (0..10)
+                .map(|_| kmem_cache_alloc(c, KM_SLEEP as c_int))
+                .collect();
+            assert!(objs.iter().all(|p| !p.is_null()));
+            assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 10);
+            assert!(kmem_cache_inuse(c) >= 10);
+            assert!(kmem_cache_alloc(c, 0x100).is_null());
+            assert!(last_error().contains("KM_PUBLIC_MASK"));
+            kmem_cache_set_move(c, None);
+            assert_eq!(kmem_cache_destroy(c), -libc::EBUSY);
+            assert_eq!(errno(), libc::EBUSY);
+            let mut snap = CacheSnapshot::ZERO;
+            assert_eq!(slabscope_cache_snapshot(c, &mut snap), 0);
+            assert_eq!(snap.cache_id, c as u64);
+            assert_eq!(snap.name_bytes(), b"ffi_ok");
+            for p in objs {
+                kmem_cache_free(c, p);
+            }
+            kmem_cache_free(c, ptr::null_mut());
+            assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0);
+            kmem_cache_reap_now(c);
+            kmem_reap();
+            let n = slabscope_proc_slab(ptr::null_mut(), 0);
+            let mut buf = vec![0 as c_char; n + 1];
+            assert_eq!(slabscope_proc_slab(buf.as_mut_ptr(), buf.len()), n);
+            let text = CStr::from_ptr(buf.as_ptr()).to_str().unwrap();
+            assert!(text.lines().any(|l| l.starts_with("ffi_ok ")), "{text}");
+            assert_eq!(kmem_cache_destroy(c), 0);
+        }
+    }
+}

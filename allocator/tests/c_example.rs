@@ -1,0 +1,144 @@
+//! Compiles `examples/c/example.c` with the system C compiler against
+//! `include/slabscope.h` and the freshly built `libslabscope.so`, runs it and
+//! checks what it prints: the C ABI end to end, bad inputs included, and the
+//! header's snapshot layout against the Rust one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use slabscope_probes::CacheSnapshot;
+
+/// The directory holding the library cargo built for this test run.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps directory").to_path_buf();
+    for dir in [
+        deps.clone(),
+        deps.parent().expect("profile directory").to_path_buf(),
+    ] {
+        if dir.join("libslabscope.so").exists() {
+            return dir;
+        }
+    }
+    panic!(
+        "libslabscope.so not found next to {}: build the cdylib with `cargo build -p slabscope`",
+        exe.display()
+    );
+}
+
+fn value<'a>(out: &'a HashMap<String, String>, key: &str) -> &'a str {
+    out.get(key)
+        .unwrap_or_else(|| panic!("example printed no {key}=; output keys: {:?}", out.keys()))
+}
+
+#[test]
+fn c_example_compiles_runs_and_reports_the_right_values() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("examples/c/example.c");
+    let include = root.join("../include");
+    let lib = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slabscope_c_example");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-I")
+        .arg(&include)
+        .arg("-L")
+        .arg(&lib)
+        .arg("-lslabscope")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the C compiler {cc:?} ({e}): install a C compiler or set CC")
+        });
+    assert!(status.success(), "compiling {} failed", src.display());
+
+    // cargo's LD_LIBRARY_PATH may name an older uplifted copy of the
+    // library; the rpath names the fresh one.
+    let out = Command::new(&exe)
+        .env_remove("LD_LIBRARY_PATH")
+        .env("SLABSCOPE_STATS_INTERVAL_MS", "0")
+        .output()
+        .expect("run the C example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "example failed with {}:\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // key=value pairs; a line may carry several separated by spaces, except
+    // msg= which takes the rest of the line.
+    let mut kv = HashMap::new();
+    for line in stdout.lines() {
+        let (head, msg) = match line.split_once(" msg=") {
+            Some((h, m)) => (h, Some(m)),
+            None => (line, None),
+        };
+        let mut first = None;
+        for word in head.split(' ') {
+            if let Some((k, v)) = word.split_once('=') {
+                first.get_or_insert(k.to_string());
+                kv.insert(k.to_string(), v.to_string());
+            }
+        }
+        if let (Some(first), Some(msg)) = (first, msg) {
+            kv.insert(format!("{first}.msg"), msg.to_string());
+            kv.insert(format!("{first}.errno"), kv["errno"].clone());
+        }
+    }
+
+    assert_eq!(
+        value(&kv, "snapshot_size"),
+        size_of::<CacheSnapshot>().to_string()
+    );
+    assert_eq!(
+        value(&kv, "snapshot_mag_fill"),
+        std::mem::offset_of!(CacheSnapshot, mag_fill).to_string()
+    );
+    assert_eq!(
+        value(&kv, "snapshot_name"),
+        std::mem::offset_of!(CacheSnapshot, name).to_string()
+    );
+
+    for (key, errno, msg) in [
+        ("bad_align", libc::EINVAL, "alignment 24"),
+        ("bad_size", libc::EINVAL, "size 0"),
+        ("bad_name", libc::EINVAL, "empty"),
+        ("bad_large", libc::ENOSPC, "ENOSPC"),
+        ("bad_flags", libc::EINVAL, "unknown flags"),
+    ] {
+        assert_eq!(value(&kv, key), "rejected", "{key}");
+        assert_eq!(
+            value(&kv, &format!("{key}.errno")),
+            errno.to_string(),
+            "{key}"
+        );
+        assert!(
+            value(&kv, &format!("{key}.msg")).contains(msg),
+            "{key}: {}",
+            kv[&format!("{key}.msg")]
+        );
+    }
+    assert_eq!(value(&kv, "entry_size"), "1104");
+    assert_eq!(value(&kv, "inuse_ge_100"), "1");
+    assert_eq!(value(&kv, "ctors"), "100");
+    assert_eq!(value(&kv, "busy_destroy"), (-libc::EBUSY).to_string());
+    assert_eq!(value(&kv, "snap_name"), "c_zio_cache");
+    assert_eq!(value(&kv, "snap_obj_size"), "1104");
+    assert_eq!(value(&kv, "snap_live"), "100");
+    assert_eq!(value(&kv, "snap_kvmem"), "1");
+    assert_eq!(value(&kv, "dtors"), "100");
+    assert_eq!(value(&kv, "proc_len_ok"), "1");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("c_zio_cache ") && l.contains("0x00080")),
+        "no /proc/spl/kmem/slab row for the cache:\n{stdout}"
+    );
+    assert!(stdout.contains(slabscope::stats::PROC_SLAB_HEADER));
+    assert_eq!(value(&kv, "destroy"), "0");
+}

@@ -1,0 +1,35 @@
+//! Slab mapping failures (`fault_slab_fail_permille`): KM_SLEEP allocations
+//! still succeed, failed grows are counted in `slab_fail`.
+
+use slabscope::CacheBuilder;
+use slabscope::flags::KM_SLEEP;
+use slabscope::tunables::{self, Tunables};
+
+#[test]
+fn failed_grows_are_counted_and_retried() {
+    tunables::set(Tunables {
+        grow_timeout_ms: 5,
+        fault_slab_fail_permille: 500,
+        obj_per_slab: 1,
+        max_size: 1,
+        stats_interval_ms: 0,
+        ..Tunables::default()
+    })
+    .unwrap();
+    let c = CacheBuilder::new("f_fail", 8192).build().unwrap();
+    let objs: Vec<_> = (0..40)
+        .map(|_| c.alloc(KM_SLEEP).expect("KM_SLEEP never fails"))
+        .collect();
+    let s = c.stats();
+    assert!(
+        s.slab_fail > 0,
+        "with half the grows failing some must have: {s:?}"
+    );
+    assert!(s.slab_total >= 40 / s.slab_objs);
+    c.validate().unwrap();
+    for p in objs {
+        // SAFETY: freed once.
+        unsafe { c.free(p) };
+    }
+    c.destroy().unwrap();
+}
