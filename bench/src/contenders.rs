@@ -44,6 +44,11 @@ pub trait Contender: Sync {
     /// arena; mimalloc: `mi_collect(true)`; tcmalloc:
     /// `MallocExtension_ReleaseFreeMemory`). Returns what was called.
     fn release(&self) -> &'static str;
+
+    /// The cache's counters, for slabscope; peers have none.
+    fn slab_stats(&self) -> Option<slabscope::stats::CacheStats> {
+        None
+    }
 }
 
 /// The contenders, in the order tables list them.

@@ -88,7 +88,7 @@ struct ReportArgs {
     #[arg(long)]
     inspector_bin: Option<PathBuf>,
     /// Arguments after `--pid N` for the inspector (space separated).
-    #[arg(long, default_value = "--json")]
+    #[arg(long, default_value = "--json -d 1")]
     inspector_args: String,
     /// Why the collector is not measured, when no inspector binary is given.
     #[arg(long)]
@@ -203,7 +203,7 @@ fn report(a: ReportArgs) -> Result<()> {
         cpu,
     );
 
-    let (instr, profile) = if fresh::valgrind_available() {
+    let (instr, profiles) = if fresh::valgrind_available() {
         let configs: &[(usize, usize)] = if quick {
             &[(64, 1)]
         } else {
@@ -216,17 +216,19 @@ fn report(a: ReportArgs) -> Result<()> {
             if quick { 20_000 } else { 400_000 },
             &mut notes,
         );
-        let profile = if quick {
-            None
-        } else {
-            profile::run(&exe, 64, 1000, 200, &std::env::temp_dir())
-                .map_err(|e| notes.push(format!("callgrind profile: {e:#}")))
-                .ok()
-        };
-        (instr, profile)
+        let mut profiles = Vec::new();
+        if !quick {
+            for (size, live, rounds) in [(64, 1, 200_000), (64, 1000, 200)] {
+                match profile::run(&exe, size, live, rounds, &std::env::temp_dir()) {
+                    Ok(p) => profiles.push(p),
+                    Err(e) => notes.push(format!("callgrind profile: {e:#}")),
+                }
+            }
+        }
+        (instr, profiles)
     } else {
         notes.push("instructions/op: valgrind is not installed (Debian package valgrind)".into());
-        (Vec::new(), None)
+        (Vec::new(), Vec::new())
     };
 
     let analysis = match &a.analysis {
@@ -280,7 +282,7 @@ fn report(a: ReportArgs) -> Result<()> {
         ramp,
         instr,
         obs,
-        profile,
+        profiles,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())

@@ -25,6 +25,12 @@ use crate::measure::Summary;
 /// The bpftrace one-liner of mode 4.
 pub const BPFTRACE_SCRIPT: &str = "usdt:*:slabscope:grow_start { @[str(arg1)] = count(); }";
 
+/// Every child, in every mode, publishes its caches' counters this often (the
+/// `cache_stats` probe), as a program meant to be watched by the inspector does:
+/// without it the inspector sees a cache only when it grows or reaps.
+pub const STATS_ENV: &str = "SLABSCOPE_STATS_INTERVAL_MS";
+pub const STATS_INTERVAL_MS: &str = "1000";
+
 /// A tracer to attach.
 #[derive(Clone, Debug)]
 pub enum Tracer {
@@ -173,9 +179,24 @@ fn attach(tracer: &Tracer, pid: u32) -> Result<Attached> {
             Ok(a)
         }
         Err(_) => {
+            let exited = a.child.try_wait().ok().flatten();
             stop(&mut a.child, libc::SIGKILL, Duration::from_secs(1));
-            let err: Vec<String> = a.err.try_iter().collect();
-            bail!("{} did not attach: {}", a.what, err.join(" | "))
+            let mut err = Vec::new();
+            while let Ok(l) = a.err.recv_timeout(Duration::from_secs(1)) {
+                err.push(l);
+            }
+            match exited {
+                Some(status) => bail!(
+                    "{} exited ({status}) before printing anything: {}",
+                    a.what,
+                    err.join(" | ")
+                ),
+                None => bail!(
+                    "{} printed nothing within 30 s: {}",
+                    a.what,
+                    err.join(" | ")
+                ),
+            }
         }
     }
 }
@@ -205,6 +226,7 @@ fn run_once(
     cpu: usize,
 ) -> Result<(ObsResult, Option<String>)> {
     let mut child = Command::new(bin)
+        .env(STATS_ENV, STATS_INTERVAL_MS)
         .args(["obs-child", "--rounds", &rounds.to_string()])
         .args(["--reps", &reps.to_string(), "--cpu", &cpu.to_string()])
         .stdin(Stdio::piped())

@@ -7,7 +7,7 @@ use crate::contenders::Kind;
 use crate::fresh::{InstrRow, RampRow};
 use crate::machine::Machine;
 use crate::measure::Summary;
-use crate::obs::{BPFTRACE_SCRIPT, ObsRow};
+use crate::obs::{BPFTRACE_SCRIPT, ObsRow, STATS_ENV, STATS_INTERVAL_MS};
 use crate::profile::Profile;
 use crate::suite::{Row, order_name};
 
@@ -30,7 +30,7 @@ pub struct Results {
     pub ramp: Vec<RampRow>,
     pub instr: Vec<InstrRow>,
     pub obs: Vec<ObsRow>,
-    pub profile: Option<Profile>,
+    pub profiles: Vec<Profile>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
 }
@@ -270,7 +270,10 @@ impl Results {
         let _ = writeln!(
             md,
             "slabscope churn at 64 B, 1000 live, LIFO, in child processes of each kind, \
-             interleaved. The bpftrace one-liner is\n\n```sh\nbpftrace -p PID -e '{BPFTRACE_SCRIPT}'\n```\n"
+             interleaved; every child runs with `{STATS_ENV}={STATS_INTERVAL_MS}` (the \
+             `cache_stats` probe fires once a second, as in a program meant to be watched). \
+             The collector is the inspector's JSON view (`slabscope --pid PID --json -d 1`); \
+             the bpftrace one-liner is\n\n```sh\nbpftrace -p PID -e '{BPFTRACE_SCRIPT}'\n```\n"
         );
         let _ = writeln!(
             md,
@@ -326,11 +329,20 @@ impl Results {
         if let Some(r) = self.instr.iter().find(|r| r.size == 64 && r.live == 1)
             && let Some(v) = r.cells.get(&Kind::Slabscope)
         {
+            let vg = self
+                .profiles
+                .iter()
+                .find(|p| p.size == 64 && p.live == 1)
+                .map(|p| p.valgrind_only_per_op());
+            let native = v - vg.unwrap_or(0.0);
             let _ = writeln!(
                 md,
-                "| magazine hit ≤ 20 instructions/op (64 B, 1 live) | {v:.1} (harness {}) | {} |",
+                "| magazine hit ≤ 20 instructions/op (64 B, 1 live) | {v:.1} under valgrind{}; harness {} | {} |",
+                vg.map_or(String::new(), |g| format!(
+                    ", ≈ {native:.1} without the valgrind-only `sched_getcpu` fallback ({g:.1})"
+                )),
                 r.harness.map_or("?".into(), |h| format!("{h:.1}")),
-                verdict(*v <= 20.0)
+                verdict(native <= 20.0)
             );
         }
         for r in &self.prodcons {
@@ -421,6 +433,64 @@ impl Results {
         let _ = writeln!(md);
     }
 
+    fn internals_table(&self, md: &mut String) {
+        let rows: Vec<&Row> = self
+            .churn
+            .iter()
+            .filter(|r| r.internals.is_some())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "### What slabscope's cache did during churn\n\n\
+             slabscope's own counters (`Cache::stats()`) around one more measurement of each \
+             row. A slab grown is a slab mapped by the grow worker (`spl_cache_grow()`: a \
+             hand-off to a worker thread and a wait for it); a slab reclaimed is one unmapped \
+             because it became empty when a full magazine was flushed (`spl_slab_reclaim()` \
+             runs on every flush). The last column charges the extra time of the row over the \
+             1-live row of the same size (pure magazine hits) to those cycles.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| workload | ns/op | slab bytes / objects | magazine size / refill | slabs grown per round | slabs reclaimed per round | µs per grow + reclaim |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in rows {
+            let Some(i) = &r.internals else { continue };
+            let ns = r.cells.get(&Kind::Slabscope).map(|s| s.median);
+            let hit = self
+                .churn
+                .iter()
+                .find(|h| h.size == r.size && h.live == 1)
+                .and_then(|h| h.cells.get(&Kind::Slabscope))
+                .map(|s| s.median);
+            let per_cycle = match (ns, hit) {
+                (Some(ns), Some(hit)) if i.grows_per_round() >= 0.01 => {
+                    let extra_ns = (ns - hit) * 2.0 * r.live as f64;
+                    format!("{:.1}", extra_ns / i.grows_per_round() / 1000.0)
+                }
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {}, {} live, {} | {} | {} / {} | {} / {} | {:.2} | {:.2} | {} |",
+                size_name(r.size),
+                r.live,
+                order_name(r.random),
+                ns.map_or("—".into(), num),
+                i.slab_size,
+                i.slab_objs,
+                i.mag_size,
+                i.mag_refill,
+                i.grows_per_round(),
+                i.slabs_destroyed as f64 / i.rounds.max(1) as f64,
+                per_cycle
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     /// The whole file.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
@@ -453,9 +523,10 @@ impl Results {
         self.obs_table(&mut md);
         let _ = writeln!(md, "## 6. Instructions per operation\n");
         self.instr_table(&mut md);
-        if let Some(p) = &self.profile {
+        for p in &self.profiles {
             p.markdown(&mut md);
         }
+        self.internals_table(&mut md);
         if let Some(a) = &self.analysis {
             let _ = writeln!(md, "{}", a.trim_end());
         }

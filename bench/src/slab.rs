@@ -66,4 +66,8 @@ impl Contender for Slabscope {
         self.cache.reap_now();
         "Cache::reap_now()"
     }
+
+    fn slab_stats(&self) -> Option<slabscope::stats::CacheStats> {
+        Some(self.cache.stats())
+    }
 }

@@ -39,6 +39,43 @@ pub struct Row {
     pub live: usize,
     pub random: bool,
     pub cells: BTreeMap<Kind, Summary>,
+    /// What slabscope's cache did during one extra measurement of this row.
+    pub internals: Option<Internals>,
+}
+
+/// slabscope's counters over one measurement: how often the cache grew
+/// (a slab mapped through the grow worker) and reclaimed per round.
+#[derive(Clone, Debug)]
+pub struct Internals {
+    pub rounds: u64,
+    pub slabs_created: u64,
+    pub slabs_destroyed: u64,
+    pub slab_size: u64,
+    pub slab_objs: u64,
+    pub mag_size: u32,
+    pub mag_refill: u32,
+}
+
+impl Internals {
+    pub fn grows_per_round(&self) -> f64 {
+        self.slabs_created as f64 / self.rounds.max(1) as f64
+    }
+}
+
+/// Run one more measurement of slabscope and read its counters around it.
+fn internals(r: &dyn Runner, live: usize, order: &[u32], rounds: u64) -> Option<Internals> {
+    let before = r.slab_stats()?;
+    r.churn(live, order, rounds);
+    let after = r.slab_stats()?;
+    Some(Internals {
+        rounds,
+        slabs_created: after.slab_create - before.slab_create,
+        slabs_destroyed: after.slab_destroy - before.slab_destroy,
+        slab_size: after.slab_size,
+        slab_objs: after.slab_objs,
+        mag_size: after.mag_size,
+        mag_refill: after.mag_refill,
+    })
 }
 
 impl Row {
@@ -107,6 +144,11 @@ pub fn churn(plan: &Plan, kinds: &[Kind], notes: &mut Vec<String>) -> Result<Vec
                 .zip(&samples)
                 .filter_map(|((k, _), s)| Summary::of(s).map(|s| (*k, s)))
                 .collect();
+            let internals = rs
+                .iter()
+                .zip(&rounds)
+                .find(|((k, _), _)| *k == Kind::Slabscope)
+                .and_then(|((_, r), &n)| internals(r.as_ref(), live, &order, n));
             eprintln!(
                 "  churn {size} B, {live} live, {}: done",
                 order_name(random)
@@ -116,6 +158,7 @@ pub fn churn(plan: &Plan, kinds: &[Kind], notes: &mut Vec<String>) -> Result<Vec
                 live,
                 random,
                 cells,
+                internals,
             });
         }
     }
@@ -152,6 +195,7 @@ pub fn prodcons(plan: &Plan, kinds: &[Kind], notes: &mut Vec<String>) -> Result<
             live: BATCH,
             random: false,
             cells,
+            internals: None,
         });
     }
     Ok(rows)

@@ -164,6 +164,7 @@ pub trait Runner {
     fn churn(&self, live: usize, order: &[u32], rounds: u64) -> Duration;
     fn prodcons(&self, objects: usize, batch: usize, cpus: (usize, usize)) -> Duration;
     fn ramp(&self, count: usize, size: usize) -> anyhow::Result<RampResult>;
+    fn slab_stats(&self) -> Option<slabscope::stats::CacheStats>;
 }
 
 impl<C: Contender> Runner for C {
@@ -177,5 +178,9 @@ impl<C: Contender> Runner for C {
 
     fn ramp(&self, count: usize, size: usize) -> anyhow::Result<RampResult> {
         ramp(self, count, size)
+    }
+
+    fn slab_stats(&self) -> Option<slabscope::stats::CacheStats> {
+        Contender::slab_stats(self)
     }
 }
