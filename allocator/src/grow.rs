@@ -120,13 +120,15 @@ impl CacheInner {
         if !self.flag(KMC_GROWING) {
             self.set_flag(KMC_GROWING);
             st.refs += 1;
-            let snap = self.snapshot_locked(&st);
+            let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
             let me = self.arc();
             drop(st);
-            dispatch(Job { cache: me });
-            if slabscope_probes::ENABLED {
+            // Fire before dispatching: the worker's grow_done must never
+            // precede its grow_start (tracers pair them to time grows).
+            if let Some(snap) = snap {
                 slabscope_probes::fire::grow_start(&snap);
             }
+            dispatch(Job { cache: me });
             st = self.lock_state();
         }
         if self.flag(KMC_DEADLOCKED) {
@@ -155,11 +157,11 @@ impl CacheInner {
 
     /// `spl_cache_grow_work()` + `__spl_cache_grow()`, on a worker thread.
     fn grow_work(&self) {
-        let t = tunables::current();
-        if t.fault_grow_delay_ms > 0 {
-            std::thread::sleep(Duration::from_millis(t.fault_grow_delay_ms));
+        let delay_ms = tunables::fault::grow_delay_ms();
+        if delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(delay_ms));
         }
-        let base = if os::fault_roll(t.fault_slab_fail_permille) {
+        let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
             os::map_pages(self.geo.slab_size as usize)
@@ -184,10 +186,14 @@ impl CacheInner {
                 -i64::from(libc::ENOMEM)
             }
         };
+        // Fire while GROWING is still set, so this grow's grow_done precedes
+        // the next grow_start of the cache (tracers pair them by cache).
+        if slabscope_probes::ENABLED {
+            slabscope_probes::fire::grow_done(&self.snapshot_locked(&st), result);
+        }
         st.refs -= 1;
         self.clear_flag(KMC_GROWING);
         self.debug_check(&st);
-        let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
         drop(st);
         if result == 0 {
             self.grow_cv.notify_all();
@@ -196,9 +202,6 @@ impl CacheInner {
         if let Some(b) = orphan {
             // SAFETY: the mapping was never linked anywhere.
             unsafe { os::unmap_pages(b, self.geo.slab_size as usize) };
-        }
-        if let Some(snap) = snap {
-            slabscope_probes::fire::grow_done(&snap, result);
         }
     }
 }

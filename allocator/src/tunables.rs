@@ -275,16 +275,62 @@ pub fn set(t: Tunables) -> Result<(), Error> {
 }
 
 /// The tunables in effect, fixing them on the first call: what [`set`] gave
-/// (or the defaults), with `SLABSCOPE_*` variables applied on top.
+/// (or the defaults), with `SLABSCOPE_*` variables applied on top. The fault
+/// injection tunables seed [`fault`], which may change them later.
 pub fn get() -> Result<Tunables, Error> {
     ACTIVE
         .get_or_init(|| {
             let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-            pending
+            let t = pending
                 .unwrap_or_default()
-                .with_env(|v| std::env::var(v).ok())
+                .with_env(|v| std::env::var(v).ok())?;
+            fault::set_grow_delay_ms(t.fault_grow_delay_ms);
+            fault::set_slab_fail_permille(t.fault_slab_fail_permille)?;
+            Ok(t)
         })
         .clone()
+}
+
+/// Fault injection that may change while caches run, so a test or the demo
+/// can make one phase's grows slow or failing. Both start from the tunables
+/// of the same names; every grow reads them when it starts.
+pub mod fault {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use super::bad;
+    use crate::error::Error;
+
+    static GROW_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+    static SLAB_FAIL_PERMILLE: AtomicU32 = AtomicU32::new(0);
+
+    /// Every grow from now on sleeps `ms` before mapping its slab; with more
+    /// than `grow_timeout_ms` the allocation waiting for it deadlocks.
+    pub fn set_grow_delay_ms(ms: u64) {
+        GROW_DELAY_MS.store(ms, Ordering::Relaxed);
+    }
+
+    /// The injected grow delay in effect.
+    pub fn grow_delay_ms() -> u64 {
+        GROW_DELAY_MS.load(Ordering::Relaxed)
+    }
+
+    /// From now on `permille` of 1000 slab mappings fail (0..=1000).
+    pub fn set_slab_fail_permille(permille: u32) -> Result<(), Error> {
+        if permille > 1000 {
+            return Err(bad(
+                "fault_slab_fail_permille",
+                permille,
+                "must be 0..=1000 (failures per 1000 slab mappings)",
+            ));
+        }
+        SLAB_FAIL_PERMILLE.store(permille, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The injected slab mapping failure rate in effect, per 1000.
+    pub fn slab_fail_permille() -> u32 {
+        SLAB_FAIL_PERMILLE.load(Ordering::Relaxed)
+    }
 }
 
 /// The tunables in effect, for code that runs only after a cache exists.

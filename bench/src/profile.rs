@@ -57,7 +57,7 @@ pub fn run(exe: &Path, size: usize, live: usize, rounds: u64, scratch: &Path) ->
             None => by_fn.push((f, ir)),
         }
     }
-    by_fn.sort_by(|a, b| b.1.cmp(&a.1));
+    by_fn.sort_by_key(|(_, ir)| std::cmp::Reverse(*ir));
     let functions = by_fn
         .into_iter()
         .map(|(f, ir)| (f, ir as f64 / ops as f64))

@@ -1,2 +1,330 @@
+//! eBPF programs on slabscope's USDT probes.
+//!
+//! One uprobe program per [`ProbeKind`] (`slabscope_<probe name>`). The
+//! collector attaches the program of a kind at every site of that probe in the
+//! traced files, at the site's file offset, with the site's index in
+//! [`USDT_SPECS`] as the attach cookie. This is libbpf's USDT design
+//! (`usdt.bpf.h`): the argument locations parsed out of `.note.stapsdt` live in
+//! an array map filled by userspace, and [`usdt_arg`] reads argument `n` from
+//! `struct pt_regs` (by register offset), from an immediate, or from user memory
+//! at `disp(%base)` / `disp(%base,%index,scale)`.
+//!
+//! Every probe has the shape fixed by `slabscope-probes`: `arg0` cache id,
+//! `arg1` name pointer, then [`ProbeDef::values`] scalars, then a pointer to a
+//! [`CacheSnapshot`]. On every hit the program
+//!
+//! 1. copies the snapshot from user memory into a per-CPU scratch slot (it is
+//!    larger than the 512-byte BPF stack allows) and stores it in
+//!    [`SNAPSHOTS`] under (pid, cache id);
+//! 2. bumps the transition counters of the kind in [`COUNTERS`] with atomic
+//!    adds (grow workers hit the same cache from several CPUs at once);
+//! 3. marks the cache in [`DESTROYED`] on `cache_destroy` and unmarks it on
+//!    `cache_create` (a new cache may reuse a destroyed cache's address);
+//! 4. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
+//!    is full, counts the loss in [`LOST`] so nothing is lost silently.
+//!
+//! [`ProbeDef::values`]: slabscope_probes::ProbeDef::values
 #![no_std]
 #![no_main]
+// `core::sync::atomic` offers no read-modify-write operations on the BPF
+// target; the intrinsic lowers to the BPF atomic add instruction.
+#![feature(core_intrinsics)]
+#![allow(internal_features, reason = "atomic_xadd: see above")]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{self, bpf_get_attach_cookie, bpf_ktime_get_ns},
+    },
+    macros::{map, uprobe},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::ProbeContext,
+};
+use slabscope_probes::{
+    ARG_CONST, ARG_REG, ARG_REG_DEREF, ARG_SIB, CacheCounters, CacheKey, CacheSnapshot,
+    EVENT_VALUES, Event, LOST_EVENTS, MAX_ARGS, NAME_LEN, ProbeKind, UsdtSpec,
+};
+
+/// Default table size; the collector sets the real one (its number of sites)
+/// through `EbpfLoader::set_max_entries` before loading.
+const MAX_SITES: u32 = 1024;
+/// (pid, cache) pairs tracked at once.
+const MAX_CACHES: u32 = 16384;
+
+/// Spec id (the attach cookie) → argument locations of that probe site.
+#[map]
+static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_SITES, 0);
+
+/// (pid, cache id) → the snapshot carried by the last probe hit.
+#[map]
+static SNAPSHOTS: HashMap<CacheKey, CacheSnapshot> = HashMap::with_max_entries(MAX_CACHES, 0);
+
+/// (pid, cache id) → transition counters.
+#[map]
+static COUNTERS: HashMap<CacheKey, CacheCounters> = HashMap::with_max_entries(MAX_CACHES, 0);
+
+/// (pid, cache id) → time of `cache_destroy`, removed again by `cache_create`.
+#[map]
+static DESTROYED: HashMap<CacheKey, u64> = HashMap::with_max_entries(MAX_CACHES, 0);
+
+/// Every probe hit. The collector resizes it (`ring_bytes`) before loading.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// `LOST[LOST_EVENTS]`: hits whose event did not fit in [`EVENTS`], per CPU.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for the snapshot being copied (too big for the BPF stack).
+#[map]
+static SCRATCH: PerCpuArray<CacheSnapshot> = PerCpuArray::with_max_entries(1, 0);
+
+const ENOENT: i64 = 2;
+const EINVAL: i64 = 22;
+
+/// Reads the 8 bytes of `struct pt_regs` at byte offset `off`.
+#[inline(always)]
+fn reg(ctx: &ProbeContext, off: u16) -> Result<u64, i64> {
+    let regs = ctx.as_ptr().cast::<u8>();
+    // SAFETY: bpf_probe_read_kernel validates the address itself; `off` comes
+    // from the spec table, which userspace fills only with pt_regs offsets.
+    unsafe { bpf_probe_read_kernel(regs.wrapping_add(off as usize).cast::<u64>()) }
+        .map_err(|e| e as i64)
+}
+
+/// Argument `n` of the probe site, decoded like libbpf's `bpf_usdt_arg()`.
+#[inline(always)]
+fn usdt_arg(ctx: &ProbeContext, spec: &UsdtSpec, n: usize) -> Result<u64, i64> {
+    if n >= MAX_ARGS || n >= spec.arg_cnt as usize {
+        return Err(-ENOENT);
+    }
+    let a = &spec.args[n];
+    let mut val = match a.arg_type {
+        ARG_CONST => a.val_off,
+        ARG_REG => reg(ctx, a.reg_off)?,
+        ARG_REG_DEREF => {
+            let addr = reg(ctx, a.reg_off)?.wrapping_add(a.val_off);
+            // SAFETY: bpf_probe_read_user faults safely on a bad user address.
+            unsafe { bpf_probe_read_user(addr as *const u64) }.map_err(|e| e as i64)?
+        }
+        ARG_SIB => {
+            let base = reg(ctx, a.reg_off)?;
+            let idx = reg(ctx, a.idx_reg_off)?;
+            let addr = base
+                .wrapping_add(idx.wrapping_shl((a.scale_bits & 3) as u32))
+                .wrapping_add(a.val_off);
+            // SAFETY: as above.
+            unsafe { bpf_probe_read_user(addr as *const u64) }.map_err(|e| e as i64)?
+        }
+        _ => return Err(-EINVAL),
+    };
+    // Keep the declared size only, then sign- or zero-extend it (little endian).
+    let sh = (a.arg_bitshift & 63) as u32;
+    val = val.wrapping_shl(sh);
+    Ok(if a.arg_signed != 0 {
+        ((val as i64).wrapping_shr(sh)) as u64
+    } else {
+        val.wrapping_shr(sh)
+    })
+}
+
+/// A value of [`COUNTERS`], by pointer.
+///
+/// Invariant: the pointer came from a lookup in [`COUNTERS`], so it points to
+/// a live, 8-byte aligned `CacheCounters` for the whole program run (hash-map
+/// values are not freed while a program that looked them up runs).
+struct Counters(*mut CacheCounters);
+
+macro_rules! field {
+    ($field:ident) => {
+        core::mem::offset_of!(CacheCounters, $field)
+    };
+}
+
+impl Counters {
+    /// The counters of `key`, created zeroed on first use.
+    #[inline(always)]
+    fn of(key: &CacheKey) -> Option<Counters> {
+        if let Some(c) = COUNTERS.get_ptr_mut(key) {
+            return Some(Counters(c));
+        }
+        // NOEXIST: another CPU may have inserted the key meanwhile; then the
+        // insert fails and the lookup below finds its entry.
+        let _ = COUNTERS.insert(key, CacheCounters::default(), BPF_NOEXIST as u64);
+        COUNTERS.get_ptr_mut(key).map(Counters)
+    }
+
+    /// Adds `v` to the u64 field at byte offset `off` atomically: grow
+    /// workers hit the same cache from several CPUs at once.
+    #[inline(always)]
+    fn add(&self, off: usize, v: u64) {
+        let p = self.0.wrapping_byte_add(off).cast::<u64>();
+        // SAFETY: by the type's invariant `p` is an aligned u64 field of a
+        // live map value; every writer of the counters goes through atomics.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+    }
+
+    #[inline(always)]
+    fn set_last_ns(&self, now: u64) {
+        let p = self.0.wrapping_byte_add(field!(last_ns)).cast::<u64>();
+        // SAFETY: as in `add`; a racing store of another hit's time is fine.
+        unsafe { p.write_volatile(now) };
+    }
+}
+
+/// Bumps the counters of `kind` for `key`.
+#[inline(always)]
+fn count(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64) {
+    let Some(c) = Counters::of(key) else {
+        return;
+    };
+    match kind {
+        ProbeKind::CacheCreate => c.add(field!(creates), 1),
+        ProbeKind::CacheDestroy => c.add(field!(destroys), 1),
+        ProbeKind::GrowStart => c.add(field!(grows), 1),
+        ProbeKind::GrowDone if values[0] == 0 => c.add(field!(grows_done), 1),
+        ProbeKind::GrowDone => c.add(field!(grow_failures), 1),
+        ProbeKind::Deadlock => c.add(field!(deadlocks), 1),
+        ProbeKind::EmergencyAlloc => c.add(field!(emergency_allocs), 1),
+        ProbeKind::EmergencyFree => c.add(field!(emergency_frees), 1),
+        ProbeKind::Reap => {
+            c.add(field!(reaps), 1);
+            c.add(field!(reap_slabs_released), values[0]);
+            c.add(field!(reap_objs_released), values[1]);
+        }
+        ProbeKind::SlabReclaim => {
+            c.add(field!(slab_reclaims), 1);
+            c.add(field!(slabs_released), values[0]);
+            c.add(field!(objs_released), values[1]);
+        }
+        ProbeKind::CacheStats => c.add(field!(stats), 1),
+    }
+    c.set_last_ns(now);
+}
+
+/// Handles one hit of a probe of kind `kind`.
+#[inline(always)]
+fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
+    // SAFETY: the helper only reads the cookie of the program's own link.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let spec = USDT_SPECS.get(cookie as u32).ok_or(-ENOENT)?;
+
+    let nargs = kind.def().args.len();
+    let nvalues = kind.def().values();
+    let cache_id = usdt_arg(ctx, spec, 0)?;
+    let mut values = [0u64; EVENT_VALUES];
+    let mut i = 0;
+    while i < EVENT_VALUES {
+        if i < nvalues {
+            values[i] = usdt_arg(ctx, spec, 2 + i)?;
+        }
+        i += 1;
+    }
+    let snap_ptr = usdt_arg(ctx, spec, nargs - 1)?;
+
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = CacheKey {
+        pid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        cache_id,
+    };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-ENOENT)?;
+    // SAFETY: `scratch` is this CPU's slot, exactly one CacheSnapshot long;
+    // the helper faults safely on a bad user pointer (and zero-fills then).
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            scratch.cast(),
+            core::mem::size_of::<CacheSnapshot>() as u32,
+            snap_ptr as *const _,
+        )
+    };
+    if rc == 0 {
+        // SAFETY: `scratch` is valid and initialised by the read above.
+        let snapshot: &CacheSnapshot = unsafe { &*scratch };
+        // By reference: a copy would put 500 bytes on the 512-byte stack.
+        #[allow(clippy::needless_borrows_for_generic_args, reason = "see above")]
+        let _ = SNAPSHOTS.insert(key, snapshot, BPF_ANY as u64);
+    }
+
+    count(&key, kind, &values, now);
+    match kind {
+        ProbeKind::CacheDestroy => {
+            let _ = DESTROYED.insert(key, now, BPF_ANY as u64);
+        }
+        ProbeKind::CacheCreate => {
+            let _ = DESTROYED.remove(key);
+        }
+        _ => {}
+    }
+
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let name = if rc == 0 {
+                // SAFETY: `scratch` holds the snapshot read above.
+                unsafe { (*scratch).name }
+            } else {
+                [0; NAME_LEN]
+            };
+            entry.write(Event {
+                ts_ns: now,
+                pid: key.pid,
+                tid: pid_tgid as u32,
+                cache_id,
+                kind: kind as u32,
+                _pad: 0,
+                values,
+                name,
+            });
+            entry.submit(0);
+        }
+        None => {
+            if let Some(lost) = LOST.get_ptr_mut(LOST_EVENTS) {
+                // SAFETY: this CPU's slot of a per-CPU array; programs do not
+                // migrate CPUs while running, so nothing races this update.
+                unsafe { *lost += 1 };
+            }
+        }
+    }
+    Ok(())
+}
+
+macro_rules! programs {
+    ($($fn:ident => $kind:ident),* $(,)?) => {$(
+        #[doc = concat!("Attached at every `", stringify!($kind), "` site.")]
+        #[uprobe]
+        pub fn $fn(ctx: ProbeContext) -> u32 {
+            let _ = handle(&ctx, ProbeKind::$kind);
+            0
+        }
+    )*};
+}
+
+programs! {
+    slabscope_cache_create => CacheCreate,
+    slabscope_cache_destroy => CacheDestroy,
+    slabscope_grow_start => GrowStart,
+    slabscope_grow_done => GrowDone,
+    slabscope_deadlock => Deadlock,
+    slabscope_emergency_alloc => EmergencyAlloc,
+    slabscope_emergency_free => EmergencyFree,
+    slabscope_reap => Reap,
+    slabscope_slab_reclaim => SlabReclaim,
+    slabscope_cache_stats => CacheStats,
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

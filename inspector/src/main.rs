@@ -1,1 +1,113 @@
-fn main() {}
+//! `slabscope`: the inspector's command line. Parses the options, starts the
+//! collector, and hands its updates to the terminal UI, `--once` or `--json`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::sync::mpsc::Receiver;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use slabscope_inspector::app::State;
+use slabscope_inspector::cli::Cli;
+use slabscope_inspector::collector::{self, CollectorHandle, CollectorOptions, Target};
+use slabscope_inspector::output;
+use slabscope_inspector::sample::Update;
+use slabscope_inspector::tui;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slabscope: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn label(target: &Target) -> String {
+    match target {
+        Target::Pid(pid) => format!("pid {pid}"),
+        Target::Exe(path) => path.display().to_string(),
+    }
+}
+
+/// The one place the collector is started.
+fn start_collector(
+    target: Target,
+    opts: CollectorOptions,
+) -> anyhow::Result<(Receiver<Update>, CollectorHandle)> {
+    let what = label(&target);
+    collector::spawn(target, opts).with_context(|| format!("attaching to {what}"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let target = match (cli.pid, cli.exe.clone()) {
+        (Some(pid), _) => Target::Pid(pid),
+        (None, Some(exe)) => Target::Exe(exe),
+        (None, None) => return list_traceable(),
+    };
+    let stop_on_exit = matches!(target, Target::Pid(_));
+    let what = label(&target);
+    let opts = CollectorOptions {
+        interval: cli.interval(),
+        ring_bytes: None,
+    };
+    let attached_ns = tui::monotonic_now_ns();
+    let (rx, handle) = start_collector(target, opts)?;
+    let result = if cli.once {
+        let sample = output::wait_for_caches(&rx, cli.timeout)
+            .with_context(|| format!("reading the caches of {what}"))?;
+        write_out(output::once_text(&sample))
+    } else if cli.json && cli.interval.is_none() {
+        let sample = output::wait_for_caches(&rx, cli.timeout)
+            .with_context(|| format!("reading the caches of {what}"))?;
+        write_out(output::json_pretty(&sample) + "\n")
+    } else if cli.json {
+        match output::json_lines(&rx, io::stdout().lock(), stop_on_exit) {
+            Err(output::OutputError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            r => r
+                .map(drop)
+                .with_context(|| format!("following the caches of {what}")),
+        }
+    } else {
+        let mut state = State::new(what).with_history(cli.history);
+        state.sort_by(cli.sort);
+        // Event times count from about when the collector attached.
+        state.time_origin_ns = attached_ns;
+        tui::run(rx, state, cli.interval())
+    };
+    handle.stop();
+    result
+}
+
+/// Prints `text` to stdout; a closed pipe (`| head`) is not an error.
+fn write_out(text: String) -> anyhow::Result<()> {
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// `slabscope` without a target: what could be traced, and how.
+fn list_traceable() -> anyhow::Result<()> {
+    let procs =
+        collector::list_traceable().context("listing the processes that carry slabscope probes")?;
+    if procs.is_empty() {
+        bail!(
+            "no running process carries slabscope probes. Start a program that uses the \
+             slabscope allocator (built with its default `probes` feature), then run \
+             `sudo slabscope --pid PID`, or `sudo slabscope --exe PATH` to catch it when it starts"
+        );
+    }
+    let mut out = String::from("Processes carrying slabscope probes:\n\n    PID  PROBES IN\n");
+    for (pid, file) in &procs {
+        out.push_str(&format!("{pid:>7}  {}\n", file.display()));
+    }
+    out.push_str(&format!(
+        "\nAttach with: sudo slabscope --pid {}    (--once or --json for one-shot output; --help for more)\n",
+        procs[0].0
+    ));
+    write_out(out)
+}

@@ -31,6 +31,9 @@ pub const NAME_LEN: usize = 64;
 /// Per-CPU magazine fill is reported for the first `MAX_CPUS` CPUs;
 /// [`CacheSnapshot::mag_objs`] always counts all of them.
 pub const MAX_CPUS: usize = 64;
+/// Most arguments a slabscope probe has: bpftrace 0.17 (Debian 12) reads
+/// only `arg0`..`arg5` on x86-64, so every argument stays within reach.
+pub const MAX_PROBE_ARGS: usize = 6;
 /// Number of probe-specific values carried by an [`Event`].
 pub const EVENT_VALUES: usize = 5;
 
@@ -295,21 +298,11 @@ pub const PROBES: [ProbeDef; 10] = [
             CACHE,
             NAME,
             SLAB_TOTAL,
-            ArgDef {
-                name: "slab_alloc",
-                ty: "uint64_t",
-                meaning: "slabs with objects in use",
-            },
             OBJ_TOTAL,
             ArgDef {
                 name: "obj_alloc",
                 ty: "uint64_t",
                 meaning: "objects allocated (in use or held in magazines)",
-            },
-            ArgDef {
-                name: "obj_emergency",
-                ty: "uint64_t",
-                meaning: "live emergency objects",
             },
             SNAP,
         ],
@@ -628,19 +621,10 @@ pub mod fire {
         site!(slab_reclaim, s, slabs_released, objs_released);
     }
 
-    /// `cache_stats(cache, name, slab_total, slab_alloc, obj_total, obj_alloc,
-    /// obj_emergency, snapshot)`.
+    /// `cache_stats(cache, name, slab_total, obj_total, obj_alloc, snapshot)`.
     #[inline(always)]
     pub fn cache_stats(s: &CacheSnapshot) {
-        site!(
-            cache_stats,
-            s,
-            s.slab_total,
-            s.slab_alloc,
-            s.obj_total,
-            s.obj_alloc,
-            s.obj_emergency
-        );
+        site!(cache_stats, s, s.slab_total, s.obj_total, s.obj_alloc);
     }
 }
 

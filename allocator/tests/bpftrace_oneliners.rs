@@ -1,0 +1,429 @@
+//! Runs every bpftrace one-liner of the README, exactly as printed, against
+//! the deterministic `workload` example, and checks what each prints against
+//! the workload's own report.
+//!
+//! The one-liners are read from the README's "bpftrace one-liners" section,
+//! not kept here a second time: a line the checks below do not recognise
+//! fails the test, so a new one-liner cannot go untested.
+//!
+//! Needs root and bpftrace (`cargo xtask setup` installs it); without root it
+//! says so loudly and checks nothing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The workload's JSON report.
+struct Report {
+    caches: Vec<Value>,
+    reaps: BTreeMap<String, u64>,
+    reap_slabs_released: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn stat(&self, cache: &str, field: &str) -> u64 {
+        self.caches
+            .iter()
+            .find(|c| c["name"] == cache)
+            .unwrap_or_else(|| panic!("workload reported no cache {cache}"))[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{cache}.{field} is not a number"))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.caches
+            .iter()
+            .map(|c| c["name"].as_str().expect("names are strings").to_string())
+            .collect()
+    }
+}
+
+fn readme_oneliners() -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("bpftrace one-liners"))
+        .expect("README has a '## bpftrace one-liners' section");
+    // Every line of the section's ```sh blocks.
+    let mut lines = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block && line == "```sh";
+        } else if in_block {
+            lines.push(line.to_string());
+        }
+    }
+    assert!(
+        lines.len() >= 6,
+        "the README should print at least six one-liners, found {}",
+        lines.len()
+    );
+    lines
+}
+
+fn example(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; examples beside it.
+    let mut p = std::env::current_exe().expect("test binary path");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("examples").join(name)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Lines of a child's stream, delivered on a channel by a reader thread.
+fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Perf event descriptors `pid` and its children hold (the shell may or may
+/// not exec bpftrace in its own place).
+fn perf_fds(pid: u32) -> usize {
+    let mut pids = vec![pid];
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for e in procs.flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the comm may hold spaces.
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split(' ').nth(1));
+            if ppid == Some(&pid.to_string()) {
+                pids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+            }
+        }
+    }
+    pids.iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .flat_map(|dir| dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()))
+        .filter(|l| l.to_string_lossy().contains("perf_event"))
+        .count()
+}
+
+/// Waits until `pid` holds perf event descriptors and their number has not
+/// changed for half a second.
+fn wait_attached(pid: u32) {
+    let t0 = std::time::Instant::now();
+    let (mut last, mut since) = (0, std::time::Instant::now());
+    loop {
+        let n = perf_fds(pid);
+        if n != last {
+            (last, since) = (n, std::time::Instant::now());
+        } else if n > 0 && since.elapsed() > Duration::from_millis(500) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "bpftrace (pid {pid}) did not finish attaching: {n} perf events"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `oneliner` against a fresh workload; returns bpftrace's stdout and
+/// the workload's report.
+fn trace(oneliner: &str) -> (String, Report) {
+    let mut workload = Command::new(example("workload"))
+        .arg("--wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} ({e}): cargo test builds the examples unless --test narrows it; add --examples", example("workload").display()));
+    let err = lines_of(workload.stderr.take().expect("piped"));
+    let ready = err
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the workload prints 'ready <pid>'");
+    let pid: u32 = ready
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected workload line {ready:?}"));
+
+    let mut tracer = Command::new("sh")
+        .arg("-c")
+        .arg(oneliner)
+        .env("PID", pid.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting sh");
+    let out = lines_of(tracer.stdout.take().expect("piped"));
+    let tracer_err = lines_of(tracer.stderr.take().expect("piped"));
+    let mut collected = String::new();
+    loop {
+        match out.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("Attaching ") => break,
+            Ok(line) => {
+                collected.push_str(&line);
+                collected.push('\n');
+            }
+            Err(_) => {
+                kill(&mut tracer);
+                kill(&mut workload);
+                let errs: Vec<String> = tracer_err.try_iter().collect();
+                panic!(
+                    "bpftrace did not attach within 30 s:\n{oneliner}\nstdout: {collected}\nstderr: {}",
+                    errs.join("\n")
+                );
+            }
+        }
+    }
+
+    // bpftrace prints "Attaching" before it attaches: wait for its perf
+    // event descriptors (one per attached probe) to stop appearing.
+    wait_attached(tracer.id());
+
+    let mut stdin = workload.stdin.take().expect("piped");
+    stdin.write_all(b"go\n").expect("releasing the workload");
+    drop(stdin);
+    let mut json = String::new();
+    workload
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut json)
+        .expect("reading the workload's report");
+    let status = workload.wait().expect("waiting for the workload");
+    assert!(status.success(), "workload failed: {status}");
+
+    // bpftrace exits once its target has, printing its maps.
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        while let Ok(line) = out.recv() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let _ = done_tx.send(text);
+    });
+    let rest = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            kill(&mut tracer);
+            panic!("bpftrace did not exit after its target did:\n{oneliner}")
+        });
+    let status = tracer.wait().expect("waiting for bpftrace");
+    collected.push_str(&rest);
+    assert!(
+        status.success(),
+        "bpftrace failed ({status}) on\n{oneliner}\nstdout:\n{collected}\nstderr:\n{}",
+        tracer_err.try_iter().collect::<Vec<_>>().join("\n")
+    );
+
+    let v: Value = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("workload report is not JSON ({e}): {json}"));
+    let map = |k: &str| -> BTreeMap<String, u64> {
+        serde_json::from_value(v[k].clone()).unwrap_or_else(|e| panic!("report.{k}: {e}"))
+    };
+    let report = Report {
+        caches: v["caches"].as_array().expect("report.caches").clone(),
+        reaps: map("reaps"),
+        reap_slabs_released: map("reap_slabs_released"),
+    };
+    (collected, report)
+}
+
+/// `@map[key]: value` lines, summed per (map, key) over the whole output.
+fn map_sums(out: &str) -> BTreeMap<(String, String), u64> {
+    let mut sums = BTreeMap::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix('@') else {
+            continue;
+        };
+        let Some((map, rest)) = rest.split_once('[') else {
+            continue;
+        };
+        let Some((key, value)) = rest.split_once("]: ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        *sums.entry((map.to_string(), key.to_string())).or_default() += value;
+    }
+    sums
+}
+
+/// Per key of histogram `map`, the sum of its bucket counts.
+fn hist_counts(out: &str, map: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("@{map}[")) {
+            current = rest.split_once("]:").map(|(k, _)| k.to_string());
+            continue;
+        }
+        if let (Some(key), true) = (&current, line.starts_with('[')) {
+            let n: u64 = line
+                .split(')')
+                .nth(1)
+                .and_then(|r| r.split('|').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("unparsable histogram line {line:?}"));
+            *counts.entry(key.clone()).or_default() += n;
+        } else if !line.trim().is_empty() {
+            current = None;
+        }
+    }
+    counts
+}
+
+fn get(sums: &BTreeMap<(String, String), u64>, map: &str, key: &str) -> u64 {
+    sums.get(&(map.to_string(), key.to_string()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Grows dispatched = grows that ended, in a slab or a failure.
+fn grows(r: &Report, cache: &str) -> u64 {
+    r.stat(cache, "slab_create") + r.stat(cache, "slab_fail")
+}
+
+fn check(oneliner: &str, out: &str, r: &Report) {
+    let sums = map_sums(out);
+    let names = r.names();
+    let probe = |p: &str| {
+        oneliner.contains(&format!("slabscope:{p} "))
+            || oneliner.contains(&format!("slabscope:{p},"))
+    };
+    if probe("grow_start") && probe("grow_done") {
+        let counts = hist_counts(out, "grow_us");
+        for n in &names {
+            assert_eq!(
+                counts.get(n).copied().unwrap_or(0),
+                grows(r, n),
+                "grow latency samples of {n}:\n{out}"
+            );
+        }
+    } else if probe("grow_start") {
+        for n in &names {
+            assert_eq!(get(&sums, "grows", n), grows(r, n), "grows of {n}:\n{out}");
+        }
+    } else if probe("deadlock") {
+        for n in &names {
+            let lines: Vec<&str> = out
+                .lines()
+                .filter(|l| l.ends_with(&format!(" in {n}")))
+                .collect();
+            let expected = r.stat(n, "obj_deadlock");
+            assert_eq!(
+                lines.len() as u64,
+                expected,
+                "deadlock lines of {n}:\n{out}"
+            );
+            if expected > 0 {
+                assert!(
+                    lines
+                        .last()
+                        .unwrap()
+                        .contains(&format!("deadlock #{expected} in")),
+                    "the last deadlock of {n} is #{expected}:\n{out}"
+                );
+            }
+        }
+    } else if probe("emergency_alloc") && probe("emergency_free") {
+        for n in &names {
+            let max = r.stat(n, "obj_emergency_max");
+            if max > 0 {
+                assert_eq!(
+                    get(&sums, "live_emergency", n),
+                    r.stat(n, "obj_emergency"),
+                    "live emergency objects of {n}:\n{out}"
+                );
+            } else {
+                assert!(
+                    !sums.contains_key(&("live_emergency".into(), n.clone())),
+                    "{n} had no emergency objects:\n{out}"
+                );
+            }
+        }
+    } else if probe("reap") {
+        for n in &names {
+            assert_eq!(
+                get(&sums, "reaps", n),
+                r.reaps.get(n).copied().unwrap_or(0),
+                "reaps of {n}:\n{out}"
+            );
+            assert_eq!(
+                get(&sums, "slabs_released", n),
+                r.reap_slabs_released.get(n).copied().unwrap_or(0),
+                "slabs released by reaps of {n}:\n{out}"
+            );
+        }
+    } else if probe("slab_reclaim") {
+        for n in &names {
+            assert_eq!(
+                get(&sums, "slabs_unmapped", n),
+                r.stat(n, "slab_destroy"),
+                "slabs unmapped by {n}:\n{out}"
+            );
+        }
+    } else if probe("cache_stats") {
+        for n in &names {
+            let line = out
+                .lines()
+                .rfind(|l| l.split_whitespace().nth(1) == Some(n))
+                .unwrap_or_else(|| panic!("no cache_stats line for {n}:\n{out}"));
+            let expected = format!(
+                "slabs {:>5}  objects {:>7}/{:<7}",
+                r.stat(n, "slab_total"),
+                r.stat(n, "obj_alloc"),
+                r.stat(n, "obj_total"),
+            );
+            assert!(
+                line.ends_with(&expected),
+                "{n}: expected {expected:?} at the end of {line:?}"
+            );
+        }
+    } else {
+        panic!("no check knows this README one-liner; add one:\n{oneliner}");
+    }
+}
+
+#[test]
+fn readme_bpftrace_oneliners_report_the_workloads_counts() {
+    let lines = readme_oneliners();
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: the README's {} bpftrace one-liners need root (run the tests as root, as `cargo xtask test` does in CI)",
+            lines.len()
+        );
+        return;
+    }
+    let bpftrace = Command::new("bpftrace").arg("--version").output();
+    assert!(
+        bpftrace.is_ok_and(|o| o.status.success()),
+        "bpftrace is not installed: run `cargo xtask setup`"
+    );
+    for line in &lines {
+        let (out, report) = trace(line);
+        check(line, &out, &report);
+        eprintln!("ok: {line}");
+    }
+}

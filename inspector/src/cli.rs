@@ -1,0 +1,163 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+
+use crate::columns::Column;
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo slabscope                      list the processes carrying slabscope probes
+  sudo slabscope --pid 4242           live view of process 4242's caches
+  sudo slabscope --exe ./target/release/demo
+                                      every process running that program, now or later
+  sudo slabscope --pid 4242 --once    print its caches as /proc/spl/kmem/slab does
+  sudo slabscope --pid 4242 --json    one JSON document
+  sudo slabscope --pid 4242 --json -d 1
+                                      one JSON line per second
+  sudo slabscope --pid 4242 -s a      start sorted by objects allocated
+
+Caches appear when they fire a probe; every cache fires cache_stats each
+SLABSCOPE_STATS_INTERVAL_MS milliseconds (an environment variable of the traced
+program), so set it (e.g. SLABSCOPE_STATS_INTERVAL_MS=1000) to see idle caches.
+Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.";
+
+/// Live view of the slab caches of a program using slabscope, read through its
+/// USDT probes with eBPF: a slabtop for slabscope.
+#[derive(Debug, Parser)]
+#[command(name = "slabscope", version, after_help = EXAMPLES)]
+#[command(group(ArgGroup::new("target").args(["pid", "exe"])))]
+#[command(group(ArgGroup::new("mode").args(["once", "json"])))]
+pub struct Cli {
+    /// Trace this process.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Trace every process running this executable, now and later.
+    #[arg(short, long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
+    /// Refresh interval, in seconds (`0.5`) or with a unit (`500ms`, `2s`).
+    /// With --json: print one JSON line per interval.
+    #[arg(short = 'd', long = "interval", value_name = "SECS", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+
+    /// Print the caches once, in /proc/spl/kmem/slab format, and exit.
+    #[arg(long, requires = "target")]
+    pub once: bool,
+
+    /// Print the caches as JSON and exit (with --interval: JSON lines until the
+    /// target exits).
+    #[arg(long, requires = "target")]
+    pub json: bool,
+
+    /// Initial sort column: a column id or its sort key letter
+    /// (name n, size c, obj-alloc a, obj-total o, slab-total l, dlock d, ...).
+    #[arg(short, long, value_name = "COLUMN", default_value = "obj-total")]
+    pub sort: Column,
+
+    /// How long --once and --json wait for the caches to be reported.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_interval)]
+    pub timeout: Duration,
+
+    /// Samples of history kept per cache for the detail view's charts.
+    #[arg(long, value_name = "N", default_value_t = crate::app::DEFAULT_HISTORY)]
+    pub history: usize,
+}
+
+/// Refresh interval when `-d` is not given.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Parses `0.5`, `2`, `500ms` or `2s` into a positive duration.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: use seconds (0.5) or 500ms"))?;
+    let secs = v * scale;
+    if !(0.01..=3600.0).contains(&secs) {
+        return Err(format!("`{s}` is out of range: use 10ms to 1 hour"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Cli {
+    /// The refresh interval, given or default.
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(DEFAULT_INTERVAL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("slabscope").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.pid, c.exe.as_ref(), c.once, c.json),
+            (None, None, false, false)
+        );
+        assert_eq!(c.sort, Column::ObjTotal);
+        assert_eq!(c.interval(), DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn options() {
+        let c = parse(&["--pid", "42", "-d", "500ms", "-s", "a", "--once"]).unwrap();
+        assert_eq!(c.pid, Some(42));
+        assert_eq!(c.interval, Some(Duration::from_millis(500)));
+        assert_eq!(c.sort, Column::ObjAlloc);
+        assert!(c.once);
+        let c = parse(&["--exe", "/bin/demo", "--json", "-d", "2", "--sort", "name"]).unwrap();
+        assert_eq!(c.exe, Some(PathBuf::from("/bin/demo")));
+        assert_eq!(c.interval(), Duration::from_secs(2));
+        assert_eq!(c.sort, Column::Name);
+    }
+
+    #[test]
+    fn rejects_conflicts_and_nonsense() {
+        assert!(parse(&["--pid", "1", "--exe", "/bin/x"]).is_err());
+        assert!(parse(&["--pid", "1", "--once", "--json"]).is_err());
+        assert!(parse(&["--once"]).is_err(), "--once needs a target");
+        assert!(parse(&["--pid", "1", "-s", "bogus"]).is_err());
+        assert!(parse(&["--pid", "1", "-d", "0"]).is_err());
+        assert!(parse(&["--pid", "1", "-d", "fast"]).is_err());
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_interval("-1").is_err());
+    }
+
+    #[test]
+    fn help_has_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("sudo slabscope --pid 4242 --once"), "{help}");
+        assert!(help.contains("SLABSCOPE_STATS_INTERVAL_MS"), "{help}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The collector: attaches slabscope's eBPF programs to the USDT probes of a
+//! running process and turns what they record into [`Update`]s.
+//!
+//! ```text
+//!  target ──► files with probes ──► .note.stapsdt sites ──► uprobes (cookie = spec id)
+//!                                                              │ eBPF
+//!  views ◄── mpsc<Update> ◄── collector thread ◄── ring buffer + per-cache maps
+//! ```
+//!
+//! [`spawn`] resolves the target ([`target`]), parses each file's probe sites
+//! ([`stapsdt`], [`argspec`]), loads and attaches the eBPF programs, and
+//! starts a thread that
+//!
+//! - forwards every ring-buffer record as [`Update::Event`], in order;
+//! - every `interval`, reads the per-cache maps (last snapshot, transition
+//!   counters, destroyed mark) and the lost-event counter into an
+//!   [`Update::Sample`];
+//! - reports [`Update::TargetExited`] when a traced process goes away (and,
+//!   with [`Target::Pid`], then sends a last sample and stops), and
+//!   [`Update::TargetAttached`] when a process starts running the traced
+//!   executable ([`Target::Exe`]).
+//!
+//! The counters live in the kernel, so they are exact even when the ring
+//! buffer overflows: events can be lost (and are counted in
+//! [`Sample::lost_events`]), counts cannot. The thread ends when
+//! [`CollectorHandle::stop`] is called, the handle is dropped, the receiver
+//! is dropped, or the traced pid exits; the uprobes are detached when it ends.
+
+pub mod argspec;
+mod attach;
+mod error;
+pub mod stapsdt;
+pub mod target;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    num::NonZeroU32,
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, Sender},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+pub use attach::{Scope, check_ring_bytes, plan, program_name};
+pub use error::CollectError;
+use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
+pub use target::{ProbeFile, list_traceable};
+
+use crate::sample::{CacheState, Sample, Update};
+
+/// Default size of the event ring buffer.
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+
+/// What to trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One running process, with every shared object it maps.
+    Pid(u32),
+    /// Every process running this file, now or later.
+    Exe(PathBuf),
+}
+
+/// How to collect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CollectorOptions {
+    /// Time between two [`Update::Sample`]s.
+    pub interval: Duration,
+    /// Size of the event ring buffer in bytes: a power of two of at least a
+    /// page. `None` means [`DEFAULT_RING_BYTES`].
+    pub ring_bytes: Option<u32>,
+}
+
+impl Default for CollectorOptions {
+    fn default() -> Self {
+        CollectorOptions {
+            interval: Duration::from_secs(1),
+            ring_bytes: None,
+        }
+    }
+}
+
+/// A running collector. Stopping it (or dropping it) detaches every uprobe.
+#[derive(Debug)]
+pub struct CollectorHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    files: Vec<PathBuf>,
+    sites: usize,
+}
+
+impl CollectorHandle {
+    /// Stops the collector thread and detaches.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// The files whose probes are attached.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Number of probe sites attached.
+    pub fn sites(&self) -> usize {
+        self.sites
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for CollectorHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Attaches to `target` and starts collecting. Returns once every probe site
+/// is attached, so a workload released after this returns is fully traced.
+pub fn spawn(
+    target: Target,
+    opts: CollectorOptions,
+) -> Result<(Receiver<Update>, CollectorHandle), CollectError> {
+    if opts.interval.is_zero() {
+        return Err(CollectError::BadOption(
+            "the sampling interval must be greater than zero".into(),
+        ));
+    }
+    let ring_bytes = check_ring_bytes(opts.ring_bytes.unwrap_or(DEFAULT_RING_BYTES))?;
+    let (files, scope, mode, what) = match &target {
+        Target::Pid(pid) => {
+            let files = target::probe_files_of_pid(*pid)?;
+            let nz = NonZeroU32::new(*pid).ok_or(CollectError::NoSuchProcess { pid: 0 })?;
+            (
+                files,
+                Scope::Process(nz),
+                Mode::Pid(*pid),
+                format!("tracing pid {pid}"),
+            )
+        }
+        Target::Exe(path) => {
+            let file = target::probe_file_of_exe(path)?;
+            let id = target::FileId::of(&file.attach_path).map_err(|source| CollectError::Io {
+                path: file.attach_path.clone(),
+                source,
+            })?;
+            let what = format!("tracing {}", file.path.display());
+            (
+                vec![file],
+                Scope::AllProcesses,
+                Mode::Exe {
+                    id,
+                    pids: BTreeSet::new(),
+                },
+                what,
+            )
+        }
+    };
+    let sites = plan(&files)?;
+    let session = attach::attach(&sites, scope, ring_bytes, &what)?;
+    let n_sites = session.sites;
+
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = Runner {
+        session,
+        tx,
+        stop: Arc::clone(&stop),
+        mode,
+        interval: opts.interval,
+        start: Instant::now(),
+        events_total: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("slabscope-collector".into())
+        .spawn(move || runner.run())
+        .map_err(|source| CollectError::Io {
+            path: PathBuf::from("(collector thread)"),
+            source,
+        })?;
+    Ok((
+        rx,
+        CollectorHandle {
+            stop,
+            thread: Some(thread),
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            sites: n_sites,
+        },
+    ))
+}
+
+enum Mode {
+    Pid(u32),
+    Exe {
+        id: target::FileId,
+        pids: BTreeSet<u32>,
+    },
+}
+
+/// How long the thread waits for ring-buffer data before checking for stop.
+const POLL_SLICE: Duration = Duration::from_millis(50);
+
+struct Runner {
+    session: attach::Session,
+    tx: Sender<Update>,
+    stop: Arc<AtomicBool>,
+    mode: Mode,
+    interval: Duration,
+    start: Instant,
+    events_total: u64,
+}
+
+/// The receiver is gone: nobody listens any more.
+struct Hangup;
+
+impl Runner {
+    fn run(mut self) {
+        if let Err(Hangup) = self.run_inner() {
+            // Nothing to report to; dropping the session detaches.
+        }
+    }
+
+    fn send(&self, update: Update) -> Result<(), Hangup> {
+        self.tx.send(update).map_err(|_| Hangup)
+    }
+
+    fn run_inner(&mut self) -> Result<(), Hangup> {
+        self.refresh_exe_pids()?;
+        let mut next_sample = Instant::now() + self.interval;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            self.wait_readable(next_sample.saturating_duration_since(now).min(POLL_SLICE));
+            self.drain()?;
+            if let Mode::Pid(pid) = self.mode
+                && target::has_exited(pid)
+            {
+                // Everything the process fired is in the ring by now.
+                self.drain()?;
+                self.send(Update::Sample(self.sample()))?;
+                return self.send(Update::TargetExited { pid });
+            }
+            let now = Instant::now();
+            if now >= next_sample {
+                next_sample += self.interval;
+                if next_sample < now {
+                    next_sample = now + self.interval;
+                }
+                self.refresh_exe_pids()?;
+                self.send(Update::Sample(self.sample()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until the ring buffer has data or `timeout` passes.
+    fn wait_readable(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.session.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call, and
+        // the ring buffer's fd stays open while `self` lives.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+
+    /// Forwards every record in the ring buffer.
+    fn drain(&mut self) -> Result<(), Hangup> {
+        let mut batch = Vec::new();
+        while let Some(item) = self.session.ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the record holds at least one Event, written whole by
+                // the eBPF program; Event is plain integers (any bit pattern
+                // is valid) and read_unaligned needs no alignment.
+                let ev = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
+                batch.push(ev);
+            }
+        }
+        self.events_total += batch.len() as u64;
+        for ev in batch {
+            self.send(Update::Event(ev))?;
+        }
+        Ok(())
+    }
+
+    /// With [`Target::Exe`]: reports processes that started or stopped
+    /// running the file.
+    fn refresh_exe_pids(&mut self) -> Result<(), Hangup> {
+        let Mode::Exe { id, pids } = &mut self.mode else {
+            return Ok(());
+        };
+        let Ok(now) = target::pids_mapping(*id) else {
+            return Ok(());
+        };
+        let started: Vec<u32> = now.difference(pids).copied().collect();
+        let exited: Vec<u32> = pids.difference(&now).copied().collect();
+        *pids = now;
+        for pid in started {
+            self.send(Update::TargetAttached { pid })?;
+        }
+        if !exited.is_empty() {
+            self.drain()?;
+        }
+        for pid in exited {
+            self.send(Update::TargetExited { pid })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the per-cache maps.
+    fn sample(&self) -> Sample {
+        let s = &self.session;
+        let mut caches: BTreeMap<CacheKey, CacheState> = BTreeMap::new();
+        let blank = |key: &CacheKey| CacheState {
+            pid: key.pid,
+            snapshot: CacheSnapshot {
+                cache_id: key.cache_id,
+                ..CacheSnapshot::ZERO
+            },
+            counters: CacheCounters::default(),
+            destroyed: false,
+        };
+        for (key, snapshot) in s.snapshots.iter().filter_map(Result::ok) {
+            caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
+        }
+        for (key, counters) in s.counters.iter().filter_map(Result::ok) {
+            caches.entry(key).or_insert_with(|| blank(&key)).counters = counters;
+        }
+        for key in s.destroyed.keys().filter_map(Result::ok) {
+            if let Some(c) = caches.get_mut(&key) {
+                c.destroyed = true;
+            }
+        }
+        let lost_events = s
+            .lost
+            .get(&LOST_EVENTS, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0);
+        Sample {
+            at: self.start.elapsed(),
+            caches: caches.into_values().collect(),
+            events_total: self.events_total,
+            lost_events,
+        }
+    }
+}

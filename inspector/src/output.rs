@@ -1,0 +1,420 @@
+//! Script-friendly output: `--once` (the `/proc/spl/kmem/slab` text) and
+//! `--json` (one document, or one line per sample).
+//!
+//! Both print what one [`Sample`] says, through the allocator's own writers:
+//! `--once` is [`slabscope::stats::proc_slab_text`] over the caches converted
+//! with `CacheStats::from(&CacheSnapshot)`, so it is byte for byte what the
+//! traced program would print itself; `--json` serializes the same
+//! [`CacheStats`] plus the transition counters the collector kept.
+//!
+//! Caches are printed by name (then id): the collector cannot know the
+//! creation order `/proc/spl/kmem/slab` uses. Destroyed caches are left out,
+//! as `/proc` leaves them out.
+
+use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use slabscope::stats::{CacheStats, proc_slab_text};
+use slabscope_probes::CacheCounters;
+
+use crate::sample::{Sample, Update};
+
+/// Why no sample could be printed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "no cache reported within {0:?}: caches show up when they fire a probe, and every cache \
+         fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS; start the target with that variable \
+         set (e.g. 1000), or pass a longer --timeout"
+    )]
+    Timeout(Duration),
+    #[error("the target exited before it reported any cache")]
+    TargetExited,
+    #[error("the collector stopped before any cache was reported")]
+    Disconnected,
+    #[error("the collector failed: {0}")]
+    Failed(String),
+    #[error("writing the output")]
+    Write(#[source] io::Error),
+}
+
+/// The live caches of `sample`, as (pid, stats), by pid then name then id.
+pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
+    let mut caches: Vec<(u32, CacheStats)> = sample
+        .caches
+        .iter()
+        .filter(|c| !c.destroyed)
+        .map(|c| (c.pid, CacheStats::from(&c.snapshot)))
+        .collect();
+    caches.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then(a.name.cmp(&b.name)).then(a.id.cmp(&b.id)));
+    caches
+}
+
+/// `sample` as `/proc/spl/kmem/slab` text. With several processes traced,
+/// each gets its own table after a `pid N:` line.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope::stats::PROC_SLAB_HEADER;
+/// use slabscope_inspector::output::once_text;
+/// use slabscope_inspector::sample::Sample;
+///
+/// // No cache yet: just the header, as an empty /proc/spl/kmem/slab.
+/// assert_eq!(once_text(&Sample::default()), PROC_SLAB_HEADER);
+/// ```
+pub fn once_text(sample: &Sample) -> String {
+    let caches = live_caches(sample);
+    let mut pids: Vec<u32> = caches.iter().map(|(p, _)| *p).collect();
+    pids.dedup();
+    if pids.len() <= 1 {
+        let stats: Vec<CacheStats> = caches.into_iter().map(|(_, s)| s).collect();
+        return proc_slab_text(&stats);
+    }
+    let mut out = String::new();
+    for pid in pids {
+        let stats: Vec<CacheStats> = caches
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!("pid {pid}:\n"));
+        out.push_str(&proc_slab_text(&stats));
+    }
+    out
+}
+
+/// [`CacheCounters`] in serializable form.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub creates: u64,
+    pub destroys: u64,
+    pub grows: u64,
+    pub grows_done: u64,
+    pub grow_failures: u64,
+    pub deadlocks: u64,
+    pub emergency_allocs: u64,
+    pub emergency_frees: u64,
+    pub reaps: u64,
+    pub reap_slabs_released: u64,
+    pub reap_objs_released: u64,
+    pub slab_reclaims: u64,
+    pub slabs_released: u64,
+    pub objs_released: u64,
+    pub stats: u64,
+    pub last_ns: u64,
+}
+
+impl From<&CacheCounters> for Counters {
+    fn from(c: &CacheCounters) -> Counters {
+        Counters {
+            creates: c.creates,
+            destroys: c.destroys,
+            grows: c.grows,
+            grows_done: c.grows_done,
+            grow_failures: c.grow_failures,
+            deadlocks: c.deadlocks,
+            emergency_allocs: c.emergency_allocs,
+            emergency_frees: c.emergency_frees,
+            reaps: c.reaps,
+            reap_slabs_released: c.reap_slabs_released,
+            reap_objs_released: c.reap_objs_released,
+            slab_reclaims: c.slab_reclaims,
+            slabs_released: c.slabs_released,
+            objs_released: c.objs_released,
+            stats: c.stats,
+            last_ns: c.last_ns,
+        }
+    }
+}
+
+/// One cache in the JSON output: every [`CacheStats`] field at the top level,
+/// plus `pid`, `destroyed` and the probe `counters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JsonCache {
+    pub pid: u32,
+    pub destroyed: bool,
+    #[serde(flatten)]
+    pub stats: CacheStats,
+    pub counters: Counters,
+}
+
+/// One sample in the JSON output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonSample {
+    /// Seconds since the collector attached.
+    pub at: f64,
+    pub events_total: u64,
+    pub lost_events: u64,
+    /// Every cache seen, destroyed ones included (`destroyed: true`).
+    pub caches: Vec<JsonCache>,
+}
+
+impl From<&Sample> for JsonSample {
+    fn from(s: &Sample) -> JsonSample {
+        let mut caches: Vec<JsonCache> = s
+            .caches
+            .iter()
+            .map(|c| JsonCache {
+                pid: c.pid,
+                destroyed: c.destroyed,
+                stats: CacheStats::from(&c.snapshot),
+                counters: Counters::from(&c.counters),
+            })
+            .collect();
+        caches.sort_by(|a, b| {
+            (a.pid, &a.stats.name, a.stats.id).cmp(&(b.pid, &b.stats.name, b.stats.id))
+        });
+        JsonSample {
+            at: s.at.as_secs_f64(),
+            events_total: s.events_total,
+            lost_events: s.lost_events,
+            caches,
+        }
+    }
+}
+
+/// `sample` as one JSON document, pretty-printed.
+pub fn json_pretty(sample: &Sample) -> String {
+    serde_json::to_string_pretty(&JsonSample::from(sample)).expect("plain data always serializes")
+}
+
+/// `sample` as one JSON line (no newline).
+pub fn json_line(sample: &Sample) -> String {
+    serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes")
+}
+
+/// Prints one JSON line per sample until the collector stops, or, with
+/// `stop_on_exit`, a traced process exits. Returns the lines written.
+pub fn json_lines(
+    rx: &Receiver<Update>,
+    mut out: impl Write,
+    stop_on_exit: bool,
+) -> Result<u64, OutputError> {
+    let mut lines = 0;
+    for update in rx.iter() {
+        match update {
+            Update::Sample(s) => {
+                writeln!(out, "{}", json_line(&s)).map_err(OutputError::Write)?;
+                out.flush().map_err(OutputError::Write)?;
+                lines += 1;
+            }
+            Update::TargetExited { .. } if stop_on_exit => break,
+            Update::Failed(msg) => return Err(OutputError::Failed(msg)),
+            _ => {}
+        }
+    }
+    Ok(lines)
+}
+
+fn keys(s: &Sample) -> Vec<(u32, u64)> {
+    let mut k: Vec<(u32, u64)> = s
+        .caches
+        .iter()
+        .filter(|c| !c.destroyed)
+        .map(|c| (c.pid, c.snapshot.cache_id))
+        .collect();
+    k.sort();
+    k
+}
+
+/// Waits for a sample that shows the target's caches: the first sample with
+/// caches whose set of caches the previous sample already had (so a sample
+/// taken in the middle of a `cache_stats` burst is not printed half full).
+/// When the time is up, the target exits or the collector stops, the last
+/// sample with caches is taken if there is one.
+pub fn wait_for_caches(rx: &Receiver<Update>, timeout: Duration) -> Result<Sample, OutputError> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Option<Sample> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let end = match rx.recv_timeout(left) {
+            Ok(Update::Sample(s)) => {
+                let k = keys(&s);
+                if k.is_empty() {
+                    continue;
+                }
+                if last.as_ref().is_some_and(|l| keys(l) == k) {
+                    return Ok(s);
+                }
+                last = Some(s);
+                continue;
+            }
+            Ok(Update::Failed(msg)) => OutputError::Failed(msg),
+            Ok(Update::TargetExited { .. }) => OutputError::TargetExited,
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Timeout) => OutputError::Timeout(timeout),
+            Err(RecvTimeoutError::Disconnected) => OutputError::Disconnected,
+        };
+        return match (last, end) {
+            (_, OutputError::Failed(msg)) => Err(OutputError::Failed(msg)),
+            (Some(s), _) => Ok(s),
+            (None, e) => Err(e),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::{cache, caches, sample};
+    use std::sync::mpsc;
+
+    #[test]
+    fn once_is_the_allocators_own_text() {
+        let s = sample(1000, 0, caches(2));
+        let text = once_text(&s);
+        let mut expected: Vec<CacheStats> = s
+            .caches
+            .iter()
+            .filter(|c| !c.destroyed)
+            .map(|c| CacheStats::from(&c.snapshot))
+            .collect();
+        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(text, proc_slab_text(&expected));
+        assert!(
+            !text.contains("scratch"),
+            "destroyed caches are left out:\n{text}"
+        );
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn once_with_several_processes_splits_by_pid() {
+        let s = sample(0, 0, vec![cache(7, 1, "a", 1), cache(8, 1, "a", 2)]);
+        let text = once_text(&s);
+        assert!(text.starts_with("pid 7:\n--------"), "{text}");
+        assert!(text.contains("\n\npid 8:\n"), "{text}");
+    }
+
+    #[test]
+    fn json_carries_stats_and_counters() {
+        let s = sample(1500, 12, caches(1));
+        let doc: serde_json::Value = serde_json::from_str(&json_pretty(&s)).expect("valid JSON");
+        assert_eq!(doc["at"], 1.5);
+        assert_eq!(doc["events_total"], 12);
+        let arr = doc["caches"].as_array().expect("caches array");
+        assert_eq!(arr.len(), 5);
+        let arc = arr
+            .iter()
+            .find(|c| c["name"] == "arc_buf_hdr_t_full")
+            .expect("arc cache");
+        let stats = CacheStats::from(&s.caches[2].snapshot);
+        // Every CacheStats field is there, with the allocator's own names.
+        let mut as_stats = arc.clone();
+        for extra in ["pid", "destroyed", "counters"] {
+            as_stats.as_object_mut().unwrap().remove(extra);
+        }
+        let back: CacheStats = serde_json::from_value(as_stats).expect("a CacheStats");
+        assert_eq!(back, stats);
+        assert_eq!(arc["pid"], 4242);
+        assert_eq!(arc["counters"]["deadlocks"], 1);
+        assert_eq!(arc["counters"]["emergency_allocs"], 1);
+        let line = json_line(&s);
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            doc
+        );
+    }
+
+    #[test]
+    fn waits_until_the_set_of_caches_settles() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::Sample(sample(0, 0, vec![]))).unwrap();
+        tx.send(Update::Sample(sample(1, 0, vec![cache(1, 1, "a", 1)])))
+            .unwrap();
+        tx.send(Update::Sample(sample(
+            2,
+            0,
+            vec![cache(1, 1, "a", 1), cache(1, 2, "b", 1)],
+        )))
+        .unwrap();
+        tx.send(Update::Sample(sample(
+            3,
+            0,
+            vec![cache(1, 1, "a", 2), cache(1, 2, "b", 1)],
+        )))
+        .unwrap();
+        let s = wait_for_caches(&rx, Duration::from_secs(5)).expect("a sample");
+        assert_eq!(s.at, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn takes_the_last_sample_when_the_target_exits() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::Sample(sample(1, 0, vec![cache(1, 1, "a", 1)])))
+            .unwrap();
+        tx.send(Update::TargetExited { pid: 1 }).unwrap();
+        assert_eq!(
+            wait_for_caches(&rx, Duration::from_secs(5)).unwrap().at,
+            Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn json_lines_until_the_target_exits() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::Sample(sample(1000, 0, vec![cache(1, 1, "a", 1)])))
+            .unwrap();
+        tx.send(Update::Event(crate::testdata::event(
+            1,
+            1,
+            "a",
+            slabscope_probes::ProbeKind::Reap,
+            0,
+        )))
+        .unwrap();
+        tx.send(Update::Sample(sample(2000, 1, vec![cache(1, 1, "a", 2)])))
+            .unwrap();
+        tx.send(Update::TargetExited { pid: 1 }).unwrap();
+        tx.send(Update::Sample(sample(3000, 1, vec![]))).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(json_lines(&rx, &mut out, true).expect("lines"), 2);
+        let text = String::from_utf8(out).unwrap();
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON doc per line"))
+            .collect();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1]["caches"][0]["obj_alloc"], 2);
+        // Without stop_on_exit (--exe) it follows until the collector hangs up.
+        let mut out = Vec::new();
+        drop(tx);
+        assert_eq!(json_lines(&rx, &mut out, false).expect("lines"), 1);
+    }
+
+    #[test]
+    fn reports_why_nothing_came() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::TargetExited { pid: 1 }).unwrap();
+        assert!(matches!(
+            wait_for_caches(&rx, Duration::from_secs(5)),
+            Err(OutputError::TargetExited)
+        ));
+        let (tx, rx) = mpsc::channel::<Update>();
+        drop(tx);
+        assert!(matches!(
+            wait_for_caches(&rx, Duration::from_secs(5)),
+            Err(OutputError::Disconnected)
+        ));
+        let (_tx, rx) = mpsc::channel::<Update>();
+        let e = wait_for_caches(&rx, Duration::from_millis(20)).unwrap_err();
+        assert!(
+            matches!(e, OutputError::Timeout(d) if d == Duration::from_millis(20)),
+            "{e}"
+        );
+        assert!(e.to_string().contains("SLABSCOPE_STATS_INTERVAL_MS"));
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::Sample(sample(1, 0, vec![cache(1, 1, "a", 1)])))
+            .unwrap();
+        tx.send(Update::Failed("map read failed".into())).unwrap();
+        let e = wait_for_caches(&rx, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.to_string(), "the collector failed: map read failed");
+    }
+}

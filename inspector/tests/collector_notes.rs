@@ -1,0 +1,167 @@
+//! `.note.stapsdt` parsing on a real binary (the probe fixture), and on
+//! copies of it with damaged notes. Needs no root.
+
+mod collector_support;
+
+use object::{Object as _, ObjectSection as _};
+use slabscope_inspector::collector::{
+    argspec, plan,
+    stapsdt::{self, StapsdtError},
+    target::{self, ProbeFile},
+};
+use slabscope_probes::{PROBES, PROVIDER};
+
+fn fixture_bytes() -> Vec<u8> {
+    std::fs::read(collector_support::fixture()).expect("reading the fixture binary")
+}
+
+#[test]
+fn fixture_carries_every_probe_with_its_documented_argument_count() {
+    let path = collector_support::fixture();
+    let sites = target::slabscope_sites(&path).expect("parsing the fixture's notes");
+    for def in &PROBES {
+        let mine: Vec<_> = sites.iter().filter(|s| s.name == def.name).collect();
+        assert!(!mine.is_empty(), "no site for slabscope:{}", def.name);
+        for site in mine {
+            assert_eq!(site.provider, PROVIDER);
+            let spec =
+                argspec::parse_args(&site.args).unwrap_or_else(|e| panic!("{}: {e}", site.name));
+            assert_eq!(
+                usize::from(spec.arg_cnt),
+                def.args.len(),
+                "slabscope:{} has args {:?}",
+                def.name,
+                site.args
+            );
+            assert_eq!(
+                site.semaphore, 0,
+                "slabscope:{} is semaphore-gated",
+                def.name
+            );
+        }
+    }
+    // The fixture fires grow_start and grow_done from two call sites each.
+    for name in ["grow_start", "grow_done"] {
+        let n = sites.iter().filter(|s| s.name == name).count();
+        assert!(n >= 2, "expected several {name} sites, found {n}");
+    }
+    // Every site of a known probe is planned for attachment.
+    let file = ProbeFile {
+        path: path.clone(),
+        attach_path: path,
+        sites: sites.clone(),
+    };
+    let planned = plan(std::slice::from_ref(&file)).expect("planning the fixture's sites");
+    assert_eq!(planned.len(), sites.len());
+}
+
+#[test]
+fn every_site_offset_lands_on_the_sites_nop() {
+    let data = fixture_bytes();
+    let sites = stapsdt::parse(&data[..]).expect("parsing the fixture's notes");
+    let elf = object::File::parse(&data[..]).unwrap();
+    let ours: Vec<_> = sites.iter().filter(|s| s.provider == PROVIDER).collect();
+    assert!(!ours.is_empty());
+    for site in ours {
+        // Cross-check the segment-based conversion against the section
+        // that holds the address.
+        let text = elf
+            .sections()
+            .find(|s| s.address() <= site.vaddr && site.vaddr < s.address() + s.size())
+            .unwrap_or_else(|| panic!("no section holds {:#x}", site.vaddr));
+        let (sec_off, _) = text.file_range().expect("code section has file data");
+        assert_eq!(
+            site.file_offset,
+            site.vaddr - text.address() + sec_off,
+            "{}",
+            site.name
+        );
+        assert_eq!(
+            data[site.file_offset as usize], 0x90,
+            "slabscope:{} offset {:#x} is not a nop",
+            site.name, site.file_offset
+        );
+    }
+}
+
+/// File offset of the first stapsdt note and its descriptor size.
+fn first_note(data: &[u8]) -> (usize, usize) {
+    let elf = object::File::parse(data).unwrap();
+    let section = elf
+        .section_by_name(".note.stapsdt")
+        .expect("fixture has notes");
+    let (off, _) = section.file_range().unwrap();
+    let off = off as usize;
+    let namesz = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+    let descsz = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap()) as usize;
+    assert_eq!(namesz, 8, "stapsdt\\0");
+    (off, descsz)
+}
+
+fn parse_damaged(f: impl FnOnce(&mut Vec<u8>)) -> StapsdtError {
+    let mut data = fixture_bytes();
+    f(&mut data);
+    match stapsdt::parse(&data[..]) {
+        Ok(sites) => panic!("damaged notes parsed into {} sites", sites.len()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_descriptor_too_short_for_its_addresses_is_an_error() {
+    let err = parse_damaged(|d| {
+        let (off, _) = first_note(d);
+        d[off + 4..off + 8].copy_from_slice(&16u32.to_le_bytes());
+    });
+    assert!(
+        matches!(err, StapsdtError::Truncated { index: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_note_running_past_its_section_is_an_error() {
+    let err = parse_damaged(|d| {
+        let (off, _) = first_note(d);
+        d[off + 4..off + 8].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    });
+    assert!(matches!(err, StapsdtError::Notes(_)), "{err}");
+}
+
+#[test]
+fn a_string_without_its_nul_is_an_error() {
+    let err = parse_damaged(|d| {
+        let (off, descsz) = first_note(d);
+        // header (12) + "stapsdt\0" (8) + descriptor; its last byte ends the
+        // argument string.
+        d[off + 20 + descsz - 1] = b'x';
+    });
+    assert!(
+        matches!(err, StapsdtError::Truncated { index: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_site_outside_the_code_is_an_error() {
+    let err = parse_damaged(|d| {
+        let (off, _) = first_note(d);
+        d[off + 20..off + 28].copy_from_slice(&0x10u64.to_le_bytes());
+    });
+    assert!(
+        matches!(err, StapsdtError::NotInText { index: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_truncated_file_is_an_error() {
+    let data = fixture_bytes();
+    let (off, _) = first_note(&data);
+    for len in [off + 10, data.len() / 2, 64, 0] {
+        assert!(
+            stapsdt::parse(&data[..len]).is_err(),
+            "file cut at {len} bytes parsed"
+        );
+    }
+}

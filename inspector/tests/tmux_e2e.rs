@@ -1,0 +1,228 @@
+//! End to end: the real `slabscope` binary, in tmux, against the real demo
+//! workload. Needs root (eBPF), tmux and the demo binary; without any of them
+//! it skips with a message saying which, it never passes silently.
+//!
+//! The demo is found through `SLABSCOPE_DEMO` (a path), else as `demo` among
+//! the target directory's binaries and examples. Run with `--nocapture` to see
+//! the skip messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+fn skip(why: &str) {
+    eprintln!("\n*** SKIPPED tmux end-to-end test: {why} ***\n");
+}
+
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn find_demo() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SLABSCOPE_DEMO") {
+        return Some(PathBuf::from(p));
+    }
+    // The slabscope binary lives in <target>/<profile>/.
+    let bin = Path::new(env!("CARGO_BIN_EXE_slabscope"));
+    let profile_dir = bin.parent()?;
+    let target_dir = profile_dir.parent()?;
+    ["debug", "release"]
+        .iter()
+        .flat_map(|p| {
+            [
+                target_dir.join(p).join("demo"),
+                target_dir.join(p).join("examples").join("demo"),
+            ]
+        })
+        .find(|p| p.is_file())
+}
+
+/// Kills the demo and the tmux session on every way out of the test.
+struct Cleanup {
+    demo: Child,
+    session: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+        let _ = self.demo.kill();
+        let _ = self.demo.wait();
+    }
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("running tmux");
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screen(session: &str) -> String {
+    tmux(&["capture-pane", "-p", "-t", session])
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = f() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// The numbers in the cache table's rows.
+fn table_numbers(screen: &str, names: &[String]) -> Vec<String> {
+    screen
+        .lines()
+        .filter(|l| names.iter().any(|n| l.contains(n.as_str())))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.parse::<u64>().is_ok())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn inspector_shows_the_demo_live() {
+    if effective_uid() != Some(0) {
+        return skip("not root (attaching eBPF programs needs CAP_BPF and CAP_PERFMON)");
+    }
+    if !have("tmux") {
+        return skip("tmux is not installed");
+    }
+    let Some(demo) = find_demo() else {
+        return skip("no demo binary: build it, or set SLABSCOPE_DEMO to its path");
+    };
+    let slabscope = env!("CARGO_BIN_EXE_slabscope");
+
+    let child = Command::new(&demo)
+        .env("SLABSCOPE_STATS_INTERVAL_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", demo.display()));
+    let pid = child.id();
+    let session = format!("slabscope-e2e-{pid}");
+    let _cleanup = Cleanup {
+        demo: child,
+        session: session.clone(),
+    };
+
+    // --once: the /proc/spl/kmem/slab text, with the demo's caches.
+    let once = Command::new(slabscope)
+        .args(["--pid", &pid.to_string(), "--once", "--timeout", "20"])
+        .output()
+        .expect("running slabscope --once");
+    let text = String::from_utf8_lossy(&once.stdout).into_owned();
+    assert!(
+        once.status.success(),
+        "slabscope --once failed: {}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert!(
+        text.starts_with(slabscope::stats::PROC_SLAB_HEADER),
+        "{text}"
+    );
+    let names: Vec<String> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(!names.is_empty(), "--once printed no cache:\n{text}");
+
+    // --json: one document naming the same caches.
+    let json = Command::new(slabscope)
+        .args(["--pid", &pid.to_string(), "--json", "--timeout", "20"])
+        .output()
+        .expect("running slabscope --json");
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("--json prints JSON");
+    for n in &names {
+        assert!(
+            doc["caches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == n.as_str()),
+            "{n} missing from --json"
+        );
+    }
+
+    // The live view.
+    let cmd = format!("{slabscope} --pid {pid} -d 0.3");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "45",
+        &cmd,
+    ]);
+    let first = wait_for(
+        "the demo's caches on screen",
+        Duration::from_secs(20),
+        || {
+            let s = screen(&session);
+            names.iter().all(|n| s.contains(n.as_str())).then_some(s)
+        },
+    );
+    for header in [
+        "name", "flags", "size", "alloc", "slabsize", "objsize", "total", "max", "dlock", "objs",
+    ] {
+        assert!(
+            first.contains(header),
+            "column header {header} missing:\n{first}"
+        );
+    }
+    assert!(first.contains(&format!("pid {pid}: running")), "{first}");
+    let before = table_numbers(&first, &names);
+    wait_for("the counts to change", Duration::from_secs(20), || {
+        let now = table_numbers(&screen(&session), &names);
+        (now != before).then_some(String::new())
+    });
+
+    // q quits and the pane's process ends.
+    tmux(&["send-keys", "-t", &session, "q"]);
+    wait_for("slabscope to quit on q", Duration::from_secs(5), || {
+        let alive = Command::new("tmux")
+            .args(["has-session", "-t", &session])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (!alive).then_some(String::new())
+    });
+}
