@@ -99,10 +99,17 @@ struct ReportArgs {
     /// The command line to print in the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
+    /// Run only these workloads (comma separated: churn, prodcons, ramp, obs,
+    /// instr); the others are reported as skipped. For iterating on one part.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Hand-written analysis appended to the report.
     #[arg(long)]
     analysis: Option<PathBuf>,
 }
+
+/// Names accepted by `--only`.
+const WORKLOADS: [&str; 5] = ["churn", "prodcons", "ramp", "obs", "instr"];
 
 fn kind_arg(s: &str) -> Result<Kind> {
     Kind::from_key(s).with_context(|| {
@@ -175,16 +182,43 @@ fn report(a: ReportArgs) -> Result<()> {
         if quick { "quick" } else { "full" }
     );
 
-    let churn = suite::churn(&plan, &kinds, &mut notes)?;
-    let prodcons = suite::prodcons(&plan, &kinds, &mut notes)?;
-    let ramp = fresh::ramp(
-        &exe,
-        &kinds,
-        if quick { 1 } else { 5 },
-        1_000_000,
-        cpu,
-        &mut notes,
-    );
+    for w in &a.only {
+        if !WORKLOADS.contains(&w.as_str()) {
+            bail!(
+                "--only {w}: no such workload; use some of {}",
+                WORKLOADS.join(",")
+            );
+        }
+    }
+    let wanted = |w: &str| {
+        let yes = a.only.is_empty() || a.only.iter().any(|o| o == w);
+        if !yes {
+            eprintln!("  {w}: skipped (--only)");
+        }
+        yes
+    };
+    let churn = if wanted("churn") {
+        suite::churn(&plan, &kinds, &mut notes)?
+    } else {
+        Vec::new()
+    };
+    let prodcons = if wanted("prodcons") {
+        suite::prodcons(&plan, &kinds, &mut notes)?
+    } else {
+        Vec::new()
+    };
+    let ramp = if wanted("ramp") {
+        fresh::ramp(
+            &exe,
+            &kinds,
+            if quick { 1 } else { 5 },
+            1_000_000,
+            cpu,
+            &mut notes,
+        )
+    } else {
+        Vec::new()
+    };
 
     // Workload 5: each child repetition lasts about 50 ms (quick: 5 ms).
     let slab_ns = churn
@@ -195,15 +229,21 @@ fn report(a: ReportArgs) -> Result<()> {
     let rep_ns = if quick { 5e6 } else { 50e6 };
     let obs_rounds = ((rep_ns / (slab_ns * 2000.0)) as u64).max(1);
     let modes = obs_modes(&a, &exe);
-    let obs = obs::run(
-        &modes,
-        if quick { 1 } else { 5 },
-        obs_rounds,
-        if quick { 2 } else { 5 },
-        cpu,
-    );
+    let obs = if wanted("obs") {
+        obs::run(
+            &modes,
+            if quick { 1 } else { 5 },
+            obs_rounds,
+            if quick { 2 } else { 5 },
+            cpu,
+        )
+    } else {
+        Vec::new()
+    };
 
-    let (instr, profiles) = if fresh::valgrind_available() {
+    let (instr, profiles) = if !wanted("instr") {
+        (Vec::new(), Vec::new())
+    } else if fresh::valgrind_available() {
         let configs: &[(usize, usize)] = if quick {
             &[(64, 1)]
         } else {

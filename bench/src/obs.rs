@@ -150,10 +150,11 @@ fn attach(tracer: &Tracer, pid: u32) -> Result<Attached> {
         Tracer::Collector { bin, args } => {
             let mut c = Command::new(bin);
             c.args(["--pid", &pid.to_string()]).args(args);
-            (
-                c,
-                format!("{} --pid {pid} {}", bin.display(), args.join(" ")),
-            )
+            // Only the file name: the report must not name this machine's paths.
+            let name = bin
+                .file_name()
+                .map_or("inspector".into(), |n| n.to_string_lossy());
+            (c, format!("{name} --pid {pid} {}", args.join(" ")))
         }
     };
     let mut child = cmd
@@ -213,6 +214,18 @@ fn detach(mut a: Attached) -> String {
         }
     }
     match out.last() {
+        Some(last) if last.trim_start().starts_with('{') => {
+            match serde_json::from_str::<serde_json::Value>(last) {
+                Ok(v) => format!(
+                    "{}: {} JSON lines; last: {} events received, {} lost",
+                    a.what,
+                    out.len(),
+                    v["events_total"],
+                    v["lost_events"]
+                ),
+                Err(_) => format!("{}: {} lines", a.what, out.len()),
+            }
+        }
         Some(last) => format!("{}: {} lines, last: {}", a.what, out.len(), last.trim()),
         None => format!("{}: printed nothing more", a.what),
     }
@@ -233,7 +246,7 @@ fn run_once(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting the bench child {}", bin.display()))?;
     let out = lines(child.stdout.take().context("child stdout")?);
     let ready = out
         .recv_timeout(Duration::from_secs(30))
@@ -242,6 +255,7 @@ fn run_once(
         stop(&mut child, libc::SIGKILL, Duration::from_secs(1));
         bail!("the obs child said {ready:?} instead of ready");
     }
+    let t0 = std::time::Instant::now();
     let attached = match tracer.map(|t| attach(t, child.id())).transpose() {
         Ok(a) => a,
         Err(e) => {
@@ -251,8 +265,16 @@ fn run_once(
     };
     let mut stdin = child.stdin.take().context("child stdin")?;
     writeln!(stdin, "go").context("telling the obs child to go")?;
+    let t1 = std::time::Instant::now();
     let line = out.recv_timeout(Duration::from_secs(600));
+    let t2 = std::time::Instant::now();
     let evidence = attached.map(detach);
+    eprintln!(
+        "    obs child: attach {:.1} s, run {:.1} s, detach {:.1} s",
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        t2.elapsed().as_secs_f64()
+    );
     let _ = child.wait();
     let line = line.context("the obs child printed no result")?;
     let res: ObsResult = serde_json::from_str(&line)
