@@ -1,180 +1,260 @@
-//! A deterministic workload with known counts, for the tests that trace
-//! slabscope from outside (the eBPF collector, the README's bpftrace
-//! one-liners).
-//!
-//! It creates four caches, churns three of them through grows, magazine
-//! flushes, slab reclaims and reaps, then injects a slow grow into the fourth
-//! so that it deadlocks and hands out emergency objects. At the end it fires
-//! `cache_stats` for every cache (`slabscope::stats::publish()`), prints what
-//! it fired as JSON on stdout, and exits without freeing the objects it still
-//! holds, so nothing fires after the published state.
+//! A deterministic allocator workload that reports what it did, for checking
+//! a tracer against the allocator's own bookkeeping.
 //!
 //! ```text
-//! workload [--wait]      # --wait: print "ready <pid>" and wait for a line on stdin
+//! cargo run -p slabscope --example workload
 //! ```
 //!
-//! The background reaper and the periodic `cache_stats` thread are off, so
-//! every probe that fires is caused by a step below.
+//! It prints `ready <pid>` and waits for one line on stdin, so a tracer can
+//! attach first. Then it runs a fixed script on three caches — fixed sizes,
+//! fixed numbers of allocations, frees, reaps and one destroy — with fault
+//! injection making every grow outlast the grow timeout, so every grow
+//! deadlocks its cache and hands out emergency objects until the slab lands,
+//! and one grow in five fails. Finally it calls `slabscope::stats::publish()`
+//! and prints one JSON object:
+//!
+//! ```text
+//! {"final": [CacheStats, ...],          // what publish() fired, live caches
+//!  "expected": [{"id", "name", "destroyed", "counters": {...}}, ...]}
+//! ```
+//!
+//! `counters` holds, per cache, the number of hits of each probe and the sums
+//! of their released counts, named like the fields of
+//! `slabscope_probes::CacheCounters`. How many objects came from emergency
+//! allocations, how many grows failed or deadlocked depends on timing; the
+//! workload measures each through `Cache::stats()` around every operation
+//! (only this thread allocates, so each change is its own), so the counts are
+//! exact whatever the timing.
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::{
+    io::BufRead as _,
+    ptr::NonNull,
+    thread::sleep,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
-use slabscope::flags::{KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
-use slabscope::stats::CacheStats;
-use slabscope::tunables::{self, Tunables};
-use slabscope::{Cache, CacheBuilder};
+use slabscope::{
+    Cache, CacheBuilder,
+    flags::{KM_SLEEP, KMC_GROWING},
+    stats::CacheStats,
+    tunables::{self, Tunables},
+};
 
-/// Grow wait before DEADLOCKED.
-const GROW_TIMEOUT_MS: u64 = 20;
-/// Injected delay of the deadlock phase's grow: well past the timeout.
-const SLOW_GROW_MS: u64 = 250;
-/// Emergency objects taken while the slow grow runs.
-const EMERGENCY_OBJS: usize = 40;
-/// Emergency objects still held when the state is published.
-const EMERGENCY_KEPT: usize = 15;
+/// `slabscope_probes::CacheCounters` without its timestamp.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct Counters {
+    creates: u64,
+    destroys: u64,
+    grows: u64,
+    grows_done: u64,
+    grow_failures: u64,
+    deadlocks: u64,
+    emergency_allocs: u64,
+    emergency_frees: u64,
+    reaps: u64,
+    reap_slabs_released: u64,
+    reap_objs_released: u64,
+    slab_reclaims: u64,
+    slabs_released: u64,
+    objs_released: u64,
+    stats: u64,
+}
 
-/// What the workload did that its statistics do not say.
-#[derive(Debug, Default, Serialize)]
+#[derive(Serialize)]
+struct Expected {
+    id: u64,
+    name: String,
+    destroyed: bool,
+    counters: Counters,
+}
+
+#[derive(Serialize)]
 struct Report {
-    /// Final statistics of every cache, exactly as `cache_stats` fired them.
-    caches: Vec<CacheStats>,
-    /// `reap_now` calls per cache.
-    reaps: BTreeMap<String, u64>,
-    /// Slabs the reaps released, per cache (slab_total before - after).
-    reap_slabs_released: BTreeMap<String, u64>,
+    #[serde(rename = "final")]
+    final_stats: Vec<CacheStats>,
+    expected: Vec<Expected>,
 }
 
-fn cache(name: &str, size: usize) -> Cache {
-    CacheBuilder::new(name, size)
-        .ctor(move |obj: NonNull<u8>, _| {
-            // SAFETY: the object is `size` writable bytes; write its first.
-            unsafe { obj.as_ptr().write(0xa5) };
-            true
-        })
-        .build()
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
+/// A cache and the hits its operations caused.
+struct Traced {
+    cache: Cache,
+    live: Vec<NonNull<u8>>,
+    c: Counters,
+    destroyed: bool,
 }
 
-fn reap(report: &mut Report, c: &Cache) {
-    let before = c.stats().slab_total;
-    c.reap_now();
-    let after = c.stats().slab_total;
-    *report.reaps.entry(c.name().to_string()).or_default() += 1;
-    *report
-        .reap_slabs_released
-        .entry(c.name().to_string())
-        .or_default() += before - after;
-}
-
-/// Allocates `n` objects, frees them in reverse, `rounds` times, reaping after
-/// each round.
-fn churn(report: &mut Report, c: &Cache, n: usize, rounds: usize) {
-    for _ in 0..rounds {
-        let objs: Vec<NonNull<u8>> = (0..n)
-            .map(|_| c.alloc(KM_SLEEP).expect("KM_SLEEP allocations succeed"))
-            .collect();
-        for p in objs.into_iter().rev() {
-            // SAFETY: allocated above from this cache, freed once.
-            unsafe { c.free(p) };
+impl Traced {
+    fn new(name: &str, size: usize) -> Traced {
+        let cache = CacheBuilder::new(name, size)
+            .build()
+            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        Traced {
+            cache,
+            live: Vec::new(),
+            c: Counters {
+                creates: 1,
+                ..Counters::default()
+            },
+            destroyed: false,
         }
-        reap(report, c);
     }
-}
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(2));
+    /// Slab reclaim seen between two stats: one `slab_reclaim` hit per
+    /// operation that unmapped slabs.
+    fn reclaimed(&mut self, before: &CacheStats, after: &CacheStats) -> (u64, u64) {
+        let slabs = after.slab_destroy - before.slab_destroy;
+        let objs = slabs * after.slab_objs;
+        if slabs > 0 {
+            self.c.slab_reclaims += 1;
+            self.c.slabs_released += slabs;
+            self.c.objs_released += objs;
+        }
+        (slabs, objs)
     }
-}
 
-/// Deadlocks `c`: its next grow sleeps [`SLOW_GROW_MS`], the allocation waits
-/// [`GROW_TIMEOUT_MS`], sets DEADLOCKED, and the allocations that follow are
-/// emergency objects until the grow lands. Returns the objects to keep.
-fn deadlock(report: &mut Report, c: &Cache) -> Vec<NonNull<u8>> {
-    tunables::fault::set_grow_delay_ms(SLOW_GROW_MS);
-    let mut objs = Vec::new();
-    // The cache is empty: the first allocation dispatches the slow grow,
-    // waits, deadlocks; every allocation until the grow lands is an
-    // emergency object.
-    while c.stats().obj_emergency < EMERGENCY_OBJS as u64 {
-        assert!(
-            objs.len() < 10_000,
-            "{} never handed out {EMERGENCY_OBJS} emergency objects",
-            c.name()
-        );
-        objs.push(c.alloc(KM_SLEEP).expect("KM_SLEEP allocations succeed"));
+    fn alloc(&mut self, n: usize) {
+        for _ in 0..n {
+            let before = self.cache.stats();
+            let p = self
+                .cache
+                .alloc(KM_SLEEP)
+                .expect("KM_SLEEP allocations succeed");
+            let after = self.cache.stats();
+            self.c.emergency_allocs += after.obj_emergency.saturating_sub(before.obj_emergency);
+            self.live.push(p);
+            // Let grows land between allocations, so some objects come
+            // from slabs and some from the emergency path.
+            sleep(Duration::from_millis(5));
+        }
     }
-    assert_eq!(objs.len(), EMERGENCY_OBJS, "the slow grow landed too early");
-    tunables::fault::set_grow_delay_ms(0);
-    wait_for("the slow grow", || {
-        c.flags() & (KMC_GROWING | KMC_DEADLOCKED) == 0
-    });
-    // Free all but EMERGENCY_KEPT of the objects, emergency ones included.
-    let keep = objs.split_off(objs.len() - EMERGENCY_KEPT);
-    for p in objs {
-        // SAFETY: allocated above from this cache, freed once.
-        unsafe { c.free(p) };
+
+    fn free(&mut self, keep_every: usize) {
+        let mut kept = Vec::new();
+        for (i, p) in std::mem::take(&mut self.live).into_iter().enumerate() {
+            if keep_every > 0 && i % keep_every == 0 {
+                kept.push(p);
+                continue;
+            }
+            let before = self.cache.stats();
+            // SAFETY: p came from this cache's alloc and is freed once.
+            unsafe { self.cache.free(p) };
+            let after = self.cache.stats();
+            self.c.emergency_frees += before.obj_emergency.saturating_sub(after.obj_emergency);
+            self.reclaimed(&before, &after);
+        }
+        self.live = kept;
     }
-    reap(report, c);
-    keep
+
+    fn reap(&mut self) {
+        let before = self.cache.stats();
+        self.cache.reap_now();
+        let after = self.cache.stats();
+        let (slabs, objs) = self.reclaimed(&before, &after);
+        self.c.reaps += 1;
+        self.c.reap_slabs_released += slabs;
+        self.c.reap_objs_released += objs;
+    }
+
+    /// Waits for the dispatched grow, if any, to land.
+    fn settle(&self) {
+        let start = Instant::now();
+        while self.cache.stats().flags & KMC_GROWING != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "a grow never finished"
+            );
+            sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Grow and deadlock counts, from the cache's own counters.
+    fn count_grows(&mut self) {
+        let s = self.cache.stats();
+        self.c.grows = s.slab_create + s.slab_fail;
+        self.c.grows_done = s.slab_create;
+        self.c.grow_failures = s.slab_fail;
+        self.c.deadlocks = s.obj_deadlock;
+    }
+
+    fn destroy(&mut self) {
+        assert!(self.live.is_empty());
+        self.settle();
+        self.count_grows();
+        let before = self.cache.stats();
+        self.cache.destroy().expect("destroying an empty cache");
+        self.c.destroys += 1;
+        if before.slab_total > 0 {
+            self.c.slab_reclaims += 1;
+            self.c.slabs_released += before.slab_total;
+            self.c.objs_released += before.slab_total * before.slab_objs;
+        }
+        self.destroyed = true;
+    }
+
+    fn expected(&self) -> Expected {
+        Expected {
+            id: self.cache.id(),
+            name: self.cache.name().to_owned(),
+            destroyed: self.destroyed,
+            counters: self.c,
+        }
+    }
 }
 
 fn main() {
-    let wait = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("--wait") => true,
-        Some(other) => {
-            eprintln!("workload: unknown argument {other:?}; usage: workload [--wait]");
-            std::process::exit(2);
-        }
-    };
     tunables::set(Tunables {
-        grow_timeout_ms: GROW_TIMEOUT_MS,
+        magazine_size: 4,
+        obj_per_slab: 8,
         kmem_threads: 2,
+        grow_timeout_ms: 40,
+        // Every grow outlasts the timeout: DEADLOCKED, then emergency objects.
+        fault_grow_delay_ms: 70,
+        fault_slab_fail_permille: 200,
         reap_interval_ms: 0,
         stats_interval_ms: 0,
         ..Tunables::default()
     })
-    .expect("tunables are valid and set first");
+    .expect("setting the workload's tunables");
 
-    let small = cache("wl_small_64", 64);
-    let page = cache("wl_page_4096", 4096);
-    let big = cache("wl_big_131072", 131072);
-    let stuck = cache("wl_deadlock_512", 512);
+    println!("ready {}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .expect("reading the go line from stdin");
 
-    if wait {
-        eprintln!("ready {}", std::process::id());
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .expect("reading the go line from stdin");
+    let mut caches = vec![
+        Traced::new("wl_small", 64),
+        Traced::new("wl_zio", 1104),
+        Traced::new("wl_gone", 256),
+    ];
+    for t in &mut caches {
+        t.alloc(24);
+        t.settle();
+        t.free(2);
+        t.reap();
+        t.free(0);
+        t.reap();
+    }
+    let (gone, live) = caches.split_last_mut().expect("three caches");
+    gone.destroy();
+    for t in live.iter_mut() {
+        t.alloc(10);
+        t.settle();
+        t.count_grows();
     }
 
-    let mut report = Report::default();
-    churn(&mut report, &small, 5000, 3);
-    churn(&mut report, &page, 300, 3);
-    churn(&mut report, &big, 12, 2);
-    let kept = deadlock(&mut report, &stuck);
-    // Leave some objects live in the small cache too.
-    let live: Vec<NonNull<u8>> = (0..100)
-        .map(|_| small.alloc(KM_SLEEP).expect("KM_SLEEP allocations succeed"))
-        .collect();
-
-    for c in [&small, &page, &big, &stuck] {
-        c.validate()
-            .unwrap_or_else(|e| panic!("{} is inconsistent: {e}", c.name()));
+    let final_stats = slabscope::stats::publish();
+    for t in live.iter_mut() {
+        t.c.stats += 1;
     }
-    report.caches = slabscope::stats::publish();
+    let report = Report {
+        final_stats,
+        expected: caches.iter().map(Traced::expected).collect(),
+    };
     println!(
         "{}",
-        serde_json::to_string(&report).expect("the report serializes")
+        serde_json::to_string(&report).expect("serialising the report")
     );
-    // Exit holding `kept` and `live`: nothing fires after the published state.
-    std::mem::forget((kept, live));
 }

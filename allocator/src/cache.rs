@@ -31,9 +31,15 @@
 //!
 //! # Bookkeeping
 //!
-//! See [`crate::slab::Counters`] for the equations; in addition
-//! `mag_objs == Σ magazine fill <= obj_alloc`, every magazine object is a
-//! slab object not on any free list, and no object is in two magazines.
+//! - `slab_total == |partial list| + |complete list|`
+//! - `obj_total == Σ slab.objs + obj_emergency`
+//! - `obj_alloc == Σ slab.refs` (objects in use or held in magazines;
+//!   emergency objects are not counted, as in SPL)
+//! - `slab_alloc == #{slab : slab.refs > 0}`, `obj_emergency == |emergency map|`
+//! - `mag_objs == Σ magazine fill <= obj_alloc`; every magazine object is a
+//!   slab object on no free list and in no other magazine slot
+//! - every empty slab is at the tail of the partial list
+//!
 //! [`Cache::validate`] checks all of it.
 
 use std::alloc::Layout;
@@ -609,7 +615,7 @@ impl Cache {
             });
         }
         st.destroyed = true;
-        let snap = c.snapshot_locked(&st);
+        let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
         let r = st.unlink_empty(u64::MAX);
         debug_assert!(st.partial.is_empty() && st.complete.is_empty());
         let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
@@ -618,7 +624,7 @@ impl Cache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|x| !Arc::ptr_eq(x, &self.inner));
-        if slabscope_probes::ENABLED {
+        if let Some(snap) = snap {
             slabscope_probes::fire::cache_destroy(&snap);
         }
         let (slabs, objs) = (r.slabs, r.objs);

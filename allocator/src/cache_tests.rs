@@ -38,7 +38,8 @@ fn alloc_free_grow_and_stats() {
     assert_eq!(live(&s), 1000);
     assert!(s.slab_total >= 1000 / s.slab_objs);
     assert_eq!(s.obj_total, s.slab_total * s.slab_objs);
-    assert_eq!(s.slab_create, s.slab_total);
+    // Other tests may run kmem_reap() meanwhile, reclaiming a slab.
+    assert_eq!(s.slab_create - s.slab_destroy, s.slab_total);
     assert!(s.obj_max >= 1000);
     assert_eq!(s.mag_fill.len(), os::possible_cpus());
     for (i, p) in v.iter().enumerate() {

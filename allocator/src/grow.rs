@@ -146,9 +146,9 @@ impl CacheInner {
         if res.timed_out() && self.flag(KMC_GROWING) {
             self.set_flag(KMC_DEADLOCKED);
             st.c.obj_deadlock += 1;
-            let snap = self.snapshot_locked(&st);
+            let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
             drop(st);
-            if slabscope_probes::ENABLED {
+            if let Some(snap) = snap {
                 slabscope_probes::fire::deadlock(&snap);
             }
         }

@@ -5,7 +5,7 @@
 //! Modules mirror the seed's function families: [`cache`] (create, destroy,
 //! the registry), `slab` (layout, take, return, reclaim), `magazine` (the
 //! per-CPU fast path), `grow` (the worker pool, the bounded wait, deadlock
-//! detection), `emergency`, [`reap`], [`sizing`], [`tunables`], [`stats`],
+//! detection), `emergency`, [`reap`](mod@reap), [`sizing`], [`tunables`], [`stats`],
 //! [`ffi`] (the C ABI) and the [`os`] seam.
 //!
 //! ```
@@ -42,6 +42,7 @@ pub mod reap;
 pub mod sizing;
 mod slab;
 pub mod stats;
+mod sync;
 pub mod tunables;
 pub mod typed;
 

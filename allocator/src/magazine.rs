@@ -25,8 +25,12 @@
 //! and a store for the count, a release store to unlock — about 2 + 2.5 + 1 ns
 //! per operation on the reference machine (perf-anchors: CAS 2.5 ns, pop+push
 //! pair 2.6 ns), i.e. the "per-CPU magazine guarded by a lock" row, ≈5–6
-//! ns/op. A lock-free rseq critical section would shave the CAS; it needs
-//! hand-written assembly per architecture and is left for later.
+//! ns/op predicted. Measured once while writing this (release, 64-byte
+//! objects, `KMC_NODEBUG`, batches of 100 allocs then 100 frees, pinned, on
+//! the shared 2-vCPU VM under other load): 7–8 ns per alloc or free. A
+//! lock-free rseq critical section would shave the CAS; it needs
+//! hand-written assembly per architecture and is left for later, as is a
+//! thread-local front magazine (which would change SPL's per-CPU semantics).
 //!
 //! Lock order: magazine lock, then the cache lock. Code holding the cache lock
 //! never waits for a magazine lock.
@@ -34,15 +38,15 @@
 //! The fill count is an atomic so statistics can read every magazine without
 //! locking (racily, like SPL's `skm_avail`).
 
-use std::cell::UnsafeCell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::cache::CacheInner;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
 use crate::grow::Grow;
 use crate::os;
 use crate::slab;
+use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 
 /// One CPU's magazine (`spl_kmem_magazine_t`), on its own cache line.
 #[repr(C, align(64))]
@@ -118,12 +122,8 @@ impl Magazine {
             if let Some(g) = self.try_lock() {
                 return g;
             }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            spins = spins.saturating_add(1);
+            spin_wait(spins);
         }
     }
 
@@ -142,10 +142,22 @@ impl MagGuard<'_> {
     /// Slot `i` (bounds checked in debug builds only; callers pass
     /// `i < avail <= size` or `i < size`).
     #[inline(always)]
-    fn slot(&self, i: usize) -> *mut *mut u8 {
+    fn cell(&self, i: usize) -> &UnsafeCell<*mut u8> {
         debug_assert!(i < self.mag.objs.len());
         // SAFETY: i < size == objs.len() (callers' contract).
-        unsafe { self.mag.objs.get_unchecked(i) }.get()
+        unsafe { self.mag.objs.get_unchecked(i) }
+    }
+
+    #[inline(always)]
+    fn read(&self, i: usize) -> *mut u8 {
+        // SAFETY: we hold the lock, so the slot is not accessed concurrently.
+        self.cell(i).with(|p| unsafe { *p })
+    }
+
+    #[inline(always)]
+    fn write(&mut self, i: usize, v: *mut u8) {
+        // SAFETY: we hold the lock, so the slot is not accessed concurrently.
+        self.cell(i).with_mut(|p| unsafe { *p = v })
     }
 
     #[inline(always)]
@@ -159,8 +171,7 @@ impl MagGuard<'_> {
         if a == 0 {
             return None;
         }
-        // SAFETY: we hold the lock, so the slot is not accessed concurrently.
-        let p = unsafe { *self.slot(a as usize - 1) };
+        let p = self.read(a as usize - 1);
         self.mag.avail.store(a - 1, Ordering::Relaxed);
         self.mag.active.store(true, Ordering::Relaxed);
         // SAFETY: only non-null object pointers are pushed.
@@ -174,8 +185,7 @@ impl MagGuard<'_> {
         if a >= self.mag.size {
             return false;
         }
-        // SAFETY: we hold the lock, so the slot is not accessed concurrently.
-        unsafe { *self.slot(a as usize) = p };
+        self.write(a as usize, p);
         self.mag.avail.store(a + 1, Ordering::Relaxed);
         self.mag.active.store(true, Ordering::Relaxed);
         true
@@ -187,14 +197,11 @@ impl MagGuard<'_> {
         let a = self.avail();
         let n = n.min(a);
         for i in 0..n as usize {
-            // SAFETY: we hold the lock, so the slot is not accessed concurrently.
-            f(unsafe { *self.slot(i) });
+            f(self.read(i));
         }
         for i in n as usize..a as usize {
-            // SAFETY: we hold the lock, so the slot is not accessed concurrently.
-            let p = unsafe { *self.slot(i) };
-            // SAFETY: as above.
-            unsafe { *self.slot(i - n as usize) = p };
+            let p = self.read(i);
+            self.write(i - n as usize, p);
         }
         self.mag.avail.store(a - n, Ordering::Relaxed);
         n
@@ -202,10 +209,7 @@ impl MagGuard<'_> {
 
     /// Copies the held objects out (validation).
     pub(crate) fn objects(&self) -> Vec<*mut u8> {
-        (0..self.avail() as usize)
-            // SAFETY: we hold the lock, so the slot is not accessed concurrently.
-            .map(|i| unsafe { *self.slot(i) })
-            .collect()
+        (0..self.avail() as usize).map(|i| self.read(i)).collect()
     }
 
     pub(crate) fn magic(&self) -> u32 {
@@ -365,6 +369,75 @@ impl CacheInner {
     /// Per-CPU fill, CPU 0 first (racy).
     pub(crate) fn mag_fill(&self) -> impl Iterator<Item = u32> + '_ {
         self.mags.iter().map(Magazine::fill)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Model checks of the magazine lock protocol with a magazine of 2.
+    use super::*;
+    use loom::sync::Arc;
+
+    fn sorted(mut v: Vec<usize>) -> Vec<usize> {
+        v.sort_unstable();
+        v
+    }
+
+    /// An allocator and a freer race on one magazine (as two threads on one
+    /// CPU, or one migrated mid-operation): with try-lock and fall-through,
+    /// no object is lost or handed out twice.
+    #[test]
+    fn loom_try_lock_push_pop_conserves_objects() {
+        loom::model(|| {
+            let m = Arc::new(Magazine::new(0, 2, 1));
+            assert!(m.try_lock().unwrap().push(0x10 as *mut u8));
+            let m2 = m.clone();
+            let popper = loom::thread::spawn(move || {
+                // Contended: the real code takes from the slabs instead.
+                m2.try_lock()
+                    .and_then(|mut g| g.pop())
+                    .map(|p| p.as_ptr() as usize)
+            });
+            let pushed = m
+                .try_lock()
+                .map(|mut g| g.push(0x20 as *mut u8))
+                .unwrap_or(false);
+            let popped = popper.join().unwrap();
+            let mut held: Vec<usize> = m.lock().objects().into_iter().map(|p| p as usize).collect();
+            held.extend(popped);
+            let mut want = vec![0x10];
+            if pushed {
+                want.push(0x20);
+            }
+            assert_eq!(sorted(held), want);
+            assert_eq!(m.fill() as usize, m.lock().objects().len());
+        });
+    }
+
+    /// A flush (reap/destroy, blocking lock) races with a push.
+    #[test]
+    fn loom_blocking_flush_and_push_conserve_objects() {
+        loom::model(|| {
+            let m = Arc::new(Magazine::new(0, 2, 1));
+            assert!(m.try_lock().unwrap().push(0x10 as *mut u8));
+            let m2 = m.clone();
+            let flusher = loom::thread::spawn(move || {
+                let mut out = Vec::new();
+                m2.lock().drain_oldest(u32::MAX, |p| out.push(p as usize));
+                out
+            });
+            let pushed = m
+                .try_lock()
+                .map(|mut g| g.push(0x20 as *mut u8))
+                .unwrap_or(false);
+            let mut all = flusher.join().unwrap();
+            all.extend(m.lock().objects().into_iter().map(|p| p as usize));
+            let mut want = vec![0x10];
+            if pushed {
+                want.push(0x20);
+            }
+            assert_eq!(sorted(all), want);
+        });
     }
 }
 

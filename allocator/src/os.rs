@@ -19,8 +19,8 @@
 //! when rseq is unavailable — old glibc, `GLIBC_TUNABLES=glibc.pthread.rseq=0`,
 //! an unsupported architecture, or a thread whose area says "unregistered" —
 //! `sched_getcpu()` answers. The value is a hint: the thread can migrate right
-//! after reading it, which is why magazines carry a lock (see
-//! [`crate::magazine`]).
+//! after reading it, which is why magazines carry a lock (see the `magazine`
+//! module).
 
 use std::ptr::NonNull;
 use std::sync::OnceLock;

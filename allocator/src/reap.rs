@@ -6,7 +6,7 @@
 //! CPU's* magazine back to the slabs and unmaps every empty slab at the tail
 //! of the partial list. [`reap`] does that for every registered cache.
 //! Allocations that need to grow while REAPING is set wait for the reap to
-//! end and look again (see [`crate::grow`]).
+//! end and look again (see the `grow` module).
 //!
 //! The kernel calls SPL's reclaim from its shrinker under memory pressure.
 //! Userspace has no shrinker, so slabscope offers a background reaper thread,

@@ -27,6 +27,13 @@ fn the_reaper_empties_idle_magazines_and_threads_let_go_of_destroyed_caches() {
     })
     .unwrap();
     let c = CacheBuilder::new("bg_reap", 700).build().unwrap();
+    assert!(
+        matches!(
+            tunables::set(Tunables::default()),
+            Err(slabscope::Error::TunablesFrozen)
+        ),
+        "tunables cannot change once a cache exists"
+    );
     let objs: Vec<_> = (0..20).map(|_| c.alloc(KM_SLEEP).unwrap()).collect();
     for p in objs {
         // SAFETY: freed once.

@@ -18,28 +18,41 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// The workload's JSON report.
+/// The workload's JSON report: `final` holds the published statistics of
+/// the caches still alive, `expected` the probe hits each cache's operations
+/// caused (named like `slabscope_probes::CacheCounters`).
 struct Report {
-    caches: Vec<Value>,
-    reaps: BTreeMap<String, u64>,
-    reap_slabs_released: BTreeMap<String, u64>,
+    final_stats: Vec<Value>,
+    expected: Vec<Value>,
 }
 
 impl Report {
-    fn stat(&self, cache: &str, field: &str) -> u64 {
-        self.caches
-            .iter()
-            .find(|c| c["name"] == cache)
-            .unwrap_or_else(|| panic!("workload reported no cache {cache}"))[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{cache}.{field} is not a number"))
-    }
-
+    /// Names of every cache the workload created.
     fn names(&self) -> Vec<String> {
-        self.caches
+        self.expected
             .iter()
             .map(|c| c["name"].as_str().expect("names are strings").to_string())
             .collect()
+    }
+
+    /// Probe hits (or sums) `counter` of cache `name`.
+    fn count(&self, name: &str, counter: &str) -> u64 {
+        self.expected
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("workload reported no cache {name}"))["counters"][counter]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}.counters.{counter} is not a number"))
+    }
+
+    /// Final statistic `field` of cache `name`, if it is still alive.
+    fn stat(&self, name: &str, field: &str) -> Option<u64> {
+        let c = self.final_stats.iter().find(|c| c["name"] == name)?;
+        Some(
+            c[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}.{field} is not a number")),
+        )
     }
 }
 
@@ -150,14 +163,13 @@ fn kill(child: &mut Child) {
 /// the workload's report.
 fn trace(oneliner: &str) -> (String, Report) {
     let mut workload = Command::new(example("workload"))
-        .arg("--wait")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {} ({e}): cargo test builds the examples unless --test narrows it; add --examples", example("workload").display()));
-    let err = lines_of(workload.stderr.take().expect("piped"));
-    let ready = err
+    let wl_out = lines_of(workload.stdout.take().expect("piped"));
+    let ready = wl_out
         .recv_timeout(Duration::from_secs(20))
         .expect("the workload prints 'ready <pid>'");
     let pid: u32 = ready
@@ -202,14 +214,8 @@ fn trace(oneliner: &str) -> (String, Report) {
     let mut stdin = workload.stdin.take().expect("piped");
     stdin.write_all(b"go\n").expect("releasing the workload");
     drop(stdin);
-    let mut json = String::new();
-    workload
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut json)
-        .expect("reading the workload's report");
     let status = workload.wait().expect("waiting for the workload");
+    let json: String = wl_out.iter().collect();
     assert!(status.success(), "workload failed: {status}");
 
     // bpftrace exits once its target has, printing its maps.
@@ -238,13 +244,14 @@ fn trace(oneliner: &str) -> (String, Report) {
 
     let v: Value = serde_json::from_str(&json)
         .unwrap_or_else(|e| panic!("workload report is not JSON ({e}): {json}"));
-    let map = |k: &str| -> BTreeMap<String, u64> {
-        serde_json::from_value(v[k].clone()).unwrap_or_else(|e| panic!("report.{k}: {e}"))
+    let list = |k: &str| {
+        v[k].as_array()
+            .unwrap_or_else(|| panic!("report.{k}"))
+            .clone()
     };
     let report = Report {
-        caches: v["caches"].as_array().expect("report.caches").clone(),
-        reaps: map("reaps"),
-        reap_slabs_released: map("reap_slabs_released"),
+        final_stats: list("final"),
+        expected: list("expected"),
     };
     (collected, report)
 }
@@ -300,11 +307,6 @@ fn get(sums: &BTreeMap<(String, String), u64>, map: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Grows dispatched = grows that ended, in a slab or a failure.
-fn grows(r: &Report, cache: &str) -> u64 {
-    r.stat(cache, "slab_create") + r.stat(cache, "slab_fail")
-}
-
 fn check(oneliner: &str, out: &str, r: &Report) {
     let sums = map_sums(out);
     let names = r.names();
@@ -317,13 +319,17 @@ fn check(oneliner: &str, out: &str, r: &Report) {
         for n in &names {
             assert_eq!(
                 counts.get(n).copied().unwrap_or(0),
-                grows(r, n),
+                r.count(n, "grows"),
                 "grow latency samples of {n}:\n{out}"
             );
         }
     } else if probe("grow_start") {
         for n in &names {
-            assert_eq!(get(&sums, "grows", n), grows(r, n), "grows of {n}:\n{out}");
+            assert_eq!(
+                get(&sums, "grows", n),
+                r.count(n, "grows"),
+                "grows of {n}:\n{out}"
+            );
         }
     } else if probe("deadlock") {
         for n in &names {
@@ -331,7 +337,7 @@ fn check(oneliner: &str, out: &str, r: &Report) {
                 .lines()
                 .filter(|l| l.ends_with(&format!(" in {n}")))
                 .collect();
-            let expected = r.stat(n, "obj_deadlock");
+            let expected = r.count(n, "deadlocks");
             assert_eq!(
                 lines.len() as u64,
                 expected,
@@ -349,16 +355,21 @@ fn check(oneliner: &str, out: &str, r: &Report) {
         }
     } else if probe("emergency_alloc") && probe("emergency_free") {
         for n in &names {
-            let max = r.stat(n, "obj_emergency_max");
-            if max > 0 {
+            let allocs = r.count(n, "emergency_allocs");
+            let key = ("live_emergency".to_string(), n.clone());
+            if allocs > 0 {
+                let live = allocs - r.count(n, "emergency_frees");
                 assert_eq!(
-                    get(&sums, "live_emergency", n),
-                    r.stat(n, "obj_emergency"),
+                    sums.get(&key).copied(),
+                    Some(live),
                     "live emergency objects of {n}:\n{out}"
                 );
+                if let Some(final_live) = r.stat(n, "obj_emergency") {
+                    assert_eq!(live, final_live, "{n}: the report disagrees with itself");
+                }
             } else {
                 assert!(
-                    !sums.contains_key(&("live_emergency".into(), n.clone())),
+                    !sums.contains_key(&key),
                     "{n} had no emergency objects:\n{out}"
                 );
             }
@@ -367,12 +378,12 @@ fn check(oneliner: &str, out: &str, r: &Report) {
         for n in &names {
             assert_eq!(
                 get(&sums, "reaps", n),
-                r.reaps.get(n).copied().unwrap_or(0),
+                r.count(n, "reaps"),
                 "reaps of {n}:\n{out}"
             );
             assert_eq!(
                 get(&sums, "slabs_released", n),
-                r.reap_slabs_released.get(n).copied().unwrap_or(0),
+                r.count(n, "reap_slabs_released"),
                 "slabs released by reaps of {n}:\n{out}"
             );
         }
@@ -380,25 +391,35 @@ fn check(oneliner: &str, out: &str, r: &Report) {
         for n in &names {
             assert_eq!(
                 get(&sums, "slabs_unmapped", n),
-                r.stat(n, "slab_destroy"),
+                r.count(n, "slabs_released"),
                 "slabs unmapped by {n}:\n{out}"
             );
         }
     } else if probe("cache_stats") {
         for n in &names {
-            let line = out
+            let lines: Vec<&str> = out
                 .lines()
-                .rfind(|l| l.split_whitespace().nth(1) == Some(n))
-                .unwrap_or_else(|| panic!("no cache_stats line for {n}:\n{out}"));
-            let expected = format!(
-                "slabs {:>5}  objects {:>7}/{:<7}",
+                .filter(|l| l.split_whitespace().nth(1) == Some(n))
+                .collect();
+            assert_eq!(
+                lines.len() as u64,
+                r.count(n, "stats"),
+                "cache_stats lines of {n}:\n{out}"
+            );
+            let (Some(slabs), Some(alloc), Some(total)) = (
                 r.stat(n, "slab_total"),
                 r.stat(n, "obj_alloc"),
                 r.stat(n, "obj_total"),
-            );
+            ) else {
+                continue; // destroyed: nothing published at the end
+            };
+            let expected = format!("slabs {slabs:>5}  objects {alloc:>7}/{total:<7}");
+            let last = lines
+                .last()
+                .unwrap_or_else(|| panic!("no cache_stats line for {n}:\n{out}"));
             assert!(
-                line.ends_with(&expected),
-                "{n}: expected {expected:?} at the end of {line:?}"
+                last.ends_with(&expected),
+                "{n}: expected {expected:?} at the end of {last:?}"
             );
         }
     } else {

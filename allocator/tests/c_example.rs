@@ -1,7 +1,8 @@
 //! Compiles `examples/c/example.c` with the system C compiler against
-//! `include/slabscope.h` and the freshly built `libslabscope.so`, runs it and
-//! checks what it prints: the C ABI end to end, bad inputs included, and the
-//! header's snapshot layout against the Rust one.
+//! `include/slabscope.h` and the freshly built `libslabscope.so` (and, in a
+//! second test, `libslabscope.a`), runs it and checks what it prints: the C
+//! ABI end to end, bad inputs included, and the header's snapshot layout,
+//! field by field, against the Rust one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,44 +33,87 @@ fn value<'a>(out: &'a HashMap<String, String>, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("example printed no {key}=; output keys: {:?}", out.keys()))
 }
 
-#[test]
-fn c_example_compiles_runs_and_reports_the_right_values() {
+/// Compiles the example, linked against the shared or the static library.
+fn compile(static_lib: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("examples/c/example.c");
     let include = root.join("../include");
     let lib = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slabscope_c_example");
+    let name = if static_lib {
+        "slabscope_c_example_static"
+    } else {
+        "slabscope_c_example"
+    };
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&cc)
-        .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
+    let mut cmd = Command::new(&cc);
+    cmd.args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
         .arg(&src)
         .arg("-I")
-        .arg(&include)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lslabscope")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run the C compiler {cc:?} ({e}): install a C compiler or set CC")
-        });
+        .arg(&include);
+    if static_lib {
+        // The native libraries Rust's std needs on Linux
+        // (`--print native-static-libs`).
+        cmd.arg(lib.join("libslabscope.a")).args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ]);
+    } else {
+        cmd.arg("-L")
+            .arg(&lib)
+            .arg("-lslabscope")
+            .arg(format!("-Wl,-rpath,{}", lib.display()));
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run the C compiler {cc:?} ({e}): install a C compiler or set CC")
+    });
     assert!(status.success(), "compiling {} failed", src.display());
+    exe
+}
 
+fn run(exe: &Path) -> String {
     // cargo's LD_LIBRARY_PATH may name an older uplifted copy of the
     // library; the rpath names the fresh one.
-    let out = Command::new(&exe)
+    let out = Command::new(exe)
         .env_remove("LD_LIBRARY_PATH")
         .env("SLABSCOPE_STATS_INTERVAL_MS", "0")
         .output()
         .expect("run the C example");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "example failed with {}:\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn c_example_against_the_shared_library() {
+    check(&run(&compile(false)));
+}
+
+#[test]
+fn c_example_against_the_static_library() {
+    let exe = compile(true);
+    let ldd = Command::new("ldd").arg(&exe).output();
+    if let Ok(o) = ldd {
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("libslabscope"),
+            "the static build still links libslabscope.so"
+        );
+    }
+    check(&run(&exe));
+}
+
+fn check(stdout: &str) {
     // key=value pairs; a line may carry several separated by spaces, except
     // msg= which takes the rest of the line.
     let mut kv = HashMap::new();
@@ -95,14 +139,16 @@ fn c_example_compiles_runs_and_reports_the_right_values() {
         value(&kv, "snapshot_size"),
         size_of::<CacheSnapshot>().to_string()
     );
-    assert_eq!(
-        value(&kv, "snapshot_mag_fill"),
-        std::mem::offset_of!(CacheSnapshot, mag_fill).to_string()
-    );
-    assert_eq!(
-        value(&kv, "snapshot_name"),
-        std::mem::offset_of!(CacheSnapshot, name).to_string()
-    );
+    macro_rules! offsets {
+        ($($f:ident)*) => {$(
+            assert_eq!(
+                value(&kv, concat!("off_", stringify!($f))),
+                std::mem::offset_of!(CacheSnapshot, $f).to_string(),
+                concat!("offset of ", stringify!($f), " differs between include/slabscope.h and CacheSnapshot")
+            );
+        )*};
+    }
+    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus _pad0 slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max mag_objs mag_fill name);
 
     for (key, errno, msg) in [
         ("bad_align", libc::EINVAL, "alignment 24"),

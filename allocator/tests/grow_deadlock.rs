@@ -1,4 +1,4 @@
-//! Asynchronous growth under fault injection: every grow sleeps 60 ms while
+//! Asynchronous growth under fault injection: every grow sleeps 100 ms while
 //! allocations wait only 20 ms, so each first allocation on an empty cache
 //! deadlocks and gets emergency objects until the grow lands.
 
@@ -10,7 +10,7 @@ use slabscope::tunables::{self, Tunables};
 use slabscope::{CacheBuilder, Error};
 
 const TIMEOUT_MS: u64 = 20;
-const DELAY_MS: u64 = 60;
+const DELAY_MS: u64 = 100;
 
 fn setup() {
     static ONCE: Once = Once::new();
@@ -139,4 +139,43 @@ fn destroy_waits_for_an_in_flight_grow() {
         "destroy returned before the grow finished"
     );
     assert!(slabscope::stats::all().iter().all(|s| s.id != c.id()));
+}
+
+/// A pointer that may cross threads (the test owns the object it names).
+struct Sendable(std::ptr::NonNull<u8>);
+// SAFETY: the object is owned by whichever thread holds the Sendable.
+unsafe impl Send for Sendable {}
+
+#[test]
+fn threads_racing_into_a_deadlocked_cache_all_get_unique_objects() {
+    setup();
+    let c = CacheBuilder::new("g_threads", 128).build().unwrap();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|_| Sendable(c.alloc(KM_SLEEP).expect("KM_SLEEP never fails")))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let objs: Vec<Sendable> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let unique: std::collections::HashSet<usize> =
+        objs.iter().map(|s| s.0.as_ptr() as usize).collect();
+    assert_eq!(unique.len(), 600, "a pointer was handed out twice");
+    let s = c.stats();
+    assert!(s.obj_deadlock >= 1, "{s:?}");
+    assert!(s.obj_emergency_max >= 1, "{s:?}");
+    c.validate().unwrap();
+    for Sendable(p) in objs {
+        // SAFETY: each object freed once, on another thread than its allocator.
+        unsafe { c.free(p) };
+    }
+    c.validate().unwrap();
+    assert_eq!(c.stats().obj_emergency, 0);
+    c.destroy().unwrap();
 }

@@ -155,18 +155,30 @@ pub enum View {
 }
 
 /// Totals over every live cache, for the summary block.
+///
+/// As in SPL, a cache's `obj_total` counts its emergency objects but its
+/// `obj_alloc` does not; the totals count them on both sides, so
+/// `obj_alloc <= obj_total` holds and "in use" means every object handed out:
+/// - `obj_alloc == Σ (obj_alloc + obj_emergency)`
+/// - `obj_total == Σ obj_total` (`Σ obj_alloc` for KMC_SLAB caches, which
+///   keep no total: all their objects are in use)
+/// - `bytes_used == Σ obj_size * (obj_alloc + obj_emergency)`
+/// - `bytes_held == Σ slab_size * slab_total + obj_size * obj_emergency`
+///   (`obj_size * obj_alloc` for KMC_SLAB caches)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub caches: u64,
-    /// Caches with objects allocated.
+    /// Caches with objects allocated (emergency objects included).
     pub caches_active: u64,
     pub obj_total: u64,
+    /// Objects handed out, emergency objects included.
     pub obj_alloc: u64,
     pub slab_total: u64,
     pub slab_alloc: u64,
-    /// Bytes held: slabs of slabscope caches, allocated objects of KMC_SLAB ones.
+    /// Bytes held: slabs and emergency objects of slabscope caches, allocated
+    /// objects of KMC_SLAB ones.
     pub bytes_held: u64,
-    /// Bytes of allocated objects.
+    /// Bytes of objects handed out.
     pub bytes_used: u64,
     pub mag_objs: u64,
     pub obj_emergency: u64,
@@ -454,22 +466,36 @@ impl State {
         }
     }
 
-    /// Totals over the caches not destroyed.
+    /// Totals over the caches not destroyed, of the processes still running
+    /// (of every process once all have exited, so a finished target still
+    /// shows its last state).
     pub fn totals(&self) -> Totals {
+        let any_running = self.targets.values().any(|s| *s == TargetStatus::Running);
         let mut t = Totals::default();
-        for c in self.caches.values().filter(|c| !c.destroyed) {
+        for c in self
+            .caches
+            .values()
+            .filter(|c| !(c.destroyed || (any_running && self.exited(c.key.pid))))
+        {
             let s = &c.stats;
             t.caches += 1;
-            t.caches_active += u64::from(s.obj_alloc > 0);
-            t.obj_total += s.obj_total;
-            t.obj_alloc += s.obj_alloc;
+            let handed_out = s.obj_alloc.saturating_add(s.obj_emergency);
+            t.caches_active += u64::from(handed_out > 0);
+            t.obj_alloc += handed_out;
+            t.obj_total += if s.is_slab_backed() {
+                s.obj_alloc
+            } else {
+                s.obj_total
+            };
             t.slab_total += s.slab_total;
             t.slab_alloc += s.slab_alloc;
-            t.bytes_used += s.obj_size.saturating_mul(s.obj_alloc);
+            t.bytes_used += s.obj_size.saturating_mul(handed_out);
             t.bytes_held += if s.is_slab_backed() {
                 s.obj_size.saturating_mul(s.obj_alloc)
             } else {
-                s.slab_size.saturating_mul(s.slab_total)
+                s.slab_size
+                    .saturating_mul(s.slab_total)
+                    .saturating_add(s.obj_size.saturating_mul(s.obj_emergency))
             };
             t.mag_objs += s.mag_objs;
             t.obj_emergency += s.obj_emergency;
@@ -687,12 +713,49 @@ mod tests {
         )));
         let t = st.totals();
         assert_eq!(t.caches, 2);
-        assert_eq!(t.obj_alloc, 9);
+        assert_eq!(t.obj_alloc, 9 + 2, "emergency objects are handed out");
         assert_eq!(t.obj_emergency, 2);
         assert_eq!(t.deadlocks, 1);
         assert_eq!(t.deadlocked_caches, 1);
-        assert_eq!(t.bytes_used, 9 * 1104);
-        assert_eq!(t.bytes_held, 2 * 4 * 16384);
+        assert_eq!(t.bytes_used, 11 * 1104);
+        assert_eq!(t.bytes_held, 2 * 4 * 16384 + 2 * 1104);
+        assert_eq!(t.obj_total, 2 * 56);
+    }
+
+    #[test]
+    fn totals_leave_out_exited_processes_while_others_run() {
+        let mut st = State::new("/bin/demo");
+        st.apply(Update::Sample(sample(
+            0,
+            0,
+            vec![cache(1, 1, "a", 5), cache(2, 1, "a", 7)],
+        )));
+        assert_eq!(st.totals().obj_alloc, 12);
+        st.apply(Update::TargetExited { pid: 1 });
+        assert_eq!(st.totals().obj_alloc, 7);
+        st.apply(Update::TargetExited { pid: 2 });
+        assert_eq!(
+            st.totals().obj_alloc,
+            12,
+            "all exited: the last state of all"
+        );
+    }
+
+    #[test]
+    fn slab_backed_caches_count_their_objects_as_active_and_total() {
+        let mut st = State::new("t");
+        let mut slab = cache(1, 1, "kmalloc_like", 30);
+        slab.snapshot.flags = slabscope::flags::KMC_SLAB;
+        slab.snapshot.obj_total = 0;
+        slab.snapshot.slab_total = 0;
+        st.apply(Update::Sample(sample(
+            0,
+            0,
+            vec![slab, cache(1, 2, "b", 6)],
+        )));
+        let t = st.totals();
+        assert_eq!((t.obj_alloc, t.obj_total), (36, 86));
+        assert_eq!(t.bytes_held, 30 * 1104 + 4 * 16384);
     }
 
     #[test]

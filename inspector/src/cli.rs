@@ -19,9 +19,9 @@ Examples:
                                       one JSON line per second
   sudo slabscope --pid 4242 -s a      start sorted by objects allocated
 
-Caches appear when they fire a probe; every cache fires cache_stats each
+Caches appear when they fire a probe. Every cache fires cache_stats each
 SLABSCOPE_STATS_INTERVAL_MS milliseconds (an environment variable of the traced
-program), so set it (e.g. SLABSCOPE_STATS_INTERVAL_MS=1000) to see idle caches.
+program; default 1000, 0 turns it off), so idle caches show up within that time.
 Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.";
 
 /// Live view of the slab caches of a program using slabscope, read through its

@@ -26,8 +26,9 @@ use crate::sample::{Sample, Update};
 pub enum OutputError {
     #[error(
         "no cache reported within {0:?}: caches show up when they fire a probe, and every cache \
-         fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS; start the target with that variable \
-         set (e.g. 1000), or pass a longer --timeout"
+         fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS (default 1000 ms); if the target runs \
+         with it set to 0 or very high, restart it with e.g. SLABSCOPE_STATS_INTERVAL_MS=1000, \
+         or pass a longer --timeout"
     )]
     Timeout(Duration),
     #[error("the target exited before it reported any cache")]
@@ -190,21 +191,35 @@ pub fn json_line(sample: &Sample) -> String {
 }
 
 /// Prints one JSON line per sample until the collector stops, or, with
-/// `stop_on_exit`, a traced process exits. Returns the lines written.
+/// `stop_on_exit`, a traced process exited and its last sample (within
+/// [`EXIT_GRACE`]) was printed. Returns the lines written.
 pub fn json_lines(
     rx: &Receiver<Update>,
     mut out: impl Write,
     stop_on_exit: bool,
 ) -> Result<u64, OutputError> {
     let mut lines = 0;
-    for update in rx.iter() {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let update = match deadline {
+            None => match rx.recv() {
+                Ok(u) => u,
+                Err(_) => break,
+            },
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(u) => u,
+                Err(_) => break,
+            },
+        };
         match update {
             Update::Sample(s) => {
                 writeln!(out, "{}", json_line(&s)).map_err(OutputError::Write)?;
                 out.flush().map_err(OutputError::Write)?;
                 lines += 1;
             }
-            Update::TargetExited { .. } if stop_on_exit => break,
+            Update::TargetExited { .. } if stop_on_exit && deadline.is_none() => {
+                deadline = Some(Instant::now() + EXIT_GRACE);
+            }
             Update::Failed(msg) => return Err(OutputError::Failed(msg)),
             _ => {}
         }
@@ -223,40 +238,46 @@ fn keys(s: &Sample) -> Vec<(u32, u64)> {
     k
 }
 
+/// How long to keep reading after the target exited: the collector sends a
+/// last sample after [`Update::TargetExited`], then hangs up.
+pub const EXIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Waits for a sample that shows the target's caches: the first sample with
 /// caches whose set of caches the previous sample already had (so a sample
 /// taken in the middle of a `cache_stats` burst is not printed half full).
-/// When the time is up, the target exits or the collector stops, the last
-/// sample with caches is taken if there is one.
+/// When the time is up, the target exits (after its last sample, for at
+/// most [`EXIT_GRACE`]) or the collector stops, the last sample with caches
+/// is taken if there is one.
 pub fn wait_for_caches(rx: &Receiver<Update>, timeout: Duration) -> Result<Sample, OutputError> {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut last: Option<Sample> = None;
-    loop {
+    let mut exited = false;
+    let end = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let end = match rx.recv_timeout(left) {
+        match rx.recv_timeout(left) {
             Ok(Update::Sample(s)) => {
                 let k = keys(&s);
                 if k.is_empty() {
                     continue;
                 }
-                if last.as_ref().is_some_and(|l| keys(l) == k) {
+                if !exited && last.as_ref().is_some_and(|l| keys(l) == k) {
                     return Ok(s);
                 }
                 last = Some(s);
-                continue;
             }
-            Ok(Update::Failed(msg)) => OutputError::Failed(msg),
-            Ok(Update::TargetExited { .. }) => OutputError::TargetExited,
-            Ok(_) => continue,
-            Err(RecvTimeoutError::Timeout) => OutputError::Timeout(timeout),
-            Err(RecvTimeoutError::Disconnected) => OutputError::Disconnected,
-        };
-        return match (last, end) {
-            (_, OutputError::Failed(msg)) => Err(OutputError::Failed(msg)),
-            (Some(s), _) => Ok(s),
-            (None, e) => Err(e),
-        };
-    }
+            Ok(Update::Failed(msg)) => return Err(OutputError::Failed(msg)),
+            Ok(Update::TargetExited { .. }) => {
+                exited = true;
+                deadline = deadline.min(Instant::now() + EXIT_GRACE);
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) if exited => break OutputError::TargetExited,
+            Err(RecvTimeoutError::Timeout) => break OutputError::Timeout(timeout),
+            Err(RecvTimeoutError::Disconnected) if exited => break OutputError::TargetExited,
+            Err(RecvTimeoutError::Disconnected) => break OutputError::Disconnected,
+        }
+    };
+    last.ok_or(end)
 }
 
 #[cfg(test)]
@@ -348,9 +369,13 @@ mod tests {
     #[test]
     fn takes_the_last_sample_when_the_target_exits() {
         let (tx, rx) = mpsc::channel();
-        tx.send(Update::Sample(sample(1, 0, vec![cache(1, 1, "a", 1)])))
+        tx.send(Update::Sample(sample(0, 0, vec![cache(1, 1, "a", 1)])))
             .unwrap();
         tx.send(Update::TargetExited { pid: 1 }).unwrap();
+        // The collector's last sample, sent after the exit, wins.
+        tx.send(Update::Sample(sample(1, 0, vec![cache(1, 1, "a", 1)])))
+            .unwrap();
+        drop(tx);
         assert_eq!(
             wait_for_caches(&rx, Duration::from_secs(5)).unwrap().at,
             Duration::from_millis(1)
@@ -373,17 +398,27 @@ mod tests {
         tx.send(Update::Sample(sample(2000, 1, vec![cache(1, 1, "a", 2)])))
             .unwrap();
         tx.send(Update::TargetExited { pid: 1 }).unwrap();
-        tx.send(Update::Sample(sample(3000, 1, vec![]))).unwrap();
+        // The collector's last sample after the exit is printed too.
+        tx.send(Update::Sample(sample(3000, 1, vec![cache(1, 1, "a", 3)])))
+            .unwrap();
+        let started = Instant::now();
         let mut out = Vec::new();
-        assert_eq!(json_lines(&rx, &mut out, true).expect("lines"), 2);
+        assert_eq!(json_lines(&rx, &mut out, true).expect("lines"), 3);
+        assert!(
+            started.elapsed() < EXIT_GRACE * 3,
+            "it stops after the grace period"
+        );
         let text = String::from_utf8(out).unwrap();
         let docs: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON doc per line"))
             .collect();
-        assert_eq!(docs.len(), 2);
+        assert_eq!(docs.len(), 3);
         assert_eq!(docs[1]["caches"][0]["obj_alloc"], 2);
+        assert_eq!(docs[2]["caches"][0]["obj_alloc"], 3);
         // Without stop_on_exit (--exe) it follows until the collector hangs up.
+        tx.send(Update::TargetExited { pid: 1 }).unwrap();
+        tx.send(Update::Sample(sample(4000, 1, vec![]))).unwrap();
         let mut out = Vec::new();
         drop(tx);
         assert_eq!(json_lines(&rx, &mut out, false).expect("lines"), 1);

@@ -102,7 +102,9 @@ pub fn caches(i: u64) -> Vec<CacheState> {
     dnode.snapshot.mag_objs = 3;
     dnode.snapshot.mag_fill[0] = 1;
     dnode.snapshot.mag_fill[1] = 2;
-    let mut arc = cache(4242, 0x5555_0000_3000, "arc_buf_hdr_t_full", 56 + i);
+    // Every slab object allocated; as in SPL, emergency objects count in
+    // obj_total but not in obj_alloc.
+    let mut arc = cache(4242, 0x5555_0000_3000, "arc_buf_hdr_t_full", 56);
     arc.snapshot.flags |= KMC_DEADLOCKED | KMC_GROWING;
     arc.snapshot.obj_total = 56 + i;
     arc.snapshot.obj_deadlock = 1;

@@ -6,6 +6,7 @@
 //! which raw mode delivers as a key), SIGTERM/SIGHUP/SIGINT (a flag the loop
 //! polls), an error (a guard's `Drop`) and a panic (ratatui's panic hook,
 //! installed by [`ratatui::try_init`], restores before the message prints).
+//! A terminal that goes away (window or tmux pane closed) ends the loop too.
 //! The target exiting is not a way out: its caches stay on screen, marked.
 
 use std::io;
@@ -39,7 +40,8 @@ impl Drop for Restore {
     }
 }
 
-/// Runs the UI until the user quits or a termination signal arrives.
+/// Runs the UI until the user quits, a termination signal arrives or the
+/// terminal goes away.
 pub fn run(rx: Receiver<Update>, mut state: State, interval: Duration) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -54,14 +56,62 @@ pub fn run(rx: Receiver<Update>, mut state: State, interval: Duration) -> anyhow
         "setting up the terminal (is stdout a terminal? use --once or --json otherwise)",
     )?;
     let _restore = Restore;
-    event_loop(&mut terminal, &rx, &mut state, interval, &stop, |wait| {
-        if event::poll(wait)? {
-            event::read().map(Some)
-        } else {
-            Ok(None)
-        }
-    })
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(Arc::clone(&stop), Arc::clone(&done));
+    let result = event_loop(&mut terminal, &rx, &mut state, interval, &stop, read_input);
+    done.store(true, Ordering::Relaxed);
+    result
 }
+
+/// The next terminal event, waiting up to `wait`.
+///
+/// crossterm is asked only once the tty has input: on a tty that hung up its
+/// reader spins forever (read returns EOF or EIO, which it retries), so the
+/// hang-up is looked for first, with `poll(2)`.
+fn read_input(wait: Duration) -> io::Result<Option<Event>> {
+    // Events crossterm already parsed and queued.
+    if event::poll(Duration::ZERO)? {
+        return event::read().map(Some);
+    }
+    match wait_tty(wait) {
+        TtyState::HungUp => Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the terminal hung up",
+        )),
+        TtyState::Input if event::poll(Duration::ZERO)? => event::read().map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Ends the process if the loop does not stop within [`STOP_GRACE`] of a
+/// stop request (a signal, or the terminal hanging up), whatever it is stuck
+/// in; restores the terminal first.
+fn watchdog(stop: Arc<AtomicBool>, done: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("slabscope-watchdog".into())
+        .spawn(move || {
+            let mut stopping_since: Option<Instant> = None;
+            while !done.load(Ordering::Relaxed) {
+                if matches!(wait_tty(Duration::ZERO), TtyState::HungUp) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let since = *stopping_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > STOP_GRACE {
+                        ratatui::restore();
+                        eprintln!("slabscope: the display did not stop in time; exiting");
+                        std::process::exit(1);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    // Without the watchdog the UI still works; only a stuck loop goes unguarded.
+    drop(spawned);
+}
+
+/// How long the loop may take to stop before the watchdog ends the process.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The loop proper, over any backend and any source of terminal events:
 /// `input(wait)` returns the next event, or `None` after waiting up to `wait`.
@@ -119,6 +169,45 @@ where
         }
     }
     Ok(())
+}
+
+/// What `poll(2)` says of the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TtyState {
+    Input,
+    Quiet,
+    /// The window or tmux pane was closed. Nothing else tells: no SIGHUP
+    /// reaches a process that is not the session leader, and ratatui writes
+    /// nothing while the screen does not change.
+    HungUp,
+}
+
+/// Waits up to `wait` for input on the terminal (stdin when it is one, else
+/// stdout, the terminal drawn on).
+fn wait_tty(wait: Duration) -> TtyState {
+    // SAFETY: isatty only inspects the descriptor.
+    let fd = if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+        libc::STDIN_FILENO
+    } else {
+        libc::STDOUT_FILENO
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one valid, writable pollfd and the count is 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n <= 0 {
+        TtyState::Quiet
+    } else if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        TtyState::HungUp
+    } else if pfd.revents & libc::POLLIN != 0 {
+        TtyState::Input
+    } else {
+        TtyState::Quiet
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the probes' event times

@@ -180,8 +180,15 @@ fn counts_and_last_snapshots_equal_what_the_fixture_fired() {
             assert_eq!(e.pid, pid);
             assert_eq!(e.name, state.snapshot.name, "event name of {id:#x}");
         }
+        // Every decoded scalar, including the hand-written sites' immediates,
+        // memory operands and sub-register sizes.
+        let decoded: Vec<(u32, String)> = mine
+            .iter()
+            .map(|e| (e.kind, format!("{:?}", e.values)))
+            .collect();
+        assert_eq!(decoded, report.hits[id], "probe values of {id:#x}");
     }
-    // One thread fired everything: ring order is firing order.
+    // Hits never overlap (the worker thread is joined): ring order is firing order.
     assert!(evs.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
     assert_eq!(
         ProbeKind::from_u32(evs[0].kind),
@@ -192,8 +199,10 @@ fn counts_and_last_snapshots_equal_what_the_fixture_fired() {
         .filter(|e| e.kind == ProbeKind::GrowDone as u32 && e.values[0] != 0)
         .map(|e| e.values[0] as i64)
         .collect();
+    // -ENOMEM from the fixture's failed grows, and -56 from the hand-written
+    // grow_done site's signed-byte immediate.
     assert!(
-        !failed.is_empty() && failed.iter().all(|&r| r == -12),
+        failed.contains(&-12) && failed.iter().all(|&r| r == -12 || r == -56),
         "{failed:?}"
     );
 }
@@ -258,6 +267,22 @@ fn exe_mode_reports_processes_that_start_and_exit() {
     let mut updates = updates;
     // One more sample after the exit carries the final maps.
     updates.extend(until(&rx, |u| matches!(u, Update::Sample(_))));
+
+    // A process that fires and exits between two scans is still reported,
+    // attached before its first event and exited after its last.
+    let quick = Fixture::start(&["script"]);
+    let qpid = quick.pid();
+    quick.go();
+    let later = until(&rx, |u| *u == Update::TargetExited { pid: qpid });
+    let attached_at = later
+        .iter()
+        .position(|u| *u == Update::TargetAttached { pid: qpid })
+        .expect("the short-lived process was never reported attached");
+    let first_event = later
+        .iter()
+        .position(|u| matches!(u, Update::Event(e) if e.pid == qpid))
+        .expect("no event from the short-lived process");
+    assert!(attached_at < first_event);
     handle.stop();
     let sample = last_sample(&updates);
     let mine: Vec<_> = sample.caches.iter().filter(|c| c.pid == pid).collect();
@@ -300,6 +325,12 @@ fn a_process_without_probes_names_the_files_searched() {
                 "{searched:?}"
             );
             assert!(err.to_string().contains("sleep"), "{err}");
+            // Shared objects are searched too (a C program may carry the
+            // probes in libslabscope.so).
+            assert!(
+                searched.iter().any(|p| p.to_string_lossy().contains(".so")),
+                "{searched:?}"
+            );
         }
         other => panic!("expected NoProbes, got {other}"),
     }
@@ -310,4 +341,21 @@ fn bad_options_are_rejected_before_attaching() {
     let err = collector::spawn(Target::Pid(std::process::id()), opts(Some(5000))).unwrap_err();
     assert!(matches!(err, CollectError::BadOption(_)), "{err}");
     assert!(err.to_string().contains("power of two"), "{err}");
+}
+
+#[test]
+fn list_traceable_finds_a_running_fixture() {
+    let fixture = Fixture::start(&["script"]);
+    let pid = fixture.pid();
+    let list = collector::list_traceable().expect("scanning /proc");
+    let exe = std::fs::canonicalize(collector_support::fixture()).unwrap();
+    assert!(
+        list.iter()
+            .any(|(p, path)| *p == pid && std::fs::canonicalize(path).ok() == Some(exe.clone())),
+        "pid {pid} running {} is not in {list:?}",
+        exe.display()
+    );
+    // Our own test binary carries no probes.
+    assert!(!list.iter().any(|(p, _)| *p == std::process::id()));
+    fixture.go();
 }

@@ -59,6 +59,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.session])
+            .stderr(Stdio::null())
             .status();
         let _ = self.demo.kill();
         let _ = self.demo.wait();

@@ -18,10 +18,12 @@
 //! `BENCHMARKS.md` is never overwritten by smoke numbers. Numbers never gate
 //! anything: the command fails only when the bench cannot build or run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use crate::run::{self, header};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,38 +44,15 @@ pub struct BenchArgs {
     pub no_collector: bool,
 }
 
-/// The repository root: xtask lives one directory below it.
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => root.join(d),
-        None => root.join("target"),
-    }
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// `cargo build --release` with `args`; the error names the command to rerun.
-fn build(root: &Path, args: &[&str]) -> Result<()> {
-    let status = cargo()
-        .current_dir(root)
-        .args(["build", "--release"])
-        .args(args)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!(
-            "`cargo build --release {}` failed ({status}); fix the build error above and rerun `cargo xtask bench`",
+/// `cargo build --release` with `args`, echoed like every xtask step.
+fn build(args: &[&str]) -> Result<()> {
+    run::run(run::cargo().args(["build", "--release"]).args(args)).with_context(|| {
+        format!(
+            "building for the benchmarks failed; fix the build error above and rerun `cargo xtask bench` \
+             (the build was `cargo build --release {}`)",
             args.join(" ")
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The command line as the user typed it, for the report.
@@ -96,25 +75,25 @@ fn command_line(args: &BenchArgs) -> String {
 
 /// Build and run the benchmarks, then write the report.
 pub fn run(args: BenchArgs) -> Result<()> {
-    let root = workspace_root();
-    let release = target_dir(&root).join("release");
+    let root = run::workspace_root();
+    let release = run::target_dir().join("release");
     let bench = release.join("slabscope-bench");
     let noprobes = release.join("slabscope-bench-noprobes");
 
-    eprintln!("xtask bench: building slabscope-bench without probes");
-    build(&root, &["-p", "slabscope-bench", "--no-default-features"])?;
+    header("bench: build slabscope-bench without slabscope's probes");
+    build(&["-p", "slabscope-bench", "--no-default-features"])?;
     std::fs::copy(&bench, &noprobes)
         .with_context(|| format!("copying {} to {}", bench.display(), noprobes.display()))?;
-    eprintln!("xtask bench: building slabscope-bench with probes");
-    build(&root, &["-p", "slabscope-bench"])?;
+    header("bench: build slabscope-bench with the probes");
+    build(&["-p", "slabscope-bench"])?;
 
     let inspector = if args.quick {
         Err("not measured in --quick mode (building the inspector and its eBPF program takes minutes)".to_string())
     } else if args.no_collector {
         Err("not measured: --no-collector was given".to_string())
     } else {
-        eprintln!("xtask bench: building the inspector (slabscope) for the collector run");
-        match build(&root, &["-p", "slabscope-inspector", "--bin", "slabscope"]) {
+        header("bench: build the inspector (slabscope) to attach as the collector");
+        match build(&["-p", "slabscope-inspector", "--bin", "slabscope"]) {
             Ok(()) => Ok(release.join("slabscope")),
             Err(e) => Err(format!("not measured: the inspector did not build: {e:#}")),
         }
@@ -160,12 +139,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !args.quick && analysis.exists() {
         cmd.arg("--analysis").arg(&analysis);
     }
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", bench.display()))?;
-    if !status.success() {
-        bail!("the benchmark run failed ({status}); its messages are above");
-    }
-    eprintln!("xtask bench: report written to {}", out.display());
+    header("bench: run every workload");
+    run::run(&mut cmd).context("the benchmark run failed; its messages are above")?;
+    run::note(format!("report written to {}", out.display()));
     Ok(())
 }

@@ -1,19 +1,84 @@
-//! Project chores. Only `bench` is wired here on this branch; the xtask
-//! branch owns this file and the rest of the CLI.
+//! `cargo xtask`: the chores of the slabscope workspace.
+//!
+//! - `setup` installs what building and testing slabscope needs (Debian
+//!   packages, the nightly toolchain's `rust-src`, `bpf-linker`) and checks the
+//!   kernel, saying why each piece is needed.
+//! - `test` is the whole test suite, exactly what CI runs (`.ci/run`).
+//! - `demo` runs the demo workload under the live inspector.
+//! - `docs` regenerates the probe reference from `slabscope_probes::PROBES`.
+//! - `bench` builds and runs the benchmark crate (`bench/`) and writes
+//!   `BENCHMARKS.md`.
+//!
+//! Builds themselves are plain cargo: the inspector's `build.rs` builds the
+//! eBPF crate with aya-build, so xtask never drives the BPF target directly.
+//! xtask depends only on std, anyhow, clap and libc, so `cargo xtask` compiles
+//! in seconds on a fresh clone.
 
 mod bench;
+mod demo;
+mod docs;
+mod run;
+mod setup;
+mod suite;
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "xtask", about = "slabscope project chores")]
+#[command(name = "cargo xtask", about = "Chores of the slabscope workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Benchmarks against the peer allocators; writes BENCHMARKS.md.
+    /// Check and install everything slabscope needs (idempotent; needs root
+    /// only when Debian packages are missing).
+    Setup,
+    /// Run the whole test suite: setup check, rustfmt, clippy, every test.
+    Test {
+        /// Also run the long-running tests (sets SLABSCOPE_LONG=1).
+        #[arg(long)]
+        long: bool,
+    },
+    /// Run the demo workload and watch it live in the inspector.
+    Demo {
+        /// Stop the workload after this many seconds (default: when the
+        /// inspector exits).
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+        /// Do not inject slow grows (no deadlocks, no emergency objects).
+        #[arg(long)]
+        no_faults: bool,
+    },
+    /// Regenerate docs/PROBES.md and the README's probe table from
+    /// slabscope_probes::PROBES.
+    Docs {
+        /// Only check that the committed files are current.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Benchmark slabscope against glibc, jemalloc, mimalloc, tcmalloc and an
+    /// object pool; writes BENCHMARKS.md (--quick: a smoke run to a temp file).
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cmd::parse() {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(setup::Mode::Full),
+        Cmd::Test { long } => suite::run(long),
+        Cmd::Demo { seconds, no_faults } => demo::run(seconds, !no_faults),
+        Cmd::Docs { check } => docs::run(check),
         Cmd::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

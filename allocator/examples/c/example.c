@@ -58,10 +58,34 @@ main(void)
 	int i;
 
 	printf("snapshot_size=%zu\n", sizeof (struct slabscope_cache_snapshot));
-	printf("snapshot_mag_fill=%zu\n",
-	    offsetof(struct slabscope_cache_snapshot, mag_fill));
-	printf("snapshot_name=%zu\n",
-	    offsetof(struct slabscope_cache_snapshot, name));
+#define	OFF(f)	printf("off_" #f "=%zu\n", \
+	    offsetof(struct slabscope_cache_snapshot, f))
+	OFF(cache_id);
+	OFF(flags);
+	OFF(obj_size);
+	OFF(obj_align);
+	OFF(obj_size_full);
+	OFF(slab_size);
+	OFF(slab_objs);
+	OFF(mag_size);
+	OFF(mag_refill);
+	OFF(ncpus);
+	OFF(_pad0);
+	OFF(slab_fail);
+	OFF(slab_create);
+	OFF(slab_destroy);
+	OFF(slab_total);
+	OFF(slab_alloc);
+	OFF(slab_max);
+	OFF(obj_total);
+	OFF(obj_alloc);
+	OFF(obj_max);
+	OFF(obj_deadlock);
+	OFF(obj_emergency);
+	OFF(obj_emergency_max);
+	OFF(mag_objs);
+	OFF(mag_fill);
+	OFF(name);
 
 	bad("align", "c_bad", 64, 24, 0);
 	bad("size", "c_bad", 0, 0, 0);

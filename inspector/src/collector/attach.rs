@@ -25,7 +25,7 @@ use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, PROBES, ProbeKind
 
 use super::{
     argspec,
-    error::{CollectError, errno_in, is_permission},
+    error::{CollectError, denied, errno_in, is_permission},
     target::ProbeFile,
 };
 
@@ -148,10 +148,10 @@ where
 {
     let errno = errno_in(&err);
     if is_permission(errno) {
-        CollectError::NotPermitted {
-            what: what.to_owned(),
-            source: std::io::Error::from_raw_os_error(errno.unwrap_or(libc::EPERM)),
-        }
+        denied(
+            what.to_owned(),
+            std::io::Error::from_raw_os_error(errno.unwrap_or(libc::EPERM)),
+        )
     } else if errno == Some(libc::ENOENT) && !Path::new(UPROBE_PMU).exists() {
         CollectError::NoUprobeSupport
     } else {

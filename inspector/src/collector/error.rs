@@ -15,6 +15,19 @@ pub enum CollectError {
         #[source]
         source: io::Error,
     },
+    /// As root, the kernel still refused: the capabilities are withheld
+    /// (a container without CAP_BPF/CAP_PERFMON or CAP_SYS_PTRACE, kernel
+    /// lockdown, Yama ptrace restrictions).
+    #[error(
+        "{what} was refused although slabscope runs as root: this root lacks CAP_BPF, \
+         CAP_PERFMON or CAP_SYS_PTRACE (a restricted container, kernel lockdown or Yama); \
+         run it on the host or in the target's container with those capabilities"
+    )]
+    RootDenied {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     /// The pid names no running process.
     #[error("no process with pid {pid} is running: check the pid with `ps` or `pgrep`")]
     NoSuchProcess { pid: u32 },
@@ -140,6 +153,16 @@ pub(crate) fn errno_in(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
 /// Whether `errno` means "not allowed".
 pub(crate) fn is_permission(errno: Option<i32>) -> bool {
     matches!(errno, Some(libc::EPERM | libc::EACCES))
+}
+
+/// The error for a refused `what`: "run with sudo" unless already root.
+pub(crate) fn denied(what: String, source: io::Error) -> CollectError {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        CollectError::RootDenied { what, source }
+    } else {
+        CollectError::NotPermitted { what, source }
+    }
 }
 
 #[cfg(test)]

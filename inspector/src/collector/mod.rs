@@ -287,6 +287,13 @@ impl Runner {
         }
         self.events_total += batch.len() as u64;
         for ev in batch {
+            // A process too short-lived for the periodic scan still shows up
+            // through its events.
+            if let Mode::Exe { pids, .. } = &mut self.mode
+                && pids.insert(ev.pid)
+            {
+                self.send(Update::TargetAttached { pid: ev.pid })?;
+            }
             self.send(Update::Event(ev))?;
         }
         Ok(())

@@ -80,8 +80,10 @@ pub enum StapsdtError {
     },
 }
 
-/// Every stapsdt site of the ELF file `data`, in note order. A file without a
-/// `.note.stapsdt` section has none.
+/// Every attachable stapsdt site of the ELF file `data`, in note order. A
+/// file without a `.note.stapsdt` section has none. Sites outside every
+/// executable segment (left behind by functions the linker discarded) are
+/// skipped; a damaged note is an error.
 pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtError> {
     let file = ElfFile64::<Endianness, R>::parse(data).map_err(StapsdtError::Elf)?;
     let endian = file.endian();
@@ -111,14 +113,22 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
         if note.name() != b"stapsdt" || note.n_type(endian) != NT_STAPSDT {
             continue;
         }
-        let site = parse_desc(
+        match parse_desc(
             note.desc(),
             index,
             file.is_little_endian(),
             actual_base,
             &segments,
-        )?;
-        sites.push(site);
+        ) {
+            Ok(site) => sites.push(site),
+            // The linker dropped the function holding this site (an API
+            // function the program never calls, removed by --gc-sections) but
+            // kept its note, whose address now points outside every
+            // executable segment. Nothing runs there, so there is nothing to
+            // attach: skip it, as bcc and bpftrace do.
+            Err(StapsdtError::NotInText { .. }) => {}
+            Err(e) => return Err(e),
+        }
         index += 1;
     }
     Ok(sites)

@@ -131,12 +131,10 @@ pub fn exec_mappings(pid: u32) -> Result<Vec<Mapping>, CollectError> {
     match fs::read_to_string(&maps) {
         Ok(text) => Ok(parse_maps(&text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CollectError::NoSuchProcess { pid }),
-        Err(e) if super::error::is_permission(e.raw_os_error()) => {
-            Err(CollectError::NotPermitted {
-                what: format!("reading the memory map of pid {pid}"),
-                source: e,
-            })
-        }
+        Err(e) if super::error::is_permission(e.raw_os_error()) => Err(super::error::denied(
+            format!("reading the memory map of pid {pid}"),
+            e,
+        )),
         Err(e) => Err(io_error(maps, e)),
     }
 }

@@ -37,25 +37,36 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     ])
     .areas(area);
 
-    let mut state_words = Vec::new();
+    let mut words = vec![if state.exited(c.key.pid) {
+        "process exited".to_string()
+    } else {
+        "running".to_string()
+    }];
     if c.destroyed {
-        state_words.push("destroyed");
+        words.push("cache destroyed".into());
     }
-    if state.exited(c.key.pid) {
-        state_words.push("process exited");
+    if state.paused {
+        words.push(format!("PAUSED, {} updates waiting", state.pending()));
+    }
+    if let Some(e) = &state.failed {
+        words.push(format!("collector failed: {e}"));
+    } else if state.collector_gone {
+        words.push("collector stopped".into());
     }
     let left = format!(
-        "{} (pid {}, cache 0x{:x}) {}  {}",
+        "{}  pid {}  cache 0x{:x}  [{}]",
         c.stats.name,
         c.key.pid,
         c.key.id,
-        state_words.join(", "),
-        state.status()
+        words.join(", ")
     );
     title_bar(state, left, title, buf);
 
-    let [geo, charts] =
-        Layout::horizontal([Constraint::Length(52), Constraint::Min(20)]).areas(top);
+    let [geo, charts] = Layout::horizontal([
+        Constraint::Length(if area.width >= 120 { 60 } else { 52 }),
+        Constraint::Min(20),
+    ])
+    .areas(top);
     geometry(state, c, geo, buf);
     history(c, charts, buf);
 
@@ -76,7 +87,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
 
 fn kv(label: &str, value: String, style: Style) -> Line<'static> {
     Line::from(vec![
-        Span::styled(format!("{label:<15}"), HEADER),
+        Span::styled(format!("{label:<14}"), HEADER),
         Span::styled(value, style),
     ])
 }
@@ -208,10 +219,18 @@ fn history(c: &CacheEntry, area: Rect, buf: &mut Buffer) {
         let now = data.last().copied().unwrap_or(0);
         let min = data.iter().copied().min().unwrap_or(0);
         let max = data.iter().copied().max().unwrap_or(0);
-        let title = format!(
-            " {label}: {now} (min {min}, max {max}, {} samples) ",
-            data.len()
-        );
+        // The longest title that fits the border.
+        let title = [
+            format!(
+                " {label}: {now} (min {min}, max {max}, {} samples) ",
+                data.len()
+            ),
+            format!(" {label}: {now} ({min}..{max}) "),
+            format!(" {label}: {now} "),
+        ]
+        .into_iter()
+        .find(|t| t.chars().count() + 2 <= row.width as usize)
+        .unwrap_or_default();
         // Keep the newest samples that fit.
         let width = row.width.saturating_sub(2) as usize;
         let shown = &data[data.len().saturating_sub(width)..];
@@ -294,6 +313,19 @@ mod tests {
     #[test]
     fn detail_of_a_busy_cache_80x24() {
         insta::assert_snapshot!(text(&detail_of(0x5555_0000_1000), 80, 24));
+    }
+
+    #[test]
+    fn detail_title_says_what_became_of_the_cache() {
+        let mut st = detail_of(0x5555_0000_5000);
+        st.apply(crate::sample::Update::TargetExited { pid: 4242 });
+        st.toggle_pause();
+        let t = text(&st, 140, 30);
+        let title = t.lines().next().unwrap();
+        assert!(
+            title.contains("scratch  pid 4242  cache 0x555500005000  [process exited, cache destroyed, PAUSED, 0 updates waiting]"),
+            "{title}"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
             " no cache was reported before the collector stopped"
         } else {
             " no cache reported yet: caches appear when they fire a probe \
-             (every cache fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS)"
+             (every cache fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS, default 1000 ms)"
         };
         Line::from(msg).render(table_area, buf);
     } else {

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::OnceLock,
 };
@@ -21,40 +21,63 @@ fn profile_dir() -> PathBuf {
 }
 
 /// Path of the built `probe_fixture` example, building it if needed.
-/// `cargo test` builds examples, but `cargo test --test <name>` does not, so
-/// this runs `cargo build --example probe_fixture` (a no-op when it is fresh).
 pub fn fixture() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        // Same package, same features as this test build: the build shares
+        // the test's target directory and is a no-op after `cargo test`.
         let profile = profile_dir();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "slabscope-inspector",
-            "--example",
-            "probe_fixture",
-        ]);
-        if profile.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if let Some(target_dir) = profile.parent() {
-            cmd.arg("--target-dir").arg(target_dir);
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo to build the probe fixture");
-        assert!(
-            status.success(),
-            "building the probe_fixture example failed"
-        );
-        let path = profile.join("examples/probe_fixture");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
+        let target_dir = profile.parent().expect("target directory").to_path_buf();
+        example("slabscope-inspector", "probe_fixture", &target_dir)
     })
     .clone()
+}
+
+/// Path of the allocator's `workload` example, building it if needed.
+pub fn workload() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // Built with the allocator's default features, which differ from the
+        // inspector's: a separate target directory keeps that second
+        // `slabscope` library away from this build's dependencies (rustdoc
+        // would find both and refuse to choose).
+        let profile = profile_dir();
+        let target_dir = profile
+            .parent()
+            .expect("target directory")
+            .join("collector-workload");
+        example("slabscope", "workload", &target_dir)
+    })
+    .clone()
+}
+
+/// Builds example `name` of `package` in `target_dir` with this test's
+/// profile. `cargo test` builds the package's own examples, but `cargo test
+/// --test <name>` does not, and never another package's; the build is a
+/// no-op when the example is fresh.
+fn example(package: &str, name: &str, target_dir: &Path) -> PathBuf {
+    let profile = profile_dir();
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", package, "--example", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.arg("--target-dir").arg(target_dir);
+    let status = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build example {name}: {e}"));
+    assert!(
+        status.success(),
+        "building example {name} of {package} failed"
+    );
+    let path = target_dir
+        .join(if release { "release" } else { "debug" })
+        .join("examples")
+        .join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
 }
 
 /// True when running as root; otherwise prints why the test is skipped.
@@ -63,11 +86,15 @@ pub fn root_or_skip(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!();
-    eprintln!("==================================================================");
-    eprintln!("SKIPPED {test}: loading eBPF programs and attaching uprobes needs");
-    eprintln!("root (CAP_BPF + CAP_PERFMON). Run the root tests with sudo.");
-    eprintln!("==================================================================");
+    // Straight to the stderr handle: the test harness captures `eprintln!`
+    // of passing tests, and a skip must be seen.
+    let banner = format!(
+        "\n==================================================================\n\
+         SKIPPED {test}: loading eBPF programs and attaching uprobes needs\n\
+         root (CAP_BPF + CAP_PERFMON). Run the collector tests with sudo.\n\
+         ==================================================================\n"
+    );
+    let _ = std::io::stderr().lock().write_all(banner.as_bytes());
     false
 }
 
@@ -81,7 +108,21 @@ pub struct Fixture {
 impl Fixture {
     /// Starts `probe_fixture args...` and waits until it is ready.
     pub fn start(args: &[&str]) -> Fixture {
-        let mut child = Command::new(fixture())
+        Fixture::start_program(fixture(), args)
+    }
+
+    /// Starts `program args...` (which speaks the fixture's ready/go
+    /// protocol) and waits until it is ready.
+    pub fn start_program(program: PathBuf, args: &[&str]) -> Fixture {
+        let mut cmd = Command::new(program);
+        // The allocator's tunables come from the workload itself, not from
+        // whatever SLABSCOPE_* variables the test runs with.
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("SLABSCOPE_") {
+                cmd.env_remove(var);
+            }
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -106,7 +147,13 @@ impl Fixture {
     }
 
     /// Lets the fixture fire, waits for it to exit, and returns its report.
-    pub fn go(mut self) -> Report {
+    pub fn go(self) -> Report {
+        Report::parse(&self.go_raw())
+    }
+
+    /// Lets the program run, waits for it to exit, and returns its output
+    /// after the ready line.
+    pub fn go_raw(mut self) -> String {
         let mut stdin = self.stdin.take().expect("go() called twice");
         stdin.write_all(b"go\n").expect("releasing the fixture");
         drop(stdin);
@@ -117,7 +164,7 @@ impl Fixture {
         }
         let status = self.child.wait().expect("waiting for the fixture");
         assert!(status.success(), "fixture failed: {status}");
-        Report::parse(&text)
+        text
     }
 }
 
@@ -127,6 +174,8 @@ pub struct Report {
     pub snapshots: BTreeMap<u64, String>,
     pub counters: BTreeMap<u64, String>,
     pub destroyed: BTreeMap<u64, bool>,
+    /// (kind, values as `{:?}`) of every hit, in firing order.
+    pub hits: BTreeMap<u64, Vec<(u32, String)>>,
     pub fired: u64,
 }
 
@@ -149,6 +198,14 @@ impl Report {
                 "snapshot" => drop(r.snapshots.insert(id, value.to_owned())),
                 "counters" => drop(r.counters.insert(id, value.to_owned())),
                 "destroyed" => drop(r.destroyed.insert(id, value == "true")),
+                "hit" => {
+                    let (kind, values) = value.split_once(' ').expect("hit line");
+                    let kind = kind.parse().expect("hit kind");
+                    r.hits
+                        .entry(id)
+                        .or_default()
+                        .push((kind, values.to_owned()));
+                }
                 _ => panic!("unexpected fixture line {line:?}"),
             }
         }

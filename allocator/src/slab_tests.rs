@@ -1,0 +1,95 @@
+//! Unit tests of the slab layer: layout, list order, reclaim, magic checks.
+use super::*;
+use crate::sizing;
+
+fn geo(size: u64, align: u64) -> Geometry {
+    sizing::geometry(
+        size,
+        align,
+        SLAB_HDR,
+        OBJ_HDR,
+        8,
+        32,
+        os::page_size() as u64,
+    )
+    .unwrap()
+}
+
+fn grow(st: &mut SlabState, g: &Geometry) {
+    let base = os::map_pages(g.slab_size as usize).unwrap();
+    // SAFETY: fresh mapping of slab_size bytes.
+    let s = unsafe { init_slab(base, g, 1) };
+    // SAFETY: s is fresh and unlinked.
+    unsafe { st.add_slab(s) };
+}
+
+#[test]
+fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
+    let g = geo(100, 16);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    grow(&mut st, &g);
+    st.validate(&g, 1).unwrap();
+    let n = g.slab_objs as usize;
+    let mut objs = Vec::new();
+    for _ in 0..2 * n {
+        let o = st.take_obj(true, "t", 0).unwrap();
+        assert!((o.as_ptr() as usize).is_multiple_of(16));
+        objs.push(o.as_ptr());
+        st.validate(&g, 1).unwrap();
+    }
+    assert!(st.take_obj(true, "t", 0).is_none());
+    assert_eq!(st.complete.len(), 2);
+    assert_eq!(st.c.obj_alloc, 2 * n as u64);
+    // Return one object of slab 0: slab 0 goes to the partial head.
+    // SAFETY: objs[0] was taken above.
+    unsafe { st.shrink(&g, true, "t", 1, objs[0], 0) };
+    st.validate(&g, 1).unwrap();
+    assert_eq!(st.partial.len(), 1);
+    // Empty slab 1 entirely: it goes to the tail and is reclaimable.
+    for &o in &objs[n..] {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+        st.validate(&g, 1).unwrap();
+    }
+    assert_eq!(st.c.slab_alloc, 1);
+    let r = st.unlink_empty(u64::MAX);
+    assert_eq!((r.slabs, r.objs), (1, n as u64));
+    // SAFETY: the chain holds only the empty slab.
+    unsafe { r.release(&g) };
+    st.validate(&g, 1).unwrap();
+    for &o in &objs[1..n] {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    let r = st.unlink_empty(u64::MAX);
+    assert_eq!(r.slabs, 1);
+    // SAFETY: as above.
+    unsafe { r.release(&g) };
+    st.validate(&g, 1).unwrap();
+    assert_eq!(st.c.slab_total, 0);
+    assert_eq!(st.c.obj_total, 0);
+    assert_eq!((st.c.slab_create, st.c.slab_destroy), (2, 2));
+}
+
+#[test]
+#[should_panic(expected = "not a live object")]
+fn a_foreign_pointer_is_caught_by_the_magic_check() {
+    let g = geo(64, 8);
+    let mut buf = vec![0u8; 256];
+    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes.
+    unsafe { check_obj(&g, "t", buf.as_mut_ptr()) };
+}
+
+#[test]
+fn validate_catches_a_broken_counter() {
+    let g = geo(64, 8);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    st.c.obj_alloc = 3;
+    assert!(st.validate(&g, 1).unwrap_err().contains("obj_alloc"));
+    st.c.obj_alloc = 0;
+    let r = st.unlink_empty(u64::MAX);
+    // SAFETY: the only slab is empty.
+    unsafe { r.release(&g) };
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask test`: the whole suite, exactly what CI runs (`.ci/run`).
+//!
+//! Steps, each under its own header: the setup check (installs what is
+//! missing), `cargo fmt --check`, clippy with warnings denied on the default
+//! members, clippy on the eBPF crate for the BPF target, then `cargo test` on
+//! the default members. A failing step does not stop the later ones (one run
+//! shows every problem), except setup, without which nothing builds. The
+//! summary lists every step and ends with the totals of cargo's
+//! `test result:` lines, as `tests: N passed, N failed, N skipped`
+//! (skipped = `#[ignore]`d); the exit code is non-zero when any step failed.
+//!
+//! Tests run in the dev profile: the workspace compiles once for clippy
+//! (check) and once for tests, and a release build would cost more compile
+//! time than the tests save. Tests that need root (eBPF, bpftrace, tmux)
+//! are ordinary tests that skip loudly when not root; CI runs as root.
+//! `--long` sets `SLABSCOPE_LONG=1`, which the long-running tests read.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run::{self, header, note};
+use crate::setup;
+
+/// The environment variable the long-running tests read.
+pub const LONG_ENV: &str = "SLABSCOPE_LONG";
+
+#[derive(Debug)]
+enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+#[derive(Debug)]
+struct Step {
+    name: &'static str,
+    outcome: Outcome,
+    took: Duration,
+}
+
+/// Totals of cargo test's `test result:` lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    /// `test result:` lines seen (one per test binary and doc-test run).
+    pub suites: u64,
+}
+
+impl Totals {
+    /// Adds one line if it is a `test result:` line.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        // "ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+        let Some((_, counts)) = rest.split_once(". ") else {
+            return;
+        };
+        let mut found = false;
+        for part in counts.split(';') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => continue,
+            }
+            found = true;
+        }
+        if found {
+            self.suites += 1;
+        }
+    }
+}
+
+/// Runs the suite.
+pub fn run(long: bool) -> Result<()> {
+    let started = Instant::now();
+    setup::run(setup::Mode::Quick)
+        .context("the setup step failed, so nothing can be built; fix what it reports and rerun")?;
+
+    let mut steps = Vec::new();
+    let mut totals = Totals::default();
+
+    steps.push(step("rustfmt", || {
+        run::run(run::cargo().args(["fmt", "--all", "--check"]))
+            .context("formatting differs: run `cargo fmt --all`")
+    }));
+    steps.push(step("clippy", || {
+        run::run(run::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+    }));
+    steps.push(ebpf_clippy());
+    steps.push(step("cargo test", || cargo_test(long, &mut totals)));
+
+    header("summary");
+    let mut failed = 0;
+    for s in &steps {
+        let (state, detail) = match &s.outcome {
+            Outcome::Passed => ("passed", String::new()),
+            Outcome::Failed(why) => {
+                failed += 1;
+                ("FAILED", format!(": {why}"))
+            }
+            Outcome::Skipped(why) => ("skipped", format!(": {why}")),
+        };
+        note(format!(
+            "{:<8} {:<12} {:>6.1}s{detail}",
+            state,
+            s.name,
+            s.took.as_secs_f64()
+        ));
+    }
+    note(format!(
+        "{} test binaries and doc-test runs; total {:.0}s{}",
+        totals.suites,
+        started.elapsed().as_secs_f64(),
+        if long { " (long tests included)" } else { "" }
+    ));
+    // The closing line CI reads.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if failed > 0 {
+        bail!("{failed} step(s) failed; see the summary above");
+    }
+    Ok(())
+}
+
+/// Runs one step under a header and records how it went.
+fn step(name: &'static str, f: impl FnOnce() -> Result<()>) -> Step {
+    header(name);
+    let t = Instant::now();
+    let outcome = match f() {
+        Ok(()) => Outcome::Passed,
+        Err(e) => {
+            eprintln!("xtask: {name} failed: {e:#}");
+            Outcome::Failed(format!("{e:#}"))
+        }
+    };
+    Step {
+        name,
+        outcome,
+        took: t.elapsed(),
+    }
+}
+
+/// Clippy on the eBPF crate, which the default members leave out (it only
+/// builds for the BPF target, with nightly).
+fn ebpf_clippy() -> Step {
+    let name = "ebpf clippy";
+    let has_clippy =
+        setup::nightly_components().is_some_and(|c| setup::has_component(&c, "clippy"));
+    if !has_clippy {
+        header(name);
+        let why = "the nightly toolchain has no clippy \
+                   (`rustup component add clippy --toolchain nightly` enables this step)";
+        note(format!("skipped: {why}"));
+        return Step {
+            name,
+            outcome: Outcome::Skipped(why.into()),
+            took: Duration::ZERO,
+        };
+    }
+    step(name, || {
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(run::workspace_root())
+            .args(["run", "nightly", "cargo", "clippy", "-p", "slabscope-ebpf"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"]);
+        // The outer `cargo run` pins its own toolchain for children; nightly
+        // must pick its own cargo and rustc.
+        for var in [
+            "CARGO",
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC_WRAPPER",
+        ] {
+            cmd.env_remove(var);
+        }
+        run::run(&mut cmd)
+    })
+}
+
+/// `cargo test` on the default members; stdout is streamed through so the
+/// `test result:` lines can be counted.
+fn cargo_test(long: bool, totals: &mut Totals) -> Result<()> {
+    let mut cmd = run::cargo();
+    // Every test binary runs even after one fails: one CI run shows every
+    // failure.
+    cmd.args(["test", "--no-fail-fast"]);
+    if long {
+        cmd.env(LONG_ENV, "1");
+    } else {
+        cmd.env_remove(LONG_ENV);
+    }
+    println!("$ {}", run::display(&cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let mut out = std::io::stdout();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        totals.add_line(&line);
+        // A closed stdout (e.g. `| head`) must not hide the result: keep
+        // reading and counting.
+        let _ = writeln!(out, "{line}");
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!(
+            "cargo test failed ({status}): {} test(s) failed; see the output above",
+            totals.failed
+        );
+    }
+    if totals.suites == 0 {
+        bail!("cargo test printed no `test result:` line: no test ran");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_result_lines_and_ignore_the_rest() {
+        let mut t = Totals::default();
+        for line in [
+            "running 3 tests",
+            "test a ... ok",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+             finished in 0.00s",
+            "test result: FAILED. 7 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 1.20s",
+            "   Doc-tests slabscope",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 0.00s",
+            "test something named test result: ... ok",
+        ] {
+            t.add_line(line);
+        }
+        assert_eq!(
+            t,
+            Totals {
+                passed: 10,
+                failed: 2,
+                ignored: 1,
+                suites: 3
+            }
+        );
+    }
+}
