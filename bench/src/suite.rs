@@ -20,7 +20,8 @@ pub struct Plan {
     pub runs: usize,
     /// Target duration of one churn measurement.
     pub target: Duration,
-    /// Objects passed from producer to consumer per measurement.
+    /// Most objects passed from producer to consumer per measurement (each
+    /// contender's count is sized to last about `target`).
     pub prodcons_objects: usize,
     /// CPUs of the producer and the consumer.
     pub pair: (usize, usize),
@@ -172,16 +173,24 @@ pub fn prodcons(plan: &Plan, kinds: &[Kind], notes: &mut Vec<String>) -> Result<
     let mut rows = Vec::new();
     for size in [64, 4096] {
         let rs = runners(kinds, size, notes);
-        // One unmeasured pass each to warm up.
-        for (_, r) in &rs {
-            r.prodcons(BATCH * 16, BATCH, plan.pair);
-        }
+        // One unmeasured pass each to warm up, which also sizes each
+        // contender's measurement to about `plan.target` (some take 100×
+        // longer than others), between 16 batches and `prodcons_objects`.
+        let objects: Vec<usize> = rs
+            .iter()
+            .map(|(_, r)| {
+                let n = BATCH * 16;
+                let d = r.prodcons(n, BATCH, plan.pair);
+                let scaled = n as u128 * plan.target.as_nanos() / d.as_nanos().max(1);
+                (scaled as usize).clamp(n, plan.prodcons_objects.max(n))
+            })
+            .collect();
         let mut samples = vec![Vec::new(); rs.len()];
         for run in 0..plan.runs {
             for j in 0..rs.len() {
                 let i = (j + run) % rs.len();
-                let d = rs[i].1.prodcons(plan.prodcons_objects, BATCH, plan.pair);
-                samples[i].push(ns_per(d, plan.prodcons_objects as u64 * 2));
+                let d = rs[i].1.prodcons(objects[i], BATCH, plan.pair);
+                samples[i].push(ns_per(d, objects[i] as u64 * 2));
             }
         }
         let cells = rs
