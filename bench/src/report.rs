@@ -533,3 +533,77 @@ impl Results {
         md
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn s(median: f64) -> Summary {
+        Summary {
+            min: median,
+            median,
+            n: 1,
+        }
+    }
+
+    fn results(churn: Vec<Row>) -> Results {
+        Results {
+            machine: Machine::describe(),
+            date: "today".into(),
+            load_before: "0 0 0".into(),
+            load_after: "0 0 0".into(),
+            command: "cargo xtask bench".into(),
+            quick: false,
+            runs: 1,
+            seconds: 1.0,
+            kinds: Kind::ALL.to_vec(),
+            versions: Vec::new(),
+            notes: Vec::new(),
+            churn,
+            prodcons: Vec::new(),
+            ramp: Vec::new(),
+            instr: Vec::new(),
+            obs: Vec::new(),
+            profiles: Vec::new(),
+            analysis: None,
+        }
+    }
+
+    #[test]
+    fn ratio_is_against_the_best_peer_and_verdicts_follow_the_targets() {
+        let row = |slab: f64| Row {
+            size: 64,
+            live: 1000,
+            random: false,
+            cells: BTreeMap::from([
+                (Kind::Slabscope, s(slab)),
+                (Kind::Glibc, s(5.0)),
+                (Kind::Mimalloc, s(4.0)),
+            ]),
+            internals: None,
+        };
+        let r = results(vec![row(2.0)]);
+        let (ratio, best, _, _) = r.churn_ratio(64, 1000, false).expect("row present");
+        assert_eq!(
+            (ratio, best),
+            (0.5, Kind::Mimalloc),
+            "best peer is the fastest non-slabscope cell"
+        );
+        let md = r.markdown();
+        assert!(
+            md.contains("| churn 64 B, 1000 live, LIFO: ≤ 0.8× best peer | 0.50× (2.00 vs mimalloc 4.00) | yes |"),
+            "met target rendered as yes:\n{md}"
+        );
+        let md = results(vec![row(8.0)]).markdown();
+        assert!(
+            md.contains("| 2.00× (8.00 vs mimalloc 4.00) | **no** |"),
+            "missed target rendered as no:\n{md}"
+        );
+        assert!(
+            md.contains("| — |"),
+            "contenders without a figure show a dash:\n{md}"
+        );
+    }
+}
