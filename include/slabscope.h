@@ -11,7 +11,12 @@
  * - kmem_cache_destroy returns int: 0, or -EBUSY while objects are still
  *   allocated (nothing is freed and the cache stays valid). SPL's is void.
  * - kmem_cache_alloc returns NULL for kmflags outside KM_PUBLIC_MASK.
- * - kmem_cache_free(cache, NULL) is a no-op.
+ * - kmem_cache_free(cache, NULL) is a no-op. Unless the cache has
+ *   KMC_NODEBUG, freeing a pointer the cache did not hand out (a double
+ *   free, a foreign or misaligned pointer, another cache's object) prints
+ *   "slabscope: cache "<name>": <pointer> is not a live object ..." to
+ *   stderr and aborts. With KMC_NODEBUG nothing is checked and such a free
+ *   corrupts the cache (a double-freed object is handed out twice).
  * - kmem_cache_set_move is accepted and ignored, as in SPL.
  * A constructor returns 0 on success; non-zero makes kmem_cache_alloc
  * return NULL. Constructor and destructor run on every alloc and free, and

@@ -45,8 +45,8 @@
 use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
 
@@ -56,6 +56,7 @@ use crate::magazine::Magazine;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
 use crate::slab::{self, SlabState};
 use crate::stats::CacheStats;
+use crate::sync::{self, AtomicU64, Condvar, MutexGuard};
 use crate::{os, reap, stats, tunables};
 
 /// Constructor: `(object, kmflags) -> success`.
@@ -82,7 +83,7 @@ pub(crate) struct CacheInner {
     pub(crate) slab_backed: bool,
     ctor: Option<Ctor>,
     dtor: Option<Dtor>,
-    state: Mutex<SlabState>,
+    state: sync::Mutex<SlabState>,
     /// Woken when a grow added a slab (`skc_waitq`).
     pub(crate) grow_cv: Condvar,
     /// Woken whenever refs drop, a grow ends or a reap ends.
@@ -95,6 +96,10 @@ pub(crate) struct CacheInner {
     sys_count: Box<[PerCpuCount]>,
     /// Layout of emergency objects and `KMC_SLAB` objects.
     pub(crate) obj_layout: Layout,
+    /// loom models only: the grow wait expires instead of waiting for the
+    /// grow (see [`crate::sync::wait_timeout_while`]).
+    #[cfg(loom)]
+    pub(crate) loom_wait_expires: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for CacheInner {
@@ -440,7 +445,7 @@ impl CacheBuilder {
             slab_backed,
             ctor: self.ctor,
             dtor: self.dtor,
-            state: Mutex::new(SlabState::new()),
+            state: sync::Mutex::new(SlabState::new()),
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
             mags,
@@ -449,6 +454,8 @@ impl CacheBuilder {
             emergency_live: AtomicU64::new(0),
             sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
             obj_layout,
+            #[cfg(loom)]
+            loom_wait_expires: std::sync::atomic::AtomicBool::new(false),
         });
         REGISTRY
             .lock()

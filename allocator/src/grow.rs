@@ -32,14 +32,17 @@
 //! like the taskq of a loaded module. They hold a cache only while a job for
 //! it runs.
 
+#[cfg(not(loom))]
 use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::cache::CacheInner;
 use crate::flags::{KM_NOSLEEP, KMC_DEADLOCKED, KMC_GROWING, KMC_REAPING};
-use crate::{os, slab, tunables};
+use crate::{os, slab, sync, tunables};
 
 /// What a call to [`CacheInner::grow`] achieved.
 #[derive(Debug)]
@@ -56,11 +59,13 @@ struct Job {
     cache: Arc<CacheInner>,
 }
 
+#[cfg(not(loom))]
 struct Pool {
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
 }
 
+#[cfg(not(loom))]
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -78,6 +83,7 @@ fn pool() -> &'static Pool {
     })
 }
 
+#[cfg(not(loom))]
 fn worker(pool: &'static Pool) {
     loop {
         let job = {
@@ -93,6 +99,15 @@ fn worker(pool: &'static Pool) {
     }
 }
 
+/// Under loom each grow runs on a loom thread of its own, so the model
+/// explores it against the allocating threads (the pool's std threads would
+/// be invisible to loom).
+#[cfg(loom)]
+fn dispatch(job: Job) {
+    loom::thread::spawn(move || job.cache.grow_work());
+}
+
+#[cfg(not(loom))]
 fn dispatch(job: Job) {
     let p = pool();
     p.queue
@@ -139,11 +154,21 @@ impl CacheInner {
             return Grow::NoMem;
         }
         let timeout = Duration::from_millis(tunables::current().grow_timeout_ms);
-        let (mut st, res) = self
-            .grow_cv
-            .wait_timeout_while(st, timeout, |_| self.flag(KMC_GROWING))
-            .unwrap_or_else(|e| e.into_inner());
-        if res.timed_out() && self.flag(KMC_GROWING) {
+        #[cfg(loom)]
+        let expires = self
+            .loom_wait_expires
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let expires = false;
+        let (mut st, timed_out) = sync::wait_timeout_while(
+            &self.grow_cv,
+            st,
+            timeout,
+            expires,
+            || self.lock_state(),
+            |_| self.flag(KMC_GROWING),
+        );
+        if timed_out && self.flag(KMC_GROWING) {
             self.set_flag(KMC_DEADLOCKED);
             st.c.obj_deadlock += 1;
             let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));

@@ -29,13 +29,15 @@
 //! ```
 
 pub mod cache;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod cache_tests;
 mod emergency;
 pub mod error;
 pub mod ffi;
 pub mod flags;
 mod grow;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod magazine;
 pub mod os;
 pub mod reap;

@@ -241,9 +241,21 @@ impl CacheInner {
         if let Some(mut g) = self.local_mag().try_lock()
             && let Some(p) = g.pop()
         {
-            return Some(p);
+            return Some(self.hand_out(p));
         }
         self.alloc_slow(kmflags)
+    }
+
+    /// A slab object leaves the cache for a caller: debug caches mark its
+    /// header (one relaxed store next to the object) so [`Self::mag_free`]
+    /// can tell a double free or a foreign cache's object.
+    #[inline(always)]
+    fn hand_out(&self, p: NonNull<u8>) -> NonNull<u8> {
+        if self.debug {
+            // SAFETY: p was just taken from this cache's magazine or slabs.
+            unsafe { slab::mark_allocated(&self.geo, p.as_ptr(), slab::alloc_tag(self.id())) };
+        }
+        p
     }
 
     /// The `restart:` loop of `spl_kmem_cache_alloc()` with
@@ -256,7 +268,7 @@ impl CacheInner {
             let got = match mag.try_lock() {
                 Some(mut g) => {
                     if let Some(p) = g.pop() {
-                        return Some(p);
+                        return Some(self.hand_out(p));
                     }
                     // The magazine is empty: refill up to `refill` objects.
                     let mut st = self.lock_state();
@@ -282,7 +294,7 @@ impl CacheInner {
                 }
             };
             if let Some(p) = got {
-                return Some(p);
+                return Some(self.hand_out(p));
             }
             match self.grow(kmflags) {
                 Grow::Emergency(p) => return Some(p),
@@ -301,8 +313,16 @@ impl CacheInner {
     #[inline]
     pub(crate) unsafe fn mag_free(&self, obj: NonNull<u8>) {
         if self.debug {
-            // SAFETY: obj is a slab object of this cache (caller).
-            unsafe { slab::check_obj(&self.geo, &self.name, obj.as_ptr()) };
+            // SAFETY: obj is a slab object of this cache (caller); when the
+            // caller broke that promise the header read is what detects it.
+            unsafe {
+                slab::check_free(
+                    &self.geo,
+                    &self.name,
+                    slab::alloc_tag(self.id()),
+                    obj.as_ptr(),
+                )
+            };
         }
         let mag = self.local_mag();
         match mag.try_lock() {
@@ -451,15 +471,15 @@ mod tests {
         let mut g = m.try_lock().unwrap();
         assert!(m.try_lock().is_none(), "lock is exclusive");
         for i in 1..=3usize {
-            assert!(g.push(i as *mut u8));
+            assert!(g.push(std::ptr::without_provenance_mut(i)));
         }
-        assert!(!g.push(4 as *mut u8));
+        assert!(!g.push(std::ptr::without_provenance_mut(4)));
         assert_eq!(m.fill(), 3);
         assert_eq!(g.pop().unwrap().as_ptr() as usize, 3);
         let mut out = vec![];
         assert_eq!(g.drain_oldest(1, |p| out.push(p as usize)), 1);
         assert_eq!(out, [1]);
-        assert_eq!(g.objects(), [2 as *mut u8]);
+        assert_eq!(g.objects(), [std::ptr::without_provenance_mut(2)]);
         drop(g);
         assert!(m.take_active());
         assert!(!m.take_active());

@@ -24,7 +24,7 @@
 
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 /// The system page size.
 pub fn page_size() -> usize {
@@ -159,6 +159,12 @@ fn cpu_slow() -> usize {
 /// reduce it modulo their array length.
 #[inline(always)]
 pub fn current_cpu() -> usize {
+    // loom replays each interleaving and needs every run to take the same
+    // path; the OS thread's real CPU would differ between runs. All loom
+    // threads share CPU 0's magazine, the contended case.
+    if cfg!(loom) {
+        return 0;
+    }
     let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
     if off == RSEQ_UNKNOWN {
         off = rseq_init();
@@ -189,10 +195,30 @@ pub fn cpu_id_from_rseq() -> bool {
     RSEQ_OFFSET.load(Ordering::Relaxed) != RSEQ_NONE
 }
 
+/// Bytes currently mapped through [`map_pages`] and not yet returned by
+/// [`unmap_pages`], over every cache of the process.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of slab memory mapped right now, process wide: every slab of every
+/// cache (grown and not yet reclaimed), nothing else. Updated on the slow
+/// path only (grow and reclaim), so it is exact whenever no grow or reclaim
+/// is running. Tests use it to prove that destroy returns everything.
+pub fn mapped_bytes() -> usize {
+    MAPPED.load(Ordering::SeqCst)
+}
+
 /// Maps `len` bytes (a multiple of the page size) of zeroed, page-aligned
 /// anonymous memory. `None` when the OS refuses.
 pub fn map_pages(len: usize) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len.is_multiple_of(page_size()));
+    let p = map_pages_raw(len);
+    if p.is_some() {
+        MAPPED.fetch_add(len, Ordering::SeqCst);
+    }
+    p
+}
+
+fn map_pages_raw(len: usize) -> Option<NonNull<u8>> {
     #[cfg(miri)]
     {
         let layout = std::alloc::Layout::from_size_align(len, page_size()).ok()?;
@@ -228,6 +254,8 @@ pub fn map_pages(len: usize) -> Option<NonNull<u8>> {
 /// `ptr` and `len` must be exactly a mapping returned by [`map_pages`], not
 /// yet unmapped, and nothing may use the memory afterwards.
 pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
+    let before = MAPPED.fetch_sub(len, Ordering::SeqCst);
+    debug_assert!(before >= len, "unmapping more than was mapped");
     #[cfg(miri)]
     {
         let layout = std::alloc::Layout::from_size_align(len, page_size()).expect("mapped layout");

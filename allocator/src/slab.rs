@@ -64,7 +64,51 @@ pub(crate) struct ObjHdr {
     slab: *mut Slab,
     next: *mut ObjHdr,
     magic: u32,
-    _pad: u32,
+    /// [`OBJ_FREE`] while the object is on a free list or in a magazine,
+    /// [`alloc_tag`] of its cache while a caller holds it. Maintained only
+    /// by debug caches (no `KMC_NODEBUG`), where it catches double frees and
+    /// frees into the wrong cache at the free call itself; always read and
+    /// written with relaxed atomics so a racing double free is a detected
+    /// bug, not a data race.
+    state: u32,
+}
+
+/// [`ObjHdr::state`] of an object that no caller holds.
+pub(crate) const OBJ_FREE: u32 = 0;
+
+/// [`ObjHdr::state`] of an object a caller holds: the cache id folded to 32
+/// bits, never [`OBJ_FREE`], so a free into another cache is told apart from
+/// a double free.
+#[inline(always)]
+pub(crate) fn alloc_tag(cache_id: u64) -> u32 {
+    (cache_id as u32 ^ (cache_id >> 32) as u32) | 1
+}
+
+/// The state word of `obj`'s header.
+///
+/// # Safety
+/// `obj`'s header (at `hdr_offset`) is readable and writable memory that
+/// lives as long as the returned reference is used.
+#[inline(always)]
+unsafe fn state_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::AtomicU32 {
+    let h = hdr_of(g, obj);
+    // SAFETY: the header is live (caller); this only computes a field address.
+    let state = unsafe { &raw mut (*h).state };
+    // SAFETY: `state` is a 4-aligned u32 inside a live header (ObjHdr is
+    // 8-aligned) that is only ever accessed atomically.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(state) }
+}
+
+/// Marks a slab object as handed to a caller (debug caches, on every
+/// allocation: one relaxed store to the header next to the object).
+///
+/// # Safety
+/// `obj` is a slab object of a cache with geometry `g`, just taken from a
+/// magazine or a slab.
+#[inline(always)]
+pub(crate) unsafe fn mark_allocated(g: &Geometry, obj: *mut u8, tag: u32) {
+    // SAFETY: obj is a live slab object (caller), so its header is.
+    unsafe { state_of(g, obj) }.store(tag, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Bytes of the slab header before alignment.
@@ -285,7 +329,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
                 slab: s,
                 next: sl.free,
                 magic: SKO_MAGIC,
-                _pad: 0,
+                state: OBJ_FREE,
             })
         };
         sl.free = h;
@@ -299,38 +343,78 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
     obj.wrapping_add(g.hdr_offset as usize).cast()
 }
 
-/// Checks the object header of `obj` (cheap: one adjacent load). Panics on a
-/// pointer that is not one of this cache's objects.
+/// The free-time check of a debug cache: `obj` must be an object this cache
+/// (tag `tag`) handed out and nobody freed since. Marks it free. Aborts the
+/// process with a message naming the cache and the pointer otherwise (see
+/// [`corrupt`]). Cheap: the header sits right after the object, so this is
+/// one or two loads from a line the caller usually just touched, a compare
+/// and a store.
 ///
 /// # Safety
 ///
-/// `obj` must point to at least `hdr_offset + OBJ_HDR` readable bytes (true
-/// for every object this cache handed out).
+/// `obj` must point to at least `hdr_offset + OBJ_HDR` readable and
+/// writable bytes (true for every object this cache handed out). A
+/// misaligned `obj` is caught before the header is read.
 #[inline]
-pub(crate) unsafe fn check_obj(g: &Geometry, name: &str, obj: *mut u8) {
+pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8) {
+    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+        corrupt(
+            name,
+            obj,
+            "it is not aligned like this cache's objects: a pointer this cache never handed out",
+        );
+    }
     let h = hdr_of(g, obj);
-    // SAFETY: the caller guarantees the header bytes are readable.
+    // SAFETY: the caller guarantees the header bytes are readable; `magic`
+    // and `addr` are written only when the slab is initialised.
     let hd = unsafe { &*h };
-    if hd.magic != SKO_MAGIC || hd.addr != obj {
-        corrupt(name, obj, "object header magic or address is wrong");
+    let (magic, addr) = (hd.magic, hd.addr);
+    if magic != SKO_MAGIC || addr != obj {
+        corrupt(
+            name,
+            obj,
+            "its object header magic or address is wrong: a pointer this cache never \
+             handed out, or memory corruption",
+        );
+    }
+    // SAFETY: the header checked out, so it is a live object header.
+    let state = unsafe { state_of(g, obj) };
+    match state.load(std::sync::atomic::Ordering::Relaxed) {
+        t if t == tag => state.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed),
+        OBJ_FREE => corrupt(name, obj, "double free: the object is already free"),
+        _ => corrupt(
+            name,
+            obj,
+            "it was allocated from another cache of the same geometry, or its header \
+             was overwritten",
+        ),
     }
 }
 
-/// [`check_obj`] as a result, also checking the slab header (validation).
+/// The header checks of [`check_free`] as a result, plus the slab header
+/// and "not held by a caller" (validation of magazine contents).
 ///
 /// # Safety
 ///
-/// As for [`check_obj`]; when the object header checks out, its slab pointer
-/// must be readable (true for objects of a live cache).
+/// As for [`check_free`]; when the object header checks out, its slab
+/// pointer must be readable (true for objects of a live cache).
 pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), &'static str> {
+    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+        return Err("not aligned like this cache's objects");
+    }
     let h = hdr_of(g, obj);
     // SAFETY: the caller guarantees the header bytes are readable.
     let hd = unsafe { &*h };
-    if hd.magic != SKO_MAGIC || hd.addr != obj {
+    let (magic, addr, slab) = (hd.magic, hd.addr, hd.slab);
+    if magic != SKO_MAGIC || addr != obj {
         return Err("object header magic or address is wrong");
     }
+    // SAFETY: the header checked out, so it is a live object header.
+    if unsafe { state_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed) != OBJ_FREE {
+        return Err("its header says a caller holds it");
+    }
     // SAFETY: a valid header points at its live slab.
-    let s = unsafe { &*hd.slab };
+    let s = unsafe { &*slab };
     if s.magic != SKS_MAGIC {
         return Err("slab header magic is wrong");
     }
@@ -340,13 +424,21 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     Ok(())
 }
 
+/// A debug check found a pointer that is not a live object of the cache:
+/// prints what, naming the cache and the pointer, and aborts. Unwinding
+/// would leave the caller running on a heap it has just been shown to
+/// corrupt (SPL panics the kernel here), so this never returns and cannot
+/// be caught.
 #[cold]
 #[inline(never)]
 fn corrupt(name: &str, obj: *mut u8, what: &str) -> ! {
-    panic!(
-        "slabscope: cache {name:?}: {obj:p} is not a live object of this cache ({what}): \
-         a double free, a pointer from another cache, or memory corruption"
-    )
+    eprintln!(
+        "slabscope: cache {name:?}: {obj:p} is not a live object of this cache: {what}. \
+         Aborting: a double free, a pointer from another cache or allocator, or a write \
+         past the end of an object. Run with a debug cache (no KMC_NODEBUG) under a \
+         debugger or AddressSanitizer to find the caller."
+    );
+    std::process::abort()
 }
 
 impl SlabState {
@@ -424,9 +516,14 @@ impl SlabState {
         obj: *mut u8,
         now: u64,
     ) {
+        // The free list keeps this raw pointer, not one derived from the
+        // `&mut` below: the state word is written through other raw pointers
+        // to the same header, which under Stacked Borrows would invalidate a
+        // reference-derived one (Miri caught it).
+        let hp = hdr_of(g, obj);
         // SAFETY: obj is a live slab object of this cache (caller), so its
         // header is live; we hold the cache lock.
-        let h = unsafe { &mut *hdr_of(g, obj) };
+        let h = unsafe { &mut *hp };
         if debug && (h.magic != SKO_MAGIC || h.addr != obj) {
             corrupt(name, obj, "object header magic or address is wrong");
         }
@@ -444,7 +541,7 @@ impl SlabState {
             corrupt(name, obj, "its slab has no objects out");
         }
         h.next = sl.free;
-        sl.free = h;
+        sl.free = hp;
         sl.age = now;
         sl.refs -= 1;
         self.c.obj_alloc -= 1;
@@ -492,133 +589,6 @@ impl SlabState {
         }
         r
     }
-
-    /// Checks the invariants of [`Counters`] by walking every list; `debug`
-    /// also checks magics. Returns the set of free objects (addresses) so
-    /// callers can check magazines against it.
-    pub(crate) fn validate(
-        &self,
-        g: &Geometry,
-        id: u64,
-    ) -> Result<std::collections::HashSet<usize>, String> {
-        let mut free = std::collections::HashSet::new();
-        let (mut objs, mut refs, mut used_slabs) = (0u64, 0u64, 0u64);
-        let mut seen_empty = false;
-        for (list, complete) in [(&self.partial, false), (&self.complete, true)] {
-            let mut n = 0;
-            let mut prev: *mut Slab = ptr::null_mut();
-            for s in list.iter() {
-                n += 1;
-                // SAFETY: s is a live slab of this list; we hold the lock
-                // (the caller borrows the state).
-                let sl = unsafe { &*s };
-                if sl.prev != prev {
-                    return Err(format!("slab {s:p}: broken prev link"));
-                }
-                prev = s;
-                if sl.magic != SKS_MAGIC || sl.cache != id {
-                    return Err(format!("slab {s:p}: bad magic {:#x} or cache", sl.magic));
-                }
-                if u64::from(sl.objs) != g.slab_objs {
-                    return Err(format!(
-                        "slab {s:p}: {} objs, geometry says {}",
-                        sl.objs, g.slab_objs
-                    ));
-                }
-                if complete != (sl.refs == sl.objs) {
-                    return Err(format!(
-                        "slab {s:p}: refs {} of {} on the {} list",
-                        sl.refs,
-                        sl.objs,
-                        if complete { "complete" } else { "partial" }
-                    ));
-                }
-                if !complete {
-                    if sl.refs == 0 {
-                        seen_empty = true;
-                    } else if seen_empty {
-                        return Err(format!(
-                            "slab {s:p}: non-empty slab after an empty one on the partial list"
-                        ));
-                    }
-                }
-                let mut nfree = 0u32;
-                let mut h = sl.free;
-                while !h.is_null() {
-                    // SAFETY: free-list headers of a live slab are live.
-                    let hd = unsafe { &*h };
-                    let base = s as usize;
-                    let a = hd.addr as usize;
-                    let in_slab = a >= base + g.sks_size as usize
-                        && a < base + g.slab_size as usize
-                        && (a - base - g.sks_size as usize)
-                            .is_multiple_of(g.obj_size_full as usize);
-                    if hd.magic != SKO_MAGIC || hd.slab != s || !in_slab || hdr_of(g, hd.addr) != h
-                    {
-                        return Err(format!("slab {s:p}: bad free object header {h:p}"));
-                    }
-                    if !free.insert(a) {
-                        return Err(format!("object {a:#x} twice on free lists"));
-                    }
-                    nfree += 1;
-                    if nfree > sl.objs {
-                        return Err(format!("slab {s:p}: free list longer than the slab"));
-                    }
-                    h = hd.next;
-                }
-                if nfree != sl.objs - sl.refs {
-                    return Err(format!(
-                        "slab {s:p}: {nfree} free objects but refs {} of {}",
-                        sl.refs, sl.objs
-                    ));
-                }
-                objs += u64::from(sl.objs);
-                refs += u64::from(sl.refs);
-                used_slabs += u64::from(sl.refs > 0);
-            }
-            if n != list.len || prev != list.tail {
-                return Err(format!(
-                    "slab list length {} but {n} linked, or tail wrong",
-                    list.len
-                ));
-            }
-        }
-        let c = &self.c;
-        let eq = |what: &str, a: u64, b: u64| {
-            if a == b {
-                Ok(())
-            } else {
-                Err(format!("{what}: {a} != {b}"))
-            }
-        };
-        eq(
-            "slab_total == partial + complete",
-            c.slab_total,
-            self.partial.len + self.complete.len,
-        )?;
-        eq(
-            "obj_total == Σ slab objs + obj_emergency",
-            c.obj_total,
-            objs + c.obj_emergency,
-        )?;
-        eq("obj_alloc == Σ slab refs", c.obj_alloc, refs)?;
-        eq("slab_alloc == slabs in use", c.slab_alloc, used_slabs)?;
-        eq(
-            "obj_emergency == emergency tree size",
-            c.obj_emergency,
-            self.emergency.len() as u64,
-        )?;
-        if c.obj_max < c.obj_alloc
-            || c.slab_max < c.slab_alloc
-            || c.obj_emergency_max < c.obj_emergency
-        {
-            return Err(format!("a max counter is below its current value: {c:?}"));
-        }
-        if c.slab_create - c.slab_destroy != c.slab_total {
-            return Err(format!("slab_create - slab_destroy != slab_total: {c:?}"));
-        }
-        Ok(free)
-    }
 }
 
 impl Reclaimed {
@@ -642,6 +612,9 @@ impl Reclaimed {
         }
     }
 }
+
+#[path = "slab_validate.rs"]
+mod validate;
 
 #[cfg(test)]
 #[path = "slab_tests.rs"]

@@ -73,12 +73,57 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
 }
 
 #[test]
-#[should_panic(expected = "not a live object")]
-fn a_foreign_pointer_is_caught_by_the_magic_check() {
+fn a_foreign_pointer_fails_the_header_check() {
     let g = geo(64, 8);
-    let mut buf = vec![0u8; 256];
-    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes.
-    unsafe { check_obj(&g, "t", buf.as_mut_ptr()) };
+    let mut buf = vec![0u64; 32];
+    let p = buf.as_mut_ptr().cast::<u8>();
+    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes after p.
+    let r = unsafe { check_obj_result(&g, p) };
+    assert_eq!(r, Err("object header magic or address is wrong"));
+    // Misaligned: refused before the header is read (Miri found the
+    // unaligned header reference this used to make).
+    // SAFETY: as above, one byte further in.
+    let r = unsafe { check_obj_result(&g, p.wrapping_add(1)) };
+    assert_eq!(r, Err("not aligned like this cache's objects"));
+}
+
+#[test]
+fn the_state_word_tells_held_objects_from_free_ones() {
+    let g = geo(64, 8);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    let o = st.take_obj(true, "t", 0).unwrap().as_ptr();
+    let tag = alloc_tag(0x7f00_1234_5678);
+    assert_ne!(tag, OBJ_FREE);
+    assert_ne!(
+        tag,
+        alloc_tag(0x7f00_1234_5700),
+        "neighbouring caches differ"
+    );
+    // SAFETY: o is a slab object of this geometry.
+    unsafe { mark_allocated(&g, o, tag) };
+    // SAFETY: as above.
+    let held = unsafe { check_obj_result(&g, o) };
+    assert_eq!(held, Err("its header says a caller holds it"));
+    // SAFETY: as above; held with this tag, so the check passes and frees it.
+    unsafe { check_free(&g, "t", tag, o) };
+    // SAFETY: as above.
+    assert_eq!(unsafe { check_obj_result(&g, o) }, Ok(()));
+    // SAFETY: taken above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    st.validate(&g, 1).unwrap();
+    // A free-list object marked as held is a validation error.
+    let o = st.take_obj(true, "t", 0).unwrap().as_ptr();
+    // SAFETY: taken above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    // SAFETY: o's header is live (its slab is mapped).
+    unsafe { mark_allocated(&g, o, tag) };
+    assert!(st.validate(&g, 1).unwrap_err().contains("caller holds it"));
+    // SAFETY: as above.
+    unsafe { mark_allocated(&g, o, OBJ_FREE) };
+    let r = st.unlink_empty(u64::MAX);
+    // SAFETY: the only slab is empty.
+    unsafe { r.release(&g) };
 }
 
 #[test]

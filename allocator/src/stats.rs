@@ -254,7 +254,8 @@ pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
     });
 }
 
-#[cfg(test)]
+// Caches need loom's runtime under cfg(loom); these run in normal builds.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::flags::KMC_KVMEM;

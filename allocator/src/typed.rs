@@ -148,7 +148,8 @@ impl<T> Drop for Obj<'_, T> {
     }
 }
 
-#[cfg(test)]
+// Caches need loom's runtime under cfg(loom); these run in normal builds.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -2,18 +2,26 @@
 //! sequences against a simple reference model, with `validate()` after every
 //! step.
 //!
-//! Replay a failure with the seed it printed:
+//! Besides the reference model (live objects and their contents, constructor
+//! and destructor counts, `Busy` exactly when objects are live), every step
+//! checks `validate()` and that the bytes the `os` seam has mapped are exactly
+//! the slabs the caches report; a quarter of the phases fail a fifth of the
+//! slab mappings.
+//!
+//! Replay a failure with the seed it printed (on stderr, and in the panic):
 //! `SLABSCOPE_MODEL_SEED=<seed> cargo test -p slabscope --test model`.
-//! `SLABSCOPE_MODEL_OPS` changes the number of operations (default 100000).
+//! `SLABSCOPE_MODEL_OPS` changes the number of operations (default 10^5,
+//! 10^6 with `SLABSCOPE_LONG=1`).
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG, KMC_SLAB};
+use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_GROWING, KMC_NODEBUG, KMC_SLAB};
 use slabscope::tunables::{self, Tunables};
-use slabscope::{Cache, CacheBuilder, Error};
+use slabscope::{Cache, CacheBuilder, Error, os};
 
 /// splitmix64: tiny, seedable, good enough.
 struct Rng(u64);
@@ -119,6 +127,31 @@ fn check(m: &Model, step: u64) {
     assert_eq!(c - d, live, "step {step}: ctor {c} dtor {d}");
 }
 
+fn long() -> bool {
+    std::env::var("SLABSCOPE_LONG").is_ok_and(|v| v == "1")
+}
+
+/// The `os` seam's mapped bytes (above `base`) are exactly the slabs the
+/// caches report. Only meaningful with no grow in flight: this test is the
+/// only thread that dispatches grows, so once no cache is GROWING none is.
+fn check_mapped(caches: &[Model], base: usize, step: u64) {
+    if caches.iter().any(|m| m.cache.flags() & KMC_GROWING != 0) {
+        return;
+    }
+    let slabs: u64 = caches
+        .iter()
+        .map(|m| {
+            let s = m.cache.stats();
+            s.slab_total * s.slab_size
+        })
+        .sum();
+    assert_eq!(
+        (os::mapped_bytes() - base) as u64,
+        slabs,
+        "step {step}: bytes mapped by the os seam != Σ slab_total × slab_size"
+    );
+}
+
 #[test]
 fn random_operations_match_the_model() {
     tunables::set(Tunables {
@@ -139,20 +172,45 @@ fn random_operations_match_the_model() {
     let ops: u64 = std::env::var("SLABSCOPE_MODEL_OPS")
         .ok()
         .map(|s| s.parse().expect("SLABSCOPE_MODEL_OPS must be an integer"))
-        .unwrap_or(100_000);
-    println!("model seed {seed} ({ops} operations); replay with SLABSCOPE_MODEL_SEED={seed}");
+        .unwrap_or(if long() { 1_000_000 } else { 100_000 });
+    let banner = format!(
+        "model seed {seed} ({ops} operations); replay with \
+         SLABSCOPE_MODEL_SEED={seed} SLABSCOPE_MODEL_OPS={ops}"
+    );
+    // Straight to fd 2, past libtest's capture, so the seed survives even a
+    // failure that aborts the process (a corruption check).
+    let _ = writeln!(std::io::stderr(), "{banner}");
+    if let Err(e) = std::panic::catch_unwind(|| run(seed, ops)) {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        panic!("{msg}\n{banner}");
+    }
+}
+
+fn run(seed: u64, ops: u64) {
+    let mapped_base = os::mapped_bytes();
     let mut rng = Rng(seed);
     let mut caches: Vec<Model> = Vec::new();
     let mut all_live: HashSet<usize> = HashSet::new();
     let mut serial = 0;
     let mut tag = 0u64;
     for step in 0..ops {
-        // Alternate growing and shrinking phases so caches both fill and empty.
-        let grow_phase = (step / 4000) % 2 == 0;
+        // Alternate growing and shrinking phases so caches both fill and
+        // empty, and every fourth phase fail a fifth of the slab mappings.
+        let phase = step / 4000;
+        let grow_phase = phase % 2 == 0;
+        let fail = if phase % 4 == 3 { 200 } else { 0 };
+        if step % 4000 == 0 {
+            tunables::fault::set_slab_fail_permille(fail).unwrap();
+        }
         let r = rng.below(1000);
         if caches.is_empty() || (r < 5 && caches.len() < 6) {
             serial += 1;
             caches.push(create(&mut rng, serial));
+            check(caches.last().unwrap(), step);
             continue;
         }
         let i = rng.below(caches.len() as u64) as usize;
@@ -164,7 +222,13 @@ fn random_operations_match_the_model() {
                 match m.cache.destroy() {
                     Ok(()) => {
                         assert!(m.live.is_empty(), "step {step}: destroy freed live objects");
+                        let id = m.cache.id();
                         caches.swap_remove(i);
+                        assert!(
+                            slabscope::stats::all().iter().all(|s| s.id != id),
+                            "step {step}: a destroyed cache is still registered"
+                        );
+                        check_mapped(&caches, mapped_base, step);
                         continue;
                     }
                     Err(Error::Busy { .. }) => {
@@ -206,14 +270,24 @@ fn random_operations_match_the_model() {
             }
         }
         check(&caches[i], step);
+        if step % 64 == 0 {
+            check_mapped(&caches, mapped_base, step);
+        }
     }
-    // Tear down: free everything, every destroy succeeds.
+    tunables::fault::set_slab_fail_permille(0).unwrap();
+    // Tear down: free everything, every destroy succeeds, nothing stays mapped.
     for m in caches {
         for (p, t) in &m.live {
             check_tag(*p, m.size, *t);
             // SAFETY: freed once.
             unsafe { m.cache.free(*p) };
         }
+        m.cache.validate().unwrap();
         m.cache.destroy().expect("everything freed");
     }
+    assert_eq!(
+        os::mapped_bytes(),
+        mapped_base,
+        "slab memory is still mapped after every cache was destroyed"
+    );
 }

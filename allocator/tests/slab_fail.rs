@@ -25,7 +25,13 @@ fn failed_grows_are_counted_and_retried() {
         s.slab_fail > 0,
         "with half the grows failing some must have: {s:?}"
     );
-    assert!(s.slab_total >= 40 / s.slab_objs);
+    // A grow that outlives the 5 ms timeout on a loaded machine makes some
+    // objects emergency ones; either way all 40 are accounted for.
+    assert!(
+        s.slab_total * s.slab_objs + s.obj_emergency >= 40,
+        "40 objects are out: {s:?}"
+    );
+    assert_eq!(s.obj_total, s.slab_total * s.slab_objs + s.obj_emergency);
     c.validate().unwrap();
     for p in objs {
         // SAFETY: freed once.

@@ -1,21 +1,34 @@
-//! Multi-thread stress: four threads allocate, hand objects to each other
-//! and free them on other threads than they were allocated on (mimalloc's
-//! `test-stress` pattern). The constructor writes an address-derived pattern
-//! that the destructor checks; every live pointer is unique; the counters
-//! reconcile exactly after the join.
+//! Multi-thread stress: 2, 4 and 8 threads allocate, hand objects to each
+//! other and free them on other threads than they were allocated on
+//! (mimalloc's `test-stress` pattern), while a checker thread validates the
+//! cache and reaps it (single cache and `kmem_reap`) the whole time.
+//!
+//! What must hold:
+//! - every live pointer is unique (a sharded set of live addresses);
+//! - the constructor's address-derived pattern is intact at every free (the
+//!   destructor checks it), so no object was handed out twice or scribbled on;
+//! - `validate()` holds at every instant the checker takes the locks;
+//! - after the join the counters reconcile exactly: constructors = allocations,
+//!   constructors − destructors = objects held, `obj_alloc − mag_objs` =
+//!   objects held, and the bytes the `os` seam has mapped equal
+//!   `slab_total × slab_size`;
+//! - after free-all + reap + destroy nothing is left mapped: the `os` seam's
+//!   count of mapped bytes is back to where it started.
+//!
+//! `SLABSCOPE_LONG=1` (set by `cargo xtask test --long`) runs ≥ 10^7
+//! operations in all; `SLABSCOPE_THREADS_SEED=<seed>` replays a run.
 
 use std::collections::HashSet;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use slabscope::flags::KM_SLEEP;
+use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG};
 use slabscope::tunables::{self, Tunables};
-use slabscope::{Cache, CacheBuilder};
+use slabscope::{Cache, CacheBuilder, os};
 
-const THREADS: usize = 4;
-const ROUNDS: usize = 100_000;
 const SIZE: usize = 96;
+const SHARDS: usize = 64;
 
 fn pattern(p: NonNull<u8>) -> u64 {
     (p.as_ptr() as u64).rotate_left(17) ^ 0x5151_5151_5151_5151
@@ -26,19 +39,42 @@ struct Sendable(NonNull<u8>);
 // SAFETY: the object is owned by whichever thread holds the Sendable.
 unsafe impl Send for Sendable {}
 
-#[test]
-fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
-    tunables::set(Tunables {
-        magazine_size: 8,
-        stats_interval_ms: 0,
-        reap_interval_ms: 5,
-        ..Tunables::default()
-    })
-    .unwrap();
+/// Live addresses, sharded so the check does not serialise the threads.
+struct LiveSet(Vec<Mutex<HashSet<usize>>>);
+
+impl LiveSet {
+    fn new() -> Self {
+        LiveSet((0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect())
+    }
+    fn shard(&self, p: NonNull<u8>) -> &Mutex<HashSet<usize>> {
+        &self.0[(p.as_ptr() as usize >> 4) % SHARDS]
+    }
+    fn insert(&self, p: NonNull<u8>) {
+        let fresh = self.shard(p).lock().unwrap().insert(p.as_ptr() as usize);
+        assert!(fresh, "{p:p} handed out while still live");
+    }
+    fn remove(&self, p: NonNull<u8>) {
+        let was = self.shard(p).lock().unwrap().remove(&(p.as_ptr() as usize));
+        assert!(was, "{p:p} freed but not live");
+    }
+    fn len(&self) -> usize {
+        self.0.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+}
+
+fn long() -> bool {
+    std::env::var("SLABSCOPE_LONG").is_ok_and(|v| v == "1")
+}
+
+/// One run: `threads` workers doing `rounds` operations each on a fresh
+/// cache with `flags`.
+fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
+    let mapped_before = os::mapped_bytes();
     let ctors = Arc::new(AtomicU64::new(0));
     let dtors = Arc::new(AtomicU64::new(0));
     let (c2, d2) = (ctors.clone(), dtors.clone());
-    let cache: Cache = CacheBuilder::new("mt_stress", SIZE)
+    let cache: Cache = CacheBuilder::new(format!("mt_stress_{threads}_{flags:x}"), SIZE)
+        .flags(flags)
         .ctor(move |p, _| {
             let v = pattern(p);
             // SAFETY: SIZE writable, 8-aligned bytes.
@@ -55,15 +91,18 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
             // SAFETY: as above; the last word.
             let b = unsafe { p.as_ptr().wrapping_add(SIZE - 8).cast::<u64>().read() };
             assert_eq!((a, b), (v, !v), "object {p:p} corrupted while live");
+            // Scribble so a second hand-out without the ctor shows.
+            // SAFETY: as above.
+            unsafe { p.as_ptr().cast::<u64>().write(0xdead_dead_dead_dead) };
             d2.fetch_add(1, Ordering::Relaxed);
         })
         .build()
         .unwrap();
-    let live = Arc::new(Mutex::new(HashSet::<usize>::new()));
+    let live = Arc::new(LiveSet::new());
     let exchange = Arc::new(Mutex::new(Vec::<Sendable>::new()));
     let allocs = Arc::new(AtomicU64::new(0));
 
-    let handles: Vec<_> = (0..THREADS)
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (cache, live, exchange, allocs) = (
                 cache.clone(),
@@ -73,37 +112,50 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
             );
             std::thread::spawn(move || {
                 let mut mine: Vec<NonNull<u8>> = Vec::new();
-                let mut x = 0x2545_f491_4f6c_dd1du64 ^ t as u64;
-                for _ in 0..ROUNDS {
+                let mut x = (seed ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+                for i in 0..rounds {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    match x % 8 {
-                        0..=3 => {
-                            let p = cache.alloc(KM_SLEEP).expect("KM_SLEEP never fails");
+                    // Phases of mostly-alloc and mostly-free (staggered
+                    // between threads) so slabs fill, magazines overflow,
+                    // slabs empty and get reaped while others grow.
+                    let alloc_bias = if ((i + t as u64 * 1000) / 3000).is_multiple_of(2) {
+                        6
+                    } else {
+                        2
+                    };
+                    match x % 10 {
+                        n if n < alloc_bias => {
+                            let kmflags = if x.is_multiple_of(97) {
+                                KM_NOSLEEP
+                            } else {
+                                KM_SLEEP
+                            };
+                            let Some(p) = cache.alloc(kmflags) else {
+                                assert_eq!(kmflags, KM_NOSLEEP, "KM_SLEEP failed");
+                                continue;
+                            };
                             allocs.fetch_add(1, Ordering::Relaxed);
-                            assert!(
-                                live.lock().unwrap().insert(p.as_ptr() as usize),
-                                "{p:p} handed out twice"
-                            );
+                            live.insert(p);
                             mine.push(p);
                         }
-                        4 => {
+                        6 => {
                             if let Some(p) = mine.pop() {
                                 exchange.lock().unwrap().push(Sendable(p));
                             }
                         }
-                        5 => {
+                        7 => {
                             let theirs = exchange.lock().unwrap().pop();
                             if let Some(Sendable(p)) = theirs {
-                                assert!(live.lock().unwrap().remove(&(p.as_ptr() as usize)));
+                                live.remove(p);
                                 // SAFETY: allocated from this cache, owned by us now, freed once.
                                 unsafe { cache.free(p) };
                             }
                         }
                         _ => {
                             if let Some(p) = mine.pop() {
-                                assert!(live.lock().unwrap().remove(&(p.as_ptr() as usize)));
+                                live.remove(p);
                                 // SAFETY: allocated above, freed once.
                                 unsafe { cache.free(p) };
                             }
@@ -115,8 +167,8 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
         })
         .collect();
     // Meanwhile validate and reap concurrently: every equation must hold at
-    // every instant the locks are held.
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // every instant the locks are held, and reaps race the allocations.
+    let done = Arc::new(AtomicBool::new(false));
     let checker = {
         let (cache, done) = (cache.clone(), done.clone());
         std::thread::spawn(move || {
@@ -125,8 +177,13 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
                 cache
                     .validate()
                     .unwrap_or_else(|e| panic!("concurrent validate: {e}"));
-                cache.reap_now();
+                if passes.is_multiple_of(2) {
+                    cache.reap_now();
+                } else {
+                    slabscope::reap();
+                }
                 passes += 1;
+                std::thread::yield_now();
             }
             passes
         })
@@ -138,11 +195,7 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
     done.store(true, Ordering::Relaxed);
     assert!(checker.join().expect("validator panicked") > 0);
     left.append(&mut exchange.lock().unwrap());
-    assert_eq!(
-        left.len(),
-        live.lock().unwrap().len(),
-        "the model lost track of objects"
-    );
+    assert_eq!(left.len(), live.len(), "the test lost track of objects");
 
     cache.validate().unwrap();
     let s = cache.stats();
@@ -151,16 +204,21 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
         left.len() as u64,
         "{s:?}"
     );
-    assert_eq!(
-        ctors.load(Ordering::Relaxed),
-        allocs.load(Ordering::Relaxed)
+    let (ctor_n, dtor_n) = (ctors.load(Ordering::Relaxed), dtors.load(Ordering::Relaxed));
+    assert_eq!(ctor_n, allocs.load(Ordering::Relaxed));
+    assert_eq!(ctor_n - dtor_n, left.len() as u64);
+    assert!(
+        s.slab_total > 0 && os::mapped_bytes() > mapped_before,
+        "slabs exist, so the seam counts them mapped: {s:?}"
     );
     assert_eq!(
-        ctors.load(Ordering::Relaxed) - dtors.load(Ordering::Relaxed),
-        left.len() as u64
+        (os::mapped_bytes() - mapped_before) as u64,
+        s.slab_total * s.slab_size,
+        "bytes mapped by the os seam != slab_total × slab_size: {s:?}"
     );
 
     for Sendable(p) in left {
+        live.remove(p);
         // SAFETY: every remaining object is freed once.
         unsafe { cache.free(p) };
     }
@@ -169,6 +227,7 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
     assert_eq!(s.obj_alloc, s.mag_objs, "{s:?}");
     assert_eq!(s.obj_emergency, 0);
     assert_eq!(ctors.load(Ordering::Relaxed), dtors.load(Ordering::Relaxed));
+    cache.reap_now();
     cache.destroy().expect("every object freed");
     let s = cache.stats();
     assert_eq!(
@@ -176,4 +235,52 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
         (0, 0, 0, 0),
         "{s:?}"
     );
+    assert_eq!(
+        os::mapped_bytes(),
+        mapped_before,
+        "slab memory is still mapped after free-all + reap + destroy"
+    );
+    println!(
+        "{threads} threads × {rounds} rounds ({}): {} allocations, {} slabs created",
+        if flags & KMC_NODEBUG != 0 {
+            "KMC_NODEBUG"
+        } else {
+            "debug"
+        },
+        ctor_n,
+        s.slab_create
+    );
+}
+
+#[test]
+fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
+    tunables::set(Tunables {
+        magazine_size: 8,
+        stats_interval_ms: 0,
+        reap_interval_ms: 5,
+        ..Tunables::default()
+    })
+    .unwrap();
+    let seed = std::env::var("SLABSCOPE_THREADS_SEED")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .expect("SLABSCOPE_THREADS_SEED must be an integer")
+        })
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    // Operations per configuration: 3 × 10^5 by default, 5 × 10^6 (so
+    // 1.5 × 10^7 in all, > 10^7 allocations and frees) in the long run.
+    let per_config: u64 = if long() { 5_000_000 } else { 300_000 };
+    println!(
+        "threads seed {seed} ({per_config} operations per configuration); \
+         replay with SLABSCOPE_THREADS_SEED={seed}"
+    );
+    for (threads, flags) in [(2, 0), (8, 0), (4, KMC_NODEBUG)] {
+        stress(threads, per_config / threads as u64, flags, seed);
+    }
 }

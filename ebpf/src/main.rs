@@ -18,8 +18,10 @@
 //!    [`SNAPSHOTS`] under (pid, cache id);
 //! 2. bumps the transition counters of the kind in [`COUNTERS`] with atomic
 //!    adds (grow workers hit the same cache from several CPUs at once);
-//! 3. marks the cache in [`DESTROYED`] on `cache_destroy` and unmarks it on
-//!    `cache_create` (a new cache may reuse a destroyed cache's address);
+//! 3. marks the cache in [`DESTROYED`] on `cache_destroy`; on `cache_create`
+//!    unmarks it and restarts its counters from zero, because a new cache may
+//!    reuse a destroyed cache's address (its id) and must not inherit the old
+//!    cache's counts;
 //! 4. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
 //!    is full, counts the loss in [`LOST`] so nothing is lost silently.
 //!
@@ -253,6 +255,11 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
         let _ = SNAPSHOTS.insert(key, snapshot, BPF_ANY as u64);
     }
 
+    if kind == ProbeKind::CacheCreate {
+        // A new cache at the address of a destroyed one starts from zero:
+        // the old cache's counters must not be added to the new one's.
+        let _ = COUNTERS.remove(key);
+    }
     count(&key, kind, &values, now);
     match kind {
         ProbeKind::CacheDestroy => {

@@ -22,7 +22,12 @@ Examples:
 Caches appear when they fire a probe. Every cache fires cache_stats each
 SLABSCOPE_STATS_INTERVAL_MS milliseconds (an environment variable of the traced
 program; default 1000, 0 turns it off), so idle caches show up within that time.
-Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.";
+Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.
+
+Exit status: 0 when done (also when the target exits while traced: the output
+shows its last state and stderr says so); 77 when not permitted (run with
+sudo); 2 for a bad command line; 1 for any other failure (the message says
+what happened and what to do).";
 
 /// Live view of the slab caches of a program using slabscope, read through its
 /// USDT probes with eBPF: a slabtop for slabscope.
@@ -61,6 +66,12 @@ pub struct Cli {
     /// How long --once and --json wait for the caches to be reported.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_interval)]
     pub timeout: Duration,
+
+    /// Size of the kernel's event ring buffer, in bytes: a power of two of at
+    /// least the page size. Events that find it full are counted as lost
+    /// (the counts and snapshots stay exact).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::collector::DEFAULT_RING_BYTES)]
+    pub ring_size: u32,
 
     /// Samples of history kept per cache for the detail view's charts.
     #[arg(long, value_name = "N", default_value_t = crate::app::DEFAULT_HISTORY)]
@@ -121,6 +132,8 @@ mod tests {
         );
         assert_eq!(c.sort, Column::ObjTotal);
         assert_eq!(c.interval(), DEFAULT_INTERVAL);
+        assert_eq!(c.ring_size, crate::collector::DEFAULT_RING_BYTES);
+        assert_eq!(parse(&["--ring-size", "4096"]).unwrap().ring_size, 4096);
     }
 
     #[test]
@@ -159,5 +172,6 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("sudo slabscope --pid 4242 --once"), "{help}");
         assert!(help.contains("SLABSCOPE_STATS_INTERVAL_MS"), "{help}");
+        assert!(help.contains("77 when not permitted"), "{help}");
     }
 }

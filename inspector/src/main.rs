@@ -10,10 +10,15 @@ use clap::Parser;
 
 use slabscope_inspector::app::State;
 use slabscope_inspector::cli::Cli;
-use slabscope_inspector::collector::{self, CollectorHandle, CollectorOptions, Target};
+use slabscope_inspector::collector::{
+    self, CollectError, CollectorHandle, CollectorOptions, Target,
+};
 use slabscope_inspector::output;
 use slabscope_inspector::sample::Update;
 use slabscope_inspector::tui;
+
+/// Exit status when the kernel or /proc refused us (sysexits' EX_NOPERM).
+const EXIT_NOT_PERMITTED: u8 = 77;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,8 +26,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slabscope: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<CollectError>() {
+                Some(CollectError::NotPermitted { .. } | CollectError::RootDenied { .. }) => {
+                    ExitCode::from(EXIT_NOT_PERMITTED)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
+    }
+}
+
+/// Tells the user, on stderr, what the script-friendly output cannot.
+fn note_ending(ending: &output::Ending) {
+    for note in ending.notes() {
+        eprintln!("slabscope: {note}");
     }
 }
 
@@ -52,23 +69,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let what = label(&target);
     let opts = CollectorOptions {
         interval: cli.interval(),
-        ring_bytes: None,
+        ring_bytes: Some(cli.ring_size),
     };
     let attached_ns = tui::monotonic_now_ns();
     let (rx, handle) = start_collector(target, opts)?;
+    if cli.once || cli.json {
+        // The terminal UI shows this itself; scripts (and tests) learn from
+        // it that every probe is attached.
+        eprintln!(
+            "slabscope: tracing {what}: {} probe sites in {}",
+            handle.sites(),
+            handle
+                .files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let result = if cli.once {
-        let sample = output::wait_for_caches(&rx, cli.timeout)
+        let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
+        note_ending(&ending);
         write_out(output::once_text(&sample))
     } else if cli.json && cli.interval.is_none() {
-        let sample = output::wait_for_caches(&rx, cli.timeout)
+        let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
+        note_ending(&ending);
         write_out(output::json_pretty(&sample) + "\n")
     } else if cli.json {
-        match output::json_lines(&rx, io::stdout().lock(), stop_on_exit) {
+        match output::json_lines_ending(&rx, io::stdout().lock(), stop_on_exit) {
             Err(output::OutputError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => r
-                .map(drop)
+                .map(|(_, ending)| note_ending(&ending))
                 .with_context(|| format!("following the caches of {what}")),
         }
     } else {

@@ -190,15 +190,55 @@ pub fn json_line(sample: &Sample) -> String {
     serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes")
 }
 
+/// How a script-friendly output ended: what the views must still tell the
+/// user on stderr.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// Traced processes that exited while traced, in the order reported.
+    pub exited: Vec<u32>,
+    /// Events lost to a full ring buffer, as of the last sample printed.
+    pub lost_events: u64,
+}
+
+impl Ending {
+    /// Notes for stderr, one per line (none when there is nothing to say).
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for pid in &self.exited {
+            notes.push(format!(
+                "pid {pid} exited while traced; the output shows its last state"
+            ));
+        }
+        if self.lost_events > 0 {
+            notes.push(format!(
+                "{} events were lost because the ring buffer was full (the counts and \
+                 snapshots are still exact); use a larger --ring-size to keep every event",
+                self.lost_events
+            ));
+        }
+        notes
+    }
+}
+
 /// Prints one JSON line per sample until the collector stops, or, with
 /// `stop_on_exit`, a traced process exited and its last sample (within
 /// [`EXIT_GRACE`]) was printed. Returns the lines written.
 pub fn json_lines(
     rx: &Receiver<Update>,
-    mut out: impl Write,
+    out: impl Write,
     stop_on_exit: bool,
 ) -> Result<u64, OutputError> {
+    json_lines_ending(rx, out, stop_on_exit).map(|(lines, _)| lines)
+}
+
+/// [`json_lines`], also saying how the output ended.
+pub fn json_lines_ending(
+    rx: &Receiver<Update>,
+    mut out: impl Write,
+    stop_on_exit: bool,
+) -> Result<(u64, Ending), OutputError> {
     let mut lines = 0;
+    let mut ending = Ending::default();
     let mut deadline: Option<Instant> = None;
     loop {
         let update = match deadline {
@@ -216,15 +256,19 @@ pub fn json_lines(
                 writeln!(out, "{}", json_line(&s)).map_err(OutputError::Write)?;
                 out.flush().map_err(OutputError::Write)?;
                 lines += 1;
+                ending.lost_events = s.lost_events;
             }
-            Update::TargetExited { .. } if stop_on_exit && deadline.is_none() => {
-                deadline = Some(Instant::now() + EXIT_GRACE);
+            Update::TargetExited { pid } => {
+                ending.exited.push(pid);
+                if stop_on_exit && deadline.is_none() {
+                    deadline = Some(Instant::now() + EXIT_GRACE);
+                }
             }
             Update::Failed(msg) => return Err(OutputError::Failed(msg)),
             _ => {}
         }
     }
-    Ok(lines)
+    Ok((lines, ending))
 }
 
 fn keys(s: &Sample) -> Vec<(u32, u64)> {
@@ -249,9 +293,23 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// most [`EXIT_GRACE`]) or the collector stops, the last sample with caches
 /// is taken if there is one.
 pub fn wait_for_caches(rx: &Receiver<Update>, timeout: Duration) -> Result<Sample, OutputError> {
+    wait_for_caches_ending(rx, timeout).map(|(sample, _)| sample)
+}
+
+/// [`wait_for_caches`], also saying how the wait ended: the processes that
+/// exited before the sample was taken, the events lost by then.
+pub fn wait_for_caches_ending(
+    rx: &Receiver<Update>,
+    timeout: Duration,
+) -> Result<(Sample, Ending), OutputError> {
     let mut deadline = Instant::now() + timeout;
     let mut last: Option<Sample> = None;
     let mut exited = false;
+    let mut ending = Ending::default();
+    let done = |s: Sample, mut ending: Ending| {
+        ending.lost_events = s.lost_events;
+        Ok((s, ending))
+    };
     let end = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -261,12 +319,13 @@ pub fn wait_for_caches(rx: &Receiver<Update>, timeout: Duration) -> Result<Sampl
                     continue;
                 }
                 if !exited && last.as_ref().is_some_and(|l| keys(l) == k) {
-                    return Ok(s);
+                    return done(s, ending);
                 }
                 last = Some(s);
             }
             Ok(Update::Failed(msg)) => return Err(OutputError::Failed(msg)),
-            Ok(Update::TargetExited { .. }) => {
+            Ok(Update::TargetExited { pid }) => {
+                ending.exited.push(pid);
                 exited = true;
                 deadline = deadline.min(Instant::now() + EXIT_GRACE);
             }
@@ -277,7 +336,10 @@ pub fn wait_for_caches(rx: &Receiver<Update>, timeout: Duration) -> Result<Sampl
             Err(RecvTimeoutError::Disconnected) => break OutputError::Disconnected,
         }
     };
-    last.ok_or(end)
+    match last {
+        Some(s) => done(s, ending),
+        None => Err(end),
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +484,32 @@ mod tests {
         let mut out = Vec::new();
         drop(tx);
         assert_eq!(json_lines(&rx, &mut out, false).expect("lines"), 1);
+    }
+
+    #[test]
+    fn the_ending_names_exits_and_lost_events() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Update::Sample(sample(0, 0, vec![cache(9, 1, "a", 1)])))
+            .unwrap();
+        tx.send(Update::TargetExited { pid: 9 }).unwrap();
+        let mut last = sample(1, 0, vec![cache(9, 1, "a", 2)]);
+        last.lost_events = 17;
+        tx.send(Update::Sample(last.clone())).unwrap();
+        drop(tx);
+        let (s, ending) = wait_for_caches_ending(&rx, Duration::from_secs(5)).unwrap();
+        assert_eq!(s, last);
+        assert_eq!(
+            ending,
+            Ending {
+                exited: vec![9],
+                lost_events: 17
+            }
+        );
+        let notes = ending.notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("pid 9 exited while traced"), "{notes:?}");
+        assert!(notes[1].starts_with("17 events were lost"), "{notes:?}");
+        assert!(Ending::default().notes().is_empty());
     }
 
     #[test]

@@ -142,6 +142,13 @@ fn a_string_without_its_nul_is_an_error() {
     );
 }
 
+/// Site address (`pc`) of the first note, and where it is in the file.
+fn first_pc(data: &[u8]) -> (usize, u64) {
+    let (off, _) = first_note(data);
+    let at = off + 20;
+    (at, u64::from_le_bytes(data[at..at + 8].try_into().unwrap()))
+}
+
 #[test]
 fn a_site_outside_the_code_is_skipped_never_attached() {
     // What --gc-sections leaves behind when it drops an unused function: a
@@ -159,6 +166,25 @@ fn a_site_outside_the_code_is_skipped_never_attached() {
     );
     assert_eq!(sites[..], intact[1..], "the other sites are untouched");
     assert!(sites.iter().all(|s| s.vaddr != 0x10));
+}
+
+#[test]
+fn a_site_moved_off_its_nop_is_an_error() {
+    let err = parse_damaged(|d| {
+        let sites = stapsdt::parse(&d[..]).expect("parsing the fixture's notes");
+        let (at, pc) = first_pc(d);
+        // The first byte after the site's nop that is not a nop.
+        let off = sites[0].file_offset as usize;
+        let k = (1..64)
+            .find(|k| d[off + k] != 0x90)
+            .expect("code after the site") as u64;
+        d[at..at + 8].copy_from_slice(&(pc + k).to_le_bytes());
+    });
+    assert!(
+        matches!(err, StapsdtError::NotANop { index: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not the site's nop"), "{err}");
 }
 
 #[test]

@@ -408,6 +408,9 @@ fn install(s: &Survey) -> Result<()> {
             "minimal",
             "--component",
             "rust-src",
+            // For the eBPF crate's clippy step in `cargo xtask test`.
+            "--component",
+            "clippy",
         ]))
         .context("installing the nightly toolchain with rustup")?;
     } else if !s.nightly_rust_src {

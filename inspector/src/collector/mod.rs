@@ -20,6 +20,10 @@
 //!   [`Update::TargetAttached`] when a process starts running the traced
 //!   executable ([`Target::Exe`]).
 //!
+//! If reading the maps or the ring buffer fails after attaching, the thread
+//! sends [`Update::Failed`] with the error and stops (detaching), rather than
+//! keep sending samples it cannot vouch for.
+//!
 //! The counters live in the kernel, so they are exact even when the ring
 //! buffer overflows: events can be lost (and are counted in
 //! [`Sample::lost_events`]), counts cannot. The thread ends when
@@ -221,10 +225,39 @@ struct Runner {
 /// The receiver is gone: nobody listens any more.
 struct Hangup;
 
+/// Why the collector thread stops before it is told to.
+enum Stop {
+    /// The receiver is gone.
+    Hangup,
+    /// Reading the eBPF maps or the ring buffer failed after attaching: the
+    /// data can no longer be trusted, so the collector reports
+    /// [`Update::Failed`] and stops rather than send samples with holes.
+    Failed(CollectError),
+}
+
+impl From<Hangup> for Stop {
+    fn from(_: Hangup) -> Stop {
+        Stop::Hangup
+    }
+}
+
+fn map_error(map: &'static str, e: aya::maps::MapError) -> Stop {
+    Stop::Failed(CollectError::Map {
+        map,
+        source: Box::new(e),
+    })
+}
+
 impl Runner {
     fn run(mut self) {
-        if let Err(Hangup) = self.run_inner() {
+        match self.run_inner() {
+            Ok(()) => {}
             // Nothing to report to; dropping the session detaches.
+            Err(Stop::Hangup) => {}
+            // The views show the error; the thread ends and detaches.
+            Err(Stop::Failed(e)) => {
+                let _ = self.send(Update::Failed(e.to_string()));
+            }
         }
     }
 
@@ -232,20 +265,21 @@ impl Runner {
         self.tx.send(update).map_err(|_| Hangup)
     }
 
-    fn run_inner(&mut self) -> Result<(), Hangup> {
+    fn run_inner(&mut self) -> Result<(), Stop> {
         self.refresh_exe_pids()?;
         let mut next_sample = Instant::now() + self.interval;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            self.wait_readable(next_sample.saturating_duration_since(now).min(POLL_SLICE));
+            self.wait_readable(next_sample.saturating_duration_since(now).min(POLL_SLICE))?;
             self.drain()?;
             if let Mode::Pid(pid) = self.mode
                 && target::has_exited(pid)
             {
                 // Everything the process fired is in the ring by now.
                 self.drain()?;
-                self.send(Update::Sample(self.sample()))?;
-                return self.send(Update::TargetExited { pid });
+                let last = self.sample()?;
+                self.send(Update::Sample(last))?;
+                return Ok(self.send(Update::TargetExited { pid })?);
             }
             let now = Instant::now();
             if now >= next_sample {
@@ -254,14 +288,15 @@ impl Runner {
                     next_sample = now + self.interval;
                 }
                 self.refresh_exe_pids()?;
-                self.send(Update::Sample(self.sample()))?;
+                let sample = self.sample()?;
+                self.send(Update::Sample(sample))?;
             }
         }
         Ok(())
     }
 
     /// Blocks until the ring buffer has data or `timeout` passes.
-    fn wait_readable(&self, timeout: Duration) {
+    fn wait_readable(&self, timeout: Duration) -> Result<(), Stop> {
         let mut pfd = libc::pollfd {
             fd: self.session.ring.as_raw_fd(),
             events: libc::POLLIN,
@@ -270,7 +305,23 @@ impl Runner {
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: `pfd` is one valid pollfd for the duration of the call, and
         // the ring buffer's fd stays open while `self` lives.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Stop::Failed(CollectError::Io {
+                    path: PathBuf::from("(eBPF ring buffer EVENTS)"),
+                    source: err,
+                }));
+            }
+        }
+        if rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Err(Stop::Failed(CollectError::Io {
+                path: PathBuf::from("(eBPF ring buffer EVENTS)"),
+                source: std::io::Error::other("poll reports the ring buffer's fd as invalid"),
+            }));
+        }
+        Ok(())
     }
 
     /// Forwards every record in the ring buffer.
@@ -323,8 +374,9 @@ impl Runner {
         Ok(())
     }
 
-    /// Reads the per-cache maps.
-    fn sample(&self) -> Sample {
+    /// Reads the per-cache maps. An entry deleted while it is read is
+    /// skipped (aya's iterators do that); any other failure is an error.
+    fn sample(&self) -> Result<Sample, Stop> {
         let s = &self.session;
         let mut caches: BTreeMap<CacheKey, CacheState> = BTreeMap::new();
         let blank = |key: &CacheKey| CacheState {
@@ -336,13 +388,16 @@ impl Runner {
             counters: CacheCounters::default(),
             destroyed: false,
         };
-        for (key, snapshot) in s.snapshots.iter().filter_map(Result::ok) {
+        for entry in s.snapshots.iter() {
+            let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
             caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
         }
-        for (key, counters) in s.counters.iter().filter_map(Result::ok) {
+        for entry in s.counters.iter() {
+            let (key, counters) = entry.map_err(|e| map_error("COUNTERS", e))?;
             caches.entry(key).or_insert_with(|| blank(&key)).counters = counters;
         }
-        for key in s.destroyed.keys().filter_map(Result::ok) {
+        for key in s.destroyed.keys() {
+            let key = key.map_err(|e| map_error("DESTROYED", e))?;
             if let Some(c) = caches.get_mut(&key) {
                 c.destroyed = true;
             }
@@ -350,13 +405,14 @@ impl Runner {
         let lost_events = s
             .lost
             .get(&LOST_EVENTS, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0);
-        Sample {
+            .map_err(|e| map_error("LOST", e))?
+            .iter()
+            .sum();
+        Ok(Sample {
             at: self.start.elapsed(),
             caches: caches.into_values().collect(),
             events_total: self.events_total,
             lost_events,
-        }
+        })
     }
 }

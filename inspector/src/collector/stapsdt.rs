@@ -22,9 +22,11 @@
 //! are attached at file offsets; a virtual address would plant the breakpoint
 //! at the wrong byte of a PIE or shared object.
 //!
-//! Malformed input (truncated notes, strings without NUL, a site outside every
-//! executable segment) is an error for the whole file: the collector never
-//! attaches at an offset it is not sure of.
+//! Malformed input (truncated notes, strings without NUL, a site whose file
+//! offset does not hold the `nop` every USDT site compiles to) is an error for
+//! the whole file: the collector never attaches at an offset it is not sure
+//! of. A site outside every executable segment is skipped: the linker leaves
+//! such notes behind for functions it discarded, and nothing runs there.
 
 use object::{
     Endianness, Object as _, ObjectSection as _, ReadRef, elf,
@@ -67,6 +69,20 @@ pub enum StapsdtError {
     /// A provider, name or argument string is not UTF-8.
     #[error("stapsdt note #{index} has a string that is not UTF-8")]
     NotUtf8 { index: usize },
+    /// The site's file offset does not hold the `nop` every USDT site
+    /// compiles to: the note's address is wrong, and a uprobe there would
+    /// land in the middle of other code.
+    #[error(
+        "stapsdt note #{index} ({provider}:{name}) points at file offset {file_offset:#x}, \
+         which holds {found:02x?}, not the site's nop"
+    )]
+    NotANop {
+        index: usize,
+        provider: String,
+        name: String,
+        file_offset: u64,
+        found: Vec<u8>,
+    },
     /// The site is outside every executable `PT_LOAD` segment.
     #[error(
         "stapsdt note #{index} ({provider}:{name}) points at {vaddr:#x}, outside every \
@@ -107,6 +123,12 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
         .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
         .collect();
 
+    let nop: &[u8] = match file.architecture() {
+        object::Architecture::X86_64 => &[0x90],
+        // `nop` is 0xd503201f, stored little endian.
+        object::Architecture::Aarch64 => &[0x1f, 0x20, 0x03, 0xd5],
+        _ => &[],
+    };
     let mut sites = Vec::new();
     let mut index = 0;
     while let Some(note) = notes.next().map_err(StapsdtError::Notes)? {
@@ -120,7 +142,10 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
             actual_base,
             &segments,
         ) {
-            Ok(site) => sites.push(site),
+            Ok(site) => {
+                check_nop(data, nop, &site, index)?;
+                sites.push(site);
+            }
             // The linker dropped the function holding this site (an API
             // function the program never calls, removed by --gc-sections) but
             // kept its note, whose address now points outside every
@@ -132,6 +157,32 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
         index += 1;
     }
     Ok(sites)
+}
+
+/// Fails unless the bytes at the site's file offset are `nop` (an empty
+/// `nop` means the architecture is not checked).
+fn check_nop<'data, R: ReadRef<'data>>(
+    data: R,
+    nop: &[u8],
+    site: &Site,
+    index: usize,
+) -> Result<(), StapsdtError> {
+    if nop.is_empty() {
+        return Ok(());
+    }
+    let found = data
+        .read_bytes_at(site.file_offset, nop.len() as u64)
+        .unwrap_or(&[]);
+    if found == nop {
+        return Ok(());
+    }
+    Err(StapsdtError::NotANop {
+        index,
+        provider: site.provider.clone(),
+        name: site.name.clone(),
+        file_offset: site.file_offset,
+        found: found.to_vec(),
+    })
 }
 
 fn parse_desc(

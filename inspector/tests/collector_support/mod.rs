@@ -33,6 +33,20 @@ pub fn fixture() -> PathBuf {
     .clone()
 }
 
+/// Path of the `recreate` example (a cache recreated at a destroyed one's
+/// address), building it if needed.
+pub fn recreate() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let target_dir = profile_dir()
+            .parent()
+            .expect("target directory")
+            .to_path_buf();
+        example("slabscope-inspector", "recreate", &target_dir)
+    })
+    .clone()
+}
+
 /// Path of the allocator's `workload` example, building it if needed.
 pub fn workload() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -47,6 +61,39 @@ pub fn workload() -> PathBuf {
             .expect("target directory")
             .join("collector-workload");
         example("slabscope", "workload", &target_dir)
+    })
+    .clone()
+}
+
+/// Path of `libslabscope.so` built with the allocator's default features
+/// (probes on), building it if needed; in the workload's target directory,
+/// for the same reason as [`workload`].
+pub fn shared_library() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let profile = profile_dir();
+        let release = profile.file_name().is_some_and(|n| n == "release");
+        let target_dir = profile
+            .parent()
+            .expect("target directory")
+            .join("collector-workload");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "slabscope", "--lib"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo to build libslabscope.so: {e}"));
+        assert!(status.success(), "building libslabscope.so failed");
+        let path = target_dir
+            .join(if release { "release" } else { "debug" })
+            .join("libslabscope.so");
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
     })
     .clone()
 }
@@ -122,6 +169,9 @@ impl Fixture {
                 cmd.env_remove(var);
             }
         }
+        // cargo's LD_LIBRARY_PATH names its own build directories: a C
+        // program must load the libslabscope.so its rpath names.
+        cmd.env_remove("LD_LIBRARY_PATH");
         let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
@@ -144,6 +194,18 @@ impl Fixture {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Lets the program run, without waiting for it.
+    pub fn release(&mut self) {
+        let mut stdin = self.stdin.take().expect("released twice");
+        stdin.write_all(b"go\n").expect("releasing the fixture");
+    }
+
+    /// Kills the program (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("killing the fixture");
+        self.child.wait().expect("reaping the fixture");
     }
 
     /// Lets the fixture fire, waits for it to exit, and returns its report.
@@ -212,4 +274,19 @@ impl Report {
         assert!(r.fired > 0, "the fixture reported no hits:\n{text}");
         r
     }
+}
+
+/// The live view of `state` as text, rendered into a `w`x`h` buffer.
+pub fn screen(state: &slabscope_inspector::app::State, w: u16, h: u16) -> String {
+    use ratatui::{buffer::Buffer, layout::Rect};
+    let area = Rect::new(0, 0, w, h);
+    let mut buf = Buffer::empty(area);
+    slabscope_inspector::ui::render(state, area, &mut buf);
+    (0..h)
+        .map(|y| {
+            let mut line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+            line.push('\n');
+            line
+        })
+        .collect()
 }

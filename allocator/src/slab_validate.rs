@@ -1,0 +1,148 @@
+//! `SlabState::validate`: walks both slab lists and every free list and
+//! checks the equations of [`Counters`](super::Counters). Kept apart from
+//! the slab operations it checks; a child module, so it reads the headers'
+//! private fields directly.
+
+use std::ptr;
+
+use super::{OBJ_FREE, Slab, SlabState, hdr_of, state_of};
+use crate::flags::{SKO_MAGIC, SKS_MAGIC};
+use crate::sizing::Geometry;
+
+impl SlabState {
+    /// Checks the invariants of [`Counters`](super::Counters) by walking
+    /// every list, with every magic and free object's state word. Returns the set of free objects (addresses) so
+    /// callers can check magazines against it.
+    pub(crate) fn validate(
+        &self,
+        g: &Geometry,
+        id: u64,
+    ) -> Result<std::collections::HashSet<usize>, String> {
+        let mut free = std::collections::HashSet::new();
+        let (mut objs, mut refs, mut used_slabs) = (0u64, 0u64, 0u64);
+        let mut seen_empty = false;
+        for (list, complete) in [(&self.partial, false), (&self.complete, true)] {
+            let mut n = 0;
+            let mut prev: *mut Slab = ptr::null_mut();
+            for s in list.iter() {
+                n += 1;
+                // SAFETY: s is a live slab of this list; we hold the lock
+                // (the caller borrows the state).
+                let sl = unsafe { &*s };
+                if sl.prev != prev {
+                    return Err(format!("slab {s:p}: broken prev link"));
+                }
+                prev = s;
+                if sl.magic != SKS_MAGIC || sl.cache != id {
+                    return Err(format!("slab {s:p}: bad magic {:#x} or cache", sl.magic));
+                }
+                if u64::from(sl.objs) != g.slab_objs {
+                    return Err(format!(
+                        "slab {s:p}: {} objs, geometry says {}",
+                        sl.objs, g.slab_objs
+                    ));
+                }
+                if complete != (sl.refs == sl.objs) {
+                    return Err(format!(
+                        "slab {s:p}: refs {} of {} on the {} list",
+                        sl.refs,
+                        sl.objs,
+                        if complete { "complete" } else { "partial" }
+                    ));
+                }
+                if !complete {
+                    if sl.refs == 0 {
+                        seen_empty = true;
+                    } else if seen_empty {
+                        return Err(format!(
+                            "slab {s:p}: non-empty slab after an empty one on the partial list"
+                        ));
+                    }
+                }
+                let mut nfree = 0u32;
+                let mut h = sl.free;
+                while !h.is_null() {
+                    // SAFETY: free-list headers of a live slab are live.
+                    let hd = unsafe { &*h };
+                    let base = s as usize;
+                    let a = hd.addr as usize;
+                    let in_slab = a >= base + g.sks_size as usize
+                        && a < base + g.slab_size as usize
+                        && (a - base - g.sks_size as usize)
+                            .is_multiple_of(g.obj_size_full as usize);
+                    if hd.magic != SKO_MAGIC || hd.slab != s || !in_slab || hdr_of(g, hd.addr) != h
+                    {
+                        return Err(format!("slab {s:p}: bad free object header {h:p}"));
+                    }
+                    // SAFETY: a valid header of a live slab.
+                    let state =
+                        unsafe { state_of(g, hd.addr) }.load(std::sync::atomic::Ordering::Relaxed);
+                    if state != OBJ_FREE {
+                        return Err(format!(
+                            "slab {s:p}: object {a:#x} is on the free list but its header \
+                             says a caller holds it"
+                        ));
+                    }
+                    if !free.insert(a) {
+                        return Err(format!("object {a:#x} twice on free lists"));
+                    }
+                    nfree += 1;
+                    if nfree > sl.objs {
+                        return Err(format!("slab {s:p}: free list longer than the slab"));
+                    }
+                    h = hd.next;
+                }
+                if nfree != sl.objs - sl.refs {
+                    return Err(format!(
+                        "slab {s:p}: {nfree} free objects but refs {} of {}",
+                        sl.refs, sl.objs
+                    ));
+                }
+                objs += u64::from(sl.objs);
+                refs += u64::from(sl.refs);
+                used_slabs += u64::from(sl.refs > 0);
+            }
+            if n != list.len || prev != list.tail {
+                return Err(format!(
+                    "slab list length {} but {n} linked, or tail wrong",
+                    list.len
+                ));
+            }
+        }
+        let c = &self.c;
+        let eq = |what: &str, a: u64, b: u64| {
+            if a == b {
+                Ok(())
+            } else {
+                Err(format!("{what}: {a} != {b}"))
+            }
+        };
+        eq(
+            "slab_total == partial + complete",
+            c.slab_total,
+            self.partial.len + self.complete.len,
+        )?;
+        eq(
+            "obj_total == Σ slab objs + obj_emergency",
+            c.obj_total,
+            objs + c.obj_emergency,
+        )?;
+        eq("obj_alloc == Σ slab refs", c.obj_alloc, refs)?;
+        eq("slab_alloc == slabs in use", c.slab_alloc, used_slabs)?;
+        eq(
+            "obj_emergency == emergency tree size",
+            c.obj_emergency,
+            self.emergency.len() as u64,
+        )?;
+        if c.obj_max < c.obj_alloc
+            || c.slab_max < c.slab_alloc
+            || c.obj_emergency_max < c.obj_emergency
+        {
+            return Err(format!("a max counter is below its current value: {c:?}"));
+        }
+        if c.slab_create - c.slab_destroy != c.slab_total {
+            return Err(format!("slab_create - slab_destroy != slab_total: {c:?}"));
+        }
+        Ok(free)
+    }
+}

@@ -1,0 +1,185 @@
+//! A C program whose probes live in `libslabscope.so`, not in its own
+//! executable: `--pid` must find them among the process's shared objects,
+//! attach there, and report the program's caches exactly. The program is
+//! `tests/c/so_target.c`, compiled here with the system C compiler against
+//! `include/slabscope.h` and the shared library. Needs root (and a C
+//! compiler); skips loudly without either.
+
+mod collector_support;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Read as _},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::mpsc::RecvTimeoutError,
+    time::{Duration, Instant},
+};
+
+use collector_support::{Fixture, root_or_skip};
+use slabscope_inspector::{
+    collector::{self, CollectorOptions, Target},
+    sample::Update,
+};
+
+/// Compiles `tests/c/so_target.c` against `lib` into `name` (one name per
+/// test: tests run at the same time); `None` (with a loud message) when
+/// there is no C compiler.
+fn compile(lib: &Path, name: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("tests/c/so_target.c");
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let dir = lib.parent().expect("library directory");
+    let status = Command::new(&cc)
+        .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-I")
+        .arg(root.join("../include"))
+        .arg("-L")
+        .arg(dir)
+        .arg("-lslabscope")
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .status();
+    match status {
+        Ok(s) => {
+            assert!(s.success(), "compiling {} failed", src.display());
+            Some(exe)
+        }
+        Err(e) => {
+            eprintln!(
+                "\n*** SKIPPED collector_c_shared: cannot run the C compiler {cc:?} ({e}); \
+                 install one or set CC ***\n"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn probes_in_libslabscope_so_are_found_and_its_caches_reported() {
+    if !root_or_skip("probes_in_libslabscope_so_are_found_and_its_caches_reported") {
+        return;
+    }
+    let lib = collector_support::shared_library();
+    let Some(exe) = compile(&lib, "so_target_collector") else {
+        return;
+    };
+    // The executable itself carries no probe: they are all in the library.
+    assert!(
+        collector::target::slabscope_sites(&exe)
+            .expect("reading the program's notes")
+            .is_empty()
+    );
+    let program = Fixture::start_program(exe.clone(), &[]);
+    let pid = program.pid();
+    let (rx, handle) = collector::spawn(
+        Target::Pid(pid),
+        CollectorOptions {
+            interval: Duration::from_millis(100),
+            ring_bytes: None,
+        },
+    )
+    .expect("attaching to the C program");
+    let lib_real = std::fs::canonicalize(&lib).unwrap();
+    let files: Vec<PathBuf> = handle
+        .files()
+        .iter()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    assert_eq!(files, vec![lib_real], "the files attached");
+
+    let output = program.go_raw();
+    let kv: HashMap<&str, u64> = output
+        .split_whitespace()
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k, v.parse().ok()?))
+        })
+        .collect();
+    let get = |k: &str| *kv.get(k).unwrap_or_else(|| panic!("no {k}= in {output:?}"));
+
+    let start = Instant::now();
+    let mut updates = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(u) => updates.push(u),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "no end")
+            }
+        }
+    }
+    drop(handle);
+    assert_eq!(updates.last(), Some(&Update::TargetExited { pid }));
+    let sample = updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            Update::Sample(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a sample");
+    let c = sample
+        .caches
+        .iter()
+        .find(|c| c.snapshot.cache_id == get("id"))
+        .unwrap_or_else(|| panic!("cache {:#x} not reported: {sample:?}", get("id")));
+    assert_eq!(c.pid, pid);
+    assert_eq!(
+        slabscope_probes::name_bytes(&c.snapshot.name),
+        b"c_so_cache"
+    );
+    assert_eq!(c.snapshot.obj_size, 512);
+    let n = &c.counters;
+    assert_eq!((n.creates, n.destroys, n.reaps), (1, 0, 1), "{n:?}");
+    assert_eq!(n.grows_done, get("slab_create"), "{n:?}");
+    assert_eq!(n.grow_failures, get("slab_fail"), "{n:?}");
+    assert_eq!(n.grows, get("slab_create") + get("slab_fail"), "{n:?}");
+    assert_eq!(n.deadlocks, get("obj_deadlock"), "{n:?}");
+    assert!(n.grows_done > 0, "40 objects of 512 bytes need a grow");
+    assert_eq!(sample.lost_events, 0);
+}
+
+#[test]
+fn slabscope_once_shows_the_caches_of_a_c_program() {
+    if !root_or_skip("slabscope_once_shows_the_caches_of_a_c_program") {
+        return;
+    }
+    let lib = collector_support::shared_library();
+    let Some(exe) = compile(&lib, "so_target_once") else {
+        return;
+    };
+    let program = Fixture::start_program(exe, &[]);
+    let pid = program.pid().to_string();
+    let mut slabscope = Command::new(env!("CARGO_BIN_EXE_slabscope"))
+        .args(["--pid", &pid, "--once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting slabscope");
+    let mut stderr = BufReader::new(slabscope.stderr.take().expect("stderr"));
+    let mut attached = String::new();
+    stderr.read_line(&mut attached).expect("reading stderr");
+    assert!(
+        attached.starts_with(&format!("slabscope: tracing pid {pid}: "))
+            && attached.trim_end().ends_with("libslabscope.so"),
+        "{attached}"
+    );
+    program.go_raw();
+    let out = slabscope.wait_with_output().expect("waiting for slabscope");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("reading stderr");
+    assert!(out.status.success(), "{}\n{rest}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(slabscope::stats::PROC_SLAB_HEADER),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("c_so_cache ")),
+        "no row for the C program's cache:\n{text}"
+    );
+    assert!(rest.contains("exited while traced"), "{rest}");
+}
