@@ -82,8 +82,17 @@ pub fn parse_annotate(text: &str) -> Vec<(String, u64)> {
             in_functions = true;
             continue;
         }
-        if !in_functions || t.is_empty() || t.starts_with("--") {
+        if !in_functions {
             continue;
+        }
+        if t.is_empty() || t.starts_with("--") {
+            // The section ends at the first blank or rule after its rows;
+            // auto-annotated source (whose lines also start with counts)
+            // follows.
+            if rows.is_empty() {
+                continue;
+            }
+            break;
         }
         let Some((count, rest)) = t.split_once(' ') else {
             continue;
@@ -164,6 +173,12 @@ Ir                  file:function
 --------------------------------------------------------------------------------
 12,000 (60.00%)  src/magazine.rs:slabscope::magazine::pop [/bin/x]
  8,000 (40.00%)  ???:libc_free [/lib/libc.so.6]
+
+--------------------------------------------------------------------------------
+-- Auto-annotated source: src/magazine.rs
+--------------------------------------------------------------------------------
+ 2,000 ( 1.00%)  => src/cache.rs:slabscope::cache::release (200,003x)
+     .           }
 ";
         let rows = parse_annotate(text);
         assert_eq!(
