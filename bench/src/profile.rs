@@ -61,7 +61,7 @@ pub fn run(exe: &Path, size: usize, live: usize, rounds: u64, scratch: &Path) ->
     let functions = by_fn
         .into_iter()
         .map(|(f, ir)| (f, ir as f64 / ops as f64))
-        .filter(|(_, per)| *per >= 0.05)
+        .filter(|(_, per)| *per >= 0.5)
         .take(12)
         .collect();
     Ok(Profile {
