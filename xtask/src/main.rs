@@ -6,12 +6,15 @@
 //! - `test` is the whole test suite, exactly what CI runs (`.ci/run`).
 //! - `demo` runs the demo workload under the live inspector.
 //! - `docs` regenerates the probe reference from `slabscope_probes::PROBES`.
+//! - `bench` builds and runs the benchmark crate (`bench/`) and writes
+//!   `BENCHMARKS.md`.
 //!
 //! Builds themselves are plain cargo: the inspector's `build.rs` builds the
 //! eBPF crate with aya-build, so xtask never drives the BPF target directly.
 //! xtask depends only on std, anyhow, clap and libc, so `cargo xtask` compiles
 //! in seconds on a fresh clone.
 
+mod bench;
 mod demo;
 mod docs;
 mod run;
@@ -57,6 +60,9 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Benchmark slabscope against glibc, jemalloc, mimalloc, tcmalloc and an
+    /// object pool; writes BENCHMARKS.md (--quick: a smoke run to a temp file).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Test { long } => suite::run(long),
         Cmd::Demo { seconds, no_faults } => demo::run(seconds, !no_faults),
         Cmd::Docs { check } => docs::run(check),
+        Cmd::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! | `bpftrace` | the README's one-liners and their tests | `dpkg-query` |
 //! | `tmux` | the inspector's end-to-end terminal test | `dpkg-query` |
 //! | `valgrind` | `cargo xtask bench` counts instructions with callgrind | `dpkg-query` |
+//! | `libtcmalloc-minimal4` | `cargo xtask bench` compares with tcmalloc | `dpkg-query` |
 //! | `gcc` | the C example test compiles a C user of `include/slabscope.h` | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
 //! | `bpf-linker` | links the eBPF object | `bpf-linker --version` |
@@ -75,6 +76,10 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "valgrind",
         why: "`cargo xtask bench` counts instructions per operation with callgrind",
+    },
+    AptPackage {
+        name: "libtcmalloc-minimal4",
+        why: "`cargo xtask bench` compares slabscope with tcmalloc (loaded with dlopen)",
     },
     AptPackage {
         name: "gcc",

@@ -1,0 +1,404 @@
+//! `slabscope-bench`: slabscope against the allocators people use instead,
+//! and the cost of being observable (issue 7). Run it through
+//! `cargo xtask bench [--quick] [--out FILE]`, which builds this binary twice
+//! (with and without slabscope's probes) and calls `slabscope-bench report`.
+//!
+//! The other subcommands are the children `report` spawns: `ramp` (one cold
+//! ramp in a fresh process), `hit` (the loop counted under valgrind) and
+//! `obs-child` (the loop a tracer attaches to).
+
+mod child;
+mod contenders;
+mod fresh;
+mod machine;
+mod measure;
+mod obs;
+mod profile;
+mod report;
+mod slab;
+mod suite;
+mod tcmalloc;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use contenders::Kind;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of slabscope against its peers (run it through `cargo xtask bench`)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run every workload and write the report.
+    Report(ReportArgs),
+    /// Child: cold ramp of one allocator, prints JSON.
+    Ramp {
+        #[arg(long)]
+        alloc: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+    },
+    /// Child: the churn loop for instruction counting (`--alloc harness` runs
+    /// the loop without an allocator).
+    Hit {
+        #[arg(long)]
+        alloc: String,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 1)]
+        live: usize,
+        #[arg(long)]
+        rounds: u64,
+    },
+    /// Child: slabscope churn that waits for `go` on stdin, for tracers.
+    ObsChild {
+        #[arg(long)]
+        rounds: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// Smoke mode: tiny iteration counts.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the Markdown report.
+    #[arg(long)]
+    out: PathBuf,
+    /// This binary built without slabscope's probes (workload 5).
+    #[arg(long)]
+    noprobes_bin: Option<PathBuf>,
+    /// The slabscope inspector binary, attached with `--pid N` plus `--inspector-args`.
+    #[arg(long)]
+    inspector_bin: Option<PathBuf>,
+    /// Arguments after `--pid N` for the inspector (space separated).
+    #[arg(long, default_value = "--json -d 1")]
+    inspector_args: String,
+    /// Why the collector is not measured, when no inspector binary is given.
+    #[arg(long)]
+    no_inspector_reason: Option<String>,
+    /// Interleaved runs per cell (default 11, quick 3).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// The command line to print in the report.
+    #[arg(long, default_value = "cargo xtask bench")]
+    command: String,
+    /// Run only these workloads (comma separated: churn, prodcons, ramp, obs,
+    /// instr); the others are reported as skipped. For iterating on one part.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Hand-written analysis appended to the report.
+    #[arg(long)]
+    analysis: Option<PathBuf>,
+}
+
+/// Names accepted by `--only`.
+const WORKLOADS: [&str; 5] = ["churn", "prodcons", "ramp", "obs", "instr"];
+
+fn kind_arg(s: &str) -> Result<Kind> {
+    Kind::from_key(s).with_context(|| {
+        let keys: Vec<&str> = Kind::ALL.iter().map(|k| k.key()).collect();
+        format!("unknown allocator {s:?}: use one of {}", keys.join(", "))
+    })
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Report(a) => report(a),
+        Cmd::Ramp {
+            alloc,
+            count,
+            size,
+            cpu,
+        } => child::ramp(kind_arg(&alloc)?, count, size, cpu),
+        Cmd::Hit {
+            alloc,
+            size,
+            live,
+            rounds,
+        } => {
+            let kind = if alloc == "harness" {
+                None
+            } else {
+                Some(kind_arg(&alloc)?)
+            };
+            child::hit(kind, size, live, rounds)
+        }
+        Cmd::ObsChild { rounds, reps, cpu } => child::obs(rounds, reps, cpu),
+    }
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    let start = Instant::now();
+    let exe = std::env::current_exe().context("finding the bench binary's own path")?;
+    let load_before = machine::loadavg();
+    let cpus = measure::allowed_cpus();
+    let Some(&cpu) = cpus.last() else {
+        bail!("this process may run on no CPU at all");
+    };
+    let pair = (cpus[0], cpu);
+    measure::pin_to(cpu)?;
+    let quick = a.quick;
+    let runs = a.runs.unwrap_or(if quick { 3 } else { 11 });
+    let plan = suite::Plan {
+        runs,
+        target: if quick {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(40)
+        },
+        prodcons_objects: if quick { 20_000 } else { 1_000_000 },
+        pair,
+    };
+    let kinds = Kind::ALL.to_vec();
+    let mut notes = Vec::new();
+    eprintln!(
+        "slabscope-bench: {} mode, {runs} runs, pinned to CPU {cpu}",
+        if quick { "quick" } else { "full" }
+    );
+
+    for w in &a.only {
+        if !WORKLOADS.contains(&w.as_str()) {
+            bail!(
+                "--only {w}: no such workload; use some of {}",
+                WORKLOADS.join(",")
+            );
+        }
+    }
+    let wanted = |w: &str| {
+        let yes = a.only.is_empty() || a.only.iter().any(|o| o == w);
+        if !yes {
+            eprintln!("  {w}: skipped (--only)");
+        }
+        yes
+    };
+    let churn = if wanted("churn") {
+        suite::churn(&plan, &kinds, &mut notes)?
+    } else {
+        Vec::new()
+    };
+    let prodcons = if wanted("prodcons") {
+        suite::prodcons(&plan, &kinds, &mut notes)?
+    } else {
+        Vec::new()
+    };
+    let ramp = if wanted("ramp") {
+        fresh::ramp(
+            &exe,
+            &kinds,
+            if quick { 1 } else { 5 },
+            1_000_000,
+            cpu,
+            &mut notes,
+        )
+    } else {
+        Vec::new()
+    };
+
+    // Workload 5: each child repetition lasts about 50 ms (quick: 5 ms).
+    let slab_ns = churn
+        .iter()
+        .find(|r| r.size == 64 && r.live == 1000 && !r.random)
+        .and_then(|r| r.cells.get(&Kind::Slabscope))
+        .map_or(10.0, |s| s.median);
+    let rep_ns = if quick { 5e6 } else { 50e6 };
+    let obs_rounds = ((rep_ns / (slab_ns * 2000.0)) as u64).max(1);
+    let modes = obs_modes(&a, &exe);
+    let obs = if wanted("obs") {
+        obs::run(
+            &modes,
+            if quick { 1 } else { 5 },
+            obs_rounds,
+            if quick { 2 } else { 5 },
+            cpu,
+        )
+    } else {
+        Vec::new()
+    };
+
+    let (instr, profiles) = if !wanted("instr") {
+        (Vec::new(), Vec::new())
+    } else if fresh::valgrind_available() {
+        let configs: &[(usize, usize)] = if quick {
+            &[(64, 1)]
+        } else {
+            &[(64, 1), (64, 1000), (4096, 1), (4096, 1000)]
+        };
+        let instr = fresh::instr(
+            &exe,
+            &kinds,
+            configs,
+            if quick { 20_000 } else { 400_000 },
+            &mut notes,
+        );
+        let mut profiles = Vec::new();
+        if !quick {
+            for (size, live, rounds) in [(64, 1, 200_000), (64, 1000, 200)] {
+                match profile::run(&exe, size, live, rounds, &std::env::temp_dir()) {
+                    Ok(p) => profiles.push(p),
+                    Err(e) => notes.push(format!("callgrind profile: {e:#}")),
+                }
+            }
+        }
+        (instr, profiles)
+    } else {
+        notes.push("instructions/op: valgrind is not installed (Debian package valgrind)".into());
+        (Vec::new(), Vec::new())
+    };
+
+    let analysis = match &a.analysis {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let mut versions = vec![
+        (
+            "slabscope".to_string(),
+            format!("{} (this tree)", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "jemalloc".to_string(),
+            format!("{} (tikv-jemalloc-sys)", contenders::jemalloc_version()),
+        ),
+        (
+            "mimalloc".to_string(),
+            format!(
+                "{} (libmimalloc-sys, the mimalloc crate's C layer)",
+                contenders::mimalloc_version()
+            ),
+        ),
+    ];
+    match tcmalloc::Tcmalloc::get() {
+        Ok(tc) => versions.push((
+            "tcmalloc".into(),
+            format!("{} ({} via dlopen)", tc.version, tc.soname),
+        )),
+        Err(e) => versions.push(("tcmalloc".into(), format!("left out: {e:#}"))),
+    }
+    versions.push((
+        "object pool".into(),
+        "lockfree-object-pool 0.1 `LinearObjectPool<Box<[u8]>>`".into(),
+    ));
+    let results = report::Results {
+        machine: machine::Machine::describe(),
+        date: utc_now(),
+        load_before,
+        load_after: machine::loadavg(),
+        command: a.command.clone(),
+        quick,
+        runs,
+        seconds: start.elapsed().as_secs_f64(),
+        kinds,
+        versions,
+        notes,
+        churn,
+        prodcons,
+        ramp,
+        instr,
+        obs,
+        profiles,
+        analysis,
+    };
+    std::fs::write(&a.out, results.markdown())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "slabscope-bench: wrote {} in {:.0} s",
+        a.out.display(),
+        results.seconds
+    );
+    Ok(())
+}
+
+fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
+    let root = {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        euid == 0
+    };
+    let noprobes = match &a.noprobes_bin {
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Err(
+            "no binary without probes was given (--noprobes-bin); cargo xtask bench builds one"
+                .into(),
+        ),
+    };
+    let traced = |ok: Result<(), String>| ok.map(|()| exe.to_path_buf());
+    let needs_root = if root {
+        Ok(())
+    } else {
+        Err("tracing needs root (CAP_BPF, CAP_PERFMON): run with sudo".to_string())
+    };
+    let collector = match &a.inspector_bin {
+        Some(p) if p.exists() => needs_root.clone(),
+        Some(p) => Err(format!("the inspector {} does not exist", p.display())),
+        None => Err(a
+            .no_inspector_reason
+            .clone()
+            .unwrap_or_else(|| "no inspector binary was given (--inspector-bin)".into())),
+    };
+    let bpftrace = if std::process::Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        needs_root
+    } else {
+        Err("bpftrace is not installed (Debian package bpftrace)".into())
+    };
+    vec![
+        obs::Mode {
+            label: "probes compiled out",
+            binary: noprobes,
+            tracer: None,
+        },
+        obs::Mode {
+            label: "probes compiled in, untraced",
+            binary: Ok(exe.to_path_buf()),
+            tracer: None,
+        },
+        obs::Mode {
+            label: "traced by the slabscope collector",
+            binary: traced(collector),
+            tracer: a.inspector_bin.clone().map(|bin| obs::Tracer::Collector {
+                bin,
+                args: a
+                    .inspector_args
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            }),
+        },
+        obs::Mode {
+            label: "traced by bpftrace",
+            binary: traced(bpftrace),
+            tracer: Some(obs::Tracer::Bpftrace),
+        },
+    ]
+}

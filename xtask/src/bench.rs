@@ -1,0 +1,150 @@
+//! `cargo xtask bench [--quick] [--out FILE]`: build the benchmark crate
+//! (`bench/`, `slabscope-bench`) and run it (issue 7).
+//!
+//! The bench binary is built twice from the same tree: once without
+//! slabscope's `probes` feature, copied aside as `slabscope-bench-noprobes`,
+//! and once with it. The second binary runs every workload and, for the
+//! observability workload, also starts the first one, so the two run side by
+//! side in the same session. Both builds share one target directory, so the
+//! C peers (jemalloc, mimalloc) compile once; only slabscope and the bench
+//! crate rebuild between the two.
+//!
+//! In full mode the inspector (`slabscope`, the collector's front end) is
+//! built too and attached as a tracer; `--quick` skips it and measures
+//! nothing else that needs a long build.
+//!
+//! `--quick` is the CI smoke mode: tiny iteration counts, and the report goes
+//! to a temporary file unless `--out` says otherwise, so the committed
+//! `BENCHMARKS.md` is never overwritten by smoke numbers. Numbers never gate
+//! anything: the command fails only when the bench cannot build or run.
+//! On the reference machine (2 vCPU, idle) `--quick` takes about 65 s from a
+//! clean target directory (≈ 50 s of it compiling the bench and its C peers)
+//! and about 30 s warm; a full run takes about 2 minutes plus the
+//! inspector's build.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::run::{self, header};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Smoke mode for CI: tiny iteration counts; writes to a temporary file
+    /// unless --out is given.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write the report (default: BENCHMARKS.md at the repository
+    /// root; with --quick, slabscope-BENCHMARKS.quick.md in the temp dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Interleaved runs per measurement (default 11; --quick: 3).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Do not build or attach the inspector for the observability workload.
+    #[arg(long)]
+    pub no_collector: bool,
+}
+
+/// `cargo build --release` with `args`, echoed like every xtask step.
+fn build(args: &[&str]) -> Result<()> {
+    run::run(run::cargo().args(["build", "--release"]).args(args)).with_context(|| {
+        format!(
+            "building for the benchmarks failed; fix the build error above and rerun `cargo xtask bench` \
+             (the build was `cargo build --release {}`)",
+            args.join(" ")
+        )
+    })
+}
+
+/// The command line as the user typed it, for the report.
+fn command_line(args: &BenchArgs) -> String {
+    let mut cmd = String::from("cargo xtask bench");
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    if let Some(runs) = args.runs {
+        cmd.push_str(&format!(" --runs {runs}"));
+    }
+    if args.no_collector {
+        cmd.push_str(" --no-collector");
+    }
+    if let Some(out) = &args.out {
+        cmd.push_str(&format!(" --out {}", out.display()));
+    }
+    cmd
+}
+
+/// Build and run the benchmarks, then write the report.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let root = run::workspace_root();
+    let release = run::target_dir().join("release");
+    let bench = release.join("slabscope-bench");
+    let noprobes = release.join("slabscope-bench-noprobes");
+
+    header("bench: build slabscope-bench without slabscope's probes");
+    build(&["-p", "slabscope-bench", "--no-default-features"])?;
+    std::fs::copy(&bench, &noprobes)
+        .with_context(|| format!("copying {} to {}", bench.display(), noprobes.display()))?;
+    header("bench: build slabscope-bench with the probes");
+    build(&["-p", "slabscope-bench"])?;
+
+    let inspector = if args.quick {
+        Err("not measured in --quick mode (building the inspector and its eBPF program takes minutes)".to_string())
+    } else if args.no_collector {
+        Err("not measured: --no-collector was given".to_string())
+    } else {
+        header("bench: build the inspector (slabscope) to attach as the collector");
+        match build(&["-p", "slabscope-inspector", "--bin", "slabscope"]) {
+            Ok(()) => Ok(release.join("slabscope")),
+            Err(e) => Err(format!("not measured: the inspector did not build: {e:#}")),
+        }
+    };
+
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None if args.quick => std::env::temp_dir().join("slabscope-BENCHMARKS.quick.md"),
+        None => root.join("BENCHMARKS.md"),
+    };
+    let out = if out.is_relative() {
+        std::env::current_dir()
+            .context("finding the current directory")?
+            .join(out)
+    } else {
+        out
+    };
+
+    let mut cmd = Command::new(&bench);
+    cmd.current_dir(&root)
+        .arg("report")
+        .arg("--out")
+        .arg(&out)
+        .arg("--noprobes-bin")
+        .arg(&noprobes)
+        .arg("--command")
+        .arg(command_line(&args));
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    if let Some(runs) = args.runs {
+        cmd.arg("--runs").arg(runs.to_string());
+    }
+    match &inspector {
+        Ok(bin) => {
+            cmd.arg("--inspector-bin").arg(bin);
+        }
+        Err(why) => {
+            cmd.arg("--no-inspector-reason").arg(why);
+        }
+    }
+    let analysis = root.join("bench").join("ANALYSIS.md");
+    if !args.quick && analysis.exists() {
+        cmd.arg("--analysis").arg(&analysis);
+    }
+    header("bench: run every workload");
+    run::run(&mut cmd).context("the benchmark run failed; its messages are above")?;
+    run::note(format!("report written to {}", out.display()));
+    Ok(())
+}
