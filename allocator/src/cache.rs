@@ -623,7 +623,7 @@ impl Cache {
         }
         st.destroyed = true;
         let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
-        let r = st.unlink_empty(u64::MAX);
+        let r = st.unlink_empty(0, 0);
         debug_assert!(st.partial.is_empty() && st.complete.is_empty());
         let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
         drop(st);

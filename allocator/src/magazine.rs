@@ -47,6 +47,7 @@ use crate::grow::Grow;
 use crate::os;
 use crate::slab;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
+use crate::tunables;
 
 /// One CPU's magazine (`spl_kmem_magazine_t`), on its own cache line.
 #[repr(C, align(64))]
@@ -335,7 +336,9 @@ impl CacheInner {
                 let pushed = g.push(obj.as_ptr());
                 debug_assert!(pushed);
                 drop(g);
-                self.slab_reclaim(u64::MAX);
+                // Unlike the seed, only slabs idle for slab_reclaim_delay_ms:
+                // an allocation burst right after would map them again.
+                self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
             }
             None => {
                 // Contended: straight back to the slab.

@@ -23,15 +23,17 @@ use std::time::Duration;
 
 use crate::cache::{CacheInner, registered};
 use crate::flags::{KMC_DESTROY, KMC_REAPING};
+use crate::os;
 use crate::tunables::{self, Tunables};
 
 impl CacheInner {
-    /// `spl_slab_reclaim()`: unmaps up to `limit` empty slabs from the tail of
-    /// the partial list; fires `slab_reclaim` when any were. Returns
-    /// `(slabs, objects)` released.
-    pub(crate) fn slab_reclaim(&self, limit: u64) -> (u64, u64) {
+    /// `spl_slab_reclaim()`: unmaps the empty slabs at the tail of the
+    /// partial list idle for at least `min_idle_ms` (0: all of them); fires
+    /// `slab_reclaim` when any were. Returns `(slabs, objects)` released.
+    pub(crate) fn slab_reclaim(&self, min_idle_ms: u64) -> (u64, u64) {
         let mut st = self.lock_state();
-        let r = st.unlink_empty(limit);
+        let now = if min_idle_ms == 0 { 0 } else { os::coarse_ms() };
+        let r = st.unlink_empty(min_idle_ms, now);
         if r.slabs == 0 {
             return (0, 0);
         }
@@ -70,7 +72,7 @@ impl CacheInner {
             let mut g = self.local_mag().lock();
             self.flush(&mut g, u32::MAX);
         }
-        let released = self.slab_reclaim(u64::MAX);
+        let released = self.slab_reclaim(0);
         let mut st = self.lock_state();
         self.clear_flag(KMC_REAPING);
         st.refs -= 1;

@@ -559,33 +559,41 @@ impl SlabState {
         }
     }
 
-    /// Unlinks empty slabs from the partial tail (`spl_slab_reclaim()` under
-    /// the lock, `spl_slab_free()` for each), at most `limit` of them.
-    pub(crate) fn unlink_empty(&mut self, limit: u64) -> Reclaimed {
+    /// Unlinks the empty slabs at the partial tail that have been idle for at
+    /// least `min_idle_ms` at time `now` (`spl_slab_reclaim()` under the lock,
+    /// `spl_slab_free()` for each); with 0, every empty slab.
+    ///
+    /// Empty slabs sit at the tail, the most recently emptied last, so the
+    /// walk goes backwards over the empty ones, leaves the young in place and
+    /// stops at the first slab in use.
+    pub(crate) fn unlink_empty(&mut self, min_idle_ms: u64, now: u64) -> Reclaimed {
         let mut r = Reclaimed {
             head: ptr::null_mut(),
             slabs: 0,
             objs: 0,
         };
-        while r.slabs < limit {
-            let s = self.partial.tail;
-            // SAFETY: s, if non-null, is a live slab of the partial list.
-            if s.is_null() || unsafe { (*s).refs } > 0 {
-                break;
+        let mut s = self.partial.tail;
+        // SAFETY: s, if non-null, is a live slab of the partial list.
+        while !s.is_null() && unsafe { (*s).refs } == 0 {
+            // SAFETY: as above.
+            let sl = unsafe { &*s };
+            let (prev, age) = (sl.prev, sl.age);
+            if now.saturating_sub(age) >= min_idle_ms {
+                // SAFETY: s is on the partial list; once removed only this
+                // chain links it (through `next`).
+                unsafe { self.partial.remove(s) };
+                // SAFETY: s is live and now ours alone.
+                let sl = unsafe { &mut *s };
+                let objs = u64::from(sl.objs);
+                self.c.obj_total -= objs;
+                self.c.slab_total -= 1;
+                self.c.slab_destroy += 1;
+                r.objs += objs;
+                sl.next = r.head;
+                r.head = s;
+                r.slabs += 1;
             }
-            // SAFETY: s is the partial tail; once removed only this chain
-            // links it (through `next`).
-            unsafe { self.partial.remove(s) };
-            // SAFETY: s is live and now ours alone.
-            let sl = unsafe { &mut *s };
-            let objs = u64::from(sl.objs);
-            self.c.obj_total -= objs;
-            self.c.slab_total -= 1;
-            self.c.slab_destroy += 1;
-            r.objs += objs;
-            sl.next = r.head;
-            r.head = s;
-            r.slabs += 1;
+            s = prev;
         }
         r
     }

@@ -53,7 +53,7 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
         st.validate(&g, 1).unwrap();
     }
     assert_eq!(st.c.slab_alloc, 1);
-    let r = st.unlink_empty(u64::MAX);
+    let r = st.unlink_empty(0, 0);
     assert_eq!((r.slabs, r.objs), (1, n as u64));
     // SAFETY: the chain holds only the empty slab.
     unsafe { r.release(&g) };
@@ -62,7 +62,7 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
         // SAFETY: taken above, returned once.
         unsafe { st.shrink(&g, true, "t", 1, o, 0) };
     }
-    let r = st.unlink_empty(u64::MAX);
+    let r = st.unlink_empty(0, 0);
     assert_eq!(r.slabs, 1);
     // SAFETY: as above.
     unsafe { r.release(&g) };
@@ -121,7 +121,7 @@ fn the_state_word_tells_held_objects_from_free_ones() {
     assert!(st.validate(&g, 1).unwrap_err().contains("caller holds it"));
     // SAFETY: as above.
     unsafe { mark_allocated(&g, o, OBJ_FREE) };
-    let r = st.unlink_empty(u64::MAX);
+    let r = st.unlink_empty(0, 0);
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
 }
@@ -134,7 +134,52 @@ fn validate_catches_a_broken_counter() {
     st.c.obj_alloc = 3;
     assert!(st.validate(&g, 1).unwrap_err().contains("obj_alloc"));
     st.c.obj_alloc = 0;
-    let r = st.unlink_empty(u64::MAX);
+    let r = st.unlink_empty(0, 0);
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
+}
+
+#[test]
+fn reclaim_with_a_delay_keeps_young_empty_slabs_and_takes_old_ones() {
+    let g = geo(100, 16);
+    let mut st = SlabState::new();
+    for _ in 0..3 {
+        grow(&mut st, &g);
+    }
+    let n = g.slab_objs as usize;
+    // Fill all three slabs, then empty them at times 100, 200 and 300 ms,
+    // keeping one object of the third so it stays in use.
+    let objs: Vec<*mut u8> = (0..3 * n)
+        .map(|_| st.take_obj(true, "t", 0).unwrap().as_ptr())
+        .collect();
+    for (slab, chunk) in objs.chunks(n).enumerate() {
+        let keep = usize::from(slab == 2);
+        for &o in &chunk[keep..] {
+            // SAFETY: taken above, returned once.
+            unsafe { st.shrink(&g, true, "t", 1, o, 100 * (slab as u64 + 1)) };
+        }
+    }
+    st.validate(&g, 1).unwrap();
+    assert_eq!(st.c.slab_alloc, 1);
+    // At 250 ms with a 100 ms delay: the slab emptied at 100 is old enough,
+    // the one emptied at 200 is not.
+    let r = st.unlink_empty(100, 250);
+    assert_eq!(r.slabs, 1);
+    // SAFETY: the chain holds only empty slabs.
+    unsafe { r.release(&g) };
+    st.validate(&g, 1).unwrap();
+    assert_eq!(st.c.slab_total, 2);
+    // Without a delay every empty slab goes; the slab in use stays.
+    let r = st.unlink_empty(0, 250);
+    assert_eq!(r.slabs, 1);
+    // SAFETY: as above.
+    unsafe { r.release(&g) };
+    st.validate(&g, 1).unwrap();
+    assert_eq!((st.c.slab_total, st.c.slab_alloc), (1, 1));
+    // SAFETY: the last object, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, objs[2 * n], 300) };
+    let r = st.unlink_empty(0, 0);
+    // SAFETY: as above.
+    unsafe { r.release(&g) };
+    assert_eq!(st.c.slab_total, 0);
 }

@@ -19,6 +19,7 @@
 //! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
 //! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
+//! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long; reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
 //! | `fault_grow_delay_ms` | 0 | each grow sleeps this long before mapping its slab |
@@ -56,6 +57,8 @@ pub struct Tunables {
     pub kmem_threads: u32,
     /// Grow wait before DEADLOCKED, 1..=600000 ms.
     pub grow_timeout_ms: u64,
+    /// Empty slabs younger than this survive a magazine flush's reclaim.
+    pub slab_reclaim_delay_ms: u64,
     /// Background reaper period, 0 = off.
     pub reap_interval_ms: u64,
     /// Background `cache_stats` period, 0 = off.
@@ -76,6 +79,7 @@ impl Default for Tunables {
             slab_limit: 0,
             kmem_threads: 4,
             grow_timeout_ms: 100,
+            slab_reclaim_delay_ms: 1000,
             reap_interval_ms: 0,
             stats_interval_ms: 1000,
             fault_grow_delay_ms: 0,
@@ -85,7 +89,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "magazine_size",
     "reclaim",
     "obj_per_slab",
@@ -93,6 +97,7 @@ pub const NAMES: [&str; 11] = [
     "slab_limit",
     "kmem_threads",
     "grow_timeout_ms",
+    "slab_reclaim_delay_ms",
     "reap_interval_ms",
     "stats_interval_ms",
     "fault_grow_delay_ms",
@@ -173,6 +178,13 @@ impl Tunables {
             "milliseconds",
         )?;
         check(
+            &label("slab_reclaim_delay_ms"),
+            self.slab_reclaim_delay_ms,
+            0,
+            86_400_000,
+            "milliseconds (0 = unmap empty slabs at once, as SPL)",
+        )?;
+        check(
             &label("reap_interval_ms"),
             self.reap_interval_ms,
             0,
@@ -212,6 +224,7 @@ impl Tunables {
             "slab_limit" => FieldMut::U32(&mut self.slab_limit),
             "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
             "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
+            "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
             "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
             "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
             "fault_grow_delay_ms" => FieldMut::U64(&mut self.fault_grow_delay_ms),
