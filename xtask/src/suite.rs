@@ -100,6 +100,7 @@ pub fn run(long: bool) -> Result<()> {
     }));
     steps.push(ebpf_clippy());
     steps.push(step("cargo test", || cargo_test(&mut totals)));
+    steps.push(step("bench smoke", bench_smoke));
     if long {
         long_steps(&mut steps, &mut totals);
     }
@@ -181,6 +182,25 @@ fn ebpf_clippy() -> Step {
             .args(["--", "-D", "warnings"]);
         run::run(&mut cmd)
     })
+}
+
+/// `cargo xtask bench --quick`: the benchmarks still build, run and write
+/// their report (to target/, never over BENCHMARKS.md). Numbers never gate.
+fn bench_smoke() -> Result<()> {
+    let out = run::workspace_root().join("target/BENCHMARKS.smoke.md");
+    let _ = std::fs::remove_file(&out);
+    crate::bench::run(crate::bench::BenchArgs {
+        quick: true,
+        out: Some(out.clone()),
+        runs: None,
+        no_collector: false,
+    })?;
+    let report = std::fs::read_to_string(&out)
+        .with_context(|| format!("the quick bench wrote no report at {}", out.display()))?;
+    if !report.contains("## 1. Fixed-size churn") {
+        bail!("{} has no churn table", out.display());
+    }
+    Ok(())
 }
 
 /// `cargo` of the nightly toolchain, run through rustup from the workspace
