@@ -431,9 +431,14 @@ fn check(oneliner: &str, out: &str, r: &Report) {
 fn readme_bpftrace_oneliners_report_the_workloads_counts() {
     let lines = readme_oneliners();
     if !is_root() {
-        eprintln!(
-            "SKIPPED: the README's {} bpftrace one-liners need root (run the tests as root, as `cargo xtask test` does in CI)",
-            lines.len()
+        // Straight to stderr: the harness captures eprintln! of passing tests.
+        let _ = std::io::stderr().lock().write_all(
+            format!(
+                "\n*** SKIPPED: the README's {} bpftrace one-liners need root (run the tests \
+                 as root, as `cargo xtask test` does in CI) ***\n",
+                lines.len()
+            )
+            .as_bytes(),
         );
         return;
     }

@@ -7,58 +7,20 @@ mod collector_support;
 use std::{
     collections::BTreeMap,
     process::{Command, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use collector_support::{Fixture, root_or_skip};
+use collector_support::{Fixture, root_or_skip, until, until_closed};
 use slabscope_inspector::{
     collector::{self, CollectError, CollectorOptions, Target},
     sample::{Sample, Update},
 };
 use slabscope_probes::{CacheCounters, Event, ProbeKind};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
 fn opts(ring_bytes: Option<u32>) -> CollectorOptions {
     CollectorOptions {
         interval: Duration::from_millis(100),
         ring_bytes,
-    }
-}
-
-/// Every update until the collector closes the channel.
-fn until_closed(rx: &Receiver<Update>) -> Vec<Update> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(u) => out.push(u),
-            Err(RecvTimeoutError::Disconnected) => return out,
-            Err(RecvTimeoutError::Timeout) => {
-                assert!(
-                    start.elapsed() < DEADLINE,
-                    "collector did not finish in time"
-                )
-            }
-        }
-    }
-}
-
-/// Updates until `pred` matches one (returned last).
-fn until(rx: &Receiver<Update>, mut pred: impl FnMut(&Update) -> bool) -> Vec<Update> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        let left = DEADLINE.saturating_sub(start.elapsed());
-        let u = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("waiting for an update: {e:?}; got {out:?}"));
-        let done = pred(&u);
-        out.push(u);
-        if done {
-            return out;
-        }
     }
 }
 

@@ -23,9 +23,8 @@ use slabscope_inspector::{
 };
 
 /// Compiles `tests/c/so_target.c` against `lib` into `name` (one name per
-/// test: tests run at the same time); `None` (with a loud message) when
-/// there is no C compiler.
-fn compile(lib: &Path, name: &str) -> Option<PathBuf> {
+/// test: tests run at the same time).
+fn compile(lib: &Path, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = root.join("tests/c/so_target.c");
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -42,19 +41,13 @@ fn compile(lib: &Path, name: &str) -> Option<PathBuf> {
         .arg("-lslabscope")
         .arg(format!("-Wl,-rpath,{}", dir.display()))
         .status();
-    match status {
-        Ok(s) => {
-            assert!(s.success(), "compiling {} failed", src.display());
-            Some(exe)
-        }
-        Err(e) => {
-            eprintln!(
-                "\n*** SKIPPED collector_c_shared: cannot run the C compiler {cc:?} ({e}); \
-                 install one or set CC ***\n"
-            );
-            None
-        }
-    }
+    let status = status.unwrap_or_else(|e| {
+        panic!(
+            "cannot run the C compiler {cc:?} ({e}): `cargo xtask setup` installs gcc, or set CC"
+        )
+    });
+    assert!(status.success(), "compiling {} failed", src.display());
+    exe
 }
 
 #[test]
@@ -63,9 +56,7 @@ fn probes_in_libslabscope_so_are_found_and_its_caches_reported() {
         return;
     }
     let lib = collector_support::shared_library();
-    let Some(exe) = compile(&lib, "so_target_collector") else {
-        return;
-    };
+    let exe = compile(&lib, "so_target_collector");
     // The executable itself carries no probe: they are all in the library.
     assert!(
         collector::target::slabscope_sites(&exe)
@@ -148,9 +139,7 @@ fn slabscope_once_shows_the_caches_of_a_c_program() {
         return;
     }
     let lib = collector_support::shared_library();
-    let Some(exe) = compile(&lib, "so_target_once") else {
-        return;
-    };
+    let exe = compile(&lib, "so_target_once");
     let program = Fixture::start_program(exe, &[]);
     let pid = program.pid().to_string();
     let mut slabscope = Command::new(env!("CARGO_BIN_EXE_slabscope"))

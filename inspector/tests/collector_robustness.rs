@@ -7,12 +7,12 @@ mod collector_support;
 
 use std::{
     collections::BTreeMap,
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    sync::mpsc::Receiver,
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use collector_support::{Fixture, Report, root_or_skip};
+use collector_support::{Fixture, Report, root_or_skip, until, until_closed};
 use serde::Deserialize;
 use slabscope::stats::CacheStats;
 use slabscope_inspector::{
@@ -21,8 +21,6 @@ use slabscope_inspector::{
     sample::{Sample, Update},
 };
 use slabscope_probes::CacheCounters;
-
-const DEADLINE: Duration = Duration::from_secs(20);
 
 fn opts() -> CollectorOptions {
     CollectorOptions {
@@ -34,43 +32,6 @@ fn opts() -> CollectorOptions {
 fn attach(target: Target) -> (Receiver<Update>, CollectorHandle) {
     let what = format!("{target:?}");
     collector::spawn(target, opts()).unwrap_or_else(|e| panic!("attaching to {what}: {e}"))
-}
-
-/// Every update until the collector closes the channel.
-fn until_closed(rx: &Receiver<Update>) -> Vec<Update> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(u) => out.push(u),
-            Err(RecvTimeoutError::Disconnected) => return out,
-            Err(RecvTimeoutError::Timeout) => assert!(
-                start.elapsed() < DEADLINE,
-                "the collector did not finish in time"
-            ),
-        }
-    }
-}
-
-/// Updates until `pred` matches one (returned last).
-fn until(rx: &Receiver<Update>, mut pred: impl FnMut(&Update) -> bool) -> Vec<Update> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        let left = DEADLINE.saturating_sub(start.elapsed());
-        let u = rx.recv_timeout(left).unwrap_or_else(|e| {
-            panic!(
-                "waiting for an update: {e:?}; got {} updates, last {:?}",
-                out.len(),
-                out.last()
-            )
-        });
-        let done = pred(&u);
-        out.push(u);
-        if done {
-            return out;
-        }
-    }
 }
 
 fn last_sample(updates: &[Update]) -> Sample {

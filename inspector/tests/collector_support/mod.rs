@@ -8,7 +8,11 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::OnceLock,
+    sync::mpsc::{Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
 };
+
+use slabscope_inspector::sample::Update;
 
 /// The profile directory of this test binary (`target/<profile>`).
 fn profile_dir() -> PathBuf {
@@ -289,4 +293,44 @@ pub fn screen(state: &slabscope_inspector::app::State, w: u16, h: u16) -> String
             line
         })
         .collect()
+}
+
+/// How long a collector test waits for an update before failing.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Every update until the collector closes the channel.
+pub fn until_closed(rx: &Receiver<Update>) -> Vec<Update> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(u) => out.push(u),
+            Err(RecvTimeoutError::Disconnected) => return out,
+            Err(RecvTimeoutError::Timeout) => assert!(
+                start.elapsed() < DEADLINE,
+                "the collector did not finish in time"
+            ),
+        }
+    }
+}
+
+/// Updates until `pred` matches one (returned last).
+pub fn until(rx: &Receiver<Update>, mut pred: impl FnMut(&Update) -> bool) -> Vec<Update> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        let u = rx.recv_timeout(left).unwrap_or_else(|e| {
+            panic!(
+                "waiting for an update: {e:?}; got {} updates, last {:?}",
+                out.len(),
+                out.last()
+            )
+        });
+        let done = pred(&u);
+        out.push(u);
+        if done {
+            return out;
+        }
+    }
 }
