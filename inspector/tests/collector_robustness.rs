@@ -5,12 +5,7 @@
 
 mod collector_support;
 
-use std::{
-    collections::BTreeMap,
-    sync::mpsc::Receiver,
-    thread::sleep,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::mpsc::Receiver, thread::sleep, time::Duration};
 
 use collector_support::{Fixture, Report, root_or_skip, until, until_closed};
 use serde::Deserialize;
