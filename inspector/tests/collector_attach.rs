@@ -7,43 +7,14 @@ mod collector_support;
 use std::{
     collections::BTreeMap,
     process::{Command, Stdio},
-    time::Duration,
 };
 
-use collector_support::{Fixture, root_or_skip, until, until_closed};
+use collector_support::{Fixture, events, last_sample, opts, root_or_skip, until, until_closed};
 use slabscope_inspector::{
-    collector::{self, CollectError, CollectorOptions, Target},
-    sample::{Sample, Update},
+    collector::{self, CollectError, Target},
+    sample::Update,
 };
 use slabscope_probes::{CacheCounters, Event, ProbeKind};
-
-fn opts(ring_bytes: Option<u32>) -> CollectorOptions {
-    CollectorOptions {
-        interval: Duration::from_millis(100),
-        ring_bytes,
-    }
-}
-
-fn events(updates: &[Update]) -> Vec<Event> {
-    updates
-        .iter()
-        .filter_map(|u| match u {
-            Update::Event(e) => Some(*e),
-            _ => None,
-        })
-        .collect()
-}
-
-fn last_sample(updates: &[Update]) -> Sample {
-    updates
-        .iter()
-        .rev()
-        .find_map(|u| match u {
-            Update::Sample(s) => Some(s.clone()),
-            _ => None,
-        })
-        .expect("the collector sent no sample")
-}
 
 fn without_time(mut c: CacheCounters) -> CacheCounters {
     c.last_ns = 0;

@@ -7,7 +7,7 @@ mod collector_support;
 
 use std::{collections::BTreeMap, sync::mpsc::Receiver, thread::sleep, time::Duration};
 
-use collector_support::{Fixture, Report, root_or_skip, until, until_closed};
+use collector_support::{Fixture, Report, last_sample, opts, root_or_skip, until, until_closed};
 use serde::Deserialize;
 use slabscope::stats::CacheStats;
 use slabscope_inspector::{
@@ -17,27 +17,9 @@ use slabscope_inspector::{
 };
 use slabscope_probes::CacheCounters;
 
-fn opts() -> CollectorOptions {
-    CollectorOptions {
-        interval: Duration::from_millis(100),
-        ring_bytes: None,
-    }
-}
-
 fn attach(target: Target) -> (Receiver<Update>, CollectorHandle) {
     let what = format!("{target:?}");
-    collector::spawn(target, opts()).unwrap_or_else(|e| panic!("attaching to {what}: {e}"))
-}
-
-fn last_sample(updates: &[Update]) -> Sample {
-    updates
-        .iter()
-        .rev()
-        .find_map(|u| match u {
-            Update::Sample(s) => Some(s.clone()),
-            _ => None,
-        })
-        .expect("the collector sent no sample")
+    collector::spawn(target, opts(None)).unwrap_or_else(|e| panic!("attaching to {what}: {e}"))
 }
 
 fn event_count(updates: &[Update], pid: u32) -> usize {

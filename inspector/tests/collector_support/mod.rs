@@ -12,7 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slabscope_inspector::sample::Update;
+use slabscope_inspector::{
+    collector::CollectorOptions,
+    sample::{Sample, Update},
+};
+use slabscope_probes::Event;
 
 /// The profile directory of this test binary (`target/<profile>`).
 fn profile_dir() -> PathBuf {
@@ -333,4 +337,35 @@ pub fn until(rx: &Receiver<Update>, mut pred: impl FnMut(&Update) -> bool) -> Ve
             return out;
         }
     }
+}
+
+/// Collector options of the tests: a 100 ms sample interval.
+pub fn opts(ring_bytes: Option<u32>) -> CollectorOptions {
+    CollectorOptions {
+        interval: Duration::from_millis(100),
+        ring_bytes,
+    }
+}
+
+/// The events among `updates`, in order.
+pub fn events(updates: &[Update]) -> Vec<Event> {
+    updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Event(e) => Some(*e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last sample among `updates`.
+pub fn last_sample(updates: &[Update]) -> Sample {
+    updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            Update::Sample(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the collector sent no sample")
 }
