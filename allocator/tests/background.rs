@@ -1,22 +1,14 @@
 //! The background reaper returns idle magazine contents and empty slabs;
 //! background threads do not keep destroyed caches alive.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use slabscope::CacheBuilder;
 use slabscope::flags::KM_SLEEP;
 use slabscope::tunables::{self, Tunables};
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use support::wait_until;
 
 #[test]
 fn the_reaper_empties_idle_magazines_and_threads_let_go_of_destroyed_caches() {
@@ -44,10 +36,14 @@ fn the_reaper_empties_idle_magazines_and_threads_let_go_of_destroyed_caches() {
     assert!(s.mag_objs >= 20, "{s:?}");
     assert_eq!(s.obj_alloc, s.mag_objs, "{s:?}");
     assert!(s.slab_total > 0);
-    wait_until("the reaper to flush the idle magazine and reclaim", || {
-        let s = c.stats();
-        s.mag_objs == 0 && s.slab_total == 0
-    });
+    wait_until(
+        "the reaper to flush the idle magazine and reclaim",
+        Duration::from_secs(5),
+        || {
+            let s = c.stats();
+            s.mag_objs == 0 && s.slab_total == 0
+        },
+    );
     c.validate().unwrap();
     let s = c.stats();
     assert_eq!(s.slab_destroy, s.slab_create);
@@ -57,13 +53,17 @@ fn the_reaper_empties_idle_magazines_and_threads_let_go_of_destroyed_caches() {
     let p = c.alloc(KM_SLEEP).unwrap();
     // SAFETY: freed once.
     unsafe { c.free(p) };
-    wait_until("the second reclaim", || c.stats().slab_total == 0);
+    wait_until("the second reclaim", Duration::from_secs(5), || {
+        c.stats().slab_total == 0
+    });
 
     c.destroy().unwrap();
     // Only this handle is left once any pass in flight has finished.
-    wait_until("background threads to drop the cache", || {
-        c.ref_count() == 1
-    });
+    wait_until(
+        "background threads to drop the cache",
+        Duration::from_secs(5),
+        || c.ref_count() == 1,
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
         c.ref_count(),

@@ -14,26 +14,18 @@
 //! The scenarios share the process-wide fault switches and the mapped-bytes
 //! count, so they run one after another in one test.
 
+mod support;
+
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
 use slabscope::tunables::{self, Tunables, fault};
 use slabscope::{Cache, CacheBuilder, Error, os};
+use support::wait_until;
 
 const TIMEOUT_MS: u64 = 10;
 const DELAY_MS: u64 = 150;
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 fn free_all(c: &Cache, objs: Vec<NonNull<u8>>) {
     for p in objs {
@@ -103,7 +95,9 @@ fn every_mapping_fails_nosleep() {
         .unwrap();
     for i in 1..=5u64 {
         assert!(c.alloc(KM_NOSLEEP).is_none(), "no slab can exist");
-        wait_until("the failing grow", || c.flags() & KMC_GROWING == 0);
+        wait_until("the failing grow", Duration::from_secs(10), || {
+            c.flags() & KMC_GROWING == 0
+        });
         let s = c.stats();
         assert_eq!(s.slab_fail, i, "each dispatched grow failed: {s:?}");
         assert_eq!(
@@ -117,7 +111,9 @@ fn every_mapping_fails_nosleep() {
     fault::set_slab_fail_permille(0).unwrap();
     // Once mappings work again the cache recovers.
     let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails");
-    wait_until("the grow", || c.flags() & KMC_GROWING == 0);
+    wait_until("the grow", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     assert_eq!(c.stats().slab_total, 1);
     free_all(&c, vec![p]);
     destroy_and_check_unmapped(c, base);
@@ -171,7 +167,9 @@ fn every_mapping_fails_slowly_sleep_gets_emergency_objects() {
     assert_eq!(unsafe { last.read() }, 0xe5);
     fault::set_slab_fail_permille(0).unwrap();
     fault::set_grow_delay_ms(0);
-    wait_until("the slow failing grows", || c.flags() & KMC_GROWING == 0);
+    wait_until("the slow failing grows", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     let failed = c.stats().slab_fail;
     assert!(failed >= 1, "the delayed grows failed: {:?}", c.stats());
     free_all(&c, objs);
@@ -194,7 +192,9 @@ fn slow_grows_deadlock_then_recover() {
         objs.push(c.alloc(KM_SLEEP).unwrap());
     }
     fault::set_grow_delay_ms(0);
-    wait_until("the grow", || c.flags() & KMC_GROWING == 0);
+    wait_until("the grow", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     let s = c.stats();
     assert!(s.obj_emergency_max >= 1, "{s:?}");
     assert_eq!(s.slab_fail, 0, "{s:?}");
@@ -240,7 +240,9 @@ fn faults_under_threads() {
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     fault::set_slab_fail_permille(0).unwrap();
     fault::set_grow_delay_ms(0);
-    wait_until("the last grow", || c.flags() & KMC_GROWING == 0);
+    wait_until("the last grow", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     let s = c.stats();
     assert_eq!(total, 4 * (40 + 60 + 80));
     assert!(s.obj_deadlock >= 1, "grows outlived the timeout: {s:?}");

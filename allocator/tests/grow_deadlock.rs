@@ -2,12 +2,15 @@
 //! allocations wait only 20 ms, so each first allocation on an empty cache
 //! deadlocks and gets emergency objects until the grow lands.
 
+mod support;
+
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
 use slabscope::tunables::{self, Tunables};
 use slabscope::{CacheBuilder, Error};
+use support::wait_until;
 
 const TIMEOUT_MS: u64 = 20;
 const DELAY_MS: u64 = 100;
@@ -25,17 +28,6 @@ fn setup() {
     });
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn nosleep_returns_none_while_the_grow_is_in_flight() {
     setup();
@@ -49,7 +41,9 @@ fn nosleep_returns_none_while_the_grow_is_in_flight() {
     assert_ne!(c.flags() & KMC_GROWING, 0, "a grow was dispatched");
     // A second KM_NOSLEEP while the same grow runs dispatches nothing new.
     assert!(c.alloc(KM_NOSLEEP).is_none());
-    wait_until("the grow", || c.flags() & KMC_GROWING == 0);
+    wait_until("the grow", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     let s = c.stats();
     assert_eq!(
         (s.slab_total, s.slab_create, s.obj_deadlock),
@@ -93,7 +87,9 @@ fn a_slow_grow_deadlocks_and_emergency_objects_fill_in() {
         c.validate().unwrap();
     }
     assert!(saw_emergency >= 1, "no emergency object was handed out");
-    wait_until("the grow", || c.flags() & KMC_GROWING == 0);
+    wait_until("the grow", Duration::from_secs(10), || {
+        c.flags() & KMC_GROWING == 0
+    });
     let s = c.stats();
     assert_eq!(s.obj_emergency_max, saw_emergency.max(s.obj_emergency_max));
     assert_eq!(

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use collector_support::{Fixture, root_or_skip};
+use collector_support::{Fixture, Report, root_or_skip};
 use object::{Object as _, ObjectSection as _};
 use serde_json::Value;
 use slabscope::stats::PROC_SLAB_HEADER;
@@ -479,16 +479,7 @@ fn two_inspectors_on_one_target_agree_and_a_killed_one_disturbs_nothing() {
     assert_eq!(la["events_total"], report.fired);
     assert_eq!(lb["events_total"], report.fired);
     assert_eq!(caches_without_time(la), caches_without_time(lb));
-    let caches = la["caches"].as_array().unwrap();
-    assert_eq!(caches.len(), report.counters.len());
-    for c in caches {
-        let id = c["id"].as_u64().expect("cache id");
-        assert_eq!(
-            format!("{:?}", counters_of(&c["counters"])),
-            report.counters[&id],
-            "counters of cache {id:#x}"
-        );
-    }
+    assert_counters_match(la, &report);
 
     // One inspector killed outright while attached: the other, and the
     // target, go on as if it had never been there.
@@ -507,7 +498,15 @@ fn two_inspectors_on_one_target_agree_and_a_killed_one_disturbs_nothing() {
     let last = lines.last().expect("lines");
     assert_eq!(last["events_total"], report.fired);
     assert_eq!(last["lost_events"], 0);
-    let caches = last["caches"].as_array().unwrap();
+    assert_counters_match(last, &report);
+}
+
+/// The JSON `counters` object as `CacheCounters` (with `last_ns` 0, as the
+/// fixture reports them).
+/// Every cache of a `--json` document has exactly the counters the fixture
+/// reported for it, and there are no others.
+fn assert_counters_match(doc: &Value, report: &Report) {
+    let caches = doc["caches"].as_array().expect("a caches array");
     assert_eq!(caches.len(), report.counters.len());
     for c in caches {
         let id = c["id"].as_u64().expect("cache id");
@@ -519,8 +518,6 @@ fn two_inspectors_on_one_target_agree_and_a_killed_one_disturbs_nothing() {
     }
 }
 
-/// The JSON `counters` object as `CacheCounters` (with `last_ns` 0, as the
-/// fixture reports them).
 fn counters_of(v: &Value) -> slabscope_probes::CacheCounters {
     let f = |name: &str| {
         v[name]
