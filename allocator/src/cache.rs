@@ -79,6 +79,11 @@ pub(crate) struct CacheInner {
     flags: AtomicU64,
     /// Magic checks on (no `KMC_NODEBUG`).
     pub(crate) debug: bool,
+    /// `slab::alloc_tag(id)`, the header mark of an allocated object.
+    pub(crate) tag: u32,
+    /// Slab-backed magazines and no constructor or destructor: allocation
+    /// and free may take the inline rseq fast path.
+    pub(crate) plain: bool,
     /// `KMC_SLAB`: delegate to the system allocator.
     pub(crate) slab_backed: bool,
     ctor: Option<Ctor>,
@@ -89,6 +94,9 @@ pub(crate) struct CacheInner {
     /// Woken whenever refs drop, a grow ends or a reap ends.
     pub(crate) state_cv: Condvar,
     pub(crate) mags: Box<[Magazine]>,
+    /// The rseq area offset when the magazines use restartable sequences
+    /// (see [`crate::rseq`]); `None`: they use their lock.
+    pub(crate) rseq: Option<isize>,
     pub(crate) mag_size: u32,
     pub(crate) mag_refill: u32,
     /// Mirror of `obj_emergency` for the free path.
@@ -233,11 +241,11 @@ impl CacheInner {
     ///
     /// # Safety
     /// `obj` was allocated from this cache and is not used afterwards.
+    #[inline(always)]
     unsafe fn release(&self, obj: NonNull<u8>) {
         if self.slab_backed {
-            // SAFETY: KMC_SLAB objects come from std::alloc with obj_layout.
-            unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
-            self.sys_count_add(-1);
+            // SAFETY: forwarded caller guarantee.
+            unsafe { self.sys_free(obj) };
             return;
         }
         // SAFETY: forwarded caller guarantee.
@@ -246,6 +254,29 @@ impl CacheInner {
         }
         // SAFETY: not an emergency object, so a slab object of this cache.
         unsafe { self.mag_free(obj) }
+    }
+
+    /// [`Self::release`], not inlined (the emergency case of the fast free).
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn release_out_of_line(&self, obj: NonNull<u8>) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.release(obj) }
+    }
+
+    /// Frees a `KMC_SLAB` object.
+    ///
+    /// # Safety
+    /// As [`Self::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn sys_free(&self, obj: NonNull<u8>) {
+        // SAFETY: KMC_SLAB objects come from std::alloc with obj_layout.
+        unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
+        self.sys_count_add(-1);
     }
 }
 
@@ -442,12 +473,19 @@ impl CacheBuilder {
             geo,
             flags: AtomicU64::new(flags),
             debug: flags & KMC_NODEBUG == 0,
+            tag: slab::alloc_tag(me.as_ptr() as u64),
+            plain: !slab_backed && self.ctor.is_none() && self.dtor.is_none(),
             slab_backed,
             ctor: self.ctor,
             dtor: self.dtor,
             state: sync::Mutex::new(SlabState::new()),
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
+            rseq: if slab_backed || t.magazine_rseq == 0 {
+                None
+            } else {
+                crate::rseq::available()
+            },
             mags,
             mag_size,
             mag_refill,
@@ -468,6 +506,16 @@ impl CacheBuilder {
         }
         Ok(Cache { inner })
     }
+}
+
+/// How a cache's magazines are kept private to their CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MagazineProtocol {
+    /// Restartable sequences: plain loads and stores, restarted by the
+    /// kernel on preemption or migration.
+    Rseq,
+    /// A one-byte lock taken with compare-and-swap.
+    Lock,
 }
 
 /// A cache handle: cheap to clone, `Send + Sync`. See the module docs.
@@ -495,6 +543,18 @@ impl Cache {
         if kmflags & !KM_PUBLIC_MASK != 0 {
             bad_kmflags(&c.name, kmflags);
         }
+        if c.plain
+            && let Some(p) = c.rseq_alloc_fast()
+        {
+            return Some(p);
+        }
+        self.alloc_general(kmflags)
+    }
+
+    /// [`Cache::alloc`] past the inline fast path.
+    #[inline(never)]
+    fn alloc_general(&self, kmflags: u32) -> Option<NonNull<u8>> {
+        let c = &*self.inner;
         let obj = if c.slab_backed {
             self.sys_alloc(kmflags)?
         } else {
@@ -538,6 +598,22 @@ impl Cache {
     #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
         let c = &*self.inner;
+        if c.plain {
+            // SAFETY: forwarded caller guarantee.
+            unsafe { c.plain_free(obj) };
+            return;
+        }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.free_general(obj) }
+    }
+
+    /// [`Cache::free`] for caches with a destructor or `KMC_SLAB`.
+    ///
+    /// # Safety
+    /// As [`Cache::free`].
+    #[inline(never)]
+    unsafe fn free_general(&self, obj: NonNull<u8>) {
+        let c = &*self.inner;
         if let Some(dtor) = &c.dtor {
             dtor(obj);
         }
@@ -554,6 +630,20 @@ impl Cache {
     /// Every counter of this cache now.
     pub fn stats(&self) -> CacheStats {
         self.inner.stats()
+    }
+
+    /// How this cache's per-CPU magazines are kept private to their CPU
+    /// (see the `magazine_rseq` tunable). `None` for `KMC_SLAB` caches,
+    /// which have no magazines.
+    pub fn magazine_protocol(&self) -> Option<MagazineProtocol> {
+        let c = &*self.inner;
+        if c.slab_backed {
+            None
+        } else if c.rseq.is_some() {
+            Some(MagazineProtocol::Rseq)
+        } else {
+            Some(MagazineProtocol::Lock)
+        }
     }
 
     /// The cache id: its address, as probes report it.
@@ -655,7 +745,7 @@ impl Cache {
         if c.slab_backed {
             return Ok(());
         }
-        let guards: Vec<_> = c.mags.iter().map(Magazine::lock).collect();
+        let guards = c.lock_all_mags();
         let st = c.lock_state();
         let free = st.validate(&c.geo, c.id())?;
         let mut seen = std::collections::HashSet::new();

@@ -59,10 +59,22 @@ impl CacheInner {
     /// # Safety
     /// If `obj` is an emergency object of this cache it is not used after
     /// this call.
+    #[inline(always)]
     pub(crate) unsafe fn emergency_free(&self, obj: NonNull<u8>) -> bool {
         if self.emergency_live.load(Ordering::Relaxed) == 0 {
             return false;
         }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.emergency_free_slow(obj) }
+    }
+
+    /// [`Self::emergency_free`] while emergency objects exist.
+    ///
+    /// # Safety
+    /// As [`Self::emergency_free`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn emergency_free_slow(&self, obj: NonNull<u8>) -> bool {
         let mut st = self.lock_state();
         if st.emergency.remove(&(obj.as_ptr() as usize)).is_none() {
             return false;

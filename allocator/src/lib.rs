@@ -41,6 +41,7 @@ mod loom_tests;
 mod magazine;
 pub mod os;
 pub mod reap;
+mod rseq;
 pub mod sizing;
 mod slab;
 pub mod stats;
@@ -48,7 +49,7 @@ mod sync;
 pub mod tunables;
 pub mod typed;
 
-pub use cache::{Cache, CacheBuilder};
+pub use cache::{Cache, CacheBuilder, MagazineProtocol};
 pub use error::Error;
 pub use reap::reap;
 pub use typed::{Obj, TypedCache};

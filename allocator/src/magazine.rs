@@ -13,24 +13,36 @@
 //! # Preemption and migration
 //!
 //! The seed makes the magazine private to a CPU with `local_irq_disable()`.
-//! Userspace cannot, so every magazine carries a one-byte lock taken with a
-//! single compare-and-swap (`try_lock`). A thread that reads CPU *n*, is
-//! migrated, and then touches magazine *n* is still correct — it merely shares
-//! magazine *n* with whoever runs there now, and the lock serialises them. On
-//! contention (the owner was preempted or migrated while holding it) the
-//! operation never waits: allocation takes one object straight from the slabs
-//! under the cache lock, free returns the object straight to its slab. So the
-//! fast path has no syscalls, no timestamps, no heap allocation and no probes:
-//! one rseq load for the CPU id (see [`crate::os`]), one CAS to lock, a load
-//! and a store for the count, a release store to unlock — about 2 + 2.5 + 1 ns
-//! per operation on the reference machine (perf-anchors: CAS 2.5 ns, pop+push
-//! pair 2.6 ns), i.e. the "per-CPU magazine guarded by a lock" row, ≈5–6
-//! ns/op predicted. Measured once while writing this (release, 64-byte
-//! objects, `KMC_NODEBUG`, batches of 100 allocs then 100 frees, pinned, on
-//! the shared 2-vCPU VM under other load): 7–8 ns per alloc or free. A
-//! lock-free rseq critical section would shave the CAS; it needs
-//! hand-written assembly per architecture and is left for later, as is a
-//! thread-local front magazine (which would change SPL's per-CPU semantics).
+//! Userspace has two ways to do the same, chosen per process when the first
+//! cache is created (tunable `magazine_rseq`, [`crate::Cache::magazine_protocol`]):
+//!
+//! - **Restartable sequences** (the default where available: x86_64 Linux,
+//!   glibc 2.35+): each operation is one critical section of
+//!   [`crate::rseq`] that reads the CPU id, works on that CPU's magazine and
+//!   commits with a single store; the kernel aborts it if the thread is
+//!   preempted, migrated or signalled before the commit. No atomic
+//!   read-modify-write and no lock on the fast path. Work on another CPU's
+//!   magazine (reap, destroy, validate) takes the magazine's lock byte,
+//!   which every sequence checks, then `membarrier()` to wait out sequences
+//!   already running. Refill and flush move their batch in one sequence;
+//!   a flush therefore returns the **newest** `refill` objects (a sequence
+//!   may only write before its commit, so it cannot compact the array from
+//!   the bottom as the seed's `spl_cache_flush()` does).
+//! - **A one-byte lock** everywhere else (and under valgrind, Miri and
+//!   loom): every operation takes the magazine's lock with a single
+//!   compare-and-swap (`try_lock`). A thread that reads CPU *n*, is
+//!   migrated, and then touches magazine *n* is still correct: it merely
+//!   shares magazine *n* with whoever runs there now, and the lock
+//!   serialises them.
+//!
+//! Either way, an operation never waits: when the magazine is busy (its
+//! lock is held by a flush or, with the lock protocol, by a preempted
+//! owner) allocation takes one object straight from the slabs under the
+//! cache lock and free returns the object straight to its slab. The fast
+//! path has no syscalls, no timestamps, no heap allocation and no probes.
+//! Measured by `cargo xtask bench` (BENCHMARKS.md), 64-byte magazine hits
+//! cost 2.1 ns per alloc or free with restartable sequences against 6.1 ns
+//! with the lock, of which the compare-and-swap was 4.3 ns.
 //!
 //! Lock order: magazine lock, then the cache lock. Code holding the cache lock
 //! never waits for a magazine lock.
@@ -45,11 +57,15 @@ use crate::cache::CacheInner;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
 use crate::grow::Grow;
 use crate::os;
+use crate::rseq::{self, Push};
 use crate::slab;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 use crate::tunables;
 
 /// One CPU's magazine (`spl_kmem_magazine_t`), on its own cache line.
+///
+/// `repr(C)`: the restartable sequences of [`crate::rseq`] address the lock
+/// byte, the fill count, the size and the slot array by offset.
 #[repr(C, align(64))]
 pub(crate) struct Magazine {
     lock: AtomicBool,
@@ -61,11 +77,28 @@ pub(crate) struct Magazine {
     size: u32,
     refill: u32,
     cpu: u32,
+    /// `objs`' first slot, for the rseq sequences (null under loom, whose
+    /// cells are not plain pointers).
+    slots: *mut *mut u8,
     objs: Box<[UnsafeCell<*mut u8>]>,
 }
 
-// SAFETY: `objs` is only accessed while `lock` is held (through MagGuard);
-// the other fields are atomics or immutable.
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))),
+    allow(dead_code, reason = "used by the rseq sequences only")
+)]
+impl Magazine {
+    pub(crate) const LOCK_OFFSET: usize = std::mem::offset_of!(Magazine, lock);
+    pub(crate) const ACTIVE_OFFSET: usize = std::mem::offset_of!(Magazine, active);
+    pub(crate) const AVAIL_OFFSET: usize = std::mem::offset_of!(Magazine, avail);
+    pub(crate) const SIZE_OFFSET: usize = std::mem::offset_of!(Magazine, size);
+    pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Magazine, slots);
+}
+
+// SAFETY: `objs` (and `slots`, which points into it) is only accessed while
+// `lock` is held (through MagGuard) or inside an rseq critical section on
+// the magazine's own CPU (see `crate::rseq`); the other fields are atomics
+// or immutable.
 unsafe impl Sync for Magazine {}
 // SAFETY: the object pointers are plain addresses owned by the cache.
 unsafe impl Send for Magazine {}
@@ -83,6 +116,15 @@ impl std::fmt::Debug for Magazine {
 impl Magazine {
     /// `spl_magazine_alloc()`.
     pub(crate) fn new(cpu: u32, size: u32, refill: u32) -> Self {
+        let objs: Box<[UnsafeCell<*mut u8>]> = (0..size)
+            .map(|_| UnsafeCell::new(std::ptr::null_mut()))
+            .collect();
+        // The std facade's cell is repr(transparent) over the pointer.
+        let slots = if cfg!(loom) {
+            std::ptr::null_mut()
+        } else {
+            objs.as_ptr().cast::<*mut u8>().cast_mut()
+        };
         Magazine {
             lock: AtomicBool::new(false),
             active: AtomicBool::new(false),
@@ -91,9 +133,8 @@ impl Magazine {
             size,
             refill,
             cpu,
-            objs: (0..size)
-                .map(|_| UnsafeCell::new(std::ptr::null_mut()))
-                .collect(),
+            slots,
+            objs,
         }
     }
 
@@ -225,6 +266,11 @@ impl Drop for MagGuard<'_> {
     }
 }
 
+/// Most objects one refill or flush moves: `magazine_refill(256)`.
+const MAX_REFILL: usize = 128;
+const _: () =
+    assert!(MAX_REFILL as u32 >= crate::sizing::magazine_refill(crate::sizing::MAX_MAGAZINE));
+
 impl CacheInner {
     /// The magazine of the CPU this thread is on.
     #[inline(always)]
@@ -236,9 +282,46 @@ impl CacheInner {
         unsafe { self.mags.get_unchecked(i) }
     }
 
+    /// Takes `mag`'s lock for work that may run on any CPU (flush, reap,
+    /// validate): in rseq mode also waits out the critical sections that
+    /// started before (see [`crate::rseq`]).
+    pub(crate) fn lock_mag<'a>(&self, mag: &'a Magazine) -> MagGuard<'a> {
+        let g = mag.lock();
+        if self.rseq.is_some() {
+            rseq::fence();
+        }
+        g
+    }
+
+    /// Every magazine, locked as by [`Self::lock_mag`] (one fence for all).
+    pub(crate) fn lock_all_mags(&self) -> Vec<MagGuard<'_>> {
+        let guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
+        if self.rseq.is_some() && !guards.is_empty() {
+            rseq::fence();
+        }
+        guards
+    }
+
     /// Fast path of `spl_kmem_cache_alloc()` for slab caches.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn mag_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
+        if let Some(off) = self.rseq {
+            // SAFETY: `mags` is this cache's magazine array and `off` came
+            // from rseq::available().
+            let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
+            if p.addr() > rseq::UNAVAILABLE {
+                // SAFETY: an address above the status codes is an object.
+                return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
+            }
+            return self.alloc_slow_rseq(kmflags, off, p.addr());
+        }
+        self.mag_alloc_locked(kmflags)
+    }
+
+    /// [`Self::mag_alloc`] with locked magazines (out of line, so the rseq
+    /// path stays small).
+    #[inline(never)]
+    fn mag_alloc_locked(&self, kmflags: u32) -> Option<NonNull<u8>> {
         if let Some(mut g) = self.local_mag().try_lock()
             && let Some(p) = g.pop()
         {
@@ -254,9 +337,16 @@ impl CacheInner {
     fn hand_out(&self, p: NonNull<u8>) -> NonNull<u8> {
         if self.debug {
             // SAFETY: p was just taken from this cache's magazine or slabs.
-            unsafe { slab::mark_allocated(&self.geo, p.as_ptr(), slab::alloc_tag(self.id())) };
+            unsafe { slab::mark_allocated(&self.geo, p.as_ptr(), self.tag) };
         }
         p
+    }
+
+    /// One object straight from the slabs (the magazine is busy).
+    fn take_one(&self) -> Option<NonNull<u8>> {
+        let mut st = self.lock_state();
+        self.check_alive(&st);
+        st.take_obj(self.debug, &self.name, os::coarse_ms())
     }
 
     /// The `restart:` loop of `spl_kmem_cache_alloc()` with
@@ -287,12 +377,8 @@ impl CacheInner {
                     drop(st);
                     g.pop()
                 }
-                None => {
-                    // Contended: one object straight from the slabs.
-                    let mut st = self.lock_state();
-                    self.check_alive(&st);
-                    st.take_obj(self.debug, &self.name, os::coarse_ms())
-                }
+                // Contended: one object straight from the slabs.
+                None => self.take_one(),
             };
             if let Some(p) = got {
                 return Some(self.hand_out(p));
@@ -306,25 +392,162 @@ impl CacheInner {
         }
     }
 
+    /// [`Self::alloc_slow`] for rseq magazines; `status` is what the fast
+    /// path's pop returned ([`rseq::EMPTY`] or [`rseq::UNAVAILABLE`]).
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow_rseq(&self, kmflags: u32, off: isize, mut status: usize) -> Option<NonNull<u8>> {
+        loop {
+            let got = if status == rseq::EMPTY {
+                self.refill_rseq(off)
+            } else {
+                self.take_one()
+            };
+            if let Some(p) = got {
+                return Some(self.hand_out(p));
+            }
+            match self.grow(kmflags) {
+                Grow::Emergency(p) => return Some(p),
+                Grow::NoMem if kmflags & KM_NOSLEEP != 0 => return None,
+                Grow::Again | Grow::NoMem => {}
+            }
+            // SAFETY: as in mag_alloc.
+            let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
+            if p.addr() > rseq::UNAVAILABLE {
+                // SAFETY: an address above the status codes is an object.
+                return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
+            }
+            status = p.addr();
+        }
+    }
+
+    /// `spl_cache_refill()` for rseq magazines: takes up to `refill` objects
+    /// from the slabs, keeps the last for the caller and pushes the rest onto
+    /// the current CPU's magazine in one critical section; what does not fit
+    /// (the thread migrated to a fuller magazine, or a flush holds it) goes
+    /// back to the slabs.
+    fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
+        let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
+        let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
+        let mut got = 0;
+        {
+            let mut st = self.lock_state();
+            self.check_alive(&st);
+            let now = os::coarse_ms();
+            while got < want {
+                match st.take_obj(self.debug, &self.name, now) {
+                    Some(p) => {
+                        buf[got] = p.as_ptr();
+                        got += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let mine = NonNull::new(buf[got.checked_sub(1)?])?;
+        let rest = &buf[..got - 1];
+        // SAFETY: as in mag_alloc; the objects were just taken from the
+        // slabs, so no magazine holds them.
+        let pushed = unsafe { rseq::push_batch(self.mags.as_ptr(), self.mags.len(), off, rest) };
+        if pushed < rest.len() {
+            // SAFETY: taken from this cache's slabs above and not handed out.
+            unsafe { self.free_to_slabs(&rest[pushed..]) };
+        }
+        Some(mine)
+    }
+
+    /// Returns objects straight to their slabs (the magazine is busy or full).
+    ///
+    /// # Safety
+    /// Every object is a live slab object of this cache that no magazine
+    /// holds and no caller uses any more.
+    #[cold]
+    unsafe fn free_to_slabs(&self, objs: &[*mut u8]) {
+        let mut st = self.lock_state();
+        let now = os::coarse_ms();
+        for &p in objs {
+            // SAFETY: caller's guarantee.
+            unsafe { st.shrink(&self.geo, self.debug, &self.name, self.id(), p, now) };
+        }
+    }
+
+    /// [`Cache::alloc`](crate::Cache::alloc)'s inline fast path: one pop
+    /// from the current CPU's magazine when it uses restartable sequences.
+    #[inline(always)]
+    pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
+        let off = self.rseq?;
+        // SAFETY: `mags` is this cache's magazine array and `off` came from
+        // rseq::available().
+        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
+        if p.addr() > rseq::UNAVAILABLE {
+            // SAFETY: an address above the status codes is an object.
+            return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
+        }
+        None
+    }
+
+    /// [`Cache::free`](crate::Cache::free) for caches without destructor
+    /// whose objects come from slabs.
+    ///
+    /// # Safety
+    /// As `Cache::free`.
+    #[inline(always)]
+    pub(crate) unsafe fn plain_free(&self, obj: NonNull<u8>) {
+        if self.emergency_live.load(Ordering::Relaxed) != 0 {
+            // SAFETY: forwarded caller guarantee.
+            return unsafe { self.release_out_of_line(obj) };
+        }
+        // SAFETY: not an emergency object (none exist), so a slab object.
+        unsafe { self.mag_free(obj) }
+    }
+
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
     /// emergency check.
     ///
     /// # Safety
     /// `obj` is a live slab object of this cache, not used after this call.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn mag_free(&self, obj: NonNull<u8>) {
         if self.debug {
             // SAFETY: obj is a slab object of this cache (caller); when the
             // caller broke that promise the header read is what detects it.
-            unsafe {
-                slab::check_free(
-                    &self.geo,
-                    &self.name,
-                    slab::alloc_tag(self.id()),
-                    obj.as_ptr(),
-                )
-            };
+            unsafe { slab::check_free(&self.geo, &self.name, self.tag, obj.as_ptr()) };
         }
+        if let Some(off) = self.rseq {
+            // SAFETY: as in mag_alloc; obj is a live slab object (caller),
+            // so no magazine holds it.
+            let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
+            if r != Push::Done {
+                // SAFETY: forwarded caller guarantee.
+                unsafe { self.rseq_push_failed(off, obj, r) };
+            }
+            return;
+        }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.mag_free_locked(obj) }
+    }
+
+    /// The free of `obj` when its push found the magazine full or busy.
+    ///
+    /// # Safety
+    /// As [`Self::mag_free`], after the debug check.
+    #[cold]
+    #[inline(never)]
+    unsafe fn rseq_push_failed(&self, off: isize, obj: NonNull<u8>, r: Push) {
+        match r {
+            // SAFETY: forwarded caller guarantee.
+            Push::Full => unsafe { self.flush_rseq(off, obj) },
+            // SAFETY: forwarded caller guarantee.
+            _ => unsafe { self.free_to_slabs(&[obj.as_ptr()]) },
+        }
+    }
+
+    /// [`Self::mag_free`] with locked magazines, after the debug check.
+    ///
+    /// # Safety
+    /// As [`Self::mag_free`].
+    #[inline(never)]
+    unsafe fn mag_free_locked(&self, obj: NonNull<u8>) {
         let mag = self.local_mag();
         match mag.try_lock() {
             Some(mut g) => {
@@ -340,22 +563,38 @@ impl CacheInner {
                 // an allocation burst right after would map them again.
                 self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
             }
-            None => {
-                // Contended: straight back to the slab.
-                let mut st = self.lock_state();
-                // SAFETY: obj is a live slab object of this cache (caller).
-                unsafe {
-                    st.shrink(
-                        &self.geo,
-                        self.debug,
-                        &self.name,
-                        self.id(),
-                        obj.as_ptr(),
-                        os::coarse_ms(),
-                    )
-                };
-            }
+            // Contended: straight back to the slab.
+            // SAFETY: forwarded caller guarantee.
+            None => unsafe { self.free_to_slabs(&[obj.as_ptr()]) },
         }
+    }
+
+    /// `spl_cache_flush()` for rseq magazines, on a full magazine: pops
+    /// `refill` objects off the **top** in one critical section (a sequence
+    /// may only write before its commit, so it cannot compact the array as
+    /// the seed's flush of the oldest objects does), pushes `obj`, and
+    /// returns the popped objects to their slabs.
+    ///
+    /// # Safety
+    /// As [`Self::mag_free`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn flush_rseq(&self, off: isize, obj: NonNull<u8>) {
+        let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL + 1];
+        let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
+        let (mags, n) = (self.mags.as_ptr(), self.mags.len());
+        // SAFETY: as in mag_alloc.
+        let mut k = unsafe { rseq::pop_batch(mags, n, off, &mut buf[..want]) };
+        // SAFETY: as in mag_free.
+        if unsafe { rseq::push(mags, n, off, obj.as_ptr()) } != Push::Done {
+            buf[k] = obj.as_ptr();
+            k += 1;
+        }
+        // SAFETY: the popped objects left the magazine in the committed
+        // sequence; obj is the caller's.
+        unsafe { self.free_to_slabs(&buf[..k]) };
+        // As in the locked flush: only slabs idle for slab_reclaim_delay_ms.
+        self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
     }
 
     /// `spl_cache_flush()`: returns up to `n` of the magazine's oldest objects
@@ -383,7 +622,7 @@ impl CacheInner {
             if mag.fill() == 0 {
                 continue;
             }
-            let mut g = mag.lock();
+            let mut g = self.lock_mag(mag);
             n += u64::from(self.flush(&mut g, u32::MAX));
         }
         n

@@ -189,6 +189,16 @@ pub fn current_cpu() -> usize {
     cpu_slow()
 }
 
+/// The offset of this process's rseq areas from the thread pointer, when
+/// glibc registered them (see [`current_cpu`]).
+pub(crate) fn rseq_area_offset() -> Option<isize> {
+    let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
+    if off == RSEQ_UNKNOWN {
+        off = rseq_init();
+    }
+    (off != RSEQ_NONE).then_some(off)
+}
+
 /// Whether [`current_cpu`] is served by the rseq area (for docs and tests).
 pub fn cpu_id_from_rseq() -> bool {
     current_cpu();

@@ -69,7 +69,7 @@ impl CacheInner {
                 self.flush_all(true);
             }
         } else {
-            let mut g = self.local_mag().lock();
+            let mut g = self.lock_mag(self.local_mag());
             self.flush(&mut g, u32::MAX);
         }
         let released = self.slab_reclaim(0);

@@ -105,9 +105,12 @@ pub fn geometry(
 /// The seed's `spl_magazine_size()`: objects per magazine. A non-zero
 /// `tunable` is clamped to 2..=256; otherwise the size falls with the object
 /// size (the thresholds are the seed's, in units of the page size).
+/// The largest magazine (SPL's `spl_kmem_cache_magazine_size` range).
+pub const MAX_MAGAZINE: u32 = 256;
+
 pub fn magazine_size(obj_size_full: u64, page: u64, tunable: u32) -> u32 {
     if tunable > 0 {
-        return tunable.clamp(2, 256);
+        return tunable.clamp(2, MAX_MAGAZINE);
     }
     if obj_size_full > page * 256 {
         4
@@ -123,7 +126,7 @@ pub fn magazine_size(obj_size_full: u64, page: u64, tunable: u32) -> u32 {
 }
 
 /// Objects moved per refill or flush: `(size + 1) / 2`.
-pub fn magazine_refill(size: u32) -> u32 {
+pub const fn magazine_refill(size: u32) -> u32 {
     size.div_ceil(2)
 }
 

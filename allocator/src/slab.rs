@@ -357,7 +357,8 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
 /// misaligned `obj` is caught before the header is read.
 #[inline]
 pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8) {
-    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+    // obj_align is a power of two: a mask, not a division.
+    if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         corrupt(
             name,
             obj,
@@ -399,7 +400,8 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8
 /// As for [`check_free`]; when the object header checks out, its slab
 /// pointer must be readable (true for objects of a live cache).
 pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), &'static str> {
-    if !(obj as usize).is_multiple_of(g.obj_align as usize) {
+    // obj_align is a power of two: a mask, not a division.
+    if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         return Err("not aligned like this cache's objects");
     }
     let h = hdr_of(g, obj);

@@ -79,8 +79,11 @@ pub(crate) fn wait_timeout_while<'a, T>(
 pub(crate) use loom::cell::UnsafeCell;
 
 /// `std::cell::UnsafeCell` with loom's closure-based access API.
+/// `repr(transparent)`, so a slice of them is a slice of `T` (the rseq
+/// sequences address magazine slots directly).
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]

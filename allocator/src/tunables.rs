@@ -13,6 +13,7 @@
 //! | name | default | meaning |
 //! |---|---|---|
 //! | `magazine_size` | 0 | objects per per-CPU magazine; 0 = by object size (`spl_magazine_size()`), else 2–256 |
+//! | `magazine_rseq` | 1 | 1 = magazines use restartable sequences where the system supports them (x86_64, glibc 2.35+, Linux 5.10+): no atomic operation on the fast path; 0 = always the one-byte lock |
 //! | `reclaim` | 0 | 1 = the background reaper only reclaims empty slabs and leaves magazines alone (SPL's `KMC_RECLAIM_ONCE`, a less aggressive reclaim) |
 //! | `obj_per_slab` | 8 | target objects per slab before rounding the slab up to whole pages |
 //! | `max_size` | 32 | largest slab, MB |
@@ -45,6 +46,8 @@ use crate::error::Error;
 pub struct Tunables {
     /// Objects per magazine, 0 = automatic; else 2..=256.
     pub magazine_size: u32,
+    /// 1 = restartable-sequence magazines where supported, 0 = locked.
+    pub magazine_rseq: u32,
     /// 0 or 1 (`KMC_RECLAIM_ONCE`).
     pub reclaim: u32,
     /// Target objects per slab, >= 1.
@@ -73,6 +76,7 @@ impl Default for Tunables {
     fn default() -> Self {
         Tunables {
             magazine_size: 0,
+            magazine_rseq: 1,
             reclaim: 0,
             obj_per_slab: 8,
             max_size: 32,
@@ -89,8 +93,9 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "magazine_size",
+    "magazine_rseq",
     "reclaim",
     "obj_per_slab",
     "max_size",
@@ -142,6 +147,13 @@ impl Tunables {
                 "objects per magazine: use 0 (automatic) or 2 to 256",
             ));
         }
+        check(
+            &label("magazine_rseq"),
+            self.magazine_rseq.into(),
+            0,
+            1,
+            "0 (locked magazines) or 1 (restartable sequences where supported)",
+        )?;
         check(
             &label("reclaim"),
             self.reclaim.into(),
@@ -218,6 +230,7 @@ impl Tunables {
     fn field_mut(&mut self, name: &str) -> Option<FieldMut<'_>> {
         Some(match name {
             "magazine_size" => FieldMut::U32(&mut self.magazine_size),
+            "magazine_rseq" => FieldMut::U32(&mut self.magazine_rseq),
             "reclaim" => FieldMut::U32(&mut self.reclaim),
             "obj_per_slab" => FieldMut::U32(&mut self.obj_per_slab),
             "max_size" => FieldMut::U32(&mut self.max_size),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG};
 use slabscope::tunables::{self, Tunables};
-use slabscope::{Cache, CacheBuilder, os};
+use slabscope::{Cache, CacheBuilder, MagazineProtocol, os};
 
 const SIZE: usize = 96;
 const SHARDS: usize = 64;
@@ -68,36 +68,50 @@ fn long() -> bool {
 
 /// One run: `threads` workers doing `rounds` operations each on a fresh
 /// cache with `flags`.
-fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
+/// Writes the address-derived pattern into a fresh object and counts it.
+fn fill(p: NonNull<u8>, count: &AtomicU64) {
+    let v = pattern(p);
+    // SAFETY: SIZE writable, 8-aligned bytes.
+    unsafe { p.as_ptr().cast::<u64>().write(v) };
+    // SAFETY: as above; the last word.
+    unsafe { p.as_ptr().wrapping_add(SIZE - 8).cast::<u64>().write(!v) };
+    count.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Checks the pattern of an object about to be freed, scribbles over it
+/// (so a second hand-out without `fill` shows) and counts it.
+fn check_and_scribble(p: NonNull<u8>, count: &AtomicU64) {
+    let v = pattern(p);
+    // SAFETY: SIZE readable bytes written by fill.
+    let a = unsafe { p.as_ptr().cast::<u64>().read() };
+    // SAFETY: as above; the last word.
+    let b = unsafe { p.as_ptr().wrapping_add(SIZE - 8).cast::<u64>().read() };
+    assert_eq!((a, b), (v, !v), "object {p:p} corrupted while live");
+    // SAFETY: as above.
+    unsafe { p.as_ptr().cast::<u64>().write(0xdead_dead_dead_dead) };
+    count.fetch_add(1, Ordering::Relaxed);
+}
+
+/// With `hooks` the pattern is written and checked by the cache's
+/// constructor and destructor; without, by the test around `alloc` and
+/// `free`, so the cache takes the inline fast path of hook-less caches.
+fn stress(threads: usize, rounds: u64, flags: u64, hooks: bool, seed: u64) {
     let mapped_before = os::mapped_bytes();
     let ctors = Arc::new(AtomicU64::new(0));
     let dtors = Arc::new(AtomicU64::new(0));
     let (c2, d2) = (ctors.clone(), dtors.clone());
-    let cache: Cache = CacheBuilder::new(format!("mt_stress_{threads}_{flags:x}"), SIZE)
-        .flags(flags)
-        .ctor(move |p, _| {
-            let v = pattern(p);
-            // SAFETY: SIZE writable, 8-aligned bytes.
-            unsafe { p.as_ptr().cast::<u64>().write(v) };
-            // SAFETY: as above; the last word.
-            unsafe { p.as_ptr().wrapping_add(SIZE - 8).cast::<u64>().write(!v) };
-            c2.fetch_add(1, Ordering::Relaxed);
-            true
-        })
-        .dtor(move |p| {
-            let v = pattern(p);
-            // SAFETY: SIZE readable bytes written by the ctor.
-            let a = unsafe { p.as_ptr().cast::<u64>().read() };
-            // SAFETY: as above; the last word.
-            let b = unsafe { p.as_ptr().wrapping_add(SIZE - 8).cast::<u64>().read() };
-            assert_eq!((a, b), (v, !v), "object {p:p} corrupted while live");
-            // Scribble so a second hand-out without the ctor shows.
-            // SAFETY: as above.
-            unsafe { p.as_ptr().cast::<u64>().write(0xdead_dead_dead_dead) };
-            d2.fetch_add(1, Ordering::Relaxed);
-        })
-        .build()
-        .unwrap();
+    let mut builder =
+        CacheBuilder::new(format!("mt_stress_{threads}_{flags:x}_{hooks}"), SIZE).flags(flags);
+    if hooks {
+        builder = builder
+            .ctor(move |p, _| {
+                fill(p, &c2);
+                true
+            })
+            .dtor(move |p| check_and_scribble(p, &d2));
+    }
+    let cache: Cache = builder.build().unwrap();
+    let protocol = cache.magazine_protocol();
     let live = Arc::new(LiveSet::new());
     let exchange = Arc::new(Mutex::new(Vec::<Sendable>::new()));
     let allocs = Arc::new(AtomicU64::new(0));
@@ -110,6 +124,15 @@ fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
                 exchange.clone(),
                 allocs.clone(),
             );
+            let (ctors, dtors, freer) = (ctors.clone(), dtors.clone(), cache.clone());
+            let free = move |p: NonNull<u8>| {
+                if !hooks {
+                    check_and_scribble(p, &dtors);
+                }
+                // SAFETY: allocated from this cache, owned by this thread
+                // now, freed once.
+                unsafe { freer.free(p) };
+            };
             std::thread::spawn(move || {
                 let mut mine: Vec<NonNull<u8>> = Vec::new();
                 let mut x = (seed ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
@@ -137,6 +160,9 @@ fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
                                 continue;
                             };
                             allocs.fetch_add(1, Ordering::Relaxed);
+                            if !hooks {
+                                fill(p, &ctors);
+                            }
                             live.insert(p);
                             mine.push(p);
                         }
@@ -149,15 +175,13 @@ fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
                             let theirs = exchange.lock().unwrap().pop();
                             if let Some(Sendable(p)) = theirs {
                                 live.remove(p);
-                                // SAFETY: allocated from this cache, owned by us now, freed once.
-                                unsafe { cache.free(p) };
+                                free(p);
                             }
                         }
                         _ => {
                             if let Some(p) = mine.pop() {
                                 live.remove(p);
-                                // SAFETY: allocated above, freed once.
-                                unsafe { cache.free(p) };
+                                free(p);
                             }
                         }
                     }
@@ -219,6 +243,9 @@ fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
 
     for Sendable(p) in left {
         live.remove(p);
+        if !hooks {
+            check_and_scribble(p, &dtors);
+        }
         // SAFETY: every remaining object is freed once.
         unsafe { cache.free(p) };
     }
@@ -241,12 +268,13 @@ fn stress(threads: usize, rounds: u64, flags: u64, seed: u64) {
         "slab memory is still mapped after free-all + reap + destroy"
     );
     println!(
-        "{threads} threads × {rounds} rounds ({}): {} allocations, {} slabs created",
+        "{threads} threads × {rounds} rounds ({}, {}, {protocol:?} magazines): {} allocations, {} slabs created",
         if flags & KMC_NODEBUG != 0 {
             "KMC_NODEBUG"
         } else {
             "debug"
         },
+        if hooks { "ctor/dtor" } else { "no hooks" },
         ctor_n,
         s.slab_create
     );
@@ -280,7 +308,58 @@ fn cross_thread_frees_keep_every_pointer_unique_and_counters_exact() {
         "threads seed {seed} ({per_config} operations per configuration); \
          replay with SLABSCOPE_THREADS_SEED={seed}"
     );
-    for (threads, flags) in [(2, 0), (8, 0), (4, KMC_NODEBUG)] {
-        stress(threads, per_config / threads as u64, flags, seed);
+    for (threads, flags, hooks) in [
+        (2, 0, true),
+        (8, 0, true),
+        (4, KMC_NODEBUG, true),
+        (8, 0, false),
+        (4, KMC_NODEBUG, false),
+    ] {
+        stress(threads, per_config / threads as u64, flags, hooks, seed);
     }
+}
+
+/// Where restartable sequences are available (x86_64, glibc registered an
+/// rseq area), the magazines use them unless told not to.
+#[test]
+fn magazines_use_restartable_sequences_where_available() {
+    let c = CacheBuilder::new("mt_protocol", SIZE).build().unwrap();
+    let want = if std::env::var("SLABSCOPE_MAGAZINE_RSEQ").as_deref() == Ok("0") {
+        MagazineProtocol::Lock
+    } else if cfg!(target_arch = "x86_64") && os::cpu_id_from_rseq() {
+        MagazineProtocol::Rseq
+    } else {
+        eprintln!("NOTE: no rseq area on this system: locked magazines expected");
+        MagazineProtocol::Lock
+    };
+    assert_eq!(c.magazine_protocol(), Some(want));
+    c.destroy().unwrap();
+}
+
+/// The same stress with the one-byte magazine lock, in a child process
+/// (tunables are fixed per process).
+#[test]
+fn cross_thread_frees_with_locked_magazines() {
+    if std::env::var_os("SLABSCOPE_MAGAZINE_RSEQ").is_some() {
+        return; // this is the child (or the user chose the protocol)
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cross_thread_frees_keep_every_pointer_unique_and_counters_exact",
+            "magazines_use_restartable_sequences_where_available",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SLABSCOPE_MAGAZINE_RSEQ", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "locked-magazine stress failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Some(Lock) magazines"), "{stdout}");
+    assert!(stdout.contains("2 passed"), "{stdout}");
 }
