@@ -6,20 +6,34 @@
 //!
 //! ```text
 //! +------------------------+  <- page-aligned mmap, slab_size bytes
-//! | Slab header  --+-+     |  sks_size = round_up(size_of::<Slab>(), align)
-//! | object 0     <-+ |     |
-//! | ObjHdr 0         |     |  at object + round_up(obj_size, align)
-//! | object 1     <---+     |
-//! | ObjHdr 1               |
+//! | Slab header            |  sks_size = round_up(size_of::<Slab>(), align)
+//! | object 0               |
+//! | ObjHdr 0: slab | state |  one word at object + round_up(obj_size, align)
+//! | object 1               |
+//! | ObjHdr 1: slab | state |
 //! | ...                    |
 //! +------------------------+
 //! ```
 //!
-//! Every object header records its object's address, its slab and a magic
-//! ([`SKO_MAGIC`]); every slab header a magic ([`SKS_MAGIC`]), its cache, its
-//! object count, the number of objects handed out (`ref`), its age, its links
-//! on the cache's slab lists and its free list. Magics are checked on every
-//! slow-path transition unless the cache has `KMC_NODEBUG`.
+//! Every slab header records a magic ([`SKS_MAGIC`]), its cache, its object
+//! count, the number of objects handed out (`ref`), its age, its links on
+//! the cache's slab lists and the head of its free list. Magics are checked
+//! on every slow-path transition unless the cache has `KMC_NODEBUG`.
+//!
+//! # The object header: one word, not the seed's five fields
+//!
+//! The seed's `spl_kmem_obj_t` holds the object's address, its slab, a
+//! magic and list links: 32 bytes after every object, which made 64-byte
+//! objects cost 1.52× their size in slabs. Here the header is one word:
+//! the slab's address (page aligned, so its low 12 bits are zero) with the
+//! object's state in those low bits — [`OBJ_FREE`] while the object is on a
+//! free list or in a magazine, its cache's [`alloc_tag`] while a caller
+//! holds it. The free list is linked through the first word of each free
+//! object instead of through the header (the seed's constructor runs on
+//! every allocation, so nothing may expect a free object's bytes to
+//! survive). The address field was only a consistency check; the slab
+//! header's magic, cache and bounds take its place in the debug checks.
+//! 64-byte objects now fit 56 to a 4 KiB slab instead of 42.
 //!
 //! # Lists
 //!
@@ -35,7 +49,7 @@
 use std::collections::BTreeMap;
 use std::ptr::{self, NonNull};
 
-use crate::flags::{SKO_MAGIC, SKS_MAGIC};
+use crate::flags::SKS_MAGIC;
 use crate::os;
 use crate::sizing::Geometry;
 
@@ -46,61 +60,75 @@ pub(crate) struct Slab {
     objs: u32,
     /// Objects handed out (not on `free`).
     refs: u32,
-    _pad: u32,
+    /// Offset of each object's header from the object (`hdr_offset`).
+    hdr_off: u32,
     /// Coarse ms of the last take or return (`sks_age`).
     age: u64,
     /// The owning cache's id.
     cache: u64,
     prev: *mut Slab,
     next: *mut Slab,
-    /// Head of the LIFO free list of object headers.
-    free: *mut ObjHdr,
+    /// Head of the LIFO free list of objects, linked through each free
+    /// object's first word.
+    free: *mut u8,
 }
 
-/// Object header, after each object (`spl_kmem_obj_t`).
+/// Object header, after each object (the seed's `spl_kmem_obj_t`, cut to
+/// one word: see the module docs). Always accessed atomically (relaxed), so
+/// a racing double free is a detected bug, not a data race.
 #[repr(C)]
 pub(crate) struct ObjHdr {
-    addr: *mut u8,
-    slab: *mut Slab,
-    next: *mut ObjHdr,
-    magic: u32,
-    /// [`OBJ_FREE`] while the object is on a free list or in a magazine,
-    /// [`alloc_tag`] of its cache while a caller holds it. Maintained only
-    /// by debug caches (no `KMC_NODEBUG`), where it catches double frees and
-    /// frees into the wrong cache at the free call itself; always read and
-    /// written with relaxed atomics so a racing double free is a detected
-    /// bug, not a data race.
-    state: u32,
+    /// The slab's address, ORed with the object's state ([`OBJ_FREE`] or an
+    /// [`alloc_tag`]) in the bits of `STATE_MASK`.
+    word: u64,
 }
 
-/// [`ObjHdr::state`] of an object that no caller holds.
-pub(crate) const OBJ_FREE: u32 = 0;
+/// The state bits of a header word; slabs are page aligned, so these are
+/// zero in the slab address.
+const STATE_MASK: u64 = 0xfff;
 
-/// [`ObjHdr::state`] of an object a caller holds: the cache id folded to 32
-/// bits, never [`OBJ_FREE`], so a free into another cache is told apart from
-/// a double free.
+/// State of an object that no caller holds (even, so never an
+/// [`alloc_tag`]).
+pub(crate) const OBJ_FREE: u32 = 0x5a4;
+
+/// State of an object a caller holds: the cache id folded to 12 bits, odd,
+/// so never [`OBJ_FREE`]. Debug caches write it at allocation and check it
+/// at free: a free into another cache is told apart from a double free
+/// unless the two caches' tags collide (1 in 2048).
 #[inline(always)]
 pub(crate) fn alloc_tag(cache_id: u64) -> u32 {
-    (cache_id as u32 ^ (cache_id >> 32) as u32) | 1
+    let mut f = cache_id ^ (cache_id >> 24) ^ (cache_id >> 48);
+    f ^= f >> 12;
+    (f & STATE_MASK) as u32 | 1
 }
 
-/// The state word of `obj`'s header.
+/// The header word of `obj`.
 ///
 /// # Safety
 /// `obj`'s header (at `hdr_offset`) is readable and writable memory that
 /// lives as long as the returned reference is used.
 #[inline(always)]
-unsafe fn state_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::AtomicU32 {
-    let h = hdr_of(g, obj);
-    // SAFETY: the header is live (caller); this only computes a field address.
-    let state = unsafe { &raw mut (*h).state };
-    // SAFETY: `state` is a 4-aligned u32 inside a live header (ObjHdr is
-    // 8-aligned) that is only ever accessed atomically.
-    unsafe { std::sync::atomic::AtomicU32::from_ptr(state) }
+unsafe fn word_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::AtomicU64 {
+    // SAFETY: forwarded caller guarantee; headers are 8-aligned (hdr_offset
+    // and the slab start are multiples of the alignment, which is >= 8) and
+    // only ever accessed atomically.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(hdr_of(g, obj).cast()) }
+}
+
+/// The slab a header word names.
+#[inline(always)]
+fn slab_of(word: u64) -> *mut Slab {
+    std::ptr::with_exposed_provenance_mut((word & !STATE_MASK) as usize)
+}
+
+/// The header word of an object of slab `s` in state `state`.
+#[inline(always)]
+fn header_word(s: *mut Slab, state: u32) -> u64 {
+    s.expose_provenance() as u64 | u64::from(state)
 }
 
 /// Marks a slab object as handed to a caller (debug caches, on every
-/// allocation: one relaxed store to the header next to the object).
+/// allocation: a load and a store to the header next to the object).
 ///
 /// # Safety
 /// `obj` is a slab object of a cache with geometry `g`, just taken from a
@@ -108,7 +136,32 @@ unsafe fn state_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::Ato
 #[inline(always)]
 pub(crate) unsafe fn mark_allocated(g: &Geometry, obj: *mut u8, tag: u32) {
     // SAFETY: obj is a live slab object (caller), so its header is.
-    unsafe { state_of(g, obj) }.store(tag, std::sync::atomic::Ordering::Relaxed);
+    let w = unsafe { word_of(g, obj) };
+    let old = w.load(std::sync::atomic::Ordering::Relaxed);
+    w.store(
+        (old & !STATE_MASK) | u64::from(tag),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The next object on a free list: the free object's first word.
+///
+/// # Safety
+/// `obj` is a free slab object (its first word is its free-list link).
+#[inline(always)]
+unsafe fn next_free(obj: *mut u8) -> *mut u8 {
+    // SAFETY: slab objects are at least 8 bytes, 8-aligned (caller).
+    unsafe { obj.cast::<*mut u8>().read() }
+}
+
+/// Links free object `obj` in front of `next`.
+///
+/// # Safety
+/// As [`next_free`]; `obj` is not used by anyone else.
+#[inline(always)]
+unsafe fn set_next_free(obj: *mut u8, next: *mut u8) {
+    // SAFETY: as next_free.
+    unsafe { obj.cast::<*mut u8>().write(next) }
 }
 
 /// Bytes of the slab header before alignment.
@@ -297,13 +350,14 @@ pub(crate) struct Reclaimed {
 /// nothing else uses.
 pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *mut Slab {
     let s = base.as_ptr().cast::<Slab>();
+    debug_assert!((s as u64) & STATE_MASK == 0, "slabs are page aligned");
     // SAFETY: the mapping is large enough for the header and page aligned.
     unsafe {
         s.write(Slab {
             magic: SKS_MAGIC,
             objs: g.slab_objs as u32,
             refs: 0,
-            _pad: 0,
+            hdr_off: g.hdr_offset as u32,
             age: os::coarse_ms(),
             cache,
             prev: ptr::null_mut(),
@@ -313,26 +367,19 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
     };
     // SAFETY: just initialised; nothing else refers to the slab yet.
     let sl = unsafe { &mut *s };
+    let word = header_word(s, OBJ_FREE);
     // Build the free list back to front so object 0 is taken first.
     for i in (0..g.slab_objs).rev() {
         let off = g.sks_size + i * g.obj_size_full;
         // SAFETY: off + obj_size_full <= slab_size (sizing guarantees it).
         let obj = unsafe { base.as_ptr().add(off as usize) };
         debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
-        let h = hdr_of(g, obj);
-        // SAFETY: the header lies inside this object's obj_size_full bytes of
-        // the fresh mapping and is aligned (hdr_offset and the slab start are
-        // multiples of the alignment, which is >= 8).
-        unsafe {
-            h.write(ObjHdr {
-                addr: obj,
-                slab: s,
-                next: sl.free,
-                magic: SKO_MAGIC,
-                state: OBJ_FREE,
-            })
-        };
-        sl.free = h;
+        // SAFETY: the header and the object's first word lie inside this
+        // object's obj_size_full bytes of the fresh mapping, 8-aligned.
+        unsafe { hdr_of(g, obj).write(ObjHdr { word }) };
+        // SAFETY: as above.
+        unsafe { set_next_free(obj, sl.free) };
+        sl.free = obj;
     }
     s
 }
@@ -365,29 +412,21 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8
             "it is not aligned like this cache's objects: a pointer this cache never handed out",
         );
     }
-    let h = hdr_of(g, obj);
-    // SAFETY: the caller guarantees the header bytes are readable; `magic`
-    // and `addr` are written only when the slab is initialised.
-    let hd = unsafe { &*h };
-    let (magic, addr) = (hd.magic, hd.addr);
-    if magic != SKO_MAGIC || addr != obj {
-        corrupt(
-            name,
-            obj,
-            "its object header magic or address is wrong: a pointer this cache never \
-             handed out, or memory corruption",
-        );
-    }
-    // SAFETY: the header checked out, so it is a live object header.
-    let state = unsafe { state_of(g, obj) };
-    match state.load(std::sync::atomic::Ordering::Relaxed) {
-        t if t == tag => state.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed),
+    // SAFETY: the caller guarantees the header bytes are readable.
+    let w = unsafe { word_of(g, obj) };
+    let word = w.load(std::sync::atomic::Ordering::Relaxed);
+    match (word & STATE_MASK) as u32 {
+        t if t == tag => w.store(
+            (word & !STATE_MASK) | u64::from(OBJ_FREE),
+            std::sync::atomic::Ordering::Relaxed,
+        ),
         OBJ_FREE => corrupt(name, obj, "double free: the object is already free"),
         _ => corrupt(
             name,
             obj,
-            "it was allocated from another cache of the same geometry, or its header \
-             was overwritten",
+            "its header does not carry this cache's mark: a pointer this cache never \
+             handed out, an object of another cache of the same geometry, or a header \
+             overwritten by a write past the end of the object",
         ),
     }
 }
@@ -404,18 +443,23 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         return Err("not aligned like this cache's objects");
     }
-    let h = hdr_of(g, obj);
     // SAFETY: the caller guarantees the header bytes are readable.
-    let hd = unsafe { &*h };
-    let (magic, addr, slab) = (hd.magic, hd.addr, hd.slab);
-    if magic != SKO_MAGIC || addr != obj {
-        return Err("object header magic or address is wrong");
+    let word = unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
+    if (word & STATE_MASK) as u32 != OBJ_FREE {
+        return Err("its header says a caller holds it, or is not an object header");
     }
-    // SAFETY: the header checked out, so it is a live object header.
-    if unsafe { state_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed) != OBJ_FREE {
-        return Err("its header says a caller holds it");
+    let slab = slab_of(word);
+    let (base, a) = (slab as usize, obj as usize);
+    let first = base + g.sks_size as usize;
+    if slab.is_null()
+        || a < first
+        || a >= base + g.slab_size as usize
+        || !(a - first).is_multiple_of(g.obj_size_full as usize)
+    {
+        return Err("object header does not point at the object's slab");
     }
-    // SAFETY: a valid header points at its live slab.
+    // SAFETY: the object lies inside the slab its header names, so that
+    // slab is mapped (caller: objects of a live cache).
     let s = unsafe { &*slab };
     if s.magic != SKS_MAGIC {
         return Err("slab header magic is wrong");
@@ -482,13 +526,19 @@ impl SlabState {
             corrupt(name, s.cast(), "slab header magic is wrong");
         }
         debug_assert!(!sl.free.is_null(), "partial slab with an empty free list");
-        // SAFETY: a partial slab's free list is non-empty and its headers live.
-        let h = unsafe { &mut *sl.free };
-        if debug && h.magic != SKO_MAGIC {
-            corrupt(name, h.addr, "free object header magic is wrong");
+        let obj = sl.free;
+        if debug {
+            let h = obj.wrapping_add(sl.hdr_off as usize).cast::<u64>();
+            // SAFETY: a free object of a live slab: its header lies in the
+            // slab, 8-aligned, and is only accessed atomically.
+            let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(h) }
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if slab_of(word) != s || (word & STATE_MASK) as u32 != OBJ_FREE {
+                corrupt(name, obj, "free object header is wrong");
+            }
         }
-        sl.free = h.next;
-        h.next = ptr::null_mut();
+        // SAFETY: a free object of a live slab; its first word is the link.
+        sl.free = unsafe { next_free(obj) };
         sl.age = now;
         sl.refs += 1;
         self.c.obj_alloc += 1;
@@ -501,7 +551,7 @@ impl SlabState {
             // SAFETY: s is a live slab on the partial list.
             unsafe { relink(&mut self.partial, &mut self.complete, s) };
         }
-        NonNull::new(h.addr)
+        NonNull::new(obj)
     }
 
     /// Returns an object to its slab (`spl_cache_shrink()`).
@@ -518,18 +568,16 @@ impl SlabState {
         obj: *mut u8,
         now: u64,
     ) {
-        // The free list keeps this raw pointer, not one derived from the
-        // `&mut` below: the state word is written through other raw pointers
-        // to the same header, which under Stacked Borrows would invalidate a
-        // reference-derived one (Miri caught it).
-        let hp = hdr_of(g, obj);
         // SAFETY: obj is a live slab object of this cache (caller), so its
         // header is live; we hold the cache lock.
-        let h = unsafe { &mut *hp };
-        if debug && (h.magic != SKO_MAGIC || h.addr != obj) {
-            corrupt(name, obj, "object header magic or address is wrong");
+        let word = unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
+        let s = slab_of(word);
+        if debug {
+            let (base, a) = (s as usize, obj as usize);
+            if s.is_null() || a < base + g.sks_size as usize || a >= base + g.slab_size as usize {
+                corrupt(name, obj, "its header does not point at its slab");
+            }
         }
-        let s = h.slab;
         // SAFETY: a valid header points at its live slab.
         let sl = unsafe { &mut *s };
         if debug && (sl.magic != SKS_MAGIC || sl.cache != id) {
@@ -542,8 +590,9 @@ impl SlabState {
         if debug && sl.refs == 0 {
             corrupt(name, obj, "its slab has no objects out");
         }
-        h.next = sl.free;
-        sl.free = hp;
+        // SAFETY: the object is free now and ours (caller).
+        unsafe { set_next_free(obj, sl.free) };
+        sl.free = obj;
         sl.age = now;
         sl.refs -= 1;
         self.c.obj_alloc -= 1;

@@ -5,8 +5,8 @@
 
 use std::ptr;
 
-use super::{OBJ_FREE, Slab, SlabState, hdr_of, state_of};
-use crate::flags::{SKO_MAGIC, SKS_MAGIC};
+use super::{OBJ_FREE, STATE_MASK, Slab, SlabState, next_free, slab_of, word_of};
+use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
 impl SlabState {
@@ -60,24 +60,26 @@ impl SlabState {
                     }
                 }
                 let mut nfree = 0u32;
-                let mut h = sl.free;
-                while !h.is_null() {
-                    // SAFETY: free-list headers of a live slab are live.
-                    let hd = unsafe { &*h };
+                let mut o = sl.free;
+                while !o.is_null() {
                     let base = s as usize;
-                    let a = hd.addr as usize;
+                    let a = o as usize;
                     let in_slab = a >= base + g.sks_size as usize
                         && a < base + g.slab_size as usize
                         && (a - base - g.sks_size as usize)
                             .is_multiple_of(g.obj_size_full as usize);
-                    if hd.magic != SKO_MAGIC || hd.slab != s || !in_slab || hdr_of(g, hd.addr) != h
-                    {
-                        return Err(format!("slab {s:p}: bad free object header {h:p}"));
+                    if !in_slab {
+                        return Err(format!("slab {s:p}: free list reaches {o:p}, outside it"));
                     }
-                    // SAFETY: a valid header of a live slab.
-                    let state =
-                        unsafe { state_of(g, hd.addr) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if state != OBJ_FREE {
+                    // SAFETY: o is an object of this live slab, so its
+                    // header is mapped.
+                    let word = unsafe { word_of(g, o) }.load(std::sync::atomic::Ordering::Relaxed);
+                    if slab_of(word) != s {
+                        return Err(format!(
+                            "slab {s:p}: free object {o:p}'s header names another slab"
+                        ));
+                    }
+                    if (word & STATE_MASK) as u32 != OBJ_FREE {
                         return Err(format!(
                             "slab {s:p}: object {a:#x} is on the free list but its header \
                              says a caller holds it"
@@ -90,7 +92,8 @@ impl SlabState {
                     if nfree > sl.objs {
                         return Err(format!("slab {s:p}: free list longer than the slab"));
                     }
-                    h = hd.next;
+                    // SAFETY: a free object of this slab: its first word is the link.
+                    o = unsafe { next_free(o) };
                 }
                 if nfree != sl.objs - sl.refs {
                     return Err(format!(

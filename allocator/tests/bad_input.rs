@@ -125,7 +125,7 @@ fn rust_foreign_pointer_aborts_naming_cache_and_pointer() {
             unsafe { c.free(p) };
         },
     );
-    assert_aborted_naming(&out, "bad_foreign", "header magic or address is wrong");
+    assert_aborted_naming(&out, "bad_foreign", "does not carry this cache's mark");
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn c_foreign_pointer_aborts_naming_cache_and_pointer() {
         // SAFETY: deliberately broken: p is malloc memory.
         unsafe { ffi::kmem_cache_free(c, p) };
     });
-    assert_aborted_naming(&out, "bad_c_foreign", "header magic or address is wrong");
+    assert_aborted_naming(&out, "bad_c_foreign", "does not carry this cache's mark");
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! the others free to migrate, while a flusher takes every magazine
 //! exclusively (`reap_now`, `kmem_reap`, `validate`) the whole time.
 //!
-//! Each object carries an owner word, swapped atomically from FREE to the
-//! owner's id when handed out and back before the free: an object handed
-//! to two threads at once, or lost and found, fails the swap. At the end
+//! Each object carries an owner word, swapped atomically to the owner's id
+//! (1..=threads) when handed out and to FREE before the free: an object
+//! handed to two threads at once, or lost and found, fails the swap. At the end
 //! the counters reconcile and destroy returns every slab.
 //!
 //! Runs with whichever magazine protocol the system gives (restartable
@@ -88,8 +88,11 @@ fn run(flags: u64, threads: u64, ops: u64) {
                     if grow {
                         let p = cache.alloc(KM_SLEEP).expect("KM_SLEEP never fails");
                         let was = owner(p).swap(t, Ordering::AcqRel);
+                        // A free object's word is FREE, or whatever the
+                        // allocator left there (its free-list link), never an
+                        // owner id.
                         assert!(
-                            was == FREE || was == 0,
+                            was == 0 || was > threads,
                             "{p:p} handed to thread {t} while thread {was} owns it"
                         );
                         mine.push(p);
