@@ -48,11 +48,11 @@ pub struct ObsResult {
     pub samples: Vec<f64>,
 }
 
-/// Workload 5: slabscope churn at 64 B, 1000 live, LIFO, as in workload 1.
-/// Prints `ready <pid>`, waits for a line on stdin (the driver attaches its
-/// tracer in between), then runs `reps + 1` repetitions of `rounds` rounds
-/// and prints an [`ObsResult`].
-pub fn obs(rounds: u64, reps: usize, cpu: usize) -> Result<()> {
+/// Workload 5: slabscope churn at 64 B, `live` live (1000 for workload 5),
+/// LIFO, as in workload 1. Prints `ready <pid>`, waits for a line on stdin
+/// (the driver attaches its tracer in between), then runs `reps + 1`
+/// repetitions of `rounds` rounds and prints an [`ObsResult`].
+pub fn obs(rounds: u64, reps: usize, cpu: usize, live: usize, nodebug: bool) -> Result<()> {
     pin_to(cpu)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready {}", std::process::id())?;
@@ -65,16 +65,20 @@ pub fn obs(rounds: u64, reps: usize, cpu: usize) -> Result<()> {
     if line.trim() != "go" {
         bail!("expected `go` on stdin, got {line:?}");
     }
-    const LIVE: usize = 1000;
     // The cache is created after `go`, so a tracer attached in between sees
     // its creation and its first grows.
-    let cache = Slabscope::new(64)?;
-    let order = free_order(LIVE, false);
+    let flags = if nodebug {
+        slabscope::flags::KMC_NODEBUG
+    } else {
+        0
+    };
+    let cache = Slabscope::with_flags(64, flags)?;
+    let order = free_order(live, false);
     let mut samples = Vec::with_capacity(reps);
     for rep in 0..=reps {
-        let d = churn(&cache, LIVE, &order, rounds);
+        let d = churn(&cache, live, &order, rounds);
         if rep > 0 {
-            samples.push(ns_per(d, rounds * LIVE as u64 * 2));
+            samples.push(ns_per(d, rounds * live as u64 * 2));
         }
     }
     let res = ObsResult {

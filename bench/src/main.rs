@@ -70,6 +70,12 @@ enum Cmd {
         reps: usize,
         #[arg(long, default_value_t = 0)]
         cpu: usize,
+        /// Objects live per round.
+        #[arg(long, default_value_t = 1000)]
+        live: usize,
+        /// Create the cache with `KMC_NODEBUG`.
+        #[arg(long)]
+        nodebug: bool,
     },
 }
 
@@ -99,8 +105,9 @@ struct ReportArgs {
     /// The command line to print in the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
-    /// Run only these workloads (comma separated: churn, prodcons, ramp, obs,
-    /// instr); the others are reported as skipped. For iterating on one part.
+    /// Run only these workloads (comma separated: churn, fastpath, prodcons,
+    /// ramp, obs, instr); the others are reported as skipped. For iterating
+    /// on one part.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Hand-written analysis appended to the report.
@@ -109,7 +116,7 @@ struct ReportArgs {
 }
 
 /// Names accepted by `--only`.
-const WORKLOADS: [&str; 5] = ["churn", "prodcons", "ramp", "obs", "instr"];
+const WORKLOADS: [&str; 6] = ["churn", "fastpath", "prodcons", "ramp", "obs", "instr"];
 
 fn kind_arg(s: &str) -> Result<Kind> {
     Kind::from_key(s).with_context(|| {
@@ -140,7 +147,13 @@ fn main() -> Result<()> {
             };
             child::hit(kind, size, live, rounds)
         }
-        Cmd::ObsChild { rounds, reps, cpu } => child::obs(rounds, reps, cpu),
+        Cmd::ObsChild {
+            rounds,
+            reps,
+            cpu,
+            live,
+            nodebug,
+        } => child::obs(rounds, reps, cpu, live, nodebug),
     }
 }
 
@@ -202,6 +215,30 @@ fn report(a: ReportArgs) -> Result<()> {
     } else {
         Vec::new()
     };
+    let fastpath = if wanted("fastpath") {
+        let modes = fastpath_modes(&exe);
+        [1usize, 1000]
+            .into_iter()
+            .map(|live| {
+                // About 50 ms per child repetition (quick: 5 ms) at ~5 ns/op.
+                let ops = if quick { 1e6 } else { 1e7 };
+                let rounds = ((ops / (2.0 * live as f64)) as u64).max(1);
+                (
+                    live,
+                    obs::run(
+                        &modes,
+                        if quick { 1 } else { 5 },
+                        rounds,
+                        if quick { 2 } else { 5 },
+                        cpu,
+                        live,
+                    ),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let prodcons = if wanted("prodcons") {
         suite::prodcons(&plan, &kinds, &mut notes)?
     } else {
@@ -236,6 +273,7 @@ fn report(a: ReportArgs) -> Result<()> {
             obs_rounds,
             if quick { 2 } else { 5 },
             cpu,
+            1000,
         )
     } else {
         Vec::new()
@@ -318,6 +356,7 @@ fn report(a: ReportArgs) -> Result<()> {
         versions,
         notes,
         churn,
+        fastpath,
         prodcons,
         ramp,
         instr,
@@ -333,6 +372,24 @@ fn report(a: ReportArgs) -> Result<()> {
         results.seconds
     );
     Ok(())
+}
+
+/// The magazine fast path with and without restartable sequences and
+/// debug checks, each in a child process (the protocol is per process).
+fn fastpath_modes(exe: &std::path::Path) -> Vec<obs::Mode> {
+    let mode = |label, rseq: &'static str, nodebug: bool| obs::Mode {
+        label,
+        binary: Ok(exe.to_path_buf()),
+        tracer: None,
+        env: vec![("SLABSCOPE_MAGAZINE_RSEQ", rseq)],
+        nodebug,
+    };
+    vec![
+        mode("restartable sequences, debug checks (default)", "1", false),
+        mode("restartable sequences, `KMC_NODEBUG`", "1", true),
+        mode("locked magazines, debug checks", "0", false),
+        mode("locked magazines, `KMC_NODEBUG`", "0", true),
+    ]
 }
 
 fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
@@ -377,11 +434,15 @@ fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
             label: "probes compiled out",
             binary: noprobes,
             tracer: None,
+            env: Vec::new(),
+            nodebug: false,
         },
         obs::Mode {
             label: "probes compiled in, untraced",
             binary: Ok(exe.to_path_buf()),
             tracer: None,
+            env: Vec::new(),
+            nodebug: false,
         },
         obs::Mode {
             label: "traced by the slabscope collector",
@@ -394,11 +455,15 @@ fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
                     .map(String::from)
                     .collect(),
             }),
+            env: Vec::new(),
+            nodebug: false,
         },
         obs::Mode {
             label: "traced by bpftrace",
             binary: traced(bpftrace),
             tracer: Some(obs::Tracer::Bpftrace),
+            env: Vec::new(),
+            nodebug: false,
         },
     ]
 }

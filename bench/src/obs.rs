@@ -1,5 +1,7 @@
 //! Workload 5: what being observable costs. The same slabscope churn (64 B,
-//! 1000 live, LIFO) runs in child processes of four kinds, interleaved:
+//! 1000 live, LIFO) runs in child processes of four kinds, interleaved
+//! (the same runner measures the magazine fast path's variants, which are
+//! per process too):
 //!
 //! 1. a binary built without slabscope's `probes` feature (sites compiled out);
 //! 2. this binary, sites compiled in, nothing attached;
@@ -47,6 +49,10 @@ pub struct Mode {
     /// The bench binary to run, or why this mode is not measured.
     pub binary: Result<PathBuf, String>,
     pub tracer: Option<Tracer>,
+    /// Extra environment of the child (e.g. `SLABSCOPE_MAGAZINE_RSEQ`).
+    pub env: Vec<(&'static str, &'static str)>,
+    /// The child's cache has `KMC_NODEBUG`.
+    pub nodebug: bool,
 }
 
 /// What a mode measured.
@@ -59,8 +65,15 @@ pub struct ObsRow {
 }
 
 /// Run every mode `runs` times, interleaved; each child does `reps`
-/// repetitions of `rounds` rounds.
-pub fn run(modes: &[Mode], runs: usize, rounds: u64, reps: usize, cpu: usize) -> Vec<ObsRow> {
+/// repetitions of `rounds` rounds of churn with `live` objects.
+pub fn run(
+    modes: &[Mode],
+    runs: usize,
+    rounds: u64,
+    reps: usize,
+    cpu: usize,
+    live: usize,
+) -> Vec<ObsRow> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut errors: Vec<Option<String>> = modes
         .iter()
@@ -74,7 +87,7 @@ pub fn run(modes: &[Mode], runs: usize, rounds: u64, reps: usize, cpu: usize) ->
                 continue;
             }
             let Ok(bin) = &modes[i].binary else { continue };
-            match run_once(bin, modes[i].tracer.as_ref(), rounds, reps, cpu) {
+            match run_once(&modes[i], bin, rounds, reps, cpu, live) {
                 Ok((res, ev)) => {
                     samples[i].extend(res.samples);
                     if ev.is_some() {
@@ -232,16 +245,24 @@ fn detach(mut a: Attached) -> String {
 }
 
 fn run_once(
+    mode: &Mode,
     bin: &Path,
-    tracer: Option<&Tracer>,
     rounds: u64,
     reps: usize,
     cpu: usize,
+    live: usize,
 ) -> Result<(ObsResult, Option<String>)> {
-    let mut child = Command::new(bin)
-        .env(STATS_ENV, STATS_INTERVAL_MS)
+    let tracer = mode.tracer.as_ref();
+    let mut cmd = Command::new(bin);
+    cmd.env(STATS_ENV, STATS_INTERVAL_MS)
+        .envs(mode.env.iter().copied())
         .args(["obs-child", "--rounds", &rounds.to_string()])
         .args(["--reps", &reps.to_string(), "--cpu", &cpu.to_string()])
+        .args(["--live", &live.to_string()]);
+    if mode.nodebug {
+        cmd.arg("--nodebug");
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

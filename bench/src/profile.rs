@@ -147,10 +147,11 @@ impl Profile {
         }
         let _ = writeln!(
             md,
-            "\nFunctions marked \"valgrind only\" run because valgrind does not support the \
-             `rseq` system call, so glibc registers no rseq area and slabscope falls back \
-             to `sched_getcpu()`; natively the CPU id is one load from the rseq area \
-             ({:.1} instructions/op here).\n",
+            "\nvalgrind does not support the `rseq` system call, so glibc registers no rseq \
+             area and slabscope runs its **locked** magazines here, not the restartable \
+             sequences it uses natively. Functions marked \"valgrind only\" run because of \
+             that: slabscope falls back to `sched_getcpu()` for the CPU id ({:.1} \
+             instructions/op here).\n",
             self.valgrind_only_per_op()
         );
     }

@@ -20,8 +20,14 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Slabscope {
     pub fn new(size: usize) -> Result<Slabscope> {
+        Slabscope::with_flags(size, 0)
+    }
+
+    /// A cache created with `KMC_*` `flags`.
+    pub fn with_flags(size: usize, flags: u64) -> Result<Slabscope> {
         let name = format!("bench_{size}_{}", SEQ.fetch_add(1, Ordering::Relaxed));
         let cache = CacheBuilder::new(name.clone(), size)
+            .flags(flags)
             .build()
             .with_context(|| format!("creating slabscope cache {name} of {size}-byte objects"))?;
         Ok(Slabscope { cache })
