@@ -362,19 +362,17 @@ impl CacheInner {
                         return Some(self.hand_out(p));
                     }
                     // The magazine is empty: refill up to `refill` objects.
-                    let mut st = self.lock_state();
-                    self.check_alive(&st);
-                    let now = os::coarse_ms();
-                    let want = mag.refill.min(mag.size - g.avail());
-                    for _ in 0..want {
-                        match st.take_obj(self.debug, &self.name, now) {
-                            Some(p) => {
-                                g.push(p.as_ptr());
-                            }
-                            None => break,
-                        }
+                    let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
+                    let want = (mag.refill.min(mag.size - g.avail()) as usize).min(MAX_REFILL);
+                    let got = {
+                        let mut st = self.lock_state();
+                        self.check_alive(&st);
+                        st.take_batch(self.debug, &self.name, os::coarse_ms(), &mut buf[..want])
+                    };
+                    for &p in &buf[..got] {
+                        let pushed = g.push(p);
+                        debug_assert!(pushed, "refill beyond the magazine's room");
                     }
-                    drop(st);
                     g.pop()
                 }
                 // Contended: one object straight from the slabs.
@@ -429,21 +427,11 @@ impl CacheInner {
     fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
         let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
-        let mut got = 0;
-        {
+        let got = {
             let mut st = self.lock_state();
             self.check_alive(&st);
-            let now = os::coarse_ms();
-            while got < want {
-                match st.take_obj(self.debug, &self.name, now) {
-                    Some(p) => {
-                        buf[got] = p.as_ptr();
-                        got += 1;
-                    }
-                    None => break,
-                }
-            }
-        }
+            st.take_batch(self.debug, &self.name, os::coarse_ms(), &mut buf[..want])
+        };
         let mine = NonNull::new(buf[got.checked_sub(1)?])?;
         let rest = &buf[..got - 1];
         // SAFETY: as in mag_alloc; the objects were just taken from the

@@ -554,6 +554,66 @@ impl SlabState {
         NonNull::new(obj)
     }
 
+    /// Takes up to `out.len()` objects into `out`, slab by slab from the
+    /// head of the partial list: [`Self::take_obj`] in a batch (a
+    /// magazine refill), with each slab's counters and list position
+    /// updated once. Returns how many.
+    pub(crate) fn take_batch(
+        &mut self,
+        debug: bool,
+        name: &str,
+        now: u64,
+        out: &mut [*mut u8],
+    ) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let s = self.partial.head;
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: s is a live slab on the partial list and we hold the
+            // cache lock; no other reference to it exists while we work.
+            let sl = unsafe { &mut *s };
+            if debug && sl.magic != SKS_MAGIC {
+                corrupt(name, s.cast(), "slab header magic is wrong");
+            }
+            let k = ((sl.objs - sl.refs) as usize).min(out.len() - n);
+            debug_assert!(k > 0, "partial slab with an empty free list");
+            let mut obj = sl.free;
+            for slot in &mut out[n..n + k] {
+                if debug {
+                    let h = obj.wrapping_add(sl.hdr_off as usize).cast::<u64>();
+                    // SAFETY: a free object of a live slab: its header lies
+                    // in the slab, 8-aligned, and is only accessed atomically.
+                    let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(h) }
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if slab_of(word) != s || (word & STATE_MASK) as u32 != OBJ_FREE {
+                        corrupt(name, obj, "free object header is wrong");
+                    }
+                }
+                *slot = obj;
+                // SAFETY: a free object of a live slab: its first word is
+                // the link (k <= the slab's free objects).
+                obj = unsafe { next_free(obj) };
+            }
+            sl.free = obj;
+            sl.age = now;
+            if sl.refs == 0 {
+                self.c.slab_alloc += 1;
+                self.c.slab_max = self.c.slab_max.max(self.c.slab_alloc);
+            }
+            sl.refs += k as u32;
+            n += k;
+            if sl.refs == sl.objs {
+                // SAFETY: s is a live slab on the partial list.
+                unsafe { relink(&mut self.partial, &mut self.complete, s) };
+            }
+        }
+        self.c.obj_alloc += n as u64;
+        self.c.obj_max = self.c.obj_max.max(self.c.obj_alloc);
+        n
+    }
+
     /// Returns an object to its slab (`spl_cache_shrink()`).
     ///
     /// # Safety

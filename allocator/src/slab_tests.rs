@@ -165,6 +165,54 @@ fn small_objects_carry_one_word_of_header() {
 }
 
 #[test]
+fn a_batch_take_spans_slabs_and_keeps_every_equation() {
+    let g = geo(64, 8);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    grow(&mut st, &g);
+    let n = g.slab_objs as usize;
+    let mut single = SlabState::new();
+    grow(&mut single, &g);
+    grow(&mut single, &g);
+    let mut out = vec![ptr::null_mut(); n + 3];
+    assert_eq!(st.take_batch(true, "t", 7, &mut out), n + 3);
+    st.validate(&g, 1).unwrap();
+    // The same objects, in the same order, as n + 3 single takes.
+    let offsets = |objs: &[*mut u8], base: *mut u8| -> Vec<isize> {
+        objs.iter().map(|&o| o as isize - base as isize).collect()
+    };
+    let singles: Vec<*mut u8> = (0..n + 3)
+        .map(|_| single.take_obj(true, "t", 7).unwrap().as_ptr())
+        .collect();
+    assert_eq!(
+        offsets(&out[..n], out[0]),
+        offsets(&singles[..n], singles[0])
+    );
+    assert_eq!(st.c, single.c, "counters match single takes");
+    assert_eq!((st.complete.len(), st.partial.len()), (1, 1));
+    // Nothing left but n - 3 objects: a bigger batch takes just those.
+    let mut rest = vec![ptr::null_mut(); n];
+    assert_eq!(st.take_batch(true, "t", 8, &mut rest), n - 3);
+    assert_eq!(st.take_batch(true, "t", 8, &mut rest), 0);
+    st.validate(&g, 1).unwrap();
+    for &o in out.iter().chain(&rest[..n - 3]) {
+        // SAFETY: every object was taken above and is returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 9) };
+    }
+    for &o in &singles {
+        // SAFETY: as above.
+        unsafe { single.shrink(&g, true, "t", 1, o, 9) };
+    }
+    st.validate(&g, 1).unwrap();
+    for mut state in [st, single] {
+        let r = state.unlink_empty(0, 0);
+        assert_eq!(r.slabs, 2);
+        // SAFETY: both slabs are empty.
+        unsafe { r.release(&g) };
+    }
+}
+
+#[test]
 fn validate_catches_a_broken_counter() {
     let g = geo(64, 8);
     let mut st = SlabState::new();
