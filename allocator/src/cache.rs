@@ -108,6 +108,10 @@ pub(crate) struct CacheInner {
     /// grow (see [`crate::sync::wait_timeout_while`]).
     #[cfg(loom)]
     pub(crate) loom_wait_expires: std::sync::atomic::AtomicBool,
+    /// loom models only: every grow goes to a worker, as with
+    /// `grow_in_context = 0` (see [`crate::grow`]).
+    #[cfg(loom)]
+    pub(crate) loom_async_only: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for CacheInner {
@@ -494,6 +498,8 @@ impl CacheBuilder {
             obj_layout,
             #[cfg(loom)]
             loom_wait_expires: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            loom_async_only: std::sync::atomic::AtomicBool::new(false),
         });
         REGISTRY
             .lock()

@@ -11,7 +11,7 @@ pub const KMC_SLAB: u64 = 1 << 8;
 /// State bit: a grow outlived the grow timeout; allocations are emergency
 /// objects until it completes.
 pub const KMC_DEADLOCKED: u64 = 1 << 14;
-/// State bit: a grow has been dispatched to the worker pool.
+/// State bit: a grow is in flight, in the allocating thread or on a worker.
 pub const KMC_GROWING: u64 = 1 << 15;
 /// State bit: a reap is in progress.
 pub const KMC_REAPING: u64 = 1 << 16;

@@ -4,8 +4,8 @@
 //!
 //! Modules mirror the seed's function families: [`cache`] (create, destroy,
 //! the registry), `slab` (layout, take, return, reclaim), `magazine` (the
-//! per-CPU fast path), `grow` (the worker pool, the bounded wait, deadlock
-//! detection), `emergency`, [`reap`](mod@reap), [`sizing`], [`tunables`], [`stats`],
+//! per-CPU fast path), `grow` (growth in the allocating thread, the worker
+//! pool, the bounded wait, deadlock detection), `emergency`, [`reap`](mod@reap), [`sizing`], [`tunables`], [`stats`],
 //! [`ffi`] (the C ABI) and the [`os`] seam.
 //!
 //! ```

@@ -326,6 +326,12 @@ pub(crate) struct SlabState {
     pub emergency: BTreeMap<usize, ()>,
     /// Grows queued or running plus reaps in progress (`skc_ref`).
     pub refs: u64,
+    /// Allocations waiting on `grow_cv` for a grow to land (a grow that
+    /// lands with none wakes nobody, saving a system call).
+    pub grow_waiters: u64,
+    /// Grows handed to the worker pool over the cache's life (the others
+    /// ran in the allocating thread); for tests.
+    pub grow_dispatches: u64,
     /// Set once destroy has committed; every later use is a bug.
     pub destroyed: bool,
 }
@@ -495,6 +501,8 @@ impl SlabState {
             c: Counters::default(),
             emergency: BTreeMap::new(),
             refs: 0,
+            grow_waiters: 0,
+            grow_dispatches: 0,
             destroyed: false,
         }
     }

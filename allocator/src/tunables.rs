@@ -20,6 +20,7 @@
 //! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
 //! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
+//! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long; reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
@@ -34,7 +35,10 @@
 //!
 //! With `fault_grow_delay_ms` greater than `grow_timeout_ms` every grow
 //! outlives the wait, so the cache goes DEADLOCKED and hands out emergency
-//! objects. With `fault_slab_fail_permille` = 1000 every grow fails and a
+//! objects. Any non-zero `fault_grow_delay_ms` also makes the in-context
+//! attempt of `grow_in_context` fail at once (a delayed grow stands for
+//! memory that only a sleeping allocation gets), so every grow goes to a
+//! worker. With `fault_slab_fail_permille` = 1000 every grow fails and a
 //! `KM_SLEEP` allocation retries forever, as SPL's would.
 
 use std::sync::{Mutex, OnceLock};
@@ -60,6 +64,9 @@ pub struct Tunables {
     pub kmem_threads: u32,
     /// Grow wait before DEADLOCKED, 1..=600000 ms.
     pub grow_timeout_ms: u64,
+    /// 1 = try each grow in the allocating thread first; 0 = always on a
+    /// worker (the seed's behaviour).
+    pub grow_in_context: u32,
     /// Empty slabs younger than this survive a magazine flush's reclaim.
     pub slab_reclaim_delay_ms: u64,
     /// Background reaper period, 0 = off.
@@ -83,6 +90,7 @@ impl Default for Tunables {
             slab_limit: 0,
             kmem_threads: 4,
             grow_timeout_ms: 100,
+            grow_in_context: 1,
             slab_reclaim_delay_ms: 1000,
             reap_interval_ms: 0,
             stats_interval_ms: 1000,
@@ -93,7 +101,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "magazine_size",
     "magazine_rseq",
     "reclaim",
@@ -102,6 +110,7 @@ pub const NAMES: [&str; 13] = [
     "slab_limit",
     "kmem_threads",
     "grow_timeout_ms",
+    "grow_in_context",
     "slab_reclaim_delay_ms",
     "reap_interval_ms",
     "stats_interval_ms",
@@ -190,6 +199,13 @@ impl Tunables {
             "milliseconds",
         )?;
         check(
+            &label("grow_in_context"),
+            self.grow_in_context.into(),
+            0,
+            1,
+            "0 (every grow on a worker, as SPL) or 1 (try in the allocating thread first)",
+        )?;
+        check(
             &label("slab_reclaim_delay_ms"),
             self.slab_reclaim_delay_ms,
             0,
@@ -237,6 +253,7 @@ impl Tunables {
             "slab_limit" => FieldMut::U32(&mut self.slab_limit),
             "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
             "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
+            "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
             "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
             "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
@@ -417,6 +434,7 @@ mod tests {
         assert_eq!(t.kmem_threads, 4);
         assert_eq!(t.grow_timeout_ms, 100);
         assert_eq!(t.slab_limit, 0);
+        assert_eq!(t.grow_in_context, 1);
     }
 
     #[test]
@@ -425,10 +443,12 @@ mod tests {
             .with_env(env(&[
                 ("SLABSCOPE_MAGAZINE_SIZE", "4"),
                 ("SLABSCOPE_GROW_TIMEOUT_MS", " 20 "),
+                ("SLABSCOPE_GROW_IN_CONTEXT", "0"),
             ]))
             .unwrap();
         assert_eq!(t.magazine_size, 4);
         assert_eq!(t.grow_timeout_ms, 20);
+        assert_eq!(t.grow_in_context, 0);
         assert_eq!(t.kmem_threads, 4);
     }
 
@@ -450,6 +470,11 @@ mod tests {
             .with_env(env(&[("SLABSCOPE_FAULT_SLAB_FAIL_PERMILLE", "1001")]))
             .unwrap_err();
         assert!(e.to_string().contains("1001"), "{e}");
+
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_GROW_IN_CONTEXT", "2")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SLABSCOPE_GROW_IN_CONTEXT"), "{e}");
 
         let e = Tunables::default()
             .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
