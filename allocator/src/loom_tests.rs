@@ -6,8 +6,10 @@
 //!
 //! Each model runs the real cache code — the magazine lock, the cache lock
 //! and condition variables, the flag word, the emergency mirror, all through
-//! [`crate::sync`] — with two allocating threads at most, magazines of two
-//! objects, and the grow on a loom thread of its own (see [`crate::grow`]).
+//! [`crate::sync`] — with two allocating threads at most and magazines of two
+//! objects. Grows run in the allocating thread (the default,
+//! `grow_in_context = 1`) or, for caches made with [`async_cache`], on a
+//! loom thread of their own as a worker's grow (see [`crate::grow`]).
 //! loom explores every interleaving up to the preemption bound and fails a
 //! model on a deadlock or lost wake-up (a waiter nobody will notify), on a
 //! data race on the magazine slots, or on a failed assertion.
@@ -71,6 +73,15 @@ fn cache(name: &str) -> Cache {
     CacheBuilder::new(name, 64).build().expect("valid cache")
 }
 
+/// A cache whose grows all go to a worker (`grow_in_context = 0`).
+fn async_cache(name: &str) -> Cache {
+    let c = cache(name);
+    c.inner
+        .loom_async_only
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    c
+}
+
 /// Frees `objs`, checks the cache and destroys it (which waits for any grow
 /// still in flight: a lost wake-up there is a loom deadlock).
 fn finish(c: &Cache, objs: &[usize]) {
@@ -90,6 +101,30 @@ fn finish(c: &Cache, objs: &[usize]) {
     c.destroy().expect("every object was freed");
 }
 
+/// Two threads allocate from an empty cache at once: one grows a slab in
+/// its own thread (GROWING), the other waits for it or sees the new slab,
+/// both get distinct objects, nothing is dispatched, and nobody sleeps for
+/// ever (the grow wakes its waiters only when there are some: a wake-up
+/// lost that way is a loom deadlock).
+#[test]
+fn loom_grow_in_context_and_wait() {
+    setup();
+    model(|| {
+        let c = cache("loom_grow_ctx");
+        let c2 = c.clone();
+        let t = loom::thread::spawn(move || {
+            c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
+        });
+        let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
+        let q = t.join().unwrap();
+        let s = c.stats();
+        assert!(s.slab_create >= 1, "{s:?}");
+        assert_eq!(c.grow_dispatches(), 0, "{s:?}");
+        assert_eq!(s.obj_deadlock, 0, "no wait can time out under loom: {s:?}");
+        finish(&c, &[p, q]);
+    });
+}
+
 /// Two threads allocate from an empty cache at once: one grow is
 /// dispatched (GROWING), the other thread waits for it or sees the new slab,
 /// both get distinct objects, and nobody sleeps for ever.
@@ -97,7 +132,7 @@ fn finish(c: &Cache, objs: &[usize]) {
 fn loom_grow_dispatch_and_wait() {
     setup();
     model(|| {
-        let c = cache("loom_grow");
+        let c = async_cache("loom_grow");
         let c2 = c.clone();
         let t = loom::thread::spawn(move || {
             c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
@@ -127,7 +162,10 @@ fn loom_grow_wait_expires_into_deadlock_and_emergency_objects() {
     let reached = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let seen = reached.clone();
     model(move || {
-        let c = cache("loom_deadlock");
+        // With both threads growing in context the waiter's expiring wait
+        // always lets the grower finish first (loom runs the other thread
+        // after a yield), so DEADLOCKED needs the worker's third thread.
+        let c = async_cache("loom_deadlock");
         c.inner
             .loom_wait_expires
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -177,7 +215,7 @@ fn loom_grow_wait_expires_into_deadlock_and_emergency_objects() {
 fn emergency_alloc_and_free_race_a_landing_grow() {
     setup();
     model(|| {
-        let c = cache("loom_emergency");
+        let c = async_cache("loom_emergency");
         c.inner.set_flag(KMC_DEADLOCKED);
         // An emergency object (or None if the grow this dispatches landed
         // and cleared DEADLOCKED before the check).
@@ -222,5 +260,19 @@ fn loom_reap_races_alloc() {
         unsafe { p.as_ptr().write_bytes(0x5a, 64) };
         t.join().unwrap();
         finish(&c, &[p.as_ptr() as usize]);
+    });
+}
+
+/// An allocation that cannot sleep dispatches a grow and returns; destroy,
+/// which waits for the grow's reference, races the grow's end. The grow
+/// wakes destroy (only when DESTROY is set: a wake-up lost that way is a
+/// loom deadlock), and its slab is unmapped with the cache.
+#[test]
+fn loom_destroy_waits_for_a_dispatched_grow() {
+    setup();
+    model(|| {
+        let c = async_cache("loom_destroy");
+        assert!(c.alloc(KM_NOSLEEP).is_none(), "the grow was dispatched");
+        c.destroy().expect("nothing allocated");
     });
 }
