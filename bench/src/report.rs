@@ -494,10 +494,10 @@ impl Results {
             md,
             "### What slabscope's cache did during churn\n\n\
              slabscope's own counters (`Cache::stats()`) around one more measurement of each \
-             row. A slab grown is a slab mapped by the grow worker (`spl_cache_grow()`: a \
-             hand-off to a worker thread and a wait for it); a slab reclaimed is one unmapped \
-             because it became empty when a full magazine was flushed (`spl_slab_reclaim()` \
-             runs on every flush). The last column charges the extra time of the row over the \
+             row. A slab grown is a slab mapped by a grow (`spl_cache_grow()`: in the \
+             allocating thread, or a hand-off to a worker thread and a wait for it); a slab \
+             reclaimed is one unmapped because it became empty when a full magazine was \
+             flushed (`spl_slab_reclaim()` runs on every flush). The last column charges the extra time of the row over the \
              1-live row of the same size (pure magazine hits) to those cycles.\n"
         );
         let _ = writeln!(

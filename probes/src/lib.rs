@@ -197,15 +197,17 @@ pub const PROBES: [ProbeDef; 10] = [
     ProbeDef {
         kind: ProbeKind::GrowStart,
         name: "grow_start",
-        fires: "when an allocation found no free object and dispatched one slab grow to \
-                the worker pool (the GROWING bit was clear)",
+        fires: "when a slab grow starts: an allocation found no free object and, the \
+                GROWING bit being clear, maps a slab itself or dispatches the grow to the \
+                worker pool (once more when a failed attempt of its own is handed to a \
+                worker)",
         args: &[CACHE, NAME, SLAB_TOTAL, OBJ_TOTAL, SNAP],
     },
     ProbeDef {
         kind: ProbeKind::GrowDone,
         name: "grow_done",
-        fires: "when a worker finished a dispatched grow: the new slab was added, or the \
-                mapping failed",
+        fires: "when that grow finished, in the allocating thread or on a worker: the \
+                new slab was added, or the mapping failed",
         args: &[
             CACHE,
             NAME,
@@ -222,7 +224,7 @@ pub const PROBES: [ProbeDef; 10] = [
     ProbeDef {
         kind: ProbeKind::Deadlock,
         name: "deadlock",
-        fires: "when an allocation waited the grow timeout for a dispatched grow and set \
+        fires: "when an allocation waited the grow timeout for the grow in flight and set \
                 DEADLOCKED",
         args: &[
             CACHE,
