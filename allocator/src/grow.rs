@@ -298,7 +298,7 @@ impl CacheInner {
         let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
-            os::map_pages(len)
+            os::map_slab(len, tunables::current().slab_reserve_kb as usize * 1024)
         };
         // SAFETY: a fresh mapping of slab_size bytes, ours alone.
         let sks = base.map(|b| (b, unsafe { slab::init_slab(b, &self.geo, self.id()) }));

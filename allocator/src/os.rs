@@ -6,7 +6,10 @@
 //!
 //! Slabs come from `mmap(MAP_PRIVATE | MAP_ANONYMOUS)`, the userspace stand-in
 //! for the seed's `kv_alloc()` / `kv_free()` (`spl_vmalloc()` / `vfree()`):
-//! page aligned, zero filled, returned to the OS whole by `munmap`.
+//! page aligned, zero filled, returned to the OS whole by `munmap`. Unlike
+//! the seed, small slabs are carved out of larger reservations advised for
+//! transparent huge pages ([`map_slab`], the `reserve` module): one page
+//! fault per huge page instead of one `mmap` and one fault per 4 KiB page.
 //!
 //! # Finding the current CPU
 //!
@@ -205,12 +208,13 @@ pub fn cpu_id_from_rseq() -> bool {
     RSEQ_OFFSET.load(Ordering::Relaxed) != RSEQ_NONE
 }
 
-/// Bytes currently mapped through [`map_pages`] and not yet returned by
-/// [`unmap_pages`], over every cache of the process.
+/// Bytes currently mapped through [`map_pages`] or [`map_slab`] and not yet
+/// returned by [`unmap_pages`], over every cache of the process.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of slab memory mapped right now, process wide: every slab of every
-/// cache (grown and not yet reclaimed), nothing else. Updated on the slow
+/// cache (grown and not yet reclaimed), nothing else (not the unused tail of
+/// a reservation, see [`reserved_bytes`]). Updated on the slow
 /// path only (grow and reclaim), so it is exact whenever no grow or reclaim
 /// is running. Tests use it to prove that destroy returns everything.
 pub fn mapped_bytes() -> usize {
@@ -257,12 +261,47 @@ fn map_pages_raw(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Maps a slab of `len` bytes (a multiple of the page size): zeroed and
+/// page aligned like [`map_pages`], and carved out of the process-wide
+/// reservation of `reserve` bytes (a power of two, the `slab_reserve_kb`
+/// tunable) when it is at most an eighth of that; otherwise, or with
+/// `reserve` 0, a mapping of its own. See the `reserve` module. `None` when
+/// the OS refuses. Return it with [`unmap_pages`].
+pub fn map_slab(len: usize, reserve: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len.is_multiple_of(page_size()));
+    if cfg!(miri) || reserve == 0 || len > reserve / 8 {
+        return map_pages(len);
+    }
+    let carved = reserve::CURRENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .carve(len, reserve, &reserve::UNUSED);
+    // A new reservation may fail where a mapping of the slab's own size
+    // would not.
+    let p = carved.or_else(|| map_pages_raw(len));
+    if p.is_some() {
+        MAPPED.fetch_add(len, Ordering::SeqCst);
+    }
+    p
+}
+
+/// Bytes mapped for slab reservations and not handed out: the unused tail
+/// of the current reservation, less than one reservation, kept for the
+/// next grow of any cache. Not part of [`mapped_bytes`].
+pub fn reserved_bytes() -> usize {
+    reserve::UNUSED.load(Ordering::Relaxed)
+}
+
+#[path = "os_reserve.rs"]
+mod reserve;
+
 /// Returns a mapping to the OS.
 ///
 /// # Safety
 ///
-/// `ptr` and `len` must be exactly a mapping returned by [`map_pages`], not
-/// yet unmapped, and nothing may use the memory afterwards.
+/// `ptr` and `len` must be exactly a mapping returned by [`map_pages`] or
+/// [`map_slab`], not yet unmapped, and nothing may use the memory
+/// afterwards.
 pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
     let before = MAPPED.fetch_sub(len, Ordering::SeqCst);
     debug_assert!(before >= len, "unmapping more than was mapped");
@@ -274,7 +313,8 @@ pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
     }
     #[cfg(not(miri))]
     {
-        // SAFETY: the caller guarantees this is a whole live mapping of ours.
+        // SAFETY: the caller guarantees this is a whole live mapping of ours
+        // (a slab carved from a reservation is a range munmap unmaps alone).
         let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
         debug_assert_eq!(rc, 0, "munmap of a slab failed");
     }

@@ -21,6 +21,7 @@
 //! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
+//! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see [`crate::os::map_slab`]); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long; reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
@@ -67,6 +68,8 @@ pub struct Tunables {
     /// 1 = try each grow in the allocating thread first; 0 = always on a
     /// worker (the seed's behaviour).
     pub grow_in_context: u32,
+    /// KiB of the reservations small slabs are carved from; 0 = none.
+    pub slab_reserve_kb: u32,
     /// Empty slabs younger than this survive a magazine flush's reclaim.
     pub slab_reclaim_delay_ms: u64,
     /// Background reaper period, 0 = off.
@@ -91,6 +94,7 @@ impl Default for Tunables {
             kmem_threads: 4,
             grow_timeout_ms: 100,
             grow_in_context: 1,
+            slab_reserve_kb: 2048,
             slab_reclaim_delay_ms: 1000,
             reap_interval_ms: 0,
             stats_interval_ms: 1000,
@@ -101,7 +105,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "magazine_size",
     "magazine_rseq",
     "reclaim",
@@ -111,6 +115,7 @@ pub const NAMES: [&str; 14] = [
     "kmem_threads",
     "grow_timeout_ms",
     "grow_in_context",
+    "slab_reserve_kb",
     "slab_reclaim_delay_ms",
     "reap_interval_ms",
     "stats_interval_ms",
@@ -205,6 +210,15 @@ impl Tunables {
             1,
             "0 (every grow on a worker, as SPL) or 1 (try in the allocating thread first)",
         )?;
+        let kb = self.slab_reserve_kb;
+        if kb != 0 && !(kb.is_power_of_two() && (64..=1 << 20).contains(&kb)) {
+            return Err(bad(
+                &label("slab_reserve_kb"),
+                kb,
+                "KiB per slab reservation: use 0 (a mapping per slab) or a power of two \
+                 from 64 to 1048576",
+            ));
+        }
         check(
             &label("slab_reclaim_delay_ms"),
             self.slab_reclaim_delay_ms,
@@ -254,6 +268,7 @@ impl Tunables {
             "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
             "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
             "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
+            "slab_reserve_kb" => FieldMut::U32(&mut self.slab_reserve_kb),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
             "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
             "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
@@ -435,6 +450,7 @@ mod tests {
         assert_eq!(t.grow_timeout_ms, 100);
         assert_eq!(t.slab_limit, 0);
         assert_eq!(t.grow_in_context, 1);
+        assert_eq!(t.slab_reserve_kb, 2048);
     }
 
     #[test]
@@ -475,6 +491,18 @@ mod tests {
             .with_env(env(&[("SLABSCOPE_GROW_IN_CONTEXT", "2")]))
             .unwrap_err();
         assert!(e.to_string().contains("SLABSCOPE_GROW_IN_CONTEXT"), "{e}");
+
+        for bad_kb in ["3000", "32", "2097152"] {
+            let e = Tunables::default()
+                .with_env(env(&[("SLABSCOPE_SLAB_RESERVE_KB", bad_kb)]))
+                .unwrap_err();
+            assert!(e.to_string().contains("SLABSCOPE_SLAB_RESERVE_KB"), "{e}");
+        }
+        for good_kb in ["0", "64", "2048", "1048576"] {
+            Tunables::default()
+                .with_env(env(&[("SLABSCOPE_SLAB_RESERVE_KB", good_kb)]))
+                .unwrap_or_else(|e| panic!("{good_kb}: {e}"));
+        }
 
         let e = Tunables::default()
             .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
