@@ -1,6 +1,7 @@
-//! `grow_in_context = 0` restores the seed's always-asynchronous growth:
-//! every grow is handed to the worker pool, and a `KM_NOSLEEP` allocation
-//! on an empty cache returns `None` while its grow runs.
+//! `grow_in_context = 0` and `slab_reserve_kb = 0` restore the seed's
+//! growth: every grow is handed to the worker pool, a `KM_NOSLEEP`
+//! allocation on an empty cache returns `None` while its grow runs, and
+//! every slab is a mapping of its own (no reservation is ever made).
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::wait_until;
 fn with_grow_in_context_off_every_grow_goes_to_a_worker() {
     tunables::set(Tunables {
         grow_in_context: 0,
+        slab_reserve_kb: 0,
         stats_interval_ms: 0,
         ..Tunables::default()
     })
@@ -53,6 +55,7 @@ fn with_grow_in_context_off_every_grow_goes_to_a_worker() {
         unsafe { c.free(p) };
     }
     c.validate().unwrap();
+    assert_eq!(os::reserved_bytes(), 0, "no slab came from a reservation");
     c.destroy().unwrap();
     assert_eq!(os::mapped_bytes(), base);
 }
