@@ -68,6 +68,11 @@
 //! takes 96 bytes of slab with its header), a fifth in the magazine refill
 //! that takes the new slab's objects, and a tenth in the grow itself
 //! (mostly writing the 42 object headers and taking the cache lock).
+//! Those figures predate the restartable-sequence magazines and the
+//! one-word object header; with both, the ramp takes 9.0 ns against
+//! mimalloc's 6.0, 1.5× (medians of 11 interleaved runs), and clearing the
+//! huge pages is the largest part (about two fifths), then the magazine
+//! fast path and the grow (about a fifth each) and the refill (an eighth).
 //!
 //! `KM_NOSLEEP` differs from the seed in one more point: the seed waits up
 //! to HZ/10 for a dispatched grow even for `KM_NOSLEEP` and then returns
