@@ -84,14 +84,11 @@
 //! The workers start on the first dispatched grow and live for the rest of
 //! the process, like the taskq of a loaded module; a program whose grows
 //! all succeed in context never starts them. They hold a cache only while a
-//! job for it runs.
+//! job for it runs. [`crate::taskq`] keeps the pool, and keeps it
+//! consistent across `fork()`.
 
-#[cfg(not(loom))]
-use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::Arc;
-#[cfg(not(loom))]
-use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::cache::CacheInner;
@@ -111,48 +108,8 @@ pub(crate) enum Grow {
     NoMem,
 }
 
-struct Job {
-    cache: Arc<CacheInner>,
-}
-
-#[cfg(not(loom))]
-struct Pool {
-    queue: Mutex<VecDeque<Job>>,
-    ready: Condvar,
-}
-
-#[cfg(not(loom))]
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<&'static Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
-            queue: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-        }));
-        for i in 0..tunables::current().kmem_threads {
-            std::thread::Builder::new()
-                .name(format!("slabscope-grow-{i}"))
-                .spawn(move || worker(pool))
-                .expect("slabscope: cannot start a grow worker thread (out of threads or memory)");
-        }
-        pool
-    })
-}
-
-#[cfg(not(loom))]
-fn worker(pool: &'static Pool) {
-    loop {
-        let job = {
-            let mut q = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if let Some(j) = q.pop_front() {
-                    break j;
-                }
-                q = pool.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        job.cache.grow_work();
-    }
+pub(crate) struct Job {
+    pub(crate) cache: Arc<CacheInner>,
 }
 
 /// Under loom each grow runs on a loom thread of its own, so the model
@@ -164,14 +121,7 @@ fn dispatch(job: Job) {
 }
 
 #[cfg(not(loom))]
-fn dispatch(job: Job) {
-    let p = pool();
-    p.queue
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push_back(job);
-    p.ready.notify_one();
-}
+use crate::taskq::dispatch;
 
 impl CacheInner {
     /// `spl_cache_grow()`: see the module docs.
@@ -291,7 +241,7 @@ impl CacheInner {
     }
 
     /// `spl_cache_grow_work()`, on a worker thread.
-    fn grow_work(&self) {
+    pub(crate) fn grow_work(&self) {
         let delay_ms = tunables::fault::grow_delay_ms();
         if delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(delay_ms));

@@ -46,6 +46,8 @@ pub mod sizing;
 mod slab;
 pub mod stats;
 mod sync;
+#[cfg(not(loom))]
+mod taskq;
 pub mod tunables;
 pub mod typed;
 
