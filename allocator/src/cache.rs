@@ -81,9 +81,11 @@ pub(crate) struct CacheInner {
     pub(crate) debug: bool,
     /// `slab::alloc_tag(id)`, the header mark of an allocated object.
     pub(crate) tag: u32,
-    /// Slab-backed magazines and no constructor or destructor: allocation
-    /// and free may take the inline rseq fast path.
-    pub(crate) plain: bool,
+    /// Restartable-sequence magazines and no constructor or destructor:
+    /// allocation and free take the inline fast path, with `rseq_off`.
+    pub(crate) fast: bool,
+    /// `rseq`'s offset, unwrapped for the fast path (0 when `rseq` is None).
+    pub(crate) rseq_off: isize,
     /// `KMC_SLAB`: delegate to the system allocator.
     pub(crate) slab_backed: bool,
     ctor: Option<Ctor>,
@@ -469,6 +471,12 @@ impl CacheBuilder {
                 .map(|cpu| Magazine::new(cpu as u32, mag_size, mag_refill))
                 .collect()
         };
+        let hooks = self.ctor.is_some() || self.dtor.is_some();
+        let rseq = if slab_backed || t.magazine_rseq == 0 {
+            None
+        } else {
+            crate::rseq::available()
+        };
         let inner = Arc::new_cyclic(|me| CacheInner {
             magic: SKC_MAGIC,
             me: me.clone(),
@@ -478,18 +486,15 @@ impl CacheBuilder {
             flags: AtomicU64::new(flags),
             debug: flags & KMC_NODEBUG == 0,
             tag: slab::alloc_tag(me.as_ptr() as u64),
-            plain: !slab_backed && self.ctor.is_none() && self.dtor.is_none(),
             slab_backed,
             ctor: self.ctor,
             dtor: self.dtor,
             state: sync::Mutex::new(SlabState::new()),
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
-            rseq: if slab_backed || t.magazine_rseq == 0 {
-                None
-            } else {
-                crate::rseq::available()
-            },
+            rseq,
+            rseq_off: rseq.unwrap_or(0),
+            fast: rseq.is_some() && !hooks,
             mags,
             mag_size,
             mag_refill,
@@ -549,7 +554,7 @@ impl Cache {
         if kmflags & !KM_PUBLIC_MASK != 0 {
             bad_kmflags(&c.name, kmflags);
         }
-        if c.plain
+        if c.fast
             && let Some(p) = c.rseq_alloc_fast()
         {
             return Some(p);
@@ -604,16 +609,17 @@ impl Cache {
     #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
         let c = &*self.inner;
-        if c.plain {
+        if c.fast {
             // SAFETY: forwarded caller guarantee.
-            unsafe { c.plain_free(obj) };
+            unsafe { c.fast_free(obj) };
             return;
         }
         // SAFETY: forwarded caller guarantee.
         unsafe { self.free_general(obj) }
     }
 
-    /// [`Cache::free`] for caches with a destructor or `KMC_SLAB`.
+    /// [`Cache::free`] past the inline fast path: caches with a destructor,
+    /// `KMC_SLAB` caches and locked magazines.
     ///
     /// # Safety
     /// As [`Cache::free`].

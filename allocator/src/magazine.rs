@@ -462,11 +462,12 @@ impl CacheInner {
     /// [`Cache::alloc`](crate::Cache::alloc)'s inline fast path: one pop
     /// from the current CPU's magazine when it uses restartable sequences.
     #[inline(always)]
+    /// Only for caches with `fast` set.
     pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
-        let off = self.rseq?;
-        // SAFETY: `mags` is this cache's magazine array and `off` came from
-        // rseq::available().
-        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
+        debug_assert!(self.fast && self.rseq == Some(self.rseq_off));
+        // SAFETY: `mags` is this cache's magazine array and `rseq_off` came
+        // from rseq::available() (`fast` is only set then).
+        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), self.rseq_off) };
         if p.addr() > rseq::UNAVAILABLE {
             // SAFETY: an address above the status codes is an object.
             return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
@@ -474,19 +475,30 @@ impl CacheInner {
         None
     }
 
-    /// [`Cache::free`](crate::Cache::free) for caches without destructor
-    /// whose objects come from slabs.
+    /// [`Cache::free`](crate::Cache::free)'s inline fast path, for caches
+    /// with `fast` set (restartable sequences, no destructor).
     ///
     /// # Safety
     /// As `Cache::free`.
     #[inline(always)]
-    pub(crate) unsafe fn plain_free(&self, obj: NonNull<u8>) {
+    pub(crate) unsafe fn fast_free(&self, obj: NonNull<u8>) {
+        debug_assert!(self.fast && self.rseq == Some(self.rseq_off));
         if self.emergency_live.load(Ordering::Relaxed) != 0 {
             // SAFETY: forwarded caller guarantee.
             return unsafe { self.release_out_of_line(obj) };
         }
-        // SAFETY: not an emergency object (none exist), so a slab object.
-        unsafe { self.mag_free(obj) }
+        // Not an emergency object (none exist), so a slab object.
+        if self.debug {
+            // SAFETY: as in mag_free.
+            unsafe { slab::check_free(&self.geo, &self.name, self.tag, obj.as_ptr()) };
+        }
+        let off = self.rseq_off;
+        // SAFETY: as in mag_free.
+        let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
+        if r != Push::Done {
+            // SAFETY: forwarded caller guarantee, after the debug check.
+            unsafe { self.rseq_push_failed(off, obj, r) };
+        }
     }
 
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
