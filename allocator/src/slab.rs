@@ -332,6 +332,8 @@ pub(crate) struct SlabState {
     /// Grows handed to the worker pool over the cache's life (the others
     /// ran in the allocating thread); for tests.
     pub grow_dispatches: u64,
+    /// Coarse ms of the last walk of [`Self::unlink_empty`] with a delay.
+    pub last_idle_walk: u64,
     /// Set once destroy has committed; every later use is a bug.
     pub destroyed: bool,
 }
@@ -503,6 +505,7 @@ impl SlabState {
             refs: 0,
             grow_waiters: 0,
             grow_dispatches: 0,
+            last_idle_walk: 0,
             destroyed: false,
         }
     }
@@ -685,12 +688,25 @@ impl SlabState {
     /// Empty slabs sit at the tail, the most recently emptied last, so the
     /// walk goes backwards over the empty ones, leaves the young in place and
     /// stops at the first slab in use.
+    ///
+    /// With a delay the walk runs at most once per `min_idle_ms / 2`: it
+    /// passes every young empty slab to reach the old ones, and a program
+    /// freeing a million objects empties a slab every few dozen frees, so
+    /// walking on every flush made freeing everything quadratic. A slab
+    /// therefore goes at most half a delay late; reaps (no delay) always
+    /// walk.
     pub(crate) fn unlink_empty(&mut self, min_idle_ms: u64, now: u64) -> Reclaimed {
         let mut r = Reclaimed {
             head: ptr::null_mut(),
             slabs: 0,
             objs: 0,
         };
+        if min_idle_ms > 0 {
+            if now.saturating_sub(self.last_idle_walk) < min_idle_ms / 2 {
+                return r;
+            }
+            self.last_idle_walk = now;
+        }
         let mut s = self.partial.tail;
         // SAFETY: s, if non-null, is a live slab of the partial list.
         while !s.is_null() && unsafe { (*s).refs } == 0 {

@@ -253,6 +253,10 @@ fn reclaim_with_a_delay_keeps_young_empty_slabs_and_takes_old_ones() {
     assert_eq!(r.slabs, 1);
     // SAFETY: the chain holds only empty slabs.
     unsafe { r.release(&g) };
+    // The next delayed walk waits half a delay: at 290 nothing is looked
+    // at, though the slab emptied at 200 is old enough by then.
+    assert_eq!(st.unlink_empty(90, 290).slabs, 0);
+    assert_eq!(st.c.slab_total, 2);
     st.validate(&g, 1).unwrap();
     assert_eq!(st.c.slab_total, 2);
     // Without a delay every empty slab goes; the slab in use stays.
