@@ -556,6 +556,7 @@ mod tests {
         }
         static STOP: AtomicBool = AtomicBool::new(false);
         static STATE: AtomicU32 = AtomicU32::new(0); // 1 = inside, 2 = out
+        static FIFO: AtomicBool = AtomicBool::new(false);
         for _round in 0..5 {
             STOP.store(false, Ordering::SeqCst);
             STATE.store(0, Ordering::SeqCst);
@@ -565,7 +566,8 @@ mod tests {
                 let me = unsafe { libc::pthread_self() };
                 // SAFETY: the call only changes this thread's policy (it
                 // fails harmlessly without the privilege).
-                unsafe { libc::pthread_setschedparam(me, libc::SCHED_FIFO, &p) };
+                let fifo = unsafe { libc::pthread_setschedparam(me, libc::SCHED_FIFO, &p) } == 0;
+                FIFO.store(fifo, Ordering::SeqCst);
                 let committed: u32;
                 // SAFETY: the sequence only writes STATE and reads STOP
                 // (statics); the rseq area at fs:off is this thread's.
@@ -610,10 +612,16 @@ mod tests {
                 std::hint::spin_loop();
             }
             fence();
+            // Without SCHED_FIFO (no privilege) a busy machine may keep the
+            // aborted spinner off the CPU for a while: a wide window, which
+            // catches a fence that does nothing, not a slow one.
+            let window = if FIFO.load(Ordering::SeqCst) {
+                std::time::Duration::from_millis(20)
+            } else {
+                std::time::Duration::from_secs(2)
+            };
             let t0 = std::time::Instant::now();
-            while STATE.load(Ordering::SeqCst) != 2
-                && t0.elapsed() < std::time::Duration::from_millis(20)
-            {
+            while STATE.load(Ordering::SeqCst) != 2 && t0.elapsed() < window {
                 std::hint::spin_loop();
             }
             let left_by_itself = STATE.load(Ordering::SeqCst) == 2;
