@@ -16,36 +16,15 @@
 
 mod support;
 
-use std::ptr::NonNull;
 use std::time::Duration;
 
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
 use slabscope::tunables::{self, Tunables, fault};
-use slabscope::{Cache, CacheBuilder, Error, os};
-use support::wait_until;
+use slabscope::{CacheBuilder, Error, os};
+use support::{destroy_and_check_unmapped, free_all, wait_until};
 
 const TIMEOUT_MS: u64 = 10;
 const DELAY_MS: u64 = 150;
-
-fn free_all(c: &Cache, objs: Vec<NonNull<u8>>) {
-    for p in objs {
-        // SAFETY: each object came from `c` and is freed once.
-        unsafe { c.free(p) };
-    }
-}
-
-/// Destroys `c` (waiting for any in-flight grow) and checks that every byte
-/// the seam mapped since `base` was returned.
-fn destroy_and_check_unmapped(c: Cache, base: usize) {
-    c.validate().unwrap();
-    c.destroy().expect("every object was freed");
-    assert_eq!(
-        os::mapped_bytes(),
-        base,
-        "cache {:?} left slab memory mapped after destroy",
-        c.name()
-    );
-}
 
 /// 1 %: `KM_SLEEP` never fails, some grows fail and are counted, retried.
 fn one_percent_of_mappings_fail() {

@@ -6,10 +6,13 @@
 //! One test in its own process: fork() copies only the calling thread, so
 //! nothing else may be running slabscope code at that moment.
 
+mod support;
+
 use std::ptr::NonNull;
 
 use slabscope::flags::KM_SLEEP;
 use slabscope::{CacheBuilder, tunables};
+use support::threads_named;
 
 #[test]
 fn a_forked_child_allocates_grows_reaps_validates_and_destroys() {
@@ -22,14 +25,10 @@ fn a_forked_child_allocates_grows_reaps_validates_and_destroys() {
     tunables::fault::set_grow_delay_ms(1);
     let extra: Vec<NonNull<u8>> = (0..100).map(|_| cache.alloc(KM_SLEEP).unwrap()).collect();
     let slabs_at_fork = cache.stats().slab_create;
-    let grow_workers = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter(|t| {
-            let comm = t.as_ref().unwrap().path().join("comm");
-            std::fs::read_to_string(comm).is_ok_and(|c| c.starts_with("slabscope-grow"))
-        })
-        .count();
-    assert!(grow_workers > 0, "the parent's grows ran on workers");
+    assert!(
+        threads_named("slabscope-grow") > 0,
+        "the parent's grows ran on workers"
+    );
 
     // SAFETY: fork has no preconditions; the child only runs the block
     // below and leaves with _exit, never returning into the test harness.

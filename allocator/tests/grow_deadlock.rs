@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
 use slabscope::tunables::{self, Tunables};
 use slabscope::{CacheBuilder, Error};
-use support::wait_until;
+use support::{Sendable, wait_until};
 
 const TIMEOUT_MS: u64 = 20;
 const DELAY_MS: u64 = 100;
@@ -136,11 +136,6 @@ fn destroy_waits_for_an_in_flight_grow() {
     );
     assert!(slabscope::stats::all().iter().all(|s| s.id != c.id()));
 }
-
-/// A pointer that may cross threads (the test owns the object it names).
-struct Sendable(std::ptr::NonNull<u8>);
-// SAFETY: the object is owned by whichever thread holds the Sendable.
-unsafe impl Send for Sendable {}
 
 #[test]
 fn threads_racing_into_a_deadlocked_cache_all_get_unique_objects() {

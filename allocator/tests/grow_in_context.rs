@@ -18,43 +18,11 @@ use std::time::{Duration, Instant};
 
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_DEADLOCKED, KMC_GROWING};
 use slabscope::tunables::{self, Tunables, fault};
-use slabscope::{Cache, CacheBuilder, os};
-use support::wait_until;
+use slabscope::{CacheBuilder, os};
+use support::{Sendable, destroy_and_check_unmapped, free_all, threads_named, wait_until};
 
 const TIMEOUT_MS: u64 = 50;
 const DELAY_MS: u64 = 300;
-
-/// A pointer that may cross threads (the test owns the object it names).
-struct Sendable(NonNull<u8>);
-// SAFETY: the object is owned by whichever thread holds the Sendable.
-unsafe impl Send for Sendable {}
-
-/// Threads of this process whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("reading /proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with(prefix))
-        .count()
-}
-
-fn free_all(c: &Cache, objs: Vec<NonNull<u8>>) {
-    for p in objs {
-        // SAFETY: each object came from `c` and is freed once.
-        unsafe { c.free(p) };
-    }
-}
-
-fn destroy_and_check_unmapped(c: Cache, base: usize) {
-    c.validate().unwrap();
-    c.destroy().expect("every object was freed");
-    assert_eq!(
-        os::mapped_bytes(),
-        base,
-        "cache {:?} left slab memory mapped after destroy",
-        c.name()
-    );
-}
 
 /// A cold ramp of 64-byte objects, as issue 7 measures it: every slab is
 /// grown by the allocating thread, no grow is dispatched, no worker thread

@@ -18,6 +18,8 @@
 //! `SLABSCOPE_LONG=1` (set by `cargo xtask test --long`) runs ≥ 10^7
 //! operations in all; `SLABSCOPE_THREADS_SEED=<seed>` replays a run.
 
+mod support;
+
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG};
 use slabscope::tunables::{self, Tunables};
 use slabscope::{Cache, CacheBuilder, MagazineProtocol, os};
+use support::Sendable;
 
 const SIZE: usize = 96;
 const SHARDS: usize = 64;
@@ -33,11 +36,6 @@ const SHARDS: usize = 64;
 fn pattern(p: NonNull<u8>) -> u64 {
     (p.as_ptr() as u64).rotate_left(17) ^ 0x5151_5151_5151_5151
 }
-
-/// A pointer that may cross threads (the test owns the object it names).
-struct Sendable(NonNull<u8>);
-// SAFETY: the object is owned by whichever thread holds the Sendable.
-unsafe impl Send for Sendable {}
 
 /// Live addresses, sharded so the check does not serialise the threads.
 struct LiveSet(Vec<Mutex<HashSet<usize>>>);

@@ -2,7 +2,45 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
+
+use slabscope::{Cache, os};
+
+/// A pointer that may cross threads (the test owns the object it names).
+pub struct Sendable(pub NonNull<u8>);
+// SAFETY: the object is owned by whichever thread holds the Sendable.
+unsafe impl Send for Sendable {}
+
+/// Frees every object of `objs` into `c`.
+pub fn free_all(c: &Cache, objs: Vec<NonNull<u8>>) {
+    for p in objs {
+        // SAFETY: each object came from `c` and is freed once.
+        unsafe { c.free(p) };
+    }
+}
+
+/// Destroys `c` (waiting for any in-flight grow) and checks that every byte
+/// the seam mapped since `base` was returned.
+pub fn destroy_and_check_unmapped(c: Cache, base: usize) {
+    c.validate().unwrap();
+    c.destroy().expect("every object was freed");
+    assert_eq!(
+        os::mapped_bytes(),
+        base,
+        "cache {:?} left slab memory mapped after destroy",
+        c.name()
+    );
+}
+
+/// Threads of this process whose name starts with `prefix`.
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("reading /proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
+}
 
 /// The directory holding the `libslabscope.so` cargo built for this test run.
 pub fn lib_dir() -> PathBuf {
