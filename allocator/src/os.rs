@@ -241,24 +241,42 @@ fn map_pages_raw(len: usize) -> Option<NonNull<u8>> {
     }
     #[cfg(not(miri))]
     {
-        // SAFETY: an anonymous private mapping at an address of the kernel's
-        // choosing touches no existing memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            None
-        } else {
-            NonNull::new(p.cast())
-        }
+        mmap_anon(len)
     }
+}
+
+/// `len` bytes of fresh anonymous memory straight from `mmap`, at an
+/// address of the kernel's choosing (page aligned, zero filled). Not
+/// counted in [`mapped_bytes`]; never called under Miri.
+fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// `munmap` of `[ptr, ptr + len)`: a whole mapping or a page-aligned piece
+/// of one. Not counted in [`mapped_bytes`]; never called under Miri.
+///
+/// # Safety
+/// The range is mapped, ours, and nothing uses it afterwards.
+unsafe fn munmap_range(ptr: *mut u8, len: usize) {
+    // SAFETY: forwarded caller guarantee.
+    let rc = unsafe { libc::munmap(ptr.cast(), len) };
+    debug_assert_eq!(rc, 0, "munmap of {len} bytes at {ptr:p} failed");
 }
 
 /// Maps a slab of `len` bytes (a multiple of the page size): zeroed and
@@ -315,8 +333,7 @@ pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
     {
         // SAFETY: the caller guarantees this is a whole live mapping of ours
         // (a slab carved from a reservation is a range munmap unmaps alone).
-        let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-        debug_assert_eq!(rc, 0, "munmap of a slab failed");
+        unsafe { munmap_range(ptr.as_ptr(), len) };
     }
 }
 

@@ -115,27 +115,14 @@ fn map_reservation(len: usize) -> Option<usize> {
 }
 
 fn map(len: usize) -> Option<usize> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's
-    // choosing touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    (p != libc::MAP_FAILED).then_some(p as usize)
+    super::mmap_anon(len).map(|p| p.as_ptr() as usize)
 }
 
 /// # Safety
 /// `[addr, addr + len)` is mapped, ours, and unused from now on.
 unsafe fn unmap(addr: usize, len: usize) {
     // SAFETY: forwarded caller guarantee.
-    let rc = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
-    debug_assert_eq!(rc, 0, "munmap of an unused reservation tail failed");
+    unsafe { super::munmap_range(addr as *mut u8, len) };
 }
 
 #[cfg(all(test, not(miri)))]
