@@ -82,6 +82,17 @@ fn async_cache(name: &str) -> Cache {
     c
 }
 
+/// One `KM_SLEEP` allocation on a second loom thread and one on this one,
+/// racing; the two objects' addresses.
+fn alloc_on_two_threads(c: &Cache) -> [usize; 2] {
+    let c2 = c.clone();
+    let t = loom::thread::spawn(move || {
+        c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
+    });
+    let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
+    [p, t.join().unwrap()]
+}
+
 /// Frees `objs`, checks the cache and destroys it (which waits for any grow
 /// still in flight: a lost wake-up there is a loom deadlock).
 fn finish(c: &Cache, objs: &[usize]) {
@@ -111,12 +122,7 @@ fn loom_grow_in_context_and_wait() {
     setup();
     model(|| {
         let c = cache("loom_grow_ctx");
-        let c2 = c.clone();
-        let t = loom::thread::spawn(move || {
-            c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
-        });
-        let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
-        let q = t.join().unwrap();
+        let [p, q] = alloc_on_two_threads(&c);
         let s = c.stats();
         assert!(s.slab_create >= 1, "{s:?}");
         assert_eq!(c.grow_dispatches(), 0, "{s:?}");
@@ -133,12 +139,7 @@ fn loom_grow_dispatch_and_wait() {
     setup();
     model(|| {
         let c = async_cache("loom_grow");
-        let c2 = c.clone();
-        let t = loom::thread::spawn(move || {
-            c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
-        });
-        let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
-        let q = t.join().unwrap();
+        let [p, q] = alloc_on_two_threads(&c);
         let s = c.stats();
         assert!(s.slab_create >= 1, "{s:?}");
         assert_eq!(s.obj_deadlock, 0, "no wait can time out under loom: {s:?}");
@@ -169,12 +170,7 @@ fn loom_grow_wait_expires_into_deadlock_and_emergency_objects() {
         c.inner
             .loom_wait_expires
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let c2 = c.clone();
-        let t = loom::thread::spawn(move || {
-            c2.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize
-        });
-        let p = c.alloc(KM_SLEEP).expect("KM_SLEEP never fails").as_ptr() as usize;
-        let q = t.join().unwrap();
+        let [p, q] = alloc_on_two_threads(&c);
         let s = c.stats();
         assert_eq!(
             s.obj_total,
