@@ -50,6 +50,7 @@
 //! The fill count is an atomic so statistics can read every magazine without
 //! locking (racily, like SPL's `skm_avail`).
 
+use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
@@ -306,16 +307,27 @@ impl CacheInner {
     #[inline(always)]
     pub(crate) fn mag_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
         if let Some(off) = self.rseq {
-            // SAFETY: `mags` is this cache's magazine array and `off` came
-            // from rseq::available().
-            let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
-            if p.addr() > rseq::UNAVAILABLE {
-                // SAFETY: an address above the status codes is an object.
-                return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
-            }
-            return self.alloc_slow_rseq(kmflags, off, p.addr());
+            return match self.rseq_pop(off) {
+                Ok(p) => Some(p),
+                Err(status) => self.alloc_slow_rseq(kmflags, off, status),
+            };
         }
         self.mag_alloc_locked(kmflags)
+    }
+
+    /// One pop from the current CPU's rseq magazine, handed out; else the
+    /// sequence's status ([`rseq::EMPTY`] or [`rseq::UNAVAILABLE`]).
+    #[inline(always)]
+    fn rseq_pop(&self, off: isize) -> Result<NonNull<u8>, usize> {
+        // SAFETY: `mags` is this cache's magazine array and `off` came from
+        // rseq::available() (callers pass `rseq`'s value).
+        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
+        if p.addr() > rseq::UNAVAILABLE {
+            // SAFETY: an address above the status codes is an object.
+            Ok(self.hand_out(unsafe { NonNull::new_unchecked(p) }))
+        } else {
+            Err(p.addr())
+        }
     }
 
     /// [`Self::mag_alloc`] with locked magazines (out of line, so the rseq
@@ -381,12 +393,20 @@ impl CacheInner {
             if let Some(p) = got {
                 return Some(self.hand_out(p));
             }
-            match self.grow(kmflags) {
-                Grow::Emergency(p) => return Some(p),
-                Grow::Again => continue,
-                Grow::NoMem if kmflags & KM_NOSLEEP != 0 => return None,
-                Grow::NoMem => continue,
+            if let ControlFlow::Break(r) = self.grow_or_look_again(kmflags) {
+                return r;
             }
+        }
+    }
+
+    /// The end of the `restart:` loop, when no object was found: grow, then
+    /// either return (an emergency object, or `None` for `KM_NOSLEEP`) or
+    /// look again.
+    fn grow_or_look_again(&self, kmflags: u32) -> ControlFlow<Option<NonNull<u8>>> {
+        match self.grow(kmflags) {
+            Grow::Emergency(p) => ControlFlow::Break(Some(p)),
+            Grow::NoMem if kmflags & KM_NOSLEEP != 0 => ControlFlow::Break(None),
+            Grow::Again | Grow::NoMem => ControlFlow::Continue(()),
         }
     }
 
@@ -404,18 +424,13 @@ impl CacheInner {
             if let Some(p) = got {
                 return Some(self.hand_out(p));
             }
-            match self.grow(kmflags) {
-                Grow::Emergency(p) => return Some(p),
-                Grow::NoMem if kmflags & KM_NOSLEEP != 0 => return None,
-                Grow::Again | Grow::NoMem => {}
+            if let ControlFlow::Break(r) = self.grow_or_look_again(kmflags) {
+                return r;
             }
-            // SAFETY: as in mag_alloc.
-            let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
-            if p.addr() > rseq::UNAVAILABLE {
-                // SAFETY: an address above the status codes is an object.
-                return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
+            match self.rseq_pop(off) {
+                Ok(p) => return Some(p),
+                Err(s) => status = s,
             }
-            status = p.addr();
         }
     }
 
@@ -465,14 +480,7 @@ impl CacheInner {
     /// Only for caches with `fast` set.
     pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
         debug_assert!(self.fast && self.rseq == Some(self.rseq_off));
-        // SAFETY: `mags` is this cache's magazine array and `rseq_off` came
-        // from rseq::available() (`fast` is only set then).
-        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), self.rseq_off) };
-        if p.addr() > rseq::UNAVAILABLE {
-            // SAFETY: an address above the status codes is an object.
-            return Some(self.hand_out(unsafe { NonNull::new_unchecked(p) }));
-        }
-        None
+        self.rseq_pop(self.rseq_off).ok()
     }
 
     /// [`Cache::free`](crate::Cache::free)'s inline fast path, for caches
@@ -487,18 +495,8 @@ impl CacheInner {
             // SAFETY: forwarded caller guarantee.
             return unsafe { self.release_out_of_line(obj) };
         }
-        // Not an emergency object (none exist), so a slab object.
-        if self.debug {
-            // SAFETY: as in mag_free.
-            unsafe { slab::check_free(&self.geo, &self.name, self.tag, obj.as_ptr()) };
-        }
-        let off = self.rseq_off;
-        // SAFETY: as in mag_free.
-        let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
-        if r != Push::Done {
-            // SAFETY: forwarded caller guarantee, after the debug check.
-            unsafe { self.rseq_push_failed(off, obj, r) };
-        }
+        // SAFETY: not an emergency object (none exist), so a slab object.
+        unsafe { self.rseq_free(self.rseq_off, obj) }
     }
 
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
@@ -508,23 +506,47 @@ impl CacheInner {
     /// `obj` is a live slab object of this cache, not used after this call.
     #[inline(always)]
     pub(crate) unsafe fn mag_free(&self, obj: NonNull<u8>) {
+        if let Some(off) = self.rseq {
+            // SAFETY: forwarded caller guarantee.
+            return unsafe { self.rseq_free(off, obj) };
+        }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.debug_check_free(obj) };
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.mag_free_locked(obj) }
+    }
+
+    /// The free-time header check of debug caches (see
+    /// [`slab::check_free`]).
+    ///
+    /// # Safety
+    /// As [`Self::mag_free`].
+    #[inline(always)]
+    unsafe fn debug_check_free(&self, obj: NonNull<u8>) {
         if self.debug {
             // SAFETY: obj is a slab object of this cache (caller); when the
             // caller broke that promise the header read is what detects it.
             unsafe { slab::check_free(&self.geo, &self.name, self.tag, obj.as_ptr()) };
         }
-        if let Some(off) = self.rseq {
-            // SAFETY: as in mag_alloc; obj is a live slab object (caller),
-            // so no magazine holds it.
-            let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
-            if r != Push::Done {
-                // SAFETY: forwarded caller guarantee.
-                unsafe { self.rseq_push_failed(off, obj, r) };
-            }
-            return;
-        }
+    }
+
+    /// [`Self::mag_free`] on rseq magazines with offset `off`: the debug
+    /// check, then a push onto the current CPU's magazine.
+    ///
+    /// # Safety
+    /// As [`Self::mag_free`]; `off` is `rseq`'s value.
+    #[inline(always)]
+    unsafe fn rseq_free(&self, off: isize, obj: NonNull<u8>) {
         // SAFETY: forwarded caller guarantee.
-        unsafe { self.mag_free_locked(obj) }
+        unsafe { self.debug_check_free(obj) };
+        // SAFETY: `mags` is this cache's magazine array, `off` came from
+        // rseq::available(); obj is a live slab object (caller), so no
+        // magazine holds it.
+        let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
+        if r != Push::Done {
+            // SAFETY: forwarded caller guarantee, after the debug check.
+            unsafe { self.rseq_push_failed(off, obj, r) };
+        }
     }
 
     /// The free of `obj` when its push found the magazine full or busy.
