@@ -168,11 +168,7 @@ pub fn current_cpu() -> usize {
     if cfg!(loom) {
         return 0;
     }
-    let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
-    if off == RSEQ_UNKNOWN {
-        off = rseq_init();
-    }
-    if off != RSEQ_NONE {
+    if let Some(off) = rseq_area_offset() {
         let tp = thread_pointer();
         if !tp.is_null() {
             // `struct rseq { u32 cpu_id_start; u32 cpu_id; ... }`.
@@ -194,6 +190,7 @@ pub fn current_cpu() -> usize {
 
 /// The offset of this process's rseq areas from the thread pointer, when
 /// glibc registered them (see [`current_cpu`]).
+#[inline(always)]
 pub(crate) fn rseq_area_offset() -> Option<isize> {
     let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
     if off == RSEQ_UNKNOWN {
@@ -204,8 +201,7 @@ pub(crate) fn rseq_area_offset() -> Option<isize> {
 
 /// Whether [`current_cpu`] is served by the rseq area (for docs and tests).
 pub fn cpu_id_from_rseq() -> bool {
-    current_cpu();
-    RSEQ_OFFSET.load(Ordering::Relaxed) != RSEQ_NONE
+    rseq_area_offset().is_some()
 }
 
 /// Bytes currently mapped through [`map_pages`] or [`map_slab`] and not yet

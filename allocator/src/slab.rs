@@ -526,49 +526,16 @@ impl SlabState {
     /// Takes one object from the head of the partial list (`spl_cache_obj()`),
     /// moving the slab to the complete list when it fills.
     pub(crate) fn take_obj(&mut self, debug: bool, name: &str, now: u64) -> Option<NonNull<u8>> {
-        let s = self.partial.head;
-        if s.is_null() {
-            return None;
-        }
-        // SAFETY: s is a live slab on the partial list and we hold the cache
-        // lock; no other reference to it exists while we work.
-        let sl = unsafe { &mut *s };
-        if debug && sl.magic != SKS_MAGIC {
-            corrupt(name, s.cast(), "slab header magic is wrong");
-        }
-        debug_assert!(!sl.free.is_null(), "partial slab with an empty free list");
-        let obj = sl.free;
-        if debug {
-            let h = obj.wrapping_add(sl.hdr_off as usize).cast::<u64>();
-            // SAFETY: a free object of a live slab: its header lies in the
-            // slab, 8-aligned, and is only accessed atomically.
-            let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(h) }
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if slab_of(word) != s || (word & STATE_MASK) as u32 != OBJ_FREE {
-                corrupt(name, obj, "free object header is wrong");
-            }
-        }
-        // SAFETY: a free object of a live slab; its first word is the link.
-        sl.free = unsafe { next_free(obj) };
-        sl.age = now;
-        sl.refs += 1;
-        self.c.obj_alloc += 1;
-        self.c.obj_max = self.c.obj_max.max(self.c.obj_alloc);
-        if sl.refs == 1 {
-            self.c.slab_alloc += 1;
-            self.c.slab_max = self.c.slab_max.max(self.c.slab_alloc);
-        }
-        if sl.refs == sl.objs {
-            // SAFETY: s is a live slab on the partial list.
-            unsafe { relink(&mut self.partial, &mut self.complete, s) };
-        }
-        NonNull::new(obj)
+        let mut one = [ptr::null_mut()];
+        self.take_batch(debug, name, now, &mut one);
+        NonNull::new(one[0])
     }
 
     /// Takes up to `out.len()` objects into `out`, slab by slab from the
-    /// head of the partial list: [`Self::take_obj`] in a batch (a
+    /// head of the partial list (`spl_cache_obj()` in a batch, for a
     /// magazine refill), with each slab's counters and list position
-    /// updated once. Returns how many.
+    /// updated once, moving a slab to the complete list when it fills.
+    /// Returns how many.
     pub(crate) fn take_batch(
         &mut self,
         debug: bool,

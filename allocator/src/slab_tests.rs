@@ -177,7 +177,7 @@ fn a_batch_take_spans_slabs_and_keeps_every_equation() {
     let mut out = vec![ptr::null_mut(); n + 3];
     assert_eq!(st.take_batch(true, "t", 7, &mut out), n + 3);
     st.validate(&g, 1).unwrap();
-    // The same objects, in the same order, as n + 3 single takes.
+    // The same objects, in the same order, as n + 3 takes of one.
     let offsets = |objs: &[*mut u8], base: *mut u8| -> Vec<isize> {
         objs.iter().map(|&o| o as isize - base as isize).collect()
     };
@@ -188,7 +188,7 @@ fn a_batch_take_spans_slabs_and_keeps_every_equation() {
         offsets(&out[..n], out[0]),
         offsets(&singles[..n], singles[0])
     );
-    assert_eq!(st.c, single.c, "counters match single takes");
+    assert_eq!(st.c, single.c, "counters match takes of one");
     assert_eq!((st.complete.len(), st.partial.len()), (1, 1));
     // Nothing left but n - 3 objects: a bigger batch takes just those.
     let mut rest = vec![ptr::null_mut(); n];
