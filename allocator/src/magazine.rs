@@ -358,7 +358,7 @@ impl CacheInner {
     fn take_one(&self) -> Option<NonNull<u8>> {
         let mut st = self.lock_state();
         self.check_alive(&st);
-        st.take_obj(self.debug, &self.name, os::coarse_ms())
+        st.take_obj(&self.geo, self.debug, &self.name, os::coarse_ms())
     }
 
     /// The `restart:` loop of `spl_kmem_cache_alloc()` with
@@ -379,7 +379,13 @@ impl CacheInner {
                     let got = {
                         let mut st = self.lock_state();
                         self.check_alive(&st);
-                        st.take_batch(self.debug, &self.name, os::coarse_ms(), &mut buf[..want])
+                        st.take_batch(
+                            &self.geo,
+                            self.debug,
+                            &self.name,
+                            os::coarse_ms(),
+                            &mut buf[..want],
+                        )
                     };
                     for &p in &buf[..got] {
                         let pushed = g.push(p);
@@ -445,7 +451,13 @@ impl CacheInner {
         let got = {
             let mut st = self.lock_state();
             self.check_alive(&st);
-            st.take_batch(self.debug, &self.name, os::coarse_ms(), &mut buf[..want])
+            st.take_batch(
+                &self.geo,
+                self.debug,
+                &self.name,
+                os::coarse_ms(),
+                &mut buf[..want],
+            )
         };
         let mine = NonNull::new(buf[got.checked_sub(1)?])?;
         let rest = &buf[..got - 1];

@@ -60,8 +60,7 @@ pub(crate) struct Slab {
     objs: u32,
     /// Objects handed out (not on `free`).
     refs: u32,
-    /// Offset of each object's header from the object (`hdr_offset`).
-    hdr_off: u32,
+    _pad: u32,
     /// Coarse ms of the last take or return (`sks_age`).
     age: u64,
     /// The owning cache's id.
@@ -365,7 +364,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
             magic: SKS_MAGIC,
             objs: g.slab_objs as u32,
             refs: 0,
-            hdr_off: g.hdr_offset as u32,
+            _pad: 0,
             age: os::coarse_ms(),
             cache,
             prev: ptr::null_mut(),
@@ -525,9 +524,15 @@ impl SlabState {
 
     /// Takes one object from the head of the partial list (`spl_cache_obj()`),
     /// moving the slab to the complete list when it fills.
-    pub(crate) fn take_obj(&mut self, debug: bool, name: &str, now: u64) -> Option<NonNull<u8>> {
+    pub(crate) fn take_obj(
+        &mut self,
+        g: &Geometry,
+        debug: bool,
+        name: &str,
+        now: u64,
+    ) -> Option<NonNull<u8>> {
         let mut one = [ptr::null_mut()];
-        self.take_batch(debug, name, now, &mut one);
+        self.take_batch(g, debug, name, now, &mut one);
         NonNull::new(one[0])
     }
 
@@ -538,6 +543,7 @@ impl SlabState {
     /// Returns how many.
     pub(crate) fn take_batch(
         &mut self,
+        g: &Geometry,
         debug: bool,
         name: &str,
         now: u64,
@@ -560,11 +566,10 @@ impl SlabState {
             let mut obj = sl.free;
             for slot in &mut out[n..n + k] {
                 if debug {
-                    let h = obj.wrapping_add(sl.hdr_off as usize).cast::<u64>();
                     // SAFETY: a free object of a live slab: its header lies
-                    // in the slab, 8-aligned, and is only accessed atomically.
-                    let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(h) }
-                        .load(std::sync::atomic::Ordering::Relaxed);
+                    // in the slab.
+                    let word =
+                        unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
                     if slab_of(word) != s || (word & STATE_MASK) as u32 != OBJ_FREE {
                         corrupt(name, obj, "free object header is wrong");
                     }
