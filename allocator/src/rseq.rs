@@ -459,9 +459,9 @@ mod tests {
         std::ptr::without_provenance_mut(i * 64)
     }
 
-    /// Retries an operation a handful of times: a preemption between two
-    /// steps can abort it, or move the thread to another CPU's magazine,
-    /// so the tests only ever look at totals over all magazines.
+    /// Objects held by all the magazines: a preemption between two steps
+    /// can abort one or move the thread to another CPU's magazine, so the
+    /// tests look at totals over all magazines.
     fn total(m: &[Magazine]) -> u32 {
         m.iter().map(Magazine::fill).sum()
     }
