@@ -52,7 +52,7 @@ use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
 
 use crate::error::Error;
 use crate::flags::*;
-use crate::magazine::Magazine;
+use crate::magazine::Mags;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
 use crate::slab::{self, SlabState};
 use crate::stats::CacheStats;
@@ -69,6 +69,23 @@ pub type Dtor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
 #[derive(Debug, Default)]
 pub(crate) struct PerCpuCount(AtomicI64);
 
+/// What the inline fast path of [`Cache::alloc`] and [`Cache::free`] reads,
+/// together on one cache line.
+#[repr(C, align(64))]
+pub(crate) struct FastPath {
+    /// `mags.rseq_base()`, for the sequences.
+    pub(crate) mag_base: usize,
+    /// `rseq`'s offset, unwrapped (0 when `rseq` is None).
+    pub(crate) rseq_off: isize,
+    /// `geo.hdr_offset`.
+    pub(crate) hdr_offset: u64,
+    /// `slab::alloc_tag(id)`, the header mark of an allocated object.
+    pub(crate) tag: u16,
+    /// Restartable-sequence magazines and no constructor or destructor:
+    /// allocation and free take the inline fast path.
+    pub(crate) fast: bool,
+}
+
 /// The cache itself (`spl_kmem_cache_t`). Its address is the cache id.
 pub(crate) struct CacheInner {
     pub(crate) magic: u32,
@@ -79,13 +96,8 @@ pub(crate) struct CacheInner {
     flags: AtomicU64,
     /// Magic checks on (no `KMC_NODEBUG`).
     pub(crate) debug: bool,
-    /// `slab::alloc_tag(id)`, the header mark of an allocated object.
-    pub(crate) tag: u32,
-    /// Restartable-sequence magazines and no constructor or destructor:
-    /// allocation and free take the inline fast path, with `rseq_off`.
-    pub(crate) fast: bool,
-    /// `rseq`'s offset, unwrapped for the fast path (0 when `rseq` is None).
-    pub(crate) rseq_off: isize,
+    /// What the inline fast path reads.
+    pub(crate) fp: FastPath,
     /// `KMC_SLAB`: delegate to the system allocator.
     pub(crate) slab_backed: bool,
     ctor: Option<Ctor>,
@@ -95,7 +107,7 @@ pub(crate) struct CacheInner {
     pub(crate) grow_cv: Condvar,
     /// Woken whenever refs drop, a grow ends or a reap ends.
     pub(crate) state_cv: Condvar,
-    pub(crate) mags: Box<[Magazine]>,
+    pub(crate) mags: Mags,
     /// The rseq area offset when the magazines use restartable sequences
     /// (see [`crate::rseq`]); `None`: they use their lock.
     pub(crate) rseq: Option<isize>,
@@ -104,8 +116,11 @@ pub(crate) struct CacheInner {
     /// Mirror of `obj_emergency` for the free path.
     pub(crate) emergency_live: AtomicU64,
     sys_count: Box<[PerCpuCount]>,
-    /// Layout of emergency objects and `KMC_SLAB` objects.
+    /// Layout of `KMC_SLAB` objects.
     pub(crate) obj_layout: Layout,
+    /// Layout of emergency objects: the object and a header, whose state
+    /// tells the inline free that it is not a slab object.
+    pub(crate) emergency_layout: Layout,
     /// loom models only: the grow wait expires instead of waiting for the
     /// grow (see [`crate::sync::wait_timeout_while`]).
     #[cfg(loom)]
@@ -464,13 +479,10 @@ impl CacheBuilder {
         };
         let mag_refill = sizing::magazine_refill(mag_size);
         let ncpus = os::possible_cpus();
-        let mags: Box<[Magazine]> = if slab_backed {
-            Box::new([])
-        } else {
-            (0..ncpus)
-                .map(|cpu| Magazine::new(cpu as u32, mag_size, mag_refill))
-                .collect()
-        };
+        let mags = Mags::new(ncpus, mag_size, mag_refill);
+        let emergency_layout =
+            Layout::from_size_align((geo.hdr_offset + slab::OBJ_HDR) as usize, align)
+                .map_err(|_| too_large(name.clone()))?;
         let hooks = self.ctor.is_some() || self.dtor.is_some();
         let rseq = if slab_backed || t.magazine_rseq == 0 {
             None
@@ -485,7 +497,13 @@ impl CacheBuilder {
             geo,
             flags: AtomicU64::new(flags),
             debug: flags & KMC_NODEBUG == 0,
-            tag: slab::alloc_tag(me.as_ptr() as u64),
+            fp: FastPath {
+                mag_base: mags.rseq_base(),
+                rseq_off: rseq.unwrap_or(0),
+                hdr_offset: geo.hdr_offset,
+                tag: slab::alloc_tag(me.as_ptr() as u64),
+                fast: rseq.is_some() && !hooks,
+            },
             slab_backed,
             ctor: self.ctor,
             dtor: self.dtor,
@@ -493,14 +511,13 @@ impl CacheBuilder {
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
             rseq,
-            rseq_off: rseq.unwrap_or(0),
-            fast: rseq.is_some() && !hooks,
             mags,
             mag_size,
             mag_refill,
             emergency_live: AtomicU64::new(0),
             sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
             obj_layout,
+            emergency_layout,
             #[cfg(loom)]
             loom_wait_expires: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
@@ -554,7 +571,7 @@ impl Cache {
         if kmflags & !KM_PUBLIC_MASK != 0 {
             bad_kmflags(&c.name, kmflags);
         }
-        if c.fast
+        if c.fp.fast
             && let Some(p) = c.rseq_alloc_fast()
         {
             return Some(p);
@@ -609,7 +626,7 @@ impl Cache {
     #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
         let c = &*self.inner;
-        if c.fast {
+        if c.fp.fast {
             // SAFETY: forwarded caller guarantee.
             unsafe { c.fast_free(obj) };
             return;

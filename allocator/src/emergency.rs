@@ -10,11 +10,14 @@
 //!
 //! The seed allocates emergency objects with `__get_free_pages()`, page
 //! aligned; here they have the cache's alignment, which is what callers may
-//! rely on.
+//! rely on, and an object header like slab objects whose state,
+//! `OBJ_EMERGENCY`, is never a cache's allocation mark: the inline free
+//! (`CacheInner::fast_free`) checks that mark anyway, so it sends emergency
+//! objects to the general path without a test of its own.
 //!
-//! The free path's "are there any?" test reads an atomic mirror of
-//! `obj_emergency` (one relaxed load on every free) instead of taking the
-//! cache lock as the seed does. It cannot miss a live emergency object: the
+//! The general free path's "are there any?" test reads an atomic mirror of
+//! `obj_emergency` (one relaxed load) instead of taking the cache lock as
+//! the seed does. It cannot miss a live emergency object: the
 //! object was counted (under the lock) before it was handed out, and the
 //! caller's hand-over of the pointer to the freeing thread orders that count
 //! before the free.
@@ -32,11 +35,14 @@ impl CacheInner {
         if !self.lock_state().partial.is_empty() {
             return Grow::Again;
         }
-        // SAFETY: obj_layout has a non-zero size (size 0 caches are rejected).
-        let p = unsafe { std::alloc::alloc(self.obj_layout) };
+        // SAFETY: emergency_layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc(self.emergency_layout) };
         let Some(obj) = NonNull::new(p) else {
             return Grow::NoMem;
         };
+        // SAFETY: p has emergency_layout: the object and its header, aligned
+        // like the cache's objects (at least 8).
+        unsafe { crate::slab::init_emergency_header(self.geo.hdr_offset, p) };
         let mut st = self.lock_state();
         let fresh = st.emergency.insert(obj.as_ptr() as usize, ()).is_none();
         debug_assert!(fresh, "the system allocator returned a live address twice");
@@ -85,9 +91,9 @@ impl CacheInner {
             .store(st.c.obj_emergency, Ordering::Relaxed);
         let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
         drop(st);
-        // SAFETY: obj came from std::alloc::alloc with obj_layout (it was in
-        // the map) and the caller no longer uses it.
-        unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
+        // SAFETY: obj came from std::alloc::alloc with emergency_layout (it
+        // was in the map) and the caller no longer uses it.
+        unsafe { std::alloc::dealloc(obj.as_ptr(), self.emergency_layout) };
         if let Some(snap) = snap {
             slabscope_probes::fire::emergency_free(&snap, obj.as_ptr());
         }

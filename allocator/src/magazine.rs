@@ -58,30 +58,37 @@ use crate::cache::CacheInner;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
 use crate::grow::Grow;
 use crate::os;
-use crate::rseq::{self, Push};
+use crate::rseq;
+use crate::sizing::MAX_MAGAZINE;
 use crate::slab;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 use crate::tunables;
 
-/// One CPU's magazine (`spl_kmem_magazine_t`), on its own cache line.
+/// One CPU's magazine (`spl_kmem_magazine_t`), on a page of its own.
 ///
-/// `repr(C)`: the restartable sequences of [`crate::rseq`] address the lock
-/// byte, the fill count, the size and the slot array by offset.
-#[repr(C, align(64))]
+/// `repr(C)` and one fixed size: the restartable sequences of
+/// [`crate::rseq`] find CPU *n*'s magazine at `base + (n << MAG_SHIFT)` and
+/// address its fields and slots by offset, so the fast path reads no
+/// pointer to get there.
+#[repr(C, align(4096))]
 pub(crate) struct Magazine {
     lock: AtomicBool,
-    /// Cleared by the background reaper, set by every operation: a magazine
-    /// found clear twice in a row has been idle for a whole interval.
+    /// Cleared by the background reaper, set by every pop and refill: a
+    /// magazine found clear twice in a row has handed out nothing for a
+    /// whole interval. (Pushes and flushes leave it alone, one store less
+    /// on every free: objects freed into a magazine nobody allocates from
+    /// are what the reaper should give back.)
     active: AtomicBool,
     magic: u32,
     avail: AtomicU32,
+    /// How far the restartable sequences may fill the magazine: `size`, or
+    /// 0 while the lock holder works on it from another CPU (so every
+    /// sequence finds it full and empty at once) and in the guards.
+    cap: AtomicU32,
     size: u32,
     refill: u32,
     cpu: u32,
-    /// `objs`' first slot, for the rseq sequences (null under loom, whose
-    /// cells are not plain pointers).
-    slots: *mut *mut u8,
-    objs: Box<[UnsafeCell<*mut u8>]>,
+    objs: [UnsafeCell<*mut u8>; MAX_MAGAZINE as usize],
 }
 
 #[cfg_attr(
@@ -89,17 +96,15 @@ pub(crate) struct Magazine {
     allow(dead_code, reason = "used by the rseq sequences only")
 )]
 impl Magazine {
-    pub(crate) const LOCK_OFFSET: usize = std::mem::offset_of!(Magazine, lock);
     pub(crate) const ACTIVE_OFFSET: usize = std::mem::offset_of!(Magazine, active);
     pub(crate) const AVAIL_OFFSET: usize = std::mem::offset_of!(Magazine, avail);
-    pub(crate) const SIZE_OFFSET: usize = std::mem::offset_of!(Magazine, size);
-    pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Magazine, slots);
+    pub(crate) const CAP_OFFSET: usize = std::mem::offset_of!(Magazine, cap);
+    pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Magazine, objs);
 }
 
-// SAFETY: `objs` (and `slots`, which points into it) is only accessed while
-// `lock` is held (through MagGuard) or inside an rseq critical section on
-// the magazine's own CPU (see `crate::rseq`); the other fields are atomics
-// or immutable.
+// SAFETY: `objs` is only accessed while `lock` is held (through MagGuard) or
+// inside an rseq critical section on the magazine's own CPU (see
+// `crate::rseq`); the other fields are atomics or immutable.
 unsafe impl Sync for Magazine {}
 // SAFETY: the object pointers are plain addresses owned by the cache.
 unsafe impl Send for Magazine {}
@@ -117,26 +122,36 @@ impl std::fmt::Debug for Magazine {
 impl Magazine {
     /// `spl_magazine_alloc()`.
     pub(crate) fn new(cpu: u32, size: u32, refill: u32) -> Self {
-        let objs: Box<[UnsafeCell<*mut u8>]> = (0..size)
-            .map(|_| UnsafeCell::new(std::ptr::null_mut()))
-            .collect();
-        // The std facade's cell is repr(transparent) over the pointer.
-        let slots = if cfg!(loom) {
-            std::ptr::null_mut()
-        } else {
-            objs.as_ptr().cast::<*mut u8>().cast_mut()
-        };
+        assert!(
+            size <= MAX_MAGAZINE,
+            "magazine size {size} over {MAX_MAGAZINE}"
+        );
         Magazine {
             lock: AtomicBool::new(false),
             active: AtomicBool::new(false),
             magic: SKM_MAGIC,
             avail: AtomicU32::new(0),
+            cap: AtomicU32::new(size),
             size,
             refill,
             cpu,
-            slots,
-            objs,
+            objs: std::array::from_fn(|_| UnsafeCell::new(std::ptr::null_mut())),
         }
+    }
+
+    /// A magazine that holds nothing and is never unlocked: the guards
+    /// below CPU 0's magazine, where a sequence run by a thread without an
+    /// rseq registration lands (its CPU id reads -1 or -2).
+    fn guard() -> Self {
+        let m = Magazine::new(u32::MAX, 0, 0);
+        m.lock.store(true, Ordering::Relaxed);
+        m
+    }
+
+    /// Whether restartable sequences may use the magazine now (racy; for
+    /// the slow paths, to tell "locked" from "empty" or "full").
+    pub(crate) fn open(&self) -> bool {
+        self.cap.load(Ordering::Relaxed) != 0
     }
 
     /// Objects held now (racy).
@@ -152,7 +167,10 @@ impl Magazine {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            Some(MagGuard { mag: self })
+            Some(MagGuard {
+                mag: self,
+                closed: false,
+            })
         } else {
             None
         }
@@ -179,6 +197,9 @@ impl Magazine {
 /// The magazine, locked.
 pub(crate) struct MagGuard<'a> {
     mag: &'a Magazine,
+    /// `cap` was set to 0 for the sequences (see [`CacheInner::lock_mag`]):
+    /// restore it on unlock.
+    closed: bool,
 }
 
 impl MagGuard<'_> {
@@ -186,8 +207,8 @@ impl MagGuard<'_> {
     /// `i < avail <= size` or `i < size`).
     #[inline(always)]
     fn cell(&self, i: usize) -> &UnsafeCell<*mut u8> {
-        debug_assert!(i < self.mag.objs.len());
-        // SAFETY: i < size == objs.len() (callers' contract).
+        debug_assert!(i < self.mag.size as usize);
+        // SAFETY: i < size <= objs.len() (callers' contract).
         unsafe { self.mag.objs.get_unchecked(i) }
     }
 
@@ -230,7 +251,6 @@ impl MagGuard<'_> {
         }
         self.write(a as usize, p);
         self.mag.avail.store(a + 1, Ordering::Relaxed);
-        self.mag.active.store(true, Ordering::Relaxed);
         true
     }
 
@@ -258,11 +278,22 @@ impl MagGuard<'_> {
     pub(crate) fn magic(&self) -> u32 {
         self.mag.magic
     }
+
+    /// Closes the magazine to the restartable sequences until unlock (they
+    /// read `cap` as 0: nothing to pop, no room to push). The caller then
+    /// fences, so none still runs on the old `cap`.
+    pub(crate) fn close(&mut self) {
+        self.mag.cap.store(0, Ordering::Relaxed);
+        self.closed = true;
+    }
 }
 
 impl Drop for MagGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.closed {
+            self.mag.cap.store(self.mag.size, Ordering::Relaxed);
+        }
         self.mag.lock.store(false, Ordering::Release);
     }
 }
@@ -271,6 +302,54 @@ impl Drop for MagGuard<'_> {
 const MAX_REFILL: usize = 128;
 const _: () =
     assert!(MAX_REFILL as u32 >= crate::sizing::magazine_refill(crate::sizing::MAX_MAGAZINE));
+
+/// A cache's magazines: one per possible CPU, after two [`Magazine::guard`]s.
+pub(crate) struct Mags {
+    all: Box<[Magazine]>,
+}
+
+/// Guards below CPU 0's magazine: rseq's "not registered" CPU ids, -1 and -2.
+const GUARDS: usize = 2;
+
+impl Mags {
+    /// `ncpus` magazines of `size` (none at all when `size` is 0: `KMC_SLAB`).
+    pub(crate) fn new(ncpus: usize, size: u32, refill: u32) -> Self {
+        if size == 0 {
+            return Mags { all: Box::new([]) };
+        }
+        let all = (0..GUARDS)
+            .map(|_| Magazine::guard())
+            .chain((0..ncpus).map(|cpu| Magazine::new(cpu as u32, size, refill)))
+            .collect();
+        Mags { all }
+    }
+
+    /// CPU 0's magazine, the base the sequences index by CPU id.
+    pub(crate) fn rseq_base(&self) -> usize {
+        self.first().map_or(0, |m| m as *const Magazine as usize)
+    }
+}
+
+impl std::ops::Deref for Mags {
+    type Target = [Magazine];
+
+    /// The real magazines, CPU 0 first.
+    fn deref(&self) -> &[Magazine] {
+        self.all.get(GUARDS..).unwrap_or(&[])
+    }
+}
+
+/// Why an rseq magazine operation did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// Nothing to pop, or no room to push.
+    Bound,
+    /// Locked for work from another CPU, or no rseq registration on this
+    /// thread.
+    Busy,
+    /// Neither: the sequence was aborted (preempted, migrated, signalled).
+    Aborted,
+}
 
 impl CacheInner {
     /// The magazine of the CPU this thread is on.
@@ -283,12 +362,34 @@ impl CacheInner {
         unsafe { self.mags.get_unchecked(i) }
     }
 
+    /// Why the current CPU's rseq magazine refused an operation; `full`
+    /// says whether it was a push (racy: the slow path only picks its
+    /// remedy by it, and every remedy is correct in every case).
+    fn rseq_miss(&self, full: bool) -> Miss {
+        let Some(cpu) = os::rseq_cpu() else {
+            return Miss::Busy;
+        };
+        let Some(mag) = self.mags.get(cpu) else {
+            return Miss::Busy;
+        };
+        if !mag.open() {
+            return Miss::Busy;
+        }
+        let fill = mag.fill();
+        if (full && fill >= mag.size) || (!full && fill == 0) {
+            Miss::Bound
+        } else {
+            Miss::Aborted
+        }
+    }
+
     /// Takes `mag`'s lock for work that may run on any CPU (flush, reap,
-    /// validate): in rseq mode also waits out the critical sections that
-    /// started before (see [`crate::rseq`]).
+    /// validate): in rseq mode also closes the magazine to the sequences
+    /// and waits out those that started before (see [`crate::rseq`]).
     pub(crate) fn lock_mag<'a>(&self, mag: &'a Magazine) -> MagGuard<'a> {
-        let g = mag.lock();
+        let mut g = mag.lock();
         if self.rseq.is_some() {
+            g.close();
             rseq::fence();
         }
         g
@@ -296,8 +397,9 @@ impl CacheInner {
 
     /// Every magazine, locked as by [`Self::lock_mag`] (one fence for all).
     pub(crate) fn lock_all_mags(&self) -> Vec<MagGuard<'_>> {
-        let guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
+        let mut guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
         if self.rseq.is_some() && !guards.is_empty() {
+            guards.iter_mut().for_each(MagGuard::close);
             rseq::fence();
         }
         guards
@@ -308,26 +410,20 @@ impl CacheInner {
     pub(crate) fn mag_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
         if let Some(off) = self.rseq {
             return match self.rseq_pop(off) {
-                Ok(p) => Some(p),
-                Err(status) => self.alloc_slow_rseq(kmflags, off, status),
+                Some(p) => Some(p),
+                None => self.alloc_slow_rseq(kmflags, off),
             };
         }
         self.mag_alloc_locked(kmflags)
     }
 
-    /// One pop from the current CPU's rseq magazine, handed out; else the
-    /// sequence's status ([`rseq::EMPTY`] or [`rseq::UNAVAILABLE`]).
+    /// One pop from the current CPU's rseq magazine, handed out.
     #[inline(always)]
-    fn rseq_pop(&self, off: isize) -> Result<NonNull<u8>, usize> {
-        // SAFETY: `mags` is this cache's magazine array and `off` came from
-        // rseq::available() (callers pass `rseq`'s value).
-        let p = unsafe { rseq::pop(self.mags.as_ptr(), self.mags.len(), off) };
-        if p.addr() > rseq::UNAVAILABLE {
-            // SAFETY: an address above the status codes is an object.
-            Ok(self.hand_out(unsafe { NonNull::new_unchecked(p) }))
-        } else {
-            Err(p.addr())
-        }
+    fn rseq_pop(&self, off: isize) -> Option<NonNull<u8>> {
+        // SAFETY: mag_base is this cache's magazine base (Mags::rseq_base)
+        // and `off` came from rseq::available() (callers pass `rseq`'s value).
+        let p = unsafe { rseq::pop(self.fp.mag_base, off) };
+        NonNull::new(p).map(|p| self.hand_out(p))
     }
 
     /// [`Self::mag_alloc`] with locked magazines (out of line, so the rseq
@@ -342,15 +438,13 @@ impl CacheInner {
         self.alloc_slow(kmflags)
     }
 
-    /// A slab object leaves the cache for a caller: debug caches mark its
-    /// header (one relaxed store next to the object) so [`Self::mag_free`]
-    /// can tell a double free or a foreign cache's object.
+    /// A slab object leaves the cache for a caller: its header gets the
+    /// cache's mark (one 16-bit store next to the object), which the free
+    /// checks.
     #[inline(always)]
     fn hand_out(&self, p: NonNull<u8>) -> NonNull<u8> {
-        if self.debug {
-            // SAFETY: p was just taken from this cache's magazine or slabs.
-            unsafe { slab::mark_allocated(&self.geo, p.as_ptr(), self.tag) };
-        }
+        // SAFETY: p was just taken from this cache's magazine or slabs.
+        unsafe { slab::mark_allocated(self.fp.hdr_offset, p.as_ptr(), self.fp.tag) };
         p
     }
 
@@ -416,16 +510,20 @@ impl CacheInner {
         }
     }
 
-    /// [`Self::alloc_slow`] for rseq magazines; `status` is what the fast
-    /// path's pop returned ([`rseq::EMPTY`] or [`rseq::UNAVAILABLE`]).
+    /// [`Self::alloc_slow`] for rseq magazines, after the fast path's pop
+    /// failed.
     #[cold]
     #[inline(never)]
-    fn alloc_slow_rseq(&self, kmflags: u32, off: isize, mut status: usize) -> Option<NonNull<u8>> {
+    fn alloc_slow_rseq(&self, kmflags: u32, off: isize) -> Option<NonNull<u8>> {
         loop {
-            let got = if status == rseq::EMPTY {
-                self.refill_rseq(off)
-            } else {
-                self.take_one()
+            let got = match self.rseq_miss(false) {
+                Miss::Bound => self.refill_rseq(off),
+                Miss::Aborted => match self.rseq_pop(off) {
+                    // Handed out already.
+                    Some(p) => return Some(p),
+                    None => self.take_one(),
+                },
+                Miss::Busy => self.take_one(),
             };
             if let Some(p) = got {
                 return Some(self.hand_out(p));
@@ -433,9 +531,8 @@ impl CacheInner {
             if let ControlFlow::Break(r) = self.grow_or_look_again(kmflags) {
                 return r;
             }
-            match self.rseq_pop(off) {
-                Ok(p) => return Some(p),
-                Err(s) => status = s,
+            if let Some(p) = self.rseq_pop(off) {
+                return Some(p);
             }
         }
     }
@@ -461,9 +558,9 @@ impl CacheInner {
         };
         let mine = NonNull::new(buf[got.checked_sub(1)?])?;
         let rest = &buf[..got - 1];
-        // SAFETY: as in mag_alloc; the objects were just taken from the
+        // SAFETY: as in rseq_pop; the objects were just taken from the
         // slabs, so no magazine holds them.
-        let pushed = unsafe { rseq::push_batch(self.mags.as_ptr(), self.mags.len(), off, rest) };
+        let pushed = unsafe { rseq::push_batch(self.fp.mag_base, off, rest) };
         if pushed < rest.len() {
             // SAFETY: taken from this cache's slabs above and not handed out.
             unsafe { self.free_to_slabs(&rest[pushed..]) };
@@ -487,28 +584,44 @@ impl CacheInner {
     }
 
     /// [`Cache::alloc`](crate::Cache::alloc)'s inline fast path: one pop
-    /// from the current CPU's magazine when it uses restartable sequences.
+    /// from the current CPU's magazine. Only for caches with `fast` set
+    /// (restartable sequences, no constructor).
     #[inline(always)]
-    /// Only for caches with `fast` set.
     pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
-        debug_assert!(self.fast && self.rseq == Some(self.rseq_off));
-        self.rseq_pop(self.rseq_off).ok()
+        debug_assert!(self.fp.fast && self.rseq == Some(self.fp.rseq_off));
+        self.rseq_pop(self.fp.rseq_off)
     }
 
     /// [`Cache::free`](crate::Cache::free)'s inline fast path, for caches
-    /// with `fast` set (restartable sequences, no destructor).
+    /// with `fast` set (restartable sequences, no destructor): the header
+    /// must carry this cache's mark — which rules out emergency objects,
+    /// double frees and foreign pointers in one compare — then one push.
+    /// Everything else takes the general path, which sorts it out.
     ///
     /// # Safety
     /// As `Cache::free`.
     #[inline(always)]
     pub(crate) unsafe fn fast_free(&self, obj: NonNull<u8>) {
-        debug_assert!(self.fast && self.rseq == Some(self.rseq_off));
-        if self.emergency_live.load(Ordering::Relaxed) != 0 {
-            // SAFETY: forwarded caller guarantee.
-            return unsafe { self.release_out_of_line(obj) };
+        debug_assert!(self.fp.fast && self.rseq == Some(self.fp.rseq_off));
+        // Every object is at least 8-aligned; an odd pointer is not one of
+        // ours and its header must not be read as a half-word.
+        if obj.addr().get() & 1 == 0 {
+            // SAFETY: obj is an object of this cache (caller), so its header
+            // is readable; 2-aligned (checked).
+            let st = unsafe { slab::state_of(self.fp.hdr_offset, obj.as_ptr()) };
+            if st.load(Ordering::Relaxed) == self.fp.tag {
+                st.store(slab::OBJ_FREE, Ordering::Relaxed);
+                // SAFETY: a slab object this cache handed out (its mark),
+                // freed by its holder (caller), so no magazine holds it.
+                if !unsafe { rseq::push(self.fp.mag_base, self.fp.rseq_off, obj.as_ptr()) } {
+                    // SAFETY: as above, checked and marked free.
+                    unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) };
+                }
+                return;
+            }
         }
-        // SAFETY: not an emergency object (none exist), so a slab object.
-        unsafe { self.rseq_free(self.rseq_off, obj) }
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.release_out_of_line(obj) }
     }
 
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
@@ -518,65 +631,56 @@ impl CacheInner {
     /// `obj` is a live slab object of this cache, not used after this call.
     #[inline(always)]
     pub(crate) unsafe fn mag_free(&self, obj: NonNull<u8>) {
-        if let Some(off) = self.rseq {
-            // SAFETY: forwarded caller guarantee.
-            return unsafe { self.rseq_free(off, obj) };
-        }
         // SAFETY: forwarded caller guarantee.
-        unsafe { self.debug_check_free(obj) };
+        unsafe { self.check_and_mark_free(obj) };
+        if let Some(off) = self.rseq {
+            // SAFETY: as in fast_free.
+            if !unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } {
+                // SAFETY: forwarded caller guarantee, checked and marked.
+                unsafe { self.rseq_push_failed(off, obj) };
+            }
+            return;
+        }
         // SAFETY: forwarded caller guarantee.
         unsafe { self.mag_free_locked(obj) }
     }
 
     /// The free-time header check of debug caches (see
-    /// [`slab::check_free`]).
+    /// [`slab::check_free`]); other caches only mark the object free.
     ///
     /// # Safety
     /// As [`Self::mag_free`].
     #[inline(always)]
-    unsafe fn debug_check_free(&self, obj: NonNull<u8>) {
+    unsafe fn check_and_mark_free(&self, obj: NonNull<u8>) {
         if self.debug {
             // SAFETY: obj is a slab object of this cache (caller); when the
             // caller broke that promise the header read is what detects it.
-            unsafe { slab::check_free(&self.geo, &self.name, self.tag, obj.as_ptr()) };
+            unsafe { slab::check_free(&self.geo, &self.name, self.fp.tag, obj.as_ptr()) };
+        } else {
+            // SAFETY: obj is a slab object of this cache (caller).
+            unsafe { slab::mark_free(&self.geo, obj.as_ptr()) };
         }
     }
 
-    /// [`Self::mag_free`] on rseq magazines with offset `off`: the debug
-    /// check, then a push onto the current CPU's magazine.
+    /// The free of `obj` when its push was refused: flush a full magazine,
+    /// push again after an abort, or return the object to its slab.
     ///
     /// # Safety
-    /// As [`Self::mag_free`]; `off` is `rseq`'s value.
-    #[inline(always)]
-    unsafe fn rseq_free(&self, off: isize, obj: NonNull<u8>) {
-        // SAFETY: forwarded caller guarantee.
-        unsafe { self.debug_check_free(obj) };
-        // SAFETY: `mags` is this cache's magazine array, `off` came from
-        // rseq::available(); obj is a live slab object (caller), so no
-        // magazine holds it.
-        let r = unsafe { rseq::push(self.mags.as_ptr(), self.mags.len(), off, obj.as_ptr()) };
-        if r != Push::Done {
-            // SAFETY: forwarded caller guarantee, after the debug check.
-            unsafe { self.rseq_push_failed(off, obj, r) };
-        }
-    }
-
-    /// The free of `obj` when its push found the magazine full or busy.
-    ///
-    /// # Safety
-    /// As [`Self::mag_free`], after the debug check.
+    /// As [`Self::mag_free`], after the header check.
     #[cold]
     #[inline(never)]
-    unsafe fn rseq_push_failed(&self, off: isize, obj: NonNull<u8>, r: Push) {
-        match r {
+    unsafe fn rseq_push_failed(&self, off: isize, obj: NonNull<u8>) {
+        match self.rseq_miss(true) {
             // SAFETY: forwarded caller guarantee.
-            Push::Full => unsafe { self.flush_rseq(off, obj) },
+            Miss::Bound => unsafe { self.flush_rseq(off, obj) },
+            // SAFETY: as in fast_free.
+            Miss::Aborted if unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } => {}
             // SAFETY: forwarded caller guarantee.
-            _ => unsafe { self.free_to_slabs(&[obj.as_ptr()]) },
+            Miss::Aborted | Miss::Busy => unsafe { self.free_to_slabs(&[obj.as_ptr()]) },
         }
     }
 
-    /// [`Self::mag_free`] with locked magazines, after the debug check.
+    /// [`Self::mag_free`] with locked magazines, after the header check.
     ///
     /// # Safety
     /// As [`Self::mag_free`].
@@ -616,11 +720,10 @@ impl CacheInner {
     unsafe fn flush_rseq(&self, off: isize, obj: NonNull<u8>) {
         let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL + 1];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
-        let (mags, n) = (self.mags.as_ptr(), self.mags.len());
-        // SAFETY: as in mag_alloc.
-        let mut k = unsafe { rseq::pop_batch(mags, n, off, &mut buf[..want]) };
-        // SAFETY: as in mag_free.
-        if unsafe { rseq::push(mags, n, off, obj.as_ptr()) } != Push::Done {
+        // SAFETY: as in rseq_pop.
+        let mut k = unsafe { rseq::pop_batch(self.fp.mag_base, off, &mut buf[..want]) };
+        // SAFETY: as in fast_free.
+        if !unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } {
             buf[k] = obj.as_ptr();
             k += 1;
         }

@@ -70,20 +70,34 @@ pub fn parse_cpu_list(text: &str) -> Option<usize> {
 /// How many CPU ids this machine may ever report: one magazine per id,
 /// as SPL keeps one per possible CPU.
 pub fn possible_cpus() -> usize {
-    static N: OnceLock<usize> = OnceLock::new();
+    possible().0
+}
+
+/// [`possible_cpus`] when the kernel said it (`/sys/devices/system/cpu/possible`),
+/// rather than an estimate: the restartable sequences index magazines by CPU
+/// id without a bound check, so they run only on an exact count.
+pub(crate) fn possible_cpus_exact() -> Option<usize> {
+    let (n, exact) = possible();
+    exact.then_some(n)
+}
+
+fn possible() -> (usize, bool) {
+    static N: OnceLock<(usize, bool)> = OnceLock::new();
     *N.get_or_init(|| {
         if cfg!(miri) {
-            return 1;
+            return (1, false);
         }
-        std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        match std::fs::read_to_string("/sys/devices/system/cpu/possible")
             .ok()
             .and_then(|t| parse_cpu_list(&t))
-            .unwrap_or_else(|| {
+        {
+            Some(n) if n >= 1 => (n, true),
+            _ => {
                 // SAFETY: sysconf has no preconditions.
                 let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-                if n > 0 { n as usize } else { 1 }
-            })
-            .max(1)
+                (if n > 0 { n as usize } else { 1 }, false)
+            }
+        }
     })
 }
 
@@ -168,24 +182,31 @@ pub fn current_cpu() -> usize {
     if cfg!(loom) {
         return 0;
     }
-    if let Some(off) = rseq_area_offset() {
-        let tp = thread_pointer();
-        if !tp.is_null() {
-            // `struct rseq { u32 cpu_id_start; u32 cpu_id; ... }`.
-            let field = tp.wrapping_offset(off + 4) as *mut u32;
-            // SAFETY: glibc registered this thread's rseq area at tp +
-            // __rseq_offset (rseq_init checked that the symbols exist and the
-            // area is registered); it is 4-aligned and lives as long as the
-            // thread. The kernel writes cpu_id concurrently, so read it
-            // atomically.
-            let cpu =
-                unsafe { std::sync::atomic::AtomicU32::from_ptr(field) }.load(Ordering::Relaxed);
-            if (cpu as i32) >= 0 {
-                return cpu as usize;
-            }
-        }
+    if let Some(cpu) = rseq_cpu() {
+        return cpu;
     }
     cpu_slow()
+}
+
+/// The CPU id the kernel keeps in this thread's rseq area: `None` when the
+/// process or this thread has no rseq registration (then the restartable
+/// sequences of [`crate::rseq`] do not run on this thread either).
+#[inline]
+pub(crate) fn rseq_cpu() -> Option<usize> {
+    let off = rseq_area_offset()?;
+    let tp = thread_pointer();
+    if tp.is_null() {
+        return None;
+    }
+    // `struct rseq { u32 cpu_id_start; u32 cpu_id; ... }`.
+    let field = tp.wrapping_offset(off + 4) as *mut u32;
+    // SAFETY: glibc registered this thread's rseq area at tp +
+    // __rseq_offset (rseq_init checked that the symbols exist and the area
+    // is registered); it is 4-aligned and lives as long as the thread. The
+    // kernel writes cpu_id concurrently, so read it atomically.
+    let cpu = unsafe { std::sync::atomic::AtomicU32::from_ptr(field) }.load(Ordering::Relaxed);
+    // Negative: -1 (not registered yet) or -2 (registration failed).
+    ((cpu as i32) >= 0).then_some(cpu as usize)
 }
 
 /// The offset of this process's rseq areas from the thread pointer, when

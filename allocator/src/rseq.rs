@@ -16,16 +16,27 @@
 //! which no one reads until the commit makes it part of the stack), so an
 //! abort leaves nothing to undo.
 //!
+//! A pop is eleven instructions: publish the sequence descriptor (two),
+//! find the CPU's magazine (three: CPU id, shift, add — magazines are one
+//! page each, so no pointer is loaded and, with one per possible CPU, no
+//! bound is checked), load the fill count, decrement it and compare it
+//! with `cap` (which rejects an empty magazine and a closed one at once),
+//! load the object, mark the magazine active, commit. A push is the same
+//! without the mark.
+//!
 //! # Exclusive access from other CPUs
 //!
 //! Reaps, destroy and validation must work on every CPU's magazine. They
-//! take the magazine's lock byte (which every sequence checks and treats as
-//! "unavailable"), then issue
-//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every
-//! sequence that had read the lock byte as free has either committed or
-//! been aborted, and every later one sees the lock. This is the pattern of
-//! the kernel's rseq selftests and of tcmalloc's per-CPU caches. It costs an
-//! interprocessor interrupt, which is why only those slow paths use it.
+//! take the magazine's lock byte, *close* the magazine by setting its `cap`
+//! to 0 (every sequence compares against `cap`, so a closed magazine is
+//! both empty and full to them), then issue
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns,
+//! every sequence that had read the old `cap` has either committed or been
+//! aborted, and every later one sees 0. Unlocking restores `cap`. This is
+//! the pattern of the kernel's rseq selftests and of tcmalloc's per-CPU
+//! caches, which also fold the "stopped" state into the bounds the fast
+//! path checks anyway. It costs an interprocessor interrupt, which is why
+//! only those slow paths use it.
 //!
 //! # When it is not used
 //!
@@ -37,8 +48,9 @@
 //! whose own rseq registration failed reads a negative CPU id, which every
 //! sequence treats as "unavailable", so it is still correct, just slower.
 //!
-//! Every sequence returns a status instead of retrying on abort: the caller
-//! takes its slow path, which is always correct.
+//! Every sequence reports failure (null or 0) instead of retrying on abort:
+//! the caller takes its slow path, which looks at the magazine to tell an
+//! empty or full one from a closed one or an abort, and is always correct.
 
 use crate::magazine::Magazine;
 
@@ -50,27 +62,6 @@ const RSEQ_SIG: u32 = 0x5305_3053;
 const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
-
-/// [`pop`] found the magazine empty: refill it.
-pub(crate) const EMPTY: usize = 0;
-/// [`pop`] could not use the magazine (locked by a flush, aborted, or no
-/// rseq area on this thread): take one object from the slabs.
-pub(crate) const UNAVAILABLE: usize = 1;
-
-/// What [`push`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Push {
-    /// The object is in the magazine.
-    Done,
-    /// The magazine is full: flush, then push again.
-    #[cfg_attr(
-        not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))),
-        allow(dead_code, reason = "returned by the rseq sequence only")
-    )]
-    Full,
-    /// Locked by a flush, aborted, or no rseq area: free to the slab.
-    Unavailable,
-}
 
 fn membarrier(cmd: libc::c_int) -> Result<libc::c_long, std::io::Error> {
     // SAFETY: membarrier takes integers only and has no memory effects on
@@ -105,6 +96,8 @@ pub(crate) fn available() -> Option<isize> {
             return None;
         }
         let off = crate::os::rseq_area_offset()?;
+        // The sequences index magazines by CPU id unchecked (see pop).
+        crate::os::possible_cpus_exact()?;
         let cmds = membarrier(MEMBARRIER_CMD_QUERY).ok()?;
         let need =
             MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ;
@@ -148,18 +141,25 @@ fn fence_failed(e: std::io::Error) -> ! {
     std::process::abort()
 }
 
-/// `log2(size_of::<Magazine>())`: magazines are one cache line each.
+/// `log2(size_of::<Magazine>())`: CPU *n*'s magazine is at
+/// `base + (n << MAG_SHIFT)`.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
 const MAG_SHIFT: u32 = {
     assert!(size_of::<Magazine>().is_power_of_two());
     size_of::<Magazine>().trailing_zeros()
 };
 
-/// One restartable sequence on the current CPU's magazine in `mags[..n]`.
-/// `$body` runs with `{c}` pointing at the magazine (lock byte seen clear)
-/// and must end with the commit store; `$fail` is the instruction that
-/// loads the failure status into the result register. The abort handler
-/// runs `$fail` and leaves.
+/// One restartable sequence on the current CPU's magazine. `$body` runs
+/// with `{c}` pointing at the magazine and must end with the commit store;
+/// it leaves through `84b` when it cannot complete. `$fail` is the
+/// instruction that loads the failure result; the abort handler (label 84)
+/// runs it and leaves.
+///
+/// The magazine is found without a bound check: the CPU id is below the
+/// possible CPUs the magazines were made for (the kernel's guarantee;
+/// [`available`] insists on an exact count), or negative — -1 or -2 for a
+/// thread without rseq registration — which, sign-extended, lands on one
+/// of the two guard magazines below CPU 0's, whose `cap` is 0.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
 macro_rules! rseq_asm {
     ($fail:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {
@@ -184,64 +184,60 @@ macro_rules! rseq_asm {
             "lea {c}, [rip + 80b]",
             "mov qword ptr fs:[{off} + 8], {c}",
             "81:",
-            $fail,
-            // c = rseq->cpu_id; a negative id (unregistered) is huge unsigned.
-            "mov {c:e}, dword ptr fs:[{off} + 4]",
-            "cmp {c}, {n}",
-            "jae 82f",
+            // c = &magazine[rseq->cpu_id].
+            "movsxd {c}, dword ptr fs:[{off} + 4]",
             "shl {c}, {shift}",
             "add {c}, {base}",
-            "cmp byte ptr [{c} + {lock}], 0",
-            "jne 82f",
             $($body,)*
             "82:",
             sig = const RSEQ_SIG,
             shift = const MAG_SHIFT,
-            lock = const Magazine::LOCK_OFFSET,
+            avail = const Magazine::AVAIL_OFFSET,
+            cap = const Magazine::CAP_OFFSET,
+            slots = const Magazine::SLOTS_OFFSET,
             $($operands)*
             options(nostack),
         )
     };
 }
 
-/// Pops the top object of the current CPU's magazine: the object, or a
-/// pointer whose address is [`EMPTY`] or [`UNAVAILABLE`].
+/// Pops the top object of the current CPU's magazine; null when it is
+/// empty, closed (locked by another CPU's flush, or a guard) or the
+/// sequence was aborted.
 ///
 /// # Safety
-/// `mags` points at `n` live magazines; `off` is [`available`]'s offset.
+/// `base` is CPU 0's magazine of a live [`crate::magazine::Mags`]; `off` is
+/// [`available`]'s offset.
 #[inline(always)]
-pub(crate) unsafe fn pop(mags: *const Magazine, n: usize, off: isize) -> *mut u8 {
+pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
         let r: *mut u8;
         // SAFETY: the sequence reads and writes only the magazine of the
-        // current CPU (index checked against n) and its slot array, which
-        // live as long as the cache (caller); the rseq area at fs:off is this
-        // thread's (available()). The commit store is the last instruction
-        // before the post-commit label.
+        // current CPU (or a guard, which fails the bound check) and its
+        // slots, which live as long as the cache (caller); the rseq area at
+        // fs:off is this thread's (available()). The commit store is the
+        // last instruction before the post-commit label. avail - 1 wraps
+        // for an empty magazine, so one unsigned compare against cap
+        // rejects empty and closed magazines alike (avail <= cap = size
+        // while open).
         unsafe {
             rseq_asm!(
-                "mov {r:e}, 1",
+                "xor {r:e}, {r:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
-                    "xor {r:e}, {r:e}",
-                    "test {a:e}, {a:e}",
-                    "jz 82f",
-                    "mov {t}, qword ptr [{c} + {slots}]",
-                    "mov {r}, qword ptr [{t} + {a} * 8 - 8]",
-                    "dec {a:e}",
+                    "sub {a:e}, 1",
+                    "cmp {a:e}, dword ptr [{c} + {cap}]",
+                    "jae 84b",
+                    "mov {r}, qword ptr [{c} + {a} * 8 + {slots}]",
                     "mov byte ptr [{c} + {active}], 1",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                avail = const Magazine::AVAIL_OFFSET,
-                slots = const Magazine::SLOTS_OFFSET,
                 active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
-                n = in(reg) n,
-                base = in(reg) mags,
+                base = in(reg) base,
                 c = out(reg) _,
                 a = out(reg) _,
-                t = out(reg) _,
                 r = out(reg) r,
             );
         }
@@ -249,94 +245,77 @@ pub(crate) unsafe fn pop(mags: *const Magazine, n: usize, off: isize) -> *mut u8
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {
-        let _ = (mags, n, off);
-        std::ptr::without_provenance_mut(UNAVAILABLE)
+        let _ = (base, off);
+        std::ptr::null_mut()
     }
 }
 
-/// Pushes `obj` onto the current CPU's magazine.
+/// Pushes `obj` onto the current CPU's magazine; false when it is full,
+/// closed or the sequence was aborted.
 ///
 /// # Safety
 /// As [`pop`]; `obj` is a slab object of the magazines' cache that no
 /// magazine holds.
 #[inline(always)]
-pub(crate) unsafe fn push(mags: *const Magazine, n: usize, off: isize, obj: *mut u8) -> Push {
+pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
-        let r: usize;
-        // SAFETY: as in pop; the slot written (index avail < size) is above
-        // the fill count, so no one reads it until the commit.
+        let filled: usize;
+        // SAFETY: as in pop; the slot written (index avail < cap <= size)
+        // is above the fill count, so no one reads it until the commit.
+        // The result is the new fill count (at least 1), or 0.
         unsafe {
             rseq_asm!(
-                "mov {r:e}, 2",
+                "xor {a:e}, {a:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
-                    "mov {r:e}, 1",
-                    "cmp {a:e}, dword ptr [{c} + {size}]",
-                    "jae 82f",
-                    "mov {t}, qword ptr [{c} + {slots}]",
-                    "mov qword ptr [{t} + {a} * 8], {obj}",
+                    "cmp {a:e}, dword ptr [{c} + {cap}]",
+                    "jae 84b",
+                    "mov qword ptr [{c} + {a} * 8 + {slots}], {obj}",
                     "inc {a:e}",
-                    "mov byte ptr [{c} + {active}], 1",
-                    "xor {r:e}, {r:e}",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                avail = const Magazine::AVAIL_OFFSET,
-                size = const Magazine::SIZE_OFFSET,
-                slots = const Magazine::SLOTS_OFFSET,
-                active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
-                n = in(reg) n,
-                base = in(reg) mags,
+                base = in(reg) base,
                 obj = in(reg) obj,
                 c = out(reg) _,
-                a = out(reg) _,
-                t = out(reg) _,
-                r = out(reg) r,
+                a = out(reg) filled,
             );
         }
-        match r {
-            0 => Push::Done,
-            1 => Push::Full,
-            _ => Push::Unavailable,
-        }
+        filled != 0
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {
-        let _ = (mags, n, off, obj);
-        Push::Unavailable
+        let _ = (base, off, obj);
+        false
     }
 }
 
 /// Pushes as many of `objs` as fit onto the current CPU's magazine, from
-/// the front; returns how many (0 when unavailable).
+/// the front; returns how many (0 when closed or aborted).
 ///
 /// # Safety
 /// As [`push`], for every object of `objs`.
-pub(crate) unsafe fn push_batch(
-    mags: *const Magazine,
-    n: usize,
-    off: isize,
-    objs: &[*mut u8],
-) -> usize {
+pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> usize {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
         let k: usize;
         // SAFETY: as in push; the slots written, [avail, avail + k) with
-        // avail + k <= size, are above the fill count until the commit.
+        // avail + k <= cap, are above the fill count until the commit.
         unsafe {
             rseq_asm!(
                 "xor {k:e}, {k:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
-                    "mov {k:e}, dword ptr [{c} + {size}]",
+                    "mov {k:e}, dword ptr [{c} + {cap}]",
+                    // room = cap - avail; none (or closed: cap 0) fails.
                     "sub {k:e}, {a:e}",
+                    "jbe 84b",
                     "cmp {k}, {cnt}",
                     "cmova {k}, {cnt}",
                     "test {k}, {k}",
-                    "jz 82f",
-                    "mov {t}, qword ptr [{c} + {slots}]",
-                    "lea {t}, [{t} + {a} * 8]",
+                    "jz 84b",
+                    "lea {t}, [{c} + {a} * 8 + {slots}]",
                     "xor {i:e}, {i:e}",
                     "86:",
                     "mov {x}, qword ptr [{src} + {i} * 8]",
@@ -348,13 +327,9 @@ pub(crate) unsafe fn push_batch(
                     "mov byte ptr [{c} + {active}], 1",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                avail = const Magazine::AVAIL_OFFSET,
-                size = const Magazine::SIZE_OFFSET,
-                slots = const Magazine::SLOTS_OFFSET,
                 active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
-                n = in(reg) n,
-                base = in(reg) mags,
+                base = in(reg) base,
                 src = in(reg) objs.as_ptr(),
                 cnt = in(reg) objs.len(),
                 c = out(reg) _,
@@ -369,22 +344,17 @@ pub(crate) unsafe fn push_batch(
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {
-        let _ = (mags, n, off, objs);
+        let _ = (base, off, objs);
         0
     }
 }
 
 /// Pops up to `out.len()` objects off the top of the current CPU's
-/// magazine into `out`; returns how many (0 when empty or unavailable).
+/// magazine into `out`; returns how many (0 when empty, closed or aborted).
 ///
 /// # Safety
 /// As [`pop`].
-pub(crate) unsafe fn pop_batch(
-    mags: *const Magazine,
-    n: usize,
-    off: isize,
-    out: &mut [*mut u8],
-) -> usize {
+pub(crate) unsafe fn pop_batch(base: usize, off: isize, out: &mut [*mut u8]) -> usize {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
         let k: usize;
@@ -394,15 +364,16 @@ pub(crate) unsafe fn pop_batch(
             rseq_asm!(
                 "xor {k:e}, {k:e}",
                 [
+                    "cmp dword ptr [{c} + {cap}], 0",
+                    "je 84b",
                     "mov {a:e}, dword ptr [{c} + {avail}]",
                     "mov {k}, {cnt}",
                     "cmp {k}, {a}",
                     "cmova {k}, {a}",
                     "test {k}, {k}",
-                    "jz 82f",
+                    "jz 84b",
                     "sub {a:e}, {k:e}",
-                    "mov {t}, qword ptr [{c} + {slots}]",
-                    "lea {t}, [{t} + {a} * 8]",
+                    "lea {t}, [{c} + {a} * 8 + {slots}]",
                     "xor {i:e}, {i:e}",
                     "86:",
                     "mov {x}, qword ptr [{t} + {i} * 8]",
@@ -410,15 +381,10 @@ pub(crate) unsafe fn pop_batch(
                     "inc {i}",
                     "cmp {i}, {k}",
                     "jb 86b",
-                    "mov byte ptr [{c} + {active}], 1",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                avail = const Magazine::AVAIL_OFFSET,
-                slots = const Magazine::SLOTS_OFFSET,
-                active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
-                n = in(reg) n,
-                base = in(reg) mags,
+                base = in(reg) base,
                 dst = in(reg) out.as_mut_ptr(),
                 cnt = in(reg) out.len(),
                 c = out(reg) _,
@@ -433,7 +399,7 @@ pub(crate) unsafe fn pop_batch(
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {
-        let _ = (mags, n, off, out);
+        let _ = (base, off, out);
         0
     }
 }
@@ -447,12 +413,11 @@ pub(crate) unsafe fn pop_batch(
 ))]
 mod tests {
     use super::*;
+    use crate::magazine::Mags;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-    fn mags(size: u32) -> Vec<Magazine> {
-        (0..crate::os::possible_cpus() as u32)
-            .map(|cpu| Magazine::new(cpu, size, size.div_ceil(2)))
-            .collect()
+    fn mags(size: u32) -> Mags {
+        Mags::new(crate::os::possible_cpus(), size, size.div_ceil(2))
     }
 
     fn addr(i: usize) -> *mut u8 {
@@ -473,13 +438,12 @@ mod tests {
             return;
         };
         let m = mags(4);
-        let (p, n) = (m.as_ptr(), m.len());
+        let base = m.rseq_base();
         let mut pushed = Vec::new();
         for i in 1..=64 {
-            // SAFETY: p/n describe the live magazines; off from available().
-            match unsafe { push(p, n, off, addr(i)) } {
-                Push::Done => pushed.push(i),
-                Push::Full | Push::Unavailable => {}
+            // SAFETY: base is the live magazines' base; off from available().
+            if unsafe { push(base, off, addr(i)) } {
+                pushed.push(i);
             }
         }
         assert!(
@@ -490,8 +454,8 @@ mod tests {
         let mut popped = Vec::new();
         for _ in 0..64 {
             // SAFETY: as above.
-            let r = unsafe { pop(p, n, off) };
-            if r.addr() > UNAVAILABLE {
+            let r = unsafe { pop(base, off) };
+            if !r.is_null() {
                 popped.push(r.addr() / 64);
             }
         }
@@ -499,15 +463,15 @@ mod tests {
         assert_eq!(popped, pushed, "every pushed object popped exactly once");
         assert_eq!(total(&m), 0);
         // SAFETY: as above.
-        assert_eq!(unsafe { pop(p, n, off) }.addr(), EMPTY);
+        assert!(unsafe { pop(base, off) }.is_null());
 
         let batch: Vec<*mut u8> = (100..110).map(addr).collect();
         // SAFETY: as above.
-        let k = unsafe { push_batch(p, n, off, &batch) };
+        let k = unsafe { push_batch(base, off, &batch) };
         assert!(k <= 4 && total(&m) as usize == k, "pushed {k}");
         let mut out = [std::ptr::null_mut(); 8];
         // SAFETY: as above.
-        let j = unsafe { pop_batch(p, n, off, &mut out) };
+        let j = unsafe { pop_batch(base, off, &mut out) };
         assert!(j <= k);
         // Top of the stack first in memory order: the last pushed are out.
         let want: Vec<usize> = (100 + k - j..100 + k).map(|i| i * 64).collect();
@@ -517,25 +481,58 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_magazine_is_unavailable() {
+    fn a_closed_magazine_refuses_every_sequence() {
         let Some(off) = available() else {
             return;
         };
         let m = mags(4);
-        let guards: Vec<_> = m.iter().map(Magazine::lock).collect();
-        let (p, n) = (m.as_ptr(), m.len());
-        // SAFETY: p/n describe the live magazines; off from available().
-        assert_eq!(unsafe { push(p, n, off, addr(1)) }, Push::Unavailable);
+        let base = m.rseq_base();
+        for i in 0..3 {
+            // SAFETY: as in the test above.
+            unsafe { push(base, off, addr(i + 1)) };
+        }
+        let held = total(&m);
+        assert!(held > 0);
+        let guards: Vec<_> = m
+            .iter()
+            .map(|g| {
+                let mut g = g.lock();
+                g.close();
+                g
+            })
+            .collect();
+        fence();
+        // SAFETY: base is the live magazines' base; off from available().
+        assert!(!unsafe { push(base, off, addr(9)) });
         // SAFETY: as above.
-        assert_eq!(unsafe { pop(p, n, off) }.addr(), UNAVAILABLE);
+        assert!(unsafe { pop(base, off) }.is_null());
         // SAFETY: as above.
-        assert_eq!(unsafe { push_batch(p, n, off, &[addr(2)]) }, 0);
-        assert_eq!(total(&m), 0);
+        assert_eq!(unsafe { push_batch(base, off, &[addr(10)]) }, 0);
+        let mut out = [std::ptr::null_mut(); 4];
+        // SAFETY: as above.
+        assert_eq!(unsafe { pop_batch(base, off, &mut out) }, 0);
+        assert_eq!(total(&m), held, "nothing moved while closed");
         drop(guards);
-        // With no magazine for any CPU id, everything is unavailable too.
-        // SAFETY: n = 0 magazines: nothing is dereferenced.
-        let none = unsafe { push(m.as_ptr(), 0, off, addr(1)) };
-        assert_eq!(none, Push::Unavailable);
+        // Reopened on unlock.
+        // SAFETY: as above.
+        let back = (0..8)
+            .filter(|_| !unsafe { pop(base, off) }.is_null())
+            .count();
+        assert!(back > 0, "the magazine reopened");
+    }
+
+    /// A thread whose rseq area reads a negative CPU id (not registered)
+    /// lands on a guard: every sequence fails, nothing is touched.
+    #[test]
+    fn the_guards_refuse_unregistered_threads() {
+        let m = mags(4);
+        let guard = m.rseq_base() - 2 * size_of::<Magazine>();
+        // SAFETY: the guards are the two magazines below the base.
+        let g = unsafe { &*(guard as *const Magazine) };
+        assert!(!g.open() && g.fill() == 0);
+        // SAFETY: as above.
+        let g = unsafe { &*((guard + size_of::<Magazine>()) as *const Magazine) };
+        assert!(!g.open() && g.fill() == 0);
     }
 
     /// `fence` must abort a critical section running on another CPU: a

@@ -77,28 +77,37 @@ pub(crate) struct Slab {
 /// a racing double free is a detected bug, not a data race.
 #[repr(C)]
 pub(crate) struct ObjHdr {
-    /// The slab's address, ORed with the object's state ([`OBJ_FREE`] or an
-    /// [`alloc_tag`]) in the bits of `STATE_MASK`.
+    /// The slab's address in the low 48 bits, the object's state
+    /// ([`OBJ_FREE`], [`OBJ_EMERGENCY`] or an [`alloc_tag`]) in the top 16.
     word: u64,
 }
 
-/// The state bits of a header word; slabs are page aligned, so these are
-/// zero in the slab address.
-const STATE_MASK: u64 = 0xfff;
+/// Where the state sits in a header word: its top 16 bits. User-space
+/// addresses on x86_64 and aarch64 fit in 48 bits (the kernel maps higher
+/// only on request), so those bits are zero in a slab address. The state
+/// is its own aligned 16-bit half-word, so marking an object is one store.
+const STATE_SHIFT: u32 = 48;
+const ADDR_MASK: u64 = (1 << STATE_SHIFT) - 1;
+/// The state's byte offset inside the header word.
+const STATE_BYTE: usize = if cfg!(target_endian = "little") { 6 } else { 0 };
 
-/// State of an object that no caller holds (even, so never an
+/// State of a slab object that no caller holds (even, so never an
 /// [`alloc_tag`]).
-pub(crate) const OBJ_FREE: u32 = 0x5a4;
+pub(crate) const OBJ_FREE: u16 = 0x5a44;
 
-/// State of an object a caller holds: the cache id folded to 12 bits, odd,
-/// so never [`OBJ_FREE`]. Debug caches write it at allocation and check it
-/// at free: a free into another cache is told apart from a double free
-/// unless the two caches' tags collide (1 in 2048).
+/// State of an emergency object (even, so never an [`alloc_tag`]): the
+/// inline free sees it is not a slab object.
+pub(crate) const OBJ_EMERGENCY: u16 = 0xe3e2;
+
+/// State of an object a caller holds: the cache id folded to 16 bits, odd,
+/// so never [`OBJ_FREE`] or [`OBJ_EMERGENCY`]. Written at every allocation;
+/// debug caches check it at free: a free into another cache is told apart
+/// from a double free unless the two caches' tags collide (1 in 32768).
 #[inline(always)]
-pub(crate) fn alloc_tag(cache_id: u64) -> u32 {
-    let mut f = cache_id ^ (cache_id >> 24) ^ (cache_id >> 48);
-    f ^= f >> 12;
-    (f & STATE_MASK) as u32 | 1
+pub(crate) fn alloc_tag(cache_id: u64) -> u16 {
+    let mut f = cache_id ^ (cache_id >> 32);
+    f ^= f >> 16;
+    f as u16 | 1
 }
 
 /// The header word of `obj`.
@@ -114,33 +123,79 @@ unsafe fn word_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::Atom
     unsafe { std::sync::atomic::AtomicU64::from_ptr(hdr_of(g, obj).cast()) }
 }
 
+/// The state half-word of `obj`'s header. Whole-word and half-word
+/// accesses to one header never race in a correct program (the object's
+/// holder is the only one touching it), which is what the memory model
+/// asks of mixed-size atomics.
+///
+/// # Safety
+/// As [`word_of`], and `obj` is 2-aligned.
+#[inline(always)]
+pub(crate) unsafe fn state_of<'a>(
+    hdr_offset: u64,
+    obj: *mut u8,
+) -> &'a std::sync::atomic::AtomicU16 {
+    let p = obj.wrapping_add(hdr_offset as usize + STATE_BYTE);
+    // SAFETY: forwarded caller guarantee; hdr_offset is a multiple of 8 and
+    // obj is 2-aligned, so p is 2-aligned.
+    unsafe { std::sync::atomic::AtomicU16::from_ptr(p.cast()) }
+}
+
+/// The state bits of a header word.
+#[inline(always)]
+fn state_bits(word: u64) -> u16 {
+    (word >> STATE_SHIFT) as u16
+}
+
 /// The slab a header word names.
 #[inline(always)]
 fn slab_of(word: u64) -> *mut Slab {
-    std::ptr::with_exposed_provenance_mut((word & !STATE_MASK) as usize)
+    std::ptr::with_exposed_provenance_mut((word & ADDR_MASK) as usize)
 }
 
 /// The header word of an object of slab `s` in state `state`.
 #[inline(always)]
-fn header_word(s: *mut Slab, state: u32) -> u64 {
-    s.expose_provenance() as u64 | u64::from(state)
+fn header_word(s: *mut Slab, state: u16) -> u64 {
+    s.expose_provenance() as u64 | u64::from(state) << STATE_SHIFT
 }
 
-/// Marks a slab object as handed to a caller (debug caches, on every
-/// allocation: a load and a store to the header next to the object).
+/// Writes the whole header of an emergency object (which has no slab).
 ///
 /// # Safety
-/// `obj` is a slab object of a cache with geometry `g`, just taken from a
-/// magazine or a slab.
+/// `obj` has `hdr_offset + OBJ_HDR` writable bytes, 8-aligned.
+pub(crate) unsafe fn init_emergency_header(hdr_offset: u64, obj: *mut u8) {
+    // SAFETY: the header lies inside obj's allocation (caller).
+    let hdr = unsafe { obj.add(hdr_offset as usize) }.cast::<ObjHdr>();
+    // SAFETY: as above; 8-aligned (caller, hdr_offset is a multiple of 8).
+    unsafe {
+        hdr.write(ObjHdr {
+            word: u64::from(OBJ_EMERGENCY) << STATE_SHIFT,
+        })
+    };
+}
+
+/// Marks a slab object as handed to a caller: one 16-bit store to the
+/// header next to the object, on every allocation.
+///
+/// # Safety
+/// `obj` is a slab object of a cache whose headers are at `hdr_offset`,
+/// just taken from a magazine or a slab.
 #[inline(always)]
-pub(crate) unsafe fn mark_allocated(g: &Geometry, obj: *mut u8, tag: u32) {
-    // SAFETY: obj is a live slab object (caller), so its header is.
-    let w = unsafe { word_of(g, obj) };
-    let old = w.load(std::sync::atomic::Ordering::Relaxed);
-    w.store(
-        (old & !STATE_MASK) | u64::from(tag),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+pub(crate) unsafe fn mark_allocated(hdr_offset: u64, obj: *mut u8, tag: u16) {
+    // SAFETY: obj is a live slab object (caller), so its header is; objects
+    // are at least 8-aligned.
+    unsafe { state_of(hdr_offset, obj) }.store(tag, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Marks a slab object as free without checking it (caches without debug
+/// checks).
+///
+/// # Safety
+/// As [`mark_allocated`], for an object coming back from a caller.
+#[inline(always)]
+pub(crate) unsafe fn mark_free(g: &Geometry, obj: *mut u8) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { state_of(g.hdr_offset, obj) }.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The next object on a free list: the free object's first word.
@@ -357,7 +412,10 @@ pub(crate) struct Reclaimed {
 /// nothing else uses.
 pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *mut Slab {
     let s = base.as_ptr().cast::<Slab>();
-    debug_assert!((s as u64) & STATE_MASK == 0, "slabs are page aligned");
+    assert!(
+        (s as u64) & !ADDR_MASK == 0,
+        "slab address {s:p} does not fit the 48 bits of an object header"
+    );
     // SAFETY: the mapping is large enough for the header and page aligned.
     unsafe {
         s.write(Slab {
@@ -410,7 +468,7 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
 /// writable bytes (true for every object this cache handed out). A
 /// misaligned `obj` is caught before the header is read.
 #[inline]
-pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8) {
+pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8) {
     // obj_align is a power of two: a mask, not a division.
     if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         corrupt(
@@ -419,14 +477,11 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u32, obj: *mut u8
             "it is not aligned like this cache's objects: a pointer this cache never handed out",
         );
     }
-    // SAFETY: the caller guarantees the header bytes are readable.
-    let w = unsafe { word_of(g, obj) };
-    let word = w.load(std::sync::atomic::Ordering::Relaxed);
-    match (word & STATE_MASK) as u32 {
-        t if t == tag => w.store(
-            (word & !STATE_MASK) | u64::from(OBJ_FREE),
-            std::sync::atomic::Ordering::Relaxed,
-        ),
+    // SAFETY: the caller guarantees the header bytes are readable; obj is
+    // aligned (checked above, obj_align >= 8).
+    let st = unsafe { state_of(g.hdr_offset, obj) };
+    match st.load(std::sync::atomic::Ordering::Relaxed) {
+        t if t == tag => st.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed),
         OBJ_FREE => corrupt(name, obj, "double free: the object is already free"),
         _ => corrupt(
             name,
@@ -452,7 +507,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     }
     // SAFETY: the caller guarantees the header bytes are readable.
     let word = unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
-    if (word & STATE_MASK) as u32 != OBJ_FREE {
+    if state_bits(word) != OBJ_FREE {
         return Err("its header says a caller holds it, or is not an object header");
     }
     let slab = slab_of(word);
@@ -570,7 +625,7 @@ impl SlabState {
                     // in the slab.
                     let word =
                         unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if slab_of(word) != s || (word & STATE_MASK) as u32 != OBJ_FREE {
+                    if slab_of(word) != s || state_bits(word) != OBJ_FREE {
                         corrupt(name, obj, "free object header is wrong");
                     }
                 }

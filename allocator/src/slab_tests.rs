@@ -104,7 +104,7 @@ fn the_state_word_tells_held_objects_from_free_ones() {
         "neighbouring caches differ"
     );
     // SAFETY: o is a slab object of this geometry.
-    unsafe { mark_allocated(&g, o, tag) };
+    unsafe { mark_allocated(g.hdr_offset, o, tag) };
     // SAFETY: as above.
     let held = unsafe { check_obj_result(&g, o) };
     assert_eq!(
@@ -123,10 +123,10 @@ fn the_state_word_tells_held_objects_from_free_ones() {
     // SAFETY: taken above, returned once.
     unsafe { st.shrink(&g, true, "t", 1, o, 0) };
     // SAFETY: o's header is live (its slab is mapped).
-    unsafe { mark_allocated(&g, o, tag) };
+    unsafe { mark_allocated(g.hdr_offset, o, tag) };
     assert!(st.validate(&g, 1).unwrap_err().contains("caller holds it"));
     // SAFETY: as above.
-    unsafe { mark_allocated(&g, o, OBJ_FREE) };
+    unsafe { mark_allocated(g.hdr_offset, o, OBJ_FREE) };
     st.validate(&g, 1).unwrap();
     let r = st.unlink_empty(0, 0);
     // SAFETY: the only slab is empty.

@@ -5,7 +5,7 @@
 
 use std::ptr;
 
-use super::{OBJ_FREE, STATE_MASK, Slab, SlabState, next_free, slab_of, word_of};
+use super::{OBJ_FREE, Slab, SlabState, next_free, slab_of, state_bits, word_of};
 use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
@@ -79,7 +79,7 @@ impl SlabState {
                             "slab {s:p}: free object {o:p}'s header names another slab"
                         ));
                     }
-                    if (word & STATE_MASK) as u32 != OBJ_FREE {
+                    if state_bits(word) != OBJ_FREE {
                         return Err(format!(
                             "slab {s:p}: object {a:#x} is on the free list but its header \
                              says a caller holds it"
