@@ -106,7 +106,7 @@ struct slabscope_cache_snapshot {
 	uint32_t mag_size;
 	uint32_t mag_refill;
 	uint32_t ncpus;         /* entries of mag_fill used */
-	uint32_t _pad0;
+	uint32_t depot_objs;    /* objects in the depot (also in mag_objs) */
 	uint64_t slab_fail;
 	uint64_t slab_create;
 	uint64_t slab_destroy;
@@ -119,7 +119,7 @@ struct slabscope_cache_snapshot {
 	uint64_t obj_deadlock;
 	uint64_t obj_emergency;
 	uint64_t obj_emergency_max;
-	uint64_t mag_objs;      /* objects held in all magazines */
+	uint64_t mag_objs;      /* objects held in all magazines and the depot */
 	uint32_t mag_fill[SLABSCOPE_MAX_CPUS];
 	char name[SLABSCOPE_NAME_LEN]; /* NUL padded */
 };

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
 
+use crate::depot::Depot;
 use crate::error::Error;
 use crate::flags::*;
 use crate::magazine::Mags;
@@ -108,6 +109,8 @@ pub(crate) struct CacheInner {
     /// Woken whenever refs drop, a grow ends or a reap ends.
     pub(crate) state_cv: Condvar,
     pub(crate) mags: Mags,
+    /// Objects between the magazines and the slabs (see [`crate::depot`]).
+    pub(crate) depot: Depot,
     /// The rseq area offset when the magazines use restartable sequences
     /// (see [`crate::rseq`]); `None`: they use their lock.
     pub(crate) rseq: Option<isize>,
@@ -241,6 +244,9 @@ impl CacheInner {
                 s.mag_fill[i] = f;
             }
         }
+        let depot = self.depot.len();
+        s.mag_objs += depot as u64;
+        s.depot_objs = depot.try_into().unwrap_or(u32::MAX);
         s
     }
 
@@ -511,6 +517,7 @@ impl CacheBuilder {
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
             rseq,
+            depot: Depot::new(Depot::capacity(t.depot_kb, geo.obj_size_full, mag_refill)),
             mags,
             mag_size,
             mag_refill,
@@ -725,6 +732,7 @@ impl Cache {
         drop(st);
         if !c.slab_backed {
             c.flush_all(false);
+            c.drain_depot();
         }
         let mut st = c.lock_state();
         let (obj_alloc, obj_emergency) = if c.slab_backed {
@@ -775,6 +783,9 @@ impl Cache {
             return Ok(());
         }
         let guards = c.lock_all_mags();
+        // Held to the end: a refill may take from the depot without a
+        // magazine lock.
+        let depot = c.depot.lock();
         let st = c.lock_state();
         let free = st.validate(&c.geo, c.id())?;
         let mut seen = std::collections::HashSet::new();
@@ -796,6 +807,29 @@ impl Cache {
                 }
                 mag_objs += 1;
             }
+        }
+        for &p in depot.iter() {
+            // SAFETY: depot entries are slab objects of this cache, as
+            // magazine entries.
+            unsafe { slab::check_obj_result(&c.geo, p) }
+                .map_err(|e| format!("depot: {p:p}: {e}"))?;
+            if free.contains(&(p as usize)) {
+                return Err(format!("depot: {p:p} is also on a slab free list"));
+            }
+            if !seen.insert(p as usize) {
+                return Err(format!(
+                    "{p:p} is in the depot twice, or also in a magazine"
+                ));
+            }
+            mag_objs += 1;
+        }
+        if depot.len() > c.depot.max() || depot.len() != c.depot.len() {
+            return Err(format!(
+                "depot holds {} objects: over its {} or not its count {}",
+                depot.len(),
+                c.depot.max(),
+                c.depot.len()
+            ));
         }
         if mag_objs > st.c.obj_alloc {
             return Err(format!(

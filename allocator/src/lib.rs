@@ -31,6 +31,7 @@
 pub mod cache;
 #[cfg(all(test, not(loom)))]
 mod cache_tests;
+mod depot;
 mod emergency;
 pub mod error;
 pub mod ffi;

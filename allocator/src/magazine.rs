@@ -5,10 +5,11 @@
 //! Each cache has one magazine per possible CPU holding up to `size` object
 //! pointers (`spl_magazine_size()` or the `magazine_size` tunable). Allocation
 //! pops from the current CPU's magazine; when it is empty it is refilled with
-//! up to `refill = (size + 1) / 2` objects from the slabs, growing the cache
-//! when none are free. Free pushes onto the current CPU's magazine; when it is
-//! full the `refill` oldest objects are flushed back to their slabs and empty
-//! slabs are reclaimed.
+//! up to `refill = (size + 1) / 2` objects from the depot or else the slabs,
+//! growing the cache when none are free. Free pushes onto the current CPU's
+//! magazine; when it is full `refill` objects are flushed to the depot, or
+//! when it is full back to their slabs, and empty slabs are reclaimed (see
+//! [`crate::depot`], which the seed does not have).
 //!
 //! # Preemption and migration
 //!
@@ -44,8 +45,8 @@
 //! fast-path table), a 64-byte magazine hit costs 1.93 ns per alloc or free
 //! with restartable sequences and 6.88 ns with the lock.
 //!
-//! Lock order: magazine lock, then the cache lock. Code holding the cache lock
-//! never waits for a magazine lock.
+//! Lock order: magazine lock, depot lock, cache lock. Code holding the cache
+//! lock never waits for a magazine lock.
 //!
 //! The fill count is an atomic so statistics can read every magazine without
 //! locking (racily, like SPL's `skm_avail`).
@@ -470,17 +471,7 @@ impl CacheInner {
                     // The magazine is empty: refill up to `refill` objects.
                     let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
                     let want = (mag.refill.min(mag.size - g.avail()) as usize).min(MAX_REFILL);
-                    let got = {
-                        let mut st = self.lock_state();
-                        self.check_alive(&st);
-                        st.take_batch(
-                            &self.geo,
-                            self.debug,
-                            &self.name,
-                            os::coarse_ms(),
-                            &mut buf[..want],
-                        )
-                    };
+                    let got = self.take_for_refill(&mut buf[..want]);
                     for &p in &buf[..got] {
                         let pushed = g.push(p);
                         debug_assert!(pushed, "refill beyond the magazine's room");
@@ -537,25 +528,28 @@ impl CacheInner {
         }
     }
 
+    /// Objects for a refill: from the depot when it has any, else from the
+    /// slabs (`spl_cache_refill()`'s loop over partial slabs). Returns how
+    /// many it put at the front of `out`.
+    fn take_for_refill(&self, out: &mut [*mut u8]) -> usize {
+        let got = self.depot.take(out);
+        if got > 0 {
+            return got;
+        }
+        let mut st = self.lock_state();
+        self.check_alive(&st);
+        st.take_batch(&self.geo, self.debug, &self.name, os::coarse_ms(), out)
+    }
+
     /// `spl_cache_refill()` for rseq magazines: takes up to `refill` objects
-    /// from the slabs, keeps the last for the caller and pushes the rest onto
+    /// from the depot or the slabs, keeps the last for the caller and pushes the rest onto
     /// the current CPU's magazine in one critical section; what does not fit
     /// (the thread migrated to a fuller magazine, or a flush holds it) goes
     /// back to the slabs.
     fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
         let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
-        let got = {
-            let mut st = self.lock_state();
-            self.check_alive(&st);
-            st.take_batch(
-                &self.geo,
-                self.debug,
-                &self.name,
-                os::coarse_ms(),
-                &mut buf[..want],
-            )
-        };
+        let got = self.take_for_refill(&mut buf[..want]);
         let mine = NonNull::new(buf[got.checked_sub(1)?])?;
         let rest = &buf[..got - 1];
         // SAFETY: as in rseq_pop; the objects were just taken from the
@@ -574,7 +568,7 @@ impl CacheInner {
     /// Every object is a live slab object of this cache that no magazine
     /// holds and no caller uses any more.
     #[cold]
-    unsafe fn free_to_slabs(&self, objs: &[*mut u8]) {
+    pub(crate) unsafe fn free_to_slabs(&self, objs: &[*mut u8]) {
         let mut st = self.lock_state();
         let now = os::coarse_ms();
         for &p in objs {
@@ -692,14 +686,20 @@ impl CacheInner {
                 if g.push(obj.as_ptr()) {
                     return;
                 }
-                // Full: flush `refill` objects back to their slabs, then push.
-                self.flush(&mut g, mag.refill);
+                // Full: flush the `refill` oldest objects to the depot or
+                // their slabs, then push.
+                let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
+                let n = mag.refill.min(MAX_REFILL as u32);
+                let mut k = 0;
+                g.drain_oldest(n, |p| {
+                    buf[k] = p;
+                    k += 1;
+                });
                 let pushed = g.push(obj.as_ptr());
                 debug_assert!(pushed);
                 drop(g);
-                // Unlike the seed, only slabs idle for slab_reclaim_delay_ms:
-                // an allocation burst right after would map them again.
-                self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
+                // SAFETY: drained from the magazine, so ours to give up.
+                unsafe { self.put_away(&buf[..k]) };
             }
             // Contended: straight back to the slab.
             // SAFETY: forwarded caller guarantee.
@@ -729,9 +729,24 @@ impl CacheInner {
         }
         // SAFETY: the popped objects left the magazine in the committed
         // sequence; obj is the caller's.
-        unsafe { self.free_to_slabs(&buf[..k]) };
-        // As in the locked flush: only slabs idle for slab_reclaim_delay_ms.
-        self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
+        unsafe { self.put_away(&buf[..k]) };
+    }
+
+    /// Where a flush of a full magazine sends its objects: the depot, then
+    /// what does not fit to the slabs, which then unmap the empty slabs
+    /// idle for `slab_reclaim_delay_ms` (unlike the seed, which unmaps at
+    /// once: an allocation burst right after would map them again).
+    ///
+    /// # Safety
+    /// Every object is a live slab object of this cache, free, in no
+    /// magazine, and the caller gives it up.
+    unsafe fn put_away(&self, objs: &[*mut u8]) {
+        let kept = self.depot.put(objs);
+        if kept < objs.len() {
+            // SAFETY: caller's guarantee; the depot did not keep these.
+            unsafe { self.free_to_slabs(&objs[kept..]) };
+            self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
+        }
     }
 
     /// `spl_cache_flush()`: returns up to `n` of the magazine's oldest objects

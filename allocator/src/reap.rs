@@ -4,17 +4,18 @@
 //! [`Cache::reap_now`](crate::Cache::reap_now) does what the seed does: unless
 //! a reap of the cache is already running (REAPING), it flushes the *current
 //! CPU's* magazine back to the slabs and unmaps every empty slab at the tail
-//! of the partial list. [`reap`] does that for every registered cache.
+//! of the partial list. It also empties the depot (which the seed does not
+//! have, see [`crate::depot`]) into the slabs first. [`reap`] does that for every registered cache.
 //! Allocations that need to grow while REAPING is set wait for the reap to
 //! end and look again (see the `grow` module).
 //!
 //! The kernel calls SPL's reclaim from its shrinker under memory pressure.
 //! Userspace has no shrinker, so slabscope offers a background reaper thread,
 //! started with the first cache when `reap_interval_ms` > 0. Every interval it
-//! reaps each cache, flushing every magazine that saw no traffic during the
-//! whole previous interval (so busy CPUs keep their working set) and then
-//! reclaiming empty slabs. With `reclaim = 1` (SPL's `KMC_RECLAIM_ONCE`, the
-//! less aggressive setting) it leaves magazines alone and only reclaims slabs
+//! reaps each cache, flushing every magazine that handed out nothing during
+//! the whole previous interval (so busy CPUs keep their working set), and the
+//! depot when it handed out nothing either, and then reclaiming empty slabs. With `reclaim = 1` (SPL's `KMC_RECLAIM_ONCE`, the
+//! less aggressive setting) it leaves magazines and the depot alone and only reclaims slabs
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
@@ -67,10 +68,15 @@ impl CacheInner {
         if background {
             if tunables::current().reclaim == 0 {
                 self.flush_all(true);
+                if !self.depot.take_active() {
+                    self.drain_depot();
+                }
             }
         } else {
             let mut g = self.lock_mag(self.local_mag());
             self.flush(&mut g, u32::MAX);
+            drop(g);
+            self.drain_depot();
         }
         let released = self.slab_reclaim(0);
         let mut st = self.lock_state();

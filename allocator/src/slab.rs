@@ -25,10 +25,10 @@
 //! The seed's `spl_kmem_obj_t` holds the object's address, its slab, a
 //! magic and list links: 32 bytes after every object, which made 64-byte
 //! objects cost 1.52× their size in slabs. Here the header is one word:
-//! the slab's address (page aligned, so its low 12 bits are zero) with the
-//! object's state in those low bits — [`OBJ_FREE`] while the object is on a
-//! free list or in a magazine, its cache's [`alloc_tag`] while a caller
-//! holds it. The free list is linked through the first word of each free
+//! the slab's address in the low 48 bits with the object's state in the
+//! top 16 — [`OBJ_FREE`] while the object is on a free list, in a magazine
+//! or in the depot, its cache's [`alloc_tag`] while a caller holds it
+//! ([`OBJ_EMERGENCY`] in emergency objects, which have no slab). The free list is linked through the first word of each free
 //! object instead of through the header (the seed's constructor runs on
 //! every allocation, so nothing may expect a free object's bytes to
 //! survive). The address field was only a consistency check; the slab

@@ -54,8 +54,10 @@ pub struct CacheStats {
     pub obj_deadlock: u64,
     pub obj_emergency: u64,
     pub obj_emergency_max: u64,
-    /// Objects held in all magazines.
+    /// Objects held in all magazines: every CPU's and the depot's.
     pub mag_objs: u64,
+    /// Objects held in the depot (see the `depot` module).
+    pub depot_objs: u64,
     /// Objects held in each CPU's magazine, CPU 0 first.
     pub mag_fill: Vec<u32>,
 }
@@ -86,7 +88,7 @@ impl CacheStats {
             mag_size: self.mag_size,
             mag_refill: self.mag_refill,
             ncpus: self.mag_fill.len().min(MAX_CPUS) as u32,
-            _pad0: 0,
+            depot_objs: self.depot_objs.try_into().unwrap_or(u32::MAX),
             slab_fail: self.slab_fail,
             slab_create: self.slab_create,
             slab_destroy: self.slab_destroy,
@@ -133,6 +135,7 @@ impl From<&CacheSnapshot> for CacheStats {
             obj_emergency: s.obj_emergency,
             obj_emergency_max: s.obj_emergency_max,
             mag_objs: s.mag_objs,
+            depot_objs: s.depot_objs.into(),
             mag_fill: s.mag_fill[..ncpus].to_vec(),
         }
     }
@@ -284,7 +287,8 @@ mod tests {
             obj_deadlock: 1,
             obj_emergency: 2,
             obj_emergency_max: 3,
-            mag_objs: 9,
+            mag_objs: 12,
+            depot_objs: 3,
             mag_fill: vec![4, 5],
         }
     }

@@ -14,7 +14,8 @@
 //! |---|---|---|
 //! | `magazine_size` | 0 | objects per per-CPU magazine; 0 = by object size (`spl_magazine_size()`), else 2–256 |
 //! | `magazine_rseq` | 1 | 1 = magazines use restartable sequences where the system supports them (x86_64, glibc 2.35+, Linux 5.10+): no atomic operation on the fast path; 0 = always the one-byte lock |
-//! | `reclaim` | 0 | 1 = the background reaper only reclaims empty slabs and leaves magazines alone (SPL's `KMC_RECLAIM_ONCE`, a less aggressive reclaim) |
+//! | `depot_kb` | 4096 | the depot between the magazines and the slabs holds at most this many KiB of objects (at least one refill's worth); 0 = no depot, as SPL (see the `depot` module). 0 to 1048576 |
+//! | `reclaim` | 0 | 1 = the background reaper only reclaims empty slabs and leaves magazines and the depot alone (SPL's `KMC_RECLAIM_ONCE`, a less aggressive reclaim) |
 //! | `obj_per_slab` | 8 | target objects per slab before rounding the slab up to whole pages |
 //! | `max_size` | 32 | largest slab, MB |
 //! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
@@ -53,6 +54,8 @@ pub struct Tunables {
     pub magazine_size: u32,
     /// 1 = restartable-sequence magazines where supported, 0 = locked.
     pub magazine_rseq: u32,
+    /// KiB of objects the depot may hold; 0 = no depot.
+    pub depot_kb: u32,
     /// 0 or 1 (`KMC_RECLAIM_ONCE`).
     pub reclaim: u32,
     /// Target objects per slab, >= 1.
@@ -87,6 +90,7 @@ impl Default for Tunables {
         Tunables {
             magazine_size: 0,
             magazine_rseq: 1,
+            depot_kb: 4096,
             reclaim: 0,
             obj_per_slab: 8,
             max_size: 32,
@@ -105,9 +109,10 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "magazine_size",
     "magazine_rseq",
+    "depot_kb",
     "reclaim",
     "obj_per_slab",
     "max_size",
@@ -204,6 +209,13 @@ impl Tunables {
             "milliseconds",
         )?;
         check(
+            &label("depot_kb"),
+            self.depot_kb.into(),
+            0,
+            1 << 20,
+            "KiB of objects in the depot (0 = no depot, as SPL)",
+        )?;
+        check(
             &label("grow_in_context"),
             self.grow_in_context.into(),
             0,
@@ -261,6 +273,7 @@ impl Tunables {
         Some(match name {
             "magazine_size" => FieldMut::U32(&mut self.magazine_size),
             "magazine_rseq" => FieldMut::U32(&mut self.magazine_rseq),
+            "depot_kb" => FieldMut::U32(&mut self.depot_kb),
             "reclaim" => FieldMut::U32(&mut self.reclaim),
             "obj_per_slab" => FieldMut::U32(&mut self.obj_per_slab),
             "max_size" => FieldMut::U32(&mut self.max_size),

@@ -134,7 +134,7 @@ fn check(stdout: &str) {
             );
         )*};
     }
-    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus _pad0 slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max mag_objs mag_fill name);
+    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus depot_objs slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max mag_objs mag_fill name);
 
     for (key, errno, msg) in [
         ("bad_align", libc::EINVAL, "alignment 24"),

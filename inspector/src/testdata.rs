@@ -12,7 +12,8 @@ use crate::app::State;
 use crate::sample::{CacheState, Sample, Update};
 
 /// A KMC_KVMEM cache of 1104-byte objects, 14 per 16 KiB slab, 4 slabs, with
-/// `obj_alloc` objects allocated, 9 of them in two CPUs' magazines.
+/// `obj_alloc` objects allocated, 17 of them in magazines: 4 and 5 in two
+/// CPUs', 8 (one refill) in the depot.
 pub fn cache(pid: u32, id: u64, name: &str, obj_alloc: u64) -> CacheState {
     let mut mag_fill = [0u32; MAX_CPUS];
     mag_fill[0] = 4;
@@ -38,7 +39,8 @@ pub fn cache(pid: u32, id: u64, name: &str, obj_alloc: u64) -> CacheState {
             obj_total: 56,
             obj_alloc,
             obj_max: obj_alloc.max(50),
-            mag_objs: 9,
+            mag_objs: 17,
+            depot_objs: 8,
             mag_fill,
             name: name_buf(name.as_bytes()),
             ..CacheSnapshot::ZERO
@@ -100,6 +102,7 @@ pub fn caches(i: u64) -> Vec<CacheState> {
     dnode.snapshot.slab_alloc = 1;
     dnode.snapshot.obj_total = 42;
     dnode.snapshot.mag_objs = 3;
+    dnode.snapshot.depot_objs = 0;
     dnode.snapshot.mag_fill[0] = 1;
     dnode.snapshot.mag_fill[1] = 2;
     // Every slab object allocated; as in SPL, emergency objects count in
@@ -113,6 +116,7 @@ pub fn caches(i: u64) -> Vec<CacheState> {
     arc.snapshot.ncpus = 4;
     arc.snapshot.mag_fill[..4].copy_from_slice(&[16, 0, 7, 16]);
     arc.snapshot.mag_objs = 39;
+    arc.snapshot.depot_objs = 0;
     arc.counters.deadlocks = 1;
     arc.counters.emergency_allocs = i;
     let mut slab = cache(4242, 0x5555_0000_4000, "zfs_btree_leaf_cache", 17);
@@ -132,6 +136,7 @@ pub fn caches(i: u64) -> Vec<CacheState> {
     }
     slab.snapshot.mag_size = 0;
     slab.snapshot.ncpus = 0;
+    slab.snapshot.depot_objs = 0;
     let mut gone = cache(4242, 0x5555_0000_5000, "scratch", 0);
     gone.destroyed = true;
     vec![zio, dnode, arc, slab, gone]

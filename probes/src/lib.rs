@@ -339,7 +339,9 @@ pub struct CacheSnapshot {
     pub mag_refill: u32,
     /// CPUs with a magazine (entries of `mag_fill` used, capped at MAX_CPUS).
     pub ncpus: u32,
-    pub _pad0: u32,
+    /// Objects held in the depot between the magazines and the slabs
+    /// (also counted in `mag_objs`; saturates at `u32::MAX`).
+    pub depot_objs: u32,
     pub slab_fail: u64,
     pub slab_create: u64,
     pub slab_destroy: u64,
@@ -373,7 +375,7 @@ impl CacheSnapshot {
         mag_size: 0,
         mag_refill: 0,
         ncpus: 0,
-        _pad0: 0,
+        depot_objs: 0,
         slab_fail: 0,
         slab_create: 0,
         slab_destroy: 0,

@@ -70,7 +70,7 @@ main(void)
 	OFF(mag_size);
 	OFF(mag_refill);
 	OFF(ncpus);
-	OFF(_pad0);
+	OFF(depot_objs);
 	OFF(slab_fail);
 	OFF(slab_create);
 	OFF(slab_destroy);

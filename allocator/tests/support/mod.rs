@@ -33,6 +33,29 @@ pub fn destroy_and_check_unmapped(c: Cache, base: usize) {
     );
 }
 
+/// Runs `tests` of this test binary again in a child process with `var`
+/// set to `value` (tunables are fixed per process, so a second setting
+/// needs a process of its own); checks that every one passed and returns
+/// the child's output (`--nocapture`).
+pub fn rerun_with_env(var: &str, value: &str, tests: &[&str]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--exact")
+        .args(tests)
+        .args(["--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tests:?} with {var}={value} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = format!("{} passed", tests.len());
+    assert!(stdout.contains(&passed), "{stdout}");
+    stdout
+}
+
 /// Threads of this process whose name starts with `prefix`.
 pub fn threads_named(prefix: &str) -> usize {
     std::fs::read_dir("/proc/self/task")

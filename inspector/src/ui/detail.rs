@@ -71,10 +71,11 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     history(c, charts, buf);
 
     let mag_block = Block::new().borders(Borders::ALL).title(format!(
-        " magazines: {} objects in {} CPUs' magazines of {} ",
-        c.stats.mag_objs,
+        " magazines: {} objects in {} CPUs' magazines of {}, {} in the depot ",
+        c.stats.mag_objs.saturating_sub(c.stats.depot_objs),
         c.stats.mag_fill.len(),
-        c.stats.mag_size
+        c.stats.mag_size,
+        c.stats.depot_objs
     ));
     let inner = mag_block.inner(mags);
     mag_block.render(mags, buf);
@@ -155,7 +156,11 @@ fn geometry(state: &State, c: &CacheEntry, area: Rect, buf: &mut Buffer) {
             ),
             plain,
         ),
-        kv("in magazines", s.mag_objs.to_string(), plain),
+        kv(
+            "in magazines",
+            format!("{} ({} in the depot)", s.mag_objs, s.depot_objs),
+            plain,
+        ),
         kv(
             "emergency",
             format!(
