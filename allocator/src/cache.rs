@@ -74,17 +74,19 @@ pub(crate) struct PerCpuCount(AtomicI64);
 /// together on one cache line.
 #[repr(C, align(64))]
 pub(crate) struct FastPath {
-    /// `mags.rseq_base()`, for the sequences.
-    pub(crate) mag_base: usize,
+    /// `mags.rseq_base()` when allocation and free may take the inline
+    /// path (restartable-sequence magazines, no constructor or destructor),
+    /// else 0.
+    pub(crate) base: usize,
     /// `rseq`'s offset, unwrapped (0 when `rseq` is None).
     pub(crate) rseq_off: isize,
     /// `geo.hdr_offset`.
     pub(crate) hdr_offset: u64,
     /// `slab::alloc_tag(id)`, the header mark of an allocated object.
     pub(crate) tag: u16,
-    /// Restartable-sequence magazines and no constructor or destructor:
-    /// allocation and free take the inline fast path.
-    pub(crate) fast: bool,
+    /// `tag` when the inline free may take an object with that mark
+    /// (`fast`), else 0, which no header holds.
+    pub(crate) free_tag: u16,
 }
 
 /// The cache itself (`spl_kmem_cache_t`). Its address is the cache id.
@@ -109,6 +111,8 @@ pub(crate) struct CacheInner {
     /// Woken whenever refs drop, a grow ends or a reap ends.
     pub(crate) state_cv: Condvar,
     pub(crate) mags: Mags,
+    /// `mags.rseq_base()`, for every sequence outside the inline path.
+    pub(crate) mag_base: usize,
     /// Objects between the magazines and the slabs (see [`crate::depot`]).
     pub(crate) depot: Depot,
     /// The rseq area offset when the magazines use restartable sequences
@@ -119,11 +123,10 @@ pub(crate) struct CacheInner {
     /// Mirror of `obj_emergency` for the free path.
     pub(crate) emergency_live: AtomicU64,
     sys_count: Box<[PerCpuCount]>,
-    /// Layout of `KMC_SLAB` objects.
+    /// Layout of objects that do not live in a slab (`KMC_SLAB` objects and
+    /// emergency objects): the object and a header, whose state tells the
+    /// inline free that it is not a slab object.
     pub(crate) obj_layout: Layout,
-    /// Layout of emergency objects: the object and a header, whose state
-    /// tells the inline free that it is not a slab object.
-    pub(crate) emergency_layout: Layout,
     /// loom models only: the grow wait expires instead of waiting for the
     /// grow (see [`crate::sync::wait_timeout_while`]).
     #[cfg(loom)]
@@ -283,17 +286,6 @@ impl CacheInner {
         unsafe { self.mag_free(obj) }
     }
 
-    /// [`Self::release`], not inlined (the emergency case of the fast free).
-    ///
-    /// # Safety
-    /// As [`Self::release`].
-    #[cold]
-    #[inline(never)]
-    pub(crate) unsafe fn release_out_of_line(&self, obj: NonNull<u8>) {
-        // SAFETY: forwarded caller guarantee.
-        unsafe { self.release(obj) }
-    }
-
     /// Frees a `KMC_SLAB` object.
     ///
     /// # Safety
@@ -301,9 +293,34 @@ impl CacheInner {
     #[cold]
     #[inline(never)]
     unsafe fn sys_free(&self, obj: NonNull<u8>) {
-        // SAFETY: KMC_SLAB objects come from std::alloc with obj_layout.
-        unsafe { std::alloc::dealloc(obj.as_ptr(), self.obj_layout) };
+        // SAFETY: KMC_SLAB objects come from slabless_alloc.
+        unsafe { self.slabless_free(obj) };
         self.sys_count_add(-1);
+    }
+
+    /// An object outside any slab (`KMC_SLAB` and emergency objects), from
+    /// the system allocator: `obj_layout` bytes, the object at `hdr_room`
+    /// after their start and its header, in `state`, right before it.
+    pub(crate) fn slabless_alloc(&self, state: u16) -> Option<NonNull<u8>> {
+        // SAFETY: obj_layout has a non-zero size.
+        let base = NonNull::new(unsafe { std::alloc::alloc(self.obj_layout) })?;
+        // SAFETY: hdr_room < obj_size_full = obj_layout.size().
+        let obj = unsafe { base.add(self.geo.hdr_room() as usize) };
+        // SAFETY: the header is the 8 bytes before obj, inside the block and
+        // 8-aligned (obj is aligned like the cache's objects, at least 8).
+        unsafe { slab::init_slabless_header(self.geo.hdr_offset, obj.as_ptr(), state) };
+        Some(obj)
+    }
+
+    /// Returns an object of [`Self::slabless_alloc`].
+    ///
+    /// # Safety
+    /// `obj` came from `slabless_alloc` of this cache and is not used again.
+    pub(crate) unsafe fn slabless_free(&self, obj: NonNull<u8>) {
+        // SAFETY: obj is hdr_room bytes into a block of obj_layout (caller).
+        let base = unsafe { obj.sub(self.geo.hdr_room() as usize) };
+        // SAFETY: base came from std::alloc::alloc with obj_layout.
+        unsafe { std::alloc::dealloc(base.as_ptr(), self.obj_layout) };
     }
 }
 
@@ -449,20 +466,21 @@ impl CacheBuilder {
             size: self.size,
             max_slab,
         };
-        let Ok(obj_layout) = Layout::from_size_align(self.size, align) else {
+        if Layout::from_size_align(self.size, align).is_err() {
             return Err(too_large(name));
-        };
+        }
         let slab_backed = flags & KMC_SLAB != 0;
         let (geo, mag_size) = if slab_backed {
             if self.size as u64 > max_slab {
                 return Err(too_large(name));
             }
-            let full = sizing::p2roundup(self.size as u64, align as u64);
+            let room = sizing::p2roundup(slab::OBJ_HDR, align as u64);
             let geo = Geometry {
                 obj_size: self.size as u64,
                 obj_align: align as u64,
-                obj_size_full: full,
-                hdr_offset: full,
+                obj_size_full: sizing::p2roundup(self.size as u64, align as u64) + room,
+                first_obj: room,
+                hdr_offset: slab::OBJ_HDR.wrapping_neg(),
                 ..Geometry::default()
             };
             (geo, 0)
@@ -486,9 +504,8 @@ impl CacheBuilder {
         let mag_refill = sizing::magazine_refill(mag_size);
         let ncpus = os::possible_cpus();
         let mags = Mags::new(ncpus, mag_size, mag_refill);
-        let emergency_layout =
-            Layout::from_size_align((geo.hdr_offset + slab::OBJ_HDR) as usize, align)
-                .map_err(|_| too_large(name.clone()))?;
+        let obj_layout = Layout::from_size_align(geo.obj_size_full as usize, align)
+            .map_err(|_| too_large(name.clone()))?;
         let hooks = self.ctor.is_some() || self.dtor.is_some();
         let rseq = if slab_backed || t.magazine_rseq == 0 {
             None
@@ -504,11 +521,19 @@ impl CacheBuilder {
             flags: AtomicU64::new(flags),
             debug: flags & KMC_NODEBUG == 0,
             fp: FastPath {
-                mag_base: mags.rseq_base(),
+                base: if rseq.is_some() && !hooks {
+                    mags.rseq_base()
+                } else {
+                    0
+                },
                 rseq_off: rseq.unwrap_or(0),
                 hdr_offset: geo.hdr_offset,
                 tag: slab::alloc_tag(me.as_ptr() as u64),
-                fast: rseq.is_some() && !hooks,
+                free_tag: if rseq.is_some() && !hooks {
+                    slab::alloc_tag(me.as_ptr() as u64)
+                } else {
+                    0
+                },
             },
             slab_backed,
             ctor: self.ctor,
@@ -518,13 +543,13 @@ impl CacheBuilder {
             state_cv: Condvar::new(),
             rseq,
             depot: Depot::new(Depot::capacity(t.depot_kb, geo.obj_size_full, mag_refill)),
+            mag_base: mags.rseq_base(),
             mags,
             mag_size,
             mag_refill,
             emergency_live: AtomicU64::new(0),
             sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
             obj_layout,
-            emergency_layout,
             #[cfg(loom)]
             loom_wait_expires: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
@@ -578,7 +603,7 @@ impl Cache {
         if kmflags & !KM_PUBLIC_MASK != 0 {
             bad_kmflags(&c.name, kmflags);
         }
-        if c.fp.fast
+        if c.fp.base != 0
             && let Some(p) = c.rseq_alloc_fast()
         {
             return Some(p);
@@ -612,8 +637,7 @@ impl Cache {
             used_after_destroy(&c.name);
         }
         loop {
-            // SAFETY: obj_layout has a non-zero size.
-            if let Some(p) = NonNull::new(unsafe { std::alloc::alloc(c.obj_layout) }) {
+            if let Some(p) = c.slabless_alloc(slab::OBJ_SYSTEM) {
                 c.sys_count_add(1);
                 return Some(p);
             }
@@ -632,18 +656,17 @@ impl Cache {
     /// this handle), has not been freed since, and is not used afterwards.
     #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
-        let c = &*self.inner;
-        if c.fp.fast {
-            // SAFETY: forwarded caller guarantee.
-            unsafe { c.fast_free(obj) };
-            return;
-        }
         // SAFETY: forwarded caller guarantee.
-        unsafe { self.free_general(obj) }
+        if !unsafe { self.inner.fast_free(obj) } {
+            // SAFETY: forwarded caller guarantee; fast_free left it alone.
+            unsafe { self.free_general(obj) }
+        }
     }
 
     /// [`Cache::free`] past the inline fast path: caches with a destructor,
-    /// `KMC_SLAB` caches and locked magazines.
+    /// `KMC_SLAB` caches, locked magazines, and every object whose header
+    /// does not carry the inline path's mark (emergency objects, and the
+    /// double frees and foreign pointers the debug checks then report).
     ///
     /// # Safety
     /// As [`Cache::free`].

@@ -121,6 +121,54 @@ impl Depot {
         k
     }
 
+    /// A refill straight out of the depot, without copying through a
+    /// buffer: under the depot lock, the newest up to `want` objects minus
+    /// the last are lent to `push`, which returns how many of them, from
+    /// the front, it took; those and the last object (returned, for the
+    /// caller) leave the depot. `None` when the depot is empty.
+    pub(crate) fn take_into(
+        &self,
+        want: usize,
+        push: impl FnOnce(&[*mut u8]) -> usize,
+    ) -> Option<*mut u8> {
+        if self.max == 0 || self.len() == 0 || want == 0 {
+            return None;
+        }
+        let mut d = self.lock();
+        let n = d.len().min(want);
+        let from = d.len().checked_sub(n)?;
+        let mine = d.pop()?;
+        let pushed = push(&d[from..]).min(n - 1);
+        d.drain(from..from + pushed);
+        self.len.store(d.len(), Ordering::Relaxed);
+        self.active.store(true, Ordering::Relaxed);
+        Some(mine)
+    }
+
+    /// A flush straight into the depot: when it has room for `want` more
+    /// objects, lends `pop` that much room, which returns how many objects
+    /// it wrote there from the front; they join the depot. `None`, and
+    /// `pop` is not called, when there is no room.
+    pub(crate) fn put_from(
+        &self,
+        want: usize,
+        pop: impl FnOnce(&mut [*mut u8]) -> usize,
+    ) -> Option<usize> {
+        if self.max == 0 || want == 0 || self.max - self.len() < want {
+            return None;
+        }
+        let mut d = self.lock();
+        if self.max - d.len() < want {
+            return None;
+        }
+        let len = d.len();
+        d.resize(len + want, std::ptr::null_mut());
+        let k = pop(&mut d[len..]).min(want);
+        d.truncate(len + k);
+        self.len.store(d.len(), Ordering::Relaxed);
+        Some(k)
+    }
+
     /// Empties the depot; returns its objects.
     pub(crate) fn drain(&self) -> Vec<*mut u8> {
         let mut d = self.lock();

@@ -35,14 +35,9 @@ impl CacheInner {
         if !self.lock_state().partial.is_empty() {
             return Grow::Again;
         }
-        // SAFETY: emergency_layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc(self.emergency_layout) };
-        let Some(obj) = NonNull::new(p) else {
+        let Some(obj) = self.slabless_alloc(crate::slab::OBJ_EMERGENCY) else {
             return Grow::NoMem;
         };
-        // SAFETY: p has emergency_layout: the object and its header, aligned
-        // like the cache's objects (at least 8).
-        unsafe { crate::slab::init_emergency_header(self.geo.hdr_offset, p) };
         let mut st = self.lock_state();
         let fresh = st.emergency.insert(obj.as_ptr() as usize, ()).is_none();
         debug_assert!(fresh, "the system allocator returned a live address twice");
@@ -91,9 +86,9 @@ impl CacheInner {
             .store(st.c.obj_emergency, Ordering::Relaxed);
         let snap = slabscope_probes::ENABLED.then(|| self.snapshot_locked(&st));
         drop(st);
-        // SAFETY: obj came from std::alloc::alloc with emergency_layout (it
-        // was in the map) and the caller no longer uses it.
-        unsafe { std::alloc::dealloc(obj.as_ptr(), self.emergency_layout) };
+        // SAFETY: obj came from slabless_alloc (it was in the map) and the
+        // caller no longer uses it.
+        unsafe { self.slabless_free(obj) };
         if let Some(snap) = snap {
             slabscope_probes::fire::emergency_free(&snap, obj.as_ptr());
         }

@@ -65,21 +65,14 @@ use crate::slab;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 use crate::tunables;
 
-/// One CPU's magazine (`spl_kmem_magazine_t`), on a page of its own.
+/// One CPU's magazine (`spl_kmem_magazine_t`), on cache lines of its own.
 ///
-/// `repr(C)` and one fixed size: the restartable sequences of
-/// [`crate::rseq`] find CPU *n*'s magazine at `base + (n << MAG_SHIFT)` and
-/// address its fields and slots by offset, so the fast path reads no
-/// pointer to get there.
-#[repr(C, align(4096))]
+/// `repr(C)` with the slots inline: the restartable sequences of
+/// [`crate::rseq`] find CPU *n*'s magazine in the table of [`Mags`] and
+/// address its fields and slots by offset from there.
+#[repr(C, align(64))]
 pub(crate) struct Magazine {
     lock: AtomicBool,
-    /// Cleared by the background reaper, set by every pop and refill: a
-    /// magazine found clear twice in a row has handed out nothing for a
-    /// whole interval. (Pushes and flushes leave it alone, one store less
-    /// on every free: objects freed into a magazine nobody allocates from
-    /// are what the reaper should give back.)
-    active: AtomicBool,
     magic: u32,
     avail: AtomicU32,
     /// How far the restartable sequences may fill the magazine: `size`, or
@@ -89,6 +82,11 @@ pub(crate) struct Magazine {
     size: u32,
     refill: u32,
     cpu: u32,
+    /// The fill count the background reaper saw on its last pass: one that
+    /// finds the same count twice in a row takes the magazine for idle, so
+    /// the fast path writes nothing for the reaper (which the seed does
+    /// not have: the kernel's shrinker drives its reclaim).
+    seen: AtomicU32,
     objs: [UnsafeCell<*mut u8>; MAX_MAGAZINE as usize],
 }
 
@@ -97,7 +95,6 @@ pub(crate) struct Magazine {
     allow(dead_code, reason = "used by the rseq sequences only")
 )]
 impl Magazine {
-    pub(crate) const ACTIVE_OFFSET: usize = std::mem::offset_of!(Magazine, active);
     pub(crate) const AVAIL_OFFSET: usize = std::mem::offset_of!(Magazine, avail);
     pub(crate) const CAP_OFFSET: usize = std::mem::offset_of!(Magazine, cap);
     pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Magazine, objs);
@@ -129,13 +126,13 @@ impl Magazine {
         );
         Magazine {
             lock: AtomicBool::new(false),
-            active: AtomicBool::new(false),
             magic: SKM_MAGIC,
             avail: AtomicU32::new(0),
             cap: AtomicU32::new(size),
             size,
             refill,
             cpu,
+            seen: AtomicU32::new(0),
             objs: std::array::from_fn(|_| UnsafeCell::new(std::ptr::null_mut())),
         }
     }
@@ -189,9 +186,13 @@ impl Magazine {
         }
     }
 
-    /// Whether the magazine was used since the last call (and marks it unused).
-    pub(crate) fn take_active(&self) -> bool {
-        self.active.swap(false, Ordering::Relaxed)
+    /// Whether the fill count is the one the previous call saw (the
+    /// background reaper's idea of "idle for a whole interval": a busy
+    /// magazine that happens to show the same count twice is flushed too,
+    /// which costs it one refill).
+    pub(crate) fn unchanged_since_last_look(&self) -> bool {
+        let fill = self.fill();
+        self.seen.swap(fill, Ordering::Relaxed) == fill
     }
 }
 
@@ -238,7 +239,6 @@ impl MagGuard<'_> {
         }
         let p = self.read(a as usize - 1);
         self.mag.avail.store(a - 1, Ordering::Relaxed);
-        self.mag.active.store(true, Ordering::Relaxed);
         // SAFETY: only non-null object pointers are pushed.
         Some(unsafe { NonNull::new_unchecked(p) })
     }
@@ -304,9 +304,12 @@ const MAX_REFILL: usize = 128;
 const _: () =
     assert!(MAX_REFILL as u32 >= crate::sizing::magazine_refill(crate::sizing::MAX_MAGAZINE));
 
-/// A cache's magazines: one per possible CPU, after two [`Magazine::guard`]s.
+/// A cache's magazines: one per possible CPU, after two [`Magazine::guard`]s,
+/// and a table of their addresses in the same order, which the restartable
+/// sequences index by CPU id.
 pub(crate) struct Mags {
     all: Box<[Magazine]>,
+    table: Box<[usize]>,
 }
 
 /// Guards below CPU 0's magazine: rseq's "not registered" CPU ids, -1 and -2.
@@ -316,18 +319,25 @@ impl Mags {
     /// `ncpus` magazines of `size` (none at all when `size` is 0: `KMC_SLAB`).
     pub(crate) fn new(ncpus: usize, size: u32, refill: u32) -> Self {
         if size == 0 {
-            return Mags { all: Box::new([]) };
+            return Mags {
+                all: Box::new([]),
+                table: Box::new([]),
+            };
         }
-        let all = (0..GUARDS)
+        let all: Box<[Magazine]> = (0..GUARDS)
             .map(|_| Magazine::guard())
             .chain((0..ncpus).map(|cpu| Magazine::new(cpu as u32, size, refill)))
             .collect();
-        Mags { all }
+        let table = all.iter().map(|m| m as *const Magazine as usize).collect();
+        Mags { all, table }
     }
 
-    /// CPU 0's magazine, the base the sequences index by CPU id.
+    /// The table entry of CPU 0, which the sequences index by CPU id (the
+    /// guards' entries sit at -1 and -2); 0 without magazines.
     pub(crate) fn rseq_base(&self) -> usize {
-        self.first().map_or(0, |m| m as *const Magazine as usize)
+        self.table
+            .get(GUARDS)
+            .map_or(0, |e| e as *const usize as usize)
     }
 }
 
@@ -410,7 +420,7 @@ impl CacheInner {
     #[inline(always)]
     pub(crate) fn mag_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
         if let Some(off) = self.rseq {
-            return match self.rseq_pop(off) {
+            return match self.rseq_pop(self.mag_base, off) {
                 Some(p) => Some(p),
                 None => self.alloc_slow_rseq(kmflags, off),
             };
@@ -420,10 +430,11 @@ impl CacheInner {
 
     /// One pop from the current CPU's rseq magazine, handed out.
     #[inline(always)]
-    fn rseq_pop(&self, off: isize) -> Option<NonNull<u8>> {
-        // SAFETY: mag_base is this cache's magazine base (Mags::rseq_base)
-        // and `off` came from rseq::available() (callers pass `rseq`'s value).
-        let p = unsafe { rseq::pop(self.fp.mag_base, off) };
+    fn rseq_pop(&self, base: usize, off: isize) -> Option<NonNull<u8>> {
+        // SAFETY: base is this cache's magazine base (Mags::rseq_base: callers
+        // pass `mag_base` or `fp.base`) and `off` came from rseq::available()
+        // (callers pass `rseq`'s value).
+        let p = unsafe { rseq::pop(base, off) };
         NonNull::new(p).map(|p| self.hand_out(p))
     }
 
@@ -509,7 +520,7 @@ impl CacheInner {
         loop {
             let got = match self.rseq_miss(false) {
                 Miss::Bound => self.refill_rseq(off),
-                Miss::Aborted => match self.rseq_pop(off) {
+                Miss::Aborted => match self.rseq_pop(self.mag_base, off) {
                     // Handed out already.
                     Some(p) => return Some(p),
                     None => self.take_one(),
@@ -522,7 +533,7 @@ impl CacheInner {
             if let ControlFlow::Break(r) = self.grow_or_look_again(kmflags) {
                 return r;
             }
-            if let Some(p) = self.rseq_pop(off) {
+            if let Some(p) = self.rseq_pop(self.mag_base, off) {
                 return Some(p);
             }
         }
@@ -547,6 +558,14 @@ impl CacheInner {
     /// (the thread migrated to a fuller magazine, or a flush holds it) goes
     /// back to the slabs.
     fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
+        // A whole magazine's worth from the depot, pushed straight from it.
+        let from_depot = self.depot.take_into(self.mag_size as usize, |objs| {
+            // SAFETY: as in rseq_pop; depot objects are free, in no magazine.
+            unsafe { rseq::push_batch(self.mag_base, off, objs) }
+        });
+        if let Some(mine) = from_depot {
+            return NonNull::new(mine);
+        }
         let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
         let got = self.take_for_refill(&mut buf[..want]);
@@ -554,7 +573,7 @@ impl CacheInner {
         let rest = &buf[..got - 1];
         // SAFETY: as in rseq_pop; the objects were just taken from the
         // slabs, so no magazine holds them.
-        let pushed = unsafe { rseq::push_batch(self.fp.mag_base, off, rest) };
+        let pushed = unsafe { rseq::push_batch(self.mag_base, off, rest) };
         if pushed < rest.len() {
             // SAFETY: taken from this cache's slabs above and not handed out.
             unsafe { self.free_to_slabs(&rest[pushed..]) };
@@ -578,44 +597,47 @@ impl CacheInner {
     }
 
     /// [`Cache::alloc`](crate::Cache::alloc)'s inline fast path: one pop
-    /// from the current CPU's magazine. Only for caches with `fast` set
+    /// from the current CPU's magazine. Only for caches with `fp.base` set
     /// (restartable sequences, no constructor).
     #[inline(always)]
     pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
-        debug_assert!(self.fp.fast && self.rseq == Some(self.fp.rseq_off));
-        self.rseq_pop(self.fp.rseq_off)
+        debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
+        self.rseq_pop(self.fp.base, self.fp.rseq_off)
     }
 
-    /// [`Cache::free`](crate::Cache::free)'s inline fast path, for caches
-    /// with `fast` set (restartable sequences, no destructor): the header
-    /// must carry this cache's mark — which rules out emergency objects,
-    /// double frees and foreign pointers in one compare — then one push.
-    /// Everything else takes the general path, which sorts it out.
+    /// [`Cache::free`](crate::Cache::free)'s inline fast path: when the
+    /// header carries `free_tag` — this cache's mark, if its frees may be
+    /// inline (restartable sequences, no destructor) — one push.
+    /// The one compare also sends emergency objects, `KMC_SLAB` objects,
+    /// double frees and foreign pointers to the general path, which sorts
+    /// them out. Returns whether the object was freed here.
     ///
     /// # Safety
     /// As `Cache::free`.
     #[inline(always)]
-    pub(crate) unsafe fn fast_free(&self, obj: NonNull<u8>) {
-        debug_assert!(self.fp.fast && self.rseq == Some(self.fp.rseq_off));
+    pub(crate) unsafe fn fast_free(&self, obj: NonNull<u8>) -> bool {
         // Every object is at least 8-aligned; an odd pointer is not one of
         // ours and its header must not be read as a half-word.
-        if obj.addr().get() & 1 == 0 {
-            // SAFETY: obj is an object of this cache (caller), so its header
-            // is readable; 2-aligned (checked).
-            let st = unsafe { slab::state_of(self.fp.hdr_offset, obj.as_ptr()) };
-            if st.load(Ordering::Relaxed) == self.fp.tag {
-                st.store(slab::OBJ_FREE, Ordering::Relaxed);
-                // SAFETY: a slab object this cache handed out (its mark),
-                // freed by its holder (caller), so no magazine holds it.
-                if !unsafe { rseq::push(self.fp.mag_base, self.fp.rseq_off, obj.as_ptr()) } {
-                    // SAFETY: as above, checked and marked free.
-                    unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) };
-                }
-                return;
-            }
+        if obj.addr().get() & 1 != 0 {
+            return false;
         }
-        // SAFETY: forwarded caller guarantee.
-        unsafe { self.release_out_of_line(obj) }
+        // SAFETY: obj is an object of this cache (caller), and every object
+        // (slab, emergency, KMC_SLAB) has its header at hdr_offset; 2-aligned
+        // (checked).
+        let st = unsafe { slab::state_of(self.fp.hdr_offset, obj.as_ptr()) };
+        if st.load(Ordering::Relaxed) != self.fp.free_tag {
+            return false;
+        }
+        debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
+        st.store(slab::OBJ_FREE, Ordering::Relaxed);
+        // SAFETY: a slab object this cache handed out (its mark), freed by
+        // its holder (caller), so no magazine holds it; free_tag matched, so
+        // fp.base is the magazine base.
+        if !unsafe { rseq::push(self.fp.base, self.fp.rseq_off, obj.as_ptr()) } {
+            // SAFETY: as above, checked and marked free.
+            unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) };
+        }
+        true
     }
 
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
@@ -629,7 +651,7 @@ impl CacheInner {
         unsafe { self.check_and_mark_free(obj) };
         if let Some(off) = self.rseq {
             // SAFETY: as in fast_free.
-            if !unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } {
+            if !unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } {
                 // SAFETY: forwarded caller guarantee, checked and marked.
                 unsafe { self.rseq_push_failed(off, obj) };
             }
@@ -668,7 +690,7 @@ impl CacheInner {
             // SAFETY: forwarded caller guarantee.
             Miss::Bound => unsafe { self.flush_rseq(off, obj) },
             // SAFETY: as in fast_free.
-            Miss::Aborted if unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } => {}
+            Miss::Aborted if unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } => {}
             // SAFETY: forwarded caller guarantee.
             Miss::Aborted | Miss::Busy => unsafe { self.free_to_slabs(&[obj.as_ptr()]) },
         }
@@ -718,12 +740,25 @@ impl CacheInner {
     #[cold]
     #[inline(never)]
     unsafe fn flush_rseq(&self, off: isize, obj: NonNull<u8>) {
-        let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL + 1];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
+        // Popped straight into the depot when it has room.
+        let into_depot = self.depot.put_from(want, |room| {
+            // SAFETY: as in rseq_pop.
+            unsafe { rseq::pop_batch(self.mag_base, off, room) }
+        });
+        if into_depot.is_some() {
+            // SAFETY: as in fast_free.
+            if unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } {
+                return;
+            }
+            // SAFETY: the caller's object, not in any magazine.
+            return unsafe { self.put_away(&[obj.as_ptr()]) };
+        }
+        let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL + 1];
         // SAFETY: as in rseq_pop.
-        let mut k = unsafe { rseq::pop_batch(self.fp.mag_base, off, &mut buf[..want]) };
+        let mut k = unsafe { rseq::pop_batch(self.mag_base, off, &mut buf[..want]) };
         // SAFETY: as in fast_free.
-        if !unsafe { rseq::push(self.fp.mag_base, off, obj.as_ptr()) } {
+        if !unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } {
             buf[k] = obj.as_ptr();
             k += 1;
         }
@@ -768,7 +803,7 @@ impl CacheInner {
     pub(crate) fn flush_all(&self, only_idle: bool) -> u64 {
         let mut n = 0;
         for mag in self.mags.iter() {
-            if only_idle && mag.take_active() {
+            if only_idle && !mag.unchanged_since_last_look() {
                 continue;
             }
             if mag.fill() == 0 {
@@ -875,8 +910,8 @@ mod tests {
         assert_eq!(out, [1]);
         assert_eq!(g.objects(), [std::ptr::without_provenance_mut(2)]);
         drop(g);
-        assert!(m.take_active());
-        assert!(!m.take_active());
+        assert!(!m.unchanged_since_last_look(), "first look: 1, was 0");
+        assert!(m.unchanged_since_last_look());
         assert!(m.try_lock().is_some());
     }
 }

@@ -16,13 +16,15 @@
 //! which no one reads until the commit makes it part of the stack), so an
 //! abort leaves nothing to undo.
 //!
-//! A pop is eleven instructions: publish the sequence descriptor (two),
-//! find the CPU's magazine (three: CPU id, shift, add — magazines are one
-//! page each, so no pointer is loaded and, with one per possible CPU, no
-//! bound is checked), load the fill count, decrement it and compare it
-//! with `cap` (which rejects an empty magazine and a closed one at once),
-//! load the object, mark the magazine active, commit. A push is the same
-//! without the mark.
+//! A pop is ten instructions: publish the sequence descriptor (two), find
+//! the CPU's magazine (two: load the CPU id, load the magazine's address
+//! from the cache's table — one entry per possible CPU, so no bound is
+//! checked), load the fill count, decrement it, compare it with `cap`
+//! (which rejects an empty magazine and a closed one at once) and branch,
+//! load the object, commit. A push is ten as well: a store to the slot and
+//! an increment instead of the decrement and the load. Nothing else is
+//! written: no timestamp, no "active" mark (the background reaper compares
+//! fill counts instead).
 //!
 //! # Exclusive access from other CPUs
 //!
@@ -141,25 +143,18 @@ fn fence_failed(e: std::io::Error) -> ! {
     std::process::abort()
 }
 
-/// `log2(size_of::<Magazine>())`: CPU *n*'s magazine is at
-/// `base + (n << MAG_SHIFT)`.
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
-const MAG_SHIFT: u32 = {
-    assert!(size_of::<Magazine>().is_power_of_two());
-    size_of::<Magazine>().trailing_zeros()
-};
-
 /// One restartable sequence on the current CPU's magazine. `$body` runs
 /// with `{c}` pointing at the magazine and must end with the commit store;
 /// it leaves through `84b` when it cannot complete. `$fail` is the
 /// instruction that loads the failure result; the abort handler (label 84)
 /// runs it and leaves.
 ///
-/// The magazine is found without a bound check: the CPU id is below the
-/// possible CPUs the magazines were made for (the kernel's guarantee;
-/// [`available`] insists on an exact count), or negative — -1 or -2 for a
-/// thread without rseq registration — which, sign-extended, lands on one
-/// of the two guard magazines below CPU 0's, whose `cap` is 0.
+/// The magazine is found in the table at `{base}` without a bound check:
+/// the CPU id is below the possible CPUs the table was made for (the
+/// kernel's guarantee; [`available`] insists on an exact count), or
+/// negative — -1 or -2 for a thread without rseq registration — which,
+/// sign-extended, reads one of the two entries below CPU 0's: the guard
+/// magazines, whose `cap` is 0.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
 macro_rules! rseq_asm {
     ($fail:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {
@@ -184,14 +179,12 @@ macro_rules! rseq_asm {
             "lea {c}, [rip + 80b]",
             "mov qword ptr fs:[{off} + 8], {c}",
             "81:",
-            // c = &magazine[rseq->cpu_id].
+            // c = table[rseq->cpu_id].
             "movsxd {c}, dword ptr fs:[{off} + 4]",
-            "shl {c}, {shift}",
-            "add {c}, {base}",
+            "mov {c}, qword ptr [{base} + {c} * 8]",
             $($body,)*
             "82:",
             sig = const RSEQ_SIG,
-            shift = const MAG_SHIFT,
             avail = const Magazine::AVAIL_OFFSET,
             cap = const Magazine::CAP_OFFSET,
             slots = const Magazine::SLOTS_OFFSET,
@@ -230,10 +223,8 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
                     "cmp {a:e}, dword ptr [{c} + {cap}]",
                     "jae 84b",
                     "mov {r}, qword ptr [{c} + {a} * 8 + {slots}]",
-                    "mov byte ptr [{c} + {active}], 1",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
                 base = in(reg) base,
                 c = out(reg) _,
@@ -260,13 +251,13 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
 pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
-        let filled: usize;
         // SAFETY: as in pop; the slot written (index avail < cap <= size)
         // is above the fill count, so no one reads it until the commit.
-        // The result is the new fill count (at least 1), or 0.
+        // The failures (and the abort handler) jump straight to the
+        // caller's "false", so success costs no test after the sequence.
         unsafe {
             rseq_asm!(
-                "xor {a:e}, {a:e}",
+                "jmp {miss}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
                     "cmp {a:e}, dword ptr [{c} + {cap}]",
@@ -279,10 +270,13 @@ pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
                 base = in(reg) base,
                 obj = in(reg) obj,
                 c = out(reg) _,
-                a = out(reg) filled,
+                a = out(reg) _,
+                miss = label {
+                    return false;
+                },
             );
         }
-        filled != 0
+        true
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {
@@ -324,10 +318,8 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
                     "cmp {i}, {k}",
                     "jb 86b",
                     "add {a:e}, {k:e}",
-                    "mov byte ptr [{c} + {active}], 1",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                active = const Magazine::ACTIVE_OFFSET,
                 off = in(reg) off,
                 base = in(reg) base,
                 src = in(reg) objs.as_ptr(),
@@ -526,13 +518,14 @@ mod tests {
     #[test]
     fn the_guards_refuse_unregistered_threads() {
         let m = mags(4);
-        let guard = m.rseq_base() - 2 * size_of::<Magazine>();
-        // SAFETY: the guards are the two magazines below the base.
-        let g = unsafe { &*(guard as *const Magazine) };
-        assert!(!g.open() && g.fill() == 0);
-        // SAFETY: as above.
-        let g = unsafe { &*((guard + size_of::<Magazine>()) as *const Magazine) };
-        assert!(!g.open() && g.fill() == 0);
+        for i in 1..=2 {
+            let entry = (m.rseq_base() as *const usize).wrapping_sub(i);
+            // SAFETY: the table has the guards' entries right below the base.
+            let e = unsafe { *entry };
+            // SAFETY: table entries point at the live magazines.
+            let g = unsafe { &*(e as *const Magazine) };
+            assert!(!g.open() && g.fill() == 0, "guard {i}");
+        }
     }
 
     /// `fence` must abort a critical section running on another CPU: a

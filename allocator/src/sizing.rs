@@ -37,11 +37,17 @@ pub struct Geometry {
     pub obj_size: u64,
     /// Object alignment (power of two, 8..=page size).
     pub obj_align: u64,
-    /// `spl_sks_size()`: slab header rounded up to the alignment; objects
-    /// start here.
+    /// `spl_sks_size()`: slab header rounded up to the alignment.
     pub sks_size: u64,
-    /// Offset of an object's header from the object: the object size rounded
-    /// up to the alignment.
+    /// Offset of object 0 from the slab: `sks_size` plus the room for its
+    /// header, which sits right before the object (the object header
+    /// rounded up to the alignment).
+    pub first_obj: u64,
+    /// Offset of an object's header from the object, as a two's-complement
+    /// `u64`: minus the header size. The header sits right before its
+    /// object, so a free usually finds it on the cache line the object
+    /// starts on (the seed puts it after the object, a cache line — for
+    /// page-sized objects a page — away).
     pub hdr_offset: u64,
     /// `spl_obj_size()`: bytes per object, header included.
     pub obj_size_full: u64,
@@ -49,6 +55,14 @@ pub struct Geometry {
     pub slab_size: u64,
     /// Objects per slab.
     pub slab_objs: u64,
+}
+
+impl Geometry {
+    /// Bytes before each object for its header: the header rounded up to the
+    /// alignment.
+    pub fn hdr_room(&self) -> u64 {
+        self.first_obj - self.sks_size
+    }
 }
 
 /// The seed's `spl_slab_size()`: `(objs, size)` before page rounding, or
@@ -84,8 +98,8 @@ pub fn geometry(
     page: u64,
 ) -> Option<Geometry> {
     let sks_size = p2roundup(slab_hdr, align);
-    let hdr_offset = p2roundup(obj_size, align);
-    let obj_size_full = hdr_offset + p2roundup(obj_hdr, align);
+    let hdr_room = p2roundup(obj_hdr, align);
+    let obj_size_full = p2roundup(obj_size, align) + hdr_room;
     let (seed_objs, seed_size) =
         seed_slab_size(sks_size, obj_size_full, obj_per_slab, max_size_mb)?;
     let slab_size = p2roundup(seed_size, page);
@@ -95,7 +109,8 @@ pub fn geometry(
         obj_size,
         obj_align: align,
         sks_size,
-        hdr_offset,
+        first_obj: sks_size + hdr_room,
+        hdr_offset: obj_hdr.wrapping_neg(),
         obj_size_full,
         slab_size,
         slab_objs,

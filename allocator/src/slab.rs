@@ -7,13 +7,19 @@
 //! ```text
 //! +------------------------+  <- page-aligned mmap, slab_size bytes
 //! | Slab header            |  sks_size = round_up(size_of::<Slab>(), align)
-//! | object 0               |
-//! | ObjHdr 0: slab | state |  one word at object + round_up(obj_size, align)
-//! | object 1               |
+//! | ObjHdr 0: slab | state |  one word right before its object
+//! | object 0               |  first_obj = sks_size + round_up(8, align)
 //! | ObjHdr 1: slab | state |
+//! | object 1               |  first_obj + obj_size_full
 //! | ...                    |
 //! +------------------------+
 //! ```
+//!
+//! The seed puts each object's header *after* the object. Here it comes
+//! first: the header is touched at every allocation and free, and right
+//! before the object it usually shares the object's first cache line (7 of
+//! 8 objects at 64 B), where after it it never does — for a 4 KiB object it
+//! is a page away. Sizes are the seed's either way.
 //!
 //! Every slab header records a magic ([`SKS_MAGIC`]), its cache, its object
 //! count, the number of objects handed out (`ref`), its age, its links on
@@ -72,7 +78,7 @@ pub(crate) struct Slab {
     free: *mut u8,
 }
 
-/// Object header, after each object (the seed's `spl_kmem_obj_t`, cut to
+/// Object header, right before each object (the seed's `spl_kmem_obj_t`, cut to
 /// one word: see the module docs). Always accessed atomically (relaxed), so
 /// a racing double free is a detected bug, not a data race.
 #[repr(C)]
@@ -98,6 +104,10 @@ pub(crate) const OBJ_FREE: u16 = 0x5a44;
 /// State of an emergency object (even, so never an [`alloc_tag`]): the
 /// inline free sees it is not a slab object.
 pub(crate) const OBJ_EMERGENCY: u16 = 0xe3e2;
+
+/// State of a `KMC_SLAB` object, from the system allocator (even, so never
+/// an [`alloc_tag`]).
+pub(crate) const OBJ_SYSTEM: u16 = 0x5e5e;
 
 /// State of an object a caller holds: the cache id folded to 16 bits, odd,
 /// so never [`OBJ_FREE`] or [`OBJ_EMERGENCY`]. Written at every allocation;
@@ -135,7 +145,7 @@ pub(crate) unsafe fn state_of<'a>(
     hdr_offset: u64,
     obj: *mut u8,
 ) -> &'a std::sync::atomic::AtomicU16 {
-    let p = obj.wrapping_add(hdr_offset as usize + STATE_BYTE);
+    let p = obj.wrapping_add((hdr_offset as usize).wrapping_add(STATE_BYTE));
     // SAFETY: forwarded caller guarantee; hdr_offset is a multiple of 8 and
     // obj is 2-aligned, so p is 2-aligned.
     unsafe { std::sync::atomic::AtomicU16::from_ptr(p.cast()) }
@@ -159,17 +169,17 @@ fn header_word(s: *mut Slab, state: u16) -> u64 {
     s.expose_provenance() as u64 | u64::from(state) << STATE_SHIFT
 }
 
-/// Writes the whole header of an emergency object (which has no slab).
+/// Writes the whole header of an object that has no slab (emergency and
+/// `KMC_SLAB` objects), with `state`.
 ///
 /// # Safety
-/// `obj` has `hdr_offset + OBJ_HDR` writable bytes, 8-aligned.
-pub(crate) unsafe fn init_emergency_header(hdr_offset: u64, obj: *mut u8) {
-    // SAFETY: the header lies inside obj's allocation (caller).
-    let hdr = unsafe { obj.add(hdr_offset as usize) }.cast::<ObjHdr>();
+/// The header at `obj + hdr_offset` lies in `obj`'s allocation, 8-aligned.
+pub(crate) unsafe fn init_slabless_header(hdr_offset: u64, obj: *mut u8, state: u16) {
+    let hdr = obj.wrapping_add(hdr_offset as usize).cast::<ObjHdr>();
     // SAFETY: as above; 8-aligned (caller, hdr_offset is a multiple of 8).
     unsafe {
         hdr.write(ObjHdr {
-            word: u64::from(OBJ_EMERGENCY) << STATE_SHIFT,
+            word: u64::from(state) << STATE_SHIFT,
         })
     };
 }
@@ -435,7 +445,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
     let word = header_word(s, OBJ_FREE);
     // Build the free list back to front so object 0 is taken first.
     for i in (0..g.slab_objs).rev() {
-        let off = g.sks_size + i * g.obj_size_full;
+        let off = g.first_obj + i * g.obj_size_full;
         // SAFETY: off + obj_size_full <= slab_size (sizing guarantees it).
         let obj = unsafe { base.as_ptr().add(off as usize) };
         debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
@@ -458,14 +468,14 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
 /// The free-time check of a debug cache: `obj` must be an object this cache
 /// (tag `tag`) handed out and nobody freed since. Marks it free. Aborts the
 /// process with a message naming the cache and the pointer otherwise (see
-/// [`corrupt`]). Cheap: the header sits right after the object, so this is
+/// [`corrupt`]). Cheap: the header sits right before the object, so this is
 /// one or two loads from a line the caller usually just touched, a compare
 /// and a store.
 ///
 /// # Safety
 ///
-/// `obj` must point to at least `hdr_offset + OBJ_HDR` readable and
-/// writable bytes (true for every object this cache handed out). A
+/// The `OBJ_HDR` bytes at `obj + hdr_offset` (right before `obj`) must be
+/// readable and writable (true for every object this cache handed out). A
 /// misaligned `obj` is caught before the header is read.
 #[inline]
 pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8) {
@@ -512,7 +522,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     }
     let slab = slab_of(word);
     let (base, a) = (slab as usize, obj as usize);
-    let first = base + g.sks_size as usize;
+    let first = base + g.first_obj as usize;
     if slab.is_null()
         || a < first
         || a >= base + g.slab_size as usize
@@ -672,7 +682,7 @@ impl SlabState {
         let s = slab_of(word);
         if debug {
             let (base, a) = (s as usize, obj as usize);
-            if s.is_null() || a < base + g.sks_size as usize || a >= base + g.slab_size as usize {
+            if s.is_null() || a < base + g.first_obj as usize || a >= base + g.slab_size as usize {
                 corrupt(name, obj, "its header does not point at its slab");
             }
         }

@@ -76,8 +76,9 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
 fn a_foreign_pointer_fails_the_header_check() {
     let g = geo(64, 8);
     let mut buf = vec![0u64; 32];
-    let p = buf.as_mut_ptr().cast::<u8>();
-    // SAFETY: buf has hdr_offset + OBJ_HDR readable bytes after p.
+    // One word in: the header, right before the object, is buf[0].
+    let p = buf.as_mut_ptr().wrapping_add(1).cast::<u8>();
+    // SAFETY: buf has the OBJ_HDR header bytes before p.
     let r = unsafe { check_obj_result(&g, p) };
     assert_eq!(
         r,

@@ -64,9 +64,9 @@ impl SlabState {
                 while !o.is_null() {
                     let base = s as usize;
                     let a = o as usize;
-                    let in_slab = a >= base + g.sks_size as usize
+                    let in_slab = a >= base + g.first_obj as usize
                         && a < base + g.slab_size as usize
-                        && (a - base - g.sks_size as usize)
+                        && (a - base - g.first_obj as usize)
                             .is_multiple_of(g.obj_size_full as usize);
                     if !in_slab {
                         return Err(format!("slab {s:p}: free list reaches {o:p}, outside it"));

@@ -324,9 +324,9 @@ impl Results {
              locked magazines take a one-byte lock with a compare-and-swap. Debug checks \
              (the default; off with `KMC_NODEBUG`) mark the object's header at allocation \
              and check it at free, which catches double frees at the free call. A 64 B \
-             cache's magazine holds 256 objects (`spl_magazine_size()`): 250 live objects \
-             stay in it, while with 1000 most of them go back to their slabs and come out \
-             again every round.\n"
+             cache's magazine holds 256 objects (`spl_magazine_size()`); with more live \
+             objects than that, full magazines' worth go to the depot and come back (the \
+             internals table under workload 1 shows where the objects sit).\n"
         );
         let _ = write!(md, "| variant |");
         for (live, _) in &self.fastpath {
@@ -500,12 +500,16 @@ impl Results {
              row. A slab grown is a slab mapped by a grow (`spl_cache_grow()`: in the \
              allocating thread, or a hand-off to a worker thread and a wait for it); a slab \
              reclaimed is one unmapped because it became empty when a full magazine was \
-             flushed (`spl_slab_reclaim()` runs on every flush). The last column charges the extra time of the row over the \
-             1-live row of the same size (pure magazine hits) to those cycles.\n"
+             flushed to the slabs (`spl_slab_reclaim()` runs then). The last column charges \
+             the extra time of the row over the 1-live row of the same size (pure magazine \
+             hits) to those cycles. Objects held are counted after the last round, when \
+             every object is free: in the per-CPU magazines, and in the depot (flushes of \
+             full magazines go there, refills come from there, and only what overflows it \
+             goes back to the slabs).\n"
         );
         let _ = writeln!(
             md,
-            "| workload | ns/op | slab bytes / objects | magazine size / refill | slabs grown per round | slabs reclaimed per round | µs per grow + reclaim |\n|---|---:|---:|---:|---:|---:|---:|"
+            "| workload | ns/op | slab bytes / objects | magazine size / refill | held in magazines / depot | slabs grown per round | slabs reclaimed per round | µs per grow + reclaim |\n|---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in rows {
             let Some(i) = &r.internals else { continue };
@@ -525,7 +529,7 @@ impl Results {
             };
             let _ = writeln!(
                 md,
-                "| {}, {} live, {} | {} | {} / {} | {} / {} | {:.2} | {:.2} | {} |",
+                "| {}, {} live, {} | {} | {} / {} | {} / {} | {} / {} | {:.2} | {:.2} | {} |",
                 size_name(r.size),
                 r.live,
                 order_name(r.random),
@@ -534,6 +538,8 @@ impl Results {
                 i.slab_objs,
                 i.mag_size,
                 i.mag_refill,
+                i.mag_objs,
+                i.depot_objs,
                 i.grows_per_round(),
                 i.slabs_destroyed as f64 / i.rounds.max(1) as f64,
                 per_cycle

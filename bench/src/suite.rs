@@ -55,6 +55,10 @@ pub struct Internals {
     pub slab_objs: u64,
     pub mag_size: u32,
     pub mag_refill: u32,
+    /// Objects in the per-CPU magazines and in the depot after the last
+    /// round (every object freed).
+    pub mag_objs: u64,
+    pub depot_objs: u64,
 }
 
 impl Internals {
@@ -76,6 +80,8 @@ fn internals(r: &dyn Runner, live: usize, order: &[u32], rounds: u64) -> Option<
         slab_objs: after.slab_objs,
         mag_size: after.mag_size,
         mag_refill: after.mag_refill,
+        mag_objs: after.mag_objs - after.depot_objs,
+        depot_objs: after.depot_objs,
     })
 }
 
