@@ -12,6 +12,7 @@ mod contenders;
 mod fresh;
 mod machine;
 mod measure;
+mod native;
 mod obs;
 mod profile;
 mod report;
@@ -310,6 +311,18 @@ fn report(a: ReportArgs) -> Result<()> {
         (Vec::new(), Vec::new())
     };
 
+    let native = if wanted("instr") {
+        match native::count(&exe) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                notes.push(format!("native instruction count: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let analysis = match &a.analysis {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -363,6 +376,7 @@ fn report(a: ReportArgs) -> Result<()> {
         instr,
         obs,
         profiles,
+        native,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())

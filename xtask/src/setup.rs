@@ -10,6 +10,7 @@
 //! | `bpftrace` | the README's one-liners and their tests | `dpkg-query` |
 //! | `tmux` | the inspector's end-to-end terminal test | `dpkg-query` |
 //! | `valgrind` | `cargo xtask bench` counts instructions with callgrind | `dpkg-query` |
+//! | `binutils` | `cargo xtask bench` counts the native hit path in `objdump -d` | `dpkg-query` |
 //! | `libtcmalloc-minimal4` | `cargo xtask bench` compares with tcmalloc | `dpkg-query` |
 //! | `gcc` | the C example test compiles a C user of `include/slabscope.h` | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
@@ -76,6 +77,10 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "valgrind",
         why: "`cargo xtask bench` counts instructions per operation with callgrind",
+    },
+    AptPackage {
+        name: "binutils",
+        why: "`cargo xtask bench` counts the native hit path's instructions in `objdump -d`",
     },
     AptPackage {
         name: "libtcmalloc-minimal4",
@@ -316,7 +321,7 @@ fn print_survey(s: &Survey) {
         }
         None => note(
             "not a Debian system (no dpkg-query): install LLVM 22 development files, \
-             bpftrace, tmux, valgrind and a C compiler with your package manager",
+             bpftrace, tmux, valgrind, binutils and a C compiler with your package manager",
         ),
     }
     let ok = |b: bool| if b { "ok" } else { "MISSING" };
