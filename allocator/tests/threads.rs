@@ -24,8 +24,9 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG};
+use slabscope::flags::{KM_NOSLEEP, KM_SLEEP, KMC_NODEBUG, KMC_REAPING};
 use slabscope::tunables::{self, Tunables};
 use slabscope::{Cache, CacheBuilder, MagazineProtocol, os};
 use support::Sendable;
@@ -233,8 +234,24 @@ fn stress(threads: usize, rounds: u64, flags: u64, hooks: bool, seed: u64) {
         s.slab_total > 0 && os::mapped_bytes() > mapped_before,
         "slabs exist, so the seam counts them mapped: {s:?}"
     );
+    // The background reaper (every 5 ms here) unmaps a reclaimed slab
+    // after dropping the cache lock: compare between its passes, when no
+    // reap is running and none ran while the bytes were read.
+    let quiet = || {
+        let a = cache.stats();
+        let mapped = (os::mapped_bytes() - mapped_before) as u64;
+        let b = cache.stats();
+        let idle = (a.flags | b.flags) & KMC_REAPING == 0 && a.slab_total == b.slab_total;
+        idle.then_some((mapped, b))
+    };
+    let mut seen = None;
+    support::wait_until("a moment between two reaps", Duration::from_secs(5), || {
+        seen = quiet();
+        seen.is_some()
+    });
+    let (mapped, s) = seen.expect("wait_until returned");
     assert_eq!(
-        (os::mapped_bytes() - mapped_before) as u64,
+        mapped,
         s.slab_total * s.slab_size,
         "bytes mapped by the os seam != slab_total × slab_size: {s:?}"
     );
