@@ -80,8 +80,6 @@ pub(crate) struct FastPath {
     pub(crate) base: usize,
     /// `rseq`'s offset, unwrapped (0 when `rseq` is None).
     pub(crate) rseq_off: isize,
-    /// `geo.hdr_offset`.
-    pub(crate) hdr_offset: u64,
     /// `slab::alloc_tag(id)`, the header mark of an allocated object.
     pub(crate) tag: u16,
     /// `tag` when the inline free may take an object with that mark
@@ -308,7 +306,7 @@ impl CacheInner {
         let obj = unsafe { base.add(self.geo.hdr_room() as usize) };
         // SAFETY: the header is the 8 bytes before obj, inside the block and
         // 8-aligned (obj is aligned like the cache's objects, at least 8).
-        unsafe { slab::init_slabless_header(self.geo.hdr_offset, obj.as_ptr(), state) };
+        unsafe { slab::init_slabless_header(obj.as_ptr(), state) };
         Some(obj)
     }
 
@@ -480,7 +478,6 @@ impl CacheBuilder {
                 obj_align: align as u64,
                 obj_size_full: sizing::p2roundup(self.size as u64, align as u64) + room,
                 first_obj: room,
-                hdr_offset: slab::OBJ_HDR.wrapping_neg(),
                 ..Geometry::default()
             };
             (geo, 0)
@@ -527,7 +524,6 @@ impl CacheBuilder {
                     0
                 },
                 rseq_off: rseq.unwrap_or(0),
-                hdr_offset: geo.hdr_offset,
                 tag: slab::alloc_tag(me.as_ptr() as u64),
                 free_tag: if rseq.is_some() && !hooks {
                     slab::alloc_tag(me.as_ptr() as u64)

@@ -167,7 +167,7 @@ impl Magazine {
         {
             Some(MagGuard {
                 mag: self,
-                closed: false,
+                closed: None,
             })
         } else {
             None
@@ -199,12 +199,12 @@ impl Magazine {
 /// The magazine, locked.
 pub(crate) struct MagGuard<'a> {
     mag: &'a Magazine,
-    /// `cap` was set to 0 for the sequences (see [`CacheInner::lock_mag`]):
-    /// restore it on unlock.
-    closed: bool,
+    /// The table entry that [`Self::close`] pointed at a guard and `cap`
+    /// set to 0 (see [`CacheInner::lock_mag`]): both restored on unlock.
+    closed: Option<&'a std::sync::atomic::AtomicUsize>,
 }
 
-impl MagGuard<'_> {
+impl<'a> MagGuard<'a> {
     /// Slot `i` (bounds checked in debug builds only; callers pass
     /// `i < avail <= size` or `i < size`).
     #[inline(always)]
@@ -280,20 +280,25 @@ impl MagGuard<'_> {
         self.mag.magic
     }
 
-    /// Closes the magazine to the restartable sequences until unlock (they
-    /// read `cap` as 0: nothing to pop, no room to push). The caller then
-    /// fences, so none still runs on the old `cap`.
-    pub(crate) fn close(&mut self) {
+    /// Closes the magazine to the restartable sequences until unlock: its
+    /// entry in `mags`' table points at a guard (empty, and full with its
+    /// `cap` of 0), and its own `cap` is 0 too (for the slow paths'
+    /// [`Magazine::open`]). The caller then fences, so no sequence still
+    /// runs on the magazine itself.
+    pub(crate) fn close(&mut self, mags: &'a Mags) {
         self.mag.cap.store(0, Ordering::Relaxed);
-        self.closed = true;
+        let entry = mags.entry(self.mag.cpu);
+        entry.store(mags.closed_addr(), Ordering::Relaxed);
+        self.closed = Some(entry);
     }
 }
 
 impl Drop for MagGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.closed {
+        if let Some(entry) = self.closed {
             self.mag.cap.store(self.mag.size, Ordering::Relaxed);
+            entry.store(std::ptr::from_ref(self.mag).addr(), Ordering::Relaxed);
         }
         self.mag.lock.store(false, Ordering::Release);
     }
@@ -309,7 +314,7 @@ const _: () =
 /// sequences index by CPU id.
 pub(crate) struct Mags {
     all: Box<[Magazine]>,
-    table: Box<[usize]>,
+    table: Box<[std::sync::atomic::AtomicUsize]>,
 }
 
 /// Guards below CPU 0's magazine: rseq's "not registered" CPU ids, -1 and -2.
@@ -328,16 +333,27 @@ impl Mags {
             .map(|_| Magazine::guard())
             .chain((0..ncpus).map(|cpu| Magazine::new(cpu as u32, size, refill)))
             .collect();
-        let table = all.iter().map(|m| m as *const Magazine as usize).collect();
+        let table = all
+            .iter()
+            .map(|m| std::sync::atomic::AtomicUsize::new(std::ptr::from_ref(m).addr()))
+            .collect();
         Mags { all, table }
+    }
+
+    /// CPU `cpu`'s table entry.
+    fn entry(&self, cpu: u32) -> &std::sync::atomic::AtomicUsize {
+        &self.table[GUARDS + cpu as usize]
+    }
+
+    /// What a closed magazine's entry points at: the first guard.
+    fn closed_addr(&self) -> usize {
+        std::ptr::from_ref(&self.all[0]).addr()
     }
 
     /// The table entry of CPU 0, which the sequences index by CPU id (the
     /// guards' entries sit at -1 and -2); 0 without magazines.
     pub(crate) fn rseq_base(&self) -> usize {
-        self.table
-            .get(GUARDS)
-            .map_or(0, |e| e as *const usize as usize)
+        self.table.get(GUARDS).map_or(0, |e| e.as_ptr().addr())
     }
 }
 
@@ -397,10 +413,10 @@ impl CacheInner {
     /// Takes `mag`'s lock for work that may run on any CPU (flush, reap,
     /// validate): in rseq mode also closes the magazine to the sequences
     /// and waits out those that started before (see [`crate::rseq`]).
-    pub(crate) fn lock_mag<'a>(&self, mag: &'a Magazine) -> MagGuard<'a> {
+    pub(crate) fn lock_mag<'a>(&'a self, mag: &'a Magazine) -> MagGuard<'a> {
         let mut g = mag.lock();
         if self.rseq.is_some() {
-            g.close();
+            g.close(&self.mags);
             rseq::fence();
         }
         g
@@ -410,7 +426,7 @@ impl CacheInner {
     pub(crate) fn lock_all_mags(&self) -> Vec<MagGuard<'_>> {
         let mut guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
         if self.rseq.is_some() && !guards.is_empty() {
-            guards.iter_mut().for_each(MagGuard::close);
+            guards.iter_mut().for_each(|g| g.close(&self.mags));
             rseq::fence();
         }
         guards
@@ -456,7 +472,7 @@ impl CacheInner {
     #[inline(always)]
     fn hand_out(&self, p: NonNull<u8>) -> NonNull<u8> {
         // SAFETY: p was just taken from this cache's magazine or slabs.
-        unsafe { slab::mark_allocated(self.fp.hdr_offset, p.as_ptr(), self.fp.tag) };
+        unsafe { slab::mark_allocated(p.as_ptr(), self.fp.tag) };
         p
     }
 
@@ -464,7 +480,7 @@ impl CacheInner {
     fn take_one(&self) -> Option<NonNull<u8>> {
         let mut st = self.lock_state();
         self.check_alive(&st);
-        st.take_obj(&self.geo, self.debug, &self.name, os::coarse_ms())
+        st.take_obj(self.debug, &self.name, os::coarse_ms())
     }
 
     /// The `restart:` loop of `spl_kmem_cache_alloc()` with
@@ -549,7 +565,7 @@ impl CacheInner {
         }
         let mut st = self.lock_state();
         self.check_alive(&st);
-        st.take_batch(&self.geo, self.debug, &self.name, os::coarse_ms(), out)
+        st.take_batch(self.debug, &self.name, os::coarse_ms(), out)
     }
 
     /// `spl_cache_refill()` for rseq magazines: takes up to `refill` objects
@@ -622,9 +638,9 @@ impl CacheInner {
             return false;
         }
         // SAFETY: obj is an object of this cache (caller), and every object
-        // (slab, emergency, KMC_SLAB) has its header at hdr_offset; 2-aligned
+        // (slab, emergency, KMC_SLAB) has its header right before it; 2-aligned
         // (checked).
-        let st = unsafe { slab::state_of(self.fp.hdr_offset, obj.as_ptr()) };
+        let st = unsafe { slab::state_of(obj.as_ptr()) };
         if st.load(Ordering::Relaxed) != self.fp.free_tag {
             return false;
         }
@@ -674,7 +690,7 @@ impl CacheInner {
             unsafe { slab::check_free(&self.geo, &self.name, self.fp.tag, obj.as_ptr()) };
         } else {
             // SAFETY: obj is a slab object of this cache (caller).
-            unsafe { slab::mark_free(&self.geo, obj.as_ptr()) };
+            unsafe { slab::mark_free(obj.as_ptr()) };
         }
     }
 

@@ -186,7 +186,6 @@ macro_rules! rseq_asm {
             "82:",
             sig = const RSEQ_SIG,
             avail = const Magazine::AVAIL_OFFSET,
-            cap = const Magazine::CAP_OFFSET,
             slots = const Magazine::SLOTS_OFFSET,
             $($operands)*
             options(nostack),
@@ -220,8 +219,7 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
                     "sub {a:e}, 1",
-                    "cmp {a:e}, dword ptr [{c} + {cap}]",
-                    "jae 84b",
+                    "jb 84b",
                     "mov {r}, qword ptr [{c} + {a} * 8 + {slots}]",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
@@ -266,6 +264,7 @@ pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
                     "inc {a:e}",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
+                cap = const Magazine::CAP_OFFSET,
                 off = in(reg) off,
                 base = in(reg) base,
                 obj = in(reg) obj,
@@ -320,6 +319,7 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
                     "add {a:e}, {k:e}",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
+                cap = const Magazine::CAP_OFFSET,
                 off = in(reg) off,
                 base = in(reg) base,
                 src = in(reg) objs.as_ptr(),
@@ -356,8 +356,6 @@ pub(crate) unsafe fn pop_batch(base: usize, off: isize, out: &mut [*mut u8]) -> 
             rseq_asm!(
                 "xor {k:e}, {k:e}",
                 [
-                    "cmp dword ptr [{c} + {cap}], 0",
-                    "je 84b",
                     "mov {a:e}, dword ptr [{c} + {avail}]",
                     "mov {k}, {cnt}",
                     "cmp {k}, {a}",
@@ -489,7 +487,7 @@ mod tests {
             .iter()
             .map(|g| {
                 let mut g = g.lock();
-                g.close();
+                g.close(&m);
                 g
             })
             .collect();

@@ -40,15 +40,11 @@ pub struct Geometry {
     /// `spl_sks_size()`: slab header rounded up to the alignment.
     pub sks_size: u64,
     /// Offset of object 0 from the slab: `sks_size` plus the room for its
-    /// header, which sits right before the object (the object header
-    /// rounded up to the alignment).
+    /// header (the object header rounded up to the alignment). Every
+    /// object's header is the word right before it, so a free usually finds
+    /// it on the cache line the object starts on (the seed puts it after
+    /// the object, a cache line — for page-sized objects a page — away).
     pub first_obj: u64,
-    /// Offset of an object's header from the object, as a two's-complement
-    /// `u64`: minus the header size. The header sits right before its
-    /// object, so a free usually finds it on the cache line the object
-    /// starts on (the seed puts it after the object, a cache line — for
-    /// page-sized objects a page — away).
-    pub hdr_offset: u64,
     /// `spl_obj_size()`: bytes per object, header included.
     pub obj_size_full: u64,
     /// Bytes per slab, a whole number of pages.
@@ -110,7 +106,6 @@ pub fn geometry(
         obj_align: align,
         sks_size,
         first_obj: sks_size + hdr_room,
-        hdr_offset: obj_hdr.wrapping_neg(),
         obj_size_full,
         slab_size,
         slab_objs,

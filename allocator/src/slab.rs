@@ -123,14 +123,14 @@ pub(crate) fn alloc_tag(cache_id: u64) -> u16 {
 /// The header word of `obj`.
 ///
 /// # Safety
-/// `obj`'s header (at `hdr_offset`) is readable and writable memory that
+/// `obj`'s header (the word right before it) is readable and writable memory that
 /// lives as long as the returned reference is used.
 #[inline(always)]
-unsafe fn word_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::AtomicU64 {
+unsafe fn word_of<'a>(obj: *mut u8) -> &'a std::sync::atomic::AtomicU64 {
     // SAFETY: forwarded caller guarantee; headers are 8-aligned (hdr_offset
     // and the slab start are multiples of the alignment, which is >= 8) and
     // only ever accessed atomically.
-    unsafe { std::sync::atomic::AtomicU64::from_ptr(hdr_of(g, obj).cast()) }
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(hdr_of(obj).cast()) }
 }
 
 /// The state half-word of `obj`'s header. Whole-word and half-word
@@ -141,11 +141,8 @@ unsafe fn word_of<'a>(g: &Geometry, obj: *mut u8) -> &'a std::sync::atomic::Atom
 /// # Safety
 /// As [`word_of`], and `obj` is 2-aligned.
 #[inline(always)]
-pub(crate) unsafe fn state_of<'a>(
-    hdr_offset: u64,
-    obj: *mut u8,
-) -> &'a std::sync::atomic::AtomicU16 {
-    let p = obj.wrapping_add((hdr_offset as usize).wrapping_add(STATE_BYTE));
+pub(crate) unsafe fn state_of<'a>(obj: *mut u8) -> &'a std::sync::atomic::AtomicU16 {
+    let p = hdr_of(obj).cast::<u8>().wrapping_add(STATE_BYTE);
     // SAFETY: forwarded caller guarantee; hdr_offset is a multiple of 8 and
     // obj is 2-aligned, so p is 2-aligned.
     unsafe { std::sync::atomic::AtomicU16::from_ptr(p.cast()) }
@@ -173,9 +170,9 @@ fn header_word(s: *mut Slab, state: u16) -> u64 {
 /// `KMC_SLAB` objects), with `state`.
 ///
 /// # Safety
-/// The header at `obj + hdr_offset` lies in `obj`'s allocation, 8-aligned.
-pub(crate) unsafe fn init_slabless_header(hdr_offset: u64, obj: *mut u8, state: u16) {
-    let hdr = obj.wrapping_add(hdr_offset as usize).cast::<ObjHdr>();
+/// The header right before `obj` lies in `obj`'s allocation, 8-aligned.
+pub(crate) unsafe fn init_slabless_header(obj: *mut u8, state: u16) {
+    let hdr = hdr_of(obj);
     // SAFETY: as above; 8-aligned (caller, hdr_offset is a multiple of 8).
     unsafe {
         hdr.write(ObjHdr {
@@ -188,13 +185,12 @@ pub(crate) unsafe fn init_slabless_header(hdr_offset: u64, obj: *mut u8, state: 
 /// header next to the object, on every allocation.
 ///
 /// # Safety
-/// `obj` is a slab object of a cache whose headers are at `hdr_offset`,
-/// just taken from a magazine or a slab.
+/// `obj` is a slab object just taken from a magazine or a slab.
 #[inline(always)]
-pub(crate) unsafe fn mark_allocated(hdr_offset: u64, obj: *mut u8, tag: u16) {
+pub(crate) unsafe fn mark_allocated(obj: *mut u8, tag: u16) {
     // SAFETY: obj is a live slab object (caller), so its header is; objects
     // are at least 8-aligned.
-    unsafe { state_of(hdr_offset, obj) }.store(tag, std::sync::atomic::Ordering::Relaxed);
+    unsafe { state_of(obj) }.store(tag, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Marks a slab object as free without checking it (caches without debug
@@ -203,9 +199,9 @@ pub(crate) unsafe fn mark_allocated(hdr_offset: u64, obj: *mut u8, tag: u16) {
 /// # Safety
 /// As [`mark_allocated`], for an object coming back from a caller.
 #[inline(always)]
-pub(crate) unsafe fn mark_free(g: &Geometry, obj: *mut u8) {
+pub(crate) unsafe fn mark_free(obj: *mut u8) {
     // SAFETY: forwarded caller guarantee.
-    unsafe { state_of(g.hdr_offset, obj) }.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed);
+    unsafe { state_of(obj) }.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The next object on a free list: the free object's first word.
@@ -451,7 +447,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
         debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
         // SAFETY: the header and the object's first word lie inside this
         // object's obj_size_full bytes of the fresh mapping, 8-aligned.
-        unsafe { hdr_of(g, obj).write(ObjHdr { word }) };
+        unsafe { hdr_of(obj).write(ObjHdr { word }) };
         // SAFETY: as above.
         unsafe { set_next_free(obj, sl.free) };
         sl.free = obj;
@@ -461,8 +457,8 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
 
 /// The header of object `obj`.
 #[inline(always)]
-fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
-    obj.wrapping_add(g.hdr_offset as usize).cast()
+fn hdr_of(obj: *mut u8) -> *mut ObjHdr {
+    obj.wrapping_sub(OBJ_HDR as usize).cast()
 }
 
 /// The free-time check of a debug cache: `obj` must be an object this cache
@@ -474,7 +470,7 @@ fn hdr_of(g: &Geometry, obj: *mut u8) -> *mut ObjHdr {
 ///
 /// # Safety
 ///
-/// The `OBJ_HDR` bytes at `obj + hdr_offset` (right before `obj`) must be
+/// The `OBJ_HDR` bytes right before `obj` must be
 /// readable and writable (true for every object this cache handed out). A
 /// misaligned `obj` is caught before the header is read.
 #[inline]
@@ -489,7 +485,7 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8
     }
     // SAFETY: the caller guarantees the header bytes are readable; obj is
     // aligned (checked above, obj_align >= 8).
-    let st = unsafe { state_of(g.hdr_offset, obj) };
+    let st = unsafe { state_of(obj) };
     match st.load(std::sync::atomic::Ordering::Relaxed) {
         t if t == tag => st.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed),
         OBJ_FREE => corrupt(name, obj, "double free: the object is already free"),
@@ -516,7 +512,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
         return Err("not aligned like this cache's objects");
     }
     // SAFETY: the caller guarantees the header bytes are readable.
-    let word = unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
+    let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
     if state_bits(word) != OBJ_FREE {
         return Err("its header says a caller holds it, or is not an object header");
     }
@@ -589,15 +585,9 @@ impl SlabState {
 
     /// Takes one object from the head of the partial list (`spl_cache_obj()`),
     /// moving the slab to the complete list when it fills.
-    pub(crate) fn take_obj(
-        &mut self,
-        g: &Geometry,
-        debug: bool,
-        name: &str,
-        now: u64,
-    ) -> Option<NonNull<u8>> {
+    pub(crate) fn take_obj(&mut self, debug: bool, name: &str, now: u64) -> Option<NonNull<u8>> {
         let mut one = [ptr::null_mut()];
-        self.take_batch(g, debug, name, now, &mut one);
+        self.take_batch(debug, name, now, &mut one);
         NonNull::new(one[0])
     }
 
@@ -608,7 +598,6 @@ impl SlabState {
     /// Returns how many.
     pub(crate) fn take_batch(
         &mut self,
-        g: &Geometry,
         debug: bool,
         name: &str,
         now: u64,
@@ -633,8 +622,7 @@ impl SlabState {
                 if debug {
                     // SAFETY: a free object of a live slab: its header lies
                     // in the slab.
-                    let word =
-                        unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
+                    let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
                     if slab_of(word) != s || state_bits(word) != OBJ_FREE {
                         corrupt(name, obj, "free object header is wrong");
                     }
@@ -678,7 +666,7 @@ impl SlabState {
     ) {
         // SAFETY: obj is a live slab object of this cache (caller), so its
         // header is live; we hold the cache lock.
-        let word = unsafe { word_of(g, obj) }.load(std::sync::atomic::Ordering::Relaxed);
+        let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
         let s = slab_of(word);
         if debug {
             let (base, a) = (s as usize, obj as usize);

@@ -33,12 +33,12 @@ fn take_all_fills_then_returns_keep_fuller_first_and_empty_at_tail() {
     let n = g.slab_objs as usize;
     let mut objs = Vec::new();
     for _ in 0..2 * n {
-        let o = st.take_obj(&g, true, "t", 0).unwrap();
+        let o = st.take_obj(true, "t", 0).unwrap();
         assert!((o.as_ptr() as usize).is_multiple_of(16));
         objs.push(o.as_ptr());
         st.validate(&g, 1).unwrap();
     }
-    assert!(st.take_obj(&g, true, "t", 0).is_none());
+    assert!(st.take_obj(true, "t", 0).is_none());
     assert_eq!(st.complete.len(), 2);
     assert_eq!(st.c.obj_alloc, 2 * n as u64);
     // Return one object of slab 0: slab 0 goes to the partial head.
@@ -96,7 +96,7 @@ fn the_state_word_tells_held_objects_from_free_ones() {
     let g = geo(64, 8);
     let mut st = SlabState::new();
     grow(&mut st, &g);
-    let o = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
+    let o = st.take_obj(true, "t", 0).unwrap().as_ptr();
     let tag = alloc_tag(0x7f00_1234_5678);
     assert_ne!(tag, OBJ_FREE);
     assert_ne!(
@@ -105,7 +105,7 @@ fn the_state_word_tells_held_objects_from_free_ones() {
         "neighbouring caches differ"
     );
     // SAFETY: o is a slab object of this geometry.
-    unsafe { mark_allocated(g.hdr_offset, o, tag) };
+    unsafe { mark_allocated(o, tag) };
     // SAFETY: as above.
     let held = unsafe { check_obj_result(&g, o) };
     assert_eq!(
@@ -120,14 +120,14 @@ fn the_state_word_tells_held_objects_from_free_ones() {
     unsafe { st.shrink(&g, true, "t", 1, o, 0) };
     st.validate(&g, 1).unwrap();
     // A free-list object marked as held is a validation error.
-    let o = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
+    let o = st.take_obj(true, "t", 0).unwrap().as_ptr();
     // SAFETY: taken above, returned once.
     unsafe { st.shrink(&g, true, "t", 1, o, 0) };
     // SAFETY: o's header is live (its slab is mapped).
-    unsafe { mark_allocated(g.hdr_offset, o, tag) };
+    unsafe { mark_allocated(o, tag) };
     assert!(st.validate(&g, 1).unwrap_err().contains("caller holds it"));
     // SAFETY: as above.
-    unsafe { mark_allocated(g.hdr_offset, o, OBJ_FREE) };
+    unsafe { mark_allocated(o, OBJ_FREE) };
     st.validate(&g, 1).unwrap();
     let r = st.unlink_empty(0, 0);
     // SAFETY: the only slab is empty.
@@ -145,8 +145,8 @@ fn small_objects_carry_one_word_of_header() {
     // The header names the slab; the free list runs through the objects.
     let mut st = SlabState::new();
     grow(&mut st, &g);
-    let a = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
-    let b = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
+    let a = st.take_obj(true, "t", 0).unwrap().as_ptr();
+    let b = st.take_obj(true, "t", 0).unwrap().as_ptr();
     assert_eq!(b as usize - a as usize, 72);
     // SAFETY: b was taken above, returned once.
     unsafe { st.shrink(&g, true, "t", 1, b, 0) };
@@ -176,14 +176,14 @@ fn a_batch_take_spans_slabs_and_keeps_every_equation() {
     grow(&mut single, &g);
     grow(&mut single, &g);
     let mut out = vec![ptr::null_mut(); n + 3];
-    assert_eq!(st.take_batch(&g, true, "t", 7, &mut out), n + 3);
+    assert_eq!(st.take_batch(true, "t", 7, &mut out), n + 3);
     st.validate(&g, 1).unwrap();
     // The same objects, in the same order, as n + 3 takes of one.
     let offsets = |objs: &[*mut u8], base: *mut u8| -> Vec<isize> {
         objs.iter().map(|&o| o as isize - base as isize).collect()
     };
     let singles: Vec<*mut u8> = (0..n + 3)
-        .map(|_| single.take_obj(&g, true, "t", 7).unwrap().as_ptr())
+        .map(|_| single.take_obj(true, "t", 7).unwrap().as_ptr())
         .collect();
     assert_eq!(
         offsets(&out[..n], out[0]),
@@ -193,8 +193,8 @@ fn a_batch_take_spans_slabs_and_keeps_every_equation() {
     assert_eq!((st.complete.len(), st.partial.len()), (1, 1));
     // Nothing left but n - 3 objects: a bigger batch takes just those.
     let mut rest = vec![ptr::null_mut(); n];
-    assert_eq!(st.take_batch(&g, true, "t", 8, &mut rest), n - 3);
-    assert_eq!(st.take_batch(&g, true, "t", 8, &mut rest), 0);
+    assert_eq!(st.take_batch(true, "t", 8, &mut rest), n - 3);
+    assert_eq!(st.take_batch(true, "t", 8, &mut rest), 0);
     st.validate(&g, 1).unwrap();
     for &o in out.iter().chain(&rest[..n - 3]) {
         // SAFETY: every object was taken above and is returned once.
@@ -237,7 +237,7 @@ fn reclaim_with_a_delay_keeps_young_empty_slabs_and_takes_old_ones() {
     // Fill all three slabs, then empty them at times 100, 200 and 300 ms,
     // keeping one object of the third so it stays in use.
     let objs: Vec<*mut u8> = (0..3 * n)
-        .map(|_| st.take_obj(&g, true, "t", 0).unwrap().as_ptr())
+        .map(|_| st.take_obj(true, "t", 0).unwrap().as_ptr())
         .collect();
     for (slab, chunk) in objs.chunks(n).enumerate() {
         let keep = usize::from(slab == 2);

@@ -73,7 +73,7 @@ impl SlabState {
                     }
                     // SAFETY: o is an object of this live slab, so its
                     // header is mapped.
-                    let word = unsafe { word_of(g, o) }.load(std::sync::atomic::Ordering::Relaxed);
+                    let word = unsafe { word_of(o) }.load(std::sync::atomic::Ordering::Relaxed);
                     if slab_of(word) != s {
                         return Err(format!(
                             "slab {s:p}: free object {o:p}'s header names another slab"
