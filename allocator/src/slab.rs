@@ -19,7 +19,8 @@
 //! first: the header is touched at every allocation and free, and right
 //! before the object it usually shares the object's first cache line (7 of
 //! 8 objects at 64 B), where after it it never does — for a 4 KiB object it
-//! is a page away. Sizes are the seed's either way.
+//! is a page away. Sizes are the seed's either way (large objects aside:
+//! see [`crate::sizing::spread`]).
 //!
 //! Every slab header records a magic ([`SKS_MAGIC`]), its cache, its object
 //! count, the number of objects handed out (`ref`), its age, its links on
