@@ -70,7 +70,9 @@ impl Geometry {
 pub const SPREAD_MIN: u64 = 2048;
 
 /// The stride of objects of `full` bytes (object and header): rounded up to
-/// a multiple of 64 from [`SPREAD_MIN`] on. Not in the seed. A 4 KiB object
+/// a multiple of 64 from [`SPREAD_MIN`] on, and never a multiple of 4096
+/// (one more line, or one more `align`, then) unless the objects are page
+/// aligned anyway (`align` >= 4096). Not in the seed. A 4 KiB object
 /// with its 8-byte header is 4104 bytes, 8 more than a page, exactly the
 /// distance between two magazine slots: walking a magazine and its objects
 /// together, every slot address then matches the object touched just before
@@ -79,11 +81,15 @@ pub const SPREAD_MIN: u64 = 2048;
 /// objects, LIFO: 4096-byte objects churned at twice the cost of 4000-byte
 /// ones, 4088-byte objects (a stride of exactly one page) at 3.7 times. With
 /// a stride of 4160 the two drift apart by 56 bytes an operation.
-pub const fn spread(full: u64) -> u64 {
-    if full >= SPREAD_MIN {
-        p2roundup(full, 64)
+pub const fn spread(full: u64, align: u64) -> u64 {
+    if full < SPREAD_MIN {
+        return full;
+    }
+    let s = p2roundup(full, 64);
+    if s.is_multiple_of(4096) && align < 4096 {
+        s + if align > 64 { align } else { 64 }
     } else {
-        full
+        s
     }
 }
 
@@ -121,7 +127,7 @@ pub fn geometry(
 ) -> Option<Geometry> {
     let sks_size = p2roundup(slab_hdr, align);
     let hdr_room = p2roundup(obj_hdr, align);
-    let obj_size_full = spread(p2roundup(obj_size, align) + hdr_room);
+    let obj_size_full = spread(p2roundup(obj_size, align) + hdr_room, align);
     let (seed_objs, seed_size) =
         seed_slab_size(sks_size, obj_size_full, obj_per_slab, max_size_mb)?;
     let slab_size = p2roundup(seed_size, page);
@@ -193,6 +199,24 @@ mod tests {
                 assert!(g.slab_size <= 32 << 20);
                 size = size * 5 / 4 + 1;
             }
+        }
+    }
+
+    #[test]
+    fn large_strides_are_lines_and_never_pages() {
+        assert_eq!(spread(72, 8), 72);
+        assert_eq!(spread(2056, 8), 2112);
+        assert_eq!(spread(4104, 8), 4160);
+        assert_eq!(spread(4096, 8), 4160, "a one-page stride moves by a line");
+        assert_eq!(spread(8192, 512), 8704, "by one alignment unit");
+        assert_eq!(spread(8192, 4096), 8192, "page-aligned objects stay so");
+        for full in (SPREAD_MIN..3 << 20).step_by(8) {
+            let s = spread(full, 8);
+            assert!(
+                s >= full && s - full < 128 && s.is_multiple_of(64),
+                "{full}"
+            );
+            assert!(!s.is_multiple_of(4096), "{full}");
         }
     }
 
