@@ -43,8 +43,8 @@
 //! cache lock and free returns the object straight to its slab. The fast
 //! path has no syscalls, no timestamps, no heap allocation and no probes.
 //! Measured side by side by `cargo xtask bench` (BENCHMARKS.md, the
-//! fast-path table), a 64-byte magazine hit costs 1.93 ns per alloc or free
-//! with restartable sequences and 6.88 ns with the lock.
+//! fast-path table), a 64-byte magazine hit costs 0.94 ns per alloc or free
+//! with restartable sequences and 6.97 ns with the lock.
 //!
 //! Lock order: magazine lock, depot lock, cache lock. Code holding the cache
 //! lock never waits for a magazine lock.
