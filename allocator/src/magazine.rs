@@ -77,8 +77,8 @@ pub(crate) struct Magazine {
     magic: u32,
     avail: AtomicU32,
     /// How far the restartable sequences may fill the magazine: `size`, or
-    /// 0 while the lock holder works on it from another CPU (so every
-    /// sequence finds it full and empty at once) and in the guards.
+    /// 0 while the lock holder works on it from another CPU (see
+    /// [`MagGuard::close`]) and in the guards, which pushes then find full.
     cap: AtomicU32,
     size: u32,
     refill: u32,

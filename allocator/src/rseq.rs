@@ -16,28 +16,29 @@
 //! which no one reads until the commit makes it part of the stack), so an
 //! abort leaves nothing to undo.
 //!
-//! A pop is ten instructions: publish the sequence descriptor (two), find
+//! A pop is nine instructions: publish the sequence descriptor (two), find
 //! the CPU's magazine (two: load the CPU id, load the magazine's address
 //! from the cache's table — one entry per possible CPU, so no bound is
-//! checked), load the fill count, decrement it, compare it with `cap`
-//! (which rejects an empty magazine and a closed one at once) and branch,
-//! load the object, commit. A push is ten as well: a store to the slot and
-//! an increment instead of the decrement and the load. Nothing else is
-//! written: no timestamp, no "active" mark (the background reaper compares
-//! fill counts instead).
+//! checked), load the fill count, decrement it and branch on the borrow
+//! (empty), load the object, commit. A push is ten: load the fill count,
+//! compare it with `cap` (which rejects a full magazine and a closed one
+//! at once) and branch, store to the slot, increment, commit. Nothing else
+//! is written: no timestamp, no "active" mark (the background reaper
+//! compares fill counts instead).
 //!
 //! # Exclusive access from other CPUs
 //!
 //! Reaps, destroy and validation must work on every CPU's magazine. They
-//! take the magazine's lock byte, *close* the magazine by setting its `cap`
-//! to 0 (every sequence compares against `cap`, so a closed magazine is
-//! both empty and full to them), then issue
+//! take the magazine's lock byte and *close* the magazine: its entry in
+//! the table points at a guard magazine, which is empty and, with a `cap`
+//! of 0, full, so every sequence fails on it; the magazine's own `cap`
+//! goes to 0 too, for the slow paths. Then they issue
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns,
-//! every sequence that had read the old `cap` has either committed or been
-//! aborted, and every later one sees 0. Unlocking restores `cap`. This is
-//! the pattern of the kernel's rseq selftests and of tcmalloc's per-CPU
-//! caches, which also fold the "stopped" state into the bounds the fast
-//! path checks anyway. It costs an interprocessor interrupt, which is why
+//! every sequence that had read the old entry has either committed or been
+//! aborted, and every later one finds the guard. Unlocking restores both.
+//! This is the pattern of the kernel's rseq selftests and of tcmalloc's
+//! per-CPU caches, which also fold the "stopped" state into what the fast
+//! path reads anyway. It costs an interprocessor interrupt, which is why
 //! only those slow paths use it.
 //!
 //! # When it is not used
@@ -205,14 +206,12 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
         let r: *mut u8;
-        // SAFETY: the sequence reads and writes only the magazine of the
-        // current CPU (or a guard, which fails the bound check) and its
-        // slots, which live as long as the cache (caller); the rseq area at
-        // fs:off is this thread's (available()). The commit store is the
-        // last instruction before the post-commit label. avail - 1 wraps
-        // for an empty magazine, so one unsigned compare against cap
-        // rejects empty and closed magazines alike (avail <= cap = size
-        // while open).
+        // SAFETY: the sequence reads and writes only the magazine its CPU's
+        // table entry names (its own, or an empty guard when unregistered
+        // or closed) and its slots, which live as long as the cache
+        // (caller); the rseq area at fs:off is this thread's (available()).
+        // The commit store is the last instruction before the post-commit
+        // label; an empty magazine fails the borrow test.
         unsafe {
             rseq_asm!(
                 "xor {r:e}, {r:e}",
