@@ -146,13 +146,14 @@ impl Depot {
     }
 
     /// A flush straight into the depot: when it has room for `want` more
-    /// objects, lends `pop` that much room, which returns how many objects
-    /// it wrote there from the front; they join the depot. `None`, and
-    /// `pop` is not called, when there is no room.
+    /// objects, lends `pop` that much uninitialised room; `pop` must
+    /// initialise a prefix of it and return its length, and those objects
+    /// join the depot. `None`, and `pop` is not called, when there is no
+    /// room.
     pub(crate) fn put_from(
         &self,
         want: usize,
-        pop: impl FnOnce(&mut [*mut u8]) -> usize,
+        pop: impl FnOnce(&mut [std::mem::MaybeUninit<*mut u8>]) -> usize,
     ) -> Option<usize> {
         if self.max == 0 || want == 0 || self.max - self.len() < want {
             return None;
@@ -162,9 +163,11 @@ impl Depot {
             return None;
         }
         let len = d.len();
-        d.resize(len + want, std::ptr::null_mut());
-        let k = pop(&mut d[len..]).min(want);
-        d.truncate(len + k);
+        d.reserve(want);
+        let k = pop(&mut d.spare_capacity_mut()[..want]).min(want);
+        // SAFETY: `pop` initialised the first k slots past the length
+        // (its contract), all within the reserved capacity.
+        unsafe { d.set_len(len + k) };
         self.len.store(d.len(), Ordering::Relaxed);
         Some(k)
     }

@@ -783,17 +783,20 @@ impl CacheInner {
             // SAFETY: the caller's object, not in any magazine.
             return unsafe { self.put_away(&[obj.as_ptr()]) };
         }
-        let mut buf = [std::ptr::null_mut::<u8>(); MAX_FLUSH + 1];
+        let mut buf = [std::mem::MaybeUninit::<*mut u8>::uninit(); MAX_FLUSH + 1];
         // SAFETY: as in rseq_pop.
         let mut k = unsafe { rseq::pop_batch(self.mag_base, off, &mut buf[..want]) };
         // SAFETY: as in fast_free.
         if !unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } {
-            buf[k] = obj.as_ptr();
+            buf[k].write(obj.as_ptr());
             k += 1;
         }
+        // SAFETY: pop_batch initialised buf[..k] (and obj the last, if
+        // pushed there); MaybeUninit<T> has T's layout.
+        let objs = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<*mut u8>(), k) };
         // SAFETY: the popped objects left the magazine in the committed
         // sequence; obj is the caller's.
-        unsafe { self.put_away(&buf[..k]) };
+        unsafe { self.put_away(objs) };
     }
 
     /// Where a flush of a full magazine sends its objects: the depot, then

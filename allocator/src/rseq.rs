@@ -307,14 +307,11 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
                     "cmova {k}, {cnt}",
                     "test {k}, {k}",
                     "jz 84b",
-                    "lea {t}, [{c} + {a} * 8 + {slots}]",
-                    "xor {i:e}, {i:e}",
-                    "86:",
-                    "mov {x}, qword ptr [{src} + {i} * 8]",
-                    "mov qword ptr [{t} + {i} * 8], {x}",
-                    "inc {i}",
-                    "cmp {i}, {k}",
-                    "jb 86b",
+                    // The copy: a string move, interruptible like the rest.
+                    "lea rdi, [{c} + {a} * 8 + {slots}]",
+                    "mov rsi, {src}",
+                    "mov rcx, {k}",
+                    "rep movsq",
                     "add {a:e}, {k:e}",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
@@ -325,10 +322,10 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
                 cnt = in(reg) objs.len(),
                 c = out(reg) _,
                 a = out(reg) _,
-                t = out(reg) _,
-                i = out(reg) _,
-                x = out(reg) _,
                 k = out(reg) k,
+                out("rdi") _,
+                out("rsi") _,
+                out("rcx") _,
             );
         }
         k
@@ -341,11 +338,16 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
 }
 
 /// Pops up to `out.len()` objects off the top of the current CPU's
-/// magazine into `out`; returns how many (0 when empty, closed or aborted).
+/// magazine into `out`; returns how many, `k`: `out[..k]` is initialised
+/// (0 when empty, closed or aborted).
 ///
 /// # Safety
 /// As [`pop`].
-pub(crate) unsafe fn pop_batch(base: usize, off: isize, out: &mut [*mut u8]) -> usize {
+pub(crate) unsafe fn pop_batch(
+    base: usize,
+    off: isize,
+    out: &mut [std::mem::MaybeUninit<*mut u8>],
+) -> usize {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
         let k: usize;
@@ -362,26 +364,22 @@ pub(crate) unsafe fn pop_batch(base: usize, off: isize, out: &mut [*mut u8]) -> 
                     "test {k}, {k}",
                     "jz 84b",
                     "sub {a:e}, {k:e}",
-                    "lea {t}, [{c} + {a} * 8 + {slots}]",
-                    "xor {i:e}, {i:e}",
-                    "86:",
-                    "mov {x}, qword ptr [{t} + {i} * 8]",
-                    "mov qword ptr [{dst} + {i} * 8], {x}",
-                    "inc {i}",
-                    "cmp {i}, {k}",
-                    "jb 86b",
+                    "lea rsi, [{c} + {a} * 8 + {slots}]",
+                    "mov rdi, {dst}",
+                    "mov rcx, {k}",
+                    "rep movsq",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
                 off = in(reg) off,
                 base = in(reg) base,
-                dst = in(reg) out.as_mut_ptr(),
+                dst = in(reg) out.as_mut_ptr().cast::<*mut u8>(),
                 cnt = in(reg) out.len(),
                 c = out(reg) _,
                 a = out(reg) _,
-                t = out(reg) _,
-                i = out(reg) _,
-                x = out(reg) _,
                 k = out(reg) k,
+                out("rdi") _,
+                out("rsi") _,
+                out("rcx") _,
             );
         }
         k
@@ -458,10 +456,15 @@ mod tests {
         // SAFETY: as above.
         let k = unsafe { push_batch(base, off, &batch) };
         assert!(k <= 4 && total(&m) as usize == k, "pushed {k}");
-        let mut out = [std::ptr::null_mut(); 8];
+        let mut out = [std::mem::MaybeUninit::uninit(); 8];
         // SAFETY: as above.
         let j = unsafe { pop_batch(base, off, &mut out) };
         assert!(j <= k);
+        // SAFETY: pop_batch initialised the first j.
+        let out: Vec<*mut u8> = out[..j]
+            .iter()
+            .map(|p| unsafe { p.assume_init() })
+            .collect();
         // Top of the stack first in memory order: the last pushed are out.
         let want: Vec<usize> = (100 + k - j..100 + k).map(|i| i * 64).collect();
         if j == k {
@@ -497,7 +500,7 @@ mod tests {
         assert!(unsafe { pop(base, off) }.is_null());
         // SAFETY: as above.
         assert_eq!(unsafe { push_batch(base, off, &[addr(10)]) }, 0);
-        let mut out = [std::ptr::null_mut(); 4];
+        let mut out = [std::mem::MaybeUninit::uninit(); 4];
         // SAFETY: as above.
         assert_eq!(unsafe { pop_batch(base, off, &mut out) }, 0);
         assert_eq!(total(&m), held, "nothing moved while closed");
