@@ -44,7 +44,7 @@
 //! path has no syscalls, no timestamps, no heap allocation and no probes.
 //! Measured side by side by `cargo xtask bench` (BENCHMARKS.md, the
 //! fast-path table), a 64-byte magazine hit costs 0.94 ns per alloc or free
-//! with restartable sequences and 6.97 ns with the lock.
+//! with restartable sequences and 7.03 ns with the lock.
 //!
 //! Lock order: magazine lock, depot lock, cache lock. Code holding the cache
 //! lock never waits for a magazine lock.
