@@ -78,13 +78,29 @@ pub(crate) struct FastPath {
     /// path (restartable-sequence magazines, no constructor or destructor),
     /// else 0.
     pub(crate) base: usize,
-    /// `rseq`'s offset, unwrapped (0 when `rseq` is None).
+    /// `rseq`'s offset when the inline path is on (else 0, unused).
     pub(crate) rseq_off: isize,
     /// `slab::alloc_tag(id)`, the header mark of an allocated object.
     pub(crate) tag: u16,
-    /// `tag` when the inline free may take an object with that mark
-    /// (`fast`), else 0, which no header holds.
+    /// `tag` when the inline free may take an object with that mark, else
+    /// 0, which no header holds.
     pub(crate) free_tag: u16,
+}
+
+impl FastPath {
+    /// With `inline_rseq` (the rseq area's offset, when the cache has
+    /// restartable-sequence magazines and no constructor or destructor) the
+    /// inline paths use `base` and `tag`; without, `base` and `free_tag`
+    /// are 0 and every allocation and free takes the general path.
+    fn new(inline_rseq: Option<isize>, base: usize, tag: u16) -> Self {
+        let inline = inline_rseq.is_some();
+        FastPath {
+            base: if inline { base } else { 0 },
+            rseq_off: inline_rseq.unwrap_or(0),
+            tag,
+            free_tag: if inline { tag } else { 0 },
+        }
+    }
 }
 
 /// The cache itself (`spl_kmem_cache_t`). Its address is the cache id.
@@ -517,20 +533,11 @@ impl CacheBuilder {
             geo,
             flags: AtomicU64::new(flags),
             debug: flags & KMC_NODEBUG == 0,
-            fp: FastPath {
-                base: if rseq.is_some() && !hooks {
-                    mags.rseq_base()
-                } else {
-                    0
-                },
-                rseq_off: rseq.unwrap_or(0),
-                tag: slab::alloc_tag(me.as_ptr() as u64),
-                free_tag: if rseq.is_some() && !hooks {
-                    slab::alloc_tag(me.as_ptr() as u64)
-                } else {
-                    0
-                },
-            },
+            fp: FastPath::new(
+                rseq.filter(|_| !hooks),
+                mags.rseq_base(),
+                slab::alloc_tag(me.as_ptr() as u64),
+            ),
             slab_backed,
             ctor: self.ctor,
             dtor: self.dtor,

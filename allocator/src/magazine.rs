@@ -563,10 +563,15 @@ impl CacheInner {
     /// slabs (`spl_cache_refill()`'s loop over partial slabs). Returns how
     /// many it put at the front of `out`.
     fn take_for_refill(&self, out: &mut [*mut u8]) -> usize {
-        let got = self.depot.take(out);
-        if got > 0 {
-            return got;
+        match self.depot.take(out) {
+            0 => self.take_from_slabs(out),
+            got => got,
         }
+    }
+
+    /// Up to `out.len()` objects straight from the slabs, under the cache
+    /// lock; returns how many.
+    fn take_from_slabs(&self, out: &mut [*mut u8]) -> usize {
         let mut st = self.lock_state();
         self.check_alive(&st);
         st.take_batch(self.debug, &self.name, os::coarse_ms(), out)
@@ -586,9 +591,10 @@ impl CacheInner {
         if let Some(mine) = from_depot {
             return NonNull::new(mine);
         }
+        // The depot was empty: `refill` objects from the slabs.
         let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
         let want = (self.mag_refill as usize).clamp(1, MAX_REFILL);
-        let got = self.take_for_refill(&mut buf[..want]);
+        let got = self.take_from_slabs(&mut buf[..want]);
         let mine = NonNull::new(buf[got.checked_sub(1)?])?;
         let rest = &buf[..got - 1];
         // SAFETY: as in rseq_pop; the objects were just taken from the

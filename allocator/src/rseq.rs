@@ -144,11 +144,12 @@ fn fence_failed(e: std::io::Error) -> ! {
     std::process::abort()
 }
 
-/// One restartable sequence on the current CPU's magazine. `$body` runs
-/// with `{c}` pointing at the magazine and must end with the commit store;
-/// it leaves through `84b` when it cannot complete. `$fail` is the
-/// instruction that loads the failure result; the abort handler (label 84)
-/// runs it and leaves.
+/// One restartable sequence on the current CPU's magazine of the table at
+/// `$base`, through the rseq area at `fs:$off`. `$body` runs with `{c}`
+/// pointing at the magazine and `{a}` free to use, and must end with the
+/// commit store; it leaves through `84b` when it cannot complete. `$fail`
+/// is the instruction that loads the failure result; the abort handler
+/// (label 84) runs it and leaves. `$operands` are the body's own.
 ///
 /// The magazine is found in the table at `{base}` without a bound check:
 /// the CPU id is below the possible CPUs the table was made for (the
@@ -158,7 +159,7 @@ fn fence_failed(e: std::io::Error) -> ! {
 /// magazines, whose `cap` is 0.
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
 macro_rules! rseq_asm {
-    ($fail:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {
+    ($base:expr, $off:expr, $fail:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {
         std::arch::asm!(
             // The abort handler: the signature, then the handler itself.
             ".pushsection __rseq_failure, \"ax\"",
@@ -188,6 +189,10 @@ macro_rules! rseq_asm {
             sig = const RSEQ_SIG,
             avail = const Magazine::AVAIL_OFFSET,
             slots = const Magazine::SLOTS_OFFSET,
+            off = in(reg) $off,
+            base = in(reg) $base,
+            c = out(reg) _,
+            a = out(reg) _,
             $($operands)*
             options(nostack),
         )
@@ -214,6 +219,8 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
         // label; an empty magazine fails the borrow test.
         unsafe {
             rseq_asm!(
+                base,
+                off,
                 "xor {r:e}, {r:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
@@ -222,10 +229,6 @@ pub(crate) unsafe fn pop(base: usize, off: isize) -> *mut u8 {
                     "mov {r}, qword ptr [{c} + {a} * 8 + {slots}]",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                off = in(reg) off,
-                base = in(reg) base,
-                c = out(reg) _,
-                a = out(reg) _,
                 r = out(reg) r,
             );
         }
@@ -254,6 +257,8 @@ pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
         // caller's "false", so success costs no test after the sequence.
         unsafe {
             rseq_asm!(
+                base,
+                off,
                 "jmp {miss}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
@@ -264,11 +269,7 @@ pub(crate) unsafe fn push(base: usize, off: isize, obj: *mut u8) -> bool {
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
                 cap = const Magazine::CAP_OFFSET,
-                off = in(reg) off,
-                base = in(reg) base,
                 obj = in(reg) obj,
-                c = out(reg) _,
-                a = out(reg) _,
                 miss = label {
                     return false;
                 },
@@ -296,6 +297,8 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
         // avail + k <= cap, are above the fill count until the commit.
         unsafe {
             rseq_asm!(
+                base,
+                off,
                 "xor {k:e}, {k:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
@@ -316,12 +319,8 @@ pub(crate) unsafe fn push_batch(base: usize, off: isize, objs: &[*mut u8]) -> us
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
                 cap = const Magazine::CAP_OFFSET,
-                off = in(reg) off,
-                base = in(reg) base,
                 src = in(reg) objs.as_ptr(),
                 cnt = in(reg) objs.len(),
-                c = out(reg) _,
-                a = out(reg) _,
                 k = out(reg) k,
                 out("rdi") _,
                 out("rsi") _,
@@ -355,6 +354,8 @@ pub(crate) unsafe fn pop_batch(
         // commit, and an aborted sequence reports 0 so `out` is ignored.
         unsafe {
             rseq_asm!(
+                base,
+                off,
                 "xor {k:e}, {k:e}",
                 [
                     "mov {a:e}, dword ptr [{c} + {avail}]",
@@ -370,12 +371,8 @@ pub(crate) unsafe fn pop_batch(
                     "rep movsq",
                     "mov dword ptr [{c} + {avail}], {a:e}",
                 ],
-                off = in(reg) off,
-                base = in(reg) base,
                 dst = in(reg) out.as_mut_ptr().cast::<*mut u8>(),
                 cnt = in(reg) out.len(),
-                c = out(reg) _,
-                a = out(reg) _,
                 k = out(reg) k,
                 out("rdi") _,
                 out("rsi") _,

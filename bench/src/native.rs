@@ -45,7 +45,7 @@ pub fn harness_pair(c: &Baseline, rounds: u64) {
 
 /// The counted path of one function.
 #[derive(Clone, Debug)]
-pub struct Path_ {
+pub struct HitLoop {
     /// Instructions in one turn of the call-free loop.
     pub instructions: usize,
     /// The loop, one `address: instruction` per line, in address order.
@@ -55,8 +55,8 @@ pub struct Path_ {
 /// What [`count`] found.
 #[derive(Clone, Debug)]
 pub struct NativeCount {
-    pub hit: Path_,
-    pub harness: Path_,
+    pub hit: HitLoop,
+    pub harness: HitLoop,
 }
 
 impl NativeCount {
@@ -131,7 +131,7 @@ fn function(text: &str, symbol: &str) -> Result<Vec<Insn>> {
 
 /// The single call-free loop of `symbol`: the cycle of instructions that
 /// the loop body runs when no operation misses.
-fn walk(text: &str, symbol: &str) -> Result<Path_> {
+fn walk(text: &str, symbol: &str) -> Result<HitLoop> {
     let insns = function(text, symbol)?;
     let index = |addr: u64| insns.iter().position(|i| i.addr == addr);
     let mut cycles: Vec<Vec<usize>> = Vec::new();
@@ -182,7 +182,7 @@ fn walk(text: &str, symbol: &str) -> Result<Path_> {
         }
     }
     match cycles.as_slice() {
-        [one] => Ok(Path_ {
+        [one] => Ok(HitLoop {
             instructions: one.len(),
             listing: one
                 .iter()
