@@ -66,11 +66,14 @@ use crate::slab;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 use crate::tunables;
 
-/// One CPU's magazine (`spl_kmem_magazine_t`), on cache lines of its own.
+/// One CPU's magazine (`spl_kmem_magazine_t`), on cache lines of its own:
+/// this header, then its `size` slots right behind it (as SPL's
+/// `skm_objs[]` follows `spl_kmem_magazine_t`), both inside the one
+/// allocation of [`Mags`].
 ///
-/// `repr(C)` with the slots inline: the restartable sequences of
-/// [`crate::rseq`] find CPU *n*'s magazine in the table of [`Mags`] and
-/// address its fields and slots by offset from there.
+/// `repr(C)`: the restartable sequences of [`crate::rseq`] find CPU *n*'s
+/// magazine in the table of [`Mags`] and address its fields and slots by
+/// offset from there.
 #[repr(C, align(64))]
 pub(crate) struct Magazine {
     lock: AtomicBool,
@@ -88,7 +91,9 @@ pub(crate) struct Magazine {
     /// the fast path writes nothing for the reaper (which the seed does
     /// not have: the kernel's shrinker drives its reclaim).
     seen: AtomicU32,
-    objs: [UnsafeCell<*mut u8>; MAX_MAGAZINE as usize],
+    /// Slot 0, at [`Self::SLOTS_OFFSET`] from the header; a pointer so the
+    /// slots are reached with the provenance of the whole allocation.
+    objs: NonNull<UnsafeCell<*mut u8>>,
 }
 
 #[cfg_attr(
@@ -98,11 +103,11 @@ pub(crate) struct Magazine {
 impl Magazine {
     pub(crate) const AVAIL_OFFSET: usize = std::mem::offset_of!(Magazine, avail);
     pub(crate) const CAP_OFFSET: usize = std::mem::offset_of!(Magazine, cap);
-    pub(crate) const SLOTS_OFFSET: usize = std::mem::offset_of!(Magazine, objs);
+    pub(crate) const SLOTS_OFFSET: usize = size_of::<Magazine>();
 }
 
-// SAFETY: `objs` is only accessed while `lock` is held (through MagGuard) or
-// inside an rseq critical section on the magazine's own CPU (see
+// SAFETY: the slots are only accessed while `lock` is held (through MagGuard)
+// or inside an rseq critical section on the magazine's own CPU (see
 // `crate::rseq`); the other fields are atomics or immutable.
 unsafe impl Sync for Magazine {}
 // SAFETY: the object pointers are plain addresses owned by the cache.
@@ -119,8 +124,8 @@ impl std::fmt::Debug for Magazine {
 }
 
 impl Magazine {
-    /// `spl_magazine_alloc()`.
-    pub(crate) fn new(cpu: u32, size: u32, refill: u32) -> Self {
+    /// `spl_magazine_alloc()`'s header, for slots at `objs`.
+    fn new(cpu: u32, size: u32, refill: u32, objs: NonNull<UnsafeCell<*mut u8>>) -> Self {
         assert!(
             size <= MAX_MAGAZINE,
             "magazine size {size} over {MAX_MAGAZINE}"
@@ -134,15 +139,15 @@ impl Magazine {
             refill,
             cpu,
             seen: AtomicU32::new(0),
-            objs: std::array::from_fn(|_| UnsafeCell::new(std::ptr::null_mut())),
+            objs,
         }
     }
 
-    /// A magazine that holds nothing and is never unlocked: the guards
-    /// below CPU 0's magazine, where a sequence run by a thread without an
-    /// rseq registration lands (its CPU id reads -1 or -2).
+    /// A magazine that holds nothing, has no slots and is never unlocked:
+    /// the guards below CPU 0's magazine, where a sequence run by a thread
+    /// without an rseq registration lands (its CPU id reads -1 or -2).
     fn guard() -> Self {
-        let m = Magazine::new(u32::MAX, 0, 0);
+        let m = Magazine::new(u32::MAX, 0, 0, NonNull::dangling());
         m.lock.store(true, Ordering::Relaxed);
         m
     }
@@ -211,8 +216,11 @@ impl<'a> MagGuard<'a> {
     #[inline(always)]
     fn cell(&self, i: usize) -> &UnsafeCell<*mut u8> {
         debug_assert!(i < self.mag.size as usize);
-        // SAFETY: i < size <= objs.len() (callers' contract).
-        unsafe { self.mag.objs.get_unchecked(i) }
+        // SAFETY: i < size (callers' contract): inside the magazine's slots.
+        let cell = unsafe { self.mag.objs.add(i) };
+        // SAFETY: the slots, initialised by Mags::new, live as long as the
+        // magazine.
+        unsafe { cell.as_ref() }
     }
 
     #[inline(always)]
@@ -316,32 +324,134 @@ const _: () =
 /// A cache's magazines: one per possible CPU, after two [`Magazine::guard`]s,
 /// and a table of their addresses in the same order, which the restartable
 /// sequences index by CPU id.
+///
+/// One allocation holds them all: the guards' headers, then each CPU's
+/// header and its `size` slots, rounded up to whole cache lines. A
+/// magazine takes `64 + 8·size` bytes, so a 128 KiB cache's 16-slot
+/// magazines take 192 bytes a CPU and a 64-byte cache's 256-slot ones
+/// 2112 (SPL's `spl_magazine_alloc()` sizes each to its cache the same way).
 pub(crate) struct Mags {
-    all: Box<[Magazine]>,
+    /// The allocation, or dangling (and `layout` of size 0) without
+    /// magazines.
+    mem: NonNull<u8>,
+    layout: std::alloc::Layout,
+    /// Bytes from one CPU's magazine to the next.
+    stride: usize,
+    ncpus: usize,
     table: Box<[std::sync::atomic::AtomicUsize]>,
 }
 
 /// Guards below CPU 0's magazine: rseq's "not registered" CPU ids, -1 and -2.
 const GUARDS: usize = 2;
 
+// SAFETY: Mags owns the magazines in `mem` (Magazine is Send and Sync); the
+// raw pointer is what keeps the slots' provenance, not shared state.
+unsafe impl Send for Mags {}
+// SAFETY: as above; shared access goes through `&Magazine`.
+unsafe impl Sync for Mags {}
+
 impl Mags {
     /// `ncpus` magazines of `size` (none at all when `size` is 0: `KMC_SLAB`).
     pub(crate) fn new(ncpus: usize, size: u32, refill: u32) -> Self {
-        if size == 0 {
+        let hdr = size_of::<Magazine>();
+        let slot = size_of::<UnsafeCell<*mut u8>>();
+        let stride = (hdr + slot * size as usize).next_multiple_of(align_of::<Magazine>());
+        let bytes = if size == 0 {
+            0
+        } else {
+            GUARDS * hdr + ncpus * stride
+        };
+        let layout = std::alloc::Layout::from_size_align(bytes, align_of::<Magazine>())
+            .expect("magazine memory fits a Layout");
+        if bytes == 0 {
             return Mags {
-                all: Box::new([]),
+                mem: NonNull::dangling(),
+                layout,
+                stride,
+                ncpus: 0,
                 table: Box::new([]),
             };
         }
-        let all: Box<[Magazine]> = (0..GUARDS)
-            .map(|_| Magazine::guard())
-            .chain((0..ncpus).map(|cpu| Magazine::new(cpu as u32, size, refill)))
-            .collect();
-        let table = all
-            .iter()
-            .map(|m| std::sync::atomic::AtomicUsize::new(std::ptr::from_ref(m).addr()))
-            .collect();
-        Mags { all, table }
+        // SAFETY: layout has a non-zero size.
+        let Some(mem) = NonNull::new(unsafe { std::alloc::alloc(layout) }) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let mut table = Vec::with_capacity(GUARDS + ncpus);
+        for g in 0..GUARDS {
+            // SAFETY: g·hdr + hdr <= bytes; 64-aligned (hdr is a multiple of
+            // the alignment); written once, before any reader exists.
+            let m = unsafe { mem.add(g * hdr).cast::<Magazine>() };
+            // SAFETY: see above.
+            unsafe { m.write(Magazine::guard()) };
+            table.push(std::sync::atomic::AtomicUsize::new(m.addr().get()));
+        }
+        for cpu in 0..ncpus {
+            // SAFETY: the header and `size` slots lie inside the allocation
+            // (GUARDS·hdr + cpu·stride + stride <= bytes), 64-aligned, and
+            // are written once here before any reader exists.
+            let m = unsafe { mem.add(GUARDS * hdr + cpu * stride).cast::<Magazine>() };
+            // SAFETY: see above.
+            let objs = unsafe {
+                m.byte_add(Magazine::SLOTS_OFFSET)
+                    .cast::<UnsafeCell<*mut u8>>()
+            };
+            for i in 0..size as usize {
+                // SAFETY: see above.
+                let cell = unsafe { objs.add(i) };
+                // SAFETY: see above.
+                unsafe { cell.write(UnsafeCell::new(std::ptr::null_mut())) };
+            }
+            // SAFETY: see above.
+            unsafe { m.write(Magazine::new(cpu as u32, size, refill, objs)) };
+            table.push(std::sync::atomic::AtomicUsize::new(m.addr().get()));
+        }
+        Mags {
+            mem,
+            layout,
+            stride,
+            ncpus,
+            table: table.into_boxed_slice(),
+        }
+    }
+
+    /// Real magazines (one per possible CPU; 0 without magazines).
+    pub(crate) fn len(&self) -> usize {
+        self.ncpus
+    }
+
+    /// CPU `i`'s magazine.
+    pub(crate) fn get(&self, i: usize) -> Option<&Magazine> {
+        // SAFETY: i < ncpus.
+        (i < self.ncpus).then(|| unsafe { self.get_unchecked(i) })
+    }
+
+    /// CPU `i`'s magazine, unchecked.
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    pub(crate) unsafe fn get_unchecked(&self, i: usize) -> &Magazine {
+        // SAFETY: magazine i (i < ncpus, caller) was written by new() and
+        // lives as long as self.
+        unsafe { self.mag_ptr(i).as_ref() }
+    }
+
+    /// Where CPU `i`'s magazine header lies (`i < ncpus`).
+    #[inline(always)]
+    fn mag_ptr(&self, i: usize) -> NonNull<Magazine> {
+        debug_assert!(i < self.ncpus);
+        // SAFETY: for i < ncpus the header lies inside the allocation.
+        unsafe {
+            self.mem
+                .byte_add(GUARDS * size_of::<Magazine>() + i * self.stride)
+        }
+        .cast()
+    }
+
+    /// The real magazines, CPU 0 first.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Magazine> {
+        // SAFETY: i < ncpus.
+        (0..self.ncpus).map(|i| unsafe { self.get_unchecked(i) })
     }
 
     /// CPU `cpu`'s table entry.
@@ -351,7 +461,7 @@ impl Mags {
 
     /// What a closed magazine's entry points at: the first guard.
     fn closed_addr(&self) -> usize {
-        std::ptr::from_ref(&self.all[0]).addr()
+        self.mem.addr().get()
     }
 
     /// The table entry of CPU 0, which the sequences index by CPU id (the
@@ -361,12 +471,31 @@ impl Mags {
     }
 }
 
-impl std::ops::Deref for Mags {
-    type Target = [Magazine];
-
-    /// The real magazines, CPU 0 first.
-    fn deref(&self) -> &[Magazine] {
-        self.all.get(GUARDS..).unwrap_or(&[])
+impl Drop for Mags {
+    fn drop(&mut self) {
+        if self.layout.size() == 0 {
+            return;
+        }
+        for g in 0..GUARDS {
+            // SAFETY: guard g's header lies inside the allocation.
+            let m = unsafe { self.mem.add(g * size_of::<Magazine>()) }.cast::<Magazine>();
+            // SAFETY: written by new(), dropped once here.
+            unsafe { m.drop_in_place() };
+        }
+        for i in 0..self.ncpus {
+            let m = self.mag_ptr(i);
+            // SAFETY: i < ncpus; written by new(), and no reference to it
+            // outlives `&mut self`.
+            let hdr = unsafe { m.as_ref() };
+            let (objs, size) = (hdr.objs, hdr.size as usize);
+            // SAFETY: the slots were written by new() and are dropped once
+            // here, before their header.
+            unsafe { std::ptr::slice_from_raw_parts_mut(objs.as_ptr(), size).drop_in_place() };
+            // SAFETY: as above.
+            unsafe { m.drop_in_place() };
+        }
+        // SAFETY: allocated in new() with this layout.
+        unsafe { std::alloc::dealloc(self.mem.as_ptr(), self.layout) };
     }
 }
 
@@ -876,12 +1005,15 @@ mod loom_tests {
     #[test]
     fn loom_try_lock_push_pop_conserves_objects() {
         loom::model(|| {
-            let m = Arc::new(Magazine::new(0, 2, 1));
+            let mags = Arc::new(Mags::new(1, 2, 1));
+            let m = mags.get(0).unwrap();
             assert!(m.try_lock().unwrap().push(0x10 as *mut u8));
-            let m2 = m.clone();
+            let m2 = mags.clone();
             let popper = loom::thread::spawn(move || {
                 // Contended: the real code takes from the slabs instead.
-                m2.try_lock()
+                m2.get(0)
+                    .unwrap()
+                    .try_lock()
                     .and_then(|mut g| g.pop())
                     .map(|p| p.as_ptr() as usize)
             });
@@ -905,12 +1037,16 @@ mod loom_tests {
     #[test]
     fn loom_blocking_flush_and_push_conserve_objects() {
         loom::model(|| {
-            let m = Arc::new(Magazine::new(0, 2, 1));
+            let mags = Arc::new(Mags::new(1, 2, 1));
+            let m = mags.get(0).unwrap();
             assert!(m.try_lock().unwrap().push(0x10 as *mut u8));
-            let m2 = m.clone();
+            let m2 = mags.clone();
             let flusher = loom::thread::spawn(move || {
                 let mut out = Vec::new();
-                m2.lock().drain_oldest(u32::MAX, |p| out.push(p as usize));
+                m2.get(0)
+                    .unwrap()
+                    .lock()
+                    .drain_oldest(u32::MAX, |p| out.push(p as usize));
                 out
             });
             let pushed = m
@@ -934,7 +1070,8 @@ mod tests {
 
     #[test]
     fn push_pop_is_lifo_and_bounded() {
-        let m = Magazine::new(0, 3, 2);
+        let mags = Mags::new(1, 3, 2);
+        let m = mags.get(0).unwrap();
         let mut g = m.try_lock().unwrap();
         assert!(m.try_lock().is_none(), "lock is exclusive");
         for i in 1..=3usize {
@@ -951,5 +1088,43 @@ mod tests {
         assert!(!m.unchanged_since_last_look(), "first look: 1, was 0");
         assert!(m.unchanged_since_last_look());
         assert!(m.try_lock().is_some());
+    }
+
+    /// Each magazine has room for its own size only, on lines of its own,
+    /// and filling one to the brim leaves its neighbours' headers intact.
+    #[test]
+    fn magazines_are_sized_to_their_cache() {
+        for (size, stride) in [(2, 128), (16, 192), (64, 576), (255, 2112), (256, 2112)] {
+            let mags = Mags::new(3, size, size.div_ceil(2));
+            assert_eq!(mags.stride, stride, "size {size}");
+            assert_eq!(mags.layout.size(), GUARDS * 64 + 3 * stride, "size {size}");
+            for (cpu, m) in mags.iter().enumerate() {
+                assert_eq!(std::ptr::from_ref(m).addr() % 64, 0);
+                let mut g = m.try_lock().unwrap();
+                for i in 0..size as usize {
+                    assert!(g.push(std::ptr::without_provenance_mut(8 * (cpu * 1000 + i + 1))));
+                }
+                assert!(
+                    !g.push(std::ptr::without_provenance_mut(8)),
+                    "full at {size}"
+                );
+            }
+            for (cpu, m) in mags.iter().enumerate() {
+                let g = m.try_lock().unwrap();
+                assert_eq!(
+                    (g.magic(), m.cpu, m.size, m.fill()),
+                    (SKM_MAGIC, cpu as u32, size, size)
+                );
+                let want: Vec<*mut u8> = (0..size as usize)
+                    .map(|i| std::ptr::without_provenance_mut(8 * (cpu * 1000 + i + 1)))
+                    .collect();
+                assert_eq!(g.objects(), want);
+            }
+        }
+        let none = Mags::new(4, 0, 0);
+        assert_eq!(
+            (none.len(), none.layout.size(), none.rseq_base()),
+            (0, 0, 0)
+        );
     }
 }

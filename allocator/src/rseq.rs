@@ -411,7 +411,7 @@ mod tests {
     /// Objects held by all the magazines: a preemption between two steps
     /// can abort one or move the thread to another CPU's magazine, so the
     /// tests look at totals over all magazines.
-    fn total(m: &[Magazine]) -> u32 {
+    fn total(m: &Mags) -> u32 {
         m.iter().map(Magazine::fill).sum()
     }
 
