@@ -357,7 +357,12 @@ static REGISTRY: Mutex<Vec<Arc<CacheInner>>> = Mutex::new(Vec::new());
 
 /// Every registered cache, in creation order.
 pub(crate) fn registered() -> Vec<Arc<CacheInner>> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    lock_registry().clone()
+}
+
+/// The registry, locked: no cache is created or destroyed meanwhile.
+pub(crate) fn lock_registry() -> std::sync::MutexGuard<'static, Vec<Arc<CacheInner>>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Builds a [`Cache`] (the arguments of `kmem_cache_create`).
@@ -558,10 +563,9 @@ impl CacheBuilder {
             #[cfg(loom)]
             loom_async_only: std::sync::atomic::AtomicBool::new(false),
         });
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(inner.clone());
+        #[cfg(not(any(loom, miri)))]
+        crate::fork::ensure_handlers();
+        lock_registry().push(inner.clone());
         reap::ensure_reaper(&t);
         stats::ensure_stats_thread(&t);
         if slabscope_probes::ENABLED {
@@ -780,10 +784,7 @@ impl Cache {
         debug_assert!(st.partial.is_empty() && st.complete.is_empty());
         let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
         drop(st);
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|x| !Arc::ptr_eq(x, &self.inner));
+        lock_registry().retain(|x| !Arc::ptr_eq(x, &self.inner));
         if let Some(snap) = snap {
             slabscope_probes::fire::cache_destroy(&snap);
         }

@@ -126,6 +126,10 @@ use crate::taskq::dispatch;
 impl CacheInner {
     /// `spl_cache_grow()`: see the module docs.
     pub(crate) fn grow(self: &CacheInner, kmflags: u32) -> Grow {
+        // A forked child starts the background threads it lacks here.
+        let t = tunables::current();
+        crate::reap::ensure_reaper(&t);
+        crate::stats::ensure_stats_thread(&t);
         let mut st = self.lock_state();
         self.check_alive(&st);
         if self.flag(KMC_REAPING) {

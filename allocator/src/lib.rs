@@ -36,6 +36,8 @@ mod emergency;
 pub mod error;
 pub mod ffi;
 pub mod flags;
+#[cfg(not(loom))]
+mod fork;
 mod grow;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -327,6 +327,18 @@ pub fn reserved_bytes() -> usize {
     reserve::UNUSED.load(Ordering::Relaxed)
 }
 
+/// The process-wide slab reservation, locked: while it is held no slab is
+/// carved (for [`crate::fork`]).
+pub(crate) struct ReserveLock(
+    #[allow(dead_code, reason = "held for its Drop")]
+    std::sync::MutexGuard<'static, reserve::Reserve>,
+);
+
+/// Locks the slab reservation (the last lock [`crate::fork`] takes).
+pub(crate) fn lock_reserve() -> ReserveLock {
+    ReserveLock(reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 #[path = "os_reserve.rs"]
 mod reserve;
 

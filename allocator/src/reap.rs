@@ -19,7 +19,7 @@
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::cache::{CacheInner, registered};
@@ -100,14 +100,21 @@ pub fn reap() {
     }
 }
 
-/// Starts the background reaper once, if `reap_interval_ms` > 0.
+/// Whether this process has started its background reaper (cleared in a
+/// forked child, which has none).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the background reaper once per process, if `reap_interval_ms` >
+/// 0. Called when a cache is created and when one grows.
 pub(crate) fn ensure_reaper(t: &Tunables) {
-    static START: Once = Once::new();
-    if t.reap_interval_ms == 0 {
+    if t.reap_interval_ms == 0
+        || STARTED.load(Ordering::Relaxed)
+        || STARTED.swap(true, Ordering::Relaxed)
+    {
         return;
     }
     let every = Duration::from_millis(t.reap_interval_ms);
-    START.call_once(|| {
+    {
         let spawned = std::thread::Builder::new()
             .name("slabscope-reap".into())
             .spawn(move || {
@@ -119,7 +126,14 @@ pub(crate) fn ensure_reaper(t: &Tunables) {
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("slabscope: cannot start the background reaper ({e}); caches are reaped only on request");
+            eprintln!(
+                "slabscope: cannot start the background reaper ({e}); caches are reaped only on request"
+            );
         }
-    });
+    }
+}
+
+/// In a forked child: it has no reaper thread; the next grow starts one.
+pub(crate) fn forked() {
+    STARTED.store(false, Ordering::Relaxed);
 }

@@ -10,6 +10,8 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, name_buf};
@@ -235,14 +237,23 @@ pub fn publish() -> Vec<CacheStats> {
         .collect()
 }
 
-/// Starts the `cache_stats` thread once, if `stats_interval_ms` > 0.
+/// Whether this process has started its statistics thread (cleared in a
+/// forked child, which has none).
+static STATS_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the `cache_stats` thread once per process, if
+/// `stats_interval_ms` > 0. Called when a cache is created and when one
+/// grows.
 pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
-    static START: std::sync::Once = std::sync::Once::new();
-    if t.stats_interval_ms == 0 || !slabscope_probes::ENABLED {
+    if t.stats_interval_ms == 0
+        || !slabscope_probes::ENABLED
+        || STATS_STARTED.load(Relaxed)
+        || STATS_STARTED.swap(true, Relaxed)
+    {
         return;
     }
     let every = std::time::Duration::from_millis(t.stats_interval_ms);
-    START.call_once(|| {
+    {
         let spawned = std::thread::Builder::new()
             .name("slabscope-stats".into())
             .spawn(move || {
@@ -252,9 +263,16 @@ pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("slabscope: cannot start the cache_stats thread ({e}); call stats::publish() instead");
+            eprintln!(
+                "slabscope: cannot start the cache_stats thread ({e}); call stats::publish() instead"
+            );
         }
-    });
+    }
+}
+
+/// In a forked child: it has no statistics thread; the next grow starts one.
+pub(crate) fn forked() {
+    STATS_STARTED.store(false, Relaxed);
 }
 
 // Caches need loom's runtime under cfg(loom); these run in normal builds.

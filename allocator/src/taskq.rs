@@ -8,15 +8,15 @@
 //! # fork()
 //!
 //! A forked child has none of its parent's threads, so the pool must not
-//! be caught mid-grow: a `pthread_atfork` prepare handler takes the queue
-//! lock and waits until no grow is running, and keeps the lock across the
-//! fork, so no worker starts one either. The parent's handler lets the
-//! workers go on; the child's notes that it has no workers, so the next
-//! dispatch starts new ones, which run any grow still queued. Without this
-//! a grow running at the fork would stay in flight forever in the child:
-//! the cache would fall back to emergency objects and never be destroyed.
+//! be caught mid-grow: [`crate::fork`]'s prepare handler calls
+//! [`prepare_fork`], which takes the queue lock and waits until no grow is
+//! running, and keeps the lock across the fork, so no worker starts one
+//! either. In the parent the workers then go on; the child notes that it
+//! has no workers, so the next dispatch starts new ones, and starts them at
+//! once for any grow still queued. Without this a grow running at the fork
+//! would stay in flight forever in the child: the cache would fall back to
+//! emergency objects and never be destroyed.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -40,10 +40,11 @@ struct Pool {
     idle: Condvar,
 }
 
+static POOL: OnceLock<&'static Pool> = OnceLock::new();
+
 fn pool() -> &'static Pool {
-    static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
+        Box::leak(Box::new(Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 running: 0,
@@ -51,17 +52,7 @@ fn pool() -> &'static Pool {
             }),
             ready: Condvar::new(),
             idle: Condvar::new(),
-        }));
-        // SAFETY: the handlers are plain functions that only touch the
-        // pool, which lives for the rest of the process.
-        let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-        if r != 0 {
-            eprintln!(
-                "slabscope: pthread_atfork failed ({}); a forked child may find a grow stuck",
-                std::io::Error::from_raw_os_error(r)
-            );
-        }
-        pool
+        }))
     })
 }
 
@@ -113,34 +104,37 @@ fn worker(p: &'static Pool) {
     }
 }
 
-thread_local! {
-    /// The queue lock, held by the forking thread from `prepare` until
-    /// `parent` or `child` (all three run on that thread).
-    static FORK_GUARD: RefCell<Option<MutexGuard<'static, Queue>>> = const { RefCell::new(None) };
+/// The queue lock, held from [`prepare_fork`] across a fork.
+pub(crate) struct ForkLock(MutexGuard<'static, Queue>);
+
+impl ForkLock {
+    /// Whether a grow of `cache` waits in the queue (a worker of the child
+    /// will run it).
+    pub(crate) fn queued(&self, cache: &crate::cache::CacheInner) -> bool {
+        self.0
+            .jobs
+            .iter()
+            .any(|j| std::ptr::eq(std::sync::Arc::as_ptr(&j.cache), cache))
+    }
+
+    /// In the child: it has no workers; start some for the grows the
+    /// parent had queued, which hold GROWING on their caches, so nothing
+    /// would dispatch again.
+    pub(crate) fn child(mut self) {
+        self.0.workers = 0;
+        if !self.0.jobs.is_empty() {
+            start_workers(pool(), &mut self.0);
+        }
+    }
 }
 
-extern "C" fn prepare() {
-    let p = pool();
+/// Before a fork: the queue lock, once no grow is running (`None` when
+/// this process never dispatched a grow).
+pub(crate) fn prepare_fork() -> Option<ForkLock> {
+    let p = POOL.get()?;
     let mut q = lock(p);
     while q.running > 0 {
         q = p.idle.wait(q).unwrap_or_else(|e| e.into_inner());
     }
-    FORK_GUARD.with(|g| *g.borrow_mut() = Some(q));
-}
-
-extern "C" fn parent() {
-    FORK_GUARD.with(|g| g.borrow_mut().take());
-}
-
-extern "C" fn child() {
-    FORK_GUARD.with(|g| {
-        if let Some(mut q) = g.borrow_mut().take() {
-            q.workers = 0;
-            // Grows the parent had queued hold GROWING on their caches, so
-            // nothing would dispatch again: start workers for them now.
-            if !q.jobs.is_empty() {
-                start_workers(pool(), &mut q);
-            }
-        }
-    });
+    Some(ForkLock(q))
 }

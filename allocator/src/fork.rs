@@ -1,0 +1,178 @@
+//! `fork()`: a forked child has only the thread that called `fork`, so a
+//! lock any other thread held at that instant would stay held in the child
+//! for good, and work another thread had started (a grow, a reap) would
+//! never finish there. glibc's malloc takes all its locks around a fork;
+//! so does slabscope, with one `pthread_atfork` registration made when the
+//! first cache is created.
+//!
+//! - **prepare** takes, in the crate's lock order: the grow pool's queue
+//!   once no grow is running ([`crate::taskq::prepare_fork`]), the cache
+//!   registry (no cache is created or destroyed across the fork), then for
+//!   each cache every magazine lock, the depot lock and the cache lock, and
+//!   last the slab reservation. Threads that try to enter slabscope in the
+//!   meantime wait, as they wait for any of those locks.
+//! - **parent** releases them all.
+//! - **child** first tidies what the vanished threads left in flight: a
+//!   reap's `KMC_REAPING` and its reference, a grow's `KMC_GROWING` and
+//!   its reference (unless the grow waits in the queue: the child's own
+//!   workers run it), the count of threads waiting for a grow. Then it
+//!   releases the locks, has the pool start fresh workers for queued grows,
+//!   and lets the background reaper and statistics threads, which the
+//!   child does not have, start again at its next grow.
+//!
+//! What another thread held at the fork stays out of the child's reach:
+//! the objects it had allocated, and the objects it was moving between a
+//! magazine and the slabs outside any lock. They count as allocated there,
+//! as in-use objects do. A restartable sequence cut off by the fork never
+//! committed, so it changed nothing.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Once};
+
+use crate::cache::CacheInner;
+use crate::flags::{KMC_GROWING, KMC_REAPING};
+use crate::magazine::MagGuard;
+use crate::slab::SlabState;
+use crate::sync::MutexGuard;
+use crate::{cache, os, reap, stats, taskq};
+
+/// Registers the handlers, once per process (a child inherits them).
+pub(crate) fn ensure_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are plain functions that touch only
+        // slabscope's own process-wide state, which lives until exit.
+        let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        if r != 0 {
+            eprintln!(
+                "slabscope: pthread_atfork failed ({}); a child forked while another thread \
+                 is inside slabscope may find a lock held forever",
+                std::io::Error::from_raw_os_error(r)
+            );
+        }
+    });
+}
+
+/// One cache's locks, in the order they were taken.
+struct CacheLocks<'a> {
+    cache: &'a CacheInner,
+    #[allow(dead_code, reason = "held for their Drop")]
+    mags: Vec<MagGuard<'a>>,
+    #[allow(dead_code, reason = "held for its Drop")]
+    depot: MutexGuard<'a, Vec<*mut u8>>,
+    state: MutexGuard<'a, SlabState>,
+}
+
+impl CacheLocks<'_> {
+    /// In the child: ends the reap and the grow that threads which are
+    /// gone had in flight. `queued`: a grow of this cache waits in the
+    /// pool's queue, and owns GROWING and a reference.
+    fn end_orphans(&mut self, queued: bool) {
+        let c = self.cache;
+        // Each flag comes with a reference (refs >= 1 while it is set).
+        if c.flag(KMC_REAPING) {
+            c.clear_flag(KMC_REAPING);
+            self.state.refs = self.state.refs.saturating_sub(1);
+        }
+        if c.flag(KMC_GROWING) && !queued {
+            c.clear_flag(KMC_GROWING);
+            self.state.refs = self.state.refs.saturating_sub(1);
+        }
+        self.state.grow_waiters = 0;
+    }
+}
+
+/// Everything prepare took; dropped (unlocked) by parent or child.
+struct Held {
+    /// Each borrows the cache whose reference `caches` holds at the same
+    /// index: dropped first.
+    locks: Vec<CacheLocks<'static>>,
+    /// References taken out of their `Arc`s (`Arc::into_raw`) so the locks
+    /// above may borrow them for `'static`; given back by [`Held::release`].
+    caches: Vec<*const CacheInner>,
+    registry: std::sync::MutexGuard<'static, Vec<Arc<CacheInner>>>,
+    reserve: os::ReserveLock,
+    queue: Option<taskq::ForkLock>,
+}
+
+impl Held {
+    /// Unlocks everything; returns the pool's lock for the caller to
+    /// finish with.
+    fn release(self) -> Option<taskq::ForkLock> {
+        let Held {
+            locks,
+            caches,
+            registry,
+            reserve,
+            queue,
+        } = self;
+        drop(reserve);
+        drop(locks);
+        for p in caches {
+            // SAFETY: p came from Arc::into_raw in prepare, and the locks
+            // that borrowed it are gone.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+        drop(registry);
+        queue
+    }
+}
+
+thread_local! {
+    /// What prepare took; the three handlers run on the forking thread.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+extern "C" fn prepare() {
+    let queue = taskq::prepare_fork();
+    let registry = cache::lock_registry();
+    let mut caches = Vec::with_capacity(registry.len());
+    let mut locks = Vec::with_capacity(registry.len());
+    for c in registry.iter() {
+        let p = Arc::into_raw(c.clone());
+        caches.push(p);
+        // SAFETY: the reference count taken by into_raw keeps the cache
+        // alive until Held::release, which drops these locks first.
+        let c: &'static CacheInner = unsafe { &*p };
+        let mags = c.mags.iter().map(|m| m.lock()).collect();
+        let depot = c.depot.lock();
+        let state = c.lock_state();
+        locks.push(CacheLocks {
+            cache: c,
+            mags,
+            depot,
+            state,
+        });
+    }
+    let reserve = os::lock_reserve();
+    HELD.with(|h| {
+        *h.borrow_mut() = Some(Held {
+            locks,
+            caches,
+            registry,
+            reserve,
+            queue,
+        })
+    });
+}
+
+extern "C" fn parent() {
+    if let Some(held) = HELD.with(|h| h.borrow_mut().take()) {
+        drop(held.release());
+    }
+}
+
+extern "C" fn child() {
+    let Some(mut held) = HELD.with(|h| h.borrow_mut().take()) else {
+        return;
+    };
+    for l in &mut held.locks {
+        let queued = held.queue.as_ref().is_some_and(|q| q.queued(l.cache));
+        l.end_orphans(queued);
+    }
+    if let Some(q) = held.release() {
+        q.child();
+    }
+    reap::forked();
+    stats::forked();
+}
