@@ -329,12 +329,14 @@ pub fn reserved_bytes() -> usize {
 
 /// The process-wide slab reservation, locked: while it is held no slab is
 /// carved (for [`crate::fork`]).
+#[cfg(not(loom))]
 pub(crate) struct ReserveLock(
     #[allow(dead_code, reason = "held for its Drop")]
     std::sync::MutexGuard<'static, reserve::Reserve>,
 );
 
 /// Locks the slab reservation (the last lock [`crate::fork`] takes).
+#[cfg(not(loom))]
 pub(crate) fn lock_reserve() -> ReserveLock {
     ReserveLock(reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner()))
 }

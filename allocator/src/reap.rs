@@ -5,7 +5,7 @@
 //! a reap of the cache is already running (REAPING), it flushes the *current
 //! CPU's* magazine back to the slabs and unmaps every empty slab at the tail
 //! of the partial list. It also empties the depot (which the seed does not
-//! have, see [`crate::depot`]) into the slabs first. [`reap`] does that for every registered cache.
+//! have; see the `depot` module) into the slabs first. [`reap`] does that for every registered cache.
 //! Allocations that need to grow while REAPING is set wait for the reap to
 //! end and look again (see the `grow` module).
 //!
@@ -134,6 +134,7 @@ pub(crate) fn ensure_reaper(t: &Tunables) {
 }
 
 /// In a forked child: it has no reaper thread; the next grow starts one.
+#[cfg(not(loom))]
 pub(crate) fn forked() {
     STARTED.store(false, Ordering::Relaxed);
 }

@@ -271,6 +271,7 @@ pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
 }
 
 /// In a forked child: it has no statistics thread; the next grow starts one.
+#[cfg(not(loom))]
 pub(crate) fn forked() {
     STATS_STARTED.store(false, Relaxed);
 }
