@@ -563,7 +563,7 @@ impl CacheBuilder {
             #[cfg(loom)]
             loom_async_only: std::sync::atomic::AtomicBool::new(false),
         });
-        #[cfg(not(any(loom, miri)))]
+        #[cfg(not(loom))]
         crate::fork::ensure_handlers();
         lock_registry().push(inner.clone());
         reap::ensure_reaper(&t);

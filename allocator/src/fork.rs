@@ -36,8 +36,12 @@ use crate::slab::SlabState;
 use crate::sync::MutexGuard;
 use crate::{cache, os, reap, stats, taskq};
 
-/// Registers the handlers, once per process (a child inherits them).
+/// Registers the handlers, once per process (a child inherits them). Not
+/// under Miri, which has no `pthread_atfork` (and no `fork`).
 pub(crate) fn ensure_handlers() {
+    if cfg!(miri) {
+        return;
+    }
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // SAFETY: the handlers are plain functions that touch only
