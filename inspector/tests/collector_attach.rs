@@ -246,6 +246,17 @@ fn a_process_without_probes_names_the_files_searched() {
         .stdout(Stdio::null())
         .spawn()
         .expect("starting sleep");
+    // spawn returns once `sleep` is exec'd, before its loader has mapped
+    // libc: wait for a shared object in its maps, so there is one to search.
+    let maps = format!("/proc/{}/maps", sleeper.id());
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(".so")) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "sleep mapped no shared object within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let err = collector::spawn(Target::Pid(sleeper.id()), opts(None)).unwrap_err();
     sleeper.kill().ok();
     sleeper.wait().ok();
