@@ -25,6 +25,10 @@
 //! magazine and the slabs outside any lock. They count as allocated there,
 //! as in-use objects do. A restartable sequence cut off by the fork never
 //! committed, so it changed nothing.
+//!
+//! As with glibc's malloc, a `fork` called while the forking thread itself
+//! is inside slabscope (from a signal handler that interrupted it, or from
+//! a constructor or destructor) would wait in prepare for a lock it holds.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once};
