@@ -26,9 +26,10 @@
 //! as in-use objects do. A restartable sequence cut off by the fork never
 //! committed, so it changed nothing.
 //!
-//! As with glibc's malloc, a `fork` called while the forking thread itself
-//! is inside slabscope (from a signal handler that interrupted it, or from
-//! a constructor or destructor) would wait in prepare for a lock it holds.
+//! As with glibc's malloc, a `fork` from a signal handler that interrupted
+//! slabscope code holding a lock would wait in prepare for that lock.
+//! Constructors and destructors run with no slabscope lock held, so they
+//! may fork.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once};
