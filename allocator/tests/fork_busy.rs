@@ -136,3 +136,56 @@ fn a_child_forked_while_other_threads_hold_locks_is_not_stuck() {
         c.destroy().unwrap();
     }
 }
+
+/// Constructors run with no slabscope lock held, so one may fork; the
+/// child, still inside the parent's allocation, uses the cache freely
+/// (constructing its own objects with the same constructor).
+#[test]
+fn a_constructor_may_fork() {
+    use std::sync::atomic::AtomicI32;
+    const NOT_YET: i32 = -1;
+    let child_status = Arc::new(AtomicI32::new(NOT_YET));
+    let forked = Arc::new(AtomicBool::new(false));
+    let cache = Arc::new(std::sync::OnceLock::<Cache>::new());
+    let (status, inner) = (child_status.clone(), cache.clone());
+    let built = CacheBuilder::new("fork_in_ctor", 128)
+        .ctor(move |_, _| {
+            if forked.swap(true, Ordering::Relaxed) {
+                return true;
+            }
+            // SAFETY: as in the test above; the child leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: alarm has no preconditions.
+                unsafe { libc::alarm(CHILD_DEADLINE_S) };
+                let c = inner
+                    .get()
+                    .expect("the cache is set before the first alloc");
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    churn(c, 300);
+                    c.reap_now();
+                    c.validate().unwrap();
+                }))
+                .is_ok();
+                // SAFETY: as above.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut raw = 0;
+            // SAFETY: pid is our child; raw is a valid out pointer.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut raw, 0) }, pid);
+            status.store(raw, Ordering::Relaxed);
+            true
+        })
+        .build()
+        .unwrap();
+    assert!(cache.set(built).is_ok());
+    let c = cache.get().unwrap();
+    churn(c, 10);
+    let raw = child_status.load(Ordering::Relaxed);
+    assert_ne!(raw, NOT_YET, "the constructor did not fork");
+    assert!(
+        libc::WIFEXITED(raw) && libc::WEXITSTATUS(raw) == 0,
+        "the child forked inside a constructor failed or hung (status {raw:#x})"
+    );
+    c.validate().unwrap();
+}
