@@ -17,30 +17,21 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::contenders::{Baseline, Contender};
+use crate::contenders::Baseline;
 use crate::slab::Slabscope;
+use crate::workloads::one_live;
 
-/// `rounds` of one allocation, a one-byte write and one free: workload
-/// 1's 1-live loop, whose body the count walks.
+/// Workload 1's 1-live loop ([`one_live`]) on slabscope, out of line: the
+/// body the count walks.
 #[inline(never)]
 pub fn hit_pair(c: &Slabscope, rounds: u64) {
-    for r in 0..rounds {
-        let mut o = c.alloc();
-        // SAFETY: addr is the first byte of a live object of at least one byte.
-        unsafe { Slabscope::addr(&mut o).write_volatile(r as u8) };
-        c.free(o);
-    }
+    one_live(c, rounds);
 }
 
 /// [`hit_pair`] with an "allocator" that returns one fixed buffer.
 #[inline(never)]
 pub fn harness_pair(c: &Baseline, rounds: u64) {
-    for r in 0..rounds {
-        let mut o = c.alloc();
-        // SAFETY: as in hit_pair.
-        unsafe { Baseline::addr(&mut o).write_volatile(r as u8) };
-        c.free(o);
-    }
+    one_live(c, rounds);
 }
 
 /// The counted path of one function.

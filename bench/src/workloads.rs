@@ -26,12 +26,7 @@ use crate::measure::{pin_to, rss_bytes};
 pub fn churn<C: Contender>(c: &C, live: usize, order: &[u32], rounds: u64) -> Duration {
     if live == 1 {
         let start = Instant::now();
-        for r in 0..rounds {
-            let mut o = c.alloc();
-            // SAFETY: addr is the first byte of a live object of at least one byte.
-            unsafe { C::addr(&mut o).write_volatile(r as u8) };
-            c.free(o);
-        }
+        one_live(c, rounds);
         return start.elapsed();
     }
     let mut slots: Vec<Option<C::Obj<'_>>> = (0..live).map(|_| None).collect();
@@ -50,6 +45,18 @@ pub fn churn<C: Contender>(c: &C, live: usize, order: &[u32], rounds: u64) -> Du
         }
     }
     start.elapsed()
+}
+
+/// `rounds` of one allocation, a one-byte write and one free: churn with
+/// one live object, and the loop whose machine code `native` counts.
+#[inline(always)]
+pub fn one_live<C: Contender>(c: &C, rounds: u64) {
+    for r in 0..rounds {
+        let mut o = c.alloc();
+        // SAFETY: addr is the first byte of a live object of at least one byte.
+        unsafe { C::addr(&mut o).write_volatile(r as u8) };
+        c.free(o);
+    }
 }
 
 /// Allocate `objects` objects on a thread pinned to `cpus.0` and free them on
