@@ -4,11 +4,14 @@
 //!
 //! Each cache has one magazine per possible CPU holding up to `size` object
 //! pointers (`spl_magazine_size()` or the `magazine_size` tunable). Allocation
-//! pops from the current CPU's magazine; when it is empty it is refilled with
-//! up to `refill = (size + 1) / 2` objects from the depot or else the slabs,
-//! growing the cache when none are free. Free pushes onto the current CPU's
-//! magazine; when it is full `refill` objects are flushed to the depot, or
-//! when it is full back to their slabs, and empty slabs are reclaimed (see
+//! pops from the current CPU's magazine; when it is empty it is refilled
+//! from the depot (a whole magazine's worth with restartable sequences,
+//! `refill = (size + 1) / 2` objects with the lock) or else with `refill`
+//! objects from the slabs, growing the cache when none are free. Free
+//! pushes onto the current CPU's magazine; when it is full a flush moves
+//! objects (three quarters of the magazine with restartable sequences,
+//! `refill` with the lock) to the depot, and what the depot has no room
+//! for back to their slabs, whose empty ones are then reclaimed (see
 //! [`crate::depot`], which the seed does not have).
 //!
 //! # Preemption and migration
@@ -283,11 +286,12 @@ impl CacheInner {
         st.take_batch(self.debug, &self.name, os::coarse_ms(), out)
     }
 
-    /// `spl_cache_refill()` for rseq magazines: takes up to `refill` objects
-    /// from the depot or the slabs, keeps the last for the caller and pushes the rest onto
-    /// the current CPU's magazine in one critical section; what does not fit
-    /// (the thread migrated to a fuller magazine, or a flush holds it) goes
-    /// back to the slabs.
+    /// `spl_cache_refill()` for rseq magazines: takes up to a whole
+    /// magazine's worth from the depot, or else up to `refill` objects from
+    /// the slabs, keeps the last for the caller and pushes the rest onto
+    /// the current CPU's magazine in one critical section. What does not
+    /// fit (the thread migrated to a fuller magazine, or a flush holds it)
+    /// stays in the depot, or goes back to the slabs.
     fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
         // A whole magazine's worth from the depot, pushed straight from it.
         let from_depot = self.depot.take_into(self.mag_size as usize, |objs| {
