@@ -64,6 +64,9 @@ pub(crate) fn ensure_handlers() {
 
 /// One cache's locks, in the order they were taken.
 struct CacheLocks<'a> {
+    /// Borrowed from a reference taken out of its `Arc` (`Arc::into_raw`)
+    /// so the locks may borrow it for `'static`; given back by
+    /// [`Held::release`].
     cache: &'a CacheInner,
     #[allow(dead_code, reason = "held for their Drop")]
     mags: Vec<MagGuard<'a>>,
@@ -93,12 +96,7 @@ impl CacheLocks<'_> {
 
 /// Everything prepare took; dropped (unlocked) by parent or child.
 struct Held {
-    /// Each borrows the cache whose reference `caches` holds at the same
-    /// index: dropped first.
     locks: Vec<CacheLocks<'static>>,
-    /// References taken out of their `Arc`s (`Arc::into_raw`) so the locks
-    /// above may borrow them for `'static`; given back by [`Held::release`].
-    caches: Vec<*const CacheInner>,
     registry: std::sync::MutexGuard<'static, Vec<Arc<CacheInner>>>,
     reserve: os::ReserveLock,
     queue: Option<taskq::ForkLock>,
@@ -110,14 +108,14 @@ impl Held {
     fn release(self) -> Option<taskq::ForkLock> {
         let Held {
             locks,
-            caches,
             registry,
             reserve,
             queue,
         } = self;
         drop(reserve);
-        drop(locks);
-        for p in caches {
+        for l in locks {
+            let p: *const CacheInner = l.cache;
+            drop(l);
             // SAFETY: p came from Arc::into_raw in prepare, and the locks
             // that borrowed it are gone.
             drop(unsafe { Arc::from_raw(p) });
@@ -135,11 +133,9 @@ thread_local! {
 extern "C" fn prepare() {
     let queue = taskq::prepare_fork();
     let registry = cache::lock_registry();
-    let mut caches = Vec::with_capacity(registry.len());
     let mut locks = Vec::with_capacity(registry.len());
     for c in registry.iter() {
         let p = Arc::into_raw(c.clone());
-        caches.push(p);
         // SAFETY: the reference count taken by into_raw keeps the cache
         // alive until Held::release, which drops these locks first.
         let c: &'static CacheInner = unsafe { &*p };
@@ -157,7 +153,6 @@ extern "C" fn prepare() {
     HELD.with(|h| {
         *h.borrow_mut() = Some(Held {
             locks,
-            caches,
             registry,
             reserve,
             queue,
