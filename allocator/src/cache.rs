@@ -58,7 +58,7 @@ use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
 use crate::slab::{self, SlabState};
 use crate::stats::CacheStats;
 use crate::sync::{self, AtomicU64, Condvar, MutexGuard};
-use crate::{os, reap, stats, tunables};
+use crate::{os, tunables};
 
 /// Constructor: `(object, kmflags) -> success`.
 pub type Ctor = Box<dyn Fn(NonNull<u8>, u32) -> bool + Send + Sync>;
@@ -566,8 +566,7 @@ impl CacheBuilder {
         #[cfg(not(loom))]
         crate::fork::ensure_handlers();
         lock_registry().push(inner.clone());
-        reap::ensure_reaper(&t);
-        stats::ensure_stats_thread(&t);
+        crate::background::ensure(&t);
         if slabscope_probes::ENABLED {
             slabscope_probes::fire::cache_create(&inner.snapshot());
         }

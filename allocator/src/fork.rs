@@ -39,7 +39,7 @@ use crate::flags::{KMC_GROWING, KMC_REAPING};
 use crate::magazine::MagGuard;
 use crate::slab::SlabState;
 use crate::sync::MutexGuard;
-use crate::{cache, os, reap, stats, taskq};
+use crate::{background, cache, os, taskq};
 
 /// Registers the handlers, once per process (a child inherits them). Not
 /// under Miri, which has no `pthread_atfork` (and no `fork`).
@@ -177,6 +177,5 @@ extern "C" fn child() {
     if let Some(q) = held.release() {
         q.child();
     }
-    reap::forked();
-    stats::forked();
+    background::forked();
 }

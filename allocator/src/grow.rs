@@ -127,9 +127,7 @@ impl CacheInner {
     /// `spl_cache_grow()`: see the module docs.
     pub(crate) fn grow(self: &CacheInner, kmflags: u32) -> Grow {
         // A forked child starts the background threads it lacks here.
-        let t = tunables::current();
-        crate::reap::ensure_reaper(&t);
-        crate::stats::ensure_stats_thread(&t);
+        crate::background::ensure(&tunables::current());
         let mut st = self.lock_state();
         self.check_alive(&st);
         if self.flag(KMC_REAPING) {

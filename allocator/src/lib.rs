@@ -28,6 +28,7 @@
 //! cache.destroy().expect("nothing allocated");
 //! ```
 
+mod background;
 pub mod cache;
 #[cfg(all(test, not(loom)))]
 mod cache_tests;

@@ -11,7 +11,8 @@
 //!
 //! The kernel calls SPL's reclaim from its shrinker under memory pressure.
 //! Userspace has no shrinker, so slabscope offers a background reaper thread,
-//! started with the first cache when `reap_interval_ms` > 0. Every interval it
+//! started with the first cache when `reap_interval_ms` > 0 (by the `background`
+//! module, which also restarts it in a forked child). Every interval it
 //! reaps each cache, flushing every magazine that handed out nothing during
 //! the whole previous interval (so busy CPUs keep their working set), and the
 //! depot when it handed out nothing either, and then reclaiming empty slabs. With `reclaim = 1` (SPL's `KMC_RECLAIM_ONCE`, the
@@ -19,13 +20,10 @@
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
 use crate::cache::{CacheInner, registered};
 use crate::flags::{KMC_DESTROY, KMC_REAPING};
 use crate::os;
-use crate::tunables::{self, Tunables};
+use crate::tunables;
 
 impl CacheInner {
     /// `spl_slab_reclaim()`: unmaps the empty slabs at the tail of the
@@ -98,43 +96,4 @@ pub fn reap() {
     for c in registered() {
         c.reap_now(false);
     }
-}
-
-/// Whether this process has started its background reaper (cleared in a
-/// forked child, which has none).
-static STARTED: AtomicBool = AtomicBool::new(false);
-
-/// Starts the background reaper once per process, if `reap_interval_ms` >
-/// 0. Called when a cache is created and when one grows.
-pub(crate) fn ensure_reaper(t: &Tunables) {
-    if t.reap_interval_ms == 0
-        || STARTED.load(Ordering::Relaxed)
-        || STARTED.swap(true, Ordering::Relaxed)
-    {
-        return;
-    }
-    let every = Duration::from_millis(t.reap_interval_ms);
-    {
-        let spawned = std::thread::Builder::new()
-            .name("slabscope-reap".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(every);
-                    for c in registered() {
-                        c.reap_now(true);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!(
-                "slabscope: cannot start the background reaper ({e}); caches are reaped only on request"
-            );
-        }
-    }
-}
-
-/// In a forked child: it has no reaper thread; the next grow starts one.
-#[cfg(not(loom))]
-pub(crate) fn forked() {
-    STARTED.store(false, Ordering::Relaxed);
 }

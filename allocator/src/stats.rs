@@ -10,8 +10,6 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, name_buf};
@@ -235,45 +233,6 @@ pub fn publish() -> Vec<CacheStats> {
             s
         })
         .collect()
-}
-
-/// Whether this process has started its statistics thread (cleared in a
-/// forked child, which has none).
-static STATS_STARTED: AtomicBool = AtomicBool::new(false);
-
-/// Starts the `cache_stats` thread once per process, if
-/// `stats_interval_ms` > 0. Called when a cache is created and when one
-/// grows.
-pub(crate) fn ensure_stats_thread(t: &crate::tunables::Tunables) {
-    if t.stats_interval_ms == 0
-        || !slabscope_probes::ENABLED
-        || STATS_STARTED.load(Relaxed)
-        || STATS_STARTED.swap(true, Relaxed)
-    {
-        return;
-    }
-    let every = std::time::Duration::from_millis(t.stats_interval_ms);
-    {
-        let spawned = std::thread::Builder::new()
-            .name("slabscope-stats".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(every);
-                    publish();
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!(
-                "slabscope: cannot start the cache_stats thread ({e}); call stats::publish() instead"
-            );
-        }
-    }
-}
-
-/// In a forked child: it has no statistics thread; the next grow starts one.
-#[cfg(not(loom))]
-pub(crate) fn forked() {
-    STATS_STARTED.store(false, Relaxed);
 }
 
 // Caches need loom's runtime under cfg(loom); these run in normal builds.
