@@ -107,6 +107,7 @@ struct slabscope_cache_snapshot {
 	uint32_t mag_refill;
 	uint32_t ncpus;         /* entries of mag_fill used */
 	uint32_t depot_objs;    /* objects in the depot (also in mag_objs) */
+	/* SPL's counters: SlabCounters in the slabscope-probes crate, inline. */
 	uint64_t slab_fail;
 	uint64_t slab_create;
 	uint64_t slab_destroy;

@@ -242,19 +242,7 @@ impl CacheInner {
             return s;
         }
         s.ncpus = self.mags.len().min(MAX_CPUS) as u32;
-        let c = &st.c;
-        s.slab_fail = c.slab_fail;
-        s.slab_create = c.slab_create;
-        s.slab_destroy = c.slab_destroy;
-        s.slab_total = c.slab_total;
-        s.slab_alloc = c.slab_alloc;
-        s.slab_max = c.slab_max;
-        s.obj_total = c.obj_total;
-        s.obj_alloc = c.obj_alloc;
-        s.obj_max = c.obj_max;
-        s.obj_deadlock = c.obj_deadlock;
-        s.obj_emergency = c.obj_emergency;
-        s.obj_emergency_max = c.obj_emergency_max;
+        s.counters = st.c;
         for (i, f) in self.mag_fill().enumerate() {
             s.mag_objs += u64::from(f);
             if i < MAX_CPUS {

@@ -36,7 +36,6 @@ mod depot;
 mod emergency;
 pub mod error;
 pub mod ffi;
-pub mod flags;
 #[cfg(not(loom))]
 mod fork;
 mod grow;
@@ -58,4 +57,6 @@ pub mod typed;
 pub use cache::{Cache, CacheBuilder, MagazineProtocol};
 pub use error::Error;
 pub use reap::reap;
+/// `KMC_*` / `KM_*` values and their names, from the contract crate.
+pub use slabscope_probes::flags;
 pub use typed::{Obj, TypedCache};

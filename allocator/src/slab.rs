@@ -59,6 +59,7 @@ use std::ptr::{self, NonNull};
 use crate::flags::SKS_MAGIC;
 use crate::os;
 use crate::sizing::Geometry;
+use slabscope_probes::SlabCounters;
 
 /// Slab header, at the start of each slab (`spl_kmem_slab_t`).
 #[repr(C)]
@@ -347,42 +348,14 @@ unsafe fn relink(from: &mut SlabList, to: &mut SlabList, s: *mut Slab) {
     unsafe { to.push_front(s) };
 }
 
-/// SPL's counters (`skc_slab_*`, `skc_obj_*`), kept under the cache lock.
-///
-/// Invariants (checked by [`SlabState::validate`]):
-///
-/// - `slab_total == partial.len + complete.len`
-/// - `obj_total == Σ slab.objs + obj_emergency`
-/// - `obj_alloc == Σ slab.refs` — objects outside the slabs' free lists, in
-///   magazines or in use; emergency objects are not counted here (as in SPL)
-/// - `slab_alloc == #{slab : slab.refs > 0}`
-/// - `obj_emergency == emergency.len()`
-/// - `*_max >= *` for alloc and emergency.
-///
-/// `slab_create` / `slab_destroy` count slabs mapped / unmapped over the
-/// cache's life (the seed declares them but never increments them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub slab_fail: u64,
-    pub slab_create: u64,
-    pub slab_destroy: u64,
-    pub slab_total: u64,
-    pub slab_alloc: u64,
-    pub slab_max: u64,
-    pub obj_total: u64,
-    pub obj_alloc: u64,
-    pub obj_max: u64,
-    pub obj_deadlock: u64,
-    pub obj_emergency: u64,
-    pub obj_emergency_max: u64,
-}
-
 /// Everything under the cache lock.
 #[derive(Debug)]
 pub(crate) struct SlabState {
     pub partial: SlabList,
     pub complete: SlabList,
-    pub c: Counters,
+    /// SPL's counters; their invariants are on [`SlabCounters`] and
+    /// [`Self::validate`] checks them.
+    pub c: SlabCounters,
     /// Emergency objects by address (SPL's red-black tree).
     pub emergency: BTreeMap<usize, ()>,
     /// Grows queued or running plus reaps in progress (`skc_ref`).
@@ -561,7 +534,7 @@ impl SlabState {
         SlabState {
             partial: SlabList::new(),
             complete: SlabList::new(),
-            c: Counters::default(),
+            c: SlabCounters::ZERO,
             emergency: BTreeMap::new(),
             refs: 0,
             grow_waiters: 0,

@@ -1,5 +1,5 @@
 //! `SlabState::validate`: walks both slab lists and every free list and
-//! checks the equations of [`Counters`](super::Counters). Kept apart from
+//! checks the equations of [`SlabCounters`](slabscope_probes::SlabCounters). Kept apart from
 //! the slab operations it checks; a child module, so it reads the headers'
 //! private fields directly.
 
@@ -10,7 +10,7 @@ use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
 impl SlabState {
-    /// Checks the invariants of [`Counters`](super::Counters) by walking
+    /// Checks the invariants of [`SlabCounters`](slabscope_probes::SlabCounters) by walking
     /// every list, with every magic and free object's state word. Returns the set of free objects (addresses) so
     /// callers can check magazines against it.
     pub(crate) fn validate(

@@ -134,7 +134,18 @@ fn check(stdout: &str) {
             );
         )*};
     }
-    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus depot_objs slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max mag_objs mag_fill name);
+    offsets!(cache_id flags obj_size obj_align obj_size_full slab_size slab_objs mag_size mag_refill ncpus depot_objs mag_objs mag_fill name);
+    // The header declares SlabCounters' fields inline in the snapshot.
+    macro_rules! counter_offsets {
+        ($($f:ident)*) => {$(
+            assert_eq!(
+                value(&kv, concat!("off_", stringify!($f))),
+                std::mem::offset_of!(CacheSnapshot, counters.$f).to_string(),
+                concat!("offset of ", stringify!($f), " differs between include/slabscope.h and SlabCounters in CacheSnapshot")
+            );
+        )*};
+    }
+    counter_offsets!(slab_fail slab_create slab_destroy slab_total slab_alloc slab_max obj_total obj_alloc obj_max obj_deadlock obj_emergency obj_emergency_max);
 
     for (key, errno, msg) in [
         ("bad_align", libc::EINVAL, "alignment 24"),

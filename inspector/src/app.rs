@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use slabscope::stats::CacheStats;
+use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheCounters, Event, name_bytes};
 
 use crate::columns::Column;
@@ -500,7 +500,8 @@ impl State {
             t.mag_objs += s.mag_objs;
             t.obj_emergency += s.obj_emergency;
             t.deadlocks += s.obj_deadlock;
-            t.deadlocked_caches += u64::from(s.flags & slabscope::flags::KMC_DEADLOCKED != 0);
+            t.deadlocked_caches +=
+                u64::from(s.flags & slabscope_probes::flags::KMC_DEADLOCKED != 0);
         }
         t
     }
@@ -555,8 +556,8 @@ impl State {
 mod tests {
     use super::*;
     use crate::testdata::{self, cache, event, sample};
-    use slabscope::flags::KMC_DEADLOCKED;
     use slabscope_probes::ProbeKind;
+    use slabscope_probes::flags::KMC_DEADLOCKED;
 
     #[test]
     fn samples_fill_caches_history_and_rate() {
@@ -745,7 +746,7 @@ mod tests {
     fn slab_backed_caches_count_their_objects_as_active_and_total() {
         let mut st = State::new("t");
         let mut slab = cache(1, 1, "kmalloc_like", 30);
-        slab.snapshot.flags = slabscope::flags::KMC_SLAB;
+        slab.snapshot.flags = slabscope_probes::flags::KMC_SLAB;
         slab.snapshot.obj_total = 0;
         slab.snapshot.slab_total = 0;
         st.apply(Update::Sample(sample(

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-use slabscope::stats::CacheStats;
+use slabscope_probes::stats::CacheStats;
 
 use crate::format;
 
@@ -355,7 +355,8 @@ impl FromStr for Column {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slabscope::flags::{KMC_KVMEM, KMC_SLAB};
+    use slabscope_probes::SlabCounters;
+    use slabscope_probes::flags::{KMC_KVMEM, KMC_SLAB};
 
     fn stats(name: &str, obj_alloc: u64) -> CacheStats {
         CacheStats {
@@ -363,8 +364,11 @@ mod tests {
             flags: KMC_KVMEM,
             obj_size: 100,
             slab_size: 4096,
-            slab_total: 3,
-            obj_alloc,
+            counters: SlabCounters {
+                slab_total: 3,
+                obj_alloc,
+                ..SlabCounters::ZERO
+            },
             ..CacheStats::default()
         }
     }

@@ -5,7 +5,7 @@
 //! [`FLAG_LEGEND`] is the key printed under the cache table and in the help
 //! overlay; `x` switches the column to the raw hex `/proc/spl/kmem/slab` shows.
 
-use slabscope::flags::{
+use slabscope_probes::flags::{
     KMC_DEADLOCKED, KMC_DESTROY, KMC_GROWING, KMC_KVMEM, KMC_NODEBUG, KMC_REAPING, KMC_RECLAIMABLE,
     KMC_SLAB,
 };

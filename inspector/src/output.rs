@@ -2,7 +2,7 @@
 //! `--json` (one document, or one line per sample).
 //!
 //! Both print what one [`Sample`] says, through the allocator's own writers:
-//! `--once` is [`slabscope::stats::proc_slab_text`] over the caches converted
+//! `--once` is [`slabscope_probes::stats::proc_slab_text`] over the caches converted
 //! with `CacheStats::from(&CacheSnapshot)`, so it is byte for byte what the
 //! traced program would print itself; `--json` serializes the same
 //! [`CacheStats`] plus the transition counters the collector kept.
@@ -16,8 +16,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use slabscope::stats::{CacheStats, proc_slab_text};
 use slabscope_probes::CacheCounters;
+use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
 use crate::sample::{Sample, Update};
 
@@ -59,7 +59,7 @@ pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
 /// # Examples
 ///
 /// ```
-/// use slabscope::stats::PROC_SLAB_HEADER;
+/// use slabscope_probes::stats::PROC_SLAB_HEADER;
 /// use slabscope_inspector::output::once_text;
 /// use slabscope_inspector::sample::Sample;
 ///

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use slabscope::flags::{KMC_DEADLOCKED, KMC_GROWING, KMC_KVMEM, KMC_SLAB};
+use slabscope_probes::flags::{KMC_DEADLOCKED, KMC_GROWING, KMC_KVMEM, KMC_SLAB};
 use slabscope_probes::{
-    CacheCounters, CacheSnapshot, EVENT_VALUES, Event, MAX_CPUS, ProbeKind, name_buf,
+    CacheCounters, CacheSnapshot, EVENT_VALUES, Event, MAX_CPUS, ProbeKind, SlabCounters, name_buf,
 };
 
 use crate::app::State;
@@ -31,19 +31,21 @@ pub fn cache(pid: u32, id: u64, name: &str, obj_alloc: u64) -> CacheState {
             mag_size: 16,
             mag_refill: 8,
             ncpus: 2,
-            slab_create: 5,
-            slab_destroy: 1,
-            slab_total: 4,
-            slab_alloc: 3,
-            slab_max: 4,
-            obj_total: 56,
-            obj_alloc,
-            obj_max: obj_alloc.max(50),
+            counters: SlabCounters {
+                slab_create: 5,
+                slab_destroy: 1,
+                slab_total: 4,
+                slab_alloc: 3,
+                slab_max: 4,
+                obj_total: 56,
+                obj_alloc,
+                obj_max: obj_alloc.max(50),
+                ..SlabCounters::ZERO
+            },
             mag_objs: 17,
             depot_objs: 8,
             mag_fill,
             name: name_buf(name.as_bytes()),
-            ..CacheSnapshot::ZERO
         },
         counters: CacheCounters {
             grows: 5,
@@ -125,11 +127,11 @@ pub fn caches(i: u64) -> Vec<CacheState> {
     for f in [
         &mut slab.snapshot.slab_size,
         &mut slab.snapshot.slab_objs,
-        &mut slab.snapshot.slab_total,
-        &mut slab.snapshot.slab_alloc,
-        &mut slab.snapshot.slab_max,
-        &mut slab.snapshot.obj_total,
-        &mut slab.snapshot.obj_max,
+        &mut slab.snapshot.counters.slab_total,
+        &mut slab.snapshot.counters.slab_alloc,
+        &mut slab.snapshot.counters.slab_max,
+        &mut slab.snapshot.counters.obj_total,
+        &mut slab.snapshot.counters.obj_max,
         &mut slab.snapshot.mag_objs,
     ] {
         *f = 0;

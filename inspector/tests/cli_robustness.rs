@@ -26,7 +26,7 @@ use std::{
 use collector_support::{Fixture, Report, root_or_skip};
 use object::{Object as _, ObjectSection as _};
 use serde_json::Value;
-use slabscope::stats::PROC_SLAB_HEADER;
+use slabscope_probes::stats::PROC_SLAB_HEADER;
 
 const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
 /// The exit status for "not permitted" (see `slabscope --help`).

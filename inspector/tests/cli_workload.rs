@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use collector_support::{Fixture, root_or_skip};
 use serde::Deserialize;
 use serde_json::Value;
-use slabscope::stats::{CacheStats, proc_slab_text};
+use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
 const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
 

@@ -163,7 +163,7 @@ fn slabscope_once_shows_the_caches_of_a_c_program() {
     assert!(out.status.success(), "{}\n{rest}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.starts_with(slabscope::stats::PROC_SLAB_HEADER),
+        text.starts_with(slabscope_probes::stats::PROC_SLAB_HEADER),
         "{text}"
     );
     assert!(

@@ -9,13 +9,13 @@ use std::{collections::BTreeMap, sync::mpsc::Receiver, thread::sleep, time::Dura
 
 use collector_support::{Fixture, Report, last_sample, opts, root_or_skip, until, until_closed};
 use serde::Deserialize;
-use slabscope::stats::CacheStats;
 use slabscope_inspector::{
     app::State,
     collector::{self, CollectorHandle, CollectorOptions, Target},
     sample::{Sample, Update},
 };
 use slabscope_probes::CacheCounters;
+use slabscope_probes::stats::CacheStats;
 
 fn attach(target: Target) -> (Receiver<Update>, CollectorHandle) {
     let what = format!("{target:?}");

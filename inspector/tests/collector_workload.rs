@@ -11,11 +11,11 @@ use std::{collections::BTreeMap, sync::mpsc::RecvTimeoutError, time::Duration};
 
 use collector_support::{Fixture, root_or_skip};
 use serde::Deserialize;
-use slabscope::stats::CacheStats;
 use slabscope_inspector::{
     collector::{self, CollectorOptions, Target},
     sample::{Sample, Update},
 };
+use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheCounters, Event, ProbeKind};
 
 /// `CacheCounters` without `last_ns`, as the workload reports them.

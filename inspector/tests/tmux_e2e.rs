@@ -156,7 +156,7 @@ fn inspector_shows_the_demo_live() {
         String::from_utf8_lossy(&once.stderr)
     );
     assert!(
-        text.starts_with(slabscope::stats::PROC_SLAB_HEADER),
+        text.starts_with(slabscope_probes::stats::PROC_SLAB_HEADER),
         "{text}"
     );
     let names: Vec<String> = text

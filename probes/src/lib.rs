@@ -21,6 +21,16 @@
 //! slabscope collector. An untraced site costs one `nop`.
 #![no_std]
 
+#[cfg(feature = "std")]
+extern crate std;
+
+mod counters;
+pub mod flags;
+#[cfg(feature = "std")]
+pub mod stats;
+
+pub use counters::SlabCounters;
+
 /// The USDT provider name of every slabscope probe.
 pub const PROVIDER: &str = "slabscope";
 
@@ -342,18 +352,9 @@ pub struct CacheSnapshot {
     /// Objects held in the depot between the magazines and the slabs
     /// (also counted in `mag_objs`; saturates at `u32::MAX`).
     pub depot_objs: u32,
-    pub slab_fail: u64,
-    pub slab_create: u64,
-    pub slab_destroy: u64,
-    pub slab_total: u64,
-    pub slab_alloc: u64,
-    pub slab_max: u64,
-    pub obj_total: u64,
-    pub obj_alloc: u64,
-    pub obj_max: u64,
-    pub obj_deadlock: u64,
-    pub obj_emergency: u64,
-    pub obj_emergency_max: u64,
+    /// SPL's counters; they read as the snapshot's own fields
+    /// (`snap.slab_total`) through `Deref`.
+    pub counters: SlabCounters,
     /// Objects held in all magazines (every CPU, not only the first MAX_CPUS).
     pub mag_objs: u64,
     /// Objects held in each CPU's magazine.
@@ -376,18 +377,7 @@ impl CacheSnapshot {
         mag_refill: 0,
         ncpus: 0,
         depot_objs: 0,
-        slab_fail: 0,
-        slab_create: 0,
-        slab_destroy: 0,
-        slab_total: 0,
-        slab_alloc: 0,
-        slab_max: 0,
-        obj_total: 0,
-        obj_alloc: 0,
-        obj_max: 0,
-        obj_deadlock: 0,
-        obj_emergency: 0,
-        obj_emergency_max: 0,
+        counters: SlabCounters::ZERO,
         mag_objs: 0,
         mag_fill: [0; MAX_CPUS],
         name: [0; NAME_LEN],
@@ -402,6 +392,22 @@ impl CacheSnapshot {
 impl Default for CacheSnapshot {
     fn default() -> Self {
         Self::ZERO
+    }
+}
+
+/// The counters are the snapshot's own fields in C (`include/slabscope.h`
+/// declares them inline) and read that way here too: `snap.slab_total`.
+impl core::ops::Deref for CacheSnapshot {
+    type Target = SlabCounters;
+
+    fn deref(&self) -> &SlabCounters {
+        &self.counters
+    }
+}
+
+impl core::ops::DerefMut for CacheSnapshot {
+    fn deref_mut(&mut self) -> &mut SlabCounters {
+        &mut self.counters
     }
 }
 
@@ -527,13 +533,17 @@ pub struct UsdtSpec {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{CacheCounters, CacheKey, CacheSnapshot, Event, UsdtArgSpec, UsdtSpec};
+    use super::{
+        CacheCounters, CacheKey, CacheSnapshot, Event, SlabCounters, UsdtArgSpec, UsdtSpec,
+    };
     // SAFETY: every type is #[repr(C)], made only of integers and integer arrays,
     // with explicit padding fields, so every bit pattern is valid and there are no
     // uninitialised bytes.
     unsafe impl aya::Pod for CacheSnapshot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CacheKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SlabCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CacheCounters {}
     // SAFETY: as above.
@@ -656,9 +666,10 @@ mod tests {
             assert_eq!(p.args[p.args.len() - 1], SNAP, "{}", p.name);
             assert!(p.values() <= EVENT_VALUES, "{}", p.name);
             assert!(
-                p.args.len() <= 8,
-                "{}: keep probes to 8 register arguments",
-                p.name
+                p.args.len() <= MAX_PROBE_ARGS,
+                "{}: {} arguments, more than bpftrace reads ({MAX_PROBE_ARGS})",
+                p.name,
+                p.args.len()
             );
         }
     }
@@ -674,6 +685,8 @@ mod tests {
             8 + 8 + 8 + 8 + 8 * EVENT_VALUES + NAME_LEN
         );
         assert_eq!(size_of::<CacheCounters>(), 16 * 8);
+        assert_eq!(size_of::<SlabCounters>(), 12 * 8);
+        assert_eq!(core::mem::offset_of!(CacheSnapshot, counters) % 8, 0);
         assert_eq!(
             size_of::<CacheSnapshot>(),
             7 * 8 + 4 * 4 + 13 * 8 + 4 * MAX_CPUS + NAME_LEN

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Widget};
 use super::{ALARM, GONE, HEADER, events, footer, title_bar};
 use crate::app::{CacheEntry, HistPoint, State};
 use crate::format::{bytes, flag_names};
-use slabscope::flags::KMC_DEADLOCKED;
+use slabscope_probes::flags::KMC_DEADLOCKED;
 
 /// Key hints of the detail view.
 pub const HINTS: &str = "Esc back  ↑↓ previous/next cache  Space pause  h sizes  ? help  q quit";

@@ -49,7 +49,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     let legend_text = if state.hex_flags {
         format!(
             " flags in hex as /proc/spl/kmem/slab prints them (e.g. kvmem = {})",
-            flag_hex(slabscope::flags::KMC_KVMEM)
+            flag_hex(slabscope_probes::flags::KMC_KVMEM)
         )
     } else {
         format!(" flags: {FLAG_LEGEND}")

@@ -15,7 +15,7 @@ use ratatui::widgets::{Cell, HighlightSpacing, Row, StatefulWidget, Table, Table
 use super::{ALARM, GONE, HEADER};
 use crate::app::{CacheEntry, State};
 use crate::columns::{COLUMNS, Column};
-use slabscope::flags::KMC_DEADLOCKED;
+use slabscope_probes::flags::KMC_DEADLOCKED;
 
 /// Columns dropped, first to last, when the terminal is too narrow.
 pub const DROP_ORDER: [Column; 10] = [
@@ -258,7 +258,7 @@ mod tests {
     fn several_processes_prefix_names_with_the_pid() {
         let mut st = testdata::state();
         let mut other = testdata::cache(77, 0x9000, "zio_cache", 3);
-        other.snapshot.flags |= slabscope::flags::KMC_NODEBUG;
+        other.snapshot.flags |= slabscope_probes::flags::KMC_NODEBUG;
         st.apply(crate::sample::Update::Sample(testdata::sample(
             9000,
             0,

@@ -1,5 +1,7 @@
 //! Flag values, bit for bit SPL's (`include/os/linux/spl/sys/kmem_cache.h`
-//! and `sys/kmem.h`), so C callers can pass the constants they know.
+//! and `sys/kmem.h`), so C callers can pass the constants they know, and
+//! their names. The allocator re-exports this module as `slabscope::flags`;
+//! the collector and the inspector read the same values here.
 
 /// Cache flag: no debugging (magic checks off for this cache's objects).
 pub const KMC_NODEBUG: u64 = 1 << 1;
@@ -40,3 +42,49 @@ pub const SKO_MAGIC: u32 = 0x2020_2020;
 pub const SKS_MAGIC: u32 = 0x2222_2222;
 /// Magic of a cache (`SKC_MAGIC`).
 pub const SKC_MAGIC: u32 = 0x2c2c_2c2c;
+
+/// Every `KMC_*` bit with its SPL name, creation flags first, then state bits.
+pub const KMC_NAMES: [(u64, &str); 8] = [
+    (KMC_NODEBUG, "KMC_NODEBUG"),
+    (KMC_KVMEM, "KMC_KVMEM"),
+    (KMC_SLAB, "KMC_SLAB"),
+    (KMC_RECLAIMABLE, "KMC_RECLAIMABLE"),
+    (KMC_DEADLOCKED, "KMC_DEADLOCKED"),
+    (KMC_GROWING, "KMC_GROWING"),
+    (KMC_REAPING, "KMC_REAPING"),
+    (KMC_DESTROY, "KMC_DESTROY"),
+];
+
+/// Every `KM_*` allocation flag with its SPL name (`KM_SLEEP` is 0).
+pub const KM_NAMES: [(u32, &str); 3] = [
+    (KM_SLEEP, "KM_SLEEP"),
+    (KM_NOSLEEP, "KM_NOSLEEP"),
+    (KM_PUSHPAGE, "KM_PUSHPAGE"),
+];
+
+/// The SPL name of a single `KMC_*` bit, `None` for a bit slabscope does
+/// not define or a value with more or fewer than one bit set.
+pub fn kmc_name(bit: u64) -> Option<&'static str> {
+    KMC_NAMES.iter().find(|(b, _)| *b == bit).map(|(_, n)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_distinct_single_bits_and_cover_the_masks() {
+        let mut all = 0;
+        for (bit, name) in KMC_NAMES {
+            assert_eq!(bit.count_ones(), 1, "{name}");
+            assert_eq!(all & bit, 0, "{name} repeats a bit");
+            assert_eq!(kmc_name(bit), Some(name));
+            all |= bit;
+        }
+        assert_eq!(all & KMC_CREATE_MASK, KMC_CREATE_MASK);
+        assert_eq!(kmc_name(KMC_KVMEM | KMC_SLAB), None);
+        assert_eq!(kmc_name(1 << 40), None);
+        let km = KM_NAMES.iter().fold(0, |m, (f, _)| m | f);
+        assert_eq!(km, KM_PUBLIC_MASK);
+    }
+}
