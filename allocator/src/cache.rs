@@ -43,6 +43,7 @@
 //! [`Cache::validate`] checks all of it.
 
 use std::alloc::Layout;
+use std::ffi::c_void;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -867,5 +868,33 @@ impl Cache {
     /// Whether two handles name the same cache.
     pub fn same_cache(&self, other: &Cache) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The probes' snapshot of this cache now: what every probe passes and
+    /// what the C ABI's `slabscope_cache_snapshot()` fills in.
+    pub fn snapshot(&self) -> CacheSnapshot {
+        self.inner.snapshot()
+    }
+
+    /// Turns this handle into a raw pointer for a foreign owner (the C
+    /// ABI's `kmem_cache_t *`): its address is [`Cache::id`], and the
+    /// handle's reference moves into it until [`Cache::from_raw`] takes it
+    /// back.
+    pub fn into_raw(self) -> NonNull<c_void> {
+        let p = Arc::into_raw(self.inner).cast_mut().cast::<c_void>();
+        NonNull::new(p).expect("Arc::into_raw is never null")
+    }
+
+    /// Takes back the reference [`Cache::into_raw`] gave out.
+    ///
+    /// # Safety
+    /// `ptr` came from [`Cache::into_raw`] and its reference has not been
+    /// taken back yet; afterwards `ptr` must not be used again unless another
+    /// reference to the cache keeps it alive.
+    pub unsafe fn from_raw(ptr: NonNull<c_void>) -> Cache {
+        // SAFETY: ptr came from Arc::into_raw of an Arc<CacheInner> whose
+        // reference the caller hands back.
+        let inner = unsafe { Arc::from_raw(ptr.as_ptr().cast_const().cast::<CacheInner>()) };
+        Cache { inner }
     }
 }

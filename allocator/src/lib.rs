@@ -6,7 +6,8 @@
 //! the registry), `slab` (layout, take, return, reclaim), `magazine` (the
 //! per-CPU fast path), `grow` (growth in the allocating thread, the worker
 //! pool, the bounded wait, deadlock detection), `emergency`, [`reap`](mod@reap), [`sizing`], [`tunables`], [`stats`],
-//! [`ffi`] (the C ABI) and the [`os`] seam.
+//! and the [`os`] seam. The C ABI is the `slabscope-capi` crate
+//! (`libslabscope.so` / `libslabscope.a`), built on this crate's public API.
 //!
 //! ```
 //! use slabscope::{CacheBuilder, flags};
@@ -35,7 +36,6 @@ mod cache_tests;
 mod depot;
 mod emergency;
 pub mod error;
-pub mod ffi;
 #[cfg(not(loom))]
 mod fork;
 mod grow;

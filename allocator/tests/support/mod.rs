@@ -1,7 +1,6 @@
 //! Helpers shared by the allocator's integration tests.
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
-use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -63,24 +62,6 @@ pub fn threads_named(prefix: &str) -> usize {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .filter(|comm| comm.starts_with(prefix))
         .count()
-}
-
-/// The directory holding the `libslabscope.so` cargo built for this test run.
-pub fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps directory").to_path_buf();
-    for dir in [
-        deps.clone(),
-        deps.parent().expect("profile directory").to_path_buf(),
-    ] {
-        if dir.join("libslabscope.so").exists() {
-            return dir;
-        }
-    }
-    panic!(
-        "libslabscope.so not found next to {}: build the cdylib with `cargo build -p slabscope`",
-        exe.display()
-    );
 }
 
 /// Polls `cond` every 2 ms until it holds; fails after `limit`.

@@ -73,9 +73,9 @@ pub fn workload() -> PathBuf {
     .clone()
 }
 
-/// Path of `libslabscope.so` built with the allocator's default features
-/// (probes on), building it if needed; in the workload's target directory,
-/// for the same reason as [`workload`].
+/// Path of `libslabscope.so` (the `slabscope-capi` crate, probes on),
+/// building it if needed; in the workload's target directory, for the same
+/// reason as [`workload`].
 pub fn shared_library() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -86,7 +86,7 @@ pub fn shared_library() -> PathBuf {
             .expect("target directory")
             .join("collector-workload");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "slabscope", "--lib"]);
+        cmd.args(["build", "--quiet", "-p", "slabscope-capi", "--lib"]);
         if release {
             cmd.arg("--release");
         }

@@ -35,13 +35,10 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
 
 use slabscope_probes::CacheSnapshot;
-
-use crate::cache::{Cache, CacheBuilder, CacheInner};
-use crate::error::Error;
-use crate::flags::KM_PUBLIC_MASK;
+use slabscope_probes::flags::KM_PUBLIC_MASK;
+use slabscope_rs::{Cache, CacheBuilder, Error};
 
 /// Opaque cache type of the C ABI (`kmem_cache_t`).
 #[repr(C)]
@@ -110,10 +107,10 @@ unsafe fn borrow(c: *mut KmemCache) -> Option<ManuallyDrop<Cache>> {
     if c.is_null() {
         return None;
     }
-    // SAFETY: c came from Arc::into_raw in kmem_cache_create and that
+    let c = NonNull::new(c.cast::<c_void>())?;
+    // SAFETY: c came from Cache::into_raw in kmem_cache_create and that
     // reference is still held (caller); ManuallyDrop keeps it.
-    let inner = unsafe { Arc::from_raw(c as *const CacheInner) };
-    Some(ManuallyDrop::new(Cache { inner }))
+    Some(ManuallyDrop::new(unsafe { Cache::from_raw(c) }))
 }
 
 /// `kmem_cache_create`: see the module docs.
@@ -174,7 +171,7 @@ pub unsafe extern "C" fn kmem_cache_create(
         });
     }
     match b.build() {
-        Ok(c) => Arc::into_raw(c.inner) as *mut KmemCache,
+        Ok(c) => c.into_raw().as_ptr().cast::<KmemCache>(),
         Err(e) => {
             fail(errno_of(&e), &e.to_string());
             ptr::null_mut()
@@ -271,7 +268,7 @@ pub unsafe extern "C" fn kmem_cache_reap_now(cache: *mut KmemCache) {
 /// `kmem_reap`: reaps every cache.
 #[unsafe(no_mangle)]
 pub extern "C" fn kmem_reap() {
-    crate::reap::reap();
+    slabscope_rs::reap();
 }
 
 /// `kmem_cache_inuse` (see [`Cache::inuse`]).
@@ -313,7 +310,7 @@ pub unsafe extern "C" fn slabscope_cache_snapshot(
     match (c, out.is_null()) {
         (Some(c), false) => {
             // SAFETY: out is writable (caller).
-            unsafe { out.write(c.inner.snapshot()) };
+            unsafe { out.write(c.snapshot()) };
             0
         }
         _ => {
@@ -334,7 +331,7 @@ pub unsafe extern "C" fn slabscope_cache_snapshot(
 /// `buf` is writable for `len` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slabscope_proc_slab(buf: *mut c_char, len: usize) -> usize {
-    let text = crate::stats::proc_slab_text(&crate::stats::all());
+    let text = slabscope_rs::stats::proc_slab_text(&slabscope_rs::stats::all());
     if !buf.is_null() && len > 0 {
         let n = text.len().min(len - 1);
         // SAFETY: buf has len >= n + 1 writable bytes (caller).
@@ -349,7 +346,7 @@ pub unsafe extern "C" fn slabscope_proc_slab(buf: *mut c_char, len: usize) -> us
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::flags::*;
+    use slabscope_probes::flags::*;
 
     fn last_error() -> String {
         // SAFETY: slabscope_last_error always returns a valid C string.

@@ -182,6 +182,6 @@ fn check(stdout: &str) {
             .any(|l| l.starts_with("c_zio_cache ") && l.contains("0x00080")),
         "no /proc/spl/kmem/slab row for the cache:\n{stdout}"
     );
-    assert!(stdout.contains(slabscope::stats::PROC_SLAB_HEADER));
+    assert!(stdout.contains(slabscope_probes::stats::PROC_SLAB_HEADER));
     assert_eq!(value(&kv, "destroy"), "0");
 }

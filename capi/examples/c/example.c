@@ -3,7 +3,8 @@
  * the /proc/spl/kmem/slab text. Prints key=value lines that the Rust test
  * `c_example` checks.
  *
- *   cc -I include allocator/examples/c/example.c -L target/debug \
+ *   cargo build -p slabscope-capi
+ *   cc -I include capi/examples/c/example.c -L target/debug \
  *      -lslabscope -Wl,-rpath,target/debug -o example && ./example
  *
  * SPDX-License-Identifier: GPL-2.0-or-later

@@ -14,7 +14,7 @@
 //!
 //! The argument checks of cache creation and busy destroys are covered by
 //! `cache_tests::bad_inputs_are_errors`, `cache_tests::destroy_with_objects_
-//! allocated_is_busy_and_frees_nothing` and the `ffi` unit tests; NULL frees
+//! allocated_is_busy_and_frees_nothing` and this crate's unit tests; NULL frees
 //! through the C ABI here.
 
 use std::ffi::{CStr, c_int, c_void};
@@ -22,8 +22,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::ptr::{self, NonNull};
 
-use slabscope::flags::{KM_SLEEP, KMC_NODEBUG};
-use slabscope::{Cache, CacheBuilder, ffi};
+// The C library (this crate, `slabscope` like its file name) and the
+// allocator it wraps.
+use slabscope as ffi;
+use slabscope_rs::flags::{KM_SLEEP, KMC_NODEBUG};
+use slabscope_rs::{Cache, CacheBuilder};
 
 const SCENARIO: &str = "SLABSCOPE_BAD_INPUT";
 
