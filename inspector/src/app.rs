@@ -194,13 +194,13 @@ pub struct Totals {
 /// use std::time::Duration;
 /// use slabscope_inspector::app::State;
 /// use slabscope_inspector::sample::{CacheState, Sample, Update};
-/// use slabscope_probes::{CacheCounters, CacheSnapshot, name_buf};
+/// use slabscope_probes::{CacheCounters, CacheSnapshot, SlabCounters, name_buf};
 ///
 /// let mut state = State::new("pid 4242");
 /// let snapshot = CacheSnapshot {
 ///     cache_id: 0x1000,
 ///     obj_size: 1104,
-///     obj_alloc: 40,
+///     counters: SlabCounters { obj_alloc: 40, ..SlabCounters::ZERO },
 ///     name: name_buf(b"zio_cache"),
 ///     ..CacheSnapshot::ZERO
 /// };
