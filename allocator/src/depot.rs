@@ -20,10 +20,12 @@
 //! slabs.
 //!
 //! Lock order: magazine lock, depot lock, cache lock.
+//!
+//! This module is the container; what the cache does with it (draining it
+//! into the slabs) is in `cache/depot.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::cache::CacheInner;
 use crate::sync;
 
 /// Objects flushed from full magazines, waiting for empty ones.
@@ -183,20 +185,6 @@ impl Depot {
     /// marks it unused).
     pub(crate) fn take_active(&self) -> bool {
         self.active.swap(false, Ordering::Relaxed)
-    }
-}
-
-impl CacheInner {
-    /// Returns every depot object to its slab (reap, destroy, the idle
-    /// reaper). Returns how many.
-    pub(crate) fn drain_depot(&self) -> usize {
-        let objs = self.depot.drain();
-        if !objs.is_empty() {
-            // SAFETY: depot objects are live slab objects of this cache,
-            // free, in no magazine; drained, so the depot no longer has them.
-            unsafe { self.free_to_slabs(&objs) };
-        }
-        objs.len()
     }
 }
 

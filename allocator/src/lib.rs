@@ -2,12 +2,19 @@
 //! (`module/os/linux/spl/spl-kmem-cache.c`, GPL-2.0-or-later, Lawrence
 //! Livermore National Security, LLC), observable through USDT probes.
 //!
-//! Modules mirror the seed's function families: [`cache`] (create, destroy,
-//! the registry), `slab` (layout, take, return, reclaim), `magazine` (the
-//! per-CPU fast path), `grow` (growth in the allocating thread, the worker
-//! pool, the bounded wait, deadlock detection), `emergency`, [`reap`](mod@reap), [`sizing`], [`tunables`], [`stats`],
-//! and the [`os`] seam. The C ABI is the `slabscope-capi` crate
-//! (`libslabscope.so` / `libslabscope.a`), built on this crate's public API.
+//! Modules mirror the seed's function families and import downwards only:
+//! at the bottom the [`os`] seam, [`sizing`], [`tunables`] and containers
+//! that know nothing of caches (`slab`: layout, take, return, reclaim;
+//! `depot`; `magazine`: the per-CPU magazines and their restartable
+//! sequences; `taskq`: the worker pool; `background`: the periodic
+//! threads); then one cache, the [`cache`] tree (`cache/grow.rs`: growth in
+//! the allocating thread or on a worker, the bounded wait, deadlock
+//! detection; `cache/magazine.rs`: the fast paths, refill and flush;
+//! `cache/emergency.rs`, `cache/reap.rs`, `cache/depot.rs`); then
+//! `registry` (every cache: create, destroy, [`reap()`], the statistics
+//! thread, the reaper, fork handling); then [`stats`] and [`typed`]. The C
+//! ABI is the `slabscope-capi` crate (`libslabscope.so` /
+//! `libslabscope.a`), built on this crate's public API.
 //!
 //! ```
 //! use slabscope::{CacheBuilder, flags};
@@ -29,34 +36,38 @@
 //! cache.destroy().expect("nothing allocated");
 //! ```
 
+// Bottom: the OS seam, sizing, tunables and containers that know nothing
+// of caches (slab, depot, per-CPU magazines with their restartable
+// sequences, the periodic threads, the worker pool).
 mod background;
-pub mod cache;
-#[cfg(all(test, not(loom)))]
-mod cache_tests;
 mod depot;
-mod emergency;
 pub mod error;
-#[cfg(not(loom))]
-mod fork;
-mod grow;
-#[cfg(all(test, loom))]
-mod loom_tests;
 mod magazine;
 pub mod os;
-pub mod reap;
-mod rseq;
 pub mod sizing;
 mod slab;
-pub mod stats;
 mod sync;
 #[cfg(not(loom))]
 mod taskq;
 pub mod tunables;
+
+// One cache: `CacheInner` and its allocation, grow, emergency, reap and
+// validation code, a module tree of its own.
+pub mod cache;
+
+// Every cache: the registry (with the fork handlers), then the public
+// reports and the typed API on top. `cargo xtask test` checks that no
+// module imports one above it.
+mod registry;
+pub mod stats;
 pub mod typed;
+
+#[cfg(all(test, not(loom)))]
+mod cache_tests;
 
 pub use cache::{Cache, CacheBuilder, MagazineProtocol};
 pub use error::Error;
-pub use reap::reap;
+pub use registry::reap;
 /// `KMC_*` / `KM_*` values and their names, from the contract crate.
 pub use slabscope_probes::flags;
 pub use typed::{Obj, TypedCache};

@@ -8,6 +8,7 @@
 //! `obs-child` (the loop a tracer attaches to).
 
 mod child;
+mod contender;
 mod contenders;
 mod fresh;
 mod machine;

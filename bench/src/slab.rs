@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use slabscope::{Cache, CacheBuilder, flags};
 
-use crate::contenders::{Contender, Ptr};
+use crate::contender::{Contender, Ptr};
 
 /// A slabscope cache of fixed-size objects, destroyed when dropped.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contenders::Contender;
+use crate::contender::Contender;
 use crate::measure::{pin_to, rss_bytes};
 
 /// One round after another of allocate-`live`-then-free-in-`order`.

@@ -6,6 +6,7 @@
 //! - `test` is the whole test suite, exactly what CI runs (`.ci/run`).
 //! - `demo` runs the demo workload under the live inspector.
 //! - `docs` regenerates the probe reference from `slabscope_probes::PROBES`.
+//! - `layers` prints the module graph the test suite checks for cycles.
 //! - `bench` builds and runs the benchmark crate (`bench/`) and writes
 //!   `BENCHMARKS.md`.
 //!
@@ -17,6 +18,7 @@
 mod bench;
 mod demo;
 mod docs;
+mod modgraph;
 mod run;
 mod setup;
 mod suite;
@@ -63,6 +65,9 @@ enum Cmd {
     /// Benchmark slabscope against glibc, jemalloc, mimalloc, tcmalloc and an
     /// object pool; writes BENCHMARKS.md (--quick: a smoke run to a temp file).
     Bench(bench::BenchArgs),
+    /// Print the module graph of the allocator and the bench crate (what
+    /// `test` checks for cycles): each top-level module and those it imports.
+    Layers,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Demo { seconds, no_faults } => demo::run(seconds, !no_faults),
         Cmd::Docs { check } => docs::run(check),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Layers => modgraph::print(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,9 @@
 //!
 //! Steps, each under its own header: the setup check (installs what is
 //! missing), `cargo fmt --check`, clippy with warnings denied on the default
-//! members, clippy on the eBPF crate for the BPF target, then `cargo test` on
+//! members, clippy on the eBPF crate for the BPF target, the layering check
+//! (no import cycle between the allocator's or the bench's modules,
+//! [`crate::modgraph`]), then `cargo test` on
 //! the default members. A failing step does not stop the later ones (one run
 //! shows every problem), except setup, without which nothing builds. The
 //! summary lists every step and ends with the totals of cargo's
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::modgraph;
 use crate::run::{self, header, note};
 use crate::setup;
 
@@ -99,6 +102,7 @@ pub fn run(long: bool) -> Result<()> {
         run::run(run::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
     }));
     steps.push(ebpf_clippy());
+    steps.push(step("layering", layering));
     steps.push(step("cargo test", || cargo_test(&mut totals)));
     steps.push(step("bench smoke", bench_smoke));
     if long {
@@ -199,6 +203,21 @@ fn bench_smoke() -> Result<()> {
         .with_context(|| format!("the quick bench wrote no report at {}", out.display()))?;
     if !report.contains("## 1. Fixed-size churn") {
         bail!("{} has no churn table", out.display());
+    }
+    Ok(())
+}
+
+/// No import cycle between the top-level modules of the allocator and of
+/// the bench crate ([`crate::modgraph`]).
+fn layering() -> Result<()> {
+    for krate in ["allocator", "bench"] {
+        let src = run::workspace_root().join(krate).join("src");
+        let graph = modgraph::check(&src)?;
+        let edges: usize = graph.values().map(|to| to.len()).sum();
+        note(format!(
+            "{krate}: {} modules, {edges} imports between them, no cycle",
+            graph.len()
+        ));
     }
     Ok(())
 }

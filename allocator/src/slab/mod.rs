@@ -755,9 +755,7 @@ impl Reclaimed {
     }
 }
 
-#[path = "slab_validate.rs"]
 mod validate;
 
 #[cfg(test)]
-#[path = "slab_tests.rs"]
 mod tests;

@@ -19,7 +19,7 @@
 //!    `grow_in_context` off every grow is dispatched, as in the seed. Each
 //!    dispatch fires `grow_start` for the worker's attempt.
 //! 3. If the cache is DEADLOCKED, it allocates an emergency object
-//!    ([`crate::emergency`]) and returns it.
+//!    ([`crate::cache::emergency`]) and returns it.
 //! 4. Otherwise it waits up to `grow_timeout_ms` for GROWING to clear. If the
 //!    grow is still running then, the cache is marked DEADLOCKED and
 //!    `obj_deadlock` counted (`deadlock` probe). Either way it returns
@@ -91,7 +91,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::CacheInner;
+use super::CacheInner;
 use crate::flags::{KM_NOSLEEP, KMC_DEADLOCKED, KMC_DESTROY, KMC_GROWING, KMC_REAPING};
 use crate::slab::SlabState;
 use crate::sync::MutexGuard;
@@ -108,9 +108,21 @@ pub(crate) enum Grow {
     NoMem,
 }
 
+/// A grow handed to the worker pool.
 pub(crate) struct Job {
     pub(crate) cache: Arc<CacheInner>,
 }
+
+#[cfg(not(loom))]
+impl crate::taskq::Job for Job {
+    fn run(&self) {
+        self.cache.grow_work();
+    }
+}
+
+/// The grow worker pool (SPL's `spl_kmem_cache` taskq).
+#[cfg(not(loom))]
+pub(crate) static TASKQ: crate::taskq::Taskq<Job> = crate::taskq::Taskq::new("slabscope-grow");
 
 /// Under loom each grow runs on a loom thread of its own, so the model
 /// explores it against the allocating threads (the pool's std threads would
@@ -121,13 +133,17 @@ fn dispatch(job: Job) {
 }
 
 #[cfg(not(loom))]
-use crate::taskq::dispatch;
+fn dispatch(job: Job) {
+    TASKQ.dispatch(job);
+}
 
 impl CacheInner {
     /// `spl_cache_grow()`: see the module docs.
     pub(crate) fn grow(self: &CacheInner, kmflags: u32) -> Grow {
-        // A forked child starts the background threads it lacks here.
-        crate::background::ensure(&tunables::current());
+        // A forked child starts the background threads it lacks here. The
+        // registry configured them (`background::restart` runs what it set
+        // up), so this layer names no module above it.
+        crate::background::restart();
         let mut st = self.lock_state();
         self.check_alive(&st);
         if self.flag(KMC_REAPING) {

@@ -5,7 +5,8 @@
 //! a reap of the cache is already running (REAPING), it flushes the *current
 //! CPU's* magazine back to the slabs and unmaps every empty slab at the tail
 //! of the partial list. It also empties the depot (which the seed does not
-//! have; see the `depot` module) into the slabs first. [`reap`] does that for every registered cache.
+//! have; see the `depot` module) into the slabs first. `slabscope::reap()`
+//! (in `crate::registry`) does that for every registered cache.
 //! Allocations that need to grow while REAPING is set wait for the reap to
 //! end and look again (see the `grow` module).
 //!
@@ -20,7 +21,7 @@
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
-use crate::cache::{CacheInner, registered};
+use super::CacheInner;
 use crate::flags::{KMC_DESTROY, KMC_REAPING};
 use crate::os;
 use crate::tunables;
@@ -87,13 +88,5 @@ impl CacheInner {
             slabscope_probes::fire::reap(&snap, released.0, released.1);
         }
         Some(released)
-    }
-}
-
-/// `kmem_reap()`: [`Cache::reap_now`](crate::Cache::reap_now) on every
-/// registered cache, in creation order.
-pub fn reap() {
-    for c in registered() {
-        c.reap_now(false);
     }
 }

@@ -7,6 +7,8 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
+pub(crate) mod rseq;
+
 use crate::flags::SKM_MAGIC;
 use crate::sizing::MAX_MAGAZINE;
 use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
@@ -16,7 +18,7 @@ use crate::sync::{AtomicBool, AtomicU32, UnsafeCell, spin_wait};
 /// `skm_objs[]` follows `spl_kmem_magazine_t`), both inside the one
 /// allocation of [`Mags`].
 ///
-/// `repr(C)`: the restartable sequences of [`crate::rseq`] find CPU *n*'s
+/// `repr(C)`: the restartable sequences of [`crate::magazine::rseq`] find CPU *n*'s
 /// magazine in the table of [`Mags`] and address its fields and slots by
 /// offset from there.
 #[repr(C, align(64))]
@@ -53,7 +55,7 @@ impl Magazine {
 
 // SAFETY: the slots are only accessed while `lock` is held (through MagGuard)
 // or inside an rseq critical section on the magazine's own CPU (see
-// `crate::rseq`); the other fields are atomics or immutable.
+// `crate::magazine::rseq`); the other fields are atomics or immutable.
 unsafe impl Sync for Magazine {}
 // SAFETY: the object pointers are plain addresses owned by the cache.
 unsafe impl Send for Magazine {}

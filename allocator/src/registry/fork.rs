@@ -6,7 +6,7 @@
 //! first cache is created.
 //!
 //! - **prepare** takes, in the crate's lock order: the grow pool's queue
-//!   once no grow is running ([`crate::taskq::prepare_fork`]), the cache
+//!   once no grow is running (`Taskq::prepare_fork`), the cache
 //!   registry (no cache is created or destroyed across the fork), then for
 //!   each cache every magazine lock, the depot lock and the cache lock, and
 //!   last the slab reservation. Threads that try to enter slabscope in the
@@ -34,12 +34,15 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Once};
 
+use crate::background;
 use crate::cache::CacheInner;
+use crate::cache::grow::{Job, TASKQ};
 use crate::flags::{KMC_GROWING, KMC_REAPING};
 use crate::magazine::MagGuard;
+use crate::os;
 use crate::slab::SlabState;
 use crate::sync::MutexGuard;
-use crate::{background, cache, os, taskq};
+use crate::taskq::ForkLock;
 
 /// Registers the handlers, once per process (a child inherits them). Not
 /// under Miri, which has no `pthread_atfork` (and no `fork`).
@@ -99,13 +102,13 @@ struct Held {
     locks: Vec<CacheLocks<'static>>,
     registry: std::sync::MutexGuard<'static, Vec<Arc<CacheInner>>>,
     reserve: os::ReserveLock,
-    queue: Option<taskq::ForkLock>,
+    queue: ForkLock<Job>,
 }
 
 impl Held {
     /// Unlocks everything; returns the pool's lock for the caller to
     /// finish with.
-    fn release(self) -> Option<taskq::ForkLock> {
+    fn release(self) -> ForkLock<Job> {
         let Held {
             locks,
             registry,
@@ -131,8 +134,8 @@ thread_local! {
 }
 
 extern "C" fn prepare() {
-    let queue = taskq::prepare_fork();
-    let registry = cache::lock_registry();
+    let queue = TASKQ.prepare_fork();
+    let registry = super::lock_registry();
     let mut locks = Vec::with_capacity(registry.len());
     for c in registry.iter() {
         let p = Arc::into_raw(c.clone());
@@ -171,11 +174,12 @@ extern "C" fn child() {
         return;
     };
     for l in &mut held.locks {
-        let queued = held.queue.as_ref().is_some_and(|q| q.queued(l.cache));
+        let cache: *const CacheInner = l.cache;
+        let queued = held
+            .queue
+            .queued(|j| std::ptr::eq(Arc::as_ptr(&j.cache), cache));
         l.end_orphans(queued);
     }
-    if let Some(q) = held.release() {
-        q.child();
-    }
+    held.release().child();
     background::forked();
 }

@@ -47,19 +47,28 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
+use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
 
 use crate::depot::Depot;
 use crate::error::Error;
 use crate::flags::*;
 use crate::magazine::Mags;
+use crate::os;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
 use crate::slab::{self, SlabState};
-use crate::stats::CacheStats;
 use crate::sync::{self, AtomicU64, Condvar, MutexGuard};
-use crate::{os, tunables};
+use crate::tunables::Tunables;
+
+mod depot;
+mod emergency;
+pub(crate) mod grow;
+#[cfg(all(test, loom))]
+mod loom_tests;
+mod magazine;
+mod reap;
 
 /// Constructor: `(object, kmflags) -> success`.
 pub type Ctor = Box<dyn Fn(NonNull<u8>, u32) -> bool + Send + Sync>;
@@ -131,7 +140,7 @@ pub(crate) struct CacheInner {
     /// Objects between the magazines and the slabs (see [`crate::depot`]).
     pub(crate) depot: Depot,
     /// The rseq area offset when the magazines use restartable sequences
-    /// (see [`crate::rseq`]); `None`: they use their lock.
+    /// (see [`crate::magazine::rseq`]); `None`: they use their lock.
     pub(crate) rseq: Option<isize>,
     pub(crate) mag_size: u32,
     pub(crate) mag_refill: u32,
@@ -147,7 +156,7 @@ pub(crate) struct CacheInner {
     #[cfg(loom)]
     pub(crate) loom_wait_expires: std::sync::atomic::AtomicBool,
     /// loom models only: every grow goes to a worker, as with
-    /// `grow_in_context = 0` (see [`crate::grow`]).
+    /// `grow_in_context = 0` (see [`crate::cache::grow`]).
     #[cfg(loom)]
     pub(crate) loom_async_only: std::sync::atomic::AtomicBool,
 }
@@ -269,6 +278,63 @@ impl CacheInner {
         s
     }
 
+    /// The work of [`Cache::destroy`] (which is in `crate::registry`, as it
+    /// changes the process-wide list): `unregister` takes the cache out of
+    /// the registry once it is committed to go.
+    pub(crate) fn destroy(&self, unregister: impl FnOnce()) -> Result<(), Error> {
+        let c = self;
+        let mut st = c.lock_state();
+        if st.destroyed || c.flag(KMC_DESTROY) {
+            return Err(Error::Destroyed {
+                name: c.name.clone(),
+            });
+        }
+        c.set_flag(KMC_DESTROY);
+        while st.refs > 0 {
+            st = c.state_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        if !c.slab_backed {
+            c.flush_all(false);
+            c.drain_depot();
+        }
+        let mut st = c.lock_state();
+        let (obj_alloc, obj_emergency) = if c.slab_backed {
+            (c.sys_count(), 0)
+        } else {
+            (st.c.obj_alloc, st.c.obj_emergency)
+        };
+        if obj_alloc > 0 || obj_emergency > 0 {
+            c.clear_flag(KMC_DESTROY);
+            return Err(Error::Busy {
+                name: c.name.clone(),
+                obj_alloc,
+                obj_emergency,
+            });
+        }
+        st.destroyed = true;
+        let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
+        let r = st.unlink_empty(0, 0);
+        debug_assert!(st.partial.is_empty() && st.complete.is_empty());
+        let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
+        drop(st);
+        // Out of the registry before cache_destroy fires, so the stats
+        // thread never reports the cache after it.
+        unregister();
+        if let Some(snap) = snap {
+            slabscope_probes::fire::cache_destroy(&snap);
+        }
+        let (slabs, objs) = (r.slabs, r.objs);
+        // SAFETY: every slab of the cache is empty and unlinked.
+        unsafe { r.release(&c.geo) };
+        if let Some(after) = after
+            && slabs > 0
+        {
+            slabscope_probes::fire::slab_reclaim(&after, slabs, objs);
+        }
+        Ok(())
+    }
+
     /// Gives an object back without running the destructor (constructor
     /// failure, and the tail of [`Cache::free`]).
     ///
@@ -342,18 +408,6 @@ fn bad_kmflags(name: &str, kmflags: u32) -> ! {
     )
 }
 
-static REGISTRY: Mutex<Vec<Arc<CacheInner>>> = Mutex::new(Vec::new());
-
-/// Every registered cache, in creation order.
-pub(crate) fn registered() -> Vec<Arc<CacheInner>> {
-    lock_registry().clone()
-}
-
-/// The registry, locked: no cache is created or destroyed meanwhile.
-pub(crate) fn lock_registry() -> std::sync::MutexGuard<'static, Vec<Arc<CacheInner>>> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Builds a [`Cache`] (the arguments of `kmem_cache_create`).
 ///
 /// ```
@@ -423,10 +477,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Validates the arguments, sizes slabs and magazines, registers the
-    /// cache and fires `cache_create`.
-    pub fn build(self) -> Result<Cache, Error> {
-        let t = tunables::get()?;
+    /// Validates the arguments and sizes slabs and magazines: the cache
+    /// [`CacheBuilder::build`] registers (in `crate::registry`).
+    pub(crate) fn create(self, t: &Tunables) -> Result<Arc<CacheInner>, Error> {
         let name = self.name;
         if name.is_empty() {
             return Err(Error::EmptyName);
@@ -517,7 +570,7 @@ impl CacheBuilder {
         let rseq = if slab_backed || t.magazine_rseq == 0 {
             None
         } else {
-            crate::rseq::available()
+            crate::magazine::rseq::available()
         };
         let inner = Arc::new_cyclic(|me| CacheInner {
             magic: SKC_MAGIC,
@@ -552,14 +605,7 @@ impl CacheBuilder {
             #[cfg(loom)]
             loom_async_only: std::sync::atomic::AtomicBool::new(false),
         });
-        #[cfg(not(loom))]
-        crate::fork::ensure_handlers();
-        lock_registry().push(inner.clone());
-        crate::background::ensure(&t);
-        if slabscope_probes::ENABLED {
-            slabscope_probes::fire::cache_create(&inner.snapshot());
-        }
-        Ok(Cache { inner })
+        Ok(inner)
     }
 }
 
@@ -729,62 +775,6 @@ impl Cache {
     /// `kmem_cache_entry_size`: the object size requested at creation.
     pub fn entry_size(&self) -> u64 {
         self.inner.geo.obj_size
-    }
-
-    /// Destroys the cache: waits for in-flight grows and reaps, flushes every
-    /// magazine, and — only if no object is allocated — returns every slab to
-    /// the OS, unregisters the cache and fires `cache_destroy`. Otherwise
-    /// returns [`Error::Busy`], frees nothing, and the cache stays usable.
-    pub fn destroy(&self) -> Result<(), Error> {
-        let c = &*self.inner;
-        let mut st = c.lock_state();
-        if st.destroyed || c.flag(KMC_DESTROY) {
-            return Err(Error::Destroyed {
-                name: c.name.clone(),
-            });
-        }
-        c.set_flag(KMC_DESTROY);
-        while st.refs > 0 {
-            st = c.state_cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        drop(st);
-        if !c.slab_backed {
-            c.flush_all(false);
-            c.drain_depot();
-        }
-        let mut st = c.lock_state();
-        let (obj_alloc, obj_emergency) = if c.slab_backed {
-            (c.sys_count(), 0)
-        } else {
-            (st.c.obj_alloc, st.c.obj_emergency)
-        };
-        if obj_alloc > 0 || obj_emergency > 0 {
-            c.clear_flag(KMC_DESTROY);
-            return Err(Error::Busy {
-                name: c.name.clone(),
-                obj_alloc,
-                obj_emergency,
-            });
-        }
-        st.destroyed = true;
-        let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
-        let r = st.unlink_empty(0, 0);
-        debug_assert!(st.partial.is_empty() && st.complete.is_empty());
-        let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
-        drop(st);
-        lock_registry().retain(|x| !Arc::ptr_eq(x, &self.inner));
-        if let Some(snap) = snap {
-            slabscope_probes::fire::cache_destroy(&snap);
-        }
-        let (slabs, objs) = (r.slabs, r.objs);
-        // SAFETY: every slab of the cache is empty and unlinked.
-        unsafe { r.release(&c.geo) };
-        if let Some(after) = after
-            && slabs > 0
-        {
-            slabscope_probes::fire::slab_reclaim(&after, slabs, objs);
-        }
-        Ok(())
     }
 
     /// Walks every list and magazine and checks the bookkeeping equations

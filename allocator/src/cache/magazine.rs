@@ -22,7 +22,7 @@
 //!
 //! - **Restartable sequences** (the default where available: x86_64 Linux,
 //!   glibc 2.35+): each operation is one critical section of
-//!   [`crate::rseq`] that reads the CPU id, works on that CPU's magazine and
+//!   [`crate::magazine::rseq`] that reads the CPU id, works on that CPU's magazine and
 //!   commits with a single store; the kernel aborts it if the thread is
 //!   preempted, migrated or signalled before the commit. No atomic
 //!   read-modify-write and no lock on the fast path. Work on another CPU's
@@ -59,17 +59,13 @@ use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use crate::cache::CacheInner;
+use super::CacheInner;
+use super::grow::Grow;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
-use crate::grow::Grow;
+use crate::magazine::{MagGuard, Magazine, rseq};
 use crate::os;
-use crate::rseq;
 use crate::slab;
 use crate::tunables;
-
-#[path = "magazine_percpu.rs"]
-mod percpu;
-pub(crate) use percpu::{MagGuard, Magazine, Mags};
 
 /// Most objects one refill or flush moves: `magazine_refill(256)`.
 const MAX_REFILL: usize = 128;
@@ -125,7 +121,7 @@ impl CacheInner {
 
     /// Takes `mag`'s lock for work that may run on any CPU (flush, reap,
     /// validate): in rseq mode also closes the magazine to the sequences
-    /// and waits out those that started before (see [`crate::rseq`]).
+    /// and waits out those that started before (see [`crate::magazine::rseq`]).
     pub(crate) fn lock_mag<'a>(&'a self, mag: &'a Magazine) -> MagGuard<'a> {
         let mut g = mag.lock();
         if self.rseq.is_some() {

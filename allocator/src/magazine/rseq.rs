@@ -56,7 +56,7 @@
 //! empty or full one from a closed one or an abort, and is always correct.
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
-use crate::magazine::Magazine;
+use super::Magazine;
 
 /// `RSEQ_SIG` for x86: the four bytes the kernel checks right before an
 /// abort handler.

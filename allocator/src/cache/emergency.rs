@@ -25,8 +25,8 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use crate::cache::CacheInner;
-use crate::grow::Grow;
+use super::CacheInner;
+use super::grow::Grow;
 
 impl CacheInner {
     /// `spl_emergency_alloc()`.

@@ -9,7 +9,7 @@
 //! [`crate::sync`] — with two allocating threads at most and magazines of two
 //! objects. Grows run in the allocating thread (the default,
 //! `grow_in_context = 1`) or, for caches made with [`async_cache`], on a
-//! loom thread of their own as a worker's grow (see [`crate::grow`]).
+//! loom thread of their own as a worker's grow (see [`crate::cache::grow`]).
 //! loom explores every interleaving up to the preemption bound and fails a
 //! model on a deadlock or lost wake-up (a waiter nobody will notify), on a
 //! data race on the magazine slots, or on a failed assertion.

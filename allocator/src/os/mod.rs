@@ -190,7 +190,7 @@ pub fn current_cpu() -> usize {
 
 /// The CPU id the kernel keeps in this thread's rseq area: `None` when the
 /// process or this thread has no rseq registration (then the restartable
-/// sequences of [`crate::rseq`] do not run on this thread either).
+/// sequences of [`crate::magazine::rseq`] do not run on this thread either).
 #[inline]
 pub(crate) fn rseq_cpu() -> Option<usize> {
     let off = rseq_area_offset()?;
@@ -328,20 +328,19 @@ pub fn reserved_bytes() -> usize {
 }
 
 /// The process-wide slab reservation, locked: while it is held no slab is
-/// carved (for [`crate::fork`]).
+/// carved (for [`crate::registry::fork`]).
 #[cfg(not(loom))]
 pub(crate) struct ReserveLock(
     #[allow(dead_code, reason = "held for its Drop")]
     std::sync::MutexGuard<'static, reserve::Reserve>,
 );
 
-/// Locks the slab reservation (the last lock [`crate::fork`] takes).
+/// Locks the slab reservation (the last lock [`crate::registry::fork`] takes).
 #[cfg(not(loom))]
 pub(crate) fn lock_reserve() -> ReserveLock {
     ReserveLock(reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-#[path = "os_reserve.rs"]
 mod reserve;
 
 /// Returns a mapping to the OS.

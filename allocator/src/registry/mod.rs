@@ -1,0 +1,112 @@
+//! The registry: the process-wide list of caches (SPL's
+//! `spl_kmem_cache_list`), creating and destroying caches on it, the
+//! operations on every cache (`kmem_reap()`, the statistics), and the one
+//! place that starts slabscope's process services: the background reaper
+//! and statistics threads ([`crate::background`]) and the fork handlers
+//! ([`fork`]).
+//!
+//! [`CacheBuilder::build`] and [`Cache::destroy`] are here, not in
+//! `crate::cache`, because they change the list: the cache layer below
+//! builds and tears down one cache and knows nothing of the others.
+
+#[cfg(not(loom))]
+mod fork;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use slabscope_probes::MAX_CPUS;
+use slabscope_probes::stats::CacheStats;
+
+use crate::background::{REAPER, STATS};
+use crate::cache::{Cache, CacheBuilder, CacheInner};
+use crate::error::Error;
+use crate::tunables::{self, Tunables};
+
+static REGISTRY: Mutex<Vec<Arc<CacheInner>>> = Mutex::new(Vec::new());
+
+/// Every registered cache, in creation order.
+pub(crate) fn registered() -> Vec<Arc<CacheInner>> {
+    lock_registry().clone()
+}
+
+/// The registry, locked: no cache is created or destroyed meanwhile.
+pub(crate) fn lock_registry() -> MutexGuard<'static, Vec<Arc<CacheInner>>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the periodic threads the tunables ask for that this process
+/// lacks (a forked child restarts them through `background::restart`).
+fn ensure_threads(t: &Tunables) {
+    REAPER.ensure(t.reap_interval_ms, || {
+        for c in registered() {
+            c.reap_now(true);
+        }
+    });
+    if slabscope_probes::ENABLED {
+        STATS.ensure(t.stats_interval_ms, || {
+            publish();
+        });
+    }
+}
+
+impl CacheBuilder {
+    /// Validates the arguments, sizes slabs and magazines, registers the
+    /// cache and fires `cache_create`. The first cache starts the process
+    /// services: the fork handlers (before the cache is on the list a fork
+    /// must lock) and the periodic threads.
+    pub fn build(self) -> Result<Cache, Error> {
+        let t = tunables::get()?;
+        let inner = self.create(&t)?;
+        #[cfg(not(loom))]
+        fork::ensure_handlers();
+        lock_registry().push(inner.clone());
+        ensure_threads(&t);
+        if slabscope_probes::ENABLED {
+            slabscope_probes::fire::cache_create(&inner.snapshot());
+        }
+        Ok(Cache { inner })
+    }
+}
+
+impl Cache {
+    /// Destroys the cache: waits for in-flight grows and reaps, flushes every
+    /// magazine, and — only if no object is allocated — returns every slab to
+    /// the OS, unregisters the cache and fires `cache_destroy`. Otherwise
+    /// returns [`Error::Busy`], frees nothing, and the cache stays usable.
+    pub fn destroy(&self) -> Result<(), Error> {
+        self.inner.destroy(|| {
+            lock_registry().retain(|x| !Arc::ptr_eq(x, &self.inner));
+        })
+    }
+}
+
+/// `kmem_reap()`: [`Cache::reap_now`] on every registered cache, in
+/// creation order.
+pub fn reap() {
+    for c in registered() {
+        c.reap_now(false);
+    }
+}
+
+/// Every registered cache's statistics, in creation order.
+pub fn all() -> Vec<CacheStats> {
+    registered().iter().map(|c| c.stats()).collect()
+}
+
+/// Fires `cache_stats` for every registered cache now and returns exactly
+/// the values fired, in creation order.
+pub fn publish() -> Vec<CacheStats> {
+    registered()
+        .iter()
+        .map(|c| {
+            let snap = c.snapshot();
+            slabscope_probes::fire::cache_stats(&snap);
+            let mut s = CacheStats::from(&snap);
+            if !c.slab_backed && c.mags.len() > MAX_CPUS {
+                // The snapshot carries MAX_CPUS fills; keep the report whole.
+                s.mag_fill = c.mag_fill().collect();
+            }
+            s
+        })
+        .collect()
+}
