@@ -86,6 +86,15 @@ pub enum Error {
     #[error("cache {name:?} was already destroyed: drop this handle")]
     Destroyed { name: String },
 
+    /// [`Cache::validate`](crate::Cache::validate) found the cache's lists,
+    /// magazines or counters disagreeing; `what` says which equation broke.
+    #[error(
+        "cache {name:?} failed validation: {what}; a free of a pointer twice or of one \
+         the cache did not hand out (unchecked with KMC_NODEBUG), or a write past an \
+         object, corrupts a cache; otherwise report it as a slabscope bug"
+    )]
+    Corrupt { name: String, what: String },
+
     /// A tunable has a value out of range or unparsable. `setting` names the
     /// environment variable or the `Tunables` field it came from.
     #[error("{setting}={value:?} is invalid: {reason}")]

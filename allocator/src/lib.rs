@@ -3,7 +3,7 @@
 //! Livermore National Security, LLC), observable through USDT probes.
 //!
 //! Modules mirror the seed's function families and import downwards only:
-//! at the bottom the [`os`] seam, [`sizing`], [`tunables`] and containers
+//! at the bottom the `os` seam, `sizing`, [`tunables`] and containers
 //! that know nothing of caches (`slab`: layout, take, return, reclaim;
 //! `depot`; `magazine`: the per-CPU magazines and their restartable
 //! sequences; `taskq`: the worker pool; `background`: the periodic
@@ -43,8 +43,13 @@ mod background;
 mod depot;
 pub mod error;
 mod magazine;
+// The OS seam: public for tests (feature `testing`: mapped and reserved
+// bytes, the rseq CPU id), crate-internal otherwise.
+#[cfg(feature = "testing")]
 pub mod os;
-pub mod sizing;
+#[cfg(not(feature = "testing"))]
+mod os;
+mod sizing;
 mod slab;
 mod sync;
 #[cfg(not(loom))]

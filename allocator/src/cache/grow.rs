@@ -339,8 +339,8 @@ impl CacheInner {
 impl crate::Cache {
     /// Grows this cache handed to the grow workers so far; every other grow
     /// (`slab_create + slab_fail` counts them all) ran in the allocating
-    /// thread. For tests of `grow_in_context`.
-    #[doc(hidden)]
+    /// thread. For tests of `grow_in_context` (feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn grow_dispatches(&self) -> u64 {
         self.inner.lock_state().grow_dispatches
     }

@@ -779,7 +779,16 @@ impl Cache {
 
     /// Walks every list and magazine and checks the bookkeeping equations
     /// (see the module docs). Takes every magazine lock and the cache lock.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`Error::Corrupt`] names the first equation that does not hold.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.check().map_err(|what| Error::Corrupt {
+            name: self.inner.name.clone(),
+            what,
+        })
+    }
+
+    /// The walk of [`Cache::validate`]: what broke, as text.
+    fn check(&self) -> Result<(), String> {
         let c = &*self.inner;
         if c.magic != SKC_MAGIC {
             return Err(format!("cache magic {:#x}", c.magic));
@@ -849,8 +858,9 @@ impl Cache {
     }
 
     /// Strong references to the cache: handles, the registry's, and any a
-    /// grow job or background pass holds right now (for leak tests).
-    #[doc(hidden)]
+    /// grow job or background pass holds right now (for leak tests; feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     pub fn ref_count(&self) -> usize {
         Arc::strong_count(&self.inner)
     }

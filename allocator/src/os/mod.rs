@@ -221,6 +221,7 @@ pub(crate) fn rseq_area_offset() -> Option<isize> {
 }
 
 /// Whether [`current_cpu`] is served by the rseq area (for docs and tests).
+#[cfg(any(test, feature = "testing"))]
 pub fn cpu_id_from_rseq() -> bool {
     rseq_area_offset().is_some()
 }
@@ -234,6 +235,7 @@ static MAPPED: AtomicUsize = AtomicUsize::new(0);
 /// a reservation, see [`reserved_bytes`]). Updated on the slow
 /// path only (grow and reclaim), so it is exact whenever no grow or reclaim
 /// is running. Tests use it to prove that destroy returns everything.
+#[cfg(any(test, feature = "testing"))]
 pub fn mapped_bytes() -> usize {
     MAPPED.load(Ordering::SeqCst)
 }
@@ -323,6 +325,7 @@ pub fn map_slab(len: usize, reserve: usize) -> Option<NonNull<u8>> {
 /// Bytes mapped for slab reservations and not handed out: the unused tail
 /// of the current reservation, less than one reservation, kept for the
 /// next grow of any cache. Not part of [`mapped_bytes`].
+#[cfg(any(test, feature = "testing"))]
 pub fn reserved_bytes() -> usize {
     reserve::UNUSED.load(Ordering::Relaxed)
 }
