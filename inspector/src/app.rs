@@ -25,12 +25,9 @@ pub const DEFAULT_HISTORY: usize = 120;
 /// Events kept in the log by default.
 pub const DEFAULT_EVENT_LOG: usize = 1000;
 
-/// A cache of a traced process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CacheKey {
-    pub pid: u32,
-    pub id: u64,
-}
+/// A cache of a traced process: the contract's key, as the collector's maps
+/// have it.
+pub use slabscope_probes::CacheKey;
 
 /// The values the detail view charts, at one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -352,10 +349,7 @@ impl State {
     }
 
     fn apply_cache(&mut self, c: &CacheState) {
-        let key = CacheKey {
-            pid: c.pid,
-            id: c.snapshot.cache_id,
-        };
+        let key = CacheKey::new(c.pid, c.snapshot.cache_id);
         let stats = CacheStats::from(&c.snapshot);
         let point = HistPoint {
             obj_alloc: stats.obj_alloc,
@@ -537,7 +531,7 @@ impl State {
     pub fn events_of(&self, key: CacheKey) -> impl DoubleEndedIterator<Item = &Event> {
         self.log
             .iter()
-            .filter(move |e| e.pid == key.pid && e.cache_id == key.id)
+            .filter(move |e| e.pid == key.pid && e.cache_id == key.cache_id)
     }
 
     /// Nanoseconds of `ev` after the time origin.
@@ -575,7 +569,7 @@ mod tests {
         )));
         assert_eq!(st.events_per_sec, Some(20.0));
         assert_eq!(st.caches.len(), 2);
-        let a = &st.caches[&CacheKey { pid: 42, id: 1 }];
+        let a = &st.caches[&CacheKey::new(42, 1)];
         assert_eq!(a.history.series(|p| p.obj_alloc), vec![5, 9]);
         assert_eq!(st.targets[&42], TargetStatus::Running);
         assert_eq!(st.status(), "pid 42: running");
@@ -591,7 +585,7 @@ mod tests {
                 vec![cache(1, 1, "a", i)],
             )));
         }
-        let a = &st.caches[&CacheKey { pid: 1, id: 1 }];
+        let a = &st.caches[&CacheKey::new(1, 1)];
         assert_eq!(a.history.series(|p| p.obj_alloc), vec![2, 3, 4]);
     }
 
@@ -624,7 +618,7 @@ mod tests {
         st.apply(Update::Sample(sample(3000, 0, vec![cache(1, 1, "a", 3)])));
         st.apply(Update::Event(event(1, 1, "a", ProbeKind::Reap, 5)));
         st.apply(Update::TargetExited { pid: 1 });
-        assert_eq!(st.caches[&CacheKey { pid: 1, id: 1 }].stats.obj_alloc, 1);
+        assert_eq!(st.caches[&CacheKey::new(1, 1)].stats.obj_alloc, 1);
         assert!(st.log.is_empty());
         assert_eq!(st.pending(), 2);
         assert!(st.exited(1), "exits are shown even while paused");
@@ -634,7 +628,7 @@ mod tests {
             st.status()
         );
         st.toggle_pause();
-        let a = &st.caches[&CacheKey { pid: 1, id: 1 }];
+        let a = &st.caches[&CacheKey::new(1, 1)];
         assert_eq!(a.stats.obj_alloc, 3);
         assert_eq!(a.history.series(|p| p.obj_alloc), vec![1, 3]);
         assert_eq!(st.log.len(), 1);

@@ -425,13 +425,25 @@ pub fn name_bytes(buf: &[u8]) -> &[u8] {
     &buf[..end]
 }
 
-/// Key of the per-cache maps: one traced process, one cache.
+/// One cache of one traced process: the key of the eBPF per-cache maps
+/// and of the inspector's tables. Orders by pid, then cache id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
     pub pid: u32,
     pub _pad: u32,
     pub cache_id: u64,
+}
+
+impl CacheKey {
+    /// The key of cache `cache_id` in process `pid`.
+    pub const fn new(pid: u32, cache_id: u64) -> CacheKey {
+        CacheKey {
+            pid,
+            _pad: 0,
+            cache_id,
+        }
+    }
 }
 
 /// Transition counters the eBPF program keeps per (pid, cache), one increment

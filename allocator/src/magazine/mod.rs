@@ -44,7 +44,7 @@ pub(crate) struct Magazine {
 }
 
 #[cfg_attr(
-    not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))),
+    not(rseq_native),
     allow(dead_code, reason = "used by the rseq sequences only")
 )]
 impl Magazine {

@@ -57,7 +57,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
         "{}  pid {}  cache 0x{:x}  [{}]",
         c.stats.name,
         c.key.pid,
-        c.key.id,
+        c.key.cache_id,
         words.join(", ")
     );
     title_bar(state, left, title, buf);
@@ -299,7 +299,7 @@ mod tests {
 
     fn detail_of(id: u64) -> State {
         let mut st = testdata::state();
-        st.selected = Some(CacheKey { pid: 4242, id });
+        st.selected = Some(CacheKey::new(4242, id));
         st.view = View::Detail;
         st
     }
@@ -343,10 +343,7 @@ mod tests {
     #[test]
     fn magazine_gauges_wrap_and_scale() {
         let st = testdata::state();
-        let c = &st.caches[&CacheKey {
-            pid: 4242,
-            id: 0x5555_0000_3000,
-        }];
+        let c = &st.caches[&CacheKey::new(4242, 0x5555_0000_3000)];
         let lines = magazine_lines(c, 2 * MAG_CELL + 5);
         assert_eq!(lines.len(), 2);
         assert_eq!(
