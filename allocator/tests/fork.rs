@@ -60,7 +60,7 @@ fn a_forked_child_allocates_grows_reaps_validates_and_destroys() {
         .is_ok();
         // SAFETY: _exit ends the child without running the parent's
         // atexit handlers or the test harness.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        unsafe { libc::_exit(i32::from(!ok)) };
     }
     let mut status = 0;
     // SAFETY: pid is our child; status is a valid out pointer.

@@ -98,7 +98,7 @@ impl Summary {
         let median = if n % 2 == 1 {
             v[n / 2]
         } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
+            f64::midpoint(v[n / 2 - 1], v[n / 2])
         };
         Some(Summary {
             min: v[0],

@@ -287,7 +287,7 @@ fn run_once(
     let mut stdin = child.stdin.take().context("child stdin")?;
     writeln!(stdin, "go").context("telling the obs child to go")?;
     let t1 = std::time::Instant::now();
-    let line = out.recv_timeout(Duration::from_secs(600));
+    let line = out.recv_timeout(Duration::from_mins(10));
     let t2 = std::time::Instant::now();
     let evidence = attached.map(detach);
     eprintln!(

@@ -32,7 +32,7 @@ pub fn churn<C: Contender>(c: &C, live: usize, order: &[u32], rounds: u64) -> Du
     let mut slots: Vec<Option<C::Obj<'_>>> = (0..live).map(|_| None).collect();
     let start = Instant::now();
     for r in 0..rounds {
-        for slot in slots.iter_mut() {
+        for slot in &mut slots {
             let mut o = c.alloc();
             // SAFETY: addr is the first byte of a live object of at least one byte.
             unsafe { C::addr(&mut o).write_volatile(r as u8) };
@@ -145,7 +145,7 @@ pub fn ramp<C: Contender>(c: &C, count: usize, size: usize) -> anyhow::Result<Ra
     }
     let ramp = start.elapsed();
     let peak = rss_bytes()?;
-    for o in objs.iter_mut() {
+    for o in &mut objs {
         if let Some(o) = o.take() {
             c.free(o);
         }

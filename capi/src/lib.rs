@@ -459,9 +459,11 @@ mod tests {
     }
 
     #[test]
-    // One invariant (c is live until the final destroy, objects are freed
-    // once) covers every call of this scripted C session.
-    #[allow(clippy::multiple_unsafe_ops_per_block)]
+    #[allow(
+        clippy::multiple_unsafe_ops_per_block,
+        reason = "one invariant (c is live until the final destroy, objects are freed \
+                  once) covers every call of this scripted C session"
+    )]
     fn a_cache_round_trips_through_the_c_abi() {
         let live = Box::new(std::sync::atomic::AtomicU64::new(0));
         let priv_ = &*live as *const _ as *mut c_void;

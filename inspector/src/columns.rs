@@ -385,7 +385,7 @@ mod tests {
     fn keys_and_ids_are_unique_and_parse() {
         let mut keys: Vec<char> = COLUMNS.iter().filter_map(|d| d.key).collect();
         let n = keys.len();
-        keys.sort();
+        keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), n, "duplicate sort key");
         for d in COLUMNS {

@@ -71,10 +71,8 @@ impl State {
             }
             KeyCode::Char('/') => self.filter_editing = true,
             KeyCode::Esc => self.filter.clear(),
-            KeyCode::Char('r') | KeyCode::Char('I') => self.descending = !self.descending,
-            KeyCode::Char('<') | KeyCode::Char('>') | KeyCode::F(6) => {
-                self.picker = Some(self.sort)
-            }
+            KeyCode::Char('r' | 'I') => self.descending = !self.descending,
+            KeyCode::Char('<' | '>') | KeyCode::F(6) => self.picker = Some(self.sort),
             KeyCode::Char(c) => {
                 if let Some(col) = Column::by_key(c) {
                     if col == self.sort {
@@ -109,11 +107,7 @@ impl State {
                 }
                 self.picker = None;
             }
-            KeyCode::Esc
-            | KeyCode::Char('q')
-            | KeyCode::Char('<')
-            | KeyCode::Char('>')
-            | KeyCode::F(6) => self.picker = None,
+            KeyCode::Esc | KeyCode::Char('q' | '<' | '>') | KeyCode::F(6) => self.picker = None,
             _ => {}
         }
     }

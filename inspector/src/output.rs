@@ -278,7 +278,7 @@ fn keys(s: &Sample) -> Vec<(u32, u64)> {
         .filter(|c| !c.destroyed)
         .map(|c| (c.pid, c.snapshot.cache_id))
         .collect();
-    k.sort();
+    k.sort_unstable();
     k
 }
 

@@ -266,7 +266,7 @@ mod tests {
             &mut term,
             &rx,
             &mut st,
-            Duration::from_secs(60),
+            Duration::from_mins(1),
             &stop,
             |_| {
                 Ok(script

@@ -135,7 +135,9 @@ impl CacheInner {
     pub(crate) fn lock_all_mags(&self) -> Vec<MagGuard<'_>> {
         let mut guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
         if self.rseq.is_some() && !guards.is_empty() {
-            guards.iter_mut().for_each(|g| g.close(&self.mags));
+            for g in &mut guards {
+                g.close(&self.mags);
+            }
             rseq::fence();
         }
         guards

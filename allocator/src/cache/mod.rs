@@ -54,7 +54,10 @@ use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN, NAME_MAX, name_buf};
 
 use crate::depot::Depot;
 use crate::error::Error;
-use crate::flags::*;
+use crate::flags::{
+    KM_NOSLEEP, KM_PUBLIC_MASK, KMC_CREATE_MASK, KMC_DESTROY, KMC_KVMEM, KMC_NODEBUG, KMC_SLAB,
+    SKC_MAGIC, SKM_MAGIC,
+};
 use crate::magazine::Mags;
 use crate::os;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};

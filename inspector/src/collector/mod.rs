@@ -388,11 +388,11 @@ impl Runner {
             counters: CacheCounters::default(),
             destroyed: false,
         };
-        for entry in s.snapshots.iter() {
+        for entry in &s.snapshots {
             let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
             caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
         }
-        for entry in s.counters.iter() {
+        for entry in &s.counters {
             let (key, counters) = entry.map_err(|e| map_error("COUNTERS", e))?;
             caches.entry(key).or_insert_with(|| blank(&key)).counters = counters;
         }
