@@ -1,7 +1,14 @@
-//! Caches: creation, the registry, allocation and free entry points, destroy
-//! and validation. Ports `spl_kmem_cache_create()`, `spl_kmem_cache_destroy()`,
-//! `spl_kmem_cache_alloc()`, `spl_kmem_cache_free()`, `spl_kmem_cache_inuse()`,
-//! `spl_kmem_cache_entry_size()` and the global `spl_kmem_cache_list`.
+//! One cache: `CacheInner`, its creation (argument checks, sizing) and
+//! teardown, the allocation and free entry points and validation. Ports
+//! `spl_kmem_cache_create()` and `spl_kmem_cache_destroy()` (less the cache
+//! list, which `crate::registry` keeps, with `CacheBuilder::build` and
+//! `Cache::destroy`), `spl_kmem_cache_alloc()`, `spl_kmem_cache_free()`,
+//! `spl_kmem_cache_inuse()` and `spl_kmem_cache_entry_size()`.
+//!
+//! The rest of the cache is this module's tree: `magazine` (the fast paths,
+//! refill and flush), `grow`, `emergency`, `reap` and `depot`. It imports
+//! only the containers below it (`slab`, `depot`, `magazine`, `taskq`,
+//! `background`) and never the registry above.
 //!
 //! # Cache types
 //!
