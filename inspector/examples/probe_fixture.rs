@@ -2,7 +2,7 @@
 //! slabscope probe with snapshots it makes up, and reports what it fired.
 //!
 //! ```text
-//! probe_fixture [script | burst N]
+//! probe_fixture [script | burst N | hostile]
 //! ```
 //!
 //! It prints `ready <pid>` and waits for one line on stdin (so a tracer can
@@ -23,12 +23,19 @@
 //! hand-written sites whose argument specs use every location form and size
 //! the collector decodes, and a fifth from a second thread; `burst N` fires
 //! `cache_create` then `cache_stats` N times back to back, to overflow a small
-//! ring buffer.
+//! ring buffer; `hostile` creates caches whose names are terminal escape
+//! sequences, controls and bidi overrides (`fixture_data/hostile_names.rs`), as a hostile
+//! target would, and fires `cache_stats` for each.
 //!
 //! Run it under bpftrace to see the probes:
 //! `bpftrace -e 'usdt:./target/debug/examples/probe_fixture:slabscope:* { @[probe] = count(); }'`
 
 use std::io::BufRead as _;
+
+// Shared with the tests, which check what the inspector makes of them.
+#[path = "fixture_data/hostile_names.rs"]
+mod hostile_names;
+use hostile_names::HOSTILE_NAMES;
 
 use slabscope_probes::{
     CacheCounters, CacheSnapshot, EVENT_VALUES, MAX_CPUS, ProbeKind, fire, name_buf,
@@ -381,6 +388,19 @@ fn burst(n: u64) -> Vec<Cache> {
     vec![c]
 }
 
+fn hostile() -> Vec<Cache> {
+    let mut caches = Vec::new();
+    for (i, name) in HOSTILE_NAMES.iter().enumerate() {
+        let mut c = Cache::new(0x5555_0000_7000 + 0x100 * i as u64, name, 64, 60);
+        c.create();
+        c.grow(true);
+        c.alloc(3, 0);
+        c.stats();
+        caches.push(c);
+    }
+    caches
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut print_hits = true;
@@ -394,7 +414,8 @@ fn main() {
                 .expect("usage: probe_fixture burst N");
             Box::new(move || burst(n))
         }
-        Some(other) => panic!("unknown mode {other:?}: use `script` or `burst N`"),
+        Some("hostile") => Box::new(hostile),
+        Some(other) => panic!("unknown mode {other:?}: use `script`, `burst N` or `hostile`"),
     };
     println!("ready {}", std::process::id());
     let mut line = String::new();

@@ -18,6 +18,7 @@ use slabscope::stats::CacheStats;
 use slabscope_probes::{CacheCounters, Event, name_bytes};
 
 use crate::columns::Column;
+use crate::escape::escape;
 use crate::sample::{CacheState, Sample, Update};
 
 /// Samples of history kept per cache by default.
@@ -258,7 +259,7 @@ impl State {
     /// A state with nothing received yet.
     pub fn new(target: impl Into<String>) -> State {
         State {
-            target: target.into(),
+            target: escape(&target.into()).into_owned(),
             caches: BTreeMap::new(),
             targets: BTreeMap::new(),
             log: EventLog::new(DEFAULT_EVENT_LOG),
@@ -324,7 +325,8 @@ impl State {
             Update::TargetAttached { pid } => {
                 self.targets.insert(pid, TargetStatus::Running);
             }
-            Update::Failed(msg) => self.failed = Some(msg),
+            // The message may quote a file or probe name of the target.
+            Update::Failed(msg) => self.failed = Some(escape(&msg).into_owned()),
         }
     }
 
@@ -356,7 +358,10 @@ impl State {
             pid: c.pid,
             id: c.snapshot.cache_id,
         };
-        let stats = CacheStats::from(&c.snapshot);
+        let mut stats = CacheStats::from(&c.snapshot);
+        // The name is the target's: every view shows it escaped, and sorts
+        // and filters by what it shows.
+        stats.name = escape(&stats.name).into_owned();
         let point = HistPoint {
             obj_alloc: stats.obj_alloc,
             slab_total: stats.slab_total,
@@ -545,9 +550,9 @@ impl State {
             .saturating_sub(self.time_origin_ns.unwrap_or(ev.ts_ns))
     }
 
-    /// The cache name of an event, lossily decoded.
+    /// The cache name of an event, lossily decoded and [`escape`]d.
     pub fn event_cache_name(ev: &Event) -> String {
-        String::from_utf8_lossy(name_bytes(&ev.name)).into_owned()
+        escape(&String::from_utf8_lossy(name_bytes(&ev.name))).into_owned()
     }
 }
 

@@ -7,6 +7,10 @@
 //! traced program would print itself; `--json` serializes the same
 //! [`CacheStats`] plus the transition counters the collector kept.
 //!
+//! Names come from the target, so both go through [`crate::escape`]: `--once`
+//! shows them with visible escapes, `--json` as `\uXXXX` escapes that a
+//! JSON parser turns back into the real name.
+//!
 //! Caches are printed by name (then id): the collector cannot know the
 //! creation order `/proc/spl/kmem/slab` uses. Destroyed caches are left out,
 //! as `/proc` leaves them out.
@@ -19,6 +23,7 @@ use serde::Serialize;
 use slabscope::stats::{CacheStats, proc_slab_text};
 use slabscope_probes::CacheCounters;
 
+use crate::escape::{ascii_json, escape};
 use crate::sample::{Sample, Update};
 
 /// Why no sample could be printed.
@@ -67,7 +72,11 @@ pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
 /// assert_eq!(once_text(&Sample::default()), PROC_SLAB_HEADER);
 /// ```
 pub fn once_text(sample: &Sample) -> String {
-    let caches = live_caches(sample);
+    let mut caches = live_caches(sample);
+    // After sorting by the real name; printed escaped.
+    for (_, stats) in &mut caches {
+        stats.name = escape(&stats.name).into_owned();
+    }
     let mut pids: Vec<u32> = caches.iter().map(|(p, _)| *p).collect();
     pids.dedup();
     if pids.len() <= 1 {
@@ -180,14 +189,19 @@ impl From<&Sample> for JsonSample {
     }
 }
 
-/// `sample` as one JSON document, pretty-printed.
+/// `sample` as one JSON document, pretty-printed, in printable ASCII
+/// ([`ascii_json`]: names keep every character, escaped).
 pub fn json_pretty(sample: &Sample) -> String {
-    serde_json::to_string_pretty(&JsonSample::from(sample)).expect("plain data always serializes")
+    let json = serde_json::to_string_pretty(&JsonSample::from(sample))
+        .expect("plain data always serializes");
+    ascii_json(&json).into_owned()
 }
 
-/// `sample` as one JSON line (no newline).
+/// `sample` as one JSON line (no newline), in printable ASCII.
 pub fn json_line(sample: &Sample) -> String {
-    serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes")
+    let json =
+        serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes");
+    ascii_json(&json).into_owned()
 }
 
 /// How a script-friendly output ended: what the views must still tell the
@@ -345,7 +359,9 @@ pub fn wait_for_caches_ending(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::{cache, caches, sample};
+    use crate::sample::CacheState;
+    use crate::testdata::{HOSTILE_NAMES, cache, caches, sample};
+    use slabscope::stats::PROC_SLAB_HEADER;
     use std::sync::mpsc;
 
     #[test]
@@ -404,6 +420,51 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&line).unwrap(),
             doc
         );
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_in_text_and_ascii_in_json() {
+        let hostile: Vec<CacheState> = HOSTILE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| cache(7, i as u64 + 1, n, 1))
+            .collect();
+        let s = sample(0, 0, hostile);
+        let text = once_text(&s);
+        let rows: Vec<&str> = text[PROC_SLAB_HEADER.len()..].lines().collect();
+        assert_eq!(
+            rows.len(),
+            HOSTILE_NAMES.len(),
+            "one line per cache:\n{text}"
+        );
+        for row in &rows {
+            assert!(
+                row.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+                "{row:?}"
+            );
+            // `{name:<36}  0x...`: the flags column starts at column 38.
+            assert_eq!(&row[38..40], "0x", "a name moved the columns: {row:?}");
+        }
+        assert!(rows.iter().any(|r| r.starts_with("\\x1b[2J ")), "{text}");
+
+        for json in [json_pretty(&s), json_line(&s)] {
+            assert!(
+                json.bytes()
+                    .all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
+                "{json}"
+            );
+            let doc: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            let mut names: Vec<&str> = doc["caches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            let mut expected = HOSTILE_NAMES.to_vec();
+            names.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(names, expected, "JSON keeps the real names");
+        }
     }
 
     #[test]

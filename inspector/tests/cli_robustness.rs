@@ -553,3 +553,81 @@ fn counters_of(v: &Value) -> slabscope_probes::CacheCounters {
         last_ns: 0,
     }
 }
+
+#[path = "../examples/fixture_data/hostile_names.rs"]
+mod hostile_names;
+use hostile_names::HOSTILE_NAMES;
+
+/// Whether `c` may reach a terminal: printable ASCII, or a non-ASCII
+/// character that is no control and no bidi or other format control.
+fn terminal_safe(c: char) -> bool {
+    if c.is_ascii() {
+        return c == ' ' || c.is_ascii_graphic();
+    }
+    !c.is_control()
+        && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[test]
+fn hostile_cache_names_reach_the_terminal_escaped() {
+    if !root_or_skip("hostile_cache_names_reach_the_terminal_escaped") {
+        return;
+    }
+    // --once: one row per cache, each row one line, every column in place.
+    let fixture = Fixture::start(&["hostile"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--once"]);
+    s.wait_attached();
+    fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    for text in [&out, &err] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && !terminal_safe(c))
+            .collect();
+        assert!(bad.is_empty(), "raw {bad:?} in:\n{text}");
+    }
+    assert!(out.starts_with(PROC_SLAB_HEADER), "{out}");
+    let rows: Vec<&str> = out[PROC_SLAB_HEADER.len()..].lines().collect();
+    assert_eq!(rows.len(), HOSTILE_NAMES.len(), "one row per cache:\n{out}");
+    for row in &rows {
+        // `{name:<36}  0x...`: the flags column starts at column 38.
+        let flags: String = row.chars().skip(38).take(2).collect();
+        assert_eq!(flags, "0x", "a name moved the columns of {row:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.starts_with("\\x1b]0;pwned\\x07 ")),
+        "names are shown with visible escapes:\n{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("h_bidi\\u{202e}lave ")),
+        "{out}"
+    );
+
+    // --json: pure ASCII, and the real names come back out of the parser.
+    let fixture = Fixture::start(&["hostile"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json"]);
+    s.wait_attached();
+    fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert!(
+        out.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
+        "the JSON is not printable ASCII:\n{out}"
+    );
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+    let mut names: Vec<&str> = doc["caches"]
+        .as_array()
+        .expect("caches")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    let mut expected = HOSTILE_NAMES.to_vec();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "JSON names are the real names");
+}

@@ -34,7 +34,8 @@ pub fn event_line(state: &State, ev: &Event, with_cache: bool, multi_pid: bool) 
         spans.push(Span::raw(format!("{:>7} ", ev.pid)));
     }
     if with_cache {
-        spans.push(Span::raw(format!("{:<22} ", State::event_cache_name(ev))));
+        let name = format::fit(&State::event_cache_name(ev), 22);
+        spans.push(Span::raw(format!("{name:<22} ")));
     }
     spans.push(Span::raw(format!("{:<16} ", format::kind_name(ev.kind))));
     spans.push(Span::raw(format::event_values(ev)));

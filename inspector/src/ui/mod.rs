@@ -130,7 +130,62 @@ pub(crate) mod snapshot {
 #[cfg(test)]
 mod tests {
     use super::snapshot;
-    use crate::testdata;
+    use crate::app::{CacheKey, State, View};
+    use crate::sample::Update;
+    use crate::testdata::{self, HOSTILE_NAMES, cache, event, sample};
+    use slabscope_probes::ProbeKind;
+
+    /// Whether `c` may be drawn: no control, no bidi or other format control.
+    fn drawable(c: char) -> bool {
+        !c.is_control()
+            && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+
+    /// A target whose cache names are escape sequences, controls and bidi
+    /// overrides, with one event each.
+    fn hostile_state() -> State {
+        let mut st = State::new("pid 7");
+        let id = |i: usize| 0x1000 * (i as u64 + 1);
+        let caches = HOSTILE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| cache(7, id(i), n, 10))
+            .collect();
+        st.apply(Update::Sample(sample(1000, 0, caches)));
+        for (i, n) in HOSTILE_NAMES.iter().enumerate() {
+            let ev = event(7, id(i), n, ProbeKind::GrowStart, 1000 * i as u64);
+            st.apply(Update::Event(ev));
+        }
+        st
+    }
+
+    #[test]
+    fn hostile_names_are_drawn_escaped() {
+        let mut st = hostile_state();
+        let main = snapshot::text(&st, 140, 40);
+        let bidi = HOSTILE_NAMES
+            .iter()
+            .position(|n| n.contains('\u{202e}'))
+            .expect("a bidi name");
+        st.selected = Some(CacheKey {
+            pid: 7,
+            id: 0x1000 * (bidi as u64 + 1),
+        });
+        st.view = View::Detail;
+        let detail = snapshot::text(&st, 120, 36);
+        st.view = View::Main;
+        st.apply(Update::Failed("map \x1b[2J\u{202e} gone".into()));
+        let failed = snapshot::text(&st, 140, 40);
+        for t in [&main, &detail, &failed] {
+            let bad: Vec<char> = t.chars().filter(|&c| c != '\n' && !drawable(c)).collect();
+            assert!(bad.is_empty(), "{bad:?} drawn raw:\n{t}");
+        }
+        assert!(main.contains("\\x1b]0;pwned\\x07"), "{main}");
+        assert!(detail.contains("\\u{202e}"), "{detail}");
+        assert!(failed.contains("map \\x1b[2J\\u{202e} gone"), "{failed}");
+        insta::assert_snapshot!("hostile_main", main);
+        insta::assert_snapshot!("hostile_detail", detail);
+    }
 
     #[test]
     fn too_small_says_so() {
