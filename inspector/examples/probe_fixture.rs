@@ -301,6 +301,30 @@ mod asm_sites {
     }
 }
 
+/// Code whose bytes hold `0x90` inside instructions, for the tests that point
+/// crafted notes at them: `movabs $0x9090909090909090,%rax` (10 bytes), then
+/// `nopl 0x90909090(%rax)` (7 bytes), then a one-byte `nop`. The symbol is
+/// exported so the tests can find it.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn slabscope_fixture_decoy() -> u64 {
+    let x: u64;
+    // SAFETY: the asm writes only %rax (declared as an output) and touches no
+    // memory, stack or flags.
+    unsafe {
+        core::arch::asm!(
+            "movabs $0x9090909090909090, %rax",
+            // Displacement 0x90909090, as a signed 32-bit value.
+            "nopl -0x6f6f6f70(%rax)",
+            "nop",
+            out("rax") x,
+            options(att_syntax, nomem, nostack, preserves_flags),
+        )
+    };
+    x
+}
+
 /// A cache traced only through [`asm_sites`] after its creation.
 #[cfg(target_arch = "x86_64")]
 fn asm_cache() -> Cache {
@@ -415,8 +439,13 @@ fn main() {
             Box::new(move || burst(n))
         }
         Some("hostile") => Box::new(hostile),
-        Some(other) => panic!("unknown mode {other:?}: use `script`, `burst N` or `hostile`"),
+        Some(other) => {
+            panic!("unknown mode {other:?}: use `script`, `burst N` or `hostile`")
+        }
     };
+    // Keeps the decoy linked in: the notes tests look for its bytes.
+    #[cfg(target_arch = "x86_64")]
+    std::hint::black_box(slabscope_fixture_decoy as extern "C" fn() -> u64);
     println!("ready {}", std::process::id());
     let mut line = String::new();
     std::io::stdin()

@@ -416,10 +416,28 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
     let at = sites[0].file_offset as usize;
     let k = (1..64).find(|k| original[at + k] != 0x90).expect("code") as u64;
     off_nop[desc..desc + 8].copy_from_slice(&(pc + k).to_le_bytes());
+    // A site on a 0x90 byte inside an instruction's immediate.
+    let mut in_immediate = original.clone();
+    let decoy = {
+        use object::ObjectSymbol as _;
+        object::File::parse(&original[..])
+            .expect("an ELF file")
+            .symbols()
+            .find(|s| s.name() == Ok("slabscope_fixture_decoy"))
+            .expect("the fixture's decoy")
+            .address()
+    };
+    in_immediate[desc..desc + 8].copy_from_slice(&(decoy + 2).to_le_bytes());
+    let probe = format!("(slabscope:{}) at file offset 0x", sites[0].name);
 
     for (name, data, says) in [
         ("no_nul", no_nul, "is truncated"),
-        ("off_nop", off_nop, "not the site's nop"),
+        ("off_nop", off_nop, "is no place for a breakpoint"),
+        (
+            "in_immediate",
+            in_immediate,
+            "byte 2 of the 10-byte instruction mov",
+        ),
     ] {
         let path = dir.0.join(name);
         fs::write(&path, data).expect("writing the damaged copy");
@@ -432,6 +450,9 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
         assert!(line.contains(&path.display().to_string()), "{line}");
         assert!(line.contains("stapsdt note #0"), "{line}");
         assert!(line.contains(says), "{line}");
+        if name != "no_nul" {
+            assert!(line.contains(&probe), "names the probe and offset: {line}");
+        }
         assert!(
             line.contains("the file may be corrupt, rebuild it"),
             "{line}"

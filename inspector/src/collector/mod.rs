@@ -32,6 +32,7 @@
 
 pub mod argspec;
 mod attach;
+pub mod code;
 mod error;
 pub mod stapsdt;
 pub mod target;

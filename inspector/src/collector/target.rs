@@ -143,14 +143,10 @@ pub fn exec_mappings(pid: u32) -> Result<Vec<Mapping>, CollectError> {
 pub fn slabscope_sites(path: &Path) -> Result<Vec<Site>, CollectError> {
     let file = fs::File::open(path).map_err(|e| io_error(path.to_owned(), e))?;
     let cache = object::ReadCache::new(file);
-    let sites = stapsdt::parse(&cache).map_err(|source| CollectError::Stapsdt {
+    stapsdt::parse_provider(&cache, Some(PROVIDER)).map_err(|source| CollectError::Stapsdt {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(sites
-        .into_iter()
-        .filter(|s| s.provider == PROVIDER)
-        .collect())
+    })
 }
 
 /// A path to the mapping's file that resolves to the mapped inode.
