@@ -2,7 +2,7 @@
 //! slabscope probe with snapshots it makes up, and reports what it fired.
 //!
 //! ```text
-//! probe_fixture [script | burst N | hostile]
+//! probe_fixture [script | burst N | hostile | bad_snapshot]
 //! ```
 //!
 //! It prints `ready <pid>` and waits for one line on stdin (so a tracer can
@@ -13,6 +13,7 @@
 //! cache <cache id> counters <CacheCounters as {:?}, last_ns 0>
 //! cache <cache id> destroyed <bool>
 //! cache <cache id> hit <kind> <values as {:?}>    (one per hit, in order; not in burst mode)
+//! unreadable <hits with an unreadable snapshot>   (bad_snapshot mode only)
 //! fired <number of probe hits>
 //! ```
 //!
@@ -25,7 +26,9 @@
 //! `cache_create` then `cache_stats` N times back to back, to overflow a small
 //! ring buffer; `hostile` creates caches whose names are terminal escape
 //! sequences, controls and bidi overrides (`fixture_data/hostile_names.rs`), as a hostile
-//! target would, and fires `cache_stats` for each.
+//! target would, and fires `cache_stats` for each; `bad_snapshot` fires
+//! `cache_stats` for one cache, then three times with a snapshot pointer into
+//! the unmapped first page.
 //!
 //! Run it under bpftrace to see the probes:
 //! `bpftrace -e 'usdt:./target/debug/examples/probe_fixture:slabscope:* { @[probe] = count(); }'`
@@ -286,6 +289,19 @@ mod asm_sites {
         );
     }
 
+    /// `cache_stats` of cache `cache_id` whose snapshot pointer is `snap`,
+    /// which need not point to anything: what a hostile or broken target can
+    /// fire.
+    #[inline(never)]
+    pub fn cache_stats_at(cache_id: u64, snap: usize) {
+        stapsdt!(
+            "cache_stats",
+            "-8@{cid} 8@{snap} 8@$1 8@$2 8@$3 8@{snap}",
+            cid = in(reg) cache_id,
+            snap = in(reg) snap,
+        );
+    }
+
     /// `grow_done` with a signed 1-byte constant, an unsigned 4-byte load
     /// through `(%reg)` and a negative 8-byte constant.
     #[inline(never)]
@@ -425,6 +441,24 @@ fn hostile() -> Vec<Cache> {
     caches
 }
 
+/// Hits fired with a snapshot pointer that cannot be read, in `bad_snapshot`
+/// mode.
+const BAD_SNAPSHOT_HITS: u64 = 3;
+
+/// One ordinary cache, then [`BAD_SNAPSHOT_HITS`] `cache_stats` hits of
+/// another cache id whose snapshot pointer points into the unmapped first
+/// page.
+#[cfg(target_arch = "x86_64")]
+fn bad_snapshot() -> Vec<Cache> {
+    let mut c = Cache::new(0x5555_0000_9000, "fixture_good", 64, 60);
+    c.create();
+    c.stats();
+    for _ in 0..BAD_SNAPSHOT_HITS {
+        asm_sites::cache_stats_at(0x5555_0000_a000, 0x10);
+    }
+    vec![c]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut print_hits = true;
@@ -439,8 +473,10 @@ fn main() {
             Box::new(move || burst(n))
         }
         Some("hostile") => Box::new(hostile),
+        #[cfg(target_arch = "x86_64")]
+        Some("bad_snapshot") => Box::new(bad_snapshot),
         Some(other) => {
-            panic!("unknown mode {other:?}: use `script`, `burst N` or `hostile`")
+            panic!("unknown mode {other:?}: use `script`, `burst N`, `hostile` or `bad_snapshot`")
         }
     };
     // Keeps the decoy linked in: the notes tests look for its bytes.
@@ -466,6 +502,10 @@ fn main() {
             }
         }
         fired += c.hits();
+    }
+    if args.first().map(String::as_str) == Some("bad_snapshot") {
+        println!("unreadable {BAD_SNAPSHOT_HITS}");
+        fired += BAD_SNAPSHOT_HITS;
     }
     println!("fired {fired}");
 }

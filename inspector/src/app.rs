@@ -210,6 +210,7 @@ pub struct Totals {
 ///     caches: vec![CacheState { pid: 4242, snapshot, counters: CacheCounters::default(), destroyed: false }],
 ///     events_total: 0,
 ///     lost_events: 0,
+///     unreadable_snapshots: 0,
 /// }));
 /// assert_eq!(state.rows()[0].stats.name, "zio_cache");
 /// assert_eq!(state.totals().bytes_used, 40 * 1104);
@@ -231,6 +232,8 @@ pub struct State {
     pub samples: u64,
     pub events_total: u64,
     pub lost_events: u64,
+    /// Probe hits ignored for an unreadable snapshot pointer.
+    pub unreadable_snapshots: u64,
     pub events_per_sec: Option<f64>,
     /// The collector's last error.
     pub failed: Option<String>,
@@ -269,6 +272,7 @@ impl State {
             samples: 0,
             events_total: 0,
             lost_events: 0,
+            unreadable_snapshots: 0,
             events_per_sec: None,
             failed: None,
             collector_gone: false,
@@ -347,6 +351,7 @@ impl State {
         self.samples += 1;
         self.events_total = s.events_total;
         self.lost_events = s.lost_events;
+        self.unreadable_snapshots = s.unreadable_snapshots;
         for c in &s.caches {
             self.targets.entry(c.pid).or_insert(TargetStatus::Running);
             self.apply_cache(c);

@@ -161,6 +161,8 @@ pub struct JsonSample {
     pub at: f64,
     pub events_total: u64,
     pub lost_events: u64,
+    /// Probe hits ignored because their snapshot pointer could not be read.
+    pub unreadable_snapshots: u64,
     /// Every cache seen, destroyed ones included (`destroyed: true`).
     pub caches: Vec<JsonCache>,
 }
@@ -184,6 +186,7 @@ impl From<&Sample> for JsonSample {
             at: s.at.as_secs_f64(),
             events_total: s.events_total,
             lost_events: s.lost_events,
+            unreadable_snapshots: s.unreadable_snapshots,
             caches,
         }
     }
@@ -212,6 +215,8 @@ pub struct Ending {
     pub exited: Vec<u32>,
     /// Events lost to a full ring buffer, as of the last sample printed.
     pub lost_events: u64,
+    /// Probe hits ignored for an unreadable snapshot, as of the last sample.
+    pub unreadable_snapshots: u64,
 }
 
 impl Ending {
@@ -228,6 +233,14 @@ impl Ending {
                 "{} events were lost because the ring buffer was full (the counts and \
                  snapshots are still exact); use a larger --ring-size to keep every event",
                 self.lost_events
+            ));
+        }
+        if self.unreadable_snapshots > 0 {
+            notes.push(format!(
+                "{} probe hits were ignored because the snapshot they point to could not be \
+                 read (a bad pointer from the target, or memory unmapped under the probe); \
+                 no cache is made up from them",
+                self.unreadable_snapshots
             ));
         }
         notes
@@ -271,6 +284,7 @@ pub fn json_lines_ending(
                 out.flush().map_err(OutputError::Write)?;
                 lines += 1;
                 ending.lost_events = s.lost_events;
+                ending.unreadable_snapshots = s.unreadable_snapshots;
             }
             Update::TargetExited { pid } => {
                 ending.exited.push(pid);
@@ -322,6 +336,7 @@ pub fn wait_for_caches_ending(
     let mut ending = Ending::default();
     let done = |s: Sample, mut ending: Ending| {
         ending.lost_events = s.lost_events;
+        ending.unreadable_snapshots = s.unreadable_snapshots;
         Ok((s, ending))
     };
     let end = loop {
@@ -563,7 +578,8 @@ mod tests {
             ending,
             Ending {
                 exited: vec![9],
-                lost_events: 17
+                lost_events: 17,
+                unreadable_snapshots: 0,
             }
         );
         let notes = ending.notes();

@@ -29,6 +29,9 @@ pub struct Sample {
     pub events_total: u64,
     /// Events the eBPF side could not deliver because the ring buffer was full.
     pub lost_events: u64,
+    /// Probe hits ignored because their snapshot pointer could not be read
+    /// (a target passing a bad pointer, or memory unmapped under the probe).
+    pub unreadable_snapshots: u64,
 }
 
 /// A message from the collector to the views.

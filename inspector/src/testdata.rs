@@ -81,6 +81,7 @@ pub fn sample(at_ms: u64, events_total: u64, caches: Vec<CacheState>) -> Sample 
         caches,
         events_total,
         lost_events: 0,
+        unreadable_snapshots: 0,
     }
 }
 

@@ -652,3 +652,31 @@ fn hostile_cache_names_reach_the_terminal_escaped() {
     expected.sort_unstable();
     assert_eq!(names, expected, "JSON names are the real names");
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn an_unreadable_snapshot_makes_up_no_cache_and_is_counted() {
+    if !root_or_skip("an_unreadable_snapshot_makes_up_no_cache_and_is_counted") {
+        return;
+    }
+    let fixture = Fixture::start(&["bad_snapshot"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json"]);
+    s.wait_attached();
+    let report = fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert_eq!(report.unreadable, 3);
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+    let caches = doc["caches"].as_array().expect("caches");
+    let names: Vec<&Value> = caches.iter().map(|c| &c["name"]).collect();
+    assert_eq!(names, ["fixture_good"], "no made-up cache:\n{out}");
+    assert_eq!(doc["unreadable_snapshots"], report.unreadable, "{out}");
+    assert!(
+        err.contains(
+            "3 probe hits were ignored because the snapshot they point to could not be read"
+        ),
+        "{err}"
+    );
+}

@@ -26,7 +26,9 @@
 //!
 //! The counters live in the kernel, so they are exact even when the ring
 //! buffer overflows: events can be lost (and are counted in
-//! [`Sample::lost_events`]), counts cannot. The thread ends when
+//! [`Sample::lost_events`]), counts cannot. A probe hit whose snapshot
+//! pointer cannot be read is counted in [`Sample::unreadable_snapshots`] and
+//! otherwise ignored: it names no cache anyone could show. The thread ends when
 //! [`CollectorHandle::stop`] is called, the handle is dropped, the receiver
 //! is dropped, or the traced pid exits; the uprobes are detached when it ends.
 
@@ -53,7 +55,7 @@ use std::{
 
 pub use attach::{Scope, check_ring_bytes, plan, program_name};
 pub use error::CollectError;
-use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
+use slabscope_probes::{CacheCounters, CacheKey, Event, LOST_EVENTS, LOST_SNAPSHOTS};
 pub use target::{ProbeFile, list_traceable};
 
 use crate::sample::{CacheState, Sample, Update};
@@ -376,26 +378,29 @@ impl Runner {
     }
 
     /// Reads the per-cache maps. An entry deleted while it is read is
-    /// skipped (aya's iterators do that); any other failure is an error.
+    /// skipped (aya's iterators do that); any other failure is an error. A
+    /// cache is reported only once its snapshot is in (its counters may be
+    /// read a moment before it): a cache without one would have no name.
     fn sample(&self) -> Result<Sample, Stop> {
         let s = &self.session;
         let mut caches: BTreeMap<CacheKey, CacheState> = BTreeMap::new();
-        let blank = |key: &CacheKey| CacheState {
-            pid: key.pid,
-            snapshot: CacheSnapshot {
-                cache_id: key.cache_id,
-                ..CacheSnapshot::ZERO
-            },
-            counters: CacheCounters::default(),
-            destroyed: false,
-        };
         for entry in s.snapshots.iter() {
             let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
-            caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
+            caches.insert(
+                key,
+                CacheState {
+                    pid: key.pid,
+                    snapshot,
+                    counters: CacheCounters::default(),
+                    destroyed: false,
+                },
+            );
         }
         for entry in s.counters.iter() {
             let (key, counters) = entry.map_err(|e| map_error("COUNTERS", e))?;
-            caches.entry(key).or_insert_with(|| blank(&key)).counters = counters;
+            if let Some(c) = caches.get_mut(&key) {
+                c.counters = counters;
+            }
         }
         for key in s.destroyed.keys() {
             let key = key.map_err(|e| map_error("DESTROYED", e))?;
@@ -403,17 +408,21 @@ impl Runner {
                 c.destroyed = true;
             }
         }
-        let lost_events = s
-            .lost
-            .get(&LOST_EVENTS, 0)
-            .map_err(|e| map_error("LOST", e))?
-            .iter()
-            .sum();
+        let lost = |slot| -> Result<u64, Stop> {
+            Ok(s.lost
+                .get(&slot, 0)
+                .map_err(|e| map_error("LOST", e))?
+                .iter()
+                .sum())
+        };
+        let lost_events = lost(LOST_EVENTS)?;
+        let unreadable_snapshots = lost(LOST_SNAPSHOTS)?;
         Ok(Sample {
             at: self.start.elapsed(),
             caches: caches.into_values().collect(),
             events_total: self.events_total,
             lost_events,
+            unreadable_snapshots,
         })
     }
 }

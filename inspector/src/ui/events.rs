@@ -87,12 +87,17 @@ pub fn render<'a>(
 
 /// The main view's pane: every event.
 pub fn render_log(state: &State, area: Rect, buf: &mut Buffer) {
-    let title = format!(
-        " events: {} received, {} dropped from the log, {} lost ",
+    let mut title = format!(
+        " events: {} received, {} dropped from the log, {} lost",
         state.events_total.max(state.log.received()),
         state.log.dropped(),
         state.lost_events
     );
+    // Hits ignored for a snapshot pointer that could not be read.
+    if state.unreadable_snapshots > 0 {
+        title.push_str(&format!(", {} bad snapshots", state.unreadable_snapshots));
+    }
+    title.push(' ');
     render(state, title, state.log.iter(), true, area, buf);
 }
 

@@ -160,6 +160,20 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_snapshots_are_shown_next_to_lost_events() {
+        let mut st = testdata::state();
+        let quiet = snapshot::text(&st, 80, 24);
+        assert!(!quiet.contains("bad snapshots"), "{quiet}");
+        let mut s = sample(9000, 300, testdata::caches(9));
+        s.unreadable_snapshots = 3;
+        st.apply(Update::Sample(s));
+        let wide = snapshot::text(&st, 140, 32);
+        assert!(wide.contains("lost: 0  bad snapshots: 3"), "{wide}");
+        let narrow = snapshot::text(&st, 80, 24);
+        assert!(narrow.contains("0 lost, 3 bad snapshots "), "{narrow}");
+    }
+
+    #[test]
     fn hostile_names_are_drawn_escaped() {
         let mut st = hostile_state();
         let main = snapshot::text(&st, 140, 40);
