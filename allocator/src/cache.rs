@@ -742,6 +742,13 @@ impl Cache {
         self.inner.geo.obj_size
     }
 
+    /// Whether [`Cache::destroy`] succeeded on this cache (the C ABI keeps
+    /// destroyed caches' structs to report later use, see [`crate::ffi`]).
+    pub fn is_destroyed(&self) -> bool {
+        let c = &*self.inner;
+        c.flag(KMC_DESTROY) && c.lock_state().destroyed
+    }
+
     /// Destroys the cache: waits for in-flight grows and reaps, flushes every
     /// magazine, and — only if no object is allocated — returns every slab to
     /// the OS, unregisters the cache and fires `cache_destroy`. Otherwise
