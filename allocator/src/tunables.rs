@@ -8,7 +8,10 @@
 //! variable is applied **on top of** what the program set (an operator can
 //! retune a binary without rebuilding it), and the result is validated. A bad
 //! value is an [`Error::Tunable`] naming the variable — cache creation returns
-//! it — never a silent default.
+//! it — never a silent default. A `SLABSCOPE_*` variable that names no
+//! tunable (a misspelling such as `SLABSCOPE_MAGAZIN_SIZE`) is ignored with
+//! one warning on stderr naming it and the closest tunable's variable
+//! ([`unknown_vars`]).
 //!
 //! | name | default | meaning |
 //! |---|---|---|
@@ -330,6 +333,74 @@ enum FieldMut<'a> {
     U64(&'a mut u64),
 }
 
+/// `SLABSCOPE_*` variables of this project that are not tunables: the test
+/// and demo knobs. They draw no warning.
+pub const OTHER_VARS: [&str; 6] = [
+    "SLABSCOPE_BAD_INPUT",
+    "SLABSCOPE_DEMO",
+    "SLABSCOPE_LONG",
+    "SLABSCOPE_MODEL_OPS",
+    "SLABSCOPE_MODEL_SEED",
+    "SLABSCOPE_THREADS_SEED",
+];
+
+/// Edit distance (insertions, deletions, substitutions) of `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The `SLABSCOPE_*` names among `vars` that are neither a tunable's
+/// variable nor in [`OTHER_VARS`], each with the closest tunable variable
+/// (by edit distance, ignoring case).
+///
+/// # Examples
+///
+/// ```
+/// use slabscope::tunables::unknown_vars;
+///
+/// let vars = ["SLABSCOPE_MAGAZIN_SIZE", "SLABSCOPE_DEPOT_KB", "HOME"];
+/// assert_eq!(
+///     unknown_vars(vars.iter().map(|v| v.to_string())),
+///     [("SLABSCOPE_MAGAZIN_SIZE".to_string(), "SLABSCOPE_MAGAZINE_SIZE".to_string())]
+/// );
+/// ```
+pub fn unknown_vars(vars: impl Iterator<Item = String>) -> Vec<(String, String)> {
+    let known: Vec<String> = NAMES.iter().map(|n| env_var(n)).collect();
+    vars.filter(|v| v.starts_with("SLABSCOPE_"))
+        .filter(|v| !known.contains(v) && !OTHER_VARS.contains(&v.as_str()))
+        .map(|v| {
+            let closest = known
+                .iter()
+                .min_by_key(|k| edit_distance(&v.to_ascii_uppercase(), k))
+                .expect("there are tunables")
+                .clone();
+            (v, closest)
+        })
+        .collect()
+}
+
+/// The warning for an unknown variable `var` whose closest tunable variable
+/// is `closest`.
+pub fn unknown_var_warning(var: &str, closest: &str) -> String {
+    format!(
+        "slabscope: warning: {var} is not a slabscope tunable and is ignored; \
+         did you mean {closest}?"
+    )
+}
+
 static PENDING: Mutex<Option<Tunables>> = Mutex::new(None);
 static ACTIVE: OnceLock<Result<Tunables, Error>> = OnceLock::new();
 
@@ -352,6 +423,12 @@ pub fn get() -> Result<Tunables, Error> {
     ACTIVE
         .get_or_init(|| {
             let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            // Once, when the tunables take effect: a misspelt variable
+            // would otherwise be ignored without a word.
+            let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+            for (var, closest) in unknown_vars(names) {
+                eprintln!("{}", unknown_var_warning(&var, &closest));
+            }
             let t = pending
                 .unwrap_or_default()
                 .with_env(|v| std::env::var(v).ok())?;
@@ -521,6 +598,38 @@ mod tests {
             .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
             .unwrap_err();
         assert!(e.to_string().contains("SLABSCOPE_RECLAIM"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_the_closest_tunable() {
+        let vars = [
+            "SLABSCOPE_MAGAZIN_SIZE",
+            "SLABSCOPE_GROW_TIMEOUT",
+            "SLABSCOPE_kmem_threads",
+            "SLABSCOPE_DEPOT_KB",
+            "SLABSCOPE_LONG",
+            "PATH",
+        ];
+        let found = unknown_vars(vars.iter().map(|v| v.to_string()));
+        let pairs: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(v, c)| (v.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("SLABSCOPE_MAGAZIN_SIZE", "SLABSCOPE_MAGAZINE_SIZE"),
+                ("SLABSCOPE_GROW_TIMEOUT", "SLABSCOPE_GROW_TIMEOUT_MS"),
+                ("SLABSCOPE_kmem_threads", "SLABSCOPE_KMEM_THREADS"),
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(
+            unknown_var_warning("SLABSCOPE_X", "SLABSCOPE_Y"),
+            "slabscope: warning: SLABSCOPE_X is not a slabscope tunable and is ignored; \
+             did you mean SLABSCOPE_Y?"
+        );
     }
 
     #[test]
