@@ -487,29 +487,32 @@ impl State {
             .values()
             .filter(|c| !(c.destroyed || (any_running && self.exited(c.key.pid))))
         {
+            // The target's numbers: saturate rather than overflow.
             let s = &c.stats;
             t.caches += 1;
             let handed_out = s.obj_alloc.saturating_add(s.obj_emergency);
             t.caches_active += u64::from(handed_out > 0);
-            t.obj_alloc += handed_out;
-            t.obj_total += if s.is_slab_backed() {
+            t.obj_alloc = t.obj_alloc.saturating_add(handed_out);
+            t.obj_total = t.obj_total.saturating_add(if s.is_slab_backed() {
                 s.obj_alloc
             } else {
                 s.obj_total
-            };
-            t.slab_total += s.slab_total;
-            t.slab_alloc += s.slab_alloc;
-            t.bytes_used += s.obj_size.saturating_mul(handed_out);
-            t.bytes_held += if s.is_slab_backed() {
+            });
+            t.slab_total = t.slab_total.saturating_add(s.slab_total);
+            t.slab_alloc = t.slab_alloc.saturating_add(s.slab_alloc);
+            t.bytes_used = t
+                .bytes_used
+                .saturating_add(s.obj_size.saturating_mul(handed_out));
+            t.bytes_held = t.bytes_held.saturating_add(if s.is_slab_backed() {
                 s.obj_size.saturating_mul(s.obj_alloc)
             } else {
                 s.slab_size
                     .saturating_mul(s.slab_total)
                     .saturating_add(s.obj_size.saturating_mul(s.obj_emergency))
-            };
-            t.mag_objs += s.mag_objs;
-            t.obj_emergency += s.obj_emergency;
-            t.deadlocks += s.obj_deadlock;
+            });
+            t.mag_objs = t.mag_objs.saturating_add(s.mag_objs);
+            t.obj_emergency = t.obj_emergency.saturating_add(s.obj_emergency);
+            t.deadlocks = t.deadlocks.saturating_add(s.obj_deadlock);
             t.deadlocked_caches += u64::from(s.flags & slabscope::flags::KMC_DEADLOCKED != 0);
         }
         t

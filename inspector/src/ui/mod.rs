@@ -174,6 +174,66 @@ mod tests {
     }
 
     #[test]
+    fn absurd_counters_render_without_panicking() {
+        // A hostile target's snapshot: every number at its largest.
+        let mut st = State::new("pid 7");
+        let absurd = |id| {
+            let mut c = cache(7, id, "absurd", u64::MAX);
+            let s = &mut c.snapshot;
+            for f in [
+                &mut s.flags,
+                &mut s.obj_size,
+                &mut s.obj_size_full,
+                &mut s.slab_size,
+                &mut s.slab_objs,
+                &mut s.slab_total,
+                &mut s.slab_alloc,
+                &mut s.slab_max,
+                &mut s.obj_total,
+                &mut s.obj_max,
+                &mut s.obj_emergency,
+                &mut s.obj_deadlock,
+                &mut s.mag_objs,
+                &mut s.slab_fail,
+                &mut s.obj_alloc,
+                &mut s.obj_emergency_max,
+                &mut s.slab_create,
+                &mut s.slab_destroy,
+            ] {
+                *f = u64::MAX;
+            }
+            s.mag_size = u32::MAX;
+            s.mag_refill = u32::MAX;
+            s.ncpus = u32::MAX;
+            s.depot_objs = u32::MAX;
+            s.mag_fill = [u32::MAX; slabscope_probes::MAX_CPUS];
+            c.counters.deadlocks = u64::MAX;
+            c
+        };
+        for i in 0..3 {
+            st.apply(Update::Sample(sample(
+                1000 * (i + 1),
+                u64::MAX,
+                vec![absurd(1), absurd(2)],
+            )));
+        }
+        st.apply(Update::Event(event(
+            7,
+            1,
+            "absurd",
+            ProbeKind::GrowDone,
+            u64::MAX,
+        )));
+        let _ = snapshot::text(&st, 140, 40);
+        st.selected = Some(CacheKey { pid: 7, id: 1 });
+        st.view = View::Detail;
+        let _ = snapshot::text(&st, 120, 36);
+        let s = sample(0, u64::MAX, vec![absurd(1), absurd(2)]);
+        let _ = crate::output::once_text(&s);
+        let _ = crate::output::json_line(&s);
+    }
+
+    #[test]
     fn hostile_names_are_drawn_escaped() {
         let mut st = hostile_state();
         let main = snapshot::text(&st, 140, 40);
