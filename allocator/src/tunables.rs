@@ -24,6 +24,7 @@
 //! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
 //! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
+//! | `grow_fail_emergency` | 0 | after this many grows in a row failed, a `KM_SLEEP` allocation takes an emergency object instead of waiting for another grow; 0 = retry forever, as SPL (see the `grow` module). 0 to 1000000 |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
 //! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see [`crate::os::map_slab`]); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
@@ -44,7 +45,8 @@
 //! attempt of `grow_in_context` fail at once (a delayed grow stands for
 //! memory that only a sleeping allocation gets), so every grow goes to a
 //! worker. With `fault_slab_fail_permille` = 1000 every grow fails and a
-//! `KM_SLEEP` allocation retries forever, as SPL's would.
+//! `KM_SLEEP` allocation retries forever, as SPL's would, unless
+//! `grow_fail_emergency` bounds it.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -71,6 +73,9 @@ pub struct Tunables {
     pub kmem_threads: u32,
     /// Grow wait before DEADLOCKED, 1..=600000 ms.
     pub grow_timeout_ms: u64,
+    /// Failed grows in a row after which `KM_SLEEP` takes an emergency
+    /// object, 0 = never (SPL), 0..=1000000.
+    pub grow_fail_emergency: u32,
     /// 1 = try each grow in the allocating thread first; 0 = always on a
     /// worker (the seed's behaviour).
     pub grow_in_context: u32,
@@ -100,6 +105,7 @@ impl Default for Tunables {
             slab_limit: 0,
             kmem_threads: 4,
             grow_timeout_ms: 100,
+            grow_fail_emergency: 0,
             grow_in_context: 1,
             slab_reserve_kb: 2048,
             slab_reclaim_delay_ms: 1000,
@@ -112,7 +118,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "magazine_size",
     "magazine_rseq",
     "depot_kb",
@@ -122,6 +128,7 @@ pub const NAMES: [&str; 16] = [
     "slab_limit",
     "kmem_threads",
     "grow_timeout_ms",
+    "grow_fail_emergency",
     "grow_in_context",
     "slab_reserve_kb",
     "slab_reclaim_delay_ms",
@@ -212,6 +219,13 @@ impl Tunables {
             "milliseconds",
         )?;
         check(
+            &label("grow_fail_emergency"),
+            self.grow_fail_emergency.into(),
+            0,
+            1_000_000,
+            "failed grows in a row (0 = never)",
+        )?;
+        check(
             &label("depot_kb"),
             self.depot_kb.into(),
             0,
@@ -283,6 +297,7 @@ impl Tunables {
             "slab_limit" => FieldMut::U32(&mut self.slab_limit),
             "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
             "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
+            "grow_fail_emergency" => FieldMut::U32(&mut self.grow_fail_emergency),
             "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
             "slab_reserve_kb" => FieldMut::U32(&mut self.slab_reserve_kb),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),

@@ -85,6 +85,10 @@ pub struct CacheEntry {
     pub counters: CacheCounters,
     pub destroyed: bool,
     pub history: History,
+    /// The cache's grows keep failing: between the last two samples that
+    /// saw a grow end, `slab_fail` went up and `slab_create` did not (a
+    /// `KM_SLEEP` allocation may be retrying them forever, as in SPL).
+    pub grows_failing: bool,
 }
 
 /// The bounded event log; counts what it had to drop.
@@ -379,7 +383,13 @@ impl State {
             counters: CacheCounters::default(),
             destroyed: false,
             history: History::new(history_len),
+            grows_failing: false,
         });
+        if stats.slab_create != entry.stats.slab_create {
+            entry.grows_failing = false;
+        } else if stats.slab_fail > entry.stats.slab_fail {
+            entry.grows_failing = true;
+        }
         entry.stats = stats;
         entry.counters = c.counters;
         entry.destroyed = c.destroyed;

@@ -64,7 +64,7 @@ pub const FLAGS: [FlagDef; 8] = [
 ];
 
 /// The key to the letters of [`flag_letters`].
-pub const FLAG_LEGEND: &str = "K kvmem  S slab  N nodebug  R reclaimable | g growing  D DEADLOCKED  r reaping  x destroying  ? unknown";
+pub const FLAG_LEGEND: &str = "K kvmem  S slab  N nodebug  R reclaimable | g growing  D DEADLOCKED  r reaping  x destroying  ? unknown  Fn failing, n failed";
 
 /// `flags` as letters (`K`, `KgD`, ...); bits slabscope does not define add `?`;
 /// no flag at all is `-`.

@@ -174,6 +174,38 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_whose_grows_keep_failing_is_flagged_with_its_count() {
+        let mut st = State::new("pid 7");
+        let mut c = cache(7, 1, "failing", 10);
+        let ok = cache(7, 2, "fine", 10);
+        st.apply(Update::Sample(sample(1000, 0, vec![c, ok])));
+        let quiet = snapshot::text(&st, 140, 32);
+        assert!(!quiet.contains("KF"), "{quiet}");
+        // Two samples of failures with no slab created: flagged.
+        for (i, fails) in [(2, 8), (3, 16)] {
+            c.snapshot.slab_fail = fails;
+            st.apply(Update::Sample(sample(1000 * i, 0, vec![c, ok])));
+        }
+        let t = snapshot::text(&st, 140, 32);
+        let row = t.lines().find(|l| l.contains("failing")).expect("its row");
+        assert!(row.contains(" KF16 "), "{row}");
+        let fine = t.lines().find(|l| l.contains("fine")).expect("its row");
+        assert!(!fine.contains('F'), "{fine}");
+        assert!(t.contains("Fn failing, n failed"), "the legend: {t}");
+        st.selected = Some(CacheKey { pid: 7, id: 1 });
+        st.view = View::Detail;
+        let d = snapshot::text(&st, 120, 36);
+        assert!(d.contains("16 failed (failing)"), "{d}");
+        // A grow that succeeds clears it.
+        c.snapshot.slab_create += 1;
+        st.view = View::Main;
+        st.apply(Update::Sample(sample(4000, 0, vec![c, ok])));
+        let t = snapshot::text(&st, 140, 32);
+        let row = t.lines().find(|l| l.contains("failing")).expect("its row");
+        assert!(!row.contains("KF"), "{row}");
+    }
+
+    #[test]
     fn absurd_counters_render_without_panicking() {
         // A hostile target's snapshot: every number at its largest.
         let mut st = State::new("pid 7");
