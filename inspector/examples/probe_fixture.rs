@@ -2,7 +2,7 @@
 //! slabscope probe with snapshots it makes up, and reports what it fired.
 //!
 //! ```text
-//! probe_fixture [script | burst N | hostile | bad_snapshot]
+//! probe_fixture [script | burst N | hostile | bad_snapshot | exec PROGRAM [ARGS]]
 //! ```
 //!
 //! It prints `ready <pid>` and waits for one line on stdin (so a tracer can
@@ -28,7 +28,8 @@
 //! sequences, controls and bidi overrides (`fixture_data/hostile_names.rs`), as a hostile
 //! target would, and fires `cache_stats` for each; `bad_snapshot` fires
 //! `cache_stats` for one cache, then three times with a snapshot pointer into
-//! the unmapped first page.
+//! the unmapped first page; `exec PROGRAM [ARGS]` runs the script, reports,
+//! then replaces itself with PROGRAM.
 //!
 //! Run it under bpftrace to see the probes:
 //! `bpftrace -e 'usdt:./target/debug/examples/probe_fixture:slabscope:* { @[probe] = count(); }'`
@@ -473,10 +474,15 @@ fn main() {
             Box::new(move || burst(n))
         }
         Some("hostile") => Box::new(hostile),
+        // The script, then the rest of the arguments as a program to exec.
+        Some("exec") if args.len() > 1 => Box::new(script),
         #[cfg(target_arch = "x86_64")]
         Some("bad_snapshot") => Box::new(bad_snapshot),
         Some(other) => {
-            panic!("unknown mode {other:?}: use `script`, `burst N`, `hostile` or `bad_snapshot`")
+            panic!(
+                "unknown mode {other:?}: use `script`, `burst N`, `hostile`, `bad_snapshot` \
+                 or `exec PROGRAM [ARGS]`"
+            )
         }
     };
     // Keeps the decoy linked in: the notes tests look for its bytes.
@@ -508,4 +514,9 @@ fn main() {
         fired += BAD_SNAPSHOT_HITS;
     }
     println!("fired {fired}");
+    if args.first().map(String::as_str) == Some("exec") {
+        use std::os::unix::process::CommandExt as _;
+        let e = std::process::Command::new(&args[1]).args(&args[2..]).exec();
+        panic!("exec {:?} failed: {e}", args[1]);
+    }
 }

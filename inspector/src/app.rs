@@ -149,6 +149,8 @@ impl EventLog {
 pub enum TargetStatus {
     Running,
     Exited,
+    /// It exec'd another program, which is not traced.
+    Execed,
 }
 
 /// Which screen is shown.
@@ -241,6 +243,8 @@ pub struct State {
     pub events_per_sec: Option<f64>,
     /// The collector's last error.
     pub failed: Option<String>,
+    /// The program the last process that exec'd now runs, escaped.
+    pub execed: Option<String>,
     /// The collector hung up.
     pub collector_gone: bool,
     pub selected: Option<CacheKey>,
@@ -279,6 +283,7 @@ impl State {
             unreadable_snapshots: 0,
             events_per_sec: None,
             failed: None,
+            execed: None,
             collector_gone: false,
             selected: None,
             sort: Column::ObjTotal,
@@ -329,6 +334,11 @@ impl State {
             Update::Event(ev) => self.apply_event(ev),
             Update::TargetExited { pid } => {
                 self.targets.insert(pid, TargetStatus::Exited);
+            }
+            Update::TargetExeced { pid, program } => {
+                self.targets.insert(pid, TargetStatus::Execed);
+                // The program's path is the target's to choose.
+                self.execed = Some(escape(&program).into_owned());
             }
             Update::TargetAttached { pid } => {
                 self.targets.insert(pid, TargetStatus::Running);
@@ -424,7 +434,10 @@ impl State {
 
     /// Whether the cache's process has exited.
     pub fn exited(&self, pid: u32) -> bool {
-        self.targets.get(&pid) == Some(&TargetStatus::Exited)
+        matches!(
+            self.targets.get(&pid),
+            Some(TargetStatus::Exited | TargetStatus::Execed)
+        )
     }
 
     /// The caches the table shows: filtered by name, sorted.
@@ -541,6 +554,9 @@ impl State {
         let exited = self.targets.len() - running;
         let mut s = match (running, exited) {
             (0, 0) => format!("waiting for {}", self.target),
+            (0, 1) if let Some(p) = &self.execed => {
+                format!("{}: exec'd {p}, not traced", self.target)
+            }
             (0, _) => format!("{}: exited", self.target),
             (1, 0) => format!("{}: running", self.target),
             (r, 0) => format!("{}: {r} processes running", self.target),
@@ -795,5 +811,17 @@ mod tests {
         assert_eq!(st.status(), "/bin/demo: exited (collector stopped)");
         st.apply(Update::Failed("ring buffer gone".into()));
         assert_eq!(st.status(), "collector failed: ring buffer gone");
+    }
+
+    #[test]
+    fn an_exec_is_shown_as_such_with_the_program_escaped() {
+        let mut st = State::new("pid 7");
+        st.apply(Update::Sample(sample(1000, 0, vec![cache(7, 1, "a", 1)])));
+        st.apply(Update::TargetExeced {
+            pid: 7,
+            program: "/bin/x\x1b[2J".into(),
+        });
+        assert!(st.exited(7));
+        assert_eq!(st.status(), "pid 7: exec'd /bin/x\\x1b[2J, not traced");
     }
 }

@@ -213,6 +213,8 @@ pub fn json_line(sample: &Sample) -> String {
 pub struct Ending {
     /// Traced processes that exited while traced, in the order reported.
     pub exited: Vec<u32>,
+    /// Traced processes that exec'd another program, and that program.
+    pub execed: Vec<(u32, String)>,
     /// Events lost to a full ring buffer, as of the last sample printed.
     pub lost_events: u64,
     /// Probe hits ignored for an unreadable snapshot, as of the last sample.
@@ -226,6 +228,12 @@ impl Ending {
         for pid in &self.exited {
             notes.push(format!(
                 "pid {pid} exited while traced; the output shows its last state"
+            ));
+        }
+        for (pid, program) in &self.execed {
+            notes.push(format!(
+                "pid {pid} exec'd {program} while traced; the new program is not traced, \
+                 and the output shows the state before the exec"
             ));
         }
         if self.lost_events > 0 {
@@ -288,6 +296,12 @@ pub fn json_lines_ending(
             }
             Update::TargetExited { pid } => {
                 ending.exited.push(pid);
+                if stop_on_exit && deadline.is_none() {
+                    deadline = Some(Instant::now() + EXIT_GRACE);
+                }
+            }
+            Update::TargetExeced { pid, program } => {
+                ending.execed.push((pid, program));
                 if stop_on_exit && deadline.is_none() {
                     deadline = Some(Instant::now() + EXIT_GRACE);
                 }
@@ -355,6 +369,11 @@ pub fn wait_for_caches_ending(
             Ok(Update::Failed(msg)) => return Err(OutputError::Failed(msg)),
             Ok(Update::TargetExited { pid }) => {
                 ending.exited.push(pid);
+                exited = true;
+                deadline = deadline.min(Instant::now() + EXIT_GRACE);
+            }
+            Ok(Update::TargetExeced { pid, program }) => {
+                ending.execed.push((pid, program));
                 exited = true;
                 deadline = deadline.min(Instant::now() + EXIT_GRACE);
             }
@@ -579,7 +598,7 @@ mod tests {
             Ending {
                 exited: vec![9],
                 lost_events: 17,
-                unreadable_snapshots: 0,
+                ..Ending::default()
             }
         );
         let notes = ending.notes();
@@ -587,6 +606,17 @@ mod tests {
         assert!(notes[0].contains("pid 9 exited while traced"), "{notes:?}");
         assert!(notes[1].starts_with("17 events were lost"), "{notes:?}");
         assert!(Ending::default().notes().is_empty());
+        let execed = Ending {
+            execed: vec![(9, "/usr/bin/sleep".into())],
+            ..Ending::default()
+        };
+        assert_eq!(
+            execed.notes(),
+            [
+                "pid 9 exec'd /usr/bin/sleep while traced; the new program is not traced, and \
+              the output shows the state before the exec"
+            ]
+        );
     }
 
     #[test]

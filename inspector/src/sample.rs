@@ -43,6 +43,9 @@ pub enum Update {
     Event(Event),
     /// A traced process exited; its caches stay as last seen.
     TargetExited { pid: u32 },
+    /// A traced process replaced its program (`exec`) with `program`, which
+    /// is not traced; its caches stay as last seen before the exec.
+    TargetExeced { pid: u32, program: String },
     /// A process started running the traced executable (`--exe`) and was attached.
     TargetAttached { pid: u32 },
     /// The collector stopped because of this error.

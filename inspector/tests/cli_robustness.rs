@@ -680,3 +680,29 @@ fn an_unreadable_snapshot_makes_up_no_cache_and_is_counted() {
         "{err}"
     );
 }
+
+#[test]
+fn a_target_that_execs_is_reported_as_such_not_as_exited() {
+    if !root_or_skip("a_target_that_execs_is_reported_as_such_not_as_exited") {
+        return;
+    }
+    let sleep = which("sleep");
+    let fixture = Fixture::start(&["exec", &sleep.display().to_string(), "3"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json", "-d", "100ms"]);
+    s.wait_attached();
+    let report = fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert!(
+        err.contains(&format!("pid {pid} exec'd ")) && err.contains("sleep while traced"),
+        "the exec is reported:\n{err}"
+    );
+    assert!(
+        !err.contains("exited while traced"),
+        "not as an exit:\n{err}"
+    );
+    let docs = json_lines(&out);
+    assert_counters_match(docs.last().expect("JSON lines"), &report);
+}

@@ -15,7 +15,8 @@
 //! - every `interval`, reads the per-cache maps (last snapshot, transition
 //!   counters, destroyed mark) and the lost-event counter into an
 //!   [`Update::Sample`];
-//! - reports [`Update::TargetExited`] when a traced process goes away (and,
+//! - reports [`Update::TargetExited`] when a traced process goes away, or
+//!   [`Update::TargetExeced`] when it replaces its program with `exec` (and,
 //!   with [`Target::Pid`], then sends a last sample and stops), and
 //!   [`Update::TargetAttached`] when a process starts running the traced
 //!   executable ([`Target::Exe`]).
@@ -149,7 +150,7 @@ pub fn spawn(
             (
                 files,
                 Scope::Process(nz),
-                Mode::Pid(*pid),
+                Mode::Pid(*pid, target::exe_id(*pid)),
                 format!("tracing pid {pid}"),
             )
         }
@@ -205,7 +206,8 @@ pub fn spawn(
 }
 
 enum Mode {
-    Pid(u32),
+    /// The pid, and the program it ran when attached (to tell an exec).
+    Pid(u32, Option<target::FileId>),
     Exe {
         id: target::FileId,
         pids: BTreeSet<u32>,
@@ -275,14 +277,26 @@ impl Runner {
             let now = Instant::now();
             self.wait_readable(next_sample.saturating_duration_since(now).min(POLL_SLICE))?;
             self.drain()?;
-            if let Mode::Pid(pid) = self.mode
-                && target::has_exited(pid)
-            {
-                // Everything the process fired is in the ring by now.
-                self.drain()?;
-                let last = self.sample()?;
-                self.send(Update::Sample(last))?;
-                return Ok(self.send(Update::TargetExited { pid })?);
+            if let Mode::Pid(pid, exe) = self.mode {
+                let gone = if target::has_exited(pid) {
+                    Some(Update::TargetExited { pid })
+                } else if exe.is_some() && target::exe_id(pid) != exe && !target::has_exited(pid) {
+                    // The uprobes were on the old program's files: the new
+                    // one is not traced.
+                    Some(Update::TargetExeced {
+                        pid,
+                        program: target::exe_path(pid),
+                    })
+                } else {
+                    None
+                };
+                if let Some(gone) = gone {
+                    // Everything the process fired is in the ring by now.
+                    self.drain()?;
+                    let last = self.sample()?;
+                    self.send(Update::Sample(last))?;
+                    return Ok(self.send(gone)?);
+                }
             }
             let now = Instant::now();
             if now >= next_sample {
@@ -359,7 +373,8 @@ impl Runner {
         let Mode::Exe { id, pids } = &mut self.mode else {
             return Ok(());
         };
-        let Ok(now) = target::pids_mapping(*id) else {
+        let id = *id;
+        let Ok(now) = target::pids_mapping(id) else {
             return Ok(());
         };
         let started: Vec<u32> = now.difference(pids).copied().collect();
@@ -372,7 +387,17 @@ impl Runner {
             self.drain()?;
         }
         for pid in exited {
-            self.send(Update::TargetExited { pid })?;
+            // Alive but running another program: it exec'd.
+            let update = if !target::has_exited(pid) && target::exe_id(pid).is_some_and(|e| e != id)
+            {
+                Update::TargetExeced {
+                    pid,
+                    program: target::exe_path(pid),
+                }
+            } else {
+                Update::TargetExited { pid }
+            };
+            self.send(update)?;
         }
         Ok(())
     }

@@ -248,6 +248,18 @@ pub fn pids_mapping(id: FileId) -> Result<BTreeSet<u32>, CollectError> {
     Ok(out)
 }
 
+/// The identity of the program `pid` runs (its `/proc/N/exe`), if readable.
+pub fn exe_id(pid: u32) -> Option<FileId> {
+    FileId::of(&proc_path(pid, "exe")).ok()
+}
+
+/// The path of the program `pid` runs, as `/proc/N/exe` names it.
+pub fn exe_path(pid: u32) -> String {
+    fs::read_link(proc_path(pid, "exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("(unknown program: {e})"))
+}
+
 /// Whether `pid` is gone or a zombie.
 pub fn has_exited(pid: u32) -> bool {
     match fs::read_to_string(proc_path(pid, "stat")) {

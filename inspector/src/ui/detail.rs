@@ -147,11 +147,7 @@ fn geometry(state: &State, c: &CacheEntry, area: Rect, buf: &mut Buffer) {
                 s.slab_create,
                 s.slab_destroy,
                 s.slab_fail,
-                if c.grows_failing {
-                    " (failing)"
-                } else {
-                    ""
-                }
+                if c.grows_failing { " (failing)" } else { "" }
             ),
             if c.grows_failing { ALARM } else { plain },
         ),
