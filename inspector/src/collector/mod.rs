@@ -37,6 +37,7 @@ pub mod argspec;
 mod attach;
 pub mod code;
 mod error;
+mod needed;
 pub mod stapsdt;
 pub mod target;
 
@@ -155,18 +156,22 @@ pub fn spawn(
             )
         }
         Target::Exe(path) => {
-            let file = target::probe_file_of_exe(path)?;
-            let id = target::FileId::of(&file.attach_path).map_err(|source| CollectError::Io {
-                path: file.attach_path.clone(),
-                source,
-            })?;
-            let what = format!("tracing {}", file.path.display());
+            let (id, files) = target::probe_files_of_exe(path)?;
+            let what = format!("tracing {}", path.display());
+            // Probes outside the executable (in a library) fire in every
+            // process using the library: only PATH's processes are kept.
+            let only_exe = files
+                .iter()
+                .all(|f| target::FileId::of(&f.attach_path).is_ok_and(|f| f == id));
             (
-                vec![file],
+                files,
                 Scope::AllProcesses,
                 Mode::Exe {
                     id,
                     pids: BTreeSet::new(),
+                    seen: BTreeSet::new(),
+                    foreign: BTreeSet::new(),
+                    only_exe,
                 },
                 what,
             )
@@ -210,7 +215,16 @@ enum Mode {
     Pid(u32, Option<target::FileId>),
     Exe {
         id: target::FileId,
+        /// Processes running the file now.
         pids: BTreeSet<u32>,
+        /// Every process that ran it since attach (their caches are shown).
+        seen: BTreeSet<u32>,
+        /// Processes whose events came from a library they share with the
+        /// file, without running it: ignored.
+        foreign: BTreeSet<u32>,
+        /// Every traced file is the executable, so every event is one of
+        /// its processes'.
+        only_exe: bool,
     },
 }
 
@@ -357,9 +371,27 @@ impl Runner {
         for ev in batch {
             // A process too short-lived for the periodic scan still shows up
             // through its events.
-            if let Mode::Exe { pids, .. } = &mut self.mode
-                && pids.insert(ev.pid)
+            if let Mode::Exe {
+                id,
+                pids,
+                seen,
+                foreign,
+                only_exe,
+            } = &mut self.mode
+                && !pids.contains(&ev.pid)
             {
+                if foreign.contains(&ev.pid) {
+                    continue;
+                }
+                // An event from a library's probe may come from any process
+                // using the library. One whose map cannot be read any more
+                // is dropped: it may not have been running the file.
+                if !*only_exe && target::maps_file(ev.pid, *id) != Some(true) {
+                    foreign.insert(ev.pid);
+                    continue;
+                }
+                pids.insert(ev.pid);
+                seen.insert(ev.pid);
                 self.send(Update::TargetAttached { pid: ev.pid })?;
             }
             self.send(Update::Event(ev))?;
@@ -370,13 +402,14 @@ impl Runner {
     /// With [`Target::Exe`]: reports processes that started or stopped
     /// running the file.
     fn refresh_exe_pids(&mut self) -> Result<(), Hangup> {
-        let Mode::Exe { id, pids } = &mut self.mode else {
+        let Mode::Exe { id, pids, seen, .. } = &mut self.mode else {
             return Ok(());
         };
         let id = *id;
         let Ok(now) = target::pids_mapping(id) else {
             return Ok(());
         };
+        seen.extend(now.iter().copied());
         let started: Vec<u32> = now.difference(pids).copied().collect();
         let exited: Vec<u32> = pids.difference(&now).copied().collect();
         *pids = now;
@@ -440,6 +473,14 @@ impl Runner {
                 .iter()
                 .sum())
         };
+        if let Mode::Exe {
+            seen,
+            only_exe: false,
+            ..
+        } = &self.mode
+        {
+            caches.retain(|key, _| seen.contains(&key.pid));
+        }
         let lost_events = lost(LOST_EVENTS)?;
         let unreadable_snapshots = lost(LOST_SNAPSHOTS)?;
         Ok(Sample {

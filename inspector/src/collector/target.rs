@@ -7,8 +7,11 @@
 //! is attached with the process as the uprobe scope.
 //!
 //! `--exe PATH` traces every process running that file: the uprobes are
-//! attached for all processes, and `/proc/*/maps` is scanned each interval to
-//! report which processes map the file.
+//! attached for all processes, in the file and in the shared objects it
+//! loads (see [`probe_files_of_exe`]), and `/proc/*/maps` is scanned each
+//! interval to report which processes map the file. Probes in a library
+//! fire in every process using it: the collector keeps only the processes
+//! running PATH.
 //!
 //! Files are identified by (device, inode) as `/proc/N/maps` reports them, so
 //! a file replaced on disk after the process started (a rebuilt binary) is
@@ -205,23 +208,66 @@ pub fn probe_files_of_pid(pid: u32) -> Result<Vec<ProbeFile>, CollectError> {
     Ok(files)
 }
 
-/// The file given to `--exe`, with its sites.
-pub fn probe_file_of_exe(path: &Path) -> Result<ProbeFile, CollectError> {
+/// The files to trace for `--exe PATH`, the executable first: every one
+/// with slabscope sites among the executable, the shared objects it loads
+/// at start ([`super::needed`]), and the files mapped by processes already
+/// running it (libraries they opened with `dlopen`). Also returns the
+/// executable's identity.
+pub fn probe_files_of_exe(path: &Path) -> Result<(FileId, Vec<ProbeFile>), CollectError> {
     let canonical = fs::canonicalize(path).map_err(|source| CollectError::NoSuchFile {
         path: path.to_owned(),
         source,
     })?;
-    let sites = slabscope_sites(&canonical)?;
-    if sites.is_empty() {
-        return Err(CollectError::NoProbes {
-            searched: vec![canonical],
-        });
+    let exe_id = FileId::of(&canonical).map_err(|e| io_error(canonical.clone(), e))?;
+    // (path shown, path to attach through)
+    let mut candidates: Vec<(PathBuf, PathBuf)> = vec![(canonical.clone(), canonical.clone())];
+    candidates.extend(
+        super::needed::shared_objects(&canonical)
+            .into_iter()
+            .map(|p| (p.clone(), p)),
+    );
+    for pid in pids_mapping(exe_id).unwrap_or_default() {
+        for m in exec_mappings(pid).unwrap_or_default() {
+            candidates.push((PathBuf::from(&m.path), reachable_path(pid, &m)));
+        }
     }
-    Ok(ProbeFile {
-        path: canonical.clone(),
-        attach_path: canonical,
-        sites,
-    })
+    let mut ids = BTreeSet::new();
+    let mut files = Vec::new();
+    let mut searched = Vec::new();
+    for (shown, attach_path) in candidates {
+        let Ok(id) = FileId::of(&attach_path) else {
+            continue;
+        };
+        if !ids.insert(id) {
+            continue;
+        }
+        searched.push(shown.clone());
+        let sites = match slabscope_sites(&attach_path) {
+            Ok(sites) => sites,
+            // The executable must be readable; a library we cannot read is
+            // left out as --pid leaves it out.
+            Err(CollectError::Io { .. }) if id != exe_id => continue,
+            Err(e) => return Err(e),
+        };
+        if !sites.is_empty() {
+            files.push(ProbeFile {
+                path: shown,
+                attach_path,
+                sites,
+            });
+        }
+    }
+    if files.is_empty() {
+        return Err(CollectError::NoProbes { searched });
+    }
+    Ok((exe_id, files))
+}
+
+/// Whether `pid` maps the file `id`; `None` when its map cannot be read
+/// (it exited, or is not ours to read).
+pub fn maps_file(pid: u32, id: FileId) -> Option<bool> {
+    let text = fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    Some(parse_maps(&text).iter().any(|m| m.id == id))
 }
 
 /// Numeric entries of `/proc`.
@@ -365,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_missing_exe_is_reported() {
-        let err = probe_file_of_exe(Path::new("/nonexistent/slabscope-demo")).unwrap_err();
+        let err = probe_files_of_exe(Path::new("/nonexistent/slabscope-demo")).unwrap_err();
         assert!(matches!(err, CollectError::NoSuchFile { .. }), "{err}");
     }
 }
