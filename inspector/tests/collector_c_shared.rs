@@ -208,6 +208,20 @@ fn exe_mode_finds_the_probes_in_libslabscope_so_and_keeps_to_its_processes() {
     bystander.go_raw();
     let program = Fixture::start_program(exe, &[]);
     let pid = program.pid();
+    // Seen running the program (it waits for its go line) before it fires:
+    // an event from a library's probe is kept only from a process known to
+    // run the program, and this one will exit within milliseconds.
+    let start = Instant::now();
+    let mut updates = Vec::new();
+    while !updates.contains(&Update::TargetAttached { pid }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pid {pid} never attached"
+        );
+        if let Ok(u) = rx.recv_timeout(Duration::from_millis(200)) {
+            updates.push(u);
+        }
+    }
     let output = program.go_raw();
     let id: u64 = output
         .split_whitespace()
@@ -215,9 +229,12 @@ fn exe_mode_finds_the_probes_in_libslabscope_so_and_keeps_to_its_processes() {
         .unwrap_or_else(|| panic!("no id= in {output:?}"));
 
     let start = Instant::now();
-    let mut updates = Vec::new();
     let mut exited = false;
     loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit reported"
+        );
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Update::TargetExited { pid: p }) if p == pid => exited = true,
             // The first sample after the exit carries the final maps.
