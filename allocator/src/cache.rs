@@ -744,9 +744,17 @@ impl Cache {
 
     /// Whether [`Cache::destroy`] succeeded on this cache (the C ABI keeps
     /// destroyed caches' structs to report later use, see [`crate::ffi`]).
+    #[inline]
     pub fn is_destroyed(&self) -> bool {
-        let c = &*self.inner;
-        c.flag(KMC_DESTROY) && c.lock_state().destroyed
+        self.inner.flag(KMC_DESTROY) && self.destroy_committed()
+    }
+
+    /// The locked half of [`Cache::is_destroyed`], out of the C ABI's
+    /// alloc and free paths.
+    #[cold]
+    #[inline(never)]
+    fn destroy_committed(&self) -> bool {
+        self.inner.lock_state().destroyed
     }
 
     /// Destroys the cache: waits for in-flight grows and reaps, flushes every

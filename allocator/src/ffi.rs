@@ -47,7 +47,9 @@
 //! with `errno` and a message saying the cache was destroyed; free is a bad
 //! free; reap is a no-op and inuse/entry size return 0. It also means a
 //! C cache's id is never reused by a later cache. Not caught: a pointer that
-//! was never a cache (it is read as one; its magic catches some), and a call
+//! was never a cache (it is read as one: every entry point but alloc and
+//! free checks its alignment and magic first, which catches some; alloc and
+//! free read only its flags, to keep their cost to one load), and a call
 //! racing with the destroy on another thread.
 
 use std::cell::RefCell;
@@ -60,7 +62,7 @@ use slabscope_probes::CacheSnapshot;
 
 use crate::cache::{Cache, CacheBuilder, CacheInner};
 use crate::error::Error;
-use crate::flags::{KM_PUBLIC_MASK, SKC_MAGIC};
+use crate::flags::{KM_PUBLIC_MASK, KMC_DESTROY, SKC_MAGIC};
 
 /// Opaque cache type of the C ABI (`kmem_cache_t`).
 #[repr(C)]
@@ -121,25 +123,32 @@ unsafe impl Send for Priv {}
 // SAFETY: as above.
 unsafe impl Sync for Priv {}
 
-/// Why a C cache pointer cannot be used.
-#[derive(Debug)]
+/// Why a C cache pointer cannot be used. Small and without data, so the
+/// checks cost the alloc and free paths nothing but the loads.
+#[derive(Debug, Clone, Copy)]
 enum Misuse {
     Null,
-    /// `kmem_cache_destroy` returned 0 for it.
-    Destroyed(String),
+    /// `kmem_cache_destroy` returned 0 for it (its struct is kept).
+    Destroyed,
     /// Its magic is not a cache's.
     NotACache,
 }
 
 impl Misuse {
     /// What went wrong, after `what: ` (the function called).
-    fn message(&self, what: &str, c: *mut KmemCache) -> String {
+    #[cold]
+    fn message(self, what: &str, c: *mut KmemCache) -> String {
         match self {
             Misuse::Null => format!("{what}: NULL cache: pass a cache from kmem_cache_create"),
-            Misuse::Destroyed(name) => format!(
-                "{what}: cache {name:?} ({c:p}) was destroyed: a cache pointer is dead once \
-                 kmem_cache_destroy returns 0"
-            ),
+            Misuse::Destroyed => {
+                // SAFETY: `borrow` found a destroyed cache at c, whose
+                // struct is kept for good.
+                let name = unsafe { &(*(c as *const CacheInner)).name };
+                format!(
+                    "{what}: cache {name:?} ({c:p}) was destroyed: a cache pointer is dead \
+                     once kmem_cache_destroy returns 0"
+                )
+            }
             Misuse::NotACache => {
                 format!("{what}: {c:p} is not a cache from kmem_cache_create (its magic is wrong)")
             }
@@ -154,6 +163,7 @@ impl Misuse {
 /// # Safety
 /// `c` is NULL or a pointer from `kmem_cache_create` (destroyed or not:
 /// destroyed caches' structs are kept, see the module docs).
+#[inline(always)]
 unsafe fn borrow(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
     if c.is_null() {
         return Err(Misuse::Null);
@@ -172,13 +182,66 @@ unsafe fn borrow(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
     let inner = unsafe { Arc::from_raw(c as *const CacheInner) };
     let cache = ManuallyDrop::new(Cache { inner });
     if cache.is_destroyed() {
-        return Err(Misuse::Destroyed(cache.name().to_owned()));
+        return Err(Misuse::Destroyed);
     }
     Ok(cache)
 }
 
+/// [`borrow`] for the alloc and free paths: NULL is refused, and a cache
+/// that is (being) destroyed goes through every check of [`borrow`]; a live
+/// cache costs one load of its flags, not the magic and alignment checks
+/// (about 2 ns per alloc and free pair when measured with them).
+///
+/// # Safety
+/// As [`borrow`].
+#[inline(always)]
+unsafe fn borrow_hot(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
+    if c.is_null() {
+        return Err(Misuse::Null);
+    }
+    // SAFETY: c came from kmem_cache_create, whose struct is never freed.
+    if unsafe { (*(c as *const CacheInner)).flag(KMC_DESTROY) } {
+        // SAFETY: forwarded caller guarantee.
+        return unsafe { borrow_cold(c) };
+    }
+    // SAFETY: as in `borrow`.
+    let inner = unsafe { Arc::from_raw(c as *const CacheInner) };
+    Ok(ManuallyDrop::new(Cache { inner }))
+}
+
+/// [`borrow`], out of line.
+///
+/// # Safety
+/// As [`borrow`].
+#[cold]
+#[inline(never)]
+unsafe fn borrow_cold(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { borrow(c) }
+}
+
+/// `kmem_cache_alloc` through a pointer `borrow` refused: errno, message,
+/// NULL. Out of line, so the alloc path keeps its registers.
+#[cold]
+#[inline(never)]
+fn misused(m: Misuse, what: &str, cache: *mut KmemCache) -> *mut c_void {
+    fail(libc::EINVAL, &m.message(what, cache));
+    ptr::null_mut()
+}
+
+/// `kmem_cache_free` through a pointer `borrow` refused: the object is lost.
+#[cold]
+#[inline(never)]
+fn free_misused(m: Misuse, cache: *mut KmemCache, obj: NonNull<u8>) {
+    lost_object(
+        cfg!(debug_assertions),
+        &m.message(&format!("kmem_cache_free of {obj:p}"), cache),
+    );
+}
+
 /// A free that cannot return its object: with `abort` (debug builds) as the
 /// debug checks treat a bad free, else `errno` and the message.
+#[cold]
 fn lost_object(abort: bool, msg: &str) {
     if abort {
         eprintln!(
@@ -294,12 +357,9 @@ pub unsafe extern "C" fn kmem_cache_destroy(cache: *mut KmemCache) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
     // SAFETY: forwarded caller guarantee.
-    let c = match unsafe { borrow(cache) } {
+    let c = match unsafe { borrow_hot(cache) } {
         Ok(c) => c,
-        Err(m) => {
-            fail(libc::EINVAL, &m.message("kmem_cache_alloc", cache));
-            return ptr::null_mut();
-        }
+        Err(m) => return misused(m, "kmem_cache_alloc", cache),
     };
     let kmflags = kmflags as u32;
     if kmflags & !KM_PUBLIC_MASK != 0 {
@@ -329,13 +389,10 @@ pub unsafe extern "C" fn kmem_cache_free(cache: *mut KmemCache, obj: *mut c_void
         return;
     };
     // SAFETY: forwarded caller guarantee.
-    match unsafe { borrow(cache) } {
+    match unsafe { borrow_hot(cache) } {
         // SAFETY: forwarded caller guarantee.
         Ok(c) => unsafe { c.free(obj) },
-        Err(m) => lost_object(
-            cfg!(debug_assertions),
-            &m.message(&format!("kmem_cache_free of {obj:p}"), cache),
-        ),
+        Err(m) => free_misused(m, cache, obj),
     }
 }
 
@@ -634,14 +691,15 @@ mod tests {
             assert_eq!(kmem_cache_entry_size(c), 0);
         }
         // A struct that is no cache is refused by its magic, a misaligned
-        // pointer before it is read.
+        // pointer before it is read (by every entry point but alloc and
+        // free, which check only for NULL and a destroyed cache).
         #[repr(C, align(64))]
         struct Fake([u64; 64]);
         let mut fake = Fake([0; 64]);
         let f = (&raw mut fake).cast::<KmemCache>();
         for p in [f, f.wrapping_byte_add(8)] {
             // SAFETY: p points into 512 readable bytes; the checks stop there.
-            assert!(unsafe { kmem_cache_alloc(p, KM_SLEEP as c_int) }.is_null());
+            assert_eq!(unsafe { kmem_cache_destroy(p) }, -libc::EINVAL);
             assert!(last_error().contains("is not a cache"), "{}", last_error());
         }
     }
