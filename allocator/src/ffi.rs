@@ -694,11 +694,14 @@ mod tests {
         // pointer before it is read (by every entry point but alloc and
         // free, which check only for NULL and a destroyed cache).
         #[repr(C, align(64))]
-        struct Fake([u64; 64]);
-        let mut fake = Fake([0; 64]);
+        struct Fake([u64; 1024]);
+        // Room for a whole CacheInner: every read stays inside the fake.
+        assert!(size_of::<Fake>() >= size_of::<CacheInner>() + 64);
+        let mut fake = Fake([0; 1024]);
         let f = (&raw mut fake).cast::<KmemCache>();
         for p in [f, f.wrapping_byte_add(8)] {
-            // SAFETY: p points into 512 readable bytes; the checks stop there.
+            // SAFETY: p points into 8 KiB of readable bytes; the checks stop
+            // at the alignment or the magic.
             assert_eq!(unsafe { kmem_cache_destroy(p) }, -libc::EINVAL);
             assert!(last_error().contains("is not a cache"), "{}", last_error());
         }
