@@ -17,6 +17,14 @@
  *   "slabscope: cache "<name>": <pointer> is not a live object ..." to
  *   stderr and aborts. With KMC_NODEBUG nothing is checked and such a free
  *   corrupts the cache (a double-freed object is handed out twice).
+ * - kmem_cache_free(NULL, obj) and a free into a destroyed cache lose the
+ *   object: a debug build of the library prints a message naming it and
+ *   aborts, a release build sets errno to EINVAL and records the message
+ *   for slabscope_last_error().
+ * - A destroyed cache's struct is kept (its slabs are returned), so every
+ *   later call through its pointer is caught: alloc returns NULL, destroy
+ *   and slabscope_cache_snapshot -EINVAL, with errno and a message saying
+ *   the cache was destroyed. A pointer that was never a cache is not.
  * - kmem_cache_set_move is accepted and ignored, as in SPL.
  * A constructor returns 0 on success; non-zero makes kmem_cache_alloc
  * return NULL. Constructor and destructor run on every alloc and free, and

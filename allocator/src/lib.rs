@@ -67,6 +67,10 @@ mod registry;
 pub mod stats;
 pub mod typed;
 
+// The C ABI's pointer checks, for the `slabscope-capi` crate only.
+#[doc(hidden)]
+pub mod raw;
+
 #[cfg(all(test, not(loom)))]
 mod cache_tests;
 

@@ -15,7 +15,8 @@
 //! The argument checks of cache creation and busy destroys are covered by
 //! `cache_tests::bad_inputs_are_errors`, `cache_tests::destroy_with_objects_
 //! allocated_is_busy_and_frees_nothing` and this crate's unit tests; NULL frees
-//! through the C ABI here.
+//! through the C ABI here, and frees with a NULL or destroyed cache, which
+//! abort in debug builds (this crate's unit tests cover release builds' errno).
 
 use std::ffi::{CStr, c_int, c_void};
 use std::os::unix::process::ExitStatusExt;
@@ -228,6 +229,49 @@ fn c_null_free_is_a_no_op() {
     // SAFETY: c is live; every object was freed, so destroy succeeds and
     // the NULL frees changed nothing.
     assert_eq!(unsafe { ffi::kmem_cache_destroy(c) }, 0);
+}
+
+#[test]
+fn c_free_with_a_null_cache_aborts_naming_the_object() {
+    let out = in_child("c_free_with_a_null_cache_aborts_naming_the_object", || {
+        let c = c_create(c"bad_c_nullcache", 0);
+        // SAFETY: c is live.
+        let p = unsafe { ffi::kmem_cache_alloc(c, KM_SLEEP as c_int) };
+        println!("PTR={p:p}");
+        // SAFETY: deliberately broken: the object's cache is not passed.
+        unsafe { ffi::kmem_cache_free(ptr::null_mut(), p) };
+    });
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    let ptr = stdout
+        .split("PTR=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the child printed PTR=");
+    assert!(
+        stderr.contains(&format!("kmem_cache_free of {ptr}: NULL cache"))
+            && stderr.contains("the object is lost"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn c_free_into_a_destroyed_cache_aborts_naming_it() {
+    let out = in_child("c_free_into_a_destroyed_cache_aborts_naming_it", || {
+        let c = c_create(c"bad_c_destroyed", 0);
+        let other = c_create(c"bad_c_destroyed_other", 0);
+        // SAFETY: other is live.
+        let p = unsafe { ffi::kmem_cache_alloc(other, KM_SLEEP as c_int) };
+        // SAFETY: c is live and empty.
+        assert_eq!(unsafe { ffi::kmem_cache_destroy(c) }, 0);
+        println!("PTR={p:p}");
+        // SAFETY: deliberately broken: c was destroyed (its struct is kept).
+        unsafe { ffi::kmem_cache_free(c, p) };
+    });
+    assert_aborted_naming(&out, "bad_c_destroyed", "was destroyed");
 }
 
 #[test]

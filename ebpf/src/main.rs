@@ -15,7 +15,8 @@
 //!
 //! 1. copies the snapshot from user memory into a per-CPU scratch slot (it is
 //!    larger than the 512-byte BPF stack allows) and stores it in
-//!    [`SNAPSHOTS`] under (pid, cache id);
+//!    [`SNAPSHOTS`] under (pid, cache id); a snapshot pointer that cannot be
+//!    read ends the hit there, counted in [`LOST`] (`LOST_SNAPSHOTS`);
 //! 2. bumps the transition counters of the kind in [`COUNTERS`] with atomic
 //!    adds (grow workers hit the same cache from several CPUs at once);
 //! 3. marks the cache in [`DESTROYED`] on `cache_destroy`; on `cache_create`
@@ -48,7 +49,7 @@ use aya_ebpf::{
 };
 use slabscope_probes::{
     ARG_CONST, ARG_REG, ARG_REG_DEREF, ARG_SIB, CacheCounters, CacheKey, CacheSnapshot,
-    EVENT_VALUES, Event, LOST_EVENTS, MAX_ARGS, NAME_LEN, ProbeKind, UsdtSpec,
+    EVENT_VALUES, Event, LOST_EVENTS, LOST_SLOTS, LOST_SNAPSHOTS, MAX_ARGS, ProbeKind, UsdtSpec,
 };
 
 /// Default table size; the collector sets the real one (its number of sites)
@@ -77,9 +78,21 @@ static DESTROYED: HashMap<CacheKey, u64> = HashMap::with_max_entries(MAX_CACHES,
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// `LOST[LOST_EVENTS]`: hits whose event did not fit in [`EVENTS`], per CPU.
+/// `LOST[LOST_EVENTS]`: hits whose event did not fit in [`EVENTS`];
+/// `LOST[LOST_SNAPSHOTS]`: hits whose snapshot pointer could not be read.
+/// Per CPU.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Adds one to `LOST[slot]` of this CPU.
+#[inline(always)]
+fn count_lost(slot: u32) {
+    if let Some(lost) = LOST.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not
+        // migrate CPUs while running, so nothing races this update.
+        unsafe { *lost += 1 };
+    }
+}
 
 /// Per-CPU room for the snapshot being copied (too big for the BPF stack).
 #[map]
@@ -247,13 +260,18 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
             snap_ptr as *const _,
         )
     };
-    if rc == 0 {
-        // SAFETY: `scratch` is valid and initialised by the read above.
-        let snapshot: &CacheSnapshot = unsafe { &*scratch };
-        // By reference: a copy would put 500 bytes on the 512-byte stack.
-        #[allow(clippy::needless_borrows_for_generic_args, reason = "see above")]
-        let _ = SNAPSHOTS.insert(key, snapshot, BPF_ANY as u64);
+    if rc != 0 {
+        // A pointer the target made up, or memory it unmapped: there is no
+        // cache to speak of. Counting the hit under the cache id would make
+        // up a cache with no name and zero counters.
+        count_lost(LOST_SNAPSHOTS);
+        return Ok(());
     }
+    // SAFETY: `scratch` is valid and initialised by the read above.
+    let snapshot: &CacheSnapshot = unsafe { &*scratch };
+    // By reference: a copy would put 500 bytes on the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args, reason = "see above")]
+    let _ = SNAPSHOTS.insert(key, snapshot, BPF_ANY as u64);
 
     if kind == ProbeKind::CacheCreate {
         // A new cache at the address of a destroyed one starts from zero:
@@ -273,12 +291,8 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
 
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
-            let name = if rc == 0 {
-                // SAFETY: `scratch` holds the snapshot read above.
-                unsafe { (*scratch).name }
-            } else {
-                [0; NAME_LEN]
-            };
+            // SAFETY: `scratch` holds the snapshot read above.
+            let name = unsafe { (*scratch).name };
             entry.write(Event {
                 ts_ns: now,
                 pid: key.pid,
@@ -291,13 +305,7 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
             });
             entry.submit(0);
         }
-        None => {
-            if let Some(lost) = LOST.get_ptr_mut(LOST_EVENTS) {
-                // SAFETY: this CPU's slot of a per-CPU array; programs do not
-                // migrate CPUs while running, so nothing races this update.
-                unsafe { *lost += 1 };
-            }
-        }
+        None => count_lost(LOST_EVENTS),
     }
     Ok(())
 }

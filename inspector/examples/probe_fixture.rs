@@ -2,7 +2,7 @@
 //! slabscope probe with snapshots it makes up, and reports what it fired.
 //!
 //! ```text
-//! probe_fixture [script | burst N]
+//! probe_fixture [script | burst N | hostile | bad_snapshot | exec PROGRAM [ARGS]]
 //! ```
 //!
 //! It prints `ready <pid>` and waits for one line on stdin (so a tracer can
@@ -13,6 +13,7 @@
 //! cache <cache id> counters <CacheCounters as {:?}, last_ns 0>
 //! cache <cache id> destroyed <bool>
 //! cache <cache id> hit <kind> <values as {:?}>    (one per hit, in order; not in burst mode)
+//! unreadable <hits with an unreadable snapshot>   (bad_snapshot mode only)
 //! fired <number of probe hits>
 //! ```
 //!
@@ -23,12 +24,22 @@
 //! hand-written sites whose argument specs use every location form and size
 //! the collector decodes, and a fifth from a second thread; `burst N` fires
 //! `cache_create` then `cache_stats` N times back to back, to overflow a small
-//! ring buffer.
+//! ring buffer; `hostile` creates caches whose names are terminal escape
+//! sequences, controls and bidi overrides (`fixture_data/hostile_names.rs`), as a hostile
+//! target would, and fires `cache_stats` for each; `bad_snapshot` fires
+//! `cache_stats` for one cache, then three times with a snapshot pointer into
+//! the unmapped first page; `exec PROGRAM [ARGS]` runs the script, reports,
+//! then replaces itself with PROGRAM.
 //!
 //! Run it under bpftrace to see the probes:
 //! `bpftrace -e 'usdt:./target/debug/examples/probe_fixture:slabscope:* { @[probe] = count(); }'`
 
 use std::io::BufRead as _;
+
+// Shared with the tests, which check what the inspector makes of them.
+#[path = "fixture_data/hostile_names.rs"]
+mod hostile_names;
+use hostile_names::HOSTILE_NAMES;
 
 use slabscope_probes::{
     CacheCounters, CacheSnapshot, EVENT_VALUES, MAX_CPUS, ProbeKind, fire, name_buf,
@@ -279,6 +290,19 @@ mod asm_sites {
         );
     }
 
+    /// `cache_stats` of cache `cache_id` whose snapshot pointer is `snap`,
+    /// which need not point to anything: what a hostile or broken target can
+    /// fire.
+    #[inline(never)]
+    pub fn cache_stats_at(cache_id: u64, snap: usize) {
+        stapsdt!(
+            "cache_stats",
+            "-8@{cid} 8@{snap} 8@$1 8@$2 8@$3 8@{snap}",
+            cid = in(reg) cache_id,
+            snap = in(reg) snap,
+        );
+    }
+
     /// `grow_done` with a signed 1-byte constant, an unsigned 4-byte load
     /// through `(%reg)` and a negative 8-byte constant.
     #[inline(never)]
@@ -292,6 +316,30 @@ mod asm_sites {
             snap = in(reg) s as *const CacheSnapshot,
         );
     }
+}
+
+/// Code whose bytes hold `0x90` inside instructions, for the tests that point
+/// crafted notes at them: `movabs $0x9090909090909090,%rax` (10 bytes), then
+/// `nopl 0x90909090(%rax)` (7 bytes), then a one-byte `nop`. The symbol is
+/// exported so the tests can find it.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn slabscope_fixture_decoy() -> u64 {
+    let x: u64;
+    // SAFETY: the asm writes only %rax (declared as an output) and touches no
+    // memory, stack or flags.
+    unsafe {
+        core::arch::asm!(
+            "movabs $0x9090909090909090, %rax",
+            // Displacement 0x90909090, as a signed 32-bit value.
+            "nopl -0x6f6f6f70(%rax)",
+            "nop",
+            out("rax") x,
+            options(att_syntax, nomem, nostack, preserves_flags),
+        )
+    };
+    x
 }
 
 /// A cache traced only through [`asm_sites`] after its creation.
@@ -381,6 +429,37 @@ fn burst(n: u64) -> Vec<Cache> {
     vec![c]
 }
 
+fn hostile() -> Vec<Cache> {
+    let mut caches = Vec::new();
+    for (i, name) in HOSTILE_NAMES.iter().enumerate() {
+        let mut c = Cache::new(0x5555_0000_7000 + 0x100 * i as u64, name, 64, 60);
+        c.create();
+        c.grow(true);
+        c.alloc(3, 0);
+        c.stats();
+        caches.push(c);
+    }
+    caches
+}
+
+/// Hits fired with a snapshot pointer that cannot be read, in `bad_snapshot`
+/// mode.
+const BAD_SNAPSHOT_HITS: u64 = 3;
+
+/// One ordinary cache, then [`BAD_SNAPSHOT_HITS`] `cache_stats` hits of
+/// another cache id whose snapshot pointer points into the unmapped first
+/// page.
+#[cfg(target_arch = "x86_64")]
+fn bad_snapshot() -> Vec<Cache> {
+    let mut c = Cache::new(0x5555_0000_9000, "fixture_good", 64, 60);
+    c.create();
+    c.stats();
+    for _ in 0..BAD_SNAPSHOT_HITS {
+        asm_sites::cache_stats_at(0x5555_0000_a000, 0x10);
+    }
+    vec![c]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut print_hits = true;
@@ -394,8 +473,21 @@ fn main() {
                 .expect("usage: probe_fixture burst N");
             Box::new(move || burst(n))
         }
-        Some(other) => panic!("unknown mode {other:?}: use `script` or `burst N`"),
+        Some("hostile") => Box::new(hostile),
+        // The script, then the rest of the arguments as a program to exec.
+        Some("exec") if args.len() > 1 => Box::new(script),
+        #[cfg(target_arch = "x86_64")]
+        Some("bad_snapshot") => Box::new(bad_snapshot),
+        Some(other) => {
+            panic!(
+                "unknown mode {other:?}: use `script`, `burst N`, `hostile`, `bad_snapshot` \
+                 or `exec PROGRAM [ARGS]`"
+            )
+        }
     };
+    // Keeps the decoy linked in: the notes tests look for its bytes.
+    #[cfg(target_arch = "x86_64")]
+    std::hint::black_box(slabscope_fixture_decoy as extern "C" fn() -> u64);
     println!("ready {}", std::process::id());
     let mut line = String::new();
     std::io::stdin()
@@ -417,5 +509,14 @@ fn main() {
         }
         fired += c.hits();
     }
+    if args.first().map(String::as_str) == Some("bad_snapshot") {
+        println!("unreadable {BAD_SNAPSHOT_HITS}");
+        fired += BAD_SNAPSHOT_HITS;
+    }
     println!("fired {fired}");
+    if args.first().map(String::as_str) == Some("exec") {
+        use std::os::unix::process::CommandExt as _;
+        let e = std::process::Command::new(&args[1]).args(&args[2..]).exec();
+        panic!("exec {:?} failed: {e}", args[1]);
+    }
 }

@@ -18,6 +18,7 @@ use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheCounters, Event, name_bytes};
 
 use crate::columns::Column;
+use crate::escape::escape;
 use crate::sample::{CacheState, Sample, Update};
 
 /// Samples of history kept per cache by default.
@@ -81,6 +82,10 @@ pub struct CacheEntry {
     pub counters: CacheCounters,
     pub destroyed: bool,
     pub history: History,
+    /// The cache's grows keep failing: between the last two samples that
+    /// saw a grow end, `slab_fail` went up and `slab_create` did not (a
+    /// `KM_SLEEP` allocation may be retrying them forever, as in SPL).
+    pub grows_failing: bool,
 }
 
 /// The bounded event log; counts what it had to drop.
@@ -141,6 +146,8 @@ impl EventLog {
 pub enum TargetStatus {
     Running,
     Exited,
+    /// It exec'd another program, which is not traced.
+    Execed,
 }
 
 /// Which screen is shown.
@@ -206,6 +213,7 @@ pub struct Totals {
 ///     caches: vec![CacheState { pid: 4242, snapshot, counters: CacheCounters::default(), destroyed: false }],
 ///     events_total: 0,
 ///     lost_events: 0,
+///     unreadable_snapshots: 0,
 /// }));
 /// assert_eq!(state.rows()[0].stats.name, "zio_cache");
 /// assert_eq!(state.totals().bytes_used, 40 * 1104);
@@ -227,9 +235,13 @@ pub struct State {
     pub samples: u64,
     pub events_total: u64,
     pub lost_events: u64,
+    /// Probe hits ignored for an unreadable snapshot pointer.
+    pub unreadable_snapshots: u64,
     pub events_per_sec: Option<f64>,
     /// The collector's last error.
     pub failed: Option<String>,
+    /// The program the last process that exec'd now runs, escaped.
+    pub execed: Option<String>,
     /// The collector hung up.
     pub collector_gone: bool,
     pub selected: Option<CacheKey>,
@@ -255,7 +267,7 @@ impl State {
     /// A state with nothing received yet.
     pub fn new(target: impl Into<String>) -> State {
         State {
-            target: target.into(),
+            target: escape(&target.into()).into_owned(),
             caches: BTreeMap::new(),
             targets: BTreeMap::new(),
             log: EventLog::new(DEFAULT_EVENT_LOG),
@@ -265,8 +277,10 @@ impl State {
             samples: 0,
             events_total: 0,
             lost_events: 0,
+            unreadable_snapshots: 0,
             events_per_sec: None,
             failed: None,
+            execed: None,
             collector_gone: false,
             selected: None,
             sort: Column::ObjTotal,
@@ -318,10 +332,16 @@ impl State {
             Update::TargetExited { pid } => {
                 self.targets.insert(pid, TargetStatus::Exited);
             }
+            Update::TargetExeced { pid, program } => {
+                self.targets.insert(pid, TargetStatus::Execed);
+                // The program's path is the target's to choose.
+                self.execed = Some(escape(&program).into_owned());
+            }
             Update::TargetAttached { pid } => {
                 self.targets.insert(pid, TargetStatus::Running);
             }
-            Update::Failed(msg) => self.failed = Some(msg),
+            // The message may quote a file or probe name of the target.
+            Update::Failed(msg) => self.failed = Some(escape(&msg).into_owned()),
         }
     }
 
@@ -342,6 +362,7 @@ impl State {
         self.samples += 1;
         self.events_total = s.events_total;
         self.lost_events = s.lost_events;
+        self.unreadable_snapshots = s.unreadable_snapshots;
         for c in &s.caches {
             self.targets.entry(c.pid).or_insert(TargetStatus::Running);
             self.apply_cache(c);
@@ -350,7 +371,10 @@ impl State {
 
     fn apply_cache(&mut self, c: &CacheState) {
         let key = CacheKey::new(c.pid, c.snapshot.cache_id);
-        let stats = CacheStats::from(&c.snapshot);
+        let mut stats = CacheStats::from(&c.snapshot);
+        // The name is the target's: every view shows it escaped, and sorts
+        // and filters by what it shows.
+        stats.name = escape(&stats.name).into_owned();
         let point = HistPoint {
             obj_alloc: stats.obj_alloc,
             slab_total: stats.slab_total,
@@ -363,7 +387,13 @@ impl State {
             counters: CacheCounters::default(),
             destroyed: false,
             history: History::new(history_len),
+            grows_failing: false,
         });
+        if stats.slab_create != entry.stats.slab_create {
+            entry.grows_failing = false;
+        } else if stats.slab_fail > entry.stats.slab_fail {
+            entry.grows_failing = true;
+        }
         entry.stats = stats;
         entry.counters = c.counters;
         entry.destroyed = c.destroyed;
@@ -398,7 +428,10 @@ impl State {
 
     /// Whether the cache's process has exited.
     pub fn exited(&self, pid: u32) -> bool {
-        self.targets.get(&pid) == Some(&TargetStatus::Exited)
+        matches!(
+            self.targets.get(&pid),
+            Some(TargetStatus::Exited | TargetStatus::Execed)
+        )
     }
 
     /// The caches the table shows: filtered by name, sorted.
@@ -471,29 +504,32 @@ impl State {
             .values()
             .filter(|c| !(c.destroyed || (any_running && self.exited(c.key.pid))))
         {
+            // The target's numbers: saturate rather than overflow.
             let s = &c.stats;
             t.caches += 1;
             let handed_out = s.obj_alloc.saturating_add(s.obj_emergency);
             t.caches_active += u64::from(handed_out > 0);
-            t.obj_alloc += handed_out;
-            t.obj_total += if s.is_slab_backed() {
+            t.obj_alloc = t.obj_alloc.saturating_add(handed_out);
+            t.obj_total = t.obj_total.saturating_add(if s.is_slab_backed() {
                 s.obj_alloc
             } else {
                 s.obj_total
-            };
-            t.slab_total += s.slab_total;
-            t.slab_alloc += s.slab_alloc;
-            t.bytes_used += s.obj_size.saturating_mul(handed_out);
-            t.bytes_held += if s.is_slab_backed() {
+            });
+            t.slab_total = t.slab_total.saturating_add(s.slab_total);
+            t.slab_alloc = t.slab_alloc.saturating_add(s.slab_alloc);
+            t.bytes_used = t
+                .bytes_used
+                .saturating_add(s.obj_size.saturating_mul(handed_out));
+            t.bytes_held = t.bytes_held.saturating_add(if s.is_slab_backed() {
                 s.obj_size.saturating_mul(s.obj_alloc)
             } else {
                 s.slab_size
                     .saturating_mul(s.slab_total)
                     .saturating_add(s.obj_size.saturating_mul(s.obj_emergency))
-            };
-            t.mag_objs += s.mag_objs;
-            t.obj_emergency += s.obj_emergency;
-            t.deadlocks += s.obj_deadlock;
+            });
+            t.mag_objs = t.mag_objs.saturating_add(s.mag_objs);
+            t.obj_emergency = t.obj_emergency.saturating_add(s.obj_emergency);
+            t.deadlocks = t.deadlocks.saturating_add(s.obj_deadlock);
             t.deadlocked_caches +=
                 u64::from(s.flags & slabscope_probes::flags::KMC_DEADLOCKED != 0);
         }
@@ -513,6 +549,9 @@ impl State {
         let exited = self.targets.len() - running;
         let mut s = match (running, exited) {
             (0, 0) => format!("waiting for {}", self.target),
+            (0, 1) if let Some(p) = &self.execed => {
+                format!("{}: exec'd {p}, not traced", self.target)
+            }
             (0, _) => format!("{}: exited", self.target),
             (1, 0) => format!("{}: running", self.target),
             (r, 0) => format!("{}: {r} processes running", self.target),
@@ -540,9 +579,9 @@ impl State {
             .saturating_sub(self.time_origin_ns.unwrap_or(ev.ts_ns))
     }
 
-    /// The cache name of an event, lossily decoded.
+    /// The cache name of an event, lossily decoded and [`escape`]d.
     pub fn event_cache_name(ev: &Event) -> String {
-        String::from_utf8_lossy(name_bytes(&ev.name)).into_owned()
+        escape(&String::from_utf8_lossy(name_bytes(&ev.name))).into_owned()
     }
 }
 
@@ -767,5 +806,17 @@ mod tests {
         assert_eq!(st.status(), "/bin/demo: exited (collector stopped)");
         st.apply(Update::Failed("ring buffer gone".into()));
         assert_eq!(st.status(), "collector failed: ring buffer gone");
+    }
+
+    #[test]
+    fn an_exec_is_shown_as_such_with_the_program_escaped() {
+        let mut st = State::new("pid 7");
+        st.apply(Update::Sample(sample(1000, 0, vec![cache(7, 1, "a", 1)])));
+        st.apply(Update::TargetExeced {
+            pid: 7,
+            program: "/bin/x\x1b[2J".into(),
+        });
+        assert!(st.exited(7));
+        assert_eq!(st.status(), "pid 7: exec'd /bin/x\\x1b[2J, not traced");
     }
 }

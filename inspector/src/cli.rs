@@ -40,7 +40,8 @@ pub struct Cli {
     #[arg(short, long, value_name = "PID")]
     pub pid: Option<u32>,
 
-    /// Trace every process running this executable, now and later.
+    /// Trace every process running this executable, now and later, with the
+    /// probes in it and in the shared objects it loads (libslabscope.so).
     #[arg(short, long, value_name = "PATH")]
     pub exe: Option<PathBuf>,
 

@@ -64,7 +64,7 @@ pub const FLAGS: [FlagDef; 8] = [
 ];
 
 /// The key to the letters of [`flag_letters`].
-pub const FLAG_LEGEND: &str = "K kvmem  S slab  N nodebug  R reclaimable | g growing  D DEADLOCKED  r reaping  x destroying  ? unknown";
+pub const FLAG_LEGEND: &str = "K kvmem  S slab  N nodebug  R reclaimable | g growing  D DEADLOCKED  r reaping  x destroying  ? unknown  Fn failing, n failed";
 
 /// `flags` as letters (`K`, `KgD`, ...); bits slabscope does not define add `?`;
 /// no flag at all is `-`.
@@ -177,6 +177,20 @@ pub fn kind_name(kind: u32) -> String {
     }
 }
 
+/// `text` cut to `width` characters, the last one `…` when it was cut, so a
+/// long name cannot push the columns after it. For [`crate::escape::escape`]d
+/// text, where every character is one column wide.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
 /// Seconds with millisecond precision, right aligned in 10 columns.
 pub fn seconds(ns: u64) -> String {
     format!("{:>10.3}", ns as f64 / 1e9)
@@ -233,6 +247,14 @@ mod tests {
         assert_eq!(human_bytes(3 << 19), "1.5M");
         assert_eq!(human_bytes(5 << 30), "5.0G");
         assert_eq!(bytes(16384, false), "16384");
+    }
+
+    #[test]
+    fn fit_cuts_with_an_ellipsis() {
+        assert_eq!(fit("zio_cache", 22), "zio_cache");
+        assert_eq!(fit("abcdef", 6), "abcdef");
+        assert_eq!(fit("abcdefg", 6), "abcde…");
+        assert_eq!(fit("ab", 0), "");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod columns;
+pub mod escape;
 pub mod format;
 pub mod keys;
 pub mod output;

@@ -13,6 +13,7 @@ use slabscope_inspector::cli::Cli;
 use slabscope_inspector::collector::{
     self, CollectError, CollectorHandle, CollectorOptions, Target,
 };
+use slabscope_inspector::escape::escape;
 use slabscope_inspector::output;
 use slabscope_inspector::sample::Update;
 use slabscope_inspector::tui;
@@ -25,7 +26,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("slabscope: {e:#}");
+            // Errors quote the target's file and probe names.
+            eprintln!("slabscope: {}", escape(&format!("{e:#}")));
             match e.downcast_ref::<CollectError>() {
                 Some(CollectError::NotPermitted { .. } | CollectError::RootDenied { .. }) => {
                     ExitCode::from(EXIT_NOT_PERMITTED)
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
 /// Tells the user, on stderr, what the script-friendly output cannot.
 fn note_ending(ending: &output::Ending) {
     for note in ending.notes() {
-        eprintln!("slabscope: {note}");
+        eprintln!("slabscope: {}", escape(&note));
     }
 }
 
@@ -76,8 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.once || cli.json {
         // The terminal UI shows this itself; scripts (and tests) learn from
         // it that every probe is attached.
-        eprintln!(
-            "slabscope: tracing {what}: {} probe sites in {}",
+        let line = format!(
+            "tracing {what}: {} probe sites in {}",
             handle.sites(),
             handle
                 .files()
@@ -86,6 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // The files are the ones the target maps, named as it chose.
+        eprintln!("slabscope: {}", escape(&line));
     }
     let result = if cli.once {
         let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
@@ -136,7 +140,10 @@ fn list_traceable() -> anyhow::Result<()> {
     }
     let mut out = String::from("Processes carrying slabscope probes:\n\n    PID  PROBES IN\n");
     for (pid, file) in &procs {
-        out.push_str(&format!("{pid:>7}  {}\n", file.display()));
+        out.push_str(&format!(
+            "{pid:>7}  {}\n",
+            escape(&file.display().to_string())
+        ));
     }
     out.push_str(&format!(
         "\nAttach with: sudo slabscope --pid {}    (--once or --json for one-shot output; --help for more)\n",

@@ -7,6 +7,10 @@
 //! traced program would print itself; `--json` serializes the same
 //! [`CacheStats`] plus the transition counters the collector kept.
 //!
+//! Names come from the target, so both go through [`crate::escape`]: `--once`
+//! shows them with visible escapes, `--json` as `\uXXXX` escapes that a
+//! JSON parser turns back into the real name.
+//!
 //! Caches are printed by name (then id): the collector cannot know the
 //! creation order `/proc/spl/kmem/slab` uses. Destroyed caches are left out,
 //! as `/proc` leaves them out.
@@ -19,6 +23,7 @@ use serde::Serialize;
 use slabscope_probes::CacheCounters;
 use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
+use crate::escape::{ascii_json, escape};
 use crate::sample::{Sample, Update};
 
 /// Why no sample could be printed.
@@ -67,7 +72,11 @@ pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
 /// assert_eq!(once_text(&Sample::default()), PROC_SLAB_HEADER);
 /// ```
 pub fn once_text(sample: &Sample) -> String {
-    let caches = live_caches(sample);
+    let mut caches = live_caches(sample);
+    // After sorting by the real name; printed escaped.
+    for (_, stats) in &mut caches {
+        stats.name = escape(&stats.name).into_owned();
+    }
     let mut pids: Vec<u32> = caches.iter().map(|(p, _)| *p).collect();
     pids.dedup();
     if pids.len() <= 1 {
@@ -152,6 +161,8 @@ pub struct JsonSample {
     pub at: f64,
     pub events_total: u64,
     pub lost_events: u64,
+    /// Probe hits ignored because their snapshot pointer could not be read.
+    pub unreadable_snapshots: u64,
     /// Every cache seen, destroyed ones included (`destroyed: true`).
     pub caches: Vec<JsonCache>,
 }
@@ -175,19 +186,25 @@ impl From<&Sample> for JsonSample {
             at: s.at.as_secs_f64(),
             events_total: s.events_total,
             lost_events: s.lost_events,
+            unreadable_snapshots: s.unreadable_snapshots,
             caches,
         }
     }
 }
 
-/// `sample` as one JSON document, pretty-printed.
+/// `sample` as one JSON document, pretty-printed, in printable ASCII
+/// ([`ascii_json`]: names keep every character, escaped).
 pub fn json_pretty(sample: &Sample) -> String {
-    serde_json::to_string_pretty(&JsonSample::from(sample)).expect("plain data always serializes")
+    let json = serde_json::to_string_pretty(&JsonSample::from(sample))
+        .expect("plain data always serializes");
+    ascii_json(&json).into_owned()
 }
 
-/// `sample` as one JSON line (no newline).
+/// `sample` as one JSON line (no newline), in printable ASCII.
 pub fn json_line(sample: &Sample) -> String {
-    serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes")
+    let json =
+        serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes");
+    ascii_json(&json).into_owned()
 }
 
 /// How a script-friendly output ended: what the views must still tell the
@@ -196,8 +213,12 @@ pub fn json_line(sample: &Sample) -> String {
 pub struct Ending {
     /// Traced processes that exited while traced, in the order reported.
     pub exited: Vec<u32>,
+    /// Traced processes that exec'd another program, and that program.
+    pub execed: Vec<(u32, String)>,
     /// Events lost to a full ring buffer, as of the last sample printed.
     pub lost_events: u64,
+    /// Probe hits ignored for an unreadable snapshot, as of the last sample.
+    pub unreadable_snapshots: u64,
 }
 
 impl Ending {
@@ -209,11 +230,25 @@ impl Ending {
                 "pid {pid} exited while traced; the output shows its last state"
             ));
         }
+        for (pid, program) in &self.execed {
+            notes.push(format!(
+                "pid {pid} exec'd {program} while traced; the new program is not traced, \
+                 and the output shows the state before the exec"
+            ));
+        }
         if self.lost_events > 0 {
             notes.push(format!(
                 "{} events were lost because the ring buffer was full (the counts and \
                  snapshots are still exact); use a larger --ring-size to keep every event",
                 self.lost_events
+            ));
+        }
+        if self.unreadable_snapshots > 0 {
+            notes.push(format!(
+                "{} probe hits were ignored because the snapshot they point to could not be \
+                 read (a bad pointer from the target, or memory unmapped under the probe); \
+                 no cache is made up from them",
+                self.unreadable_snapshots
             ));
         }
         notes
@@ -257,9 +292,16 @@ pub fn json_lines_ending(
                 out.flush().map_err(OutputError::Write)?;
                 lines += 1;
                 ending.lost_events = s.lost_events;
+                ending.unreadable_snapshots = s.unreadable_snapshots;
             }
             Update::TargetExited { pid } => {
                 ending.exited.push(pid);
+                if stop_on_exit && deadline.is_none() {
+                    deadline = Some(Instant::now() + EXIT_GRACE);
+                }
+            }
+            Update::TargetExeced { pid, program } => {
+                ending.execed.push((pid, program));
                 if stop_on_exit && deadline.is_none() {
                     deadline = Some(Instant::now() + EXIT_GRACE);
                 }
@@ -308,6 +350,7 @@ pub fn wait_for_caches_ending(
     let mut ending = Ending::default();
     let done = |s: Sample, mut ending: Ending| {
         ending.lost_events = s.lost_events;
+        ending.unreadable_snapshots = s.unreadable_snapshots;
         Ok((s, ending))
     };
     let end = loop {
@@ -329,6 +372,11 @@ pub fn wait_for_caches_ending(
                 exited = true;
                 deadline = deadline.min(Instant::now() + EXIT_GRACE);
             }
+            Ok(Update::TargetExeced { pid, program }) => {
+                ending.execed.push((pid, program));
+                exited = true;
+                deadline = deadline.min(Instant::now() + EXIT_GRACE);
+            }
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) if exited => break OutputError::TargetExited,
             Err(RecvTimeoutError::Timeout) => break OutputError::Timeout(timeout),
@@ -345,7 +393,9 @@ pub fn wait_for_caches_ending(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::{cache, caches, sample};
+    use crate::sample::CacheState;
+    use crate::testdata::{HOSTILE_NAMES, cache, caches, sample};
+    use slabscope_probes::stats::PROC_SLAB_HEADER;
     use std::sync::mpsc;
 
     #[test]
@@ -404,6 +454,51 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&line).unwrap(),
             doc
         );
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_in_text_and_ascii_in_json() {
+        let hostile: Vec<CacheState> = HOSTILE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| cache(7, i as u64 + 1, n, 1))
+            .collect();
+        let s = sample(0, 0, hostile);
+        let text = once_text(&s);
+        let rows: Vec<&str> = text[PROC_SLAB_HEADER.len()..].lines().collect();
+        assert_eq!(
+            rows.len(),
+            HOSTILE_NAMES.len(),
+            "one line per cache:\n{text}"
+        );
+        for row in &rows {
+            assert!(
+                row.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+                "{row:?}"
+            );
+            // `{name:<36}  0x...`: the flags column starts at column 38.
+            assert_eq!(&row[38..40], "0x", "a name moved the columns: {row:?}");
+        }
+        assert!(rows.iter().any(|r| r.starts_with("\\x1b[2J ")), "{text}");
+
+        for json in [json_pretty(&s), json_line(&s)] {
+            assert!(
+                json.bytes()
+                    .all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
+                "{json}"
+            );
+            let doc: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            let mut names: Vec<&str> = doc["caches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            let mut expected = HOSTILE_NAMES.to_vec();
+            names.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(names, expected, "JSON keeps the real names");
+        }
     }
 
     #[test]
@@ -502,7 +597,8 @@ mod tests {
             ending,
             Ending {
                 exited: vec![9],
-                lost_events: 17
+                lost_events: 17,
+                ..Ending::default()
             }
         );
         let notes = ending.notes();
@@ -510,6 +606,17 @@ mod tests {
         assert!(notes[0].contains("pid 9 exited while traced"), "{notes:?}");
         assert!(notes[1].starts_with("17 events were lost"), "{notes:?}");
         assert!(Ending::default().notes().is_empty());
+        let execed = Ending {
+            execed: vec![(9, "/usr/bin/sleep".into())],
+            ..Ending::default()
+        };
+        assert_eq!(
+            execed.notes(),
+            [
+                "pid 9 exec'd /usr/bin/sleep while traced; the new program is not traced, and \
+              the output shows the state before the exec"
+            ]
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Sample {
     pub events_total: u64,
     /// Events the eBPF side could not deliver because the ring buffer was full.
     pub lost_events: u64,
+    /// Probe hits ignored because their snapshot pointer could not be read
+    /// (a target passing a bad pointer, or memory unmapped under the probe).
+    pub unreadable_snapshots: u64,
 }
 
 /// A message from the collector to the views.
@@ -40,6 +43,9 @@ pub enum Update {
     Event(Event),
     /// A traced process exited; its caches stay as last seen.
     TargetExited { pid: u32 },
+    /// A traced process replaced its program (`exec`) with `program`, which
+    /// is not traced; its caches stay as last seen before the exec.
+    TargetExeced { pid: u32, program: String },
     /// A process started running the traced executable (`--exe`) and was attached.
     TargetAttached { pid: u32 },
     /// The collector stopped because of this error.

@@ -11,6 +11,25 @@ use slabscope_probes::{
 use crate::app::State;
 use crate::sample::{CacheState, Sample, Update};
 
+/// Names a hostile target might give its caches.
+pub const HOSTILE_NAMES: &[&str] = &[
+    "\x1b]0;pwned\x07",
+    "\x1b]52;c;cm0gLXJmIH4K\x07",
+    "\x1b[2J",
+    "a\nfixture_fake 1 2 3",
+    "cr\rover",
+    "del\x7f",
+    "csi\u{9b}31m",
+    "nel\u{85}",
+    "\u{202e}evil",
+    "iso\u{2066}late\u{2069}",
+    "zw\u{200b}j\u{200d}",
+    "ls\u{2028}ps\u{2029}",
+    "comb\u{301}",
+    "wide\u{4e2d}",
+    "back\\x1b",
+];
+
 /// A KMC_KVMEM cache of 1104-byte objects, 14 per 16 KiB slab, 4 slabs, with
 /// `obj_alloc` objects allocated, 17 of them in magazines: 4 and 5 in two
 /// CPUs', 8 (one refill) in the depot.
@@ -64,6 +83,7 @@ pub fn sample(at_ms: u64, events_total: u64, caches: Vec<CacheState>) -> Sample 
         caches,
         events_total,
         lost_events: 0,
+        unreadable_snapshots: 0,
     }
 }
 

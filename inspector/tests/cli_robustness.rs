@@ -416,10 +416,28 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
     let at = sites[0].file_offset as usize;
     let k = (1..64).find(|k| original[at + k] != 0x90).expect("code") as u64;
     off_nop[desc..desc + 8].copy_from_slice(&(pc + k).to_le_bytes());
+    // A site on a 0x90 byte inside an instruction's immediate.
+    let mut in_immediate = original.clone();
+    let decoy = {
+        use object::ObjectSymbol as _;
+        object::File::parse(&original[..])
+            .expect("an ELF file")
+            .symbols()
+            .find(|s| s.name() == Ok("slabscope_fixture_decoy"))
+            .expect("the fixture's decoy")
+            .address()
+    };
+    in_immediate[desc..desc + 8].copy_from_slice(&(decoy + 2).to_le_bytes());
+    let probe = format!("(slabscope:{}) at file offset 0x", sites[0].name);
 
     for (name, data, says) in [
         ("no_nul", no_nul, "is truncated"),
-        ("off_nop", off_nop, "not the site's nop"),
+        ("off_nop", off_nop, "is no place for a breakpoint"),
+        (
+            "in_immediate",
+            in_immediate,
+            "byte 2 of the 10-byte instruction mov",
+        ),
     ] {
         let path = dir.0.join(name);
         fs::write(&path, data).expect("writing the damaged copy");
@@ -432,6 +450,9 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
         assert!(line.contains(&path.display().to_string()), "{line}");
         assert!(line.contains("stapsdt note #0"), "{line}");
         assert!(line.contains(says), "{line}");
+        if name != "no_nul" {
+            assert!(line.contains(&probe), "names the probe and offset: {line}");
+        }
         assert!(
             line.contains("the file may be corrupt, rebuild it"),
             "{line}"
@@ -552,4 +573,136 @@ fn counters_of(v: &Value) -> slabscope_probes::CacheCounters {
         stats: f("stats"),
         last_ns: 0,
     }
+}
+
+#[path = "../examples/fixture_data/hostile_names.rs"]
+mod hostile_names;
+use hostile_names::HOSTILE_NAMES;
+
+/// Whether `c` may reach a terminal: printable ASCII, or a non-ASCII
+/// character that is no control and no bidi or other format control.
+fn terminal_safe(c: char) -> bool {
+    if c.is_ascii() {
+        return c == ' ' || c.is_ascii_graphic();
+    }
+    !c.is_control()
+        && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[test]
+fn hostile_cache_names_reach_the_terminal_escaped() {
+    if !root_or_skip("hostile_cache_names_reach_the_terminal_escaped") {
+        return;
+    }
+    // --once: one row per cache, each row one line, every column in place.
+    let fixture = Fixture::start(&["hostile"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--once"]);
+    s.wait_attached();
+    fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    for text in [&out, &err] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && !terminal_safe(c))
+            .collect();
+        assert!(bad.is_empty(), "raw {bad:?} in:\n{text}");
+    }
+    assert!(out.starts_with(PROC_SLAB_HEADER), "{out}");
+    let rows: Vec<&str> = out[PROC_SLAB_HEADER.len()..].lines().collect();
+    assert_eq!(rows.len(), HOSTILE_NAMES.len(), "one row per cache:\n{out}");
+    for row in &rows {
+        // `{name:<36}  0x...`: the flags column starts at column 38.
+        let flags: String = row.chars().skip(38).take(2).collect();
+        assert_eq!(flags, "0x", "a name moved the columns of {row:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.starts_with("\\x1b]0;pwned\\x07 ")),
+        "names are shown with visible escapes:\n{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("h_bidi\\u{202e}lave ")),
+        "{out}"
+    );
+
+    // --json: pure ASCII, and the real names come back out of the parser.
+    let fixture = Fixture::start(&["hostile"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json"]);
+    s.wait_attached();
+    fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert!(
+        out.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
+        "the JSON is not printable ASCII:\n{out}"
+    );
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+    let mut names: Vec<&str> = doc["caches"]
+        .as_array()
+        .expect("caches")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    let mut expected = HOSTILE_NAMES.to_vec();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "JSON names are the real names");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn an_unreadable_snapshot_makes_up_no_cache_and_is_counted() {
+    if !root_or_skip("an_unreadable_snapshot_makes_up_no_cache_and_is_counted") {
+        return;
+    }
+    let fixture = Fixture::start(&["bad_snapshot"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json"]);
+    s.wait_attached();
+    let report = fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert_eq!(report.unreadable, 3);
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+    let caches = doc["caches"].as_array().expect("caches");
+    let names: Vec<&Value> = caches.iter().map(|c| &c["name"]).collect();
+    assert_eq!(names, ["fixture_good"], "no made-up cache:\n{out}");
+    assert_eq!(doc["unreadable_snapshots"], report.unreadable, "{out}");
+    assert!(
+        err.contains(
+            "3 probe hits were ignored because the snapshot they point to could not be read"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_target_that_execs_is_reported_as_such_not_as_exited() {
+    if !root_or_skip("a_target_that_execs_is_reported_as_such_not_as_exited") {
+        return;
+    }
+    let sleep = which("sleep");
+    let fixture = Fixture::start(&["exec", &sleep.display().to_string(), "3"]);
+    let pid = fixture.pid().to_string();
+    let mut s = Slabscope::start(&["--pid", &pid, "--json", "-d", "100ms"]);
+    s.wait_attached();
+    let report = fixture.go();
+    let (status, out, err) = s.finish();
+    assert_clean(&out, &err);
+    assert!(status.success(), "{status}:\n{err}");
+    assert!(
+        err.contains(&format!("pid {pid} exec'd ")) && err.contains("sleep while traced"),
+        "the exec is reported:\n{err}"
+    );
+    assert!(
+        !err.contains("exited while traced"),
+        "not as an exit:\n{err}"
+    );
+    let docs = json_lines(&out);
+    assert_counters_match(docs.last().expect("JSON lines"), &report);
 }

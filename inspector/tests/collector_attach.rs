@@ -231,6 +231,44 @@ fn exe_mode_reports_processes_that_start_and_exit() {
 }
 
 #[test]
+fn exe_mode_reports_a_process_that_execs_as_such() {
+    if !root_or_skip("exe_mode_reports_a_process_that_execs_as_such") {
+        return;
+    }
+    let (rx, handle) = collector::spawn(Target::Exe(collector_support::fixture()), opts(None))
+        .expect("attaching to the fixture executable");
+    let sleep = which_sleep();
+    let fixture = Fixture::start(&["exec", &sleep, "3"]);
+    let pid = fixture.pid();
+    until(&rx, |u| *u == Update::TargetAttached { pid });
+    // Fires, reports, execs sleep and waits for it to end.
+    fixture.go();
+    let updates = until(
+        &rx,
+        |u| matches!(u, Update::TargetExeced { pid: p, .. } | Update::TargetExited { pid: p } if *p == pid),
+    );
+    handle.stop();
+    match updates.last() {
+        Some(Update::TargetExeced { program, .. }) => {
+            assert!(program.ends_with("/sleep"), "{program}")
+        }
+        other => panic!("pid {pid} was reported {other:?}, not as an exec"),
+    }
+}
+
+/// The path of `sleep`.
+fn which_sleep() -> String {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("sleep"))
+        .find(|p| p.is_file())
+        .expect("sleep is on PATH")
+        .display()
+        .to_string()
+}
+
+#[test]
 fn a_missing_pid_is_reported() {
     let err = collector::spawn(Target::Pid(4_194_305), opts(None)).unwrap_err();
     assert!(

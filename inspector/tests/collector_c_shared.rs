@@ -172,3 +172,112 @@ fn slabscope_once_shows_the_caches_of_a_c_program() {
     );
     assert!(rest.contains("exited while traced"), "{rest}");
 }
+
+#[test]
+fn exe_mode_finds_the_probes_in_libslabscope_so_and_keeps_to_its_processes() {
+    if !root_or_skip("exe_mode_finds_the_probes_in_libslabscope_so_and_keeps_to_its_processes") {
+        return;
+    }
+    let lib = collector_support::shared_library();
+    let exe = compile(&lib, "so_target_exe");
+    // Another program on the same library: its probes fire too, and must
+    // not be reported.
+    let other = compile(&lib, "so_target_other");
+    let (rx, handle) = collector::spawn(
+        Target::Exe(exe.clone()),
+        CollectorOptions {
+            interval: Duration::from_millis(100),
+            ring_bytes: None,
+        },
+    )
+    .expect("attaching to the C program's executable");
+    let lib_real = std::fs::canonicalize(&lib).unwrap();
+    let files: Vec<PathBuf> = handle
+        .files()
+        .iter()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    assert_eq!(
+        files,
+        vec![lib_real],
+        "the library's probes, found before any process runs"
+    );
+
+    let bystander = Fixture::start_program(other, &[]);
+    let bystander_pid = bystander.pid();
+    bystander.go_raw();
+    let program = Fixture::start_program(exe, &[]);
+    let pid = program.pid();
+    // Seen running the program (it waits for its go line) before it fires:
+    // an event from a library's probe is kept only from a process known to
+    // run the program, and this one will exit within milliseconds.
+    let start = Instant::now();
+    let mut updates = Vec::new();
+    while !updates.contains(&Update::TargetAttached { pid }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pid {pid} never attached"
+        );
+        if let Ok(u) = rx.recv_timeout(Duration::from_millis(200)) {
+            updates.push(u);
+        }
+    }
+    let output = program.go_raw();
+    let id: u64 = output
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no id= in {output:?}"));
+
+    let start = Instant::now();
+    let mut exited = false;
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit reported"
+        );
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Update::TargetExited { pid: p }) if p == pid => exited = true,
+            // The first sample after the exit carries the final maps.
+            Ok(Update::Sample(s)) if exited => {
+                updates.push(Update::Sample(s));
+                break;
+            }
+            Ok(u) => updates.push(u),
+            Err(RecvTimeoutError::Disconnected) => panic!("the collector stopped"),
+            Err(RecvTimeoutError::Timeout) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "no exit reported"
+                )
+            }
+        }
+    }
+    drop(handle);
+    assert!(updates.contains(&Update::TargetAttached { pid }));
+    for u in &updates {
+        match u {
+            Update::TargetAttached { pid: p } | Update::TargetExited { pid: p } => {
+                assert_ne!(*p, bystander_pid, "the other program was reported: {u:?}")
+            }
+            Update::Event(e) => assert_ne!(e.pid, bystander_pid, "its events were kept"),
+            Update::Sample(s) => assert!(
+                s.caches.iter().all(|c| c.pid != bystander_pid),
+                "its caches were kept"
+            ),
+            _ => {}
+        }
+    }
+    let Some(Update::Sample(last)) = updates.last() else {
+        panic!("no final sample")
+    };
+    let c = last
+        .caches
+        .iter()
+        .find(|c| c.snapshot.cache_id == id && c.pid == pid)
+        .unwrap_or_else(|| panic!("cache {id:#x} of pid {pid} not reported: {last:?}"));
+    assert_eq!(
+        slabscope_probes::name_bytes(&c.snapshot.name),
+        b"c_so_cache"
+    );
+    assert_eq!((c.counters.creates, c.counters.reaps), (1, 1));
+}

@@ -5,7 +5,9 @@ mod collector_support;
 
 use object::{Object as _, ObjectSection as _};
 use slabscope_inspector::collector::{
-    argspec, plan,
+    argspec,
+    code::SiteError,
+    plan,
     stapsdt::{self, StapsdtError},
     target::{self, ProbeFile},
 };
@@ -181,10 +183,135 @@ fn a_site_moved_off_its_nop_is_an_error() {
         d[at..at + 8].copy_from_slice(&(pc + k).to_le_bytes());
     });
     assert!(
-        matches!(err, StapsdtError::NotANop { index: 0, .. }),
+        matches!(err, StapsdtError::UnsafeSite { index: 0, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("not the site's nop"), "{err}");
+    assert!(
+        err.to_string().contains("is no place for a breakpoint"),
+        "{err}"
+    );
+}
+
+/// Address of the fixture's `slabscope_fixture_decoy`: `movabs
+/// $0x9090909090909090,%rax` (10 bytes), `nopl 0x90909090(%rax)` (7 bytes),
+/// `nop`.
+fn decoy(data: &[u8]) -> u64 {
+    use object::ObjectSymbol as _;
+    let elf = object::File::parse(data).unwrap();
+    let sym = elf
+        .symbols()
+        .find(|s| s.name() == Ok("slabscope_fixture_decoy"))
+        .expect("the fixture exports its decoy");
+    let off = elf
+        .sections()
+        .find_map(|s| {
+            let (off, _) = s.file_range()?;
+            (s.address() <= sym.address() && sym.address() < s.address() + s.size())
+                .then(|| off + sym.address() - s.address())
+        })
+        .expect("the decoy's bytes") as usize;
+    assert_eq!(
+        data[off..off + 18],
+        [
+            0x48, 0xb8, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x0f, 0x1f, 0x80, 0x90,
+            0x90, 0x90, 0x90, 0x90
+        ],
+        "the decoy's code"
+    );
+    sym.address()
+}
+
+/// The fixture with its first note's site moved to `pc`.
+fn with_first_site_at(pc: u64) -> Vec<u8> {
+    let mut data = fixture_bytes();
+    let (at, _) = first_pc(&data);
+    data[at..at + 8].copy_from_slice(&pc.to_le_bytes());
+    data
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_0x90_inside_an_immediate_is_refused() {
+    let data = fixture_bytes();
+    let decoy = decoy(&data);
+    // Byte 2 of the movabs: a 0x90 of its immediate.
+    let err = stapsdt::parse(&with_first_site_at(decoy + 2)[..]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            StapsdtError::UnsafeSite { index: 0, reason, .. }
+                if matches!(**reason, SiteError::InsideInstruction { len: 10, into: 2, .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        text.contains("byte 2 of the 10-byte instruction mov")
+            && text.contains("slabscope_fixture_decoy"),
+        "{text}"
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_middle_of_a_multi_byte_nop_is_refused_its_start_is_not() {
+    let data = fixture_bytes();
+    let decoy = decoy(&data);
+    // Byte 3 of the 7-byte nop: a 0x90 of its displacement.
+    let err = stapsdt::parse(&with_first_site_at(decoy + 13)[..]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StapsdtError::UnsafeSite { reason, .. }
+                if matches!(**reason, SiteError::InsideInstruction { len: 7, into: 3, .. })
+        ),
+        "{err}"
+    );
+    // The start of that nop, and the one-byte nop after it, are sites.
+    for pc in [decoy + 10, decoy + 17] {
+        let sites = stapsdt::parse(&with_first_site_at(pc)[..])
+            .unwrap_or_else(|e| panic!("a nop at {pc:#x} refused: {e}"));
+        assert_eq!(sites[0].vaddr, pc);
+    }
+}
+
+#[test]
+fn a_site_in_a_data_section_mapped_executable_is_refused() {
+    // Make the segment that holds .rodata executable, as old linkers laid
+    // files out, and point the site at a 0x90 byte of its data.
+    let mut data = fixture_bytes();
+    let elf = object::File::parse(&data[..]).unwrap();
+    let rodata = elf.section_by_name(".rodata").expect(".rodata");
+    let (ro_off, ro_size) = rodata.file_range().expect(".rodata is in the file");
+    let ro_addr = rodata.address();
+    drop(elf);
+    let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes(data[0x36..0x38].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(data[0x38..0x3a].try_into().unwrap()) as usize;
+    let segment = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| {
+            let word =
+                |at: usize| u64::from_le_bytes(data[ph + at..ph + at + 8].try_into().unwrap());
+            let p_type = u32::from_le_bytes(data[ph..ph + 4].try_into().unwrap());
+            p_type == 1 && word(16) <= ro_addr && ro_addr < word(16) + word(32)
+        })
+        .expect("a PT_LOAD holds .rodata");
+    data[segment + 4..segment + 8].copy_from_slice(&5u32.to_le_bytes()); // PF_R | PF_X
+    let at = ro_off as usize + 16.min(ro_size as usize - 1);
+    data[at] = 0x90;
+    let pc = ro_addr + (at as u64 - ro_off);
+    let (note, _) = first_pc(&data);
+    data[note..note + 8].copy_from_slice(&pc.to_le_bytes());
+    let err = stapsdt::parse(&data[..]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StapsdtError::UnsafeSite { reason, .. }
+                if matches!(&**reason, SiteError::NotCode { section } if section == ".rodata")
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -500,6 +500,12 @@ pub struct Event {
 
 /// Index of the lost-event counter in the eBPF `LOST` map.
 pub const LOST_EVENTS: u32 = 0;
+/// Index, in the eBPF `LOST` map, of the count of probe hits whose snapshot
+/// pointer could not be read: such a hit is counted there and otherwise
+/// ignored (no snapshot, counter or event), so it cannot make up a cache.
+pub const LOST_SNAPSHOTS: u32 = 1;
+/// Entries of the eBPF `LOST` map.
+pub const LOST_SLOTS: u32 = 2;
 
 /// How a USDT argument is located (libbpf's `enum __bpf_usdt_arg_type`).
 pub const ARG_CONST: u8 = 0;

@@ -81,6 +81,23 @@
 //! DEADLOCKED a `KM_NOSLEEP` allocation still gets an emergency object, as in
 //! the seed.
 //!
+//! # Grows that keep failing
+//!
+//! When every slab mapping fails at once (`mmap` refused, or
+//! `fault_slab_fail_permille` = 1000), the seed never hands a `KM_SLEEP`
+//! allocation anything: `spl_cache_grow_work()` clears GROWING and wakes
+//! the waiters only `if (error == 0)`, so the waiter in `spl_cache_grow()`
+//! sleeps out its `wait_event_timeout(..., HZ / 10)`, finds GROWING clear
+//! (so the cache is not DEADLOCKED, and `spl_emergency_alloc()` is never
+//! reached) and returns `-ENOMEM`; `spl_cache_refill()` returns NULL and
+//! `spl_kmem_cache_alloc()` does `goto restart` for every non-`KM_NOSLEEP`
+//! caller. The allocation retries about ten times a second, each retry
+//! counted in `slab_fail`, forever. slabscope keeps that by default. The
+//! `grow_fail_emergency` tunable bounds it: once that many grows in a row
+//! have failed (`fail_streak`, reset by a grow that succeeds), a
+//! `KM_SLEEP` allocation takes an emergency object instead of waiting for
+//! the next grow. The inspector flags a cache whose grows keep failing.
+//!
 //! The workers start on the first dispatched grow and live for the rest of
 //! the process, like the taskq of a loaded module; a program whose grows
 //! all succeed in context never starts them. They hold a cache only while a
@@ -194,7 +211,14 @@ impl CacheInner {
         if kmflags & KM_NOSLEEP != 0 {
             return Grow::NoMem;
         }
-        let timeout = Duration::from_millis(tunables::current().grow_timeout_ms);
+        let tun = tunables::current();
+        // Not in the seed (module docs, "Grows that keep failing").
+        let bound = u64::from(tun.grow_fail_emergency);
+        if bound > 0 && st.fail_streak >= bound {
+            drop(st);
+            return self.emergency_alloc();
+        }
+        let timeout = Duration::from_millis(tun.grow_timeout_ms);
         #[cfg(loom)]
         let expires = self
             .loom_wait_expires
@@ -299,10 +323,12 @@ impl CacheInner {
                 if self.flag(KMC_DEADLOCKED) {
                     self.clear_flag(KMC_DEADLOCKED);
                 }
+                st.fail_streak = 0;
                 0
             }
             None => {
                 st.c.slab_fail += 1;
+                st.fail_streak += 1;
                 -i64::from(libc::ENOMEM)
             }
         };

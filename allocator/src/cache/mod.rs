@@ -196,10 +196,12 @@ impl CacheInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[inline]
     pub(crate) fn flags(&self) -> u64 {
         self.flags.load(Ordering::SeqCst)
     }
 
+    #[inline]
     pub(crate) fn flag(&self, bit: u64) -> bool {
         self.flags() & bit != 0
     }
@@ -785,6 +787,21 @@ impl Cache {
     /// `kmem_cache_entry_size`: the object size requested at creation.
     pub fn entry_size(&self) -> u64 {
         self.inner.geo.obj_size
+    }
+
+    /// Whether [`Cache::destroy`] succeeded on this cache (the C ABI keeps
+    /// destroyed caches' structs to report later use: see `slabscope-capi`).
+    #[inline]
+    pub fn is_destroyed(&self) -> bool {
+        self.inner.flag(KMC_DESTROY) && self.destroy_committed()
+    }
+
+    /// The locked half of [`Cache::is_destroyed`], out of the C ABI's
+    /// alloc and free paths.
+    #[cold]
+    #[inline(never)]
+    fn destroy_committed(&self) -> bool {
+        self.inner.lock_state().destroyed
     }
 
     /// Walks every list and magazine and checks the bookkeeping equations

@@ -370,6 +370,9 @@ pub(crate) struct SlabState {
     pub last_idle_walk: u64,
     /// Set once destroy has committed; every later use is a bug.
     pub destroyed: bool,
+    /// Grows that failed since the last one that succeeded (see the
+    /// `grow_fail_emergency` tunable).
+    pub fail_streak: u64,
 }
 
 // SAFETY: the raw pointers point into slabs owned by this state and are only
@@ -539,6 +542,7 @@ impl SlabState {
             refs: 0,
             grow_waiters: 0,
             grow_dispatches: 0,
+            fail_streak: 0,
             last_idle_walk: 0,
             destroyed: false,
         }

@@ -8,7 +8,10 @@
 //! variable is applied **on top of** what the program set (an operator can
 //! retune a binary without rebuilding it), and the result is validated. A bad
 //! value is an [`Error::Tunable`] naming the variable — cache creation returns
-//! it — never a silent default.
+//! it — never a silent default. A `SLABSCOPE_*` variable that names no
+//! tunable (a misspelling such as `SLABSCOPE_MAGAZIN_SIZE`) is ignored with
+//! one warning on stderr naming it and the closest tunable's variable
+//! ([`unknown_vars`]).
 //!
 //! | name | default | meaning |
 //! |---|---|---|
@@ -21,6 +24,7 @@
 //! | `slab_limit` | 0 | objects of at most this many bytes use the system allocator (`KMC_SLAB`); 0 = never |
 //! | `kmem_threads` | 4 | worker threads that build slabs (SPL's `spl_kmem_cache` taskq) |
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
+//! | `grow_fail_emergency` | 0 | after this many grows in a row failed, a `KM_SLEEP` allocation takes an emergency object instead of waiting for another grow; 0 = retry forever, as SPL (see the `grow` module). 0 to 1000000 |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
 //! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see [`crate::os::map_slab`]); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
@@ -41,7 +45,8 @@
 //! attempt of `grow_in_context` fail at once (a delayed grow stands for
 //! memory that only a sleeping allocation gets), so every grow goes to a
 //! worker. With `fault_slab_fail_permille` = 1000 every grow fails and a
-//! `KM_SLEEP` allocation retries forever, as SPL's would.
+//! `KM_SLEEP` allocation retries forever, as SPL's would, unless
+//! `grow_fail_emergency` bounds it.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -68,6 +73,9 @@ pub struct Tunables {
     pub kmem_threads: u32,
     /// Grow wait before DEADLOCKED, 1..=600000 ms.
     pub grow_timeout_ms: u64,
+    /// Failed grows in a row after which `KM_SLEEP` takes an emergency
+    /// object, 0 = never (SPL), 0..=1000000.
+    pub grow_fail_emergency: u32,
     /// 1 = try each grow in the allocating thread first; 0 = always on a
     /// worker (the seed's behaviour).
     pub grow_in_context: u32,
@@ -97,6 +105,7 @@ impl Default for Tunables {
             slab_limit: 0,
             kmem_threads: 4,
             grow_timeout_ms: 100,
+            grow_fail_emergency: 0,
             grow_in_context: 1,
             slab_reserve_kb: 2048,
             slab_reclaim_delay_ms: 1000,
@@ -109,7 +118,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "magazine_size",
     "magazine_rseq",
     "depot_kb",
@@ -119,6 +128,7 @@ pub const NAMES: [&str; 16] = [
     "slab_limit",
     "kmem_threads",
     "grow_timeout_ms",
+    "grow_fail_emergency",
     "grow_in_context",
     "slab_reserve_kb",
     "slab_reclaim_delay_ms",
@@ -209,6 +219,13 @@ impl Tunables {
             "milliseconds",
         )?;
         check(
+            &label("grow_fail_emergency"),
+            self.grow_fail_emergency.into(),
+            0,
+            1_000_000,
+            "failed grows in a row (0 = never)",
+        )?;
+        check(
             &label("depot_kb"),
             self.depot_kb.into(),
             0,
@@ -280,6 +297,7 @@ impl Tunables {
             "slab_limit" => FieldMut::U32(&mut self.slab_limit),
             "kmem_threads" => FieldMut::U32(&mut self.kmem_threads),
             "grow_timeout_ms" => FieldMut::U64(&mut self.grow_timeout_ms),
+            "grow_fail_emergency" => FieldMut::U32(&mut self.grow_fail_emergency),
             "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
             "slab_reserve_kb" => FieldMut::U32(&mut self.slab_reserve_kb),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
@@ -330,6 +348,74 @@ enum FieldMut<'a> {
     U64(&'a mut u64),
 }
 
+/// `SLABSCOPE_*` variables of this project that are not tunables: the test
+/// and demo knobs. They draw no warning.
+pub const OTHER_VARS: [&str; 6] = [
+    "SLABSCOPE_BAD_INPUT",
+    "SLABSCOPE_DEMO",
+    "SLABSCOPE_LONG",
+    "SLABSCOPE_MODEL_OPS",
+    "SLABSCOPE_MODEL_SEED",
+    "SLABSCOPE_THREADS_SEED",
+];
+
+/// Edit distance (insertions, deletions, substitutions) of `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The `SLABSCOPE_*` names among `vars` that are neither a tunable's
+/// variable nor in [`OTHER_VARS`], each with the closest tunable variable
+/// (by edit distance, ignoring case).
+///
+/// # Examples
+///
+/// ```
+/// use slabscope::tunables::unknown_vars;
+///
+/// let vars = ["SLABSCOPE_MAGAZIN_SIZE", "SLABSCOPE_DEPOT_KB", "HOME"];
+/// assert_eq!(
+///     unknown_vars(vars.iter().map(|v| v.to_string())),
+///     [("SLABSCOPE_MAGAZIN_SIZE".to_string(), "SLABSCOPE_MAGAZINE_SIZE".to_string())]
+/// );
+/// ```
+pub fn unknown_vars(vars: impl Iterator<Item = String>) -> Vec<(String, String)> {
+    let known: Vec<String> = NAMES.iter().map(|n| env_var(n)).collect();
+    vars.filter(|v| v.starts_with("SLABSCOPE_"))
+        .filter(|v| !known.contains(v) && !OTHER_VARS.contains(&v.as_str()))
+        .map(|v| {
+            let closest = known
+                .iter()
+                .min_by_key(|k| edit_distance(&v.to_ascii_uppercase(), k))
+                .expect("there are tunables")
+                .clone();
+            (v, closest)
+        })
+        .collect()
+}
+
+/// The warning for an unknown variable `var` whose closest tunable variable
+/// is `closest`.
+pub fn unknown_var_warning(var: &str, closest: &str) -> String {
+    format!(
+        "slabscope: warning: {var} is not a slabscope tunable and is ignored; \
+         did you mean {closest}?"
+    )
+}
+
 static PENDING: Mutex<Option<Tunables>> = Mutex::new(None);
 static ACTIVE: OnceLock<Result<Tunables, Error>> = OnceLock::new();
 
@@ -352,6 +438,12 @@ pub fn get() -> Result<Tunables, Error> {
     ACTIVE
         .get_or_init(|| {
             let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            // Once, when the tunables take effect: a misspelt variable
+            // would otherwise be ignored without a word.
+            let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+            for (var, closest) in unknown_vars(names) {
+                eprintln!("{}", unknown_var_warning(&var, &closest));
+            }
             let t = pending
                 .unwrap_or_default()
                 .with_env(|v| std::env::var(v).ok())?;
@@ -457,6 +549,38 @@ mod tests {
             .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
             .unwrap_err();
         assert!(e.to_string().contains("SLABSCOPE_RECLAIM"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_the_closest_tunable() {
+        let vars = [
+            "SLABSCOPE_MAGAZIN_SIZE",
+            "SLABSCOPE_GROW_TIMEOUT",
+            "SLABSCOPE_kmem_threads",
+            "SLABSCOPE_DEPOT_KB",
+            "SLABSCOPE_LONG",
+            "PATH",
+        ];
+        let found = unknown_vars(vars.iter().map(|v| v.to_string()));
+        let pairs: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(v, c)| (v.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("SLABSCOPE_MAGAZIN_SIZE", "SLABSCOPE_MAGAZINE_SIZE"),
+                ("SLABSCOPE_GROW_TIMEOUT", "SLABSCOPE_GROW_TIMEOUT_MS"),
+                ("SLABSCOPE_kmem_threads", "SLABSCOPE_KMEM_THREADS"),
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(
+            unknown_var_warning("SLABSCOPE_X", "SLABSCOPE_Y"),
+            "slabscope: warning: SLABSCOPE_X is not a slabscope tunable and is ignored; \
+             did you mean SLABSCOPE_Y?"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - every `interval`, reads the per-cache maps (last snapshot, transition
 //!   counters, destroyed mark) and the lost-event counter into an
 //!   [`Update::Sample`];
-//! - reports [`Update::TargetExited`] when a traced process goes away (and,
+//! - reports [`Update::TargetExited`] when a traced process goes away, or
+//!   [`Update::TargetExeced`] when it replaces its program with `exec` (and,
 //!   with [`Target::Pid`], then sends a last sample and stops), and
 //!   [`Update::TargetAttached`] when a process starts running the traced
 //!   executable ([`Target::Exe`]).
@@ -26,13 +27,17 @@
 //!
 //! The counters live in the kernel, so they are exact even when the ring
 //! buffer overflows: events can be lost (and are counted in
-//! [`Sample::lost_events`]), counts cannot. The thread ends when
+//! [`Sample::lost_events`]), counts cannot. A probe hit whose snapshot
+//! pointer cannot be read is counted in [`Sample::unreadable_snapshots`] and
+//! otherwise ignored: it names no cache anyone could show. The thread ends when
 //! [`CollectorHandle::stop`] is called, the handle is dropped, the receiver
 //! is dropped, or the traced pid exits; the uprobes are detached when it ends.
 
 pub mod argspec;
 mod attach;
+pub mod code;
 mod error;
+mod needed;
 pub mod stapsdt;
 pub mod target;
 
@@ -52,7 +57,7 @@ use std::{
 
 pub use attach::{Scope, check_ring_bytes, plan, program_name};
 pub use error::CollectError;
-use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
+use slabscope_probes::{CacheCounters, CacheKey, Event, LOST_EVENTS, LOST_SNAPSHOTS};
 pub use target::{ProbeFile, list_traceable};
 
 use crate::sample::{CacheState, Sample, Update};
@@ -146,23 +151,27 @@ pub fn spawn(
             (
                 files,
                 Scope::Process(nz),
-                Mode::Pid(*pid),
+                Mode::Pid(*pid, target::exe_id(*pid)),
                 format!("tracing pid {pid}"),
             )
         }
         Target::Exe(path) => {
-            let file = target::probe_file_of_exe(path)?;
-            let id = target::FileId::of(&file.attach_path).map_err(|source| CollectError::Io {
-                path: file.attach_path.clone(),
-                source,
-            })?;
-            let what = format!("tracing {}", file.path.display());
+            let (id, files) = target::probe_files_of_exe(path)?;
+            let what = format!("tracing {}", path.display());
+            // Probes outside the executable (in a library) fire in every
+            // process using the library: only PATH's processes are kept.
+            let only_exe = files
+                .iter()
+                .all(|f| target::FileId::of(&f.attach_path).is_ok_and(|f| f == id));
             (
-                vec![file],
+                files,
                 Scope::AllProcesses,
                 Mode::Exe {
                     id,
                     pids: BTreeSet::new(),
+                    seen: BTreeSet::new(),
+                    foreign: BTreeSet::new(),
+                    only_exe,
                 },
                 what,
             )
@@ -202,10 +211,20 @@ pub fn spawn(
 }
 
 enum Mode {
-    Pid(u32),
+    /// The pid, and the program it ran when attached (to tell an exec).
+    Pid(u32, Option<target::FileId>),
     Exe {
         id: target::FileId,
+        /// Processes running the file now.
         pids: BTreeSet<u32>,
+        /// Every process that ran it since attach (their caches are shown).
+        seen: BTreeSet<u32>,
+        /// Processes whose events came from a library they share with the
+        /// file, without running it: ignored.
+        foreign: BTreeSet<u32>,
+        /// Every traced file is the executable, so every event is one of
+        /// its processes'.
+        only_exe: bool,
     },
 }
 
@@ -272,14 +291,26 @@ impl Runner {
             let now = Instant::now();
             self.wait_readable(next_sample.saturating_duration_since(now).min(POLL_SLICE))?;
             self.drain()?;
-            if let Mode::Pid(pid) = self.mode
-                && target::has_exited(pid)
-            {
-                // Everything the process fired is in the ring by now.
-                self.drain()?;
-                let last = self.sample()?;
-                self.send(Update::Sample(last))?;
-                return Ok(self.send(Update::TargetExited { pid })?);
+            if let Mode::Pid(pid, exe) = self.mode {
+                let gone = if target::has_exited(pid) {
+                    Some(Update::TargetExited { pid })
+                } else if exe.is_some() && target::exe_id(pid) != exe && !target::has_exited(pid) {
+                    // The uprobes were on the old program's files: the new
+                    // one is not traced.
+                    Some(Update::TargetExeced {
+                        pid,
+                        program: target::exe_path(pid),
+                    })
+                } else {
+                    None
+                };
+                if let Some(gone) = gone {
+                    // Everything the process fired is in the ring by now.
+                    self.drain()?;
+                    let last = self.sample()?;
+                    self.send(Update::Sample(last))?;
+                    return Ok(self.send(gone)?);
+                }
             }
             let now = Instant::now();
             if now >= next_sample {
@@ -340,9 +371,27 @@ impl Runner {
         for ev in batch {
             // A process too short-lived for the periodic scan still shows up
             // through its events.
-            if let Mode::Exe { pids, .. } = &mut self.mode
-                && pids.insert(ev.pid)
+            if let Mode::Exe {
+                id,
+                pids,
+                seen,
+                foreign,
+                only_exe,
+            } = &mut self.mode
+                && !pids.contains(&ev.pid)
             {
+                if foreign.contains(&ev.pid) {
+                    continue;
+                }
+                // An event from a library's probe may come from any process
+                // using the library. One whose map cannot be read any more
+                // is dropped: it may not have been running the file.
+                if !*only_exe && target::maps_file(ev.pid, *id) != Some(true) {
+                    foreign.insert(ev.pid);
+                    continue;
+                }
+                pids.insert(ev.pid);
+                seen.insert(ev.pid);
                 self.send(Update::TargetAttached { pid: ev.pid })?;
             }
             self.send(Update::Event(ev))?;
@@ -353,12 +402,14 @@ impl Runner {
     /// With [`Target::Exe`]: reports processes that started or stopped
     /// running the file.
     fn refresh_exe_pids(&mut self) -> Result<(), Hangup> {
-        let Mode::Exe { id, pids } = &mut self.mode else {
+        let Mode::Exe { id, pids, seen, .. } = &mut self.mode else {
             return Ok(());
         };
-        let Ok(now) = target::pids_mapping(*id) else {
+        let id = *id;
+        let Ok(now) = target::pids_mapping(id) else {
             return Ok(());
         };
+        seen.extend(now.iter().copied());
         let started: Vec<u32> = now.difference(pids).copied().collect();
         let exited: Vec<u32> = pids.difference(&now).copied().collect();
         *pids = now;
@@ -369,32 +420,45 @@ impl Runner {
             self.drain()?;
         }
         for pid in exited {
-            self.send(Update::TargetExited { pid })?;
+            // Alive but running another program: it exec'd.
+            let update = if !target::has_exited(pid) && target::exe_id(pid).is_some_and(|e| e != id)
+            {
+                Update::TargetExeced {
+                    pid,
+                    program: target::exe_path(pid),
+                }
+            } else {
+                Update::TargetExited { pid }
+            };
+            self.send(update)?;
         }
         Ok(())
     }
 
     /// Reads the per-cache maps. An entry deleted while it is read is
-    /// skipped (aya's iterators do that); any other failure is an error.
+    /// skipped (aya's iterators do that); any other failure is an error. A
+    /// cache is reported only once its snapshot is in (its counters may be
+    /// read a moment before it): a cache without one would have no name.
     fn sample(&self) -> Result<Sample, Stop> {
         let s = &self.session;
         let mut caches: BTreeMap<CacheKey, CacheState> = BTreeMap::new();
-        let blank = |key: &CacheKey| CacheState {
-            pid: key.pid,
-            snapshot: CacheSnapshot {
-                cache_id: key.cache_id,
-                ..CacheSnapshot::ZERO
-            },
-            counters: CacheCounters::default(),
-            destroyed: false,
-        };
         for entry in &s.snapshots {
             let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
-            caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
+            caches.insert(
+                key,
+                CacheState {
+                    pid: key.pid,
+                    snapshot,
+                    counters: CacheCounters::default(),
+                    destroyed: false,
+                },
+            );
         }
         for entry in &s.counters {
             let (key, counters) = entry.map_err(|e| map_error("COUNTERS", e))?;
-            caches.entry(key).or_insert_with(|| blank(&key)).counters = counters;
+            if let Some(c) = caches.get_mut(&key) {
+                c.counters = counters;
+            }
         }
         for key in s.destroyed.keys() {
             let key = key.map_err(|e| map_error("DESTROYED", e))?;
@@ -402,17 +466,29 @@ impl Runner {
                 c.destroyed = true;
             }
         }
-        let lost_events = s
-            .lost
-            .get(&LOST_EVENTS, 0)
-            .map_err(|e| map_error("LOST", e))?
-            .iter()
-            .sum();
+        let lost = |slot| -> Result<u64, Stop> {
+            Ok(s.lost
+                .get(&slot, 0)
+                .map_err(|e| map_error("LOST", e))?
+                .iter()
+                .sum())
+        };
+        if let Mode::Exe {
+            seen,
+            only_exe: false,
+            ..
+        } = &self.mode
+        {
+            caches.retain(|key, _| seen.contains(&key.pid));
+        }
+        let lost_events = lost(LOST_EVENTS)?;
+        let unreadable_snapshots = lost(LOST_SNAPSHOTS)?;
         Ok(Sample {
             at: self.start.elapsed(),
             caches: caches.into_values().collect(),
             events_total: self.events_total,
             lost_events,
+            unreadable_snapshots,
         })
     }
 }

@@ -22,16 +22,20 @@
 //! are attached at file offsets; a virtual address would plant the breakpoint
 //! at the wrong byte of a PIE or shared object.
 //!
-//! Malformed input (truncated notes, strings without NUL, a site whose file
-//! offset does not hold the `nop` every USDT site compiles to) is an error for
-//! the whole file: the collector never attaches at an offset it is not sure
-//! of. A site outside every executable segment is skipped: the linker leaves
-//! such notes behind for functions it discarded, and nothing runs there.
+//! Malformed input (truncated notes, strings without NUL) is an error for the
+//! whole file, and so is a site that is not provably the start of the `nop`
+//! every USDT site compiles to (decoded from its function's start, see
+//! [`code`](super::code)): the collector never attaches at an offset it is
+//! not sure of. A site outside every executable segment is skipped: the
+//! linker leaves such notes behind for functions it discarded, and nothing
+//! runs there, so nothing is attached there either.
 
 use object::{
     Endianness, Object as _, ObjectSection as _, ReadRef, elf,
     read::elf::{ElfFile64, ProgramHeader as _, SectionHeader as _},
 };
+
+use super::code::{Code, SiteError};
 
 /// `n_type` of a stapsdt note.
 pub const NT_STAPSDT: u32 = 3;
@@ -69,19 +73,19 @@ pub enum StapsdtError {
     /// A provider, name or argument string is not UTF-8.
     #[error("stapsdt note #{index} has a string that is not UTF-8")]
     NotUtf8 { index: usize },
-    /// The site's file offset does not hold the `nop` every USDT site
-    /// compiles to: the note's address is wrong, and a uprobe there would
-    /// land in the middle of other code.
+    /// The site is not the start of a `nop` instruction in code (see
+    /// [`code`](super::code)): a uprobe there would change what the traced
+    /// program computes. Nothing in the file is attached.
     #[error(
-        "stapsdt note #{index} ({provider}:{name}) points at file offset {file_offset:#x}, \
-         which holds {found:02x?}, not the site's nop"
+        "stapsdt note #{index} ({provider}:{name}) at file offset {file_offset:#x} is no place \
+         for a breakpoint: {reason}"
     )]
-    NotANop {
+    UnsafeSite {
         index: usize,
         provider: String,
         name: String,
         file_offset: u64,
-        found: Vec<u8>,
+        reason: Box<SiteError>,
     },
     /// The site is outside every executable `PT_LOAD` segment.
     #[error(
@@ -99,8 +103,21 @@ pub enum StapsdtError {
 /// Every attachable stapsdt site of the ELF file `data`, in note order. A
 /// file without a `.note.stapsdt` section has none. Sites outside every
 /// executable segment (left behind by functions the linker discarded) are
-/// skipped; a damaged note is an error.
+/// skipped; a damaged note, or a site that is not the start of a `nop`
+/// instruction in code, is an error.
 pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtError> {
+    parse_provider(data, None)
+}
+
+/// The attachable sites of `provider` (every provider with `None`), as
+/// [`parse`] finds them. Every note must be well formed, but only the sites
+/// returned are checked instruction by instruction ([`code`](super::code)):
+/// other providers' sites (the C library has its own) are never attached, and
+/// a stripped library's may not be provable.
+pub fn parse_provider<'data, R: ReadRef<'data>>(
+    data: R,
+    provider: Option<&str>,
+) -> Result<Vec<Site>, StapsdtError> {
     let file = ElfFile64::<Endianness, R>::parse(data).map_err(StapsdtError::Elf)?;
     let endian = file.endian();
     let Some(section) = file.section_by_name(".note.stapsdt") else {
@@ -123,12 +140,7 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
         .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
         .collect();
 
-    let nop: &[u8] = match file.architecture() {
-        object::Architecture::X86_64 => &[0x90],
-        // `nop` is 0xd503201f, stored little endian.
-        object::Architecture::Aarch64 => &[0x1f, 0x20, 0x03, 0xd5],
-        _ => &[],
-    };
+    let code = Code::of(&file, &segments);
     let mut sites = Vec::new();
     let mut index = 0;
     while let Some(note) = notes.next().map_err(StapsdtError::Notes)? {
@@ -142,8 +154,16 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
             actual_base,
             &segments,
         ) {
+            Ok(site) if provider.is_some_and(|p| p != site.provider) => {}
             Ok(site) => {
-                check_nop(data, nop, &site, index)?;
+                code.check(data, site.vaddr, site.file_offset)
+                    .map_err(|reason| StapsdtError::UnsafeSite {
+                        index,
+                        provider: site.provider.clone(),
+                        name: site.name.clone(),
+                        file_offset: site.file_offset,
+                        reason: Box::new(reason),
+                    })?;
                 sites.push(site);
             }
             // The linker dropped the function holding this site (an API
@@ -157,32 +177,6 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<Site>, StapsdtErro
         index += 1;
     }
     Ok(sites)
-}
-
-/// Fails unless the bytes at the site's file offset are `nop` (an empty
-/// `nop` means the architecture is not checked).
-fn check_nop<'data, R: ReadRef<'data>>(
-    data: R,
-    nop: &[u8],
-    site: &Site,
-    index: usize,
-) -> Result<(), StapsdtError> {
-    if nop.is_empty() {
-        return Ok(());
-    }
-    let found = data
-        .read_bytes_at(site.file_offset, nop.len() as u64)
-        .unwrap_or(&[]);
-    if found == nop {
-        return Ok(());
-    }
-    Err(StapsdtError::NotANop {
-        index,
-        provider: site.provider.clone(),
-        name: site.name.clone(),
-        file_offset: site.file_offset,
-        found: found.to_vec(),
-    })
 }
 
 fn parse_desc(

@@ -7,8 +7,11 @@
 //! is attached with the process as the uprobe scope.
 //!
 //! `--exe PATH` traces every process running that file: the uprobes are
-//! attached for all processes, and `/proc/*/maps` is scanned each interval to
-//! report which processes map the file.
+//! attached for all processes, in the file and in the shared objects it
+//! loads (see [`probe_files_of_exe`]), and `/proc/*/maps` is scanned each
+//! interval to report which processes map the file. Probes in a library
+//! fire in every process using it: the collector keeps only the processes
+//! running PATH.
 //!
 //! Files are identified by (device, inode) as `/proc/N/maps` reports them, so
 //! a file replaced on disk after the process started (a rebuilt binary) is
@@ -143,14 +146,10 @@ pub fn exec_mappings(pid: u32) -> Result<Vec<Mapping>, CollectError> {
 pub fn slabscope_sites(path: &Path) -> Result<Vec<Site>, CollectError> {
     let file = fs::File::open(path).map_err(|e| io_error(path.to_owned(), e))?;
     let cache = object::ReadCache::new(file);
-    let sites = stapsdt::parse(&cache).map_err(|source| CollectError::Stapsdt {
+    stapsdt::parse_provider(&cache, Some(PROVIDER)).map_err(|source| CollectError::Stapsdt {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(sites
-        .into_iter()
-        .filter(|s| s.provider == PROVIDER)
-        .collect())
+    })
 }
 
 /// A path to the mapping's file that resolves to the mapped inode.
@@ -209,23 +208,66 @@ pub fn probe_files_of_pid(pid: u32) -> Result<Vec<ProbeFile>, CollectError> {
     Ok(files)
 }
 
-/// The file given to `--exe`, with its sites.
-pub fn probe_file_of_exe(path: &Path) -> Result<ProbeFile, CollectError> {
+/// The files to trace for `--exe PATH`, the executable first: every one
+/// with slabscope sites among the executable, the shared objects it loads
+/// at start ([`super::needed`]), and the files mapped by processes already
+/// running it (libraries they opened with `dlopen`). Also returns the
+/// executable's identity.
+pub fn probe_files_of_exe(path: &Path) -> Result<(FileId, Vec<ProbeFile>), CollectError> {
     let canonical = fs::canonicalize(path).map_err(|source| CollectError::NoSuchFile {
         path: path.to_owned(),
         source,
     })?;
-    let sites = slabscope_sites(&canonical)?;
-    if sites.is_empty() {
-        return Err(CollectError::NoProbes {
-            searched: vec![canonical],
-        });
+    let exe_id = FileId::of(&canonical).map_err(|e| io_error(canonical.clone(), e))?;
+    // (path shown, path to attach through)
+    let mut candidates: Vec<(PathBuf, PathBuf)> = vec![(canonical.clone(), canonical.clone())];
+    candidates.extend(
+        super::needed::shared_objects(&canonical)
+            .into_iter()
+            .map(|p| (p.clone(), p)),
+    );
+    for pid in pids_mapping(exe_id).unwrap_or_default() {
+        for m in exec_mappings(pid).unwrap_or_default() {
+            candidates.push((PathBuf::from(&m.path), reachable_path(pid, &m)));
+        }
     }
-    Ok(ProbeFile {
-        path: canonical.clone(),
-        attach_path: canonical,
-        sites,
-    })
+    let mut ids = BTreeSet::new();
+    let mut files = Vec::new();
+    let mut searched = Vec::new();
+    for (shown, attach_path) in candidates {
+        let Ok(id) = FileId::of(&attach_path) else {
+            continue;
+        };
+        if !ids.insert(id) {
+            continue;
+        }
+        searched.push(shown.clone());
+        let sites = match slabscope_sites(&attach_path) {
+            Ok(sites) => sites,
+            // The executable must be readable; a library we cannot read is
+            // left out as --pid leaves it out.
+            Err(CollectError::Io { .. }) if id != exe_id => continue,
+            Err(e) => return Err(e),
+        };
+        if !sites.is_empty() {
+            files.push(ProbeFile {
+                path: shown,
+                attach_path,
+                sites,
+            });
+        }
+    }
+    if files.is_empty() {
+        return Err(CollectError::NoProbes { searched });
+    }
+    Ok((exe_id, files))
+}
+
+/// Whether `pid` maps the file `id`; `None` when its map cannot be read
+/// (it exited, or is not ours to read).
+pub fn maps_file(pid: u32, id: FileId) -> Option<bool> {
+    let text = fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    Some(parse_maps(&text).iter().any(|m| m.id == id))
 }
 
 /// Numeric entries of `/proc`.
@@ -250,6 +292,18 @@ pub fn pids_mapping(id: FileId) -> Result<BTreeSet<u32>, CollectError> {
         }
     }
     Ok(out)
+}
+
+/// The identity of the program `pid` runs (its `/proc/N/exe`), if readable.
+pub fn exe_id(pid: u32) -> Option<FileId> {
+    FileId::of(&proc_path(pid, "exe")).ok()
+}
+
+/// The path of the program `pid` runs, as `/proc/N/exe` names it.
+pub fn exe_path(pid: u32) -> String {
+    fs::read_link(proc_path(pid, "exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("(unknown program: {e})"))
 }
 
 /// Whether `pid` is gone or a zombie.
@@ -357,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_missing_exe_is_reported() {
-        let err = probe_file_of_exe(Path::new("/nonexistent/slabscope-demo")).unwrap_err();
+        let err = probe_files_of_exe(Path::new("/nonexistent/slabscope-demo")).unwrap_err();
         assert!(matches!(err, CollectError::NoSuchFile { .. }), "{err}");
     }
 }

@@ -143,10 +143,13 @@ fn geometry(state: &State, c: &CacheEntry, area: Rect, buf: &mut Buffer) {
         kv(
             "slab lifetime",
             format!(
-                "{} created, {} destroyed, {} failed",
-                s.slab_create, s.slab_destroy, s.slab_fail
+                "{} created, {} destroyed, {} failed{}",
+                s.slab_create,
+                s.slab_destroy,
+                s.slab_fail,
+                if c.grows_failing { " (failing)" } else { "" }
             ),
-            plain,
+            if c.grows_failing { ALARM } else { plain },
         ),
         kv(
             "objects",

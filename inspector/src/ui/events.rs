@@ -34,7 +34,8 @@ pub fn event_line(state: &State, ev: &Event, with_cache: bool, multi_pid: bool) 
         spans.push(Span::raw(format!("{:>7} ", ev.pid)));
     }
     if with_cache {
-        spans.push(Span::raw(format!("{:<22} ", State::event_cache_name(ev))));
+        let name = format::fit(&State::event_cache_name(ev), 22);
+        spans.push(Span::raw(format!("{name:<22} ")));
     }
     spans.push(Span::raw(format!("{:<16} ", format::kind_name(ev.kind))));
     spans.push(Span::raw(format::event_values(ev)));
@@ -86,12 +87,17 @@ pub fn render<'a>(
 
 /// The main view's pane: every event.
 pub fn render_log(state: &State, area: Rect, buf: &mut Buffer) {
-    let title = format!(
-        " events: {} received, {} dropped from the log, {} lost ",
+    let mut title = format!(
+        " events: {} received, {} dropped from the log, {} lost",
         state.events_total.max(state.log.received()),
         state.log.dropped(),
         state.lost_events
     );
+    // Hits ignored for a snapshot pointer that could not be read.
+    if state.unreadable_snapshots > 0 {
+        title.push_str(&format!(", {} bad snapshots", state.unreadable_snapshots));
+    }
+    title.push(' ');
     render(state, title, state.log.iter(), true, area, buf);
 }
 

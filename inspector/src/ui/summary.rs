@@ -82,6 +82,20 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
         Some(r) => format!("{r:.1}"),
         None => "-".into(),
     };
+    let mut events_line = vec![
+        Span::styled(format!(" {:<12}: ", "Events/s"), HEADER),
+        Span::raw(format!("{rate}  ")),
+        Span::styled("lost: ", HEADER),
+        Span::styled(
+            state.lost_events.to_string(),
+            alarm_if(state.lost_events > 0),
+        ),
+    ];
+    // Only when there are some: a target that passes bad snapshot pointers.
+    if state.unreadable_snapshots > 0 {
+        events_line.push(Span::styled("  bad snapshots: ", HEADER));
+        events_line.push(Span::styled(state.unreadable_snapshots.to_string(), ALARM));
+    }
     let right_lines = vec![
         short("In magazines", format!("{} objects", t.mag_objs), plain),
         short(
@@ -94,15 +108,7 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
             format!("{} so far, {} DEADLOCKED", t.deadlocks, t.deadlocked_caches),
             alarm_if(t.deadlocked_caches > 0),
         ),
-        Line::from(vec![
-            Span::styled(format!(" {:<12}: ", "Events/s"), HEADER),
-            Span::raw(format!("{rate}  ")),
-            Span::styled("lost: ", HEADER),
-            Span::styled(
-                state.lost_events.to_string(),
-                alarm_if(state.lost_events > 0),
-            ),
-        ]),
+        Line::from(events_line),
     ];
     Paragraph::new(right_lines).render(right, buf);
 }

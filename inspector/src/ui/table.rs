@@ -15,7 +15,9 @@ use ratatui::widgets::{Cell, HighlightSpacing, Row, StatefulWidget, Table, Table
 use super::{ALARM, GONE, HEADER};
 use crate::app::{CacheEntry, State};
 use crate::columns::{COLUMNS, Column};
+use crate::format;
 use slabscope_probes::flags::KMC_DEADLOCKED;
+use slabscope_probes::stats::CacheStats;
 
 /// Columns dropped, first to last, when the terminal is too narrow.
 pub const DROP_ORDER: [Column; 10] = [
@@ -88,10 +90,18 @@ fn row_name(c: &CacheEntry, multi_pid: bool) -> String {
 }
 
 /// The style a cache's row gets, selection aside.
+/// The flag letters of a cache whose grows keep failing: its `KMC_*`
+/// letters, then `F` and the failed grows so far (`slab_fail`).
+pub fn grows_failing_letters(s: &CacheStats) -> String {
+    let letters = format::flag_letters(s.flags);
+    let letters = if letters == "-" { "" } else { &letters };
+    format!("{letters}F{}", s.slab_fail)
+}
+
 pub fn row_style(state: &State, c: &CacheEntry) -> Style {
     if c.destroyed || state.exited(c.key.pid) {
         GONE
-    } else if c.stats.flags & KMC_DEADLOCKED != 0 || c.stats.obj_emergency > 0 {
+    } else if c.stats.flags & KMC_DEADLOCKED != 0 || c.stats.obj_emergency > 0 || c.grows_failing {
         ALARM
     } else {
         Style::new()
@@ -194,6 +204,9 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
             Row::new(cols.iter().map(|col| {
                 let text = match col {
                     Column::Name => row_name(c, multi),
+                    Column::Flags if c.grows_failing && !state.hex_flags => {
+                        grows_failing_letters(&c.stats)
+                    }
                     _ => col.cell(&c.stats, state.human, state.hex_flags),
                 };
                 Cell::from(aligned(text, col.def().numeric))

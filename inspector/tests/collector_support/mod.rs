@@ -246,6 +246,8 @@ pub struct Report {
     pub destroyed: BTreeMap<u64, bool>,
     /// (kind, values as `{:?}`) of every hit, in firing order.
     pub hits: BTreeMap<u64, Vec<(u32, String)>>,
+    /// Hits fired with a snapshot pointer that cannot be read.
+    pub unreadable: u64,
     pub fired: u64,
 }
 
@@ -255,6 +257,10 @@ impl Report {
         for line in text.lines() {
             if let Some(n) = line.strip_prefix("fired ") {
                 r.fired = n.parse().expect("fired count");
+                continue;
+            }
+            if let Some(n) = line.strip_prefix("unreadable ") {
+                r.unreadable = n.parse().expect("unreadable count");
                 continue;
             }
             let mut parts = line.splitn(4, ' ');

@@ -1,0 +1,204 @@
+//! The one way a string from a traced process reaches the user.
+//!
+//! The inspector runs as root and prints what an unprivileged process wrote:
+//! cache names, probe names and file names from its ELF notes and its
+//! mappings. Printed raw, a name such as `"\x1b]52;c;...\x07"` writes root's
+//! clipboard, `"\x1b[2J"` clears the screen, a newline forges a row, and a
+//! bidi override (U+202E) shows the rest of a line reversed. So every such
+//! string goes through [`escape`] before it reaches a terminal (the text
+//! outputs, the terminal UI, stderr), and every JSON document through
+//! [`ascii_json`]; ripgrep and git escape file names the same way.
+//!
+//! [`escape`] keeps a character only when it is printable and takes exactly
+//! one terminal column (per `unicode-width`), and is not a bidi or other
+//! format control. Everything else is shown as a visible escape: `\n`, `\r`,
+//! `\t`, `\x1b` below U+0080, `\u{9b}` above (C1 controls, bidi overrides
+//! and isolates, zero-width and combining characters, wide characters), and
+//! `\` itself as `\\` so the result cannot be mistaken for another string.
+//! Hence an escaped string is one line, and its width in columns is its
+//! length in characters: a name can neither add a line nor shift a column,
+//! whichever way a view pads it.
+//!
+//! JSON keeps the real string: [`ascii_json`] writes every non-ASCII
+//! character and DEL as a `\uXXXX` escape (as Python's `json.dumps` does by
+//! default), so the document is pure printable ASCII and a JSON parser gives
+//! back the original string. A name that is not UTF-8 has already become
+//! U+FFFD by then (`CacheStats::from` decodes it lossily).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use unicode_width::UnicodeWidthChar as _;
+
+/// Whether `c` is shown as itself: printable, one column wide, and neither
+/// a control nor a format character that changes how text around it shows.
+fn shown_as_is(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_graphic() || c == ' ';
+    }
+    !c.is_control() && !is_format_control(c) && c.width() == Some(1)
+}
+
+/// Unicode format characters that steer the display of other text: bidi
+/// embeddings, overrides, isolates and marks, line and paragraph separators,
+/// zero-width (non-)joiners and spaces, the BOM. Most are zero-width (and
+/// [`shown_as_is`] rejects them for that too); they are listed so the rule
+/// does not hang on one crate's width table.
+fn is_format_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
+/// `s` for a terminal: every character that is not printable and exactly one
+/// column wide as a visible escape, `\` as `\\`. Borrowed when nothing needed
+/// escaping.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope_inspector::escape::escape;
+///
+/// assert_eq!(escape("zio_cache"), "zio_cache");
+/// assert_eq!(escape("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+/// assert_eq!(escape("a\nfake row"), "a\\nfake row");
+/// assert_eq!(escape("\u{9b}2J \u{202e}txt"), "\\u{9b}2J \\u{202e}txt");
+/// ```
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if s.chars().all(|c| c != '\\' && shown_as_is(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if shown_as_is(c) => out.push(c),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A serialized JSON document with every character outside printable ASCII
+/// written as a `\uXXXX` escape (UTF-16 surrogate pairs above U+FFFF).
+/// Outside strings, JSON is ASCII, so only string contents change, and
+/// parsing gives back the same strings. `serde_json` already escapes C0
+/// controls; this adds DEL, C1 controls, bidi controls and the rest.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope_inspector::escape::ascii_json;
+///
+/// let json = serde_json::to_string("\u{9b}2J\u{202e}").unwrap();
+/// let safe = ascii_json(&json);
+/// assert_eq!(safe, r#""\u009b2J\u202e""#);
+/// assert_eq!(serde_json::from_str::<String>(&safe).unwrap(), "\u{9b}2J\u{202e}");
+/// ```
+pub fn ascii_json(json: &str) -> Cow<'_, str> {
+    if json
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n')
+    {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if c.is_ascii() && c != '\x7f' {
+            out.push(c);
+            continue;
+        }
+        for unit in c.encode_utf16(&mut units) {
+            let _ = write!(out, "\\u{unit:04x}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::HOSTILE_NAMES as HOSTILE;
+    use unicode_width::UnicodeWidthStr as _;
+
+    #[test]
+    fn plain_names_are_borrowed_unchanged() {
+        for name in ["zio_cache", "arc_buf_hdr_t_full", "a b-c.d", "é_cache", ""] {
+            assert!(
+                matches!(escape(name), Cow::Borrowed(n) if n == name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn controls_and_bidi_become_visible_escapes() {
+        assert_eq!(escape("\x1b[2J"), "\\x1b[2J");
+        assert_eq!(escape("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape("\0\x7f"), "\\x00\\x7f");
+        assert_eq!(escape("\u{80}\u{9b}\u{9f}"), "\\u{80}\\u{9b}\\u{9f}");
+        for c in ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}') {
+            assert_eq!(escape(&c.to_string()), format!("\\u{{{:x}}}", c as u32));
+        }
+        assert_eq!(
+            escape("\u{200e}\u{200f}\u{61c}"),
+            "\\u{200e}\\u{200f}\\u{61c}"
+        );
+        assert_eq!(escape("e\u{301}"), "e\\u{301}");
+        assert_eq!(escape("\u{4e2d}"), "\\u{4e2d}");
+        // A literal backslash cannot pass for an escape.
+        assert_eq!(escape("\\x1b"), "\\\\x1b");
+    }
+
+    #[test]
+    fn an_escaped_name_is_one_line_one_column_per_char() {
+        for name in HOSTILE {
+            let e = escape(name);
+            assert!(!e.contains(['\n', '\r']), "{e}");
+            assert!(e.chars().all(shown_as_is), "{e:?}");
+            assert_eq!(e.width(), e.chars().count(), "{e:?}");
+        }
+        // Every code point below U+3000, and the planes' edges.
+        for c in (0..0x3000u32)
+            .chain(0xfe00..0x10000)
+            .chain(0x1f300..0x1f400)
+            .filter_map(char::from_u32)
+        {
+            let s = c.to_string();
+            let e = escape(&s);
+            assert_eq!(e.width(), e.chars().count(), "U+{:04X} as {e:?}", c as u32);
+            assert!(e.chars().all(|c| !c.is_control()), "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn json_is_ascii_and_gives_back_the_name() {
+        for name in HOSTILE.iter().chain(&["é", "\u{1f600}", "plain"]) {
+            let json = serde_json::to_string(&serde_json::json!({ "name": name })).unwrap();
+            let safe = ascii_json(&json);
+            assert!(safe.bytes().all(|b| (0x20..0x7f).contains(&b)), "{safe}");
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back["name"], **name, "{safe}");
+        }
+        assert_eq!(ascii_json("\"\u{9b}\""), "\"\\u009b\"");
+        assert_eq!(ascii_json("\"\u{1f600}\""), "\"\\ud83d\\ude00\"");
+        assert_eq!(ascii_json("\"\x7f\""), "\"\\u007f\"");
+        // Pretty JSON keeps its own newlines.
+        assert!(matches!(ascii_json("{\n  \"a\": 1\n}"), Cow::Borrowed(_)));
+    }
+}
