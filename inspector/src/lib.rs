@@ -14,6 +14,7 @@ pub mod format;
 pub mod keys;
 pub mod output;
 pub mod sample;
+pub mod serve;
 pub mod tui;
 pub mod ui;
 
