@@ -51,6 +51,8 @@ use std::{
 };
 
 pub use attach::{Scope, check_ring_bytes, plan, program_name};
+// `slabscope serve` runs its own sessions, one per file (src/serve/files.rs).
+pub use attach::{Session, attach as attach_sites};
 pub use error::CollectError;
 use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
 pub use target::{ProbeFile, list_traceable};

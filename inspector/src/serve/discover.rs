@@ -20,7 +20,7 @@ use std::{
 
 use crate::collector::{
     stapsdt::Site,
-    target::{self, FileId, Mapping},
+    target::{self, FileId, Mapping, ProbeFile},
 };
 
 /// A process, as identified across pid reuse.
@@ -81,11 +81,15 @@ pub fn proc_info(pid: u32) -> Option<ProcInfo> {
 
 /// Whether the process `key` names still runs (not a zombie, pid not reused).
 pub fn is_alive(key: ProcKey) -> bool {
-    let Ok(stat) = fs::read(format!("/proc/{}/stat", key.pid)) else {
-        return false;
-    };
-    parse_stat(&stat).is_some_and(|(_, start)| start == key.start_ticks)
-        && !target::has_exited(key.pid)
+    current_start(key.pid) == Some(key.start_ticks)
+}
+
+/// The start time (ticks) of the process running as `pid` now, or `None`
+/// when there is none or it is a zombie.
+pub fn current_start(pid: u32) -> Option<u64> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let (_, start) = parse_stat(&stat)?;
+    (!target::has_exited(pid)).then_some(start)
 }
 
 /// Seconds since the epoch at which the process started, from its start
@@ -175,12 +179,33 @@ fn sites_of(path: &Path) -> Option<Vec<Site>> {
     target::slabscope_sites(path).ok()
 }
 
-/// A process to attach to.
+/// A mapped file that carries probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedProbeFile {
+    pub id: FileId,
+    /// The path as the process names it.
+    pub path: PathBuf,
+    /// A path that reaches the same inode from here.
+    pub attach_path: PathBuf,
+}
+
+impl MappedProbeFile {
+    /// The file with its probe sites, ready for the collector's planner.
+    pub fn probe_file(&self) -> Result<ProbeFile, crate::collector::CollectError> {
+        Ok(ProbeFile {
+            path: self.path.clone(),
+            attach_path: self.attach_path.clone(),
+            sites: target::slabscope_sites(&self.attach_path)?,
+        })
+    }
+}
+
+/// A process to export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub info: ProcInfo,
-    /// The mapped files that carry probes, as the process names them.
-    pub files: Vec<PathBuf>,
+    /// The mapped files that carry probes.
+    pub files: Vec<MappedProbeFile>,
 }
 
 /// Every numeric entry of `/proc`.
@@ -222,10 +247,14 @@ pub fn scan(
         if !filter.admits_files(&mapped) {
             continue;
         }
-        let files: Vec<PathBuf> = mapped
+        let files: Vec<MappedProbeFile> = mapped
             .iter()
             .filter(|m| cache.carries_probes(pid, m))
-            .map(|m| PathBuf::from(&m.path))
+            .map(|m| MappedProbeFile {
+                id: m.id,
+                path: PathBuf::from(&m.path),
+                attach_path: reachable(pid, m),
+            })
             .collect();
         if !files.is_empty() {
             out.push(Candidate { info, files });

@@ -259,8 +259,10 @@ struct View {
     procs: Vec<Proc>,
     events: u64,
     lost: u64,
+    forgotten: u64,
+    files: u64,
+    map_entries: u64,
     attach_failures: u64,
-    detached: u64,
     series: usize,
     dropped_now: u64,
     dropped_total: u64,
@@ -287,22 +289,22 @@ impl Exporter {
         let mut inner = self.targets.lock();
         let mut rows = Vec::new();
         let mut procs = Vec::new();
-        let (mut events, mut lost) = (inner.totals.gone_events, inner.totals.gone_lost);
+        let (events, lost, forgotten) = inner.counts();
         let mut series = 0usize;
         let mut dropped_now = 0u64;
-        for (key, t) in &inner.targets {
+        for (key, p) in &inner.procs {
             let ProcKey { pid, .. } = *key;
-            let comm = labels::label_value(&t.comm);
+            let comm = labels::label_value(&p.comm);
             procs.push(Proc {
                 labels: [("pid", pid.to_string()), ("comm", comm.clone())],
-                start_time: t.start_time,
+                start_time: p.start_time,
             });
-            let Some(sample) = &t.sample else {
-                continue;
-            };
-            events += sample.events_total;
-            lost += sample.lost_events;
-            for c in sample.caches.iter().filter(|c| !c.destroyed) {
+            let caches = p
+                .files
+                .iter()
+                .filter_map(|id| inner.files.get(id)?.sample.caches.get(&pid))
+                .flatten();
+            for c in caches.filter(|c| !c.destroyed) {
                 if series + per_cache > self.max_series {
                     dropped_now += per_cache as u64;
                     continue;
@@ -325,8 +327,10 @@ impl Exporter {
             procs,
             events,
             lost,
+            forgotten,
+            files: inner.files.len() as u64,
+            map_entries: inner.files.values().map(|w| w.sample.map_entries).sum(),
             attach_failures: inner.totals.attach_failures,
-            detached: inner.totals.detached,
             series,
             dropped_now,
             dropped_total: inner.totals.series_dropped,
@@ -482,14 +486,28 @@ impl Collector for Exporter {
         )?;
         single_counter(
             &mut enc,
-            "slabscope_exporter_detached_processes",
-            "Traced processes that exited (or stopped being traceable).",
-            view.detached,
+            "slabscope_exporter_exited_processes",
+            "Traced processes that exited, whose caches were dropped from the exporter and the kernel's maps.",
+            view.forgotten,
+        )?;
+        single_gauge(
+            &mut enc,
+            "slabscope_exporter_watched_files",
+            "Files with slabscope probes (executables, shared objects) the exporter has attached to.",
+            None,
+            view.files,
+        )?;
+        single_gauge(
+            &mut enc,
+            "slabscope_exporter_kernel_map_entries",
+            "(process, cache) entries the exporter's eBPF maps hold.",
+            None,
+            view.map_entries,
         )?;
         single_counter(
             &mut enc,
             "slabscope_exporter_attach_failures",
-            "Processes with slabscope probes that the exporter could not attach to (stderr says why).",
+            "Files with slabscope probes that the exporter could not attach to (stderr says why).",
             view.attach_failures,
         )?;
         single_counter(
@@ -544,14 +562,13 @@ impl Collector for Exporter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use slabscope_probes::name_buf;
+    use std::sync::Arc;
 
     use super::*;
-    use crate::sample::Sample;
-    use crate::serve::targets::Traced;
+    use crate::collector::target::FileId;
+    use crate::serve::files::FileSample;
+    use crate::serve::targets::{Proc as TargetProc, Watched};
 
     fn cache(id: u64, name: &[u8], obj_alloc: u64, destroyed: bool) -> CacheState {
         CacheState {
@@ -577,23 +594,46 @@ mod tests {
 
     fn exporter(max_series: usize) -> Arc<Exporter> {
         let targets = Arc::new(Targets::default());
-        let sample = Sample {
-            at: Duration::from_secs(1),
-            caches: vec![
+        let file = FileId {
+            major: 1,
+            minor: 2,
+            inode: 3,
+        };
+        let mut sample = FileSample {
+            events_total: 100,
+            lost_events: 3,
+            map_entries: 3,
+            forgotten: 4,
+            ..FileSample::default()
+        };
+        sample.caches.insert(
+            42,
+            vec![
                 cache(0x10, b"zio_cache", 11, false),
                 cache(0x20, b"evil\x1b[2J\"x\\\ny", 22, false),
                 cache(0x30, b"gone", 33, true),
             ],
-            events_total: 100,
-            lost_events: 3,
-        };
-        targets.lock().targets.insert(
+        );
+        // A process no longer exported: its caches are not shown.
+        sample
+            .caches
+            .insert(43, vec![cache(0x40, b"stale", 1, false)]);
+        let mut watched = Watched::new("/usr/bin/demo".into(), None);
+        watched.sample = sample;
+        let mut inner = targets.lock();
+        inner.files.insert(file, watched);
+        inner.procs.insert(
             ProcKey {
                 pid: 42,
                 start_ticks: 1,
             },
-            Traced::without_collector(b"dem\x07o", 1.5e9, Some(sample)),
+            TargetProc {
+                comm: b"dem\x07o".to_vec(),
+                start_time: 1.5e9,
+                files: vec![file],
+            },
         );
+        drop(inner);
         Arc::new(Exporter::new(targets, max_series))
     }
 
@@ -623,7 +663,7 @@ mod tests {
                 assert!(page.contains(&format!("\n{name}_total")), "{name}");
             }
         }
-        assert_eq!(families, series_per_cache() + 11, "{page}");
+        assert_eq!(families, series_per_cache() + 13, "{page}");
     }
 
     #[test]
@@ -641,6 +681,15 @@ mod tests {
         assert_eq!(get("slabscope_cache_reaps_total").as_deref(), Some("2"));
         // A destroyed cache has no series.
         assert!(!page.contains("cache=\"gone\""), "{page}");
+        assert!(!page.contains("stale"), "{page}");
+        assert_eq!(
+            value(&page, "slabscope_exporter_exited_processes_total").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(&page, "slabscope_exporter_kernel_map_entries").as_deref(),
+            Some("3")
+        );
         assert_eq!(
             value(&page, "slabscope_exporter_events_total").as_deref(),
             Some("100")

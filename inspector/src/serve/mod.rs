@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod discover;
+pub mod files;
 pub mod labels;
 pub mod metrics;
 pub mod targets;
@@ -38,7 +39,7 @@ use axum::{
     routing::get,
 };
 
-use crate::collector::{CollectorOptions, check_ring_bytes, target::FileId};
+use crate::collector::{check_ring_bytes, target::FileId};
 
 use cli::ServeArgs;
 use discover::{Filter, ProbeCache};
@@ -57,7 +58,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.max_series == 0 {
         bail!("--max-series 0 would export nothing: give a positive number");
     }
-    let opts = targets::collector_options(args.sample_interval, ring);
+    let opts = Options {
+        interval: args.sample_interval,
+        ring_bytes: ring,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("serve-http")
@@ -89,7 +93,16 @@ fn filter_of(args: &ServeArgs) -> anyhow::Result<Filter> {
     })
 }
 
-async fn serve(args: ServeArgs, filter: Filter, opts: CollectorOptions) -> anyhow::Result<()> {
+/// How each file's session reads.
+#[derive(Clone, Copy, Debug)]
+struct Options {
+    /// Time between two reads of the maps.
+    interval: Duration,
+    /// Size of the event ring buffer.
+    ring_bytes: u32,
+}
+
+async fn serve(args: ServeArgs, filter: Filter, opts: Options) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -181,29 +194,137 @@ async fn shutdown_signal() {
     }
 }
 
+/// Scans in a row without an exported process mapping a file before its
+/// session is closed: a program restarted by its supervisor keeps its
+/// session.
+const LINGER_SCANS: u32 = 5;
+/// How long a file whose attach failed waits before it is tried again.
+const RETRY_REFUSED: Duration = Duration::from_secs(30);
+
 /// Scans, attaches and prunes until `stop`.
 fn discover_loop(
     targets: &Arc<Targets>,
     filter: &Filter,
-    opts: CollectorOptions,
+    opts: Options,
     every: Duration,
     stop: &AtomicBool,
 ) {
     let own = std::process::id();
     let mut cache = ProbeCache::default();
+    let mut refused_at: Vec<(FileId, Instant)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        targets.prune();
-        let found = discover::scan(filter, &mut cache, own, |k| targets.knows(k));
+        refused_at.retain(|(id, at)| {
+            let keep = at.elapsed() < RETRY_REFUSED;
+            if !keep {
+                targets.lock().refused.remove(id);
+            }
+            keep
+        });
+        let found = {
+            // Processes that exited leave now; their caches leave their
+            // file's maps at its next read.
+            let mut inner = targets.lock();
+            inner.procs.retain(|k, _| discover::is_alive(*k));
+            let known: std::collections::HashSet<discover::ProcKey> =
+                inner.procs.keys().copied().collect();
+            drop(inner);
+            discover::scan(filter, &mut cache, own, |k| known.contains(&k))
+        };
         for cand in found {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            targets::attach(targets, cand, opts);
+            let mut watched = Vec::new();
+            for f in &cand.files {
+                if ensure_watched(targets, f, opts) {
+                    watched.push(f.id);
+                } else if !refused_at.iter().any(|(id, _)| *id == f.id) {
+                    refused_at.push((f.id, Instant::now()));
+                }
+            }
+            if watched.is_empty() {
+                continue;
+            }
+            let start_time = discover::start_time_seconds(cand.info.key.start_ticks).unwrap_or(0.0);
+            targets.lock().procs.insert(
+                cand.info.key,
+                targets::Proc {
+                    comm: cand.info.comm,
+                    start_time,
+                    files: watched,
+                },
+            );
         }
+        close_unmapped(targets);
         // Sleep in slices so a stop is seen quickly.
         while !stop.load(Ordering::Relaxed) && started.elapsed() < every {
             std::thread::sleep(Duration::from_millis(20).min(every));
         }
     }
+}
+
+/// Makes sure `f` has a session; false when it cannot have one.
+fn ensure_watched(targets: &Arc<Targets>, f: &discover::MappedProbeFile, opts: Options) -> bool {
+    {
+        let inner = targets.lock();
+        if inner.files.contains_key(&f.id) {
+            return true;
+        }
+        if inner.refused.contains(&f.id) {
+            return false;
+        }
+    }
+    let attached = f
+        .probe_file()
+        .and_then(|pf| files::watch(targets, f.id, &pf, opts.ring_bytes, opts.interval));
+    let mut inner = targets.lock();
+    match attached {
+        Ok(watch) => {
+            inner
+                .files
+                .insert(f.id, targets::Watched::new(f.path.clone(), Some(watch)));
+            true
+        }
+        Err(e) => {
+            inner.refused.insert(f.id);
+            inner.totals.attach_failures += 1;
+            drop(inner);
+            use std::os::unix::ffi::OsStrExt as _;
+            eprintln!(
+                "slabscope serve: not tracing {}: {e}",
+                labels::visible(f.path.as_os_str().as_bytes())
+            );
+            false
+        }
+    }
+}
+
+/// Closes the sessions of files no exported process has mapped for
+/// [`LINGER_SCANS`] scans.
+fn close_unmapped(targets: &Targets) {
+    let closing: Vec<files::FileWatch> = {
+        let mut inner = targets.lock();
+        let mapped: std::collections::HashSet<FileId> = inner
+            .procs
+            .values()
+            .flat_map(|p| p.files.iter().copied())
+            .collect();
+        let mut close = Vec::new();
+        for (id, w) in inner.files.iter_mut() {
+            if mapped.contains(id) {
+                w.unmapped_scans = 0;
+            } else {
+                w.unmapped_scans += 1;
+                if w.unmapped_scans >= LINGER_SCANS {
+                    close.push(*id);
+                }
+            }
+        }
+        close
+            .into_iter()
+            .filter_map(|id| inner.remove_file(id))
+            .collect()
+    };
+    drop(closing);
 }
