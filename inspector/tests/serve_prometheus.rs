@@ -1,0 +1,248 @@
+//! `slabscope serve` with real parts: real targets (the allocator's
+//! `serve_target` example), the real exporter binary, and a real Prometheus
+//! (Debian's package) scraping it, queried through its HTTP API.
+//!
+//! Needs root (eBPF); skipped loudly otherwise. Every wait is bounded, and
+//! every child (targets, exporter, Prometheus) is killed when its guard
+//! drops, also when an assertion fails.
+
+mod serve_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serve_support::*;
+use slabscope_inspector::serve::labels;
+
+/// How long a value may take to travel target → exporter → Prometheus.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The exporter only looks at the test's targets (the host may run other
+/// slabscope programs).
+const ONLY_TARGETS: [&str; 6] = [
+    "--comm",
+    "serve_target",
+    "--scan-interval",
+    "100ms",
+    "--sample-interval",
+    "100ms",
+];
+
+fn by_name(stats: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    stats
+        .as_array()
+        .expect("an array of caches")
+        .iter()
+        .map(|c| (c["name"].as_str().expect("a name").to_owned(), c.clone()))
+        .collect()
+}
+
+/// Values Prometheus holds for `query`, keyed by their `cache` label
+/// turned back into the cache's real name.
+fn values_by_cache(prom: &Prometheus, query: &str) -> Vec<(String, f64)> {
+    prom.query(query)
+        .iter()
+        .map(|r| {
+            let stored = r["metric"]["cache"].as_str().expect("a cache label");
+            let name = labels::recover(stored).expect("a recoverable cache label");
+            let value = r["value"][1].as_str().expect("a value").parse().unwrap();
+            (String::from_utf8(name).expect("UTF-8 names"), value)
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_what_the_targets_count() {
+    let _serial = serial();
+    if !root_or_skip("prometheus_scrapes_what_the_targets_count") {
+        return;
+    }
+    // One target before the exporter starts, one after: both are found.
+    let mut early = Target::start();
+    let serve = Serve::start(&ONLY_TARGETS);
+    let mut late = Target::start();
+    for t in [&early, &late] {
+        let pid = t.pid();
+        wait_for(
+            &format!("the exporter attaching to pid {pid}"),
+            PATIENCE,
+            || {
+                let page = serve.metrics();
+                sample(
+                    &page,
+                    &format!("slabscope_process_start_time_seconds{{pid=\"{pid}\""),
+                )
+            },
+        );
+    }
+    let expected = [(early.pid(), early.go()), (late.pid(), late.go())];
+
+    // The exporter's own page passes promtool's lint.
+    let page = wait_for("the caches in /metrics", PATIENCE, || {
+        let page = serve.metrics();
+        page.contains("st_small").then_some(page)
+    });
+    let lint = promtool_check(&page);
+    assert!(lint.is_empty(), "promtool check metrics: {lint}\n{page}");
+
+    let prom = Prometheus::start(serve.port);
+    for (pid, stats) in &expected {
+        for (field, family) in [
+            ("obj_alloc", "slabscope_cache_objects_allocated"),
+            ("obj_total", "slabscope_cache_objects"),
+            ("slab_total", "slabscope_cache_slabs"),
+            ("slab_create", "slabscope_cache_slabs_created_total"),
+        ] {
+            let want: BTreeSet<(String, u64)> = by_name(stats)
+                .into_iter()
+                .map(|(n, c)| (n, c[field].as_u64().expect("a count")))
+                .collect();
+            let query = format!("{family}{{pid=\"{pid}\"}}");
+            wait_for(
+                &format!("Prometheus to hold {want:?} for {query}"),
+                PATIENCE,
+                || {
+                    let got: BTreeSet<(String, u64)> = values_by_cache(&prom, &query)
+                        .into_iter()
+                        .map(|(n, v)| (n, v as u64))
+                        .collect();
+                    (got == want).then_some(())
+                },
+            );
+        }
+        // Two reaps per cache, as the target did them.
+        let query = format!("slabscope_cache_reaps_total{{pid=\"{pid}\"}}");
+        let reaps = values_by_cache(&prom, &query);
+        assert_eq!(reaps.len(), 2, "{reaps:?}");
+        assert!(reaps.iter().all(|(_, v)| *v == 2.0), "{reaps:?}");
+    }
+    // The hostile name arrived whole, and the comm label with it.
+    let names = values_by_cache(&prom, "slabscope_cache_objects_allocated");
+    assert!(
+        names.iter().any(|(n, _)| n == "st_\u{1b}[31m\"red\\"),
+        "{names:?}"
+    );
+    let attached = prom.query("slabscope_exporter_attached_processes");
+    assert_eq!(attached[0]["value"][1], "2", "{attached:?}");
+    let files = prom.query("slabscope_exporter_watched_files");
+    assert_eq!(files[0]["value"][1], "1", "one executable: {files:?}");
+
+    // A killed target's series leave the exporter, then Prometheus.
+    let gone = early.pid();
+    early.guard.kill();
+    wait_for(
+        &format!("pid {gone}'s series to leave /metrics"),
+        PATIENCE,
+        || {
+            let page = serve.metrics();
+            (!page.contains(&format!("pid=\"{gone}\""))).then_some(())
+        },
+    );
+    wait_for(
+        &format!("pid {gone}'s series to go stale in Prometheus"),
+        PATIENCE,
+        || {
+            prom.query(&format!("slabscope_cache_objects{{pid=\"{gone}\"}}"))
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let left = prom.query("count(slabscope_cache_objects)");
+    assert_eq!(left[0]["value"][1], "2", "the late target's two caches");
+    drop(late);
+}
+
+#[test]
+fn short_lived_targets_leave_no_series_or_memory_behind() {
+    let _serial = serial();
+    if !root_or_skip("short_lived_targets_leave_no_series_or_memory_behind") {
+        return;
+    }
+    // A thousand processes, 25 at a time, each living 100 ms: a few seconds
+    // of churn. The exporter's session on their executable sees each from
+    // its first probe, however short its life.
+    const TOTAL: usize = 1000;
+    const PARALLEL: usize = 25;
+    let serve = Serve::start(&[
+        "--comm",
+        "serve_target",
+        "--scan-interval",
+        "50ms",
+        "--sample-interval",
+        "100ms",
+    ]);
+    let exporter = serve.guard.pid();
+    let target = serve_target();
+    let run_batch = |n: usize| {
+        let mut live: Vec<Guard> = Vec::new();
+        for _ in 0..n {
+            if live.len() == PARALLEL {
+                let mut first = live.remove(0);
+                let status = first.child.wait().expect("waiting for a short target");
+                assert!(status.success(), "a short target failed: {status}");
+            }
+            let mut cmd = std::process::Command::new(&target);
+            cmd.env_clear()
+                .args(["--short", "100"])
+                .stdin(std::process::Stdio::null());
+            live.push(Guard::spawn(&mut cmd, "serve_target --short"));
+        }
+        for mut g in live {
+            let status = g.child.wait().expect("waiting for a short target");
+            assert!(status.success(), "a short target failed: {status}");
+        }
+    };
+    let settled = |what: &str| {
+        wait_for(what, PATIENCE, || {
+            let page = serve.metrics();
+            let attached = sample(&page, "slabscope_exporter_attached_processes")?;
+            let entries = sample(&page, "slabscope_exporter_kernel_map_entries")?;
+            (attached == 0.0 && entries == 0.0 && !page.contains("slabscope_cache_objects{"))
+                .then_some(page)
+        })
+    };
+
+    // Idle, the exporter holds a few fds and threads; a session on a file
+    // adds a few dozen fds (maps, programs, perf links) and a thread, and
+    // closes some scans after the last process mapping the file exits.
+    let idle = footprint(exporter);
+    let back_to_idle = |what: &str| {
+        wait_for(what, Duration::from_secs(120), || {
+            let now = footprint(exporter);
+            (now.1 == idle.1 && now.2 == idle.2).then_some(now)
+        })
+    };
+
+    // Warm up: the first targets grow the allocator's arenas and the
+    // runtime's buffers to their working size.
+    run_batch(100);
+    settled("the warm-up targets to be dropped");
+    let warm = back_to_idle("the warm-up targets' fds and threads to be released");
+    run_batch(TOTAL - 100);
+    let page = settled("every short target to be dropped");
+    let after = back_to_idle("every short target's fds and threads to be released");
+
+    // Those that start while the session on their executable is being
+    // attached (a few tenths of a second, at the start of each of the two
+    // runs) are not seen; every other one must be.
+    let exited = sample(&page, "slabscope_exporter_exited_processes_total").unwrap();
+    assert!(
+        exited >= (TOTAL * 8 / 10) as f64,
+        "only {exited} of {TOTAL} short targets were seen and forgotten"
+    );
+    let failures = sample(&page, "slabscope_exporter_attach_failures_total").unwrap();
+    assert_eq!(failures, 0.0, "{page}");
+    assert_eq!(sample(&page, "slabscope_exporter_series"), Some(0.0));
+    // Resident memory does not grow with the number of targets.
+    assert!(
+        after.0 < warm.0 + 32 * 1024,
+        "resident memory grew from {} KiB to {} KiB over {} targets",
+        warm.0,
+        after.0,
+        TOTAL - 100
+    );
+    eprintln!(
+        "short targets: {TOTAL} run, {exited} seen and forgotten; exporter idle {idle:?}, after \
+         warm-up {warm:?}, at the end {after:?} (RSS KiB, fds, threads)"
+    );
+}
