@@ -18,6 +18,7 @@ mod bench;
 mod demo;
 mod docs;
 mod run;
+mod services;
 mod setup;
 mod suite;
 
