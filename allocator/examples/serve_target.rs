@@ -5,6 +5,10 @@
 //! serve_target            prints `ready <pid>`, waits for a line on stdin,
 //!                         works, prints its caches' statistics as one JSON
 //!                         array, then lives until stdin closes
+//! serve_target --faults   the same, with every grow slowed past the grow
+//!                         timeout (DEADLOCKED, then emergency objects), all
+//!                         objects freed before the statistics, and one more
+//!                         JSON line: `{"emergency_allocs": N}`
 //! serve_target --short MS creates a cache, allocates, lives MS milliseconds
 //!                         and exits (no stdin)
 //! ```
@@ -21,7 +25,7 @@ use std::io::BufRead as _;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use slabscope::flags::KM_SLEEP;
+use slabscope::flags::{KM_SLEEP, KMC_GROWING};
 use slabscope::tunables::{self, Tunables};
 use slabscope::{Cache, CacheBuilder};
 
@@ -36,15 +40,22 @@ fn fill(cache: &Cache, n: usize) -> Vec<NonNull<u8>> {
         .collect()
 }
 
+/// Grow timeout with `--faults`, and the injected grow delay beyond it.
+const FAULT_TIMEOUT_MS: u64 = 20;
+const FAULT_DELAY_MS: u64 = 60;
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let faults = args == ["--faults"];
     tunables::set(Tunables {
         reap_interval_ms: 0,
         stats_interval_ms: 100,
+        grow_timeout_ms: if faults { FAULT_TIMEOUT_MS } else { 100 },
+        fault_grow_delay_ms: if faults { FAULT_DELAY_MS } else { 0 },
         ..Tunables::default()
     })
     .expect("setting the tunables");
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, ms] = args.as_slice()
         && flag == "--short"
     {
@@ -60,7 +71,10 @@ fn main() {
         }
         return;
     }
-    assert!(args.is_empty(), "usage: serve_target [--short MS]");
+    assert!(
+        args.is_empty() || faults,
+        "usage: serve_target [--faults | --short MS]"
+    );
 
     println!("ready {}", std::process::id());
     let mut line = String::new();
@@ -77,7 +91,32 @@ fn main() {
             .build()
             .expect("creating the hostile cache"),
     ];
-    let kept: Vec<Vec<NonNull<u8>>> = caches.iter().map(|c| fill(c, OBJECTS)).collect();
+    let mut emergency_allocs = 0;
+    let mut kept: Vec<Vec<NonNull<u8>>> = Vec::new();
+    for c in &caches {
+        let mut objs = Vec::new();
+        for _ in 0..OBJECTS {
+            let before = c.stats().obj_emergency;
+            objs.push(c.alloc(KM_SLEEP).expect("KM_SLEEP allocations succeed"));
+            emergency_allocs += c.stats().obj_emergency.saturating_sub(before);
+        }
+        kept.push(objs);
+    }
+    if faults {
+        // Every grow lands, then every object goes back, emergency
+        // objects included, so each timing has its end.
+        for c in &caches {
+            while c.stats().flags & KMC_GROWING != 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for (c, objs) in caches.iter().zip(&mut kept) {
+            for p in objs.drain(..) {
+                // SAFETY: p came from this cache's alloc and is freed once.
+                unsafe { c.free(p) };
+            }
+        }
+    }
     for c in &caches {
         for _ in 0..REAPS {
             c.reap_now();
@@ -88,6 +127,9 @@ fn main() {
         "{}",
         serde_json::to_string(&stats).expect("serialising the statistics")
     );
+    if faults {
+        println!("{{\"emergency_allocs\": {emergency_allocs}}}");
+    }
 
     // Live until told to go, so a scraper sees these caches as they are.
     let mut rest = String::new();

@@ -246,3 +246,89 @@ fn short_lived_targets_leave_no_series_or_memory_behind() {
          warm-up {warm:?}, at the end {after:?} (RSS KiB, fds, threads)"
     );
 }
+
+#[test]
+fn kernel_histograms_time_grows_deadlocks_and_emergency_objects() {
+    let _serial = serial();
+    if !root_or_skip("kernel_histograms_time_grows_deadlocks_and_emergency_objects") {
+        return;
+    }
+    let serve = Serve::start(&ONLY_TARGETS);
+    // Every grow is slowed to 60 ms, past the 20 ms grow timeout.
+    let mut target = Target::start_with(&["--faults"]);
+    let pid = target.pid();
+    wait_for(&format!("the exporter to see pid {pid}"), PATIENCE, || {
+        sample(
+            &serve.metrics(),
+            &format!("slabscope_process_start_time_seconds{{pid=\"{pid}\""),
+        )
+    });
+    let stats = target.go();
+    let emergency = target.json_line()["emergency_allocs"]
+        .as_u64()
+        .expect("a count of emergency allocations");
+    assert!(emergency > 0, "the faults made no emergency object");
+
+    let series = |page: &str, family: &str, id: u64, extra: &str| {
+        let labels = format!("cache_id=\"{id:#x}\"");
+        page.lines()
+            .find(|l| l.starts_with(family) && l.contains(&labels) && l.contains(extra))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse::<f64>().expect("a number"))
+    };
+    let caches = by_name(&stats);
+    let page = wait_for("every timing in /metrics", PATIENCE, || {
+        let page = serve.metrics();
+        let lifetimes: f64 = caches
+            .iter()
+            .filter_map(|(_, c)| {
+                series(
+                    &page,
+                    "slabscope_cache_emergency_object_lifetime_seconds_count",
+                    c["id"].as_u64()?,
+                    "",
+                )
+            })
+            .sum();
+        (lifetimes == emergency as f64).then_some(page)
+    });
+    for (name, c) in &caches {
+        let id = c["id"].as_u64().unwrap();
+        let grows = c["slab_create"].as_u64().unwrap() + c["slab_fail"].as_u64().unwrap();
+        let count = series(&page, "slabscope_cache_grow_duration_seconds_count", id, "");
+        assert_eq!(count, Some(grows as f64), "{name}: one duration per grow");
+        // Each grow took at least the injected 60 ms: nothing below 33 ms.
+        let fast = series(
+            &page,
+            "slabscope_cache_grow_duration_seconds_bucket",
+            id,
+            "le=\"0.033554432\"",
+        );
+        assert_eq!(
+            fast,
+            Some(0.0),
+            "{name}: a grow faster than its injected delay"
+        );
+        let slow = series(
+            &page,
+            "slabscope_cache_grow_duration_seconds_bucket",
+            id,
+            "le=\"+Inf\"",
+        );
+        assert_eq!(slow, Some(grows as f64), "{name}");
+        let spells = series(
+            &page,
+            "slabscope_cache_deadlocked_duration_seconds_count",
+            id,
+            "",
+        )
+        .unwrap_or(0.0);
+        let deadlocks = c["obj_deadlock"].as_u64().unwrap() as f64;
+        assert!(
+            spells >= 1.0 && spells <= deadlocks,
+            "{name}: {spells} DEADLOCKED spells timed, {deadlocks} deadlocks"
+        );
+    }
+    let lint = promtool_check(&page);
+    assert!(lint.is_empty(), "promtool check metrics: {lint}");
+}

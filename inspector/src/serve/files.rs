@@ -28,7 +28,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use slabscope_probes::{
+    CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, HistKind, LOST_EVENTS, Log2Histogram,
+};
 
 use crate::collector::{
     self, CollectError, Scope, Session,
@@ -52,6 +55,9 @@ pub struct FileSample {
     pub map_entries: u64,
     /// Processes whose entries were deleted because they exited.
     pub forgotten: u64,
+    /// Histograms of each process, by pid, then by (cache id, kind), the
+    /// CPUs' copies added up.
+    pub histograms: BTreeMap<u32, BTreeMap<(u64, HistKind), Log2Histogram>>,
 }
 
 /// A running session on one file; dropping it detaches.
@@ -90,10 +96,19 @@ pub fn watch(
 ) -> Result<FileWatch, CollectError> {
     let sites = collector::plan(std::slice::from_ref(file))?;
     let what = format!("tracing {}", file.path.display());
-    let session = collector::attach_sites(&sites, Scope::AllProcesses, ring_bytes, &what)?;
+    let mut session = collector::attach_sites(&sites, Scope::AllProcesses, ring_bytes, &what)?;
+    let timing = Timing {
+        histograms: take(&mut session, "HISTOGRAMS")?,
+        starts: [
+            take(&mut session, "GROW_START")?,
+            take(&mut session, "DEADLOCK_START")?,
+            take(&mut session, "EMERGENCY_START")?,
+        ],
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut reader = Reader {
         session,
+        timing,
         id,
         path: file.path.clone(),
         owner: HashMap::new(),
@@ -119,8 +134,29 @@ pub fn watch(
 /// How often the ring buffer is drained between two reads of the maps.
 const DRAIN_SLICE: Duration = Duration::from_millis(50);
 
+/// The maps of the eBPF program's timings.
+struct Timing {
+    histograms: PerCpuHashMap<MapData, HistKey, Log2Histogram>,
+    /// Start times of grows, DEADLOCKED spells and emergency objects.
+    starts: [BpfHashMap<MapData, CacheKey, u64>; 3],
+}
+
+fn take<T>(session: &mut Session, name: &'static str) -> Result<T, CollectError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = session.take_map(name).ok_or_else(|| CollectError::Map {
+        map: name,
+        source: Box::new(aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        }),
+    })?;
+    T::try_from(map).map_err(|e| map_error(name, e))
+}
+
 struct Reader {
     session: Session,
+    timing: Timing,
     id: FileId,
     path: PathBuf,
     /// The start time (ticks) of the process each pid's entries belong to.
@@ -219,8 +255,26 @@ impl Reader {
             .iter()
             .sum();
 
+        let mut hists: Vec<(HistKey, Log2Histogram)> = Vec::new();
+        for entry in self.timing.histograms.iter() {
+            let (key, per_cpu) = entry.map_err(|e| map_error("HISTOGRAMS", e))?;
+            let mut sum = Log2Histogram::ZERO;
+            for h in per_cpu.iter() {
+                sum.add(h);
+            }
+            hists.push((key, sum));
+        }
+        let mut starts: Vec<(usize, CacheKey)> = Vec::new();
+        for (i, m) in self.timing.starts.iter().enumerate() {
+            for key in m.keys() {
+                starts.push((i, key.map_err(|e| map_error("GROW_START", e))?));
+            }
+        }
+
         let mut pids: Vec<u32> = caches.keys().map(|k| k.pid).collect();
         pids.extend(destroyed.iter().map(|k| k.pid));
+        pids.extend(hists.iter().map(|(k, _)| k.pid));
+        pids.extend(starts.iter().map(|(_, k)| k.pid));
         pids.sort_unstable();
         pids.dedup();
         let mut gone = Vec::new();
@@ -244,9 +298,35 @@ impl Reader {
                 let _ = s.destroyed.remove(key);
             }
         }
+        let is_gone = |pid: u32| gone.binary_search(&pid).is_ok();
+        for (key, _) in hists.iter().filter(|(k, _)| is_gone(k.pid)) {
+            let _ = self.timing.histograms.remove(key);
+        }
+        for (i, key) in starts.iter().filter(|(_, k)| is_gone(k.pid)) {
+            let _ = self.timing.starts[*i].remove(key);
+        }
+        let mut histograms: BTreeMap<u32, BTreeMap<(u64, HistKind), Log2Histogram>> =
+            BTreeMap::new();
+        for (key, h) in hists.into_iter().filter(|(k, _)| !is_gone(k.pid)) {
+            if let Some(kind) = HistKind::from_u32(key.kind) {
+                histograms
+                    .entry(key.pid)
+                    .or_default()
+                    .insert((key.cache_id, kind), h);
+            }
+        }
+        self.sample.histograms = histograms;
         caches.retain(|k, _| gone.binary_search(&k.pid).is_err());
         self.owner.retain(|pid, _| gone.binary_search(pid).is_err());
-        self.sample.map_entries = caches.len() as u64;
+        self.sample.map_entries = (caches.len()
+            + self
+                .sample
+                .histograms
+                .values()
+                .map(BTreeMap::len)
+                .sum::<usize>()
+            + starts.iter().filter(|(_, k)| !is_gone(k.pid)).count())
+            as u64;
         let mut by_pid: BTreeMap<u32, Vec<CacheState>> = BTreeMap::new();
         for (key, c) in caches {
             if !c.destroyed {

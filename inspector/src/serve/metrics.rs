@@ -23,11 +23,13 @@ use std::time::Instant;
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _, text},
+    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet, text},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
-use slabscope_probes::{CacheCounters, CacheSnapshot};
+use std::collections::BTreeMap;
+
+use slabscope_probes::{CacheCounters, CacheSnapshot, HistKind, Log2Histogram};
 
 use crate::sample::CacheState;
 
@@ -235,6 +237,48 @@ fn families() -> Vec<Family> {
     ]
 }
 
+/// The histogram families: kind, name, help.
+const HISTOGRAMS: [(HistKind, &str, &str); 3] = [
+    (
+        HistKind::Grow,
+        "slabscope_cache_grow_duration",
+        "Time from grow_start to the grow_done of the same cache, measured in the kernel.",
+    ),
+    (
+        HistKind::Deadlocked,
+        "slabscope_cache_deadlocked_duration",
+        "Time a cache spent DEADLOCKED: from deadlock to the next grow that landed, measured in the kernel.",
+    ),
+    (
+        HistKind::Emergency,
+        "slabscope_cache_emergency_object_lifetime",
+        "Time from emergency_alloc to the emergency_free of the same object, measured in the kernel.",
+    ),
+];
+
+/// The kernel's log2 buckets below 2^FIRST_BOUND ns (1 µs) are merged into
+/// the first exported bucket, those from 2^LAST_BOUND ns (69 s) into +Inf.
+const FIRST_BOUND: usize = 10;
+const LAST_BOUND: usize = 36;
+
+/// Series one histogram contributes: its buckets, +Inf, sum and count.
+pub const SERIES_PER_HISTOGRAM: usize = LAST_BOUND - FIRST_BOUND + 1 + 1 + 2;
+
+/// A kernel histogram as Prometheus buckets (upper bound in seconds,
+/// count in that bucket alone), the sum in seconds, and the count.
+pub fn prometheus_buckets(h: &Log2Histogram) -> (Vec<(f64, u64)>, f64, u64) {
+    let mut out = Vec::with_capacity(LAST_BOUND - FIRST_BOUND + 2);
+    let low: u64 = h.buckets[..=FIRST_BOUND].iter().sum();
+    // Bucket i holds durations below 2^i ns.
+    out.push(((1u64 << FIRST_BOUND) as f64 / 1e9, low));
+    for i in FIRST_BOUND + 1..=LAST_BOUND {
+        out.push(((1u64 << i) as f64 / 1e9, h.buckets[i]));
+    }
+    let high: u64 = h.buckets[LAST_BOUND + 1..].iter().sum();
+    out.push((f64::MAX, high));
+    (out, h.sum_ns as f64 / 1e9, h.count())
+}
+
 /// Series one cache contributes to a scrape.
 pub fn series_per_cache() -> usize {
     families().len()
@@ -244,6 +288,7 @@ pub fn series_per_cache() -> usize {
 struct Row {
     labels: CacheLabels,
     state: CacheState,
+    histograms: Vec<(HistKind, Log2Histogram)>,
 }
 
 /// One process ready to encode.
@@ -304,12 +349,23 @@ impl Exporter {
                 .iter()
                 .filter_map(|id| inner.files.get(id)?.sample.caches.get(&pid))
                 .flatten();
+            let hists = p
+                .files
+                .iter()
+                .filter_map(|id| inner.files.get(id)?.sample.histograms.get(&pid))
+                .flatten();
+            let mut by_cache: BTreeMap<u64, Vec<(HistKind, Log2Histogram)>> = BTreeMap::new();
+            for ((cache_id, kind), h) in hists {
+                by_cache.entry(*cache_id).or_default().push((*kind, *h));
+            }
             for c in caches.filter(|c| !c.destroyed) {
-                if series + per_cache > self.max_series {
-                    dropped_now += per_cache as u64;
+                let histograms = by_cache.remove(&c.snapshot.cache_id).unwrap_or_default();
+                let cost = per_cache + histograms.len() * SERIES_PER_HISTOGRAM;
+                if series + cost > self.max_series {
+                    dropped_now += cost as u64;
                     continue;
                 }
-                series += per_cache;
+                series += cost;
                 rows.push(Row {
                     labels: [
                         ("pid", pid.to_string()),
@@ -318,6 +374,7 @@ impl Exporter {
                         ("cache_id", format!("{:#x}", c.snapshot.cache_id)),
                     ],
                     state: *c,
+                    histograms,
                 });
             }
         }
@@ -470,6 +527,17 @@ impl Collector for Exporter {
                 _ => encode_gauge(&mut enc, f.name, f.help, f.unit.as_ref(), series)?,
             }
         }
+        for (kind, name, help) in HISTOGRAMS {
+            let mut m =
+                enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+            for r in &view.rows {
+                for (_, h) in r.histograms.iter().filter(|(k, _)| *k == kind) {
+                    let (buckets, sum, count) = prometheus_buckets(h);
+                    m.encode_family(&r.labels)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                }
+            }
+        }
         encode_gauge(
             &mut enc,
             "slabscope_process_start_time",
@@ -500,7 +568,7 @@ impl Collector for Exporter {
         single_gauge(
             &mut enc,
             "slabscope_exporter_kernel_map_entries",
-            "(process, cache) entries the exporter's eBPF maps hold.",
+            "Entries the exporter's eBPF maps hold for live processes: caches, histograms, timings in flight.",
             None,
             view.map_entries,
         )?;
@@ -614,6 +682,16 @@ mod tests {
                 cache(0x30, b"gone", 33, true),
             ],
         );
+        let mut grow = Log2Histogram::ZERO;
+        grow.buckets[0] = 1; // 0 ns: merged into the first bucket
+        grow.buckets[20] = 2; // [0.52 ms, 1.05 ms)
+        grow.buckets[40] = 1; // beyond 69 s: +Inf only
+        grow.sum_ns = 3_000_000;
+        sample
+            .histograms
+            .entry(42)
+            .or_default()
+            .insert((0x10, HistKind::Grow), grow);
         // A process no longer exported: its caches are not shown.
         sample
             .caches
@@ -663,7 +741,7 @@ mod tests {
                 assert!(page.contains(&format!("\n{name}_total")), "{name}");
             }
         }
-        assert_eq!(families, series_per_cache() + 13, "{page}");
+        assert_eq!(families, series_per_cache() + 3 + 13, "{page}");
     }
 
     #[test]
@@ -705,6 +783,34 @@ mod tests {
     }
 
     #[test]
+    fn kernel_histograms_become_cumulative_buckets_in_seconds() {
+        let page = exporter(1000).render();
+        let zio = r#"pid="42",comm="dem\\u{0007}o",cache="zio_cache",cache_id="0x10""#;
+        let get = |suffix: &str| {
+            value(
+                &page,
+                &format!("slabscope_cache_grow_duration_seconds_{suffix}{{{zio}"),
+            )
+        };
+        assert_eq!(get("count").as_deref(), Some("4"), "{page}");
+        assert_eq!(get("sum").as_deref(), Some("0.003"));
+        let bucket = |le: &str| {
+            value(
+                &page,
+                &format!("slabscope_cache_grow_duration_seconds_bucket{{le=\"{le}\",{zio}}}"),
+            )
+        };
+        assert_eq!(bucket("0.000001024").as_deref(), Some("1"), "{page}");
+        assert_eq!(bucket("0.000524288").as_deref(), Some("1"));
+        assert_eq!(bucket("0.001048576").as_deref(), Some("3"));
+        assert_eq!(bucket("68.719476736").as_deref(), Some("3"));
+        assert_eq!(bucket("+Inf").as_deref(), Some("4"));
+        // Only caches that have a histogram carry one.
+        assert!(!page.contains("slabscope_cache_grow_duration_seconds_count{pid=\"42\",comm=\"dem\\\\u{0007}o\",cache=\"evil"));
+        assert!(!page.contains("slabscope_cache_deadlocked_duration_seconds_count"));
+    }
+
+    #[test]
     fn hostile_names_stay_inside_their_label_and_are_recoverable() {
         let page = exporter(1000).render();
         let line = page
@@ -726,7 +832,8 @@ mod tests {
 
     #[test]
     fn the_series_limit_drops_whole_caches_and_counts_them() {
-        let e = exporter(series_per_cache());
+        // Room for the first cache and its histogram only.
+        let e = exporter(series_per_cache() + SERIES_PER_HISTOGRAM);
         let page = e.render();
         assert!(page.contains("cache=\"zio_cache\""));
         assert!(!page.contains("0x20"), "the second cache is over the limit");
@@ -737,6 +844,14 @@ mod tests {
         );
         let again = e.render();
         let twice = (2 * series_per_cache()).to_string();
+        assert_eq!(
+            value(&page, "slabscope_exporter_series").as_deref(),
+            Some(
+                (series_per_cache() + SERIES_PER_HISTOGRAM)
+                    .to_string()
+                    .as_str()
+            )
+        );
         assert_eq!(
             value(&again, "slabscope_exporter_dropped_series_total").as_deref(),
             Some(twice.as_str())

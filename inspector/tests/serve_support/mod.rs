@@ -271,8 +271,13 @@ pub struct Target {
 
 impl Target {
     pub fn start() -> Target {
+        Target::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Target {
         let mut cmd = Command::new(serve_target());
         cmd.env_clear()
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -291,6 +296,13 @@ impl Target {
 
     pub fn pid(&self) -> u32 {
         self.guard.pid()
+    }
+
+    /// Its next line of JSON.
+    pub fn json_line(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading a line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
     }
 
     /// Lets it work; returns its caches' statistics as it published them.
