@@ -332,3 +332,175 @@ fn kernel_histograms_time_grows_deadlocks_and_emergency_objects() {
     let lint = promtool_check(&page);
     assert!(lint.is_empty(), "promtool check metrics: {lint}");
 }
+
+/// The capabilities the systemd unit grants, as `setpriv` names them.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/slabscope-serve.service"),
+    )
+    .expect("reading the unit");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect()
+}
+
+#[test]
+fn the_units_capabilities_suffice_without_root() {
+    let _serial = serial();
+    if !root_or_skip("the_units_capabilities_suffice_without_root") {
+        return;
+    }
+    // As the unit runs it: user nobody, only the unit's capabilities.
+    let caps = unit_capabilities().join(",");
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        &format!("--bounding-set=-all,{caps}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let serve = Serve::start_as(&wrapper, &ONLY_TARGETS);
+    let mut target = Target::start();
+    let pid = target.pid();
+    wait_for(&format!("the exporter to see pid {pid}"), PATIENCE, || {
+        let page = serve.metrics();
+        assert_eq!(
+            sample(&page, "slabscope_exporter_attach_failures_total"),
+            Some(0.0),
+            "attaching failed with the unit's capabilities"
+        );
+        sample(
+            &page,
+            &format!("slabscope_process_start_time_seconds{{pid=\"{pid}\""),
+        )
+    });
+    let stats = target.go();
+    let want = by_name(&stats)
+        .into_iter()
+        .find(|(n, _)| n == "st_small")
+        .expect("st_small")
+        .1["obj_alloc"]
+        .as_f64()
+        .unwrap();
+    let got = wait_for("st_small's objects in /metrics", PATIENCE, || {
+        let page = serve.metrics();
+        assert_eq!(
+            sample(&page, "slabscope_exporter_attach_failures_total"),
+            Some(0.0),
+            "attaching failed with the unit's capabilities"
+        );
+        sample(
+            &page,
+            &format!(
+                "slabscope_cache_objects_allocated{{pid=\"{pid}\",comm=\"serve_target\",cache=\"st_small\""
+            ),
+        )
+    });
+    assert_eq!(got, want);
+}
+
+/// Every `slabscope_*` name in `expr`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("slabscope_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_queries_only_what_the_exporter_serves() {
+    let _serial = serial();
+    if !root_or_skip("the_dashboard_queries_only_what_the_exporter_serves") {
+        return;
+    }
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/grafana-dashboard.json"),
+    )
+    .expect("reading the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("its JSON");
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("an expr").to_owned());
+        }
+    }
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        exprs.push(v["definition"].as_str().expect("a definition").to_owned());
+    }
+
+    // A target whose caches grow, deadlock and hand out emergency objects,
+    // so every family, histograms included, has series.
+    let serve = Serve::start(&ONLY_TARGETS);
+    let mut target = Target::start_with(&["--faults"]);
+    let pid = target.pid();
+    wait_for(&format!("the exporter to see pid {pid}"), PATIENCE, || {
+        sample(
+            &serve.metrics(),
+            &format!("slabscope_process_start_time_seconds{{pid=\"{pid}\""),
+        )
+    });
+    target.go();
+    let page = wait_for("the histograms in /metrics", PATIENCE, || {
+        let page = serve.metrics();
+        page.contains("slabscope_cache_emergency_object_lifetime_seconds_bucket{")
+            .then_some(page)
+    });
+    let served: BTreeSet<&str> = page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(
+            !names.is_empty(),
+            "a query without a slabscope metric: {expr}"
+        );
+        for name in names {
+            assert!(
+                served.contains(name.as_str()),
+                "the dashboard queries {name}, which /metrics does not serve: {expr}"
+            );
+        }
+    }
+
+    // A real Prometheus parses and runs every query.
+    let prom = Prometheus::start(serve.port);
+    wait_for("a first scrape", PATIENCE, || {
+        (!prom
+            .query("slabscope_exporter_attached_processes")
+            .is_empty())
+        .then_some(())
+    });
+    for expr in &exprs {
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$comm", ".*");
+        let q = match q.strip_prefix("label_values(") {
+            // A Grafana variable: label_values(metric, label).
+            Some(rest) => rest.split(',').next().expect("a metric").to_owned(),
+            None => q,
+        };
+        // Panics unless Prometheus answers "success".
+        prom.query(&q);
+    }
+}

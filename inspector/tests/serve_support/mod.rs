@@ -175,9 +175,22 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(extra: &[&str]) -> Serve {
+        Serve::start_as(&[], extra)
+    }
+
+    /// `slabscope serve` run through `wrapper` (a command and its
+    /// arguments, e.g. `setpriv ...`), if any.
+    pub fn start_as(wrapper: &[String], extra: &[&str]) -> Serve {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slabscope"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_slabscope"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_slabscope")),
+        };
         cmd.args(["serve", "--listen", &listen])
             .args(extra)
             .stdin(Stdio::null())
