@@ -209,6 +209,7 @@ pub struct Totals {
 ///     caches: vec![CacheState { pid: 4242, snapshot, counters: CacheCounters::default(), destroyed: false }],
 ///     events_total: 0,
 ///     lost_events: 0,
+///     histograms: Default::default(),
 /// }));
 /// assert_eq!(state.rows()[0].stats.name, "zio_cache");
 /// assert_eq!(state.totals().bytes_used, 40 * 1104);
@@ -219,6 +220,8 @@ pub struct State {
     /// What the user asked to trace (`pid 4242`, `/usr/bin/demo`).
     pub target: String,
     pub caches: BTreeMap<CacheKey, CacheEntry>,
+    /// The eBPF program's timings, as of the last sample.
+    pub histograms: BTreeMap<slabscope_probes::HistKey, slabscope_probes::Log2Histogram>,
     pub targets: BTreeMap<u32, TargetStatus>,
     pub log: EventLog,
     /// CLOCK_MONOTONIC nanoseconds event times are shown relative to; the
@@ -260,6 +263,7 @@ impl State {
         State {
             target: target.into(),
             caches: BTreeMap::new(),
+            histograms: BTreeMap::new(),
             targets: BTreeMap::new(),
             log: EventLog::new(DEFAULT_EVENT_LOG),
             time_origin_ns: None,
@@ -345,6 +349,7 @@ impl State {
         self.samples += 1;
         self.events_total = s.events_total;
         self.lost_events = s.lost_events;
+        self.histograms = s.histograms.clone();
         for c in &s.caches {
             self.targets.entry(c.pid).or_insert(TargetStatus::Running);
             self.apply_cache(c);

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collector;
 pub mod columns;
 pub mod format;
+pub mod histogram;
 pub mod keys;
 pub mod output;
 pub mod sample;

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use slabscope_probes::{CacheCounters, CacheSnapshot, Event};
+use std::collections::BTreeMap;
+
+use slabscope_probes::{CacheCounters, CacheSnapshot, Event, HistKey, Log2Histogram};
 
 /// One cache of one traced process, as the eBPF maps last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +31,10 @@ pub struct Sample {
     pub events_total: u64,
     /// Events the eBPF side could not deliver because the ring buffer was full.
     pub lost_events: u64,
+    /// Durations timed by the eBPF program (grows, DEADLOCKED spells,
+    /// emergency object lifetimes), per process, cache and kind, the CPUs'
+    /// copies added up.
+    pub histograms: BTreeMap<HistKey, Log2Histogram>,
 }
 
 /// A message from the collector to the views.

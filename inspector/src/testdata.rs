@@ -62,6 +62,7 @@ pub fn sample(at_ms: u64, events_total: u64, caches: Vec<CacheState>) -> Sample 
         caches,
         events_total,
         lost_events: 0,
+        histograms: Default::default(),
     }
 }
 

@@ -54,7 +54,9 @@ pub use attach::{Scope, check_ring_bytes, plan, program_name};
 // `slabscope serve` runs its own sessions, one per file (src/serve/files.rs).
 pub use attach::{Session, attach as attach_sites};
 pub use error::CollectError;
-use slabscope_probes::{CacheCounters, CacheKey, CacheSnapshot, Event, LOST_EVENTS};
+use slabscope_probes::{
+    CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, LOST_EVENTS, Log2Histogram,
+};
 pub use target::{ProbeFile, list_traceable};
 
 use crate::sample::{CacheState, Sample, Update};
@@ -171,13 +173,15 @@ pub fn spawn(
         }
     };
     let sites = plan(&files)?;
-    let session = attach::attach(&sites, scope, ring_bytes, &what)?;
+    let mut session = attach::attach(&sites, scope, ring_bytes, &what)?;
+    let histograms = histograms_map(&mut session)?;
     let n_sites = session.sites;
 
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let runner = Runner {
         session,
+        histograms,
         tx,
         stop: Arc::clone(&stop),
         mode,
@@ -214,8 +218,27 @@ enum Mode {
 /// How long the thread waits for ring-buffer data before checking for stop.
 const POLL_SLICE: Duration = Duration::from_millis(50);
 
+/// The eBPF program's per-CPU timing histograms.
+type HistogramMap = aya::maps::PerCpuHashMap<aya::maps::MapData, HistKey, Log2Histogram>;
+
+fn histograms_map(session: &mut attach::Session) -> Result<HistogramMap, CollectError> {
+    let map = session
+        .take_map("HISTOGRAMS")
+        .ok_or_else(|| CollectError::Map {
+            map: "HISTOGRAMS",
+            source: Box::new(aya::maps::MapError::InvalidName {
+                name: "HISTOGRAMS".into(),
+            }),
+        })?;
+    HistogramMap::try_from(map).map_err(|e| CollectError::Map {
+        map: "HISTOGRAMS",
+        source: Box::new(e),
+    })
+}
+
 struct Runner {
     session: attach::Session,
+    histograms: HistogramMap,
     tx: Sender<Update>,
     stop: Arc<AtomicBool>,
     mode: Mode,
@@ -410,11 +433,21 @@ impl Runner {
             .map_err(|e| map_error("LOST", e))?
             .iter()
             .sum();
+        let mut histograms = BTreeMap::new();
+        for entry in self.histograms.iter() {
+            let (key, per_cpu) = entry.map_err(|e| map_error("HISTOGRAMS", e))?;
+            let mut sum = Log2Histogram::ZERO;
+            for h in per_cpu.iter() {
+                sum.add(h);
+            }
+            histograms.insert(key, sum);
+        }
         Ok(Sample {
             at: self.start.elapsed(),
             caches: caches.into_values().collect(),
             events_total: self.events_total,
             lost_events,
+            histograms,
         })
     }
 }

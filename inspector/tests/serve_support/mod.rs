@@ -311,6 +311,11 @@ impl Target {
         self.guard.pid()
     }
 
+    /// Closes its stdin: it frees everything and exits.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
     /// Its next line of JSON.
     pub fn json_line(&mut self) -> serde_json::Value {
         let mut line = String::new();
