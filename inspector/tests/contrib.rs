@@ -58,6 +58,7 @@ fn the_unit_grants_what_the_exporter_needs_and_no_more() {
         "CAP_BPF",
         "CAP_DAC_READ_SEARCH",
         "CAP_PERFMON",
+        "CAP_SYS_ADMIN",
         "CAP_SYS_PTRACE",
     ];
     assert_eq!(caps("AmbientCapabilities="), want);
