@@ -2,18 +2,22 @@
 //! OpenMetrics text format for Prometheus and the scrapers that speak it.
 //!
 //! ```text
-//!  /proc scan ──► new process with probes ──► collector (uprobes on that pid)
-//!  (discover)        (pid, start time)              │ Update::Sample
-//!                                                   ▼
-//!  GET /metrics ◄── Exporter (metrics) ◄──── Targets: last sample per process
+//!  /proc scan ──► process with probes ──► its probe files ──► one eBPF session
+//!  (discover)     (pid, start time)       (exe, .so)          per file (files)
+//!                        │                                        │ per-pid caches,
+//!                        ▼                                        ▼ histograms
+//!  GET /metrics ◄── Exporter (metrics) ◄──── Targets: exported processes + file samples
 //! ```
 //!
-//! Three kinds of threads: the tokio runtime serves HTTP (axum); one
-//! discovery thread scans `/proc` every `--scan-interval`, attaches to new
-//! processes and drops gone ones; and each target has its collector's
-//! thread plus one that keeps its last sample ([`targets`]). A target that
-//! misbehaves (exits mid-attach, fails a map read, names itself with control
-//! characters) costs its own series only; the exporter goes on.
+//! Threads: the tokio runtime serves HTTP (axum); one discovery thread scans
+//! `/proc` every `--scan-interval`, lists the processes to export, attaches
+//! to files not yet watched and closes sessions no process needs; each
+//! watched file has one thread that reads its maps every
+//! `--sample-interval` and deletes what exited processes left
+//! ([`files`]). A target that misbehaves (exits mid-read, names itself with
+//! control characters) costs its own series only; a file whose session
+//! fails is dropped, logged, counted and retried later; the exporter goes
+//! on.
 
 pub mod cli;
 pub mod discover;
