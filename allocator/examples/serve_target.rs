@@ -11,6 +11,13 @@
 //!                         JSON line: `{"emergency_allocs": N}`
 //! serve_target --short MS creates a cache, allocates, lives MS milliseconds
 //!                         and exits (no stdin)
+//! serve_target --churn N [--reap]
+//!                         prints `ready <pid>`, waits for a line, then N
+//!                         rounds of 1000 allocations and 1000 frees (with
+//!                         --reap, and a reap, so every round grows and
+//!                         returns slabs and probes fire); prints the
+//!                         nanoseconds it took and exits (`cargo xtask
+//!                         bench`: the exporter's cost)
 //! ```
 //!
 //! The work is fixed: cache `st_small` (64 B) and cache `st_<ESC>[31m"red\`
@@ -44,6 +51,32 @@ fn fill(cache: &Cache, n: usize) -> Vec<NonNull<u8>> {
 const FAULT_TIMEOUT_MS: u64 = 20;
 const FAULT_DELAY_MS: u64 = 60;
 
+/// `--churn`: a fixed amount of work, timed; with `reap`, one that makes
+/// the probes fire every round.
+fn churn(rounds: u64, reap: bool) {
+    let cache = CacheBuilder::new("st_churn", 64)
+        .build()
+        .expect("creating st_churn");
+    println!("ready {}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .expect("reading the go line");
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let objs = fill(&cache, 1000);
+        for p in objs {
+            // SAFETY: p came from this cache's alloc and is freed once.
+            unsafe { cache.free(p) };
+        }
+        if reap {
+            cache.reap_now();
+        }
+    }
+    println!("{}", start.elapsed().as_nanos());
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let faults = args == ["--faults"];
@@ -69,6 +102,13 @@ fn main() {
             // SAFETY: p came from this cache's alloc and is freed once.
             unsafe { cache.free(p) };
         }
+        return;
+    }
+    if let [flag, n, rest @ ..] = args.as_slice()
+        && flag == "--churn"
+    {
+        let rounds: u64 = n.parse().expect("--churn takes a number of rounds");
+        churn(rounds, rest == ["--reap"]);
         return;
     }
     assert!(

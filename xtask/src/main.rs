@@ -15,6 +15,7 @@
 //! in seconds on a fresh clone.
 
 mod bench;
+mod bench_serve;
 mod demo;
 mod docs;
 mod run;
