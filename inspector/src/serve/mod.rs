@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod discover;
+pub mod families;
 pub mod files;
 pub mod labels;
 pub mod metrics;
