@@ -160,7 +160,8 @@ fn short_lived_targets_leave_no_series_or_memory_behind() {
     }
     // A thousand processes, 25 at a time, each living 100 ms: a few seconds
     // of churn. The exporter's session on their executable sees each from
-    // its first probe, however short its life.
+    // its first probe, however short its life: the file's session is
+    // attached once, not per process.
     const TOTAL: usize = 1000;
     const PARALLEL: usize = 25;
     let serve = Serve::start(&[
@@ -192,12 +193,12 @@ fn short_lived_targets_leave_no_series_or_memory_behind() {
             assert!(status.success(), "a short target failed: {status}");
         }
     };
-    let settled = |what: &str| {
+    let settled = |what: &str, attached_now: f64| {
         wait_for(what, PATIENCE, || {
             let page = serve.metrics();
             let attached = sample(&page, "slabscope_exporter_attached_processes")?;
             let entries = sample(&page, "slabscope_exporter_kernel_map_entries")?;
-            (attached == 0.0 && entries == 0.0 && !page.contains("slabscope_cache_objects{"))
+            (attached == attached_now && entries == 0.0 && !page.contains("st_short"))
                 .then_some(page)
         })
     };
@@ -213,21 +214,34 @@ fn short_lived_targets_leave_no_series_or_memory_behind() {
         })
     };
 
+    // A target that lives throughout, and makes no cache (it is never
+    // released): the session on the executable is attached before the first
+    // short target starts, and stays until the end.
+    let anchor = Target::start();
+    let pid = anchor.pid();
+    wait_for(&format!("the exporter to list pid {pid}"), PATIENCE, || {
+        let page = serve.metrics();
+        (sample(&page, "slabscope_exporter_watched_files") == Some(1.0)).then_some(())?;
+        sample(
+            &page,
+            &format!("slabscope_process_start_time_seconds{{pid=\"{pid}\""),
+        )
+    });
+
     // Warm up: the first targets grow the allocator's arenas and the
     // runtime's buffers to their working size.
     run_batch(100);
-    settled("the warm-up targets to be dropped");
-    let warm = back_to_idle("the warm-up targets' fds and threads to be released");
+    settled("the warm-up targets to be forgotten", 1.0);
+    let warm = footprint(exporter);
     run_batch(TOTAL - 100);
-    let page = settled("every short target to be dropped");
-    let after = back_to_idle("every short target's fds and threads to be released");
+    let page = settled("every short target to be forgotten", 1.0);
+    let end = footprint(exporter);
 
-    // Those that start while the session on their executable is being
-    // attached (a few tenths of a second, at the start of each of the two
-    // runs) are not seen; every other one must be.
+    // Every short target fired probes (it creates a cache), so each was
+    // seen, and forgotten when it exited.
     let exited = sample(&page, "slabscope_exporter_exited_processes_total").unwrap();
     assert!(
-        exited >= (TOTAL * 8 / 10) as f64,
+        exited >= (TOTAL * 95 / 100) as f64,
         "only {exited} of {TOTAL} short targets were seen and forgotten"
     );
     let failures = sample(&page, "slabscope_exporter_attach_failures_total").unwrap();
@@ -235,15 +249,19 @@ fn short_lived_targets_leave_no_series_or_memory_behind() {
     assert_eq!(sample(&page, "slabscope_exporter_series"), Some(0.0));
     // Resident memory does not grow with the number of targets.
     assert!(
-        after.0 < warm.0 + 32 * 1024,
+        end.0 < warm.0 + 32 * 1024,
         "resident memory grew from {} KiB to {} KiB over {} targets",
         warm.0,
-        after.0,
+        end.0,
         TOTAL - 100
     );
+    // With the last target gone, the session closes: no fd (maps,
+    // programs, perf links) and no thread is left behind.
+    drop(anchor);
+    let after = back_to_idle("the session's fds and threads to be released");
     eprintln!(
         "short targets: {TOTAL} run, {exited} seen and forgotten; exporter idle {idle:?}, after \
-         warm-up {warm:?}, at the end {after:?} (RSS KiB, fds, threads)"
+         warm-up {warm:?}, after all {end:?}, idle again {after:?} (RSS KiB, fds, threads)"
     );
 }
 
