@@ -56,8 +56,37 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Capability bits (`linux/capability.h`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether the effective capabilities in a `/proc/self/status` text allow
+/// loading eBPF programs and attaching uprobes.
+fn may_trace(status: &str) -> bool {
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        // Unknown: let the kernel decide at attach time.
+        return true;
+    };
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
 /// Runs the exporter until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Without the capabilities every attach fails and the exporter would
+    // serve nothing but its own health: say so now instead.
+    if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| may_trace(&s)) {
+        return Err(crate::collector::CollectError::NotPermitted {
+            what: "slabscope serve (loading eBPF programs, attaching uprobes)".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        }
+        .into());
+    }
     let filter = filter_of(&args)?;
     let ring = check_ring_bytes(args.ring_size).context("checking --ring-size")?;
     if args.max_series == 0 {
@@ -332,4 +361,23 @@ fn close_unmapped(targets: &Targets) {
             .collect()
     };
     drop(closing);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_trace;
+
+    #[test]
+    fn capabilities_needed_to_trace() {
+        let status = |eff: u64| format!("Name:\tx\nCapEff:\t{eff:016x}\n");
+        assert!(may_trace(&status(0x000001ff_ffffffff)), "root");
+        assert!(may_trace(&status(1 << 21)), "CAP_SYS_ADMIN");
+        assert!(
+            may_trace(&status((1 << 38) | (1 << 39))),
+            "CAP_BPF + CAP_PERFMON"
+        );
+        assert!(!may_trace(&status(1 << 39)), "CAP_BPF alone");
+        assert!(!may_trace(&status(0)), "nobody");
+        assert!(may_trace("Name:\tx\n"), "unknown: the kernel decides");
+    }
 }
