@@ -13,8 +13,8 @@
 //!
 //! - forwards every ring-buffer record as [`Update::Event`], in order;
 //! - every `interval`, reads the per-cache maps (last snapshot, transition
-//!   counters, destroyed mark) and the lost-event counter into an
-//!   [`Update::Sample`];
+//!   counters, destroyed mark), the timing histograms and the lost-event
+//!   counter into an [`Update::Sample`];
 //! - reports [`Update::TargetExited`] when a traced process goes away (and,
 //!   with [`Target::Pid`], then sends a last sample and stops), and
 //!   [`Update::TargetAttached`] when a process starts running the traced
