@@ -23,7 +23,11 @@
 //!    unmarks it and restarts its counters from zero, because a new cache may
 //!    reuse a destroyed cache's address (its id) and must not inherit the old
 //!    cache's counts;
-//! 4. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
+//! 4. times grows (`grow_start` → `grow_done`), DEADLOCKED spells
+//!    (`deadlock` → the next successful `grow_done`) and emergency objects
+//!    (`emergency_alloc` → `emergency_free` of the same address) with the
+//!    hit's kernel timestamp, into per-CPU log2 [`HISTOGRAMS`];
+//! 5. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
 //!    is full, counts the loss in [`LOST`] so nothing is lost silently.
 //!
 //! [`ProbeDef::values`]: slabscope_probes::ProbeDef::values
@@ -38,18 +42,19 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{self, bpf_get_attach_cookie, bpf_ktime_get_ns},
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use slabscope_probes::{
     ARG_CONST, ARG_REG, ARG_REG_DEREF, ARG_SIB, CacheCounters, CacheKey, CacheSnapshot,
-    EVENT_VALUES, Event, LOST_EVENTS, LOST_SLOTS, LOST_SNAPSHOTS, MAX_ARGS, ProbeKind, UsdtSpec,
+    EVENT_VALUES, Event, HistKey, HistKind, LOST_EVENTS, LOST_SLOTS, LOST_SNAPSHOTS, Log2Histogram,
+    MAX_ARGS, ProbeKind, UsdtSpec, log2_bucket,
 };
 
 /// Default table size; the collector sets the real one (its number of sites)
@@ -93,6 +98,33 @@ fn count_lost(slot: u32) {
         unsafe { *lost += 1 };
     }
 }
+
+/// (pid, cache id) → time of the first `grow_start` of the grow in flight.
+#[map]
+static GROW_START: HashMap<CacheKey, u64> =
+    HashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
+
+/// (pid, cache id) → time of the `deadlock` that set DEADLOCKED.
+#[map]
+static DEADLOCK_START: HashMap<CacheKey, u64> =
+    HashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
+
+/// (pid, emergency object address in `cache_id`) → time of its
+/// `emergency_alloc`.
+#[map]
+static EMERGENCY_START: HashMap<CacheKey, u64> =
+    HashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
+
+/// (pid, kind, cache id) → log2 histogram of durations, per CPU. Not
+/// preallocated: a value is 520 bytes per CPU.
+#[map]
+static HISTOGRAMS: PerCpuHashMap<HistKey, Log2Histogram> =
+    PerCpuHashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
+
+/// An all-zero histogram to insert from (too big for the BPF stack); never
+/// written.
+#[map]
+static ZERO_HIST: PerCpuArray<Log2Histogram> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for the snapshot being copied (too big for the BPF stack).
 #[map]
@@ -221,6 +253,94 @@ fn count(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64
     c.set_last_ns(now);
 }
 
+/// Adds a duration of `ns` to the histogram of `kind` for `key`'s cache.
+#[inline(always)]
+fn record(key: &CacheKey, cache_id: u64, kind: HistKind, ns: u64) {
+    let hkey = HistKey {
+        pid: key.pid,
+        kind: kind as u32,
+        cache_id,
+    };
+    let mut h = HISTOGRAMS.get_ptr_mut(hkey);
+    if h.is_none() {
+        let Some(zero) = ZERO_HIST.get_ptr(0) else {
+            return;
+        };
+        // SAFETY: this CPU's slot of ZERO_HIST, which nothing writes.
+        let zero: &Log2Histogram = unsafe { &*zero };
+        let _ = HISTOGRAMS.insert(hkey, zero, BPF_NOEXIST as u64);
+        h = HISTOGRAMS.get_ptr_mut(hkey);
+    }
+    let Some(h) = h else {
+        return;
+    };
+    // SAFETY: `h` is this CPU's copy of a live per-CPU map value; programs
+    // do not migrate CPUs while running, so nothing races these adds.
+    let h = unsafe { &mut *h };
+    // The mask tells the verifier the index is in bounds.
+    h.buckets[log2_bucket(ns) & (slabscope_probes::HIST_BUCKETS - 1)] += 1;
+    h.sum_ns += ns;
+}
+
+/// Takes the start time stored under `key` in `starts`, if any.
+#[inline(always)]
+fn take_start(starts: &HashMap<CacheKey, u64>, key: &CacheKey) -> Option<u64> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let t = unsafe { starts.get(key) }.copied()?;
+    let _ = starts.remove(key);
+    Some(t)
+}
+
+/// Times the grows, DEADLOCKED spells and emergency objects of a cache.
+#[inline(always)]
+fn time(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64) {
+    match kind {
+        // The first grow_start of a grow counts: a failed attempt handed
+        // to a worker fires a second one.
+        ProbeKind::GrowStart => {
+            let _ = GROW_START.insert(key, now, BPF_NOEXIST as u64);
+        }
+        ProbeKind::GrowDone => {
+            if let Some(t) = take_start(&GROW_START, key) {
+                record(key, key.cache_id, HistKind::Grow, now.wrapping_sub(t));
+            }
+            // A grow that lands ends the DEADLOCKED spell.
+            if values[0] == 0
+                && let Some(t) = take_start(&DEADLOCK_START, key)
+            {
+                record(key, key.cache_id, HistKind::Deadlocked, now.wrapping_sub(t));
+            }
+        }
+        ProbeKind::Deadlock => {
+            let _ = DEADLOCK_START.insert(key, now, BPF_NOEXIST as u64);
+        }
+        ProbeKind::EmergencyAlloc => {
+            let obj = CacheKey {
+                pid: key.pid,
+                _pad: 0,
+                cache_id: values[0],
+            };
+            let _ = EMERGENCY_START.insert(obj, now, BPF_ANY as u64);
+        }
+        ProbeKind::EmergencyFree => {
+            let obj = CacheKey {
+                pid: key.pid,
+                _pad: 0,
+                cache_id: values[0],
+            };
+            if let Some(t) = take_start(&EMERGENCY_START, &obj) {
+                record(key, key.cache_id, HistKind::Emergency, now.wrapping_sub(t));
+            }
+        }
+        // A cache at a destroyed one's address starts with nothing in flight.
+        ProbeKind::CacheCreate | ProbeKind::CacheDestroy => {
+            let _ = GROW_START.remove(key);
+            let _ = DEADLOCK_START.remove(key);
+        }
+        _ => {}
+    }
+}
+
 /// Handles one hit of a probe of kind `kind`.
 #[inline(always)]
 fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
@@ -279,6 +399,7 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
         let _ = COUNTERS.remove(key);
     }
     count(&key, kind, &values, now);
+    time(&key, kind, &values, now);
     match kind {
         ProbeKind::CacheDestroy => {
             let _ = DESTROYED.insert(key, now, BPF_ANY as u64);

@@ -214,6 +214,7 @@ pub struct Totals {
 ///     events_total: 0,
 ///     lost_events: 0,
 ///     unreadable_snapshots: 0,
+///     histograms: Default::default(),
 /// }));
 /// assert_eq!(state.rows()[0].stats.name, "zio_cache");
 /// assert_eq!(state.totals().bytes_used, 40 * 1104);
@@ -224,6 +225,8 @@ pub struct State {
     /// What the user asked to trace (`pid 4242`, `/usr/bin/demo`).
     pub target: String,
     pub caches: BTreeMap<CacheKey, CacheEntry>,
+    /// The eBPF program's timings, as of the last sample.
+    pub histograms: BTreeMap<slabscope_probes::HistKey, slabscope_probes::Log2Histogram>,
     pub targets: BTreeMap<u32, TargetStatus>,
     pub log: EventLog,
     /// CLOCK_MONOTONIC nanoseconds event times are shown relative to; the
@@ -269,6 +272,7 @@ impl State {
         State {
             target: escape(&target.into()).into_owned(),
             caches: BTreeMap::new(),
+            histograms: BTreeMap::new(),
             targets: BTreeMap::new(),
             log: EventLog::new(DEFAULT_EVENT_LOG),
             time_origin_ns: None,
@@ -363,6 +367,7 @@ impl State {
         self.events_total = s.events_total;
         self.lost_events = s.lost_events;
         self.unreadable_snapshots = s.unreadable_snapshots;
+        self.histograms = s.histograms.clone();
         for c in &s.caches {
             self.targets.entry(c.pid).or_insert(TargetStatus::Running);
             self.apply_cache(c);

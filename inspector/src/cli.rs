@@ -35,7 +35,12 @@ what happened and what to do).";
 #[command(name = "slabscope", version, after_help = EXAMPLES)]
 #[command(group(ArgGroup::new("target").args(["pid", "exe"])))]
 #[command(group(ArgGroup::new("mode").args(["once", "json"])))]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// `slabscope serve` (see src/serve/); none for the inspector itself.
+    #[command(subcommand)]
+    pub command: Option<crate::serve::cli::Command>,
+
     /// Trace this process.
     #[arg(short, long, value_name = "PID")]
     pub pid: Option<u32>,

@@ -12,9 +12,11 @@ pub mod collector;
 pub mod columns;
 pub mod escape;
 pub mod format;
+pub mod histogram;
 pub mod keys;
 pub mod output;
 pub mod sample;
+pub mod serve;
 pub mod tui;
 pub mod ui;
 

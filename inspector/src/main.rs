@@ -62,6 +62,9 @@ fn start_collector(
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(slabscope_inspector::serve::cli::Command::Serve(args)) = cli.command {
+        return slabscope_inspector::serve::run(args);
+    }
     let target = match (cli.pid, cli.exe.clone()) {
         (Some(pid), _) => Target::Pid(pid),
         (None, Some(exe)) => Target::Exe(exe),

@@ -145,13 +145,16 @@ impl From<&CacheCounters> for Counters {
 
 /// One cache in the JSON output: every [`CacheStats`] field at the top level,
 /// plus `pid`, `destroyed` and the probe `counters`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JsonCache {
     pub pid: u32,
     pub destroyed: bool,
     #[serde(flatten)]
     pub stats: CacheStats,
     pub counters: Counters,
+    /// The eBPF program's timings of this cache, when it has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub histograms: Vec<crate::histogram::JsonHistogram>,
 }
 
 /// One sample in the JSON output.
@@ -177,6 +180,10 @@ impl From<&Sample> for JsonSample {
                 destroyed: c.destroyed,
                 stats: CacheStats::from(&c.snapshot),
                 counters: Counters::from(&c.counters),
+                histograms: crate::histogram::of_cache(&s.histograms, c.pid, c.snapshot.cache_id)
+                    .iter()
+                    .map(|(kind, h)| crate::histogram::JsonHistogram::new(*kind, h))
+                    .collect(),
             })
             .collect();
         caches.sort_by(|a, b| {

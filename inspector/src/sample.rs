@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use slabscope_probes::{CacheCounters, CacheSnapshot, Event};
+use std::collections::BTreeMap;
+
+use slabscope_probes::{CacheCounters, CacheSnapshot, Event, HistKey, Log2Histogram};
 
 /// One cache of one traced process, as the eBPF maps last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,10 @@ pub struct Sample {
     /// Probe hits ignored because their snapshot pointer could not be read
     /// (a target passing a bad pointer, or memory unmapped under the probe).
     pub unreadable_snapshots: u64,
+    /// Durations timed by the eBPF program (grows, DEADLOCKED spells,
+    /// emergency object lifetimes), per process, cache and kind, the CPUs'
+    /// copies added up.
+    pub histograms: BTreeMap<HistKey, Log2Histogram>,
 }
 
 /// A message from the collector to the views.

@@ -84,6 +84,7 @@ pub fn sample(at_ms: u64, events_total: u64, caches: Vec<CacheState>) -> Sample 
         events_total,
         lost_events: 0,
         unreadable_snapshots: 0,
+        histograms: Default::default(),
     }
 }
 

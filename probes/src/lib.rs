@@ -498,6 +498,129 @@ pub struct Event {
     pub name: [u8; NAME_LEN],
 }
 
+/// Buckets of a [`Log2Histogram`].
+pub const HIST_BUCKETS: usize = 64;
+
+/// What a [`Log2Histogram`] measures (the `kind` of its [`HistKey`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HistKind {
+    /// `grow_start` to the `grow_done` of the same cache (the first
+    /// `grow_start` of a grow handed to a worker counts).
+    Grow = 1,
+    /// `deadlock` to the next successful `grow_done` of the same cache: how
+    /// long the cache was DEADLOCKED.
+    Deadlocked = 2,
+    /// `emergency_alloc` to the `emergency_free` of the same object.
+    Emergency = 3,
+}
+
+impl HistKind {
+    /// All kinds, in discriminant order.
+    pub const ALL: [HistKind; 3] = [HistKind::Grow, HistKind::Deadlocked, HistKind::Emergency];
+
+    /// The kind with discriminant `v`.
+    pub const fn from_u32(v: u32) -> Option<HistKind> {
+        match v {
+            1 => Some(HistKind::Grow),
+            2 => Some(HistKind::Deadlocked),
+            3 => Some(HistKind::Emergency),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the eBPF `HISTOGRAMS` map: one process, one cache, one
+/// [`HistKind`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub pid: u32,
+    /// A [`HistKind`] discriminant.
+    pub kind: u32,
+    pub cache_id: u64,
+}
+
+/// Durations in nanoseconds, measured in the eBPF program, in log2 buckets:
+/// bucket `i` counts durations `d` with `log2_bucket(d) == i`, that is
+/// `d < 2^i` ns and, for `i > 0`, `d >= 2^(i-1)` ns. Kept per CPU; a reader
+/// adds the CPUs' copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Log2Histogram {
+    pub buckets: [u64; HIST_BUCKETS],
+    /// Sum of the durations, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl Log2Histogram {
+    /// An empty histogram.
+    pub const ZERO: Log2Histogram = Log2Histogram {
+        buckets: [0; HIST_BUCKETS],
+        sum_ns: 0,
+    };
+
+    /// Durations counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Adds `other`'s counts (another CPU's copy) to this one.
+    pub fn add(&mut self, other: &Log2Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
+    }
+}
+
+impl Default for Log2Histogram {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+/// The bucket of a duration of `ns` nanoseconds: 0 for 0, else
+/// `floor(log2(ns)) + 1`, capped at the last bucket. Written with shifts
+/// only, so the eBPF verifier sees a fixed number of steps.
+#[inline(always)]
+pub const fn log2_bucket(ns: u64) -> usize {
+    if ns == 0 {
+        return 0;
+    }
+    let mut x = ns;
+    let mut r = 0;
+    if x >= 1 << 32 {
+        x >>= 32;
+        r += 32;
+    }
+    if x >= 1 << 16 {
+        x >>= 16;
+        r += 16;
+    }
+    if x >= 1 << 8 {
+        x >>= 8;
+        r += 8;
+    }
+    if x >= 1 << 4 {
+        x >>= 4;
+        r += 4;
+    }
+    if x >= 1 << 2 {
+        x >>= 2;
+        r += 2;
+    }
+    if x >= 1 << 1 {
+        r += 1;
+    }
+    let b = r + 1;
+    if b < HIST_BUCKETS {
+        b
+    } else {
+        HIST_BUCKETS - 1
+    }
+}
+
 /// Index of the lost-event counter in the eBPF `LOST` map.
 pub const LOST_EVENTS: u32 = 0;
 /// Index, in the eBPF `LOST` map, of the count of probe hits whose snapshot
@@ -552,7 +675,8 @@ pub struct UsdtSpec {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        CacheCounters, CacheKey, CacheSnapshot, Event, SlabCounters, UsdtArgSpec, UsdtSpec,
+        CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, Log2Histogram, SlabCounters,
+        UsdtArgSpec, UsdtSpec,
     };
     // SAFETY: every type is #[repr(C)], made only of integers and integer arrays,
     // with explicit padding fields, so every bit pattern is valid and there are no
@@ -570,6 +694,10 @@ mod pod {
     unsafe impl aya::Pod for UsdtArgSpec {}
     // SAFETY: as above.
     unsafe impl aya::Pod for UsdtSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HistKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Log2Histogram {}
 }
 
 /// The probe sites. Each function fires one probe with the arguments of its
@@ -709,6 +837,52 @@ mod tests {
             size_of::<CacheSnapshot>(),
             7 * 8 + 4 * 4 + 13 * 8 + 4 * MAX_CPUS + NAME_LEN
         );
+    }
+
+    #[test]
+    fn log2_buckets_bound_their_durations() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 1);
+        assert_eq!(log2_bucket(2), 2);
+        assert_eq!(log2_bucket(3), 2);
+        assert_eq!(log2_bucket(4), 3);
+        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+        // Every duration lies below its bucket's bound 2^i and, but in
+        // bucket 0, at or above the previous bound.
+        let mut d = 1u64;
+        while d < (1 << 62) {
+            for v in [d - 1, d, d + 1, d.saturating_mul(3) / 2] {
+                let b = log2_bucket(v);
+                assert!(
+                    b == HIST_BUCKETS - 1 || (v as u128) < (1u128 << b),
+                    "{v} in {b}"
+                );
+                assert!(b == 0 || v >= 1 << (b - 1), "{v} in {b}");
+            }
+            d <<= 1;
+        }
+    }
+
+    #[test]
+    fn histograms_add_per_cpu_copies() {
+        let mut a = Log2Histogram::ZERO;
+        a.buckets[3] = 2;
+        a.sum_ns = 10;
+        let mut b = Log2Histogram::ZERO;
+        b.buckets[3] = 1;
+        b.buckets[5] = 4;
+        b.sum_ns = 100;
+        a.add(&b);
+        assert_eq!(
+            (a.buckets[3], a.buckets[5], a.count(), a.sum_ns),
+            (3, 4, 7, 110)
+        );
+        assert_eq!(size_of::<HistKey>(), 16);
+        assert_eq!(size_of::<Log2Histogram>(), 8 * (HIST_BUCKETS + 1));
+        for k in HistKind::ALL {
+            assert_eq!(HistKind::from_u32(k as u32), Some(k));
+        }
+        assert_eq!(HistKind::from_u32(0), None);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Do not build or attach the inspector for the observability workload.
     #[arg(long)]
     pub no_collector: bool,
+    /// Only the cost of `slabscope serve` tracing 20 processes
+    /// (bench_serve.rs), appended to the report file.
+    #[arg(long, conflicts_with_all = ["quick", "no_collector"])]
+    pub serve_only: bool,
 }
 
 /// `cargo build --release` with `args`, echoed like every xtask step.
@@ -81,6 +85,19 @@ fn command_line(args: &BenchArgs) -> String {
 pub fn run(args: BenchArgs) -> Result<()> {
     let root = run::workspace_root();
     let release = run::target_dir().join("release");
+    if args.serve_only {
+        build(&["-p", "slabscope-inspector", "--bin", "slabscope"])?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join("BENCHMARKS.md"));
+        crate::bench_serve::run(&release.join("slabscope"), &out)?;
+        run::note(format!(
+            "the exporter's section was added to {}",
+            out.display()
+        ));
+        return Ok(());
+    }
     let bench = release.join("slabscope-bench");
     let noprobes = release.join("slabscope-bench-noprobes");
 
@@ -145,6 +162,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     header("bench: run every workload");
     run::run(&mut cmd).context("the benchmark run failed; its messages are above")?;
+    if let Ok(bin) = &inspector {
+        crate::bench_serve::run(bin, &out)?;
+    }
     run::note(format!("report written to {}", out.display()));
     Ok(())
 }

@@ -16,10 +16,12 @@
 //! in seconds on a fresh clone.
 
 mod bench;
+mod bench_serve;
 mod demo;
 mod docs;
 mod modgraph;
 mod run;
+mod services;
 mod setup;
 mod suite;
 

@@ -13,6 +13,7 @@
 //! | `binutils` | `cargo xtask bench` counts the native hit path in `objdump -d` | `dpkg-query` |
 //! | `libtcmalloc-minimal4` | `cargo xtask bench` compares with tcmalloc | `dpkg-query` |
 //! | `gcc` | the C example test compiles a C user of `include/slabscope.h` | `dpkg-query` |
+//! | `prometheus` | `slabscope serve`'s tests: a real Prometheus, and `promtool` (no service left running: `services.rs`) | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
 //! | `bpf-linker` | links the eBPF object | `bpf-linker --version` |
 //!
@@ -89,6 +90,11 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "gcc",
         why: "the C example test compiles a C program against include/slabscope.h",
+    },
+    AptPackage {
+        name: "prometheus",
+        why: "`slabscope serve`'s tests scrape it with a real Prometheus and lint it with \
+              promtool (its system service is left stopped and disabled)",
     },
 ];
 
@@ -491,12 +497,17 @@ fn install_apt(missing: &[&AptPackage]) -> Result<()> {
         )
         .as_str(),
     );
+    // Debian starts a package's service on install (prometheus would
+    // listen on 9090): not here. See services.rs.
+    let no_starts = crate::services::NoServiceStarts::new();
     run::run(apt_get().args(["install", "-y"]).args(&names)).with_context(|| {
         format!(
             "apt-get install failed; try `apt-get install -y {}` by hand to see why",
             names.join(" ")
         )
     })?;
+    drop(no_starts);
+    crate::services::disable_units();
     Ok(())
 }
 

@@ -198,6 +198,7 @@ fn bench_smoke() -> Result<()> {
         out: Some(out.clone()),
         runs: None,
         no_collector: false,
+        serve_only: false,
     })?;
     let report = std::fs::read_to_string(&out)
         .with_context(|| format!("the quick bench wrote no report at {}", out.display()))?;

@@ -133,6 +133,15 @@ pub struct Session {
     pub sites: usize,
 }
 
+impl Session {
+    /// Takes one more map out of the loaded object (`slabscope serve` reads
+    /// the histogram maps this way); `None` if the name is unknown or the
+    /// map was taken already.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
+    }
+}
+
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")

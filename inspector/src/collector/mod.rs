@@ -13,8 +13,8 @@
 //!
 //! - forwards every ring-buffer record as [`Update::Event`], in order;
 //! - every `interval`, reads the per-cache maps (last snapshot, transition
-//!   counters, destroyed mark) and the lost-event counter into an
-//!   [`Update::Sample`];
+//!   counters, destroyed mark), the timing histograms and the lost-event
+//!   counter into an [`Update::Sample`];
 //! - reports [`Update::TargetExited`] when a traced process goes away, or
 //!   [`Update::TargetExeced`] when it replaces its program with `exec` (and,
 //!   with [`Target::Pid`], then sends a last sample and stops), and
@@ -56,8 +56,12 @@ use std::{
 };
 
 pub use attach::{Scope, check_ring_bytes, plan, program_name};
+// `slabscope serve` runs its own sessions, one per file (src/serve/files.rs).
+pub use attach::{Session, attach as attach_sites};
 pub use error::CollectError;
-use slabscope_probes::{CacheCounters, CacheKey, Event, LOST_EVENTS, LOST_SNAPSHOTS};
+use slabscope_probes::{
+    CacheCounters, CacheKey, Event, HistKey, LOST_EVENTS, LOST_SNAPSHOTS, Log2Histogram,
+};
 pub use target::{ProbeFile, list_traceable};
 
 use crate::sample::{CacheState, Sample, Update};
@@ -178,13 +182,15 @@ pub fn spawn(
         }
     };
     let sites = plan(&files)?;
-    let session = attach::attach(&sites, scope, ring_bytes, &what)?;
+    let mut session = attach::attach(&sites, scope, ring_bytes, &what)?;
+    let histograms = histograms_map(&mut session)?;
     let n_sites = session.sites;
 
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let runner = Runner {
         session,
+        histograms,
         tx,
         stop: Arc::clone(&stop),
         mode,
@@ -231,8 +237,27 @@ enum Mode {
 /// How long the thread waits for ring-buffer data before checking for stop.
 const POLL_SLICE: Duration = Duration::from_millis(50);
 
+/// The eBPF program's per-CPU timing histograms.
+type HistogramMap = aya::maps::PerCpuHashMap<aya::maps::MapData, HistKey, Log2Histogram>;
+
+fn histograms_map(session: &mut attach::Session) -> Result<HistogramMap, CollectError> {
+    let map = session
+        .take_map("HISTOGRAMS")
+        .ok_or_else(|| CollectError::Map {
+            map: "HISTOGRAMS",
+            source: Box::new(aya::maps::MapError::InvalidName {
+                name: "HISTOGRAMS".into(),
+            }),
+        })?;
+    HistogramMap::try_from(map).map_err(|e| CollectError::Map {
+        map: "HISTOGRAMS",
+        source: Box::new(e),
+    })
+}
+
 struct Runner {
     session: attach::Session,
+    histograms: HistogramMap,
     tx: Sender<Update>,
     stop: Arc<AtomicBool>,
     mode: Mode,
@@ -483,12 +508,22 @@ impl Runner {
         }
         let lost_events = lost(LOST_EVENTS)?;
         let unreadable_snapshots = lost(LOST_SNAPSHOTS)?;
+        let mut histograms = BTreeMap::new();
+        for entry in &self.histograms {
+            let (key, per_cpu) = entry.map_err(|e| map_error("HISTOGRAMS", e))?;
+            let mut sum = Log2Histogram::ZERO;
+            for h in per_cpu.iter() {
+                sum.add(h);
+            }
+            histograms.insert(key, sum);
+        }
         Ok(Sample {
             at: self.start.elapsed(),
             caches: caches.into_values().collect(),
             events_total: self.events_total,
             lost_events,
             unreadable_snapshots,
+            histograms,
         })
     }
 }

@@ -8,7 +8,7 @@ use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Widget};
 
-use super::{ALARM, GONE, HEADER, events, footer, title_bar};
+use super::{ALARM, GONE, HEADER, events, footer, histograms, title_bar};
 use crate::app::{CacheEntry, HistPoint, State};
 use crate::format::{bytes, flag_names};
 use slabscope_probes::flags::KMC_DEADLOCKED;
@@ -28,14 +28,23 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     };
     let mag_lines = magazine_lines(c, area.width.saturating_sub(2));
     let mag_h = mag_lines.len() as u16 + 2;
-    let [title, top, mags, evs, foot] = Layout::vertical([
+    // The eBPF program's timings, when the cache has any (histograms.rs).
+    let hists = histograms::of_entry(state, c);
+    let hist_h = if hists.is_empty() {
+        0
+    } else {
+        histograms::HEIGHT
+    };
+    let [title, top, mags, hist_area, evs, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(15),
         Constraint::Length(mag_h.min(area.height / 4).max(3)),
+        Constraint::Length(hist_h),
         Constraint::Min(4),
         Constraint::Length(1),
     ])
     .areas(area);
+    histograms::render(&hists, hist_area, buf);
 
     let mut words = vec![if state.exited(c.key.pid) {
         "process exited".to_string()
@@ -315,6 +324,34 @@ mod tests {
             t.contains("kvmem|DEADLOCKED|growing") || t.contains("kvmem|growing|DEADLOCKED"),
             "{t}"
         );
+        insta::assert_snapshot!(t);
+    }
+
+    #[test]
+    fn detail_of_a_cache_with_timings_shows_a_chart_per_histogram() {
+        use slabscope_probes::{HistKey, HistKind, Log2Histogram};
+        let mut st = detail_of(0x5555_0000_3000);
+        let mut grow = Log2Histogram::ZERO;
+        grow.buckets[20] = 3;
+        grow.buckets[21] = 9;
+        grow.buckets[26] = 1;
+        let mut dead = Log2Histogram::ZERO;
+        dead.buckets[25] = 4;
+        for (kind, h) in [(HistKind::Grow, grow), (HistKind::Deadlocked, dead)] {
+            let key = HistKey {
+                pid: 4242,
+                kind: kind as u32,
+                cache_id: 0x5555_0000_3000,
+            };
+            st.histograms.insert(key, h);
+        }
+        let t = text(&st, 120, 44);
+        assert!(
+            t.contains("grow latency: 13  p50<2.1 ms p90<2.1 ms p99<67 ms"),
+            "{t}"
+        );
+        assert!(t.contains("time DEADLOCKED: 4"), "{t}");
+        assert!(!t.contains("emergency object lifetime"), "{t}");
         insta::assert_snapshot!(t);
     }
 

@@ -7,6 +7,7 @@
 
 pub mod detail;
 pub mod events;
+pub mod histograms;
 pub mod main_view;
 pub mod overlay;
 pub mod summary;
