@@ -319,9 +319,14 @@ impl Runner {
             if let Mode::Pid(pid, exe) = self.mode {
                 let gone = if target::has_exited(pid) {
                     Some(Update::TargetExited { pid })
-                } else if exe.is_some() && target::exe_id(pid) != exe && !target::has_exited(pid) {
+                } else if exe.is_some()
+                    && target::exe_id(pid).is_some_and(|now| Some(now) != exe)
+                    && !target::has_exited(pid)
+                {
                     // The uprobes were on the old program's files: the new
-                    // one is not traced.
+                    // one is not traced. A process that is exiting has no
+                    // program for a moment before it becomes a zombie: that
+                    // is not an exec.
                     Some(Update::TargetExeced {
                         pid,
                         program: target::exe_path(pid),
