@@ -9,6 +9,7 @@
 
 mod child;
 mod contenders;
+mod cpath;
 mod fresh;
 mod machine;
 mod measure;
@@ -39,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run every workload and write the report.
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// Child: cold ramp of one allocator, prints JSON.
     Ramp {
         #[arg(long)]
@@ -114,10 +115,21 @@ struct ReportArgs {
     /// Hand-written analysis appended to the report.
     #[arg(long)]
     analysis: Option<PathBuf>,
+    /// `libslabscope.so`, for the C path (section 7).
+    #[arg(long)]
+    slabscope_lib: Option<PathBuf>,
+    /// `libslabscope_malloc.so`, for the C path and the real programs.
+    #[arg(long)]
+    malloc_lib: Option<PathBuf>,
+    /// Why there is no `--malloc-lib`, for the report.
+    #[arg(long)]
+    no_malloc_lib_reason: Option<String>,
 }
 
 /// Names accepted by `--only`.
-const WORKLOADS: [&str; 6] = ["churn", "fastpath", "prodcons", "ramp", "obs", "instr"];
+const WORKLOADS: [&str; 7] = [
+    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath",
+];
 
 fn kind_arg(s: &str) -> Result<Kind> {
     Kind::from_key(s).with_context(|| {
@@ -128,7 +140,7 @@ fn kind_arg(s: &str) -> Result<Kind> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Report(a) => report(a),
+        Cmd::Report(a) => report(*a),
         Cmd::Ramp {
             alloc,
             count,
@@ -323,6 +335,12 @@ fn report(a: ReportArgs) -> Result<()> {
         None
     };
 
+    let cpath = if wanted("cpath") {
+        Some(c_path(&a, cpu, runs, plan.target))
+    } else {
+        None
+    };
+
     let analysis = match &a.analysis {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -377,6 +395,7 @@ fn report(a: ReportArgs) -> Result<()> {
         obs,
         profiles,
         native,
+        cpath,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())
@@ -387,6 +406,42 @@ fn report(a: ReportArgs) -> Result<()> {
         results.seconds
     );
     Ok(())
+}
+
+/// A library given on the command line, or why it is absent.
+fn library(path: &Option<PathBuf>, flag: &str, absent: Option<&String>) -> Result<PathBuf, String> {
+    match path {
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Err(absent.cloned().unwrap_or_else(|| {
+            format!("no library was given ({flag}); cargo xtask bench builds it")
+        })),
+    }
+}
+
+/// Section 7: compile the C harness and run it.
+fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::CPath {
+    let libs = cpath::Libraries {
+        slabscope: library(&a.slabscope_lib, "--slabscope-lib", None),
+        malloc: library(
+            &a.malloc_lib,
+            "--malloc-lib",
+            a.no_malloc_lib_reason.as_ref(),
+        ),
+    };
+    match cpath::compile(&std::env::temp_dir()) {
+        Ok(bin) => {
+            let c = cpath::run(&bin, libs, cpu, runs, target.as_nanos() as u64);
+            let _ = std::fs::remove_file(&bin);
+            c
+        }
+        Err(e) => cpath::CPath {
+            libs,
+            rows: Vec::new(),
+            missing: Default::default(),
+            failed: Some(format!("{e:#}")),
+        },
+    }
 }
 
 /// The magazine fast path with and without restartable sequences and

@@ -35,6 +35,8 @@ pub struct Results {
     pub profiles: Vec<Profile>,
     /// The native hit path, counted in the disassembly.
     pub native: Option<crate::native::NativeCount>,
+    /// Section 7, the C path (`None`: not run, `--only`).
+    pub cpath: Option<crate::cpath::CPath>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
 }
@@ -612,6 +614,15 @@ impl Results {
             p.markdown(&mut md);
         }
         self.internals_table(&mut md);
+        if let Some(c) = &self.cpath {
+            let _ = writeln!(
+                md,
+                "## 7. The C path: shared libraries through function pointers (ns/op)\n"
+            );
+            c.markdown(&mut md, |size, live| {
+                self.churn_ratio(size, live, false).map(|(r, ..)| r)
+            });
+        }
         if let Some(a) = &self.analysis {
             let _ = writeln!(md, "{}", a.trim_end());
         }
@@ -654,6 +665,7 @@ mod tests {
             fastpath: Vec::new(),
             profiles: Vec::new(),
             native: None,
+            cpath: None,
             analysis: None,
         }
     }
