@@ -16,6 +16,7 @@ mod measure;
 mod native;
 mod obs;
 mod profile;
+mod programs;
 mod report;
 mod slab;
 mod suite;
@@ -124,11 +125,14 @@ struct ReportArgs {
     /// Why there is no `--malloc-lib`, for the report.
     #[arg(long)]
     no_malloc_lib_reason: Option<String>,
+    /// The real programs (section 8).
+    #[arg(long, default_value = "workloads")]
+    workloads: PathBuf,
 }
 
 /// Names accepted by `--only`.
-const WORKLOADS: [&str; 7] = [
-    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath",
+const WORKLOADS: [&str; 8] = [
+    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath", "programs",
 ];
 
 fn kind_arg(s: &str) -> Result<Kind> {
@@ -341,6 +345,24 @@ fn report(a: ReportArgs) -> Result<()> {
         None
     };
 
+    // Each program runs for one to three seconds per allocator (quick: well
+    // under one), so a full run takes at most 5 interleaved runs.
+    let programs = if wanted("programs") {
+        Some(programs::run(
+            &a.workloads,
+            library(
+                &a.malloc_lib,
+                "--malloc-lib",
+                a.no_malloc_lib_reason.as_ref(),
+            ),
+            quick,
+            if quick { 1 } else { runs.min(5) },
+            &cpus,
+        ))
+    } else {
+        None
+    };
+
     let analysis = match &a.analysis {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -396,6 +418,7 @@ fn report(a: ReportArgs) -> Result<()> {
         profiles,
         native,
         cpath,
+        programs,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())

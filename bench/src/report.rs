@@ -37,6 +37,8 @@ pub struct Results {
     pub native: Option<crate::native::NativeCount>,
     /// Section 7, the C path (`None`: not run, `--only`).
     pub cpath: Option<crate::cpath::CPath>,
+    /// Section 8, real programs with each allocator preloaded.
+    pub programs: Option<crate::programs::Programs>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
 }
@@ -623,6 +625,10 @@ impl Results {
                 self.churn_ratio(size, live, false).map(|(r, ..)| r)
             });
         }
+        if let Some(p) = &self.programs {
+            let _ = writeln!(md, "## 8. Real programs, each allocator preloaded\n");
+            p.markdown(&mut md);
+        }
         if let Some(a) = &self.analysis {
             let _ = writeln!(md, "{}", a.trim_end());
         }
@@ -666,6 +672,7 @@ mod tests {
             profiles: Vec::new(),
             native: None,
             cpath: None,
+            programs: None,
             analysis: None,
         }
     }
