@@ -220,23 +220,33 @@ pub unsafe extern "C" fn kmem_cache_destroy(cache: *mut KmemCache) -> c_int {
 pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
     // SAFETY: forwarded caller guarantee.
     let Some(c) = (unsafe { borrow(cache) }) else {
-        fail(libc::EINVAL, "kmem_cache_alloc: NULL cache");
-        return ptr::null_mut();
+        return alloc_failed(None, 0);
     };
     let kmflags = kmflags as u32;
     if kmflags & !KM_PUBLIC_MASK != 0 {
-        fail(
-            libc::EINVAL,
-            &format!(
-                "kmem_cache_alloc: cache {:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
-                 pass KM_SLEEP or KM_NOSLEEP",
-                c.name()
-            ),
-        );
-        return ptr::null_mut();
+        return alloc_failed(Some(c.name()), kmflags);
     }
     c.alloc(kmflags)
         .map_or(ptr::null_mut(), |p| p.as_ptr().cast())
+}
+
+/// [`kmem_cache_alloc`]'s two caller errors (no cache; `name`'s cache with
+/// bad `kmflags`), out of line: formatting a message needs a stack frame
+/// that the fast path, inlined above, then does not build on every call.
+#[cold]
+#[inline(never)]
+fn alloc_failed(name: Option<&str>, kmflags: u32) -> *mut c_void {
+    match name {
+        None => fail(libc::EINVAL, "kmem_cache_alloc: NULL cache"),
+        Some(name) => fail(
+            libc::EINVAL,
+            &format!(
+                "kmem_cache_alloc: cache {name:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
+                 pass KM_SLEEP or KM_NOSLEEP"
+            ),
+        ),
+    }
+    ptr::null_mut()
 }
 
 /// `kmem_cache_free`; NULL `obj` is a no-op.
@@ -438,6 +448,11 @@ mod tests {
         // SAFETY: a NULL cache is handled.
         let rc = unsafe { kmem_cache_destroy(ptr::null_mut()) };
         assert_eq!(rc, -libc::EINVAL);
+        // SAFETY: a NULL cache is handled.
+        let p = unsafe { kmem_cache_alloc(ptr::null_mut(), KM_SLEEP as c_int) };
+        assert!(p.is_null());
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(last_error(), "kmem_cache_alloc: NULL cache");
     }
 
     unsafe extern "C" fn ctor(obj: *mut c_void, priv_: *mut c_void, _kmflags: c_int) -> c_int {
@@ -493,7 +508,13 @@ mod tests {
             assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 10);
             assert!(kmem_cache_inuse(c) >= 10);
             assert!(kmem_cache_alloc(c, 0x100).is_null());
-            assert!(last_error().contains("KM_PUBLIC_MASK"));
+            assert_eq!(errno(), libc::EINVAL);
+            assert!(
+                last_error()
+                    .contains("cache \"ffi_ok\": kmflags 0x100 have bits outside KM_PUBLIC_MASK"),
+                "{}",
+                last_error()
+            );
             kmem_cache_set_move(c, None);
             assert_eq!(kmem_cache_destroy(c), -libc::EBUSY);
             assert_eq!(errno(), libc::EBUSY);
