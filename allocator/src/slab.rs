@@ -7,13 +7,20 @@
 //! ```text
 //! +------------------------+  <- page-aligned mmap, slab_size bytes
 //! | Slab header            |  sks_size = round_up(size_of::<Slab>(), align)
+//! | color (unused bytes)   |  0 to slack bytes, in cache lines
 //! | ObjHdr 0: slab | state |  one word right before its object
-//! | object 0               |  first_obj = sks_size + round_up(8, align)
+//! | object 0               |  first_obj + color; first_obj = sks_size + round_up(8, align)
 //! | ObjHdr 1: slab | state |
-//! | object 1               |  first_obj + obj_size_full
+//! | object 1               |  first_obj + color + obj_size_full
 //! | ...                    |
+//! | rest of the slack      |
 //! +------------------------+
 //! ```
+//!
+//! The color is not the seed's: it is Bonwick's slab coloring, which moves
+//! each slab's objects by a different number of cache lines within the
+//! bytes the objects leave over, so that objects of different slabs do not
+//! all share the same L1 sets (see [`Geometry::color`]).
 //!
 //! The seed puts each object's header *after* the object. Here it comes
 //! first: the header is touched at every allocation and free, and right
@@ -67,7 +74,8 @@ pub(crate) struct Slab {
     objs: u32,
     /// Objects handed out (not on `free`).
     refs: u32,
-    _pad: u32,
+    /// Where object 0 starts past `first_obj` ([`Geometry::color`]).
+    color: u32,
     /// Coarse ms of the last take or return (`sks_age`).
     age: u64,
     /// The owning cache's id.
@@ -419,6 +427,7 @@ pub(crate) struct Reclaimed {
 /// nothing else uses.
 pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *mut Slab {
     let s = base.as_ptr().cast::<Slab>();
+    let color = g.color(base.addr().get() as u64);
     assert!(
         (s as u64) & !ADDR_MASK == 0,
         "slab address {s:p} does not fit the 48 bits of an object header"
@@ -429,7 +438,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
             magic: SKS_MAGIC,
             objs: g.slab_objs as u32,
             refs: 0,
-            _pad: 0,
+            color: color as u32,
             age: os::coarse_ms(),
             cache,
             prev: ptr::null_mut(),
@@ -442,8 +451,9 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
     let word = header_word(s, OBJ_FREE);
     // Build the free list back to front so object 0 is taken first.
     for i in (0..g.slab_objs).rev() {
-        let off = g.first_obj + i * g.obj_size_full;
-        // SAFETY: off + obj_size_full <= slab_size (sizing guarantees it).
+        let off = g.first_obj + color + i * g.obj_size_full;
+        // SAFETY: off + obj_size_full - hdr_room <= slab_size (sizing
+        // guarantees it without color; color is at most the slack).
         let obj = unsafe { base.as_ptr().add(off as usize) };
         debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
         // SAFETY: the header and the object's first word lie inside this
@@ -519,12 +529,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     }
     let slab = slab_of(word);
     let (base, a) = (slab as usize, obj as usize);
-    let first = base + g.first_obj as usize;
-    if slab.is_null()
-        || a < first
-        || a >= base + g.slab_size as usize
-        || !(a - first).is_multiple_of(g.obj_size_full as usize)
-    {
+    if slab.is_null() || a < base + g.first_obj as usize || a >= base + g.slab_size as usize {
         return Err("object header does not point at the object's slab");
     }
     // SAFETY: the object lies inside the slab its header names, so that
@@ -532,6 +537,10 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     let s = unsafe { &*slab };
     if s.magic != SKS_MAGIC {
         return Err("slab header magic is wrong");
+    }
+    let first = base + (g.first_obj + u64::from(s.color)) as usize;
+    if a < first || !(a - first).is_multiple_of(g.obj_size_full as usize) {
+        return Err("object header does not point at the object's slab");
     }
     if s.refs == 0 {
         return Err("its slab has no objects out");
