@@ -19,7 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::measure::Summary;
-use crate::report::num;
+use crate::report::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
 const SOURCE: &str = include_str!("../c/cpath.c");
@@ -38,8 +38,9 @@ pub const CACHE: &str = "slabscope";
 pub const MALLOC: &str = "slabscope_malloc";
 
 /// The (object size, objects live per round) workloads, LIFO frees: the
-/// issue's 1-live and 64 B 1000-live rows of section 1.
-pub const SHAPES: [(usize, usize); 2] = [(64, 1), (64, 1000)];
+/// issue's 1-live and 64 B 1000-live rows of section 1, and the 4 KiB
+/// 1000-live row.
+pub const SHAPES: [(usize, usize); 3] = [(64, 1), (64, 1000), (4096, 1000)];
 
 /// jemalloc's and mimalloc's libraries use initial-exec TLS, which `dlopen`
 /// can only place in glibc's static TLS surplus; the default 512 bytes is too
@@ -242,7 +243,7 @@ impl CPath {
         let _ = writeln!(md, "---|---:|---:|---:|");
         let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("**{r:.2}×**"));
         for r in &self.rows {
-            let _ = write!(md, "| {} B, {} live |", r.size, r.live);
+            let _ = write!(md, "| {}, {} live |", size_name(r.size), r.live);
             for n in &names {
                 match r.cells.get(*n) {
                     Some(s) => {
@@ -347,6 +348,7 @@ mod tests {
         let mut md = String::new();
         c.markdown(&mut md, |_, _| Some(0.5));
         assert!(md.contains("| 64 B, 1000 live |"), "{md}");
+        assert!(md.contains("| 4 KiB, 1000 live |"), "{md}");
         assert!(
             md.contains("slabscope: not measured: not built for this test"),
             "{md}"

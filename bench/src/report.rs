@@ -54,7 +54,7 @@ pub fn num(x: f64) -> String {
     }
 }
 
-fn size_name(size: usize) -> String {
+pub fn size_name(size: usize) -> String {
     if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
