@@ -84,7 +84,7 @@ impl Geometry {
     /// speed hung on what else of the process fell into those 8 sets: the
     /// 4 KiB, 1000-live LIFO churn read 1.86, 3.32 or 23 ns/op from one
     /// bench process to the next, and 4.9 through the C harness, where
-    /// colored slabs read 2.7 (BENCHMARKS.md). Objects of 64 bytes leave
+    /// colored slabs read 2.7 (bench/ANALYSIS.md). Objects of 64 bytes leave
     /// no slack and keep color 0.
     pub fn color(&self, slab_base: u64) -> u64 {
         let step = self.obj_align.max(64);
