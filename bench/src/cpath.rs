@@ -19,6 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::measure::Summary;
+use crate::native::HitLoop;
 use crate::report::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
@@ -88,6 +89,9 @@ pub struct CPath {
     pub missing: BTreeMap<String, String>,
     /// Set when nothing could be measured (gcc missing, the harness failed).
     pub failed: Option<String>,
+    /// The hit paths of `kmem_cache_alloc` and `kmem_cache_free` in the
+    /// library's machine code (`None`: no library).
+    pub abi: Option<Result<(HitLoop, HitLoop), String>>,
 }
 
 /// Write the harness's source to `dir` and compile it with gcc.
@@ -154,11 +158,17 @@ fn parse(stdout: &str) -> Result<Parsed, String> {
 
 /// Run every shape of [`SHAPES`] through the harness at `bin`.
 pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64) -> CPath {
+    let abi = libs
+        .slabscope
+        .as_ref()
+        .ok()
+        .map(|lib| crate::native::c_abi(lib).map_err(|e| format!("{e:#}")));
     let mut c = CPath {
         libs,
         rows: Vec::new(),
         missing: BTreeMap::new(),
         failed: None,
+        abi,
     };
     for (size, live) in SHAPES {
         let out = Command::new(bin)
@@ -209,8 +219,14 @@ pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64)
 
 impl CPath {
     /// The report's section; `rust_ratio(size, live)` is section 1's
-    /// slabscope / best peer for the same workload.
-    pub fn markdown(&self, md: &mut String, rust_ratio: impl Fn(usize, usize) -> Option<f64>) {
+    /// slabscope / best peer for the same workload, `rust_per_op` section
+    /// 6's instructions per operation on the Rust path.
+    pub fn markdown(
+        &self,
+        md: &mut String,
+        rust_ratio: impl Fn(usize, usize) -> Option<f64>,
+        rust_per_op: Option<f64>,
+    ) {
         let _ = writeln!(
             md,
             "Each allocator as a C program calls it: a C harness (`bench/c/cpath.c`, gcc -O2) \
@@ -273,6 +289,39 @@ impl CPath {
             let _ = writeln!(md, "- {name}: not loaded: {why}.");
         }
         let _ = writeln!(md);
+        match &self.abi {
+            Some(Ok((alloc, free))) => {
+                let _ = writeln!(
+                    md,
+                    "Instructions a C caller runs on a magazine hit, counted in `objdump -d` of \
+                     `libslabscope.so` from each entry to its `ret` (the longest path that calls \
+                     nothing): `kmem_cache_alloc` {}, `kmem_cache_free` {}, {:.1} per operation; \
+                     the Rust path, inlined into its caller's loop, runs {} (section 6). The \
+                     difference is the call boundary: the calls and returns, the argument checks, \
+                     and the cache's fast-path fields loaded on every call.\n",
+                    alloc.instructions,
+                    free.instructions,
+                    (alloc.instructions + free.instructions) as f64 / 2.0,
+                    rust_per_op.map_or("— (not counted in this run)".to_string(), |x| format!(
+                        "{x:.1}"
+                    ))
+                );
+                for (name, p) in [("kmem_cache_alloc", alloc), ("kmem_cache_free", free)] {
+                    let _ = writeln!(
+                        md,
+                        "<details><summary>{name}'s hit path</summary>\n\n```text"
+                    );
+                    for l in &p.listing {
+                        let _ = writeln!(md, "{l}");
+                    }
+                    let _ = writeln!(md, "```\n\n</details>\n");
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(md, "The C ABI's hit paths were not counted: {e}.\n");
+            }
+            None => {}
+        }
     }
 }
 
@@ -346,7 +395,7 @@ mod tests {
             assert!(g.median > 0.0 && g.median < 10_000.0, "{g:?}");
         }
         let mut md = String::new();
-        c.markdown(&mut md, |_, _| Some(0.5));
+        c.markdown(&mut md, |_, _| Some(0.5), Some(18.0));
         assert!(md.contains("| 64 B, 1000 live |"), "{md}");
         assert!(md.contains("| 4 KiB, 1000 live |"), "{md}");
         assert!(

@@ -463,6 +463,7 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             rows: Vec::new(),
             missing: Default::default(),
             failed: Some(format!("{e:#}")),
+            abi: None,
         },
     }
 }

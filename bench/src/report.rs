@@ -621,9 +621,11 @@ impl Results {
                 md,
                 "## 7. The C path: shared libraries through function pointers (ns/op)\n"
             );
-            c.markdown(&mut md, |size, live| {
-                self.churn_ratio(size, live, false).map(|(r, ..)| r)
-            });
+            c.markdown(
+                &mut md,
+                |size, live| self.churn_ratio(size, live, false).map(|(r, ..)| r),
+                self.native.as_ref().map(|n| n.per_op()),
+            );
         }
         if let Some(p) = &self.programs {
             let _ = writeln!(md, "## 8. Real programs, each allocator preloaded\n");
