@@ -10,7 +10,9 @@
 # SERVER_PRELOAD is put in LD_PRELOAD of redis-server only; the clients
 # (redis-cli, redis-benchmark) run on the C library's malloc. Do not set
 # LD_PRELOAD for the script itself: it would load the library into every
-# client too. REQUESTS defaults to 100000 per test.
+# client too. REQUESTS defaults to 100000 per test. REDIS_PORT is the
+# first port tried (default: one derived from the script's pid); a port in
+# use, or answered by a server that is not ours, moves on to the next.
 #
 # stdout depends only on REQUESTS (nothing random, timed or per-run), so two
 # runs on two mallocs print the same text. The measurements go to stderr,
@@ -52,8 +54,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Start the server on a port derived from our pid; move on when it is taken.
-port=$((20000 + $$ % 20000))
+# Start the server on REDIS_PORT or a port derived from our pid; move on
+# when it is taken.
+port=${REDIS_PORT:-$((20000 + $$ % 20000))}
+case $port in
+'' | *[!0-9]*)
+	echo "redis.sh: REDIS_PORT must be a port number, got '$port'" >&2
+	exit 2
+	;;
+esac
 started=no
 for attempt in 1 2 3 4 5; do
 	: >"$dir/server.log"
@@ -66,10 +75,15 @@ for attempt in 1 2 3 4 5; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			break
 		fi
-		if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then
+		# The server that answers must be ours (its process_id), not one
+		# another run left on this port while ours failed to bind it.
+		owner=$(redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null |
+			tr -d '\r' | awk -F: '$1 == "process_id" { print $2 }')
+		if [ "$owner" = "$pid" ]; then
 			started=yes
 			break
 		fi
+		[ -n "$owner" ] && break
 		sleep 0.05
 		i=$((i + 1))
 	done
@@ -80,7 +94,7 @@ for attempt in 1 2 3 4 5; do
 	port=$((port + 1))
 done
 if [ $started != yes ]; then
-	echo "redis.sh: redis-server did not answer PING on 127.0.0.1 (5 ports tried); its log:" >&2
+	echo "redis.sh: redis-server did not start on 127.0.0.1 (5 ports from $((port - 5)) tried; set REDIS_PORT to a free one); its log:" >&2
 	cat "$dir/server.log" >&2
 	exit 1
 fi
