@@ -1,7 +1,8 @@
 //! Real programs (issue 15): the programs of `workloads/` run with each
 //! allocator preloaded (`LD_PRELOAD`), interleaved run by run, timed, and
 //! their peak resident memory read: `wait4`'s `ru_maxrss` of the program,
-//! and redis-server's `VmHWM` (which `workloads/redis.sh` reports).
+//! taken by a small launcher (`bench/c/rusage.c`) that forks it, and
+//! redis-server's `VmHWM` (which `workloads/redis.sh` reports).
 //!
 //! glibc is "preloaded" too, as `libc.so.6`: Debian's redis-server is
 //! linked with jemalloc, and preloading the C library puts glibc's `malloc`
@@ -16,7 +17,6 @@ use std::fs::File;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
@@ -245,15 +245,61 @@ fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
     set
 }
 
-/// Run `p` once with `preload` on `cpus`; reap it with `wait4` for its
-/// peak RSS.
-fn run_once(p: &Program, preload: &str, cpus: &[usize]) -> Result<Run> {
+/// The launcher (`bench/c/rusage.c`) that runs each program and reports its
+/// own peak RSS and wall time, compiled at run time like the C harness.
+const LAUNCHER: &str = include_str!("../c/rusage.c");
+
+/// Compile [`LAUNCHER`] into `dir`.
+fn launcher(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join(format!("slabscope-rusage-{}.c", std::process::id()));
+    let bin = dir.join(format!("slabscope-rusage-{}", std::process::id()));
+    std::fs::write(&src, LAUNCHER).with_context(|| format!("writing {}", src.display()))?;
+    let out = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .context("running gcc to build the launcher: install gcc (`cargo xtask setup`)")?;
+    let _ = std::fs::remove_file(&src);
+    if !out.status.success() {
+        bail!(
+            "gcc could not build the launcher: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(bin)
+}
+
+/// The launcher's report: `maxrss_kib N` and `wall_ns N`.
+fn launcher_report(text: &str) -> Option<(f64, f64)> {
+    let mut kib = None;
+    let mut ns = None;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("maxrss_kib", v)) => kib = v.trim().parse().ok(),
+            Some(("wall_ns", v)) => ns = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Some((kib?, ns?))
+}
+
+/// Run `p` once with `preload` on `cpus`, through `launcher`.
+///
+/// The program's peak RSS comes from the launcher's `wait4`, not ours: a
+/// process's `ru_maxrss` keeps the peak it had before `exec`, and a child
+/// forked from this process starts as a copy of it (36 MiB late in a full
+/// run, which every larson run then reported whatever its allocator).
+fn run_once(p: &Program, preload: &str, cpus: &[usize], launcher: &Path) -> Result<Run> {
     let dir = std::env::temp_dir();
     let tag = format!("{}-{}", std::process::id(), p.name.replace(' ', "_"));
     let out_path = dir.join(format!("slabscope-prog-{tag}.out"));
     let err_path = dir.join(format!("slabscope-prog-{tag}.err"));
-    let mut cmd = Command::new(&p.argv[0]);
-    cmd.args(&p.argv[1..])
+    let ru_path = dir.join(format!("slabscope-prog-{tag}.rusage"));
+    let _ = std::fs::remove_file(&ru_path);
+    let mut cmd = Command::new(launcher);
+    cmd.arg(&ru_path)
+        .args(&p.argv)
         .env(p.preload_var, preload)
         .envs(p.env.iter().map(|(k, v)| (*k, v)))
         .stdout(File::create(&out_path).context("creating the program's stdout file")?)
@@ -277,39 +323,29 @@ fn run_once(p: &Program, preload: &str, cpus: &[usize]) -> Result<Run> {
         Some(f) => cmd.stdin(File::open(f).with_context(|| format!("opening {}", f.display()))?),
         None => cmd.stdin(Stdio::null()),
     };
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", p.argv[0]))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: all zeroes is a valid rusage.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet reaped (`child` is never waited on);
-    // status and ru are writable.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let secs = start.elapsed().as_secs_f64();
-    drop(child);
-    if rc != pid {
-        bail!("wait4 on {}: {}", p.name, std::io::Error::last_os_error());
-    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {} through the launcher", p.argv[0]))?;
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+    let report = std::fs::read_to_string(&ru_path).unwrap_or_default();
+    for f in [&out_path, &err_path, &ru_path] {
+        let _ = std::fs::remove_file(f);
+    }
+    if !status.success() {
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         bail!(
-            "exited with status {status:#x}: {}",
+            "exited with {status}: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
         );
     }
+    let Some((maxrss_kib, wall_ns)) = launcher_report(&report) else {
+        bail!("the launcher wrote no report (got {report:?})");
+    };
     let mut extra = measurements(&stderr);
-    let peak_kib = extra
-        .remove("server_vmhwm_kib")
-        .unwrap_or(ru.ru_maxrss as f64);
+    let peak_kib = extra.remove("server_vmhwm_kib").unwrap_or(maxrss_kib);
     Ok(Run {
-        secs,
+        secs: wall_ns / 1e9,
         peak_kib,
         extra,
         stdout,
@@ -325,6 +361,17 @@ pub fn run(
     cpus: &[usize],
 ) -> Programs {
     let mut skipped = Vec::new();
+    let launcher = match launcher(&std::env::temp_dir()) {
+        Ok(l) => l,
+        Err(e) => {
+            return Programs {
+                runs,
+                rows: Vec::new(),
+                no_slabscope: malloc_lib.err(),
+                skipped: vec![format!("every program: {e:#}")],
+            };
+        }
+    };
     let progs = programs(workloads, quick, &mut skipped);
     let mut allocs: Vec<(String, String)> = PEERS
         .iter()
@@ -347,7 +394,7 @@ pub fn run(
                 if failed.contains_key(name) {
                     continue;
                 }
-                match run_once(p, lib, cpus) {
+                match run_once(p, lib, cpus, &launcher) {
                     Ok(run) => samples.entry(name.clone()).or_default().push(run),
                     Err(e) => {
                         failed.insert(name.clone(), format!("{e:#}"));
@@ -394,6 +441,7 @@ pub fn run(
             failed,
         });
     }
+    let _ = std::fs::remove_file(&launcher);
     for p in &progs {
         if p.name == "larson" {
             let _ = std::fs::remove_file(&p.argv[0]);
@@ -560,6 +608,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn launcher_reports_are_parsed() {
+        assert_eq!(
+            launcher_report("maxrss_kib 13412\nwall_ns 56688368\n"),
+            Some((13412.0, 56688368.0))
+        );
+        assert_eq!(
+            launcher_report("maxrss_kib 1\n"),
+            None,
+            "both figures are needed"
+        );
+        assert_eq!(launcher_report(""), None);
+    }
+
+    #[test]
     fn measurements_are_read_from_stderr() {
         let m = measurements(
             "measure set_rps 800000.00\nnoise\nmeasure get_rps 9.5\n\
@@ -615,15 +677,28 @@ mod tests {
             preload_var: "LD_PRELOAD",
         };
         let cpus = crate::measure::allowed_cpus();
-        let a = run_once(&p, "libc.so.6", &cpus).expect("larson on glibc");
-        let b = run_once(&p, "libjemalloc.so.2", &cpus)
+        let dir =
+            std::env::temp_dir().join(format!("slabscope-launcher-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let launcher = launcher(&dir).expect("the launcher compiles");
+        // This process holds 96 MiB more than larson ever does: a peak read
+        // from a child forked off it would include them.
+        let ballast = vec![1u8; 96 << 20];
+        let a = run_once(&p, "libc.so.6", &cpus, &launcher).expect("larson on glibc");
+        let b = run_once(&p, "libjemalloc.so.2", &cpus, &launcher)
             .expect("larson on jemalloc (cargo xtask setup installs it)");
+        assert!(ballast.iter().step_by(4096).all(|&x| x == 1));
         assert!(a.stdout.starts_with("larson ok: 2 threads"), "{}", a.stdout);
         assert_eq!(
             a.stdout, b.stdout,
             "the output does not depend on the allocator"
         );
-        assert!(a.peak_kib > 1000.0, "ru_maxrss is in kB: {}", a.peak_kib);
+        assert!(
+            a.peak_kib > 1000.0 && a.peak_kib < 64.0 * 1024.0,
+            "larson's own peak, in kB, without this process's 96 MiB: {}",
+            a.peak_kib
+        );
+        assert!(a.secs > 0.0 && a.secs < 60.0, "{}", a.secs);
         assert!(a.extra.contains_key("ops_per_s"), "{:?}", a.extra);
         let bad = run_once(
             &Program {
@@ -632,8 +707,10 @@ mod tests {
             },
             "libc.so.6",
             &cpus,
+            &launcher,
         );
         let _ = std::fs::remove_file(&bin);
+        let _ = std::fs::remove_dir_all(&dir);
         let err = format!("{:#}", bad.expect_err("a failing program is an error"));
         assert!(err.contains("THREADS must be a whole number"), "{err}");
     }
