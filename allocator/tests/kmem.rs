@@ -144,6 +144,14 @@ fn large_blocks() {
     assert_eq!(count, count0 + 3);
     let want: usize = sizes.iter().map(|n| (n + 16).next_multiple_of(4096)).sum();
     assert_eq!(bytes, bytes0 + want as u64);
+    // The row the probes publish, as the inspector shows a cache.
+    let row = slabscope::stats::publish()
+        .into_iter()
+        .find(|c| c.name == kmem::LARGE_ROW)
+        .expect("publish reports kmem_alloc_large");
+    assert_eq!((row.obj_alloc, row.obj_total), (count, count));
+    assert_eq!(row.slab_size * row.slab_total, bytes, "size column = bytes");
+    assert_eq!(row.obj_size, bytes / count);
     for (p, n) in blocks {
         // SAFETY: a live block.
         assert!(unsafe { kmem::usable_size(p.as_ptr()) } >= n);

@@ -101,6 +101,8 @@ pub(crate) static FORKING: AtomicBool = AtomicBool::new(false);
 
 static LARGE_COUNT: AtomicU64 = AtomicU64::new(0);
 static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Whether any block above the largest class was ever mapped.
+static LARGE_USED: AtomicBool = AtomicBool::new(false);
 
 /// The built classes, building them first if no thread has; `None` while
 /// they are being built (by this thread or another) or when they could not
@@ -265,6 +267,7 @@ fn alloc_large(size: usize) -> Option<NonNull<u8>> {
     let obj = unsafe { base.as_ptr().add(LARGE_PREFIX) };
     // SAFETY: the header is the mapping's second word.
     unsafe { slab::set_foreign_header(obj, len, OBJ_LARGE) };
+    LARGE_USED.store(true, Ordering::Relaxed);
     LARGE_COUNT.fetch_add(1, Ordering::Relaxed);
     LARGE_BYTES.fetch_add(len as u64, Ordering::Relaxed);
     NonNull::new(obj)
@@ -599,6 +602,37 @@ pub fn large_stats() -> (u64, u64) {
         LARGE_COUNT.load(Ordering::Relaxed),
         LARGE_BYTES.load(Ordering::Relaxed),
     )
+}
+
+/// The name of the row of blocks above the largest class.
+pub const LARGE_ROW: &str = "kmem_alloc_large";
+
+/// The `kmem_alloc_large` row as the probes and the inspector show a
+/// cache, once the classes or a large block exist: blocks are its objects (`obj_alloc`,
+/// `obj_total`), their mean mapping its object size, and the pages mapped
+/// its slabs (`slab_size` is the page size, so the `/proc` size column,
+/// `slab_size * slab_total`, is the bytes mapped). Its id is the address of
+/// a static of this module, unique in the process like a cache's.
+pub fn large_snapshot() -> Option<slabscope_probes::CacheSnapshot> {
+    static ROW_ID: u8 = 0;
+    if classes().is_none() && !LARGE_USED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let (count, bytes) = large_stats();
+    let page = os::page_size() as u64;
+    let mut s = slabscope_probes::CacheSnapshot::ZERO;
+    s.cache_id = &ROW_ID as *const u8 as u64;
+    s.name = slabscope_probes::name_buf(LARGE_ROW.as_bytes());
+    s.flags = KMC_KVMEM;
+    s.obj_align = 16;
+    s.obj_size = bytes.checked_div(count).unwrap_or(0);
+    s.obj_size_full = s.obj_size;
+    s.slab_size = page;
+    s.slab_total = bytes / page;
+    s.slab_alloc = s.slab_total;
+    s.obj_total = count;
+    s.obj_alloc = count;
+    Some(s)
 }
 
 /// The size classes' caches, once any allocation built them.
