@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn waste_is_under_an_eighth_from_128_bytes_and_under_16_bytes_below() {
-        for n in 1..=MAX_CLASS {
+        // Every size natively; a sample under Miri, which is slow.
+        let step = if cfg!(miri) { 97 } else { 1 };
+        for n in (1..=MAX_CLASS).step_by(step) {
             let waste = size(index(n)) - n;
             if n >= 128 {
                 assert!(waste * 8 < n, "{n} bytes waste {waste}");

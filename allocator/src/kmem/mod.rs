@@ -275,10 +275,10 @@ fn alloc_large(size: usize) -> Option<NonNull<u8>> {
 
 /// What the pointer handed to [`free`] and its kin is.
 enum Owner {
-    /// A slab object of size class `usize`.
-    Class(usize),
-    /// An emergency object of size class `usize`.
-    Emergency(usize),
+    /// A slab object of size class `usize`, served by that cache.
+    Class(usize, &'static Cache),
+    /// An emergency object of size class `usize`, served by that cache.
+    Emergency(usize, &'static Cache),
     /// A mapping of its own, of this many bytes.
     Large(usize),
     /// An aligned pointer inside this block.
@@ -323,7 +323,11 @@ fn not_ours(what: &str, ptr: *mut u8, why: &str) -> ! {
 #[inline(always)]
 unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
     let a = ptr as usize;
-    if !a.is_multiple_of(16) || !ranges::contains(a) || !ranges::contains(a - 8) {
+    // The header shares the block's page unless the block starts a page.
+    if !a.is_multiple_of(16)
+        || !ranges::contains(a)
+        || (a.is_multiple_of(4096) && !ranges::contains(a - 8))
+    {
         not_ours(
             what,
             ptr,
@@ -373,7 +377,7 @@ unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
         if size <= ladder::MAX_CLASS {
             let i = ladder::index(size);
             if t.ids[i] == cache {
-                return Owner::Class(i);
+                return Owner::Class(i, &t.caches[i]);
             }
         }
         not_ours(
@@ -393,7 +397,7 @@ fn emergency_owner(what: &str, ptr: *mut u8) -> Owner {
             if c.emergency_live.load(Ordering::Relaxed) > 0
                 && c.lock_state().emergency.contains_key(&(ptr as usize))
             {
-                return Owner::Emergency(i);
+                return Owner::Emergency(i, &t.caches[i]);
             }
         }
     }
@@ -412,9 +416,9 @@ pub unsafe fn free(ptr: *mut u8) {
     };
     // SAFETY: forwarded caller guarantee.
     match unsafe { owner("free", ptr) } {
-        Owner::Class(i) | Owner::Emergency(i) => {
-            // SAFETY: an object of class i (its header and slab say so).
-            unsafe { table_unchecked().caches[i].free(p) }
+        Owner::Class(_, c) | Owner::Emergency(_, c) => {
+            // SAFETY: an object of this class (its header and slab say so).
+            unsafe { c.free(p) }
         }
         // SAFETY: forwarded caller guarantee; the header says what it is.
         other => unsafe { free_other(ptr, other) },
@@ -436,13 +440,8 @@ unsafe fn free_other(ptr: *mut u8, owner: Owner) {
         Owner::Inner(block) => unsafe { free(block) },
         // SAFETY: a live internal block (its header says so).
         Owner::Boot(state, addr) => unsafe { boot::free(ptr, state, addr) },
-        Owner::Class(_) | Owner::Emergency(_) => unreachable!("handled by free"),
+        Owner::Class(..) | Owner::Emergency(..) => unreachable!("handled by free"),
     }
-}
-
-/// The table, which exists whenever a class object does.
-fn table_unchecked() -> &'static Table {
-    table().expect("a class object exists, so the classes do")
 }
 
 /// `malloc_usable_size`: bytes usable at `ptr` (0 for null).
@@ -455,7 +454,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     }
     // SAFETY: forwarded caller guarantee.
     match unsafe { owner("malloc_usable_size", ptr) } {
-        Owner::Class(i) | Owner::Emergency(i) => ladder::size(i),
+        Owner::Class(i, _) | Owner::Emergency(i, _) => ladder::size(i),
         Owner::Large(len) => len - LARGE_PREFIX,
         Owner::Inner(block) => {
             // SAFETY: the block is live as ptr is.
@@ -482,7 +481,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     };
     // SAFETY: forwarded caller guarantee.
     let (usable, keep) = match unsafe { owner("realloc", ptr) } {
-        Owner::Class(i) => (
+        Owner::Class(i, _) => (
             ladder::size(i),
             size <= ladder::MAX_CLASS && ladder::index(size) == i,
         ),
@@ -490,7 +489,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
             let u = len - LARGE_PREFIX;
             (u, size <= u && size > u / 2)
         }
-        Owner::Emergency(i) => (ladder::size(i), false),
+        Owner::Emergency(i, _) => (ladder::size(i), false),
         // SAFETY: forwarded caller guarantee.
         Owner::Inner(_) => (unsafe { usable_size(ptr) }, false),
         Owner::Boot(state, addr) => (boot::usable(state, addr), false),
