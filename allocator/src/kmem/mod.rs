@@ -55,11 +55,22 @@
 //!
 //! # The largest class
 //!
-//! [`ladder::MAX_CLASS`] is 128 KiB, glibc's default `M_MMAP_THRESHOLD`:
-//! a class of 128 KiB objects maps 1 MiB slabs (eight objects, the seed's
-//! `spl_kmem_cache_obj_per_slab`), touched only where used, and reuses
-//! them without a system call, where a mapping of its own costs an `mmap`,
-//! page faults and an `munmap` per block.
+//! [`ladder::MAX_CLASS`] is 128 KiB (glibc's initial `M_MMAP_THRESHOLD`),
+//! chosen by measurement on the shared 2-vCPU development VM, with the
+//! library preloaded (single runs, a noisy machine: read them as orders of
+//! magnitude). A block above the limit costs an `mmap`, its page faults and
+//! an `munmap`: churning 16 live blocks of 136 KiB to 256 KiB (each
+//! allocated, its first page and last byte written, freed) took 16 to
+//! 26 µs per block, against about 50 ns in a class (128 KiB) and 41 to
+//! 57 ns on glibc, whose threshold rises after such a free. Raising the
+//! limit moves that churn into classes, but every class keeps freed objects
+//! in its magazines and depot, touched: `workloads/heap.py` on
+//! `PYTHONMALLOC=malloc python3` peaked at 54 MB with the limit at
+//! 128 KiB, 52 to 57 MB at 256 KiB and 58 to 70 MB at 1 MiB (glibc:
+//! 42 MB); `workloads/sqlite.sql` at 144 to 145 MB with each (glibc:
+//! 120 MB). Programs that churn blocks just above 128 KiB pay the mapping
+//! each time; a cache of freed mappings, as glibc's rising threshold
+//! gives, is not done.
 
 mod boot;
 pub mod ladder;
