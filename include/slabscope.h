@@ -134,9 +134,10 @@ size_t slabscope_proc_slab(char *buf, size_t len);
 
 /*
  * General allocation (SPL's kmem.h), on size-class caches named
- * kmem_alloc_<size> (16 bytes apart up to 256, then eight per doubling, up
- * to 131072: at most 12.5 % waste from 128 bytes on); larger requests are
- * mappings of their own, counted in the row kmem_alloc_large. Blocks are
+ * kmem_alloc_<size> (8, then 24 to 264 16 bytes apart, then eight per
+ * doubling up to 131072: at most 12.5 % waste from 128 bytes on); larger
+ * requests are mappings of their own, counted in the row kmem_alloc_large.
+ * Blocks are
  * 16-aligned. kmem_alloc returns NULL (errno EINVAL) for kmflags outside
  * KM_PUBLIC_MASK, and NULL (errno ENOMEM) when the system refuses a request
  * above the largest class, even with KM_SLEEP. kmem_free(NULL, n) is a

@@ -154,9 +154,9 @@ fn the_readme_one_liner_shows_which_size_classes_grow() {
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // 20000 objects of 112 bytes need more than 100 slabs of 4 KiB; 2000
+    // 20000 objects of 104 bytes need more than 100 slabs of 4 KiB; 2000
     // of 3072 more than 100 slabs of any size the class uses.
-    assert!(grown("kmem_alloc_112") >= 20, "kmem_alloc_112:\n{printed}");
+    assert!(grown("kmem_alloc_104") >= 20, "kmem_alloc_104:\n{printed}");
     assert!(
         grown("kmem_alloc_3072") >= 20,
         "kmem_alloc_3072:\n{printed}"

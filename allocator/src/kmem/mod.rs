@@ -28,7 +28,7 @@
 //!
 //! Building the classes allocates (each cache's `Arc`, magazines, name),
 //! and in a program whose global allocator or `malloc` is slabscope that
-//! allocation comes back here. So the 88 caches are built together, at the
+//! allocation comes back here. So the 89 caches are built together, at the
 //! first allocation, and until they all exist every allocation — from the
 //! building thread, from the threads it starts, from `pthread_atfork`'s own
 //! bookkeeping — comes from the internal allocator, which needs no cache,
@@ -159,11 +159,20 @@ fn init() -> Option<&'static Table> {
     for i in 0..ladder::CLASSES {
         let size = ladder::size(i);
         match CacheBuilder::new(format!("kmem_alloc_{size}"), size)
-            .align(16)
+            .align(ladder::align(i))
             .flags(KMC_KVMEM)
             .build()
         {
-            Ok(c) => caches.push(c),
+            Ok(c) => {
+                // Every object 16-aligned: the first, and the stride (see
+                // `ladder`); a layout that breaks it is a bug here.
+                let g = &c.inner.geo;
+                assert!(
+                    g.first_obj.is_multiple_of(16) && g.obj_size_full.is_multiple_of(16),
+                    "slabscope: size class {size}: objects would not be 16-aligned ({g:?})"
+                );
+                caches.push(c)
+            }
             Err(e) => {
                 use std::io::Write;
                 // The classes built so far stay registered, unused.
@@ -339,12 +348,9 @@ unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
         || !ranges::contains(a)
         || (a.is_multiple_of(4096) && !ranges::contains(a - 8))
     {
-        not_ours(
-            what,
-            ptr,
-            "not memory slabscope handed out (another allocator's, from before slabscope \
-             was loaded, or not the start of a block)",
-        );
+        // An emergency object comes from the global allocator: it may be
+        // elsewhere, and only 8-aligned (see `emergency_owner`).
+        return emergency_owner(what, ptr, false);
     }
     // SAFETY: the header word is in memory slabscope mapped (checked).
     let (state, addr) = unsafe { slab::header_of(ptr) };
@@ -356,7 +362,7 @@ unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
         OBJ_LARGE => Owner::Large(addr),
         OBJ_INNER => Owner::Inner(std::ptr::with_exposed_provenance_mut(addr)),
         boot::BOOT_USED | boot::BOOT_MAPPED => Owner::Boot(state, addr),
-        slab::OBJ_EMERGENCY => emergency_owner(what, ptr),
+        slab::OBJ_EMERGENCY => emergency_owner(what, ptr, true),
         slab::OBJ_FREE | boot::BOOT_FREE => not_ours(what, ptr, "already freed (a double free)"),
         _ => not_ours(
             what,
@@ -400,8 +406,22 @@ unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
     not_ours(what, ptr, "not the start of a block slabscope handed out")
 }
 
+/// The emergency object `ptr` of a class (SPL's emergency objects, made
+/// while a class is DEADLOCKED: see `crate::emergency`), found in the
+/// classes' emergency maps; otherwise aborts, saying the pointer is not
+/// ours (`mapped`: it is in slabscope's memory but freed already).
+///
+/// Emergency objects come from the global allocator (the internal one in
+/// the `malloc` library, the classes themselves under [`SlabscopeAlloc`],
+/// the C library's `malloc` in `libslabscope.so`), with the class's
+/// layout: for the classes of 8-byte alignment they are 8- but not
+/// 16-aligned, a departure from `malloc`'s promise that lasts only while a
+/// grow is stuck past the grow timeout.
+///
+/// [`SlabscopeAlloc`]: crate::global::SlabscopeAlloc
 #[cold]
-fn emergency_owner(what: &str, ptr: *mut u8) -> Owner {
+#[inline(never)]
+fn emergency_owner(what: &str, ptr: *mut u8, mapped: bool) -> Owner {
     if let Some(t) = table() {
         for (i, c) in t.caches.iter().enumerate() {
             let c = &*c.inner;
@@ -412,7 +432,15 @@ fn emergency_owner(what: &str, ptr: *mut u8) -> Owner {
             }
         }
     }
-    not_ours(what, ptr, "already freed (a double free)")
+    if mapped {
+        not_ours(what, ptr, "already freed (a double free)")
+    }
+    not_ours(
+        what,
+        ptr,
+        "not memory slabscope handed out (another allocator's, from before slabscope \
+         was loaded, or not the start of a block)",
+    )
 }
 
 /// `free`: returns a block of [`alloc`], [`zalloc`], [`alloc_aligned`] or

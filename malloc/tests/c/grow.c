@@ -1,6 +1,6 @@
 /*
  * Waits for a line on stdin, then makes two size classes grow: 20000
- * blocks of 100 bytes (kmem_alloc_112) and 2000 of 3000 (kmem_alloc_3072),
+ * blocks of 100 bytes (kmem_alloc_104) and 2000 of 3000 (kmem_alloc_3072),
  * frees them and exits. Driven by malloc/tests/observe.rs.
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
