@@ -289,6 +289,37 @@ pub(crate) fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
     NonNull::new(p.cast())
 }
 
+/// Moves or resizes a whole mapping of [`mmap_anon`] to `new_len` bytes
+/// (`mremap` with `MREMAP_MAYMOVE`: the kernel moves the pages, nothing is
+/// copied), keeping [`ranges`] exact. `None`, the mapping untouched, when
+/// the OS refuses. Not counted in [`mapped_bytes`]; never called under
+/// Miri.
+///
+/// # Safety
+/// `[ptr, ptr + old_len)` is a whole mapping of ours; on `Some` nothing
+/// uses the old range afterwards.
+pub(crate) unsafe fn mremap_anon(
+    ptr: *mut u8,
+    old_len: usize,
+    new_len: usize,
+) -> Option<NonNull<u8>> {
+    // Forgotten first: once moved, the old range may be anyone's.
+    ranges::note(ptr as usize, old_len, false);
+    // SAFETY: forwarded caller guarantee; MAYMOVE never touches other
+    // mappings.
+    let p = unsafe { libc::mremap(ptr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        ranges::note(ptr as usize, old_len, true);
+        return None;
+    }
+    if !ranges::note(p as usize, new_len, true) {
+        // SAFETY: p is the mapping just moved, unused by anyone yet.
+        unsafe { libc::munmap(p, new_len) };
+        return None;
+    }
+    NonNull::new(p.cast())
+}
+
 /// `munmap` of `[ptr, ptr + len)`: a whole mapping or a page-aligned piece
 /// of one, forgotten in [`ranges`]. Not counted in [`mapped_bytes`]; never
 /// called under Miri.

@@ -161,6 +161,24 @@ fn large_blocks() {
         unsafe { kmem::free(p.as_ptr()) };
     }
     assert_eq!(kmem::large_stats(), (count0, bytes0));
+    // Growing a large block moves its pages (mremap), contents and all.
+    let p = kmem::alloc(200_000).expect("memory");
+    fill(p, 200_000, 5);
+    // SAFETY: p is live.
+    let q = unsafe { kmem::realloc(p.as_ptr(), 3 << 20) }.expect("memory");
+    check(q, 200_000, 5);
+    fill(q, 3 << 20, 6);
+    // SAFETY: q is live.
+    assert!(unsafe { kmem::usable_size(q.as_ptr()) } >= 3 << 20);
+    let want = ((3 << 20) + 16usize).next_multiple_of(4096) as u64;
+    assert_eq!(kmem::large_stats(), (count0 + 1, bytes0 + want));
+    // SAFETY: q is live; shrink within the mapping's upper half: in place.
+    let r = unsafe { kmem::realloc(q.as_ptr(), (2 << 20) + 1) }.expect("memory");
+    assert_eq!(r, q);
+    check(r, (2 << 20) + 1, 6);
+    // SAFETY: freed once.
+    unsafe { kmem::free(r.as_ptr()) };
+    assert_eq!(kmem::large_stats(), (count0, bytes0));
     assert!(kmem::alloc(usize::MAX - 4096).is_none(), "absurd size");
     assert!(
         kmem::alloc(1 << 50).is_none(),

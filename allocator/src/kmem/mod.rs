@@ -519,7 +519,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
         return alloc(size);
     };
     // SAFETY: forwarded caller guarantee.
-    let (usable, keep) = match unsafe { owner("realloc", ptr) } {
+    let owner = unsafe { owner("realloc", ptr) };
+    let (usable, keep) = match owner {
         Owner::Class(i, _) => (
             ladder::size(i),
             size <= ladder::MAX_CLASS && ladder::index(size) == i,
@@ -536,6 +537,12 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     if keep {
         return Some(p);
     }
+    if let Owner::Large(len) = owner
+        && size > ladder::MAX_CLASS
+    {
+        // SAFETY: a large block of ours (its header says so), live.
+        return unsafe { remap_large(ptr, len, size) };
+    }
     let q = alloc(size)?;
     // SAFETY: both blocks are live, distinct, and at least the copied
     // length long.
@@ -543,6 +550,31 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     // SAFETY: forwarded caller guarantee.
     unsafe { free(ptr) };
     Some(q)
+}
+
+/// [`realloc`] of a large block to another size above the largest class:
+/// the mapping moves or grows in place, without copying (`mremap`).
+///
+/// # Safety
+/// `ptr` is a live large block whose mapping is `len` bytes.
+#[cold]
+unsafe fn remap_large(ptr: *mut u8, len: usize, size: usize) -> Option<NonNull<u8>> {
+    let new_len = size
+        .checked_add(LARGE_PREFIX)?
+        .checked_next_multiple_of(os::page_size())?;
+    if new_len >= 1 << 47 {
+        return None;
+    }
+    let base = ptr.wrapping_sub(LARGE_PREFIX);
+    // SAFETY: the block's mapping, whole (caller).
+    let moved = unsafe { os::mremap_anon(base, len, new_len) }?;
+    // SAFETY: the new mapping is new_len > LARGE_PREFIX bytes.
+    let obj = unsafe { moved.as_ptr().add(LARGE_PREFIX) };
+    // SAFETY: the header is the mapping's second word.
+    unsafe { slab::set_foreign_header(obj, new_len, OBJ_LARGE) };
+    LARGE_BYTES.fetch_add(new_len as u64, Ordering::Relaxed);
+    LARGE_BYTES.fetch_sub(len as u64, Ordering::Relaxed);
+    NonNull::new(obj)
 }
 
 fn check_kmflags(what: &str, kmflags: u32) {
