@@ -17,6 +17,15 @@
 //! bytes larger. `realloc` stays in place while the new size keeps the
 //! class. While a `fork` is in progress, slabscope's own `fork` handler
 //! (which holds every cache lock) is served by the internal allocator.
+//!
+//! slabscope's own allocations come back to the classes too, so nothing
+//! slabscope does may allocate while it holds a lock an allocation can
+//! need: the classes are built before anything is served from them, a
+//! depot's vector is sized when its cache is built, and the `fork` handler
+//! is served apart (see [`crate::kmem`] for the rare paths that remain).
+//! One diagnostic breaks the rule: [`Cache::validate`](crate::Cache::validate)
+//! allocates while it holds every lock of the cache it checks, so it must
+//! not check a size class of the allocator it runs on.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::{self, NonNull};
