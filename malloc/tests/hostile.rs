@@ -128,3 +128,21 @@ fn double_free_aborts_with_a_message() {
 fn free_of_an_interior_pointer_aborts_with_a_message() {
     assert_aborts("interior", "not the start of a block");
 }
+
+#[test]
+fn a_bad_setting_is_reported_and_the_program_still_runs() {
+    let exe = common::compile("tests/c/hostile.c", "malloc_hostile_bad_env", &[]);
+    let out = common::preloaded(&exe)
+        .arg("hello")
+        .env("SLABSCOPE_MAGAZINE_SIZE", "bogus")
+        .output()
+        .expect("run hostile");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert!(
+        stderr.contains("cannot build the size classes")
+            && stderr.contains("SLABSCOPE_MAGAZINE_SIZE"),
+        "{stderr}"
+    );
+}

@@ -278,6 +278,12 @@ static void forks(void)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "hello") == 0) {
+		char *s = strdup("hello");
+		printf("%s\n", s);
+		free(s);
+		return 0;
+	}
 	if (argc > 1) {
 		/* Scenarios that must abort with a message naming the pointer. */
 		void *p = NULL;
