@@ -209,13 +209,16 @@ fn fork_while_other_threads_allocate() {
 fn depot_growth_never_waits_for_its_own_class() {
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for size in (8..8192).step_by(16) {
+        let sizes = (0..ladder::CLASSES)
+            .map(ladder::size)
+            .take_while(|&s| s <= 8192);
+        for (n, size) in sizes.enumerate() {
             let blocks: Vec<Vec<u8>> = (0..300).map(|i| stamped(i as u8, size)).collect();
             for (i, b) in blocks.iter().enumerate() {
                 check(b, i as u8);
             }
             drop(blocks);
-            if size % 512 == 8 {
+            if n % 8 == 0 {
                 slabscope::reap();
             }
         }
@@ -224,4 +227,46 @@ fn depot_growth_never_waits_for_its_own_class() {
     done_rx
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("churning every class finished (a hang here is a self-deadlock)");
+}
+
+/// `examples/global_heap.rs`, a program of maps, strings, vectors and
+/// trees on four threads, prints the same on slabscope's global allocator
+/// as on the system's, and its heap was on the size classes.
+#[test]
+fn a_rust_program_prints_the_same_on_slabscope_and_on_the_system_allocator() {
+    let mut exe = std::env::current_exe().expect("test binary path");
+    exe.pop();
+    if exe.ends_with("deps") {
+        exe.pop();
+    }
+    let exe = exe.join("examples").join("global_heap");
+    let run = |system: bool| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("3");
+        if system {
+            cmd.env("SLABSCOPE_EXAMPLE_SYSTEM_ALLOC", "1");
+        }
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!(
+                "starting {} ({e}): cargo test builds the examples unless --test narrows it; \
+                 add --examples",
+                exe.display()
+            )
+        });
+        assert!(out.status.success(), "{:?}", out.status);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (want, _) = run(true);
+    let (got, stderr) = run(false);
+    assert!(want.contains("global_heap ok: 3 rounds"), "{want}");
+    assert_eq!(got, want);
+    let classes: usize = stderr
+        .trim()
+        .strip_prefix("kmem classes with slabs: ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no class count: {stderr:?}"));
+    assert!(classes >= 10, "{classes} classes with slabs");
 }
