@@ -213,7 +213,7 @@ fn depot_growth_never_waits_for_its_own_class() {
             .map(ladder::size)
             .take_while(|&s| s <= 8192);
         for (n, size) in sizes.enumerate() {
-            let blocks: Vec<Vec<u8>> = (0..300).map(|i| stamped(i as u8, size)).collect();
+            let blocks: Vec<Vec<u8>> = (0..600).map(|i| stamped(i as u8, size)).collect();
             for (i, b) in blocks.iter().enumerate() {
                 check(b, i as u8);
             }
