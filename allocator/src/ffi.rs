@@ -71,7 +71,7 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn fail(errno: c_int, msg: &str) {
+pub(crate) fn fail(errno: c_int, msg: &str) {
     let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = msg);
     // SAFETY: __errno_location has no preconditions.

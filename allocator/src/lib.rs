@@ -36,10 +36,16 @@ mod depot;
 mod emergency;
 pub mod error;
 pub mod ffi;
+#[cfg(not(loom))]
+mod ffi_kmem;
 pub mod flags;
 #[cfg(not(loom))]
 mod fork;
+#[cfg(not(loom))]
+pub mod global;
 mod grow;
+#[cfg(not(loom))]
+pub mod kmem;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod magazine;
@@ -57,5 +63,7 @@ pub mod typed;
 
 pub use cache::{Cache, CacheBuilder, MagazineProtocol};
 pub use error::Error;
+#[cfg(not(loom))]
+pub use global::SlabscopeAlloc;
 pub use reap::reap;
 pub use typed::{Obj, TypedCache};

@@ -190,6 +190,58 @@ pub(crate) unsafe fn init_slabless_header(obj: *mut u8, state: u16) {
     };
 }
 
+/// For [`crate::kmem`], which finds an object's owner from the pointer
+/// alone: the state of `obj`'s header and the address it names (the slab,
+/// or what [`set_foreign_header`] wrote).
+///
+/// # Safety
+/// `obj`'s header (the 8-aligned word right before it) is readable.
+#[inline(always)]
+pub(crate) unsafe fn header_of(obj: *mut u8) -> (u16, usize) {
+    // SAFETY: forwarded caller guarantee.
+    let w = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
+    (state_bits(w), (w & ADDR_MASK) as usize)
+}
+
+/// For [`crate::kmem`]: writes the header of a block that is not a slab
+/// object (a large mapping, an aligned interior pointer), naming `addr`
+/// (below 2^48) in state `state` (even, so never an [`alloc_tag`]).
+///
+/// # Safety
+/// The 8-aligned word right before `obj` is writable and not a slab
+/// object's header.
+pub(crate) unsafe fn set_foreign_header(obj: *mut u8, addr: usize, state: u16) {
+    debug_assert!(state & 1 == 0 && addr as u64 & !ADDR_MASK == 0);
+    // SAFETY: forwarded caller guarantee.
+    unsafe { word_of(obj) }.store(
+        addr as u64 | u64::from(state) << STATE_SHIFT,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// For [`crate::kmem`]: the magic and owning cache id of the slab header
+/// at `slab` (both fixed while the slab lives).
+///
+/// # Safety
+/// `slab` points at readable memory the size of a slab header.
+#[inline(always)]
+pub(crate) unsafe fn slab_owner(slab: usize) -> (u32, u64) {
+    let s = std::ptr::with_exposed_provenance::<u8>(slab);
+    let magic = s
+        .wrapping_add(std::mem::offset_of!(Slab, magic))
+        .cast::<u32>();
+    let cache = s
+        .wrapping_add(std::mem::offset_of!(Slab, cache))
+        .cast::<u64>();
+    // Both fields are written once, before the slab is linked, and never
+    // again.
+    // SAFETY: forwarded caller guarantee; both are aligned fields.
+    let magic = unsafe { magic.read() };
+    // SAFETY: as above.
+    let cache = unsafe { cache.read() };
+    (magic, cache)
+}
+
 /// Marks a slab object as handed to a caller: one 16-bit store to the
 /// header next to the object, on every allocation.
 ///

@@ -220,7 +220,7 @@ pub fn all() -> Vec<CacheStats> {
 /// Fires `cache_stats` for every registered cache now and returns exactly
 /// the values fired, in creation order.
 pub fn publish() -> Vec<CacheStats> {
-    crate::cache::registered()
+    let mut all: Vec<CacheStats> = crate::cache::registered()
         .iter()
         .map(|c| {
             let snap = c.snapshot();
@@ -232,7 +232,14 @@ pub fn publish() -> Vec<CacheStats> {
             }
             s
         })
-        .collect()
+        .collect();
+    // The kmem_alloc_large row, once kmem_alloc or malloc has been used.
+    #[cfg(not(loom))]
+    if let Some(snap) = crate::kmem::large_snapshot() {
+        slabscope_probes::fire::cache_stats(&snap);
+        all.push(CacheStats::from(&snap));
+    }
+    all
 }
 
 // Caches need loom's runtime under cfg(loom); these run in normal builds.
