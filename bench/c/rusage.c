@@ -2,11 +2,13 @@
 /*
  * Run a program and report its peak resident memory and wall time:
  *
- *   rusage OUTFILE PROGRAM [ARG...]
+ *   rusage OUTFILE [NAME=VALUE...] -- PROGRAM [ARG...]
  *
  * writes "maxrss_kib N\nwall_ns N\n" to OUTFILE and exits with the
  * program's status (128 + the signal if a signal ended it). The program
- * inherits stdin, stdout, stderr and the environment.
+ * inherits stdin, stdout, stderr and the environment, plus each NAME=VALUE,
+ * which is set in the child only: LD_PRELOAD goes there, so the allocator
+ * under test runs the program and not this launcher.
  *
  * Why a launcher: a process's ru_maxrss keeps the peak of the memory it had
  * before exec, and a child forked from the benchmark starts as a copy of
@@ -16,6 +18,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -24,10 +27,20 @@
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) {
-		fprintf(stderr, "usage: %s OUTFILE PROGRAM [ARG...]\n", argv[0]);
+	int prog = 2;
+	while (prog < argc && strcmp(argv[prog], "--") != 0)
+		prog++;
+	if (prog + 1 >= argc) {
+		fprintf(stderr, "usage: %s OUTFILE [NAME=VALUE...] -- PROGRAM [ARG...]\n", argv[0]);
 		return 2;
 	}
+	for (int i = 2; i < prog; i++) {
+		if (strchr(argv[i], '=') == NULL || argv[i][0] == '=') {
+			fprintf(stderr, "rusage: '%s' is not NAME=VALUE\n", argv[i]);
+			return 2;
+		}
+	}
+	prog++;
 	FILE *out = fopen(argv[1], "w");
 	if (out == NULL) {
 		fprintf(stderr, "rusage: cannot write %s: %s\n", argv[1], strerror(errno));
@@ -42,8 +55,14 @@ int main(int argc, char **argv)
 	}
 	if (pid == 0) {
 		fclose(out);
-		execvp(argv[2], argv + 2);
-		fprintf(stderr, "rusage: cannot run %s: %s\n", argv[2], strerror(errno));
+		for (int i = 2; argv[i] != NULL && strcmp(argv[i], "--") != 0; i++) {
+			if (putenv(argv[i]) != 0) {
+				fprintf(stderr, "rusage: setting %s: %s\n", argv[i], strerror(errno));
+				_exit(127);
+			}
+		}
+		execvp(argv[prog], argv + prog);
+		fprintf(stderr, "rusage: cannot run %s: %s\n", argv[prog], strerror(errno));
 		_exit(127);
 	}
 	int status;
