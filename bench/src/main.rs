@@ -11,6 +11,7 @@ mod child;
 mod contenders;
 mod cpath;
 mod fresh;
+mod global;
 mod machine;
 mod measure;
 mod native;
@@ -131,8 +132,8 @@ struct ReportArgs {
 }
 
 /// Names accepted by `--only`.
-const WORKLOADS: [&str; 8] = [
-    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath", "programs",
+const WORKLOADS: [&str; 9] = [
+    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath", "programs", "global",
 ];
 
 fn kind_arg(s: &str) -> Result<Kind> {
@@ -363,6 +364,13 @@ fn report(a: ReportArgs) -> Result<()> {
         None
     };
 
+    // Last: it builds slabscope's size classes in this process.
+    let global = if wanted("global") {
+        global::run(runs, plan.target)
+    } else {
+        None
+    };
+
     let analysis = match &a.analysis {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -419,6 +427,7 @@ fn report(a: ReportArgs) -> Result<()> {
         native,
         cpath,
         programs,
+        global,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())

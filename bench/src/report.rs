@@ -39,6 +39,8 @@ pub struct Results {
     pub cpath: Option<crate::cpath::CPath>,
     /// Section 8, real programs with each allocator preloaded.
     pub programs: Option<crate::programs::Programs>,
+    /// Section 9, the global allocator against the `mimalloc` crate.
+    pub global: Option<crate::global::GlobalChurn>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
 }
@@ -631,6 +633,10 @@ impl Results {
             let _ = writeln!(md, "## 8. Real programs, each allocator preloaded\n");
             p.markdown(&mut md);
         }
+        if let Some(g) = &self.global {
+            let _ = writeln!(md, "## 9. Global allocator: random-size churn (ns/op)\n");
+            g.markdown(&mut md);
+        }
         if let Some(a) = &self.analysis {
             let _ = writeln!(md, "{}", a.trim_end());
         }
@@ -675,6 +681,7 @@ mod tests {
             native: None,
             cpath: None,
             programs: None,
+            global: None,
             analysis: None,
         }
     }
