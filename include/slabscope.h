@@ -141,6 +141,26 @@ int slabscope_cache_snapshot(kmem_cache_t *cache,
  * semantics) and returns its full length. */
 size_t slabscope_proc_slab(char *buf, size_t len);
 
+/*
+ * General allocation (SPL's kmem.h), on size-class caches named
+ * kmem_alloc_<size> (8, then 24 to 264 16 bytes apart, then eight per
+ * doubling up to 131072: at most 12.5 % waste from 128 bytes on); larger
+ * requests are mappings of their own, counted in the row kmem_alloc_large.
+ * Blocks are
+ * 16-aligned. kmem_alloc returns NULL (errno EINVAL) for kmflags outside
+ * KM_PUBLIC_MASK, and NULL (errno ENOMEM) when the system refuses a request
+ * above the largest class, even with KM_SLEEP. kmem_free(NULL, n) is a
+ * no-op; a size larger than the block, a double free or a pointer slabscope
+ * did not hand out prints "slabscope: kmem_free(<pointer>): ..." and
+ * aborts. vmem_* are the same functions.
+ */
+void *kmem_alloc(size_t size, int kmflags);
+void *kmem_zalloc(size_t size, int kmflags);
+void kmem_free(const void *ptr, size_t size);
+void *vmem_alloc(size_t size, int kmflags);
+void *vmem_zalloc(size_t size, int kmflags);
+void vmem_free(const void *ptr, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

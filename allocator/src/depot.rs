@@ -55,10 +55,14 @@ impl std::fmt::Debug for Depot {
 }
 
 impl Depot {
-    /// A depot of at most `max` objects (0: none).
+    /// A depot of at most `max` objects (0: none). Its vector is sized to
+    /// `max` now (address space; pages are touched as it fills), so `put`
+    /// never allocates while holding the lock: under slabscope's global
+    /// allocator that allocation may come from this very cache
+    /// (`crate::kmem`).
     pub(crate) fn new(max: usize) -> Self {
         Depot {
-            objs: sync::Mutex::new(Vec::new()),
+            objs: sync::Mutex::new(Vec::with_capacity(max)),
             max,
             len: AtomicUsize::new(0),
             active: AtomicBool::new(false),
@@ -174,11 +178,31 @@ impl Depot {
         Some(k)
     }
 
-    /// Empties the depot; returns its objects.
-    pub(crate) fn drain(&self) -> Vec<*mut u8> {
-        let mut d = self.lock();
-        self.len.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *d)
+    /// Empties the depot of the objects it holds now, handing them to `f`
+    /// a batch at a time outside the lock; returns how many. The vector
+    /// keeps its capacity: allocating it again could need this very cache
+    /// (see [`Depot::new`]).
+    pub(crate) fn drain(&self, mut f: impl FnMut(&[*mut u8])) -> usize {
+        let mut batch = [std::ptr::null_mut(); 128];
+        let mut left = self.len();
+        let mut total = 0;
+        while left > 0 {
+            let k = {
+                let mut d = self.lock();
+                let k = d.len().min(batch.len()).min(left);
+                let from = d.len() - k;
+                batch[..k].copy_from_slice(&d[from..]);
+                d.truncate(from);
+                self.len.store(d.len(), Ordering::Relaxed);
+                k
+            };
+            if k == 0 {
+                break;
+            }
+            f(&batch[..k]);
+            (left, total) = (left - k, total + k);
+        }
+        total
     }
 
     /// Whether the depot handed out objects since the last call (and
@@ -206,8 +230,14 @@ mod tests {
         assert_eq!(d.take(&mut out), 2);
         assert_eq!(out, [addr(2), addr(3)]);
         assert!(d.take_active() && !d.take_active());
-        assert_eq!(d.drain(), vec![addr(1)]);
+        let mut drained = Vec::new();
+        assert_eq!(d.drain(|objs| drained.extend_from_slice(objs)), 1);
+        assert_eq!(drained, vec![addr(1)]);
         assert_eq!((d.len(), d.take(&mut out)), (0, 0));
+        assert!(d.put(&[addr(5), addr(6), addr(7)]) == 3 && d.len() == 3);
+        let mut batches = 0;
+        assert_eq!(d.drain(|_| batches += 1), 3);
+        assert_eq!(batches, 1);
     }
 
     #[test]

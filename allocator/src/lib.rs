@@ -67,6 +67,13 @@ mod registry;
 pub mod stats;
 pub mod typed;
 
+// The `kmem_alloc_<size>` size classes on caches, and a global allocator
+// on them (above the registry, which builds their caches).
+#[cfg(not(loom))]
+pub mod global;
+#[cfg(not(loom))]
+pub mod kmem;
+
 // The C ABI's pointer checks, for the `slabscope-capi` crate only.
 #[doc(hidden)]
 pub mod raw;
@@ -76,6 +83,8 @@ mod cache_tests;
 
 pub use cache::{Cache, CacheBuilder, MagazineProtocol};
 pub use error::Error;
+#[cfg(not(loom))]
+pub use global::SlabscopeAlloc;
 pub use registry::reap;
 /// `KMC_*` / `KM_*` values and their names, from the contract crate.
 pub use slabscope_probes::flags;

@@ -10,16 +10,20 @@
 mod child;
 mod contender;
 mod contenders;
+mod cpath;
 mod fresh;
+mod global;
 mod machine;
 mod measure;
 mod native;
 mod obs;
 mod profile;
+mod programs;
 mod report;
 mod slab;
 mod suite;
 mod tcmalloc;
+mod text;
 mod workloads;
 
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run every workload and write the report.
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// Child: cold ramp of one allocator, prints JSON.
     Ramp {
         #[arg(long)]
@@ -115,10 +119,24 @@ struct ReportArgs {
     /// Hand-written analysis appended to the report.
     #[arg(long)]
     analysis: Option<PathBuf>,
+    /// `libslabscope.so`, for the C path (section 7).
+    #[arg(long)]
+    slabscope_lib: Option<PathBuf>,
+    /// `libslabscope_malloc.so`, for the C path and the real programs.
+    #[arg(long)]
+    malloc_lib: Option<PathBuf>,
+    /// Why there is no `--malloc-lib`, for the report.
+    #[arg(long)]
+    no_malloc_lib_reason: Option<String>,
+    /// The real programs (section 8).
+    #[arg(long, default_value = "workloads")]
+    workloads: PathBuf,
 }
 
 /// Names accepted by `--only`.
-const WORKLOADS: [&str; 6] = ["churn", "fastpath", "prodcons", "ramp", "obs", "instr"];
+const WORKLOADS: [&str; 9] = [
+    "churn", "fastpath", "prodcons", "ramp", "obs", "instr", "cpath", "programs", "global",
+];
 
 fn kind_arg(s: &str) -> Result<Kind> {
     Kind::from_key(s).with_context(|| {
@@ -129,7 +147,7 @@ fn kind_arg(s: &str) -> Result<Kind> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Report(a) => report(a),
+        Cmd::Report(a) => report(*a),
         Cmd::Ramp {
             alloc,
             count,
@@ -324,6 +342,37 @@ fn report(a: ReportArgs) -> Result<()> {
         None
     };
 
+    let cpath = if wanted("cpath") {
+        Some(c_path(&a, cpu, runs, plan.target))
+    } else {
+        None
+    };
+
+    // Each program runs for one to three seconds per allocator (quick: well
+    // under one), so a full run takes at most 5 interleaved runs.
+    let programs = if wanted("programs") {
+        Some(programs::run(
+            &a.workloads,
+            library(
+                a.malloc_lib.as_ref(),
+                "--malloc-lib",
+                a.no_malloc_lib_reason.as_ref(),
+            ),
+            quick,
+            if quick { 1 } else { runs.min(5) },
+            &cpus,
+        ))
+    } else {
+        None
+    };
+
+    // Last: it builds slabscope's size classes in this process.
+    let global = if wanted("global") {
+        global::run(runs, plan.target)
+    } else {
+        None
+    };
+
     let analysis = match &a.analysis {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -378,6 +427,9 @@ fn report(a: ReportArgs) -> Result<()> {
         obs,
         profiles,
         native,
+        cpath,
+        programs,
+        global,
         analysis,
     };
     std::fs::write(&a.out, results.markdown())
@@ -388,6 +440,43 @@ fn report(a: ReportArgs) -> Result<()> {
         results.seconds
     );
     Ok(())
+}
+
+/// A library given on the command line, or why it is absent.
+fn library(path: Option<&PathBuf>, flag: &str, absent: Option<&String>) -> Result<PathBuf, String> {
+    match path {
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Err(absent.cloned().unwrap_or_else(|| {
+            format!("no library was given ({flag}); cargo xtask bench builds it")
+        })),
+    }
+}
+
+/// Section 7: compile the C harness and run it.
+fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::CPath {
+    let libs = cpath::Libraries {
+        slabscope: library(a.slabscope_lib.as_ref(), "--slabscope-lib", None),
+        malloc: library(
+            a.malloc_lib.as_ref(),
+            "--malloc-lib",
+            a.no_malloc_lib_reason.as_ref(),
+        ),
+    };
+    match cpath::compile(&std::env::temp_dir()) {
+        Ok(bin) => {
+            let c = cpath::run(&bin, libs, cpu, runs, target.as_nanos() as u64);
+            let _ = std::fs::remove_file(&bin);
+            c
+        }
+        Err(e) => cpath::CPath {
+            libs,
+            rows: Vec::new(),
+            missing: Default::default(),
+            failed: Some(format!("{e:#}")),
+            abi: None,
+        },
+    }
 }
 
 /// The magazine fast path with and without restartable sequences and

@@ -188,6 +188,95 @@ fn walk(text: &str, symbol: &str) -> Result<HitLoop> {
     }
 }
 
+/// The hit paths of `libslabscope.so`'s `kmem_cache_alloc` and
+/// `kmem_cache_free`, counted in `objdump -d` of the library: what a C
+/// caller runs per operation, where the Rust path inlines the same code
+/// into the caller's loop (section 7 of the report).
+pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(lib)
+        .output()
+        .context("running objdump (Debian package binutils)")?;
+    if !out.status.success() {
+        bail!(
+            "objdump -d {} failed: {}",
+            lib.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok((
+        entry_path(&text, "kmem_cache_alloc")?,
+        entry_path(&text, "kmem_cache_free")?,
+    ))
+}
+
+/// The longest path from `symbol`'s entry to one of its returns that calls
+/// nothing and stays in the function: its hit path, when every miss calls
+/// a slow path or jumps to another section (the restartable sequences'
+/// abort handlers) and the early returns (a NULL argument) are shorter.
+/// Counted up to and including the `ret`.
+fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
+    let insns = function(text, symbol)?;
+    let index = |addr: u64| insns.iter().position(|i| i.addr == addr);
+    let mut best: Option<Vec<usize>> = None;
+    let mut stack = vec![(0usize, Vec::new())];
+    let mut steps = 0usize;
+    while let Some((i, mut path)) = stack.pop() {
+        steps += 1;
+        if steps > 100_000 {
+            bail!("{symbol}: too many paths to walk");
+        }
+        if path.contains(&i) {
+            continue;
+        }
+        path.push(i);
+        let ins = &insns[i];
+        let m = ins.mnemonic.as_str();
+        if m.starts_with("ret") {
+            if best.as_ref().is_none_or(|b| b.len() < path.len()) {
+                best = Some(path);
+            }
+            continue;
+        }
+        if m.starts_with("call") || m.starts_with("ud") || m.starts_with("int3") {
+            continue;
+        }
+        let target = || {
+            ins.text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| u64::from_str_radix(t, 16).ok())
+                .and_then(index)
+        };
+        if m == "jmp" {
+            if let Some(t) = target() {
+                stack.push((t, path));
+            }
+            continue;
+        }
+        if m.starts_with('j')
+            && let Some(t) = target()
+        {
+            stack.push((t, path.clone()));
+        }
+        if i + 1 < insns.len() {
+            stack.push((i + 1, path));
+        }
+    }
+    let Some(path) = best else {
+        bail!("{symbol}: no path from its entry to a return that calls nothing");
+    };
+    Ok(HitLoop {
+        instructions: path.len(),
+        listing: path
+            .iter()
+            .map(|&i| format!("{:x}: {}", insns[i].addr, insns[i].text))
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +308,41 @@ mod tests {
         let p = walk(TEXT, "f").unwrap();
         assert_eq!(p.instructions, 6, "{:?}", p.listing);
         assert_eq!(p.listing[0], "2005: mov    (%rdi),%rax");
+    }
+
+    /// kmem_cache_free's shape: two early returns for NULL arguments, a
+    /// miss that calls out, an abort handler in another section, and the
+    /// hit path, which jumps to the shared epilogue.
+    const ENTRY: &str = "
+0000000000003000 <free>:
+    3000:\tpush   %rax
+    3001:\ttest   %rdi,%rdi
+    3004:\tje     3020 <free+0x20>
+    3006:\ttest   %rsi,%rsi
+    3009:\tje     3020 <free+0x20>
+    300b:\tcmp    0x52(%rdi),%ax
+    300f:\tjne    3018 <free+0x18>
+    3011:\tjae    9000 <_fini+0x10>
+    3017:\tjmp    3020 <free+0x20>
+    3018:\tcall   *0x1000(%rip)
+    301e:\tjmp    3020 <free+0x20>
+    3020:\tpop    %rax
+    3021:\tret
+
+";
+
+    #[test]
+    fn the_longest_call_free_entry_path_is_the_hit_path() {
+        let p = entry_path(ENTRY, "free").unwrap();
+        assert_eq!(p.instructions, 11, "{:?}", p.listing);
+        assert_eq!(p.listing[8], "3017: jmp    3020 <free+0x20>");
+        assert_eq!(p.listing[10], "3021: ret");
+        assert!(
+            entry_path(TEXT, "other").is_ok_and(|p| p.instructions == 1),
+            "a bare ret is a path of one"
+        );
+        let no_ret = "\n0000000000004000 <g>:\n    4000:\tcall   *%rax\n    4002:\tret\n\n";
+        assert!(entry_path(no_ret, "g").is_err(), "every path calls");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::measure::Summary;
 use crate::obs::{BPFTRACE_SCRIPT, ObsRow, STATS_ENV, STATS_INTERVAL_MS};
 use crate::profile::Profile;
 use crate::suite::{Row, order_name};
+use crate::text::{num, size_name};
 
 /// Everything one `bench report` measured.
 #[derive(Debug)]
@@ -35,27 +36,14 @@ pub struct Results {
     pub profiles: Vec<Profile>,
     /// The native hit path, counted in the disassembly.
     pub native: Option<crate::native::NativeCount>,
+    /// Section 7, the C path (`None`: not run, `--only`).
+    pub cpath: Option<crate::cpath::CPath>,
+    /// Section 8, real programs with each allocator preloaded.
+    pub programs: Option<crate::programs::Programs>,
+    /// Section 9, the global allocator against the `mimalloc` crate.
+    pub global: Option<crate::global::GlobalChurn>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
-}
-
-/// A number with sensible precision for a table.
-pub fn num(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-fn size_name(size: usize) -> String {
-    if size >= 1024 && size.is_multiple_of(1024) {
-        format!("{} KiB", size / 1024)
-    } else {
-        format!("{size} B")
-    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -612,6 +600,25 @@ impl Results {
             p.markdown(&mut md);
         }
         self.internals_table(&mut md);
+        if let Some(c) = &self.cpath {
+            let _ = writeln!(
+                md,
+                "## 7. The C path: shared libraries through function pointers (ns/op)\n"
+            );
+            c.markdown(
+                &mut md,
+                |size, live| self.churn_ratio(size, live, false).map(|(r, ..)| r),
+                self.native.as_ref().map(|n| n.per_op()),
+            );
+        }
+        if let Some(p) = &self.programs {
+            let _ = writeln!(md, "## 8. Real programs, each allocator preloaded\n");
+            p.markdown(&mut md);
+        }
+        if let Some(g) = &self.global {
+            let _ = writeln!(md, "## 9. Global allocator: random-size churn (ns/op)\n");
+            g.markdown(&mut md);
+        }
         if let Some(a) = &self.analysis {
             let _ = writeln!(md, "{}", a.trim_end());
         }
@@ -654,6 +661,9 @@ mod tests {
             fastpath: Vec::new(),
             profiles: Vec::new(),
             native: None,
+            cpath: None,
+            programs: None,
+            global: None,
             analysis: None,
         }
     }

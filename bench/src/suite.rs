@@ -96,8 +96,12 @@ impl Row {
     }
 }
 
-/// Rounds that make one measurement last about `target`.
+/// Rounds that make one measurement last about `target`. One round runs
+/// first, unmeasured: a cold contender's first round maps memory (slabscope
+/// waits for a grow), which would make a short `target` (quick mode) settle
+/// on a handful of rounds that measure the clock.
 fn calibrate(r: &dyn Runner, live: usize, order: &[u32], target: Duration) -> u64 {
+    r.churn(live, order, 1);
     let mut rounds = 1u64;
     loop {
         let d = r.churn(live, order, rounds);

@@ -61,6 +61,10 @@ use slabscope_probes::CacheSnapshot;
 use slabscope_probes::flags::KM_PUBLIC_MASK;
 use slabscope_rs::{Cache, CacheBuilder, Error, raw};
 
+// `kmem_alloc`, `vmem_alloc` and their frees.
+mod kmem;
+pub use kmem::{kmem_alloc, kmem_free, kmem_zalloc, vmem_alloc, vmem_free, vmem_zalloc};
+
 /// Opaque cache type of the C ABI (`kmem_cache_t`).
 #[repr(C)]
 #[derive(Debug)]
@@ -89,7 +93,7 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn fail(errno: c_int, msg: &str) {
+pub(crate) fn fail(errno: c_int, msg: &str) {
     let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = msg);
     // SAFETY: __errno_location has no preconditions.
@@ -368,18 +372,26 @@ pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int)
     };
     let kmflags = kmflags as u32;
     if kmflags & !KM_PUBLIC_MASK != 0 {
-        fail(
-            libc::EINVAL,
-            &format!(
-                "kmem_cache_alloc: cache {:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
-                 pass KM_SLEEP or KM_NOSLEEP",
-                c.name()
-            ),
-        );
-        return ptr::null_mut();
+        return bad_kmflags(c.name(), kmflags);
     }
     c.alloc(kmflags)
         .map_or(ptr::null_mut(), |p| p.as_ptr().cast())
+}
+
+/// [`kmem_cache_alloc`]'s caller error of a live cache (bad `kmflags`),
+/// out of line: formatting a message needs a stack frame that the fast
+/// path, inlined above, then does not build on every call.
+#[cold]
+#[inline(never)]
+fn bad_kmflags(name: &str, kmflags: u32) -> *mut c_void {
+    fail(
+        libc::EINVAL,
+        &format!(
+            "kmem_cache_alloc: cache {name:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
+             pass KM_SLEEP or KM_NOSLEEP"
+        ),
+    );
+    ptr::null_mut()
 }
 
 /// `kmem_cache_free`; NULL `obj` is a no-op; a NULL or destroyed `cache`
@@ -586,6 +598,15 @@ mod tests {
         // SAFETY: a NULL cache is handled.
         let rc = unsafe { kmem_cache_destroy(ptr::null_mut()) };
         assert_eq!(rc, -libc::EINVAL);
+        // SAFETY: a NULL cache is handled.
+        let p = unsafe { kmem_cache_alloc(ptr::null_mut(), KM_SLEEP as c_int) };
+        assert!(p.is_null());
+        assert_eq!(errno(), libc::EINVAL);
+        assert!(
+            last_error().starts_with("kmem_cache_alloc: NULL cache"),
+            "{}",
+            last_error()
+        );
     }
 
     unsafe extern "C" fn ctor(obj: *mut c_void, priv_: *mut c_void, _kmflags: c_int) -> c_int {
@@ -643,7 +664,13 @@ mod tests {
             assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 10);
             assert!(kmem_cache_inuse(c) >= 10);
             assert!(kmem_cache_alloc(c, 0x100).is_null());
-            assert!(last_error().contains("KM_PUBLIC_MASK"));
+            assert_eq!(errno(), libc::EINVAL);
+            assert!(
+                last_error()
+                    .contains("cache \"ffi_ok\": kmflags 0x100 have bits outside KM_PUBLIC_MASK"),
+                "{}",
+                last_error()
+            );
             kmem_cache_set_move(c, None);
             assert_eq!(kmem_cache_destroy(c), -libc::EBUSY);
             assert_eq!(errno(), libc::EBUSY);

@@ -9,6 +9,10 @@
 //! C peers (jemalloc, mimalloc) compile once; only slabscope and the bench
 //! crate rebuild between the two.
 //!
+//! The C library `libslabscope.so` is built too (`-p slabscope-capi`), and
+//! `libslabscope_malloc.so` when the tree has its crate (`malloc/`), for the
+//! C path, where a C harness calls each through `dlopen` (section 7).
+//!
 //! In full mode the inspector (`slabscope`, the collector's front end) is
 //! built too and attached as a tracer; `--quick` skips it and measures
 //! nothing else that needs a long build.
@@ -63,6 +67,31 @@ fn build(args: &[&str]) -> Result<()> {
     })
 }
 
+/// Build `libslabscope_malloc.so` when the tree has its crate (`malloc/`),
+/// or say why it is not measured.
+fn malloc_library(root: &std::path::Path, release: &std::path::Path) -> Result<PathBuf, String> {
+    let manifest = root.join("malloc").join("Cargo.toml");
+    if !manifest.exists() {
+        return Err(
+            "libslabscope_malloc.so is not built: this tree has no malloc crate (malloc/) yet"
+                .to_string(),
+        );
+    }
+    header("bench: build libslabscope_malloc.so for the C path and the real programs");
+    let manifest = manifest.display().to_string();
+    build(&["--manifest-path", &manifest])
+        .map_err(|e| format!("libslabscope_malloc.so did not build: {e:#}"))?;
+    let lib = release.join("libslabscope_malloc.so");
+    if lib.exists() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "building malloc/ made no {}: the crate must build a cdylib named slabscope_malloc",
+            lib.display()
+        ))
+    }
+}
+
 /// The command line as the user typed it, for the report.
 fn command_line(args: &BenchArgs) -> String {
     let mut cmd = String::from("cargo xtask bench");
@@ -107,6 +136,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .with_context(|| format!("copying {} to {}", bench.display(), noprobes.display()))?;
     header("bench: build slabscope-bench with the probes");
     build(&["-p", "slabscope-bench"])?;
+    header("bench: build libslabscope.so, the C library, for the C path");
+    build(&["-p", "slabscope-capi"])?;
+    let malloc_lib = malloc_library(&root, &release);
 
     let inspector = if args.quick {
         Err("not measured in --quick mode (building the inspector and its eBPF program takes minutes)".to_string())
@@ -147,6 +179,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(runs) = args.runs {
         cmd.arg("--runs").arg(runs.to_string());
+    }
+    cmd.arg("--slabscope-lib")
+        .arg(release.join("libslabscope.so"));
+    match &malloc_lib {
+        Ok(lib) => {
+            cmd.arg("--malloc-lib").arg(lib);
+        }
+        Err(why) => {
+            cmd.arg("--no-malloc-lib-reason").arg(why);
+        }
     }
     match &inspector {
         Ok(bin) => {

@@ -14,6 +14,8 @@
 //! | `libtcmalloc-minimal4` | `cargo xtask bench` compares with tcmalloc | `dpkg-query` |
 //! | `gcc` | the C example test compiles a C user of `include/slabscope.h` | `dpkg-query` |
 //! | `prometheus` | `slabscope serve`'s tests: a real Prometheus, and `promtool` (no service left running: `services.rs`) | `dpkg-query` |
+//! | `sqlite3`, `redis-server`, `redis-tools` | the real programs of `workloads/`, run on slabscope's malloc by the tests and the bench | `dpkg-query` |
+//! | `libjemalloc2`, `libmimalloc2.0` | `cargo xtask bench` preloads jemalloc and mimalloc into those programs | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
 //! | `bpf-linker` | links the eBPF object | `bpf-linker --version` |
 //!
@@ -95,6 +97,26 @@ const APT_PACKAGES: &[AptPackage] = &[
         name: "prometheus",
         why: "`slabscope serve`'s tests scrape it with a real Prometheus and lint it with \
               promtool (its system service is left stopped and disabled)",
+    },
+    AptPackage {
+        name: "sqlite3",
+        why: "workloads/sqlite.sql runs in sqlite3 on slabscope's malloc (tests and `cargo xtask bench`)",
+    },
+    AptPackage {
+        name: "redis-server",
+        why: "workloads/redis.sh runs redis-server on slabscope's malloc (tests and `cargo xtask bench`)",
+    },
+    AptPackage {
+        name: "redis-tools",
+        why: "workloads/redis.sh drives redis-server with redis-benchmark and reads back with redis-cli",
+    },
+    AptPackage {
+        name: "libjemalloc2",
+        why: "`cargo xtask bench` preloads jemalloc into the programs of workloads/",
+    },
+    AptPackage {
+        name: "libmimalloc2.0",
+        why: "`cargo xtask bench` preloads mimalloc into the programs of workloads/ and dlopens it",
     },
 ];
 

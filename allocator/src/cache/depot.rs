@@ -8,12 +8,10 @@ impl CacheInner {
     /// Returns every depot object to its slab (reap, destroy, the idle
     /// reaper). Returns how many.
     pub(crate) fn drain_depot(&self) -> usize {
-        let objs = self.depot.drain();
-        if !objs.is_empty() {
+        self.depot.drain(|objs| {
             // SAFETY: depot objects are live slab objects of this cache,
             // free, in no magazine; drained, so the depot no longer has them.
-            unsafe { self.free_to_slabs(&objs) };
-        }
-        objs.len()
+            unsafe { self.free_to_slabs(objs) };
+        })
     }
 }

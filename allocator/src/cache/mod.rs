@@ -661,44 +661,7 @@ impl Cache {
         {
             return Some(p);
         }
-        self.alloc_general(kmflags)
-    }
-
-    /// [`Cache::alloc`] past the inline fast path.
-    #[inline(never)]
-    fn alloc_general(&self, kmflags: u32) -> Option<NonNull<u8>> {
-        let c = &*self.inner;
-        let obj = if c.slab_backed {
-            self.sys_alloc(kmflags)?
-        } else {
-            c.mag_alloc(kmflags)?
-        };
-        if let Some(ctor) = &c.ctor
-            && !ctor(obj, kmflags)
-        {
-            // SAFETY: obj was just allocated from this cache and is dropped here.
-            unsafe { c.release(obj) };
-            return None;
-        }
-        Some(obj)
-    }
-
-    #[cold]
-    fn sys_alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
-        let c = &*self.inner;
-        if c.flag(KMC_DESTROY) && c.lock_state().destroyed {
-            used_after_destroy(&c.name);
-        }
-        loop {
-            if let Some(p) = c.slabless_alloc(slab::OBJ_SYSTEM) {
-                c.sys_count_add(1);
-                return Some(p);
-            }
-            if kmflags & KM_NOSLEEP != 0 {
-                return None;
-            }
-            std::thread::yield_now();
-        }
+        alloc_general(c, kmflags)
     }
 
     /// Runs the destructor and returns the object to the cache
@@ -712,25 +675,8 @@ impl Cache {
         // SAFETY: forwarded caller guarantee.
         if !unsafe { self.inner.fast_free(obj) } {
             // SAFETY: forwarded caller guarantee; fast_free left it alone.
-            unsafe { self.free_general(obj) }
+            unsafe { free_general(&self.inner, obj) }
         }
-    }
-
-    /// [`Cache::free`] past the inline fast path: caches with a destructor,
-    /// `KMC_SLAB` caches, locked magazines, and every object whose header
-    /// does not carry the inline path's mark (emergency objects, and the
-    /// double frees and foreign pointers the debug checks then report).
-    ///
-    /// # Safety
-    /// As [`Cache::free`].
-    #[inline(never)]
-    unsafe fn free_general(&self, obj: NonNull<u8>) {
-        let c = &*self.inner;
-        if let Some(dtor) = &c.dtor {
-            dtor(obj);
-        }
-        // SAFETY: forwarded caller guarantee.
-        unsafe { c.release(obj) }
     }
 
     /// `kmem_cache_reap_now`: flushes the current CPU's magazine and returns
@@ -924,4 +870,61 @@ impl Cache {
         let inner = unsafe { Arc::from_raw(ptr.as_ptr().cast_const().cast::<CacheInner>()) };
         Cache { inner }
     }
+}
+
+// The paths past `Cache::alloc`'s and `Cache::free`'s inline fast paths take
+// the `CacheInner`, not the `Cache`: a `&Cache` is the address of the handle,
+// which a caller holding only the inner pointer (the C ABI, whose
+// `kmem_cache_t *` is that pointer) must first store on its stack, and that
+// store, with the frame around it, would sit on every call's fast path.
+
+/// [`Cache::alloc`] past the inline fast path.
+#[inline(never)]
+fn alloc_general(c: &CacheInner, kmflags: u32) -> Option<NonNull<u8>> {
+    let obj = if c.slab_backed {
+        sys_alloc(c, kmflags)?
+    } else {
+        c.mag_alloc(kmflags)?
+    };
+    if let Some(ctor) = &c.ctor
+        && !ctor(obj, kmflags)
+    {
+        // SAFETY: obj was just allocated from this cache and is dropped here.
+        unsafe { c.release(obj) };
+        return None;
+    }
+    Some(obj)
+}
+
+#[cold]
+fn sys_alloc(c: &CacheInner, kmflags: u32) -> Option<NonNull<u8>> {
+    if c.flag(KMC_DESTROY) && c.lock_state().destroyed {
+        used_after_destroy(&c.name);
+    }
+    loop {
+        if let Some(p) = c.slabless_alloc(slab::OBJ_SYSTEM) {
+            c.sys_count_add(1);
+            return Some(p);
+        }
+        if kmflags & KM_NOSLEEP != 0 {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// [`Cache::free`] past the inline fast path: caches with a destructor,
+/// `KMC_SLAB` caches, locked magazines, and every object whose header
+/// does not carry the inline path's mark (emergency objects, and the
+/// double frees and foreign pointers the debug checks then report).
+///
+/// # Safety
+/// As [`Cache::free`].
+#[inline(never)]
+unsafe fn free_general(c: &CacheInner, obj: NonNull<u8>) {
+    if let Some(dtor) = &c.dtor {
+        dtor(obj);
+    }
+    // SAFETY: forwarded caller guarantee.
+    unsafe { c.release(obj) }
 }

@@ -234,8 +234,8 @@ static MAPPED: AtomicUsize = AtomicUsize::new(0);
 /// cache (grown and not yet reclaimed), nothing else (not the unused tail of
 /// a reservation, see [`reserved_bytes`]). Updated on the slow
 /// path only (grow and reclaim), so it is exact whenever no grow or reclaim
-/// is running. Tests use it to prove that destroy returns everything.
-#[cfg(any(test, feature = "testing"))]
+/// is running. Tests use it to prove that destroy returns everything;
+/// `malloc_trim` to say whether a reap returned memory.
 pub fn mapped_bytes() -> usize {
     MAPPED.load(Ordering::SeqCst)
 }
@@ -265,9 +265,9 @@ fn map_pages_raw(len: usize) -> Option<NonNull<u8>> {
 }
 
 /// `len` bytes of fresh anonymous memory straight from `mmap`, at an
-/// address of the kernel's choosing (page aligned, zero filled). Not
-/// counted in [`mapped_bytes`]; never called under Miri.
-fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
+/// address of the kernel's choosing (page aligned, zero filled), noted in
+/// [`ranges`]. Not counted in [`mapped_bytes`]; never called under Miri.
+pub(crate) fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing touches no existing memory.
     let p = unsafe {
@@ -281,18 +281,55 @@ fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
         )
     };
     if p == libc::MAP_FAILED {
-        None
-    } else {
-        NonNull::new(p.cast())
+        return None;
     }
+    if !ranges::note(p as usize, len, true) {
+        // SAFETY: p is the mapping just made, unused.
+        unsafe { libc::munmap(p, len) };
+        return None;
+    }
+    NonNull::new(p.cast())
+}
+
+/// Moves or resizes a whole mapping of [`mmap_anon`] to `new_len` bytes
+/// (`mremap` with `MREMAP_MAYMOVE`: the kernel moves the pages, nothing is
+/// copied), keeping [`ranges`] exact. `None`, the mapping untouched, when
+/// the OS refuses. Not counted in [`mapped_bytes`]; never called under
+/// Miri.
+///
+/// # Safety
+/// `[ptr, ptr + old_len)` is a whole mapping of ours; on `Some` nothing
+/// uses the old range afterwards.
+pub(crate) unsafe fn mremap_anon(
+    ptr: *mut u8,
+    old_len: usize,
+    new_len: usize,
+) -> Option<NonNull<u8>> {
+    // Forgotten first: once moved, the old range may be anyone's.
+    ranges::note(ptr as usize, old_len, false);
+    // SAFETY: forwarded caller guarantee; MAYMOVE never touches other
+    // mappings.
+    let p = unsafe { libc::mremap(ptr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        ranges::note(ptr as usize, old_len, true);
+        return None;
+    }
+    if !ranges::note(p as usize, new_len, true) {
+        // SAFETY: p is the mapping just moved, unused by anyone yet.
+        unsafe { libc::munmap(p, new_len) };
+        return None;
+    }
+    NonNull::new(p.cast())
 }
 
 /// `munmap` of `[ptr, ptr + len)`: a whole mapping or a page-aligned piece
-/// of one. Not counted in [`mapped_bytes`]; never called under Miri.
+/// of one, forgotten in [`ranges`]. Not counted in [`mapped_bytes`]; never
+/// called under Miri.
 ///
 /// # Safety
 /// The range is mapped, ours, and nothing uses it afterwards.
-unsafe fn munmap_range(ptr: *mut u8, len: usize) {
+pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
+    ranges::note(ptr as usize, len, false);
     // SAFETY: forwarded caller guarantee.
     let rc = unsafe { libc::munmap(ptr.cast(), len) };
     debug_assert_eq!(rc, 0, "munmap of {len} bytes at {ptr:p} failed");
@@ -345,6 +382,8 @@ pub(crate) fn lock_reserve() -> ReserveLock {
 }
 
 mod reserve;
+
+pub(crate) mod ranges;
 
 /// Returns a mapping to the OS.
 ///

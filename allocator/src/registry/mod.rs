@@ -12,10 +12,10 @@
 #[cfg(not(loom))]
 mod fork;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use slabscope_probes::MAX_CPUS;
 use slabscope_probes::stats::CacheStats;
+use slabscope_probes::{CacheSnapshot, MAX_CPUS};
 
 use crate::background::{REAPER, STATS};
 use crate::cache::{Cache, CacheBuilder, CacheInner};
@@ -93,10 +93,23 @@ pub fn all() -> Vec<CacheStats> {
     registered().iter().map(|c| c.stats()).collect()
 }
 
+/// A row reported like a cache that is no cache: `kmem`'s
+/// `kmem_alloc_large`. The module that keeps it sits above the registry,
+/// so it hands its snapshot function down ([`report_row`]) rather than the
+/// registry importing it.
+static EXTRA_ROW: OnceLock<fn() -> Option<CacheSnapshot>> = OnceLock::new();
+
+/// Makes [`publish`] (and the statistics thread) report `row`'s snapshot
+/// after the caches, whenever it returns one. The first call wins.
+pub(crate) fn report_row(row: fn() -> Option<CacheSnapshot>) {
+    let _ = EXTRA_ROW.set(row);
+}
+
 /// Fires `cache_stats` for every registered cache now and returns exactly
-/// the values fired, in creation order.
+/// the values fired, in creation order, then the row of [`report_row`]
+/// (the `kmem_alloc_large` row, once `kmem_alloc` or malloc has been used).
 pub fn publish() -> Vec<CacheStats> {
-    registered()
+    let mut all: Vec<CacheStats> = registered()
         .iter()
         .map(|c| {
             let snap = c.snapshot();
@@ -108,5 +121,10 @@ pub fn publish() -> Vec<CacheStats> {
             }
             s
         })
-        .collect()
+        .collect();
+    if let Some(snap) = EXTRA_ROW.get().and_then(|row| row()) {
+        slabscope_probes::fire::cache_stats(&snap);
+        all.push(CacheStats::from(&snap));
+    }
+    all
 }

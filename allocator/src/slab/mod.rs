@@ -7,13 +7,20 @@
 //! ```text
 //! +------------------------+  <- page-aligned mmap, slab_size bytes
 //! | Slab header            |  sks_size = round_up(size_of::<Slab>(), align)
+//! | color (unused bytes)   |  0 to slack bytes, in cache lines
 //! | ObjHdr 0: slab | state |  one word right before its object
-//! | object 0               |  first_obj = sks_size + round_up(8, align)
+//! | object 0               |  first_obj + color; first_obj = sks_size + round_up(8, align)
 //! | ObjHdr 1: slab | state |
-//! | object 1               |  first_obj + obj_size_full
+//! | object 1               |  first_obj + color + obj_size_full
 //! | ...                    |
+//! | rest of the slack      |
 //! +------------------------+
 //! ```
+//!
+//! The color is not the seed's: it is Bonwick's slab coloring, which moves
+//! each slab's objects by a different number of cache lines within the
+//! bytes the objects leave over, so that objects of different slabs do not
+//! all share the same L1 sets (see [`Geometry::color`]).
 //!
 //! The seed puts each object's header *after* the object. Here it comes
 //! first: the header is touched at every allocation and free, and right
@@ -68,7 +75,8 @@ pub(crate) struct Slab {
     objs: u32,
     /// Objects handed out (not on `free`).
     refs: u32,
-    _pad: u32,
+    /// Where object 0 starts past `first_obj` ([`Geometry::color`]).
+    color: u32,
     /// Coarse ms of the last take or return (`sks_age`).
     age: u64,
     /// The owning cache's id.
@@ -181,6 +189,58 @@ pub(crate) unsafe fn init_slabless_header(obj: *mut u8, state: u16) {
             word: u64::from(state) << STATE_SHIFT,
         })
     };
+}
+
+/// For [`crate::kmem`], which finds an object's owner from the pointer
+/// alone: the state of `obj`'s header and the address it names (the slab,
+/// or what [`set_foreign_header`] wrote).
+///
+/// # Safety
+/// `obj`'s header (the 8-aligned word right before it) is readable.
+#[inline(always)]
+pub(crate) unsafe fn header_of(obj: *mut u8) -> (u16, usize) {
+    // SAFETY: forwarded caller guarantee.
+    let w = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
+    (state_bits(w), (w & ADDR_MASK) as usize)
+}
+
+/// For [`crate::kmem`]: writes the header of a block that is not a slab
+/// object (a large mapping, an aligned interior pointer), naming `addr`
+/// (below 2^48) in state `state` (even, so never an [`alloc_tag`]).
+///
+/// # Safety
+/// The 8-aligned word right before `obj` is writable and not a slab
+/// object's header.
+pub(crate) unsafe fn set_foreign_header(obj: *mut u8, addr: usize, state: u16) {
+    debug_assert!(state & 1 == 0 && addr as u64 & !ADDR_MASK == 0);
+    // SAFETY: forwarded caller guarantee.
+    unsafe { word_of(obj) }.store(
+        addr as u64 | u64::from(state) << STATE_SHIFT,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// For [`crate::kmem`]: the magic and owning cache id of the slab header
+/// at `slab` (both fixed while the slab lives).
+///
+/// # Safety
+/// `slab` points at readable memory the size of a slab header.
+#[inline(always)]
+pub(crate) unsafe fn slab_owner(slab: usize) -> (u32, u64) {
+    let s = std::ptr::with_exposed_provenance::<u8>(slab);
+    let magic = s
+        .wrapping_add(std::mem::offset_of!(Slab, magic))
+        .cast::<u32>();
+    let cache = s
+        .wrapping_add(std::mem::offset_of!(Slab, cache))
+        .cast::<u64>();
+    // Both fields are written once, before the slab is linked, and never
+    // again.
+    // SAFETY: forwarded caller guarantee; both are aligned fields.
+    let magic = unsafe { magic.read() };
+    // SAFETY: as above.
+    let cache = unsafe { cache.read() };
+    (magic, cache)
 }
 
 /// Marks a slab object as handed to a caller: one 16-bit store to the
@@ -395,6 +455,7 @@ pub(crate) struct Reclaimed {
 /// nothing else uses.
 pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *mut Slab {
     let s = base.as_ptr().cast::<Slab>();
+    let color = g.color(base.addr().get() as u64);
     assert!(
         (s as u64) & !ADDR_MASK == 0,
         "slab address {s:p} does not fit the 48 bits of an object header"
@@ -405,7 +466,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
             magic: SKS_MAGIC,
             objs: g.slab_objs as u32,
             refs: 0,
-            _pad: 0,
+            color: color as u32,
             age: os::coarse_ms(),
             cache,
             prev: ptr::null_mut(),
@@ -418,8 +479,9 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
     let word = header_word(s, OBJ_FREE);
     // Build the free list back to front so object 0 is taken first.
     for i in (0..g.slab_objs).rev() {
-        let off = g.first_obj + i * g.obj_size_full;
-        // SAFETY: off + obj_size_full <= slab_size (sizing guarantees it).
+        let off = g.first_obj + color + i * g.obj_size_full;
+        // SAFETY: off + obj_size_full - hdr_room <= slab_size (sizing
+        // guarantees it without color; color is at most the slack).
         let obj = unsafe { base.as_ptr().add(off as usize) };
         debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
         // SAFETY: the header and the object's first word lie inside this
@@ -495,12 +557,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     }
     let slab = slab_of(word);
     let (base, a) = (slab as usize, obj as usize);
-    let first = base + g.first_obj as usize;
-    if slab.is_null()
-        || a < first
-        || a >= base + g.slab_size as usize
-        || !(a - first).is_multiple_of(g.obj_size_full as usize)
-    {
+    if slab.is_null() || a < base + g.first_obj as usize || a >= base + g.slab_size as usize {
         return Err("object header does not point at the object's slab");
     }
     // SAFETY: the object lies inside the slab its header names, so that
@@ -508,6 +565,10 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     let s = unsafe { &*slab };
     if s.magic != SKS_MAGIC {
         return Err("slab header magic is wrong");
+    }
+    let first = base + (g.first_obj + u64::from(s.color)) as usize;
+    if a < first || !(a - first).is_multiple_of(g.obj_size_full as usize) {
+        return Err("object header does not point at the object's slab");
     }
     if s.refs == 0 {
         return Err("its slab has no objects out");

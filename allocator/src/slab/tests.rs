@@ -274,3 +274,70 @@ fn reclaim_with_a_delay_keeps_young_empty_slabs_and_takes_old_ones() {
     unsafe { r.release(&g) };
     assert_eq!(st.c.slab_total, 0);
 }
+
+#[test]
+fn colors_are_cache_lines_within_the_slack() {
+    let g = geo(4096, 8);
+    assert!(g.slack() >= 64, "a 4 KiB slab has room to color: {g:?}");
+    let mut seen = std::collections::HashSet::new();
+    for page in 0..1000u64 {
+        let c = g.color(page << 12);
+        assert!(c.is_multiple_of(64) && c <= g.slack(), "color {c} of {g:?}");
+        seen.insert(c);
+    }
+    assert!(
+        seen.len() as u64 > g.slack() / 64 / 2,
+        "1000 slabs use most of the {} colors, not {}",
+        g.slack() / 64 + 1,
+        seen.len()
+    );
+    // The alignment is kept: colors step by it when it exceeds a line.
+    let g = geo(3000, 256);
+    for page in 0..64u64 {
+        assert!(g.color(page << 12).is_multiple_of(256));
+    }
+    // No slack, no color: the objects fill the slab.
+    let g = geo(64, 8);
+    assert!(g.slack() < 64, "{g:?}");
+    assert!((0..64u64).all(|p| g.color(p << 12) == 0));
+}
+
+/// Without color, every slab of a 4 KiB cache put its 8 objects at the same
+/// 8 page offsets, and the headers of 1000 objects shared 8 of the 64 sets
+/// of a 64-set L1 cache (see `Geometry::color`).
+#[test]
+fn colored_slabs_spread_headers_over_the_cache_sets() {
+    let g = geo(4096, 8);
+    let mut st = SlabState::new();
+    let mut objs = Vec::new();
+    let mut sets = std::collections::HashSet::new();
+    while objs.len() < 1000 {
+        grow(&mut st, &g);
+        while let Some(o) = st.take_obj(true, "t", 0) {
+            let a = o.as_ptr() as usize;
+            sets.insert(((a - OBJ_HDR as usize) >> 6) & 63);
+            objs.push(o.as_ptr());
+        }
+    }
+    st.validate(&g, 1).unwrap();
+    for &o in &objs {
+        // SAFETY: o was taken above and its slab is mapped; it is free in
+        // the sense check_obj_result reads (taken objects keep OBJ_FREE
+        // until a cache marks them).
+        assert_eq!(unsafe { check_obj_result(&g, o) }, Ok(()), "{o:p}");
+    }
+    assert!(
+        sets.len() >= 40,
+        "headers of {} objects in {} of 64 sets",
+        objs.len(),
+        sets.len()
+    );
+    for o in objs {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    st.validate(&g, 1).unwrap();
+    let r = st.unlink_empty(0, 0);
+    // SAFETY: every slab is empty.
+    unsafe { r.release(&g) };
+}

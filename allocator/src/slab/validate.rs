@@ -36,6 +36,13 @@ impl SlabState {
                 if sl.magic != SKS_MAGIC || sl.cache != id {
                     return Err(format!("slab {s:p}: bad magic {:#x} or cache", sl.magic));
                 }
+                if u64::from(sl.color) != g.color(s as u64) {
+                    return Err(format!(
+                        "slab {s:p}: color {}, geometry says {}",
+                        sl.color,
+                        g.color(s as u64)
+                    ));
+                }
                 if u64::from(sl.objs) != g.slab_objs {
                     return Err(format!(
                         "slab {s:p}: {} objs, geometry says {}",
@@ -64,10 +71,10 @@ impl SlabState {
                 while !o.is_null() {
                     let base = s as usize;
                     let a = o as usize;
-                    let in_slab = a >= base + g.first_obj as usize
+                    let first = base + (g.first_obj + u64::from(sl.color)) as usize;
+                    let in_slab = a >= first
                         && a < base + g.slab_size as usize
-                        && (a - base - g.first_obj as usize)
-                            .is_multiple_of(g.obj_size_full as usize);
+                        && (a - first).is_multiple_of(g.obj_size_full as usize);
                     if !in_slab {
                         return Err(format!("slab {s:p}: free list reaches {o:p}, outside it"));
                     }

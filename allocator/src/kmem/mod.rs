@@ -1,0 +1,732 @@
+//! General-purpose allocation on size-class caches: SPL's `kmem_alloc()`,
+//! `kmem_zalloc()`, `kmem_free()` and `vmem_*()` (`spl-kmem.c`), served
+//! the way illumos serves `kmem_alloc` and libumem `malloc`: from a ladder
+//! of object caches named `kmem_alloc_<size>` ([`ladder`]), larger requests
+//! from mappings of their own, counted as one row `kmem_alloc_large`. The
+//! `malloc` library (`slabscope-malloc`) and [`crate::global::SlabscopeAlloc`]
+//! are built on the functions here.
+//!
+//! # Finding the owner from the pointer alone
+//!
+//! Every block this module hands out has a one-word header right before
+//! it, the slab objects' header (see `slab`): an allocated class object's
+//! names its slab, whose header names its cache; a large mapping's, a block
+//! of the internal allocator's ([`InternalAlloc`]) and an aligned interior
+//! pointer's carry states of their own. So [`free`], [`realloc`] and
+//! [`usable_size`] need no size, no lock and no search: a class object's
+//! free is a range check, the header, the slab header, the class table and
+//! the magazine push.
+//!
+//! Before reading a header, [`free`] checks in a page bitmap (the `os`
+//! seam's `ranges`) that the pointer and its header lie in memory slabscope
+//! mapped: a pointer from another allocator, from before the library was
+//! preloaded, or into the middle of nothing, aborts with a message naming
+//! it instead of corrupting anything. So does a double free, as the debug
+//! checks of caches do.
+//!
+//! # A malloc lives in a hostile place
+//!
+//! Building the classes allocates (each cache's `Arc`, magazines, name),
+//! and in a program whose global allocator or `malloc` is slabscope that
+//! allocation comes back here. So the 89 caches are built together, at the
+//! first allocation, and until they all exist every allocation — from the
+//! building thread, from the threads it starts, from `pthread_atfork`'s own
+//! bookkeeping — comes from the internal allocator, which needs no cache,
+//! no thread-local storage and no lock but its own. From then on an
+//! allocation never creates a cache or takes the registry lock. While a
+//! `fork` is in progress the [`crate::global::SlabscopeAlloc`] serves
+//! slabscope's own `fork` handler the same way (that handler holds every
+//! cache lock). The known remainder: an emergency object's bookkeeping and
+//! a grow handed to the worker pool allocate while holding a cache lock or
+//! the pool's; with a global allocator on the classes (not with the
+//! `malloc` library, whose own code uses [`InternalAlloc`]) that allocation
+//! may need the same cache, which deadlocks. Both happen only after a grow
+//! failed to map memory.
+//!
+//! # Where slabscope differs from SPL
+//!
+//! - `kmem_free(ptr, size)` checks `size` against the block (SPL trusts
+//!   it) and aborts with a message when it is larger.
+//! - A `KM_SLEEP` request above [`ladder::MAX_CLASS`] that the OS refuses
+//!   (more than the address space or overcommit allows) returns `None`
+//!   instead of retrying forever.
+//! - `vmem_*` are the same functions as `kmem_*` (SPL separates virtually
+//!   and physically contiguous memory; userspace has only the former).
+//!
+//! # The largest class
+//!
+//! [`ladder::MAX_CLASS`] is 128 KiB (glibc's initial `M_MMAP_THRESHOLD`),
+//! chosen by measurement on the shared 2-vCPU development VM, with the
+//! library preloaded (single runs, a noisy machine: read them as orders of
+//! magnitude). A block above the limit costs an `mmap`, its page faults and
+//! an `munmap`: churning 16 live blocks of 136 KiB to 256 KiB (each
+//! allocated, its first page and last byte written, freed) took 16 to
+//! 26 µs per block, against about 50 ns in a class (128 KiB) and 41 to
+//! 57 ns on glibc, whose threshold rises after such a free. Raising the
+//! limit moves that churn into classes, but every class keeps freed objects
+//! in its magazines and depot, touched: `workloads/heap.py` on
+//! `PYTHONMALLOC=malloc python3` peaked at 54 MB with the limit at
+//! 128 KiB, 52 to 57 MB at 256 KiB and 58 to 70 MB at 1 MiB (glibc:
+//! 42 MB); `workloads/sqlite.sql` at 144 to 145 MB with each (glibc:
+//! 120 MB). Programs that churn blocks just above 128 KiB pay the mapping
+//! each time; a cache of freed mappings, as glibc's rising threshold
+//! gives, is not done.
+
+mod boot;
+pub mod ladder;
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+
+pub use boot::InternalAlloc;
+
+use crate::cache::{Cache, CacheBuilder, CacheInner};
+use crate::flags::{KM_PUBLIC_MASK, KM_SLEEP, KMC_KVMEM, SKS_MAGIC};
+use crate::os::{self, ranges};
+use crate::registry;
+use crate::slab;
+
+/// Header state of a block that is a mapping of its own (the low bits: the
+/// mapping's length; the mapping starts [`LARGE_PREFIX`] before the block).
+const OBJ_LARGE: u16 = 0x1a26;
+/// Header state of an aligned pointer inside a larger block (the low bits:
+/// the block).
+const OBJ_INNER: u16 = 0x14e8;
+/// Bytes before a large block: its header and one spare word.
+const LARGE_PREFIX: usize = 16;
+
+/// The classes, once built.
+struct Table {
+    caches: Vec<Cache>,
+    ids: Vec<u64>,
+}
+
+const UNINIT: u8 = 0;
+const BUILDING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+/// Set from the `fork` prepare handler until the parent or child handler.
+pub(crate) static FORKING: AtomicBool = AtomicBool::new(false);
+
+static LARGE_COUNT: AtomicU64 = AtomicU64::new(0);
+static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Whether any block above the largest class was ever mapped.
+static LARGE_USED: AtomicBool = AtomicBool::new(false);
+
+/// The built classes, building them first if no thread has; `None` while
+/// they are being built (by this thread or another) or when they could not
+/// be.
+#[inline(always)]
+fn table() -> Option<&'static Table> {
+    let t = TABLE.load(Ordering::Acquire);
+    if t.is_null() {
+        return init();
+    }
+    // SAFETY: a published table is never freed or changed.
+    Some(unsafe { &*t })
+}
+
+#[cold]
+#[inline(never)]
+fn init() -> Option<&'static Table> {
+    if STATE
+        .compare_exchange(UNINIT, BUILDING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        let t = TABLE.load(Ordering::Acquire);
+        // SAFETY: as in `table`.
+        return (!t.is_null()).then(|| unsafe { &*t });
+    }
+    // Prepare handlers run in the reverse order of registration, parent and
+    // child ones in order. The internal allocator's lock is registered
+    // first, so it is taken after every other prepare handler has run (the
+    // cache layer's, registered by the first cache, allocates) and released
+    // before the others' parent and child handlers; FORKING is registered
+    // last, so it is set before any of them runs and cleared after all.
+    // The statistics thread, which the first class starts, reports the
+    // kmem_alloc_large row with the caches.
+    registry::report_row(large_snapshot);
+    if !cfg!(miri) {
+        // SAFETY: plain functions touching only this module's statics.
+        unsafe {
+            libc::pthread_atfork(
+                Some(boot::fork_prepare),
+                Some(boot::fork_release),
+                Some(boot::fork_release),
+            )
+        };
+    }
+    let mut caches = Vec::with_capacity(ladder::CLASSES);
+    for i in 0..ladder::CLASSES {
+        let size = ladder::size(i);
+        match CacheBuilder::new(format!("kmem_alloc_{size}"), size)
+            .align(ladder::align(i))
+            .flags(KMC_KVMEM)
+            .build()
+        {
+            Ok(c) => {
+                // Every object 16-aligned: the first, and the stride (see
+                // `ladder`); a layout that breaks it is a bug here.
+                let g = &c.inner.geo;
+                assert!(
+                    g.first_obj.is_multiple_of(16) && g.obj_size_full.is_multiple_of(16),
+                    "slabscope: size class {size}: objects would not be 16-aligned ({g:?})"
+                );
+                caches.push(c)
+            }
+            Err(e) => {
+                use std::io::Write;
+                // The classes built so far stay registered, unused.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "slabscope: cannot build the size classes of kmem_alloc and malloc \
+                     ({e}); every allocation of this process comes from slabscope's \
+                     internal allocator instead: fix the setting named above"
+                );
+                STATE.store(FAILED, Ordering::Release);
+                return None;
+            }
+        }
+    }
+    if !cfg!(miri) {
+        // SAFETY: as above.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+    }
+    let ids = caches.iter().map(Cache::id).collect();
+    let t = Box::leak(Box::new(Table { caches, ids }));
+    TABLE.store(t, Ordering::Release);
+    STATE.store(READY, Ordering::Release);
+    Some(t)
+}
+
+extern "C" fn fork_prepare() {
+    FORKING.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn fork_release() {
+    FORKING.store(false, Ordering::SeqCst);
+}
+
+/// `size` bytes (at least 1), 16-aligned, uninitialised; `None` when the
+/// OS refuses memory (or, with `KM_NOSLEEP`, when a class has none free at
+/// once).
+#[inline]
+fn alloc_flags(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    if size <= ladder::MAX_CLASS {
+        if let Some(t) = table() {
+            return t.caches[ladder::index(size)].alloc(kmflags);
+        }
+        return boot::alloc(size);
+    }
+    alloc_large(size)
+}
+
+/// `malloc`: `size` bytes (0 is served as 1), 16-aligned; `None` when the
+/// OS refuses memory.
+#[inline]
+pub fn alloc(size: usize) -> Option<NonNull<u8>> {
+    alloc_flags(size, KM_SLEEP)
+}
+
+/// From the internal allocator, whatever the state of the classes (for the
+/// global allocator while a `fork` is in progress).
+pub(crate) fn alloc_internal(size: usize, align: usize) -> Option<NonNull<u8>> {
+    aligned_with(size, align, boot::alloc)
+}
+
+/// `calloc` without the multiplication: `size` zeroed bytes. Fresh
+/// mappings are zero already and are not written again.
+pub fn zalloc(size: usize) -> Option<NonNull<u8>> {
+    let p = alloc(size)?;
+    if size <= ladder::MAX_CLASS {
+        // SAFETY: p is a fresh block of at least size bytes.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+    }
+    Some(p)
+}
+
+/// `size` bytes aligned to `align` (a power of two; at most 16 costs
+/// nothing extra).
+pub fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    aligned_with(size, align, alloc)
+}
+
+/// `size` bytes aligned to `align` from `f`, which returns 16-aligned
+/// blocks: above 16, a block `align` bytes larger and a pointer inside it,
+/// whose own header names the block.
+pub(crate) fn aligned_with(
+    size: usize,
+    align: usize,
+    f: fn(usize) -> Option<NonNull<u8>>,
+) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two());
+    if align <= 16 {
+        return f(size);
+    }
+    let block = f(size.checked_add(align)?)?;
+    let b = block.as_ptr() as usize;
+    // At least 16 past the block start (both are multiples of 16), so the
+    // header lies inside the block after the block's own header; at most
+    // `align` past it, so `size` bytes fit.
+    let p = (b + 1).next_multiple_of(align);
+    let inner = block.as_ptr().wrapping_add(p - b);
+    // SAFETY: the word before `inner` is inside the block, past its header.
+    unsafe { slab::set_foreign_header(inner, b, OBJ_INNER) };
+    NonNull::new(inner)
+}
+
+#[cold]
+fn alloc_large(size: usize) -> Option<NonNull<u8>> {
+    let len = size
+        .checked_add(LARGE_PREFIX)?
+        .checked_next_multiple_of(os::page_size())?;
+    if len >= 1 << 47 {
+        return None;
+    }
+    let base = os::mmap_anon(len)?;
+    // SAFETY: the mapping is len > LARGE_PREFIX bytes.
+    let obj = unsafe { base.as_ptr().add(LARGE_PREFIX) };
+    // SAFETY: the header is the mapping's second word.
+    unsafe { slab::set_foreign_header(obj, len, OBJ_LARGE) };
+    if !LARGE_USED.swap(true, Ordering::Relaxed) {
+        registry::report_row(large_snapshot);
+    }
+    LARGE_COUNT.fetch_add(1, Ordering::Relaxed);
+    LARGE_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+    NonNull::new(obj)
+}
+
+/// What the pointer handed to [`free`] and its kin is.
+enum Owner {
+    /// A slab object of size class `usize`, served by that cache.
+    Class(usize, &'static Cache),
+    /// An emergency object of size class `usize`, served by that cache.
+    Emergency(usize, &'static Cache),
+    /// A mapping of its own, of this many bytes.
+    Large(usize),
+    /// An aligned pointer inside this block.
+    Inner(*mut u8),
+    /// A block of the internal allocator (its header's state and address).
+    Boot(u16, usize),
+}
+
+/// Aborts: `ptr`, handed to `what`, is not a live block of ours.
+#[cold]
+#[inline(never)]
+fn not_ours(what: &str, ptr: *mut u8, why: &str) -> ! {
+    // No allocation here: the allocator may be what is broken.
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    let mut put = |s: &[u8]| {
+        let k = s.len().min(buf.len() - n);
+        buf[n..n + k].copy_from_slice(&s[..k]);
+        n += k;
+    };
+    put(b"slabscope: ");
+    put(what.as_bytes());
+    put(b"(0x");
+    let a = ptr as usize;
+    let digits = (usize::BITS - a.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        put(&[b"0123456789abcdef"[(a >> (4 * i)) & 15]]);
+    }
+    put(b"): ");
+    put(why.as_bytes());
+    put(b"; aborting\n");
+    // SAFETY: writing our own buffer to stderr.
+    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+    std::process::abort()
+}
+
+/// Finds the owner of `ptr` from its header, or aborts with a message.
+///
+/// # Safety
+/// None beyond `ptr` being a value the caller was handed as a pointer: a
+/// pointer that is not ours is detected, not dereferenced.
+#[inline(always)]
+unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
+    let a = ptr as usize;
+    // The header shares the block's page unless the block starts a page.
+    if !a.is_multiple_of(16)
+        || !ranges::contains(a)
+        || (a.is_multiple_of(4096) && !ranges::contains(a - 8))
+    {
+        // An emergency object comes from the global allocator: it may be
+        // elsewhere, and only 8-aligned (see `emergency_owner`).
+        return emergency_owner(what, ptr, false);
+    }
+    // SAFETY: the header word is in memory slabscope mapped (checked).
+    let (state, addr) = unsafe { slab::header_of(ptr) };
+    if state & 1 == 1 {
+        // SAFETY: as above.
+        return unsafe { class_owner(what, ptr, addr) };
+    }
+    match state {
+        OBJ_LARGE => Owner::Large(addr),
+        OBJ_INNER => Owner::Inner(std::ptr::with_exposed_provenance_mut(addr)),
+        boot::BOOT_USED | boot::BOOT_MAPPED => Owner::Boot(state, addr),
+        slab::OBJ_EMERGENCY => emergency_owner(what, ptr, true),
+        slab::OBJ_FREE | boot::BOOT_FREE => not_ours(what, ptr, "already freed (a double free)"),
+        _ => not_ours(
+            what,
+            ptr,
+            "not the start of a block slabscope handed out (its header is not one)",
+        ),
+    }
+}
+
+/// [`owner`] of an allocated slab object whose header names slab `slab`.
+///
+/// # Safety
+/// As [`owner`].
+#[inline(always)]
+unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
+    if !ranges::contains(slab) {
+        not_ours(what, ptr, "not the start of a block slabscope handed out");
+    }
+    // SAFETY: the slab header's page is slabscope's (checked).
+    let (magic, cache) = unsafe { slab::slab_owner(slab) };
+    let t = table();
+    if magic == SKS_MAGIC
+        && let Some(t) = t
+    {
+        let c: *const CacheInner = std::ptr::with_exposed_provenance(cache as usize);
+        // SAFETY: a slab with its magic is live, and a live slab's cache
+        // is live.
+        let size = unsafe { (*c).geo.obj_size } as usize;
+        if size <= ladder::MAX_CLASS {
+            let i = ladder::index(size);
+            if t.ids[i] == cache {
+                return Owner::Class(i, &t.caches[i]);
+            }
+        }
+        not_ours(
+            what,
+            ptr,
+            "an object of a cache made with kmem_cache_create: free it with kmem_cache_free",
+        );
+    }
+    not_ours(what, ptr, "not the start of a block slabscope handed out")
+}
+
+/// The emergency object `ptr` of a class (SPL's emergency objects, made
+/// while a class is DEADLOCKED: see `crate::emergency`), found in the
+/// classes' emergency maps; otherwise aborts, saying the pointer is not
+/// ours (`mapped`: it is in slabscope's memory but freed already).
+///
+/// Emergency objects come from the global allocator (the internal one in
+/// the `malloc` library, the classes themselves under [`SlabscopeAlloc`],
+/// the C library's `malloc` in `libslabscope.so`), with the class's
+/// layout: for the classes of 8-byte alignment they are 8- but not
+/// 16-aligned, a departure from `malloc`'s promise that lasts only while a
+/// grow is stuck past the grow timeout.
+///
+/// [`SlabscopeAlloc`]: crate::global::SlabscopeAlloc
+#[cold]
+#[inline(never)]
+fn emergency_owner(what: &str, ptr: *mut u8, mapped: bool) -> Owner {
+    if let Some(t) = table() {
+        for (i, c) in t.caches.iter().enumerate() {
+            let c = &*c.inner;
+            if c.emergency_live.load(Ordering::Relaxed) > 0
+                && c.lock_state().emergency.contains_key(&(ptr as usize))
+            {
+                return Owner::Emergency(i, &t.caches[i]);
+            }
+        }
+    }
+    if mapped {
+        not_ours(what, ptr, "already freed (a double free)")
+    }
+    not_ours(
+        what,
+        ptr,
+        "not memory slabscope handed out (another allocator's, from before slabscope \
+         was loaded, or not the start of a block)",
+    )
+}
+
+/// `free`: returns a block of [`alloc`], [`zalloc`], [`alloc_aligned`] or
+/// [`realloc`]. Null is ignored. Anything else aborts with a message.
+///
+/// # Safety
+/// `ptr` is null or a live block of this module, not used afterwards.
+#[inline]
+pub unsafe fn free(ptr: *mut u8) {
+    let Some(p) = NonNull::new(ptr) else {
+        return;
+    };
+    // SAFETY: forwarded caller guarantee.
+    match unsafe { owner("free", ptr) } {
+        Owner::Class(_, c) | Owner::Emergency(_, c) => {
+            // SAFETY: an object of this class (its header and slab say so).
+            unsafe { c.free(p) }
+        }
+        // SAFETY: forwarded caller guarantee; the header says what it is.
+        other => unsafe { free_other(ptr, other) },
+    }
+}
+
+#[cold]
+unsafe fn free_other(ptr: *mut u8, owner: Owner) {
+    match owner {
+        Owner::Large(len) => {
+            LARGE_COUNT.fetch_sub(1, Ordering::Relaxed);
+            LARGE_BYTES.fetch_sub(len as u64, Ordering::Relaxed);
+            let base = ptr.wrapping_sub(LARGE_PREFIX);
+            // SAFETY: a large block is LARGE_PREFIX bytes into its mapping
+            // of len bytes, unused from now on (caller).
+            unsafe { os::munmap_range(base, len) };
+        }
+        // SAFETY: the block the aligned pointer is inside, owned alike.
+        Owner::Inner(block) => unsafe { free(block) },
+        // SAFETY: a live internal block (its header says so).
+        Owner::Boot(state, addr) => unsafe { boot::free(ptr, state, addr) },
+        Owner::Class(..) | Owner::Emergency(..) => unreachable!("handled by free"),
+    }
+}
+
+/// `malloc_usable_size`: bytes usable at `ptr` (0 for null).
+///
+/// # Safety
+/// `ptr` is null or a live block of this module.
+pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    // SAFETY: forwarded caller guarantee.
+    match unsafe { owner("malloc_usable_size", ptr) } {
+        Owner::Class(i, _) | Owner::Emergency(i, _) => ladder::size(i),
+        Owner::Large(len) => len - LARGE_PREFIX,
+        Owner::Inner(block) => {
+            // SAFETY: the block is live as ptr is.
+            let whole = unsafe { usable_size(block) };
+            whole - (ptr as usize - block as usize)
+        }
+        Owner::Boot(state, addr) => boot::usable(state, addr),
+    }
+}
+
+/// `realloc`: `ptr` (null: a new block) resized to `size` bytes, in place
+/// when the new size keeps its class (or, for a mapping, fits and uses
+/// more than half of it); otherwise a new block with the old contents, and
+/// the old one freed. `None` (the old block untouched) when the OS refuses
+/// memory. `size` 0 is served as 1; `malloc`'s `realloc(p, 0)` frees
+/// before calling this.
+///
+/// # Safety
+/// `ptr` is null or a live block of this module; on `Some` it is not used
+/// afterwards (unless returned).
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
+    let Some(p) = NonNull::new(ptr) else {
+        return alloc(size);
+    };
+    // SAFETY: forwarded caller guarantee.
+    let owner = unsafe { owner("realloc", ptr) };
+    let (usable, keep) = match owner {
+        Owner::Class(i, _) => (
+            ladder::size(i),
+            size <= ladder::MAX_CLASS && ladder::index(size) == i,
+        ),
+        Owner::Large(len) => {
+            let u = len - LARGE_PREFIX;
+            (u, size <= u && size > u / 2)
+        }
+        Owner::Emergency(i, _) => (ladder::size(i), false),
+        // SAFETY: forwarded caller guarantee.
+        Owner::Inner(_) => (unsafe { usable_size(ptr) }, false),
+        Owner::Boot(state, addr) => (boot::usable(state, addr), false),
+    };
+    if keep {
+        return Some(p);
+    }
+    if let Owner::Large(len) = owner
+        && size > ladder::MAX_CLASS
+    {
+        // SAFETY: a large block of ours (its header says so), live.
+        return unsafe { remap_large(ptr, len, size) };
+    }
+    let q = alloc(size)?;
+    // SAFETY: both blocks are live, distinct, and at least the copied
+    // length long.
+    unsafe { std::ptr::copy_nonoverlapping(ptr, q.as_ptr(), usable.min(size)) };
+    // SAFETY: forwarded caller guarantee.
+    unsafe { free(ptr) };
+    Some(q)
+}
+
+/// [`realloc`] of a large block to another size above the largest class:
+/// the mapping moves or grows in place, without copying (`mremap`).
+///
+/// # Safety
+/// `ptr` is a live large block whose mapping is `len` bytes.
+#[cold]
+unsafe fn remap_large(ptr: *mut u8, len: usize, size: usize) -> Option<NonNull<u8>> {
+    let new_len = size
+        .checked_add(LARGE_PREFIX)?
+        .checked_next_multiple_of(os::page_size())?;
+    if new_len >= 1 << 47 {
+        return None;
+    }
+    let base = ptr.wrapping_sub(LARGE_PREFIX);
+    // SAFETY: the block's mapping, whole (caller).
+    let moved = unsafe { os::mremap_anon(base, len, new_len) }?;
+    // SAFETY: the new mapping is new_len > LARGE_PREFIX bytes.
+    let obj = unsafe { moved.as_ptr().add(LARGE_PREFIX) };
+    // SAFETY: the header is the mapping's second word.
+    unsafe { slab::set_foreign_header(obj, new_len, OBJ_LARGE) };
+    LARGE_BYTES.fetch_add(new_len as u64, Ordering::Relaxed);
+    LARGE_BYTES.fetch_sub(len as u64, Ordering::Relaxed);
+    NonNull::new(obj)
+}
+
+fn check_kmflags(what: &str, kmflags: u32) {
+    assert!(
+        kmflags & !KM_PUBLIC_MASK == 0,
+        "slabscope: {what}: allocation flags {kmflags:#x} have bits outside \
+         KM_PUBLIC_MASK ({KM_PUBLIC_MASK:#x}): pass KM_SLEEP or KM_NOSLEEP"
+    );
+}
+
+/// SPL's `kmem_alloc()`: `size` bytes from the class that fits (16-aligned),
+/// or a mapping of their own above [`ladder::MAX_CLASS`]. `KM_SLEEP`
+/// requests wait for memory and fail only as the module docs say;
+/// `KM_NOSLEEP` ones may return `None`.
+///
+/// ```
+/// use slabscope::{flags, kmem};
+/// let p = kmem::kmem_alloc(100, flags::KM_SLEEP).expect("KM_SLEEP");
+/// // SAFETY: p is 100 bytes of ours.
+/// unsafe { p.as_ptr().write_bytes(7, 100) };
+/// // SAFETY: p came from kmem_alloc(100) and is not used again.
+/// unsafe { kmem::kmem_free(p, 100) };
+/// ```
+///
+/// # Panics
+/// On kmflags outside `KM_PUBLIC_MASK`.
+pub fn kmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    check_kmflags("kmem_alloc", kmflags);
+    alloc_flags(size, kmflags)
+}
+
+/// SPL's `kmem_zalloc()`: [`kmem_alloc`], zeroed.
+///
+/// # Panics
+/// As [`kmem_alloc`].
+pub fn kmem_zalloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    let p = kmem_alloc(size, kmflags)?;
+    if size <= ladder::MAX_CLASS {
+        // SAFETY: p is a fresh block of at least size bytes.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+    }
+    Some(p)
+}
+
+/// SPL's `kmem_free()`. Aborts with a message when `size` is larger than
+/// the block or `ptr` is not a live block of this module.
+///
+/// # Safety
+/// `ptr` came from [`kmem_alloc`] or [`kmem_zalloc`] and is not used
+/// afterwards.
+pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) {
+    // SAFETY: forwarded caller guarantee (a bad pointer aborts).
+    let usable = unsafe { usable_size(ptr.as_ptr()) };
+    if size > usable {
+        not_ours(
+            "kmem_free",
+            ptr.as_ptr(),
+            "the size passed is larger than the block: pass the size given to kmem_alloc",
+        );
+    }
+    // SAFETY: forwarded caller guarantee.
+    unsafe { free(ptr.as_ptr()) }
+}
+
+/// SPL's `vmem_alloc()`: the same as [`kmem_alloc`] here.
+///
+/// # Panics
+/// As [`kmem_alloc`].
+pub fn vmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    kmem_alloc(size, kmflags)
+}
+
+/// SPL's `vmem_zalloc()`: the same as [`kmem_zalloc`] here.
+///
+/// # Panics
+/// As [`kmem_alloc`].
+pub fn vmem_zalloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    kmem_zalloc(size, kmflags)
+}
+
+/// SPL's `vmem_free()`: the same as [`kmem_free`] here.
+///
+/// # Safety
+/// As [`kmem_free`], for a block of [`vmem_alloc`] or [`vmem_zalloc`].
+pub unsafe fn vmem_free(ptr: NonNull<u8>, size: usize) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { kmem_free(ptr, size) }
+}
+
+/// The `kmem_alloc_large` row: blocks above [`ladder::MAX_CLASS`] live now
+/// and the bytes their mappings hold.
+pub fn large_stats() -> (u64, u64) {
+    (
+        LARGE_COUNT.load(Ordering::Relaxed),
+        LARGE_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// The name of the row of blocks above the largest class.
+pub const LARGE_ROW: &str = "kmem_alloc_large";
+
+/// The `kmem_alloc_large` row as the probes and the inspector show a
+/// cache, once the classes or a large block exist: blocks are its objects (`obj_alloc`,
+/// `obj_total`), their mean mapping its object size, and the pages mapped
+/// its slabs (`slab_size` is the page size, so the `/proc` size column,
+/// `slab_size * slab_total`, is the bytes mapped). Its id is the address of
+/// a static of this module, unique in the process like a cache's.
+pub fn large_snapshot() -> Option<slabscope_probes::CacheSnapshot> {
+    static ROW_ID: u8 = 0;
+    if classes().is_none() && !LARGE_USED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let (count, bytes) = large_stats();
+    let page = os::page_size() as u64;
+    let mut s = slabscope_probes::CacheSnapshot::ZERO;
+    s.cache_id = &ROW_ID as *const u8 as u64;
+    s.name = slabscope_probes::name_buf(LARGE_ROW.as_bytes());
+    s.flags = KMC_KVMEM;
+    s.obj_align = 16;
+    s.obj_size = bytes.checked_div(count).unwrap_or(0);
+    s.obj_size_full = s.obj_size;
+    s.slab_size = page;
+    s.slab_total = bytes / page;
+    s.slab_alloc = s.slab_total;
+    s.obj_total = count;
+    s.obj_alloc = count;
+    Some(s)
+}
+
+/// The page size, for the malloc library's page-aligned calls (`valloc`,
+/// `pvalloc`).
+pub fn page_size() -> usize {
+    os::page_size()
+}
+
+/// `malloc_trim`: reaps every cache (magazines flushed, empty slabs
+/// unmapped); whether that returned memory to the OS.
+pub fn trim() -> bool {
+    let before = os::mapped_bytes();
+    registry::reap();
+    os::mapped_bytes() < before
+}
+
+/// The size classes' caches, once any allocation built them.
+pub fn classes() -> Option<&'static [Cache]> {
+    let t = TABLE.load(Ordering::Acquire);
+    // SAFETY: as in `table`.
+    (!t.is_null()).then(|| unsafe { &*t }.caches.as_slice())
+}

@@ -1,0 +1,356 @@
+//! `kmem_alloc` and its kin on the `kmem_alloc_<size>` size classes: the
+//! classes and their names, every size's class and alignment, mappings
+//! above the largest class, aligned blocks, realloc, zeroing, and the
+//! aborts on frees of what slabscope did not hand out.
+//!
+//! This binary's global allocator is the system's, so its own `Box`es are
+//! foreign pointers to slabscope.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+use std::ptr::NonNull;
+
+use slabscope::flags::KM_SLEEP;
+use slabscope::kmem::{self, ladder};
+
+const SCENARIO: &str = "SLABSCOPE_KMEM_SCENARIO";
+
+/// Runs `scenario` in a child process (this binary, filtered to
+/// `test_name`) and returns its output.
+fn in_child(test_name: &str, scenario: fn()) -> Output {
+    if std::env::var(SCENARIO).as_deref() == Ok(test_name) {
+        scenario();
+        std::process::exit(0);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO, test_name)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot re-run the test binary for {test_name}: {e}"))
+}
+
+fn assert_aborted_with(out: &Output, what: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ptr = stdout
+        .split("PTR=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| {
+            panic!("the child printed no PTR=; stdout:\n{stdout}\nstderr:\n{stderr}")
+        });
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "expected an abort, got {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(ptr),
+        "stderr does not name {ptr}:\n{stderr}"
+    );
+    assert!(stderr.contains(what), "stderr lacks {what:?}:\n{stderr}");
+}
+
+fn fill(p: NonNull<u8>, len: usize, seed: u8) {
+    // SAFETY: the callers pass blocks of at least len bytes.
+    let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = seed.wrapping_add(i as u8);
+    }
+}
+
+fn check(p: NonNull<u8>, len: usize, seed: u8) {
+    // SAFETY: the callers pass blocks of at least len bytes.
+    let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+    for (i, &b) in s.iter().enumerate() {
+        assert_eq!(b, seed.wrapping_add(i as u8), "byte {i} of {len}");
+    }
+}
+
+#[test]
+fn the_classes_are_built_at_the_first_allocation_named_by_size() {
+    let p = kmem::kmem_alloc(100, KM_SLEEP).expect("KM_SLEEP");
+    let classes = kmem::classes().expect("built by the allocation");
+    assert_eq!(classes.len(), ladder::CLASSES);
+    for (i, c) in classes.iter().enumerate() {
+        assert_eq!(c.name(), format!("kmem_alloc_{}", ladder::size(i)));
+        assert_eq!(c.entry_size() as usize, ladder::size(i));
+        c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+    }
+    // SAFETY: p is a live block.
+    assert_eq!(unsafe { kmem::usable_size(p.as_ptr()) }, 104);
+    let c104 = &classes[ladder::index(104)];
+    assert_eq!(c104.name(), "kmem_alloc_104");
+    assert!(c104.stats().obj_alloc >= 1, "{:?}", c104.stats());
+    // SAFETY: p came from kmem_alloc(100).
+    unsafe { kmem::kmem_free(p, 100) };
+}
+
+#[test]
+fn every_size_gets_a_16_aligned_block_of_its_class() {
+    let mut live = Vec::new();
+    let mut n = 0;
+    while n <= ladder::MAX_CLASS {
+        let p = kmem::alloc(n).expect("memory");
+        assert!((p.as_ptr() as usize).is_multiple_of(16), "{n}: {p:p}");
+        // SAFETY: p is a live block.
+        let usable = unsafe { kmem::usable_size(p.as_ptr()) };
+        assert_eq!(usable, ladder::size(ladder::index(n)), "{n}");
+        fill(p, n, n as u8);
+        live.push((p, n));
+        n = if n < 600 { n + 1 } else { n + n / 7 };
+    }
+    for (p, n) in live {
+        check(p, n, n as u8);
+        // SAFETY: each block is freed once.
+        unsafe { kmem::free(p.as_ptr()) };
+    }
+}
+
+#[test]
+fn blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row() {
+    // Alone in a process of its own: other tests map large blocks too.
+    let name = "blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row";
+    let out = in_child(name, large_blocks);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn large_blocks() {
+    let (count0, bytes0) = kmem::large_stats();
+    let sizes = [ladder::MAX_CLASS + 1, 1 << 20, (5 << 20) + 3];
+    let blocks: Vec<_> = sizes
+        .iter()
+        .map(|&n| {
+            let p = kmem::zalloc(n).expect("memory");
+            check_zero(p, n);
+            fill(p, n, 3);
+            (p, n)
+        })
+        .collect();
+    let (count, bytes) = kmem::large_stats();
+    assert_eq!(count, count0 + 3);
+    let want: usize = sizes.iter().map(|n| (n + 16).next_multiple_of(4096)).sum();
+    assert_eq!(bytes, bytes0 + want as u64);
+    // The row the probes publish, as the inspector shows a cache.
+    let row = slabscope::stats::publish()
+        .into_iter()
+        .find(|c| c.name == kmem::LARGE_ROW)
+        .expect("publish reports kmem_alloc_large");
+    assert_eq!((row.obj_alloc, row.obj_total), (count, count));
+    assert_eq!(row.slab_size * row.slab_total, bytes, "size column = bytes");
+    assert_eq!(row.obj_size, bytes / count);
+    for (p, n) in blocks {
+        // SAFETY: a live block.
+        assert!(unsafe { kmem::usable_size(p.as_ptr()) } >= n);
+        check(p, n, 3);
+        // SAFETY: freed once.
+        unsafe { kmem::free(p.as_ptr()) };
+    }
+    assert_eq!(kmem::large_stats(), (count0, bytes0));
+    // Growing a large block moves its pages (mremap), contents and all.
+    let p = kmem::alloc(200_000).expect("memory");
+    fill(p, 200_000, 5);
+    // SAFETY: p is live.
+    let q = unsafe { kmem::realloc(p.as_ptr(), 3 << 20) }.expect("memory");
+    check(q, 200_000, 5);
+    fill(q, 3 << 20, 6);
+    // SAFETY: q is live.
+    assert!(unsafe { kmem::usable_size(q.as_ptr()) } >= 3 << 20);
+    let want = ((3 << 20) + 16usize).next_multiple_of(4096) as u64;
+    assert_eq!(kmem::large_stats(), (count0 + 1, bytes0 + want));
+    // SAFETY: q is live; shrink within the mapping's upper half: in place.
+    let r = unsafe { kmem::realloc(q.as_ptr(), (2 << 20) + 1) }.expect("memory");
+    assert_eq!(r, q);
+    check(r, (2 << 20) + 1, 6);
+    // SAFETY: freed once.
+    unsafe { kmem::free(r.as_ptr()) };
+    assert_eq!(kmem::large_stats(), (count0, bytes0));
+    assert!(kmem::alloc(usize::MAX - 4096).is_none(), "absurd size");
+    assert!(
+        kmem::alloc(1 << 50).is_none(),
+        "more than the address space"
+    );
+}
+
+fn check_zero(p: NonNull<u8>, n: usize) {
+    // SAFETY: p is a block of at least n bytes.
+    let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };
+    assert!(s.iter().all(|&b| b == 0), "{n} bytes not zeroed");
+}
+
+#[test]
+fn aligned_blocks_up_to_and_beyond_the_page_size() {
+    for shift in 5..=17 {
+        let align = 1usize << shift;
+        for n in [0, 1, 100, 5000, 200_000] {
+            let p = kmem::alloc_aligned(n, align).expect("memory");
+            assert!((p.as_ptr() as usize).is_multiple_of(align), "{align} {n}");
+            // SAFETY: a live block.
+            let usable = unsafe { kmem::usable_size(p.as_ptr()) };
+            assert!(usable >= n, "{align} {n}: {usable}");
+            fill(p, usable, 9);
+            check(p, usable, 9);
+            // SAFETY: freed once.
+            unsafe { kmem::free(p.as_ptr()) };
+        }
+    }
+}
+
+#[test]
+fn realloc_stays_in_its_class_moves_between_classes_and_keeps_contents() {
+    // SAFETY: null asks for a new block.
+    let p = unsafe { kmem::realloc(std::ptr::null_mut(), 30) }.expect("memory");
+    fill(p, 30, 1);
+    // SAFETY: p is live; 40 keeps the class of 30.
+    let q = unsafe { kmem::realloc(p.as_ptr(), 40) }.expect("memory");
+    assert_eq!(p, q, "same class: in place");
+    // SAFETY: q is live.
+    let r = unsafe { kmem::realloc(q.as_ptr(), 5000) }.expect("memory");
+    check(r, 30, 1);
+    fill(r, 5000, 2);
+    // SAFETY: r is live; a mapping.
+    let s = unsafe { kmem::realloc(r.as_ptr(), 1 << 20) }.expect("memory");
+    check(s, 5000, 2);
+    // SAFETY: s is live; shrink to a class.
+    let t = unsafe { kmem::realloc(s.as_ptr(), 10) }.expect("memory");
+    check(t, 10, 2);
+    // SAFETY: t is live.
+    assert_eq!(unsafe { kmem::usable_size(t.as_ptr()) }, 24);
+    // SAFETY: freed once.
+    unsafe { kmem::free(t.as_ptr()) };
+}
+
+#[test]
+fn zalloc_zeroes_a_reused_object() {
+    for n in [1, 64, 1000, 4096] {
+        let p = kmem::alloc(n).expect("memory");
+        fill(p, n, 0xf0);
+        // SAFETY: freed once.
+        unsafe { kmem::free(p.as_ptr()) };
+        let q = kmem::kmem_zalloc(n, KM_SLEEP).expect("memory");
+        check_zero(q, n);
+        // SAFETY: freed once.
+        unsafe { kmem::kmem_free(q, n) };
+    }
+}
+
+#[test]
+fn frees_on_other_threads_and_threads_exiting_with_objects_out() {
+    struct Send(Vec<(usize, usize)>);
+    let made: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                Send(
+                    (0..2000usize)
+                        .map(|i| {
+                            let n = (i * 37 + t) % 3000;
+                            let p = kmem::alloc(n).expect("memory");
+                            fill(p, n, t as u8);
+                            (p.as_ptr() as usize, n)
+                        })
+                        .collect(),
+                )
+            })
+        })
+        .collect();
+    let blocks: Vec<_> = made.into_iter().map(|h| h.join().unwrap()).collect();
+    let frees: Vec<_> = blocks
+        .into_iter()
+        .enumerate()
+        .map(|(t, b)| {
+            std::thread::spawn(move || {
+                for (p, n) in b.0 {
+                    let p = NonNull::new(p as *mut u8).unwrap();
+                    check(p, n, t as u8);
+                    // SAFETY: each block is freed once, here.
+                    unsafe { kmem::free(p.as_ptr()) };
+                }
+            })
+        })
+        .collect();
+    for h in frees {
+        h.join().unwrap();
+    }
+    for c in kmem::classes().unwrap() {
+        c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+    }
+}
+
+#[test]
+fn kmem_free_with_a_larger_size_aborts() {
+    let out = in_child("kmem_free_with_a_larger_size_aborts", || {
+        let p = kmem::kmem_alloc(40, KM_SLEEP).unwrap();
+        println!("PTR={:#x}", p.as_ptr() as usize);
+        // SAFETY: deliberately wrong size: must abort.
+        unsafe { kmem::kmem_free(p, 100) };
+    });
+    assert_aborted_with(&out, "larger than the block");
+}
+
+#[test]
+fn double_free_aborts() {
+    let out = in_child("double_free_aborts", || {
+        let p = kmem::alloc(40).unwrap();
+        let q = kmem::alloc(1 << 20).unwrap();
+        println!("PTR={:#x}", p.as_ptr() as usize);
+        // SAFETY: deliberately freed twice: must abort.
+        unsafe { kmem::free(p.as_ptr()) };
+        // SAFETY: as above.
+        unsafe { kmem::free(q.as_ptr()) };
+        // SAFETY: as above.
+        unsafe { kmem::free(p.as_ptr()) };
+    });
+    assert_aborted_with(&out, "double free");
+}
+
+#[test]
+fn freeing_another_allocators_block_aborts() {
+    let out = in_child("freeing_another_allocators_block_aborts", || {
+        let _ = kmem::alloc(1);
+        let b = Box::into_raw(Box::new([7u64; 4]));
+        println!("PTR={:#x}", b as usize);
+        // SAFETY: deliberately foreign: must abort, not read it.
+        unsafe { kmem::free(b.cast()) };
+    });
+    assert_aborted_with(&out, "not memory slabscope handed out");
+}
+
+#[test]
+fn freeing_an_interior_pointer_aborts() {
+    let out = in_child("freeing_an_interior_pointer_aborts", || {
+        let p = kmem::alloc(200).unwrap();
+        let inner = p.as_ptr().wrapping_add(48);
+        println!("PTR={:#x}", inner as usize);
+        // SAFETY: deliberately not a block: must abort.
+        unsafe { kmem::free(inner) };
+    });
+    assert_aborted_with(&out, "not the start of a block");
+}
+
+#[test]
+fn freeing_a_named_caches_object_aborts() {
+    let out = in_child("freeing_a_named_caches_object_aborts", || {
+        let c = slabscope::CacheBuilder::new("kmem_test_named", 64)
+            .align(16)
+            .build()
+            .unwrap();
+        let _ = kmem::alloc(1);
+        let p = c.alloc(KM_SLEEP).unwrap();
+        println!("PTR={:#x}", p.as_ptr() as usize);
+        // SAFETY: deliberately the wrong free: must abort.
+        unsafe { kmem::free(p.as_ptr()) };
+    });
+    assert_aborted_with(&out, "kmem_cache_free");
+}
+
+#[test]
+#[should_panic(expected = "KM_PUBLIC_MASK")]
+fn kmem_alloc_rejects_unknown_flags() {
+    let _ = kmem::kmem_alloc(8, 0x100);
+}

@@ -1,0 +1,407 @@
+//! The C path (issue 15): slabscope and its peers called the way a C program
+//! calls them, through shared libraries loaded with `dlopen` and function
+//! pointers, by a C harness (`bench/c/cpath.c`) compiled here with gcc.
+//!
+//! slabscope is called through `libslabscope.so`'s `kmem_cache_alloc` /
+//! `kmem_cache_free` and, when `libslabscope_malloc.so` is built, through
+//! its `malloc` / `free`; each peer through its library's `malloc` / `free`
+//! (glibc's `libc.so.6`, `libjemalloc.so.2`, `libmimalloc.so.2`,
+//! `libtcmalloc_minimal.so.4`). All contenders of one workload run in one
+//! harness process, pinned, interleaved run by run, so the ratios are
+//! measured side by side, as in section 1, whose Rust path calls
+//! `Cache::alloc` inline.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::measure::Summary;
+use crate::native::HitLoop;
+use crate::text::{num, size_name};
+
+/// The harness's source, compiled at run time so the binary needs no tree.
+const SOURCE: &str = include_str!("../c/cpath.c");
+
+/// Peers: name in the report and the soname `dlopen` finds.
+pub const PEERS: [(&str, &str); 4] = [
+    ("glibc", "libc.so.6"),
+    ("jemalloc", "libjemalloc.so.2"),
+    ("mimalloc", "libmimalloc.so.2"),
+    ("tcmalloc", "libtcmalloc_minimal.so.4"),
+];
+
+/// slabscope through the cache ABI.
+pub const CACHE: &str = "slabscope";
+/// slabscope through `libslabscope_malloc.so`.
+pub const MALLOC: &str = "slabscope_malloc";
+
+/// The (object size, objects live per round) workloads, LIFO frees: the
+/// issue's 1-live and 64 B 1000-live rows of section 1, and the 4 KiB
+/// 1000-live row.
+pub const SHAPES: [(usize, usize); 3] = [(64, 1), (64, 1000), (4096, 1000)];
+
+/// jemalloc's and mimalloc's libraries use initial-exec TLS, which `dlopen`
+/// can only place in glibc's static TLS surplus; the default 512 bytes is too
+/// small for jemalloc ("cannot allocate memory in static TLS block").
+const TUNABLES: &str = "glibc.rtld.optional_static_tls=65536";
+
+/// Where the shared libraries under test are, or why one is absent.
+#[derive(Clone, Debug)]
+pub struct Libraries {
+    /// `libslabscope.so` (the cache ABI).
+    pub slabscope: Result<PathBuf, String>,
+    /// `libslabscope_malloc.so`.
+    pub malloc: Result<PathBuf, String>,
+}
+
+/// One workload's cells: contender name → ns/op.
+#[derive(Clone, Debug)]
+pub struct CRow {
+    pub size: usize,
+    pub live: usize,
+    pub cells: BTreeMap<String, Summary>,
+}
+
+impl CRow {
+    /// The fastest peer's median and its name.
+    pub fn best_peer(&self) -> Option<(&str, f64)> {
+        PEERS
+            .iter()
+            .filter_map(|(p, _)| self.cells.get(*p).map(|s| (*p, s.median)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// `who`'s median over the best peer's.
+    pub fn ratio(&self, who: &str) -> Option<f64> {
+        Some(self.cells.get(who)?.median / self.best_peer()?.1)
+    }
+}
+
+/// What the C path measured.
+#[derive(Clone, Debug)]
+pub struct CPath {
+    pub libs: Libraries,
+    pub rows: Vec<CRow>,
+    /// Contenders the harness could not load, and why.
+    pub missing: BTreeMap<String, String>,
+    /// Set when nothing could be measured (gcc missing, the harness failed).
+    pub failed: Option<String>,
+    /// The hit paths of `kmem_cache_alloc` and `kmem_cache_free` in the
+    /// library's machine code (`None`: no library).
+    pub abi: Option<Result<(HitLoop, HitLoop), String>>,
+}
+
+/// Write the harness's source to `dir` and compile it with gcc.
+pub fn compile(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join(format!("slabscope-cpath-{}.c", std::process::id()));
+    let bin = dir.join(format!("slabscope-cpath-{}", std::process::id()));
+    std::fs::write(&src, SOURCE).with_context(|| format!("writing {}", src.display()))?;
+    let out = Command::new("gcc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .context("running gcc to build the C harness: install gcc (`cargo xtask setup`)")?;
+    let _ = std::fs::remove_file(&src);
+    if !out.status.success() {
+        bail!(
+            "gcc could not build the C harness: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(bin)
+}
+
+/// The harness's `NAME=API:LIBRARY` arguments.
+fn contenders(libs: &Libraries) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(p) = &libs.slabscope {
+        v.push(format!("{CACHE}=cache:{}", p.display()));
+    }
+    if let Ok(p) = &libs.malloc {
+        v.push(format!("{MALLOC}=malloc:{}", p.display()));
+    }
+    for (name, soname) in PEERS {
+        v.push(format!("{name}=malloc:{soname}"));
+    }
+    v
+}
+
+/// Samples per contender, and the contenders that did not load with why.
+type Parsed = (BTreeMap<String, Vec<f64>>, BTreeMap<String, String>);
+
+/// Parse the harness's output.
+fn parse(stdout: &str) -> Result<Parsed, String> {
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut missing = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut f = line.splitn(3, ' ');
+        match (f.next(), f.next(), f.next()) {
+            (Some("sample"), Some(name), Some(ns)) => {
+                let ns: f64 = ns
+                    .parse()
+                    .map_err(|_| format!("the C harness printed a bad sample: {line:?}"))?;
+                samples.entry(name.to_string()).or_default().push(ns);
+            }
+            (Some("missing"), Some(name), Some(why)) => {
+                missing.insert(name.to_string(), why.to_string());
+            }
+            _ => return Err(format!("the C harness printed an unknown line: {line:?}")),
+        }
+    }
+    Ok((samples, missing))
+}
+
+/// Run every shape of [`SHAPES`] through the harness at `bin`.
+pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64) -> CPath {
+    let abi = libs
+        .slabscope
+        .as_ref()
+        .ok()
+        .map(|lib| crate::native::c_abi(lib).map_err(|e| format!("{e:#}")));
+    let mut c = CPath {
+        libs,
+        rows: Vec::new(),
+        missing: BTreeMap::new(),
+        failed: None,
+        abi,
+    };
+    for (size, live) in SHAPES {
+        let out = Command::new(bin)
+            .env("GLIBC_TUNABLES", TUNABLES)
+            .args([
+                cpu.to_string(),
+                size.to_string(),
+                live.to_string(),
+                "lifo".into(),
+                runs.to_string(),
+                target_ns.to_string(),
+            ])
+            .args(contenders(&c.libs))
+            .output();
+        let out = match out {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => {
+                c.failed = Some(format!(
+                    "the C harness failed on {size} B, {live} live ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                return c;
+            }
+            Err(e) => {
+                c.failed = Some(format!("starting the C harness {}: {e}", bin.display()));
+                return c;
+            }
+        };
+        match parse(&String::from_utf8_lossy(&out.stdout)) {
+            Ok((samples, missing)) => {
+                c.missing.extend(missing);
+                let cells = samples
+                    .into_iter()
+                    .filter_map(|(k, s)| Summary::of(&s).map(|s| (k, s)))
+                    .collect();
+                c.rows.push(CRow { size, live, cells });
+            }
+            Err(e) => {
+                c.failed = Some(e);
+                return c;
+            }
+        }
+        eprintln!("  C path {size} B, {live} live: done");
+    }
+    c
+}
+
+impl CPath {
+    /// The report's section; `rust_ratio(size, live)` is section 1's
+    /// slabscope / best peer for the same workload, `rust_per_op` section
+    /// 6's instructions per operation on the Rust path.
+    pub fn markdown(
+        &self,
+        md: &mut String,
+        rust_ratio: impl Fn(usize, usize) -> Option<f64>,
+        rust_per_op: Option<f64>,
+    ) {
+        let _ = writeln!(
+            md,
+            "Each allocator as a C program calls it: a C harness (`bench/c/cpath.c`, gcc -O2) \
+             loads every library with `dlopen` and calls it through function pointers, all in \
+             one process, pinned, interleaved, median of the runs (min in parentheses), ns per \
+             allocate-or-free operation, LIFO frees. slabscope's cache API is \
+             `libslabscope.so`'s `kmem_cache_alloc(cache, KM_SLEEP)` / `kmem_cache_free`; \
+             malloc is each library's `malloc` / `free`. The last column is section 1's ratio \
+             for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
+             path).\n"
+        );
+        if let Some(f) = &self.failed {
+            let _ = writeln!(md, "Not measured: {f}.\n");
+            return;
+        }
+        let mut names: Vec<&str> = vec![CACHE, MALLOC];
+        names.extend(PEERS.iter().map(|(p, _)| *p));
+        let _ = write!(md, "| workload |");
+        for n in &names {
+            let _ = write!(md, " {n} |");
+        }
+        let _ = writeln!(
+            md,
+            " best peer | slabscope / best | slabscope_malloc / best | Rust path: slabscope / best |"
+        );
+        let _ = write!(md, "|---|");
+        for _ in &names {
+            let _ = write!(md, "---:|");
+        }
+        let _ = writeln!(md, "---|---:|---:|---:|");
+        let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("**{r:.2}×**"));
+        for r in &self.rows {
+            let _ = write!(md, "| {}, {} live |", size_name(r.size), r.live);
+            for n in &names {
+                match r.cells.get(*n) {
+                    Some(s) => {
+                        let _ = write!(md, " {} ({}) |", num(s.median), num(s.min));
+                    }
+                    None => {
+                        let _ = write!(md, " — |");
+                    }
+                }
+            }
+            let _ = writeln!(
+                md,
+                " {} | {} | {} | {} |",
+                r.best_peer().map_or("—", |(p, _)| p),
+                ratio(r.ratio(CACHE)),
+                ratio(r.ratio(MALLOC)),
+                rust_ratio(r.size, r.live).map_or("—".to_string(), |x| format!("{x:.2}×"))
+            );
+        }
+        let _ = writeln!(md);
+        for (name, lib) in [(CACHE, &self.libs.slabscope), (MALLOC, &self.libs.malloc)] {
+            if let Err(why) = lib {
+                let _ = writeln!(md, "- {name}: not measured: {why}.");
+            }
+        }
+        for (name, why) in &self.missing {
+            let _ = writeln!(md, "- {name}: not loaded: {why}.");
+        }
+        let _ = writeln!(md);
+        match &self.abi {
+            Some(Ok((alloc, free))) => {
+                let _ = writeln!(
+                    md,
+                    "Instructions a C caller runs on a magazine hit, counted in `objdump -d` of \
+                     `libslabscope.so` from each entry to its `ret` (the longest path that calls \
+                     nothing): `kmem_cache_alloc` {}, `kmem_cache_free` {}, {:.1} per operation; \
+                     the Rust path, inlined into its caller's loop, runs {} (section 6). The \
+                     difference is the call boundary: the calls and returns, the argument checks, \
+                     and the cache's fast-path fields loaded on every call.\n",
+                    alloc.instructions,
+                    free.instructions,
+                    (alloc.instructions + free.instructions) as f64 / 2.0,
+                    rust_per_op.map_or("— (not counted in this run)".to_string(), |x| format!(
+                        "{x:.1}"
+                    ))
+                );
+                for (name, p) in [("kmem_cache_alloc", alloc), ("kmem_cache_free", free)] {
+                    let _ = writeln!(
+                        md,
+                        "<details><summary>{name}'s hit path</summary>\n\n```text"
+                    );
+                    for l in &p.listing {
+                        let _ = writeln!(md, "{l}");
+                    }
+                    let _ = writeln!(md, "```\n\n</details>\n");
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(md, "The C ABI's hit paths were not counted: {e}.\n");
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harness_output_parses_and_rejects_garbage() {
+        let (s, m) = parse(
+            "missing tcmalloc dlopen: libtcmalloc_minimal.so.4: cannot open shared object file\n\
+             sample glibc 3.5\nsample slabscope 1.25\nsample glibc 4.5\n",
+        )
+        .expect("well-formed output");
+        assert_eq!(s["glibc"], vec![3.5, 4.5]);
+        assert_eq!(s["slabscope"], vec![1.25]);
+        assert!(m["tcmalloc"].contains("cannot open"), "{m:?}");
+        assert!(
+            parse("sample glibc fast\n").is_err(),
+            "a sample must be a number"
+        );
+        assert!(parse("hello\n").is_err(), "unknown lines are errors");
+    }
+
+    #[test]
+    fn ratios_are_against_the_fastest_peer_only() {
+        let s = |median| Summary {
+            min: median,
+            median,
+            n: 1,
+        };
+        let row = CRow {
+            size: 64,
+            live: 1,
+            cells: BTreeMap::from([
+                (CACHE.to_string(), s(1.0)),
+                (MALLOC.to_string(), s(0.5)),
+                ("glibc".to_string(), s(4.0)),
+                ("mimalloc".to_string(), s(2.0)),
+            ]),
+        };
+        assert_eq!(
+            row.best_peer(),
+            Some(("mimalloc", 2.0)),
+            "slabscope is no peer"
+        );
+        assert_eq!(row.ratio(CACHE), Some(0.5));
+        assert_eq!(row.ratio(MALLOC), Some(0.25));
+        assert_eq!(row.ratio("tcmalloc"), None, "no cell, no ratio");
+    }
+
+    /// The harness compiles and measures glibc's malloc through dlopen.
+    #[test]
+    fn harness_runs_glibc() {
+        assert!(
+            Command::new("gcc").arg("--version").output().is_ok(),
+            "gcc is not installed: run `cargo xtask setup`"
+        );
+        let dir = std::env::temp_dir();
+        let bin = compile(&dir).expect("the harness compiles");
+        let libs = Libraries {
+            slabscope: Err("not built for this test".into()),
+            malloc: Err("not built for this test".into()),
+        };
+        let c = run(&bin, libs, 0, 2, 100_000);
+        let _ = std::fs::remove_file(&bin);
+        assert!(c.failed.is_none(), "{:?}", c.failed);
+        assert_eq!(c.rows.len(), SHAPES.len());
+        for r in &c.rows {
+            let g = r.cells.get("glibc").expect("glibc is always there");
+            assert_eq!(g.n, 2, "one sample per run");
+            assert!(g.median > 0.0 && g.median < 10_000.0, "{g:?}");
+        }
+        let mut md = String::new();
+        c.markdown(&mut md, |_, _| Some(0.5), Some(18.0));
+        assert!(md.contains("| 64 B, 1000 live |"), "{md}");
+        assert!(md.contains("| 4 KiB, 1000 live |"), "{md}");
+        assert!(
+            md.contains("slabscope: not measured: not built for this test"),
+            "{md}"
+        );
+    }
+}

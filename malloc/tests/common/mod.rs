@@ -1,0 +1,59 @@
+//! Helpers of the malloc library's tests: where the freshly built library
+//! is, compiling a C test program, and preloading the library.
+#![allow(dead_code, reason = "each test crate uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory of the `libslabscope_malloc.so` cargo built for this test
+/// run (the test executable's `deps/` or the profile directory above it).
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps directory").to_path_buf();
+    for dir in [
+        deps.clone(),
+        deps.parent().expect("profile directory").to_path_buf(),
+    ] {
+        if dir.join("libslabscope_malloc.so").exists() {
+            return dir;
+        }
+    }
+    panic!(
+        "libslabscope_malloc.so not found next to {}: build it with \
+         `cargo build -p slabscope-malloc`",
+        exe.display()
+    );
+}
+
+/// The library to preload.
+pub fn lib() -> PathBuf {
+    lib_dir().join("libslabscope_malloc.so")
+}
+
+/// Compiles `src` (relative to this crate) into `name` in cargo's
+/// temporary directory, with `extra` arguments after the source.
+pub fn compile(src: &str, name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(src);
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(extra)
+        .args(["-pthread", "-ldl"])
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the C compiler {cc:?} ({e}): install a C compiler or set CC")
+        });
+    assert!(status.success(), "compiling {} failed", src.display());
+    exe
+}
+
+/// `program` with the library preloaded and slabscope's statistics thread
+/// quiet.
+pub fn preloaded(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("LD_PRELOAD", lib()).env_remove("LD_LIBRARY_PATH");
+    cmd
+}
