@@ -747,7 +747,7 @@ mod tests {
     fn a_lost_object_sets_errno_and_the_last_error_in_release_builds() {
         // What kmem_cache_free(NULL, obj) does without debug_assertions (the
         // abort of debug builds is tested in tests/bad_input.rs).
-        let obj = 0x1000 as *mut c_void;
+        let obj = ptr::without_provenance_mut::<c_void>(0x1000);
         let msg = Misuse::Null.message(&format!("kmem_cache_free of {obj:p}"), ptr::null_mut());
         lost_object(false, &msg);
         assert_eq!(errno(), libc::EINVAL);
