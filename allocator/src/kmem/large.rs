@@ -1,8 +1,8 @@
 //! Blocks above the largest class: each a mapping of its own, counted in
 //! the `kmem_alloc_large` row, with a few freed mappings kept for reuse.
 //!
-//! A block is [`PREFIX`] bytes into its mapping; its header (right before
-//! it, like a slab object's) holds [`OBJ_LARGE`] and the mapping's length.
+//! A block is `PREFIX` bytes into its mapping; its header (right before
+//! it, like a slab object's) holds `OBJ_LARGE` and the mapping's length.
 //!
 //! Mapping and unmapping a block costs an `mmap`, page faults and an
 //! `munmap`, 16 to 26 µs per block where a class object costs tens of
@@ -10,7 +10,7 @@
 //! [`KEEP_MAPPING_MAX`] bytes is kept, up to [`KEEP_SLOTS`] of them and
 //! [`KEEP_TOTAL_MAX`] bytes in all, and the next request it fits (using at
 //! least four fifths of it) takes it back without a system call; its
-//! header then says [`OBJ_LARGE_KEPT`], so a second free of the block is
+//! header then says `OBJ_LARGE_KEPT`, so a second free of the block is
 //! told from a live one. The slots are lock-free (one word each, the
 //! mapping's page number and page count), so a `fork` never finds them
 //! held. A kept mapping holds the pages the block touched; `malloc_trim`
