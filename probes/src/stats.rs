@@ -14,8 +14,6 @@ use std::io;
 use std::string::String;
 use std::vec::Vec;
 
-use serde::{Deserialize, Serialize};
-
 use crate::flags::KMC_SLAB;
 use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 
@@ -25,7 +23,8 @@ use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 /// free lists: objects in use *and* objects held in magazines (`mag_objs` of
 /// them). For a `KMC_SLAB` cache only `obj_alloc` is kept; the slab and
 /// emergency counters stay zero.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CacheStats {
     /// Cache id: the address of the cache, as the probes report it.
     pub id: u64,
@@ -48,7 +47,7 @@ pub struct CacheStats {
     /// SPL's counters, flattened: `slab_fail` .. `obj_emergency_max` are
     /// this struct's own keys in JSON and read as its own fields
     /// (`stats.slab_total`) through `Deref`.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub counters: SlabCounters,
     /// Objects held in all magazines: every CPU's and the depot's.
     pub mag_objs: u64,

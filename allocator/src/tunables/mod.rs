@@ -48,7 +48,8 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Error;
 
 /// Every tunable. `Tunables::default()` holds the documented defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tunables {
     /// Objects per magazine, 0 = automatic; else 2..=256.
     pub magazine_size: u32,
