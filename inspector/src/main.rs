@@ -91,14 +91,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
         note_ending(&ending);
-        write_out(output::once_text(&sample))
+        write_out(output::once_text_sorted(&sample, cli.sort))
     } else if cli.json && cli.interval.is_none() {
         let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
         note_ending(&ending);
-        write_out(output::json_pretty(&sample) + "\n")
+        write_out(output::json_pretty_sorted(&sample, cli.sort) + "\n")
     } else if cli.json {
-        match output::json_lines_ending(&rx, io::stdout().lock(), stop_on_exit) {
+        match output::json_lines_sorted(&rx, io::stdout().lock(), stop_on_exit, cli.sort) {
             Err(output::OutputError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => r
                 .map(|(_, ending)| note_ending(&ending))
@@ -106,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     } else {
         let mut state = State::new(what).with_history(cli.history);
-        state.sort_by(cli.sort);
+        state.sort_by(cli.live_sort());
         // Event times count from about when the collector attached.
         state.time_origin_ns = attached_ns;
         tui::run(rx, state, cli.interval())
