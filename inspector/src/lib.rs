@@ -12,6 +12,7 @@ pub mod collector;
 pub mod columns;
 pub mod format;
 pub mod keys;
+pub mod manual;
 pub mod order;
 pub mod output;
 pub mod sample;
