@@ -133,8 +133,18 @@ pub fn readme_table() -> String {
     s
 }
 
+/// The argument index of `cache_stats`' snapshot, for the worked example.
+fn cache_stats_snapshot_arg() -> usize {
+    PROBES
+        .iter()
+        .find(|p| p.name == "cache_stats")
+        .and_then(|p| p.args.iter().position(|a| a.name == "snapshot"))
+        .expect("cache_stats carries a snapshot argument")
+}
+
 /// The whole of `docs/PROBES.md`.
 pub fn probes_md() -> String {
+    let snap = cache_stats_snapshot_arg();
     let mut s = String::new();
     let _ = write!(
         s,
@@ -172,6 +182,26 @@ pub fn probes_md() -> String {
          In a running process: `sudo bpftrace -l 'usdt:*:{PROVIDER}:*' -p PID`. \
          One probe may have several sites (inlining duplicates them); tracers \
          attach to all of them.\n\
+         \n\
+         ## Reading the snapshot struct\n\
+         \n\
+         stapsdt notes carry no argument names or types, so `bpftrace -lv` \
+         lists none; the tables below are the reference. The snapshot is a C \
+         struct: include the header (`-I include` from the repository's root, \
+         or the `include` directory `cargo xtask install` wrote to) and cast \
+         the last argument. Objects the program holds, and objects parked in \
+         magazines (which `obj_alloc`, SPL's count, includes), every stats \
+         interval:\n\
+         \n\
+         ```sh\n\
+         bpftrace -I include -p $PID -e '#include <slabscope.h>\n\
+         usdt:*:{PROVIDER}:cache_stats {{ printf(\"%s in_use=%d magazines=%d depot=%d\\n\", str(arg1), ((struct slabscope_cache_snapshot *)arg{snap})->obj_alloc - ((struct slabscope_cache_snapshot *)arg{snap})->mag_objs, ((struct slabscope_cache_snapshot *)arg{snap})->mag_objs, ((struct slabscope_cache_snapshot *)arg{snap})->depot_objs); }}'\n\
+         ```\n\
+         \n\
+         Write the cast inline, `((struct slabscope_cache_snapshot *)argN)->field`: \
+         bpftrace 0.17 rejects `$s = (struct slabscope_cache_snapshot *)arg{snap}` \
+         under a wildcard path (`couldn't get argument {snap}`). The test suite runs \
+         this example against a workload with known counts.\n\
          \n\
          ## What is not probed, and why\n\
          \n\
