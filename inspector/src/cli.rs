@@ -28,7 +28,10 @@ Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.
 Exit status: 0 when done (also when the target exits while traced: the output
 shows its last state and stderr says so); 77 when not permitted (run with
 sudo); 2 for a bad command line; 1 for any other failure (the message says
-what happened and what to do).";
+what happened and what to do). The live view also exits 0 on q, Ctrl-C, SIGINT
+and SIGTERM, after restoring the terminal; --once and --json do not
+catch signals, so a signal ends them as it ends any program (the shell shows
+128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM).";
 
 /// Live view of the slab caches of a program using slabscope, read through its
 /// USDT probes with eBPF: a slabtop for slabscope.
@@ -188,6 +191,7 @@ mod tests {
         assert!(help.contains("sudo slabscope --pid 4242 --once"), "{help}");
         assert!(help.contains("SLABSCOPE_STATS_INTERVAL_MS"), "{help}");
         assert!(help.contains("77 when not permitted"), "{help}");
+        assert!(help.contains("143 for SIGTERM"), "{help}");
         // Example paths are ones this repository builds.
         assert!(
             help.contains("--exe ./target/release/examples/demo"),
