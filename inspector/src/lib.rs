@@ -15,6 +15,7 @@ pub mod keys;
 pub mod manual;
 pub mod order;
 pub mod output;
+pub mod report;
 pub mod sample;
 pub mod tui;
 pub mod ui;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("slabscope: {e:#}");
+            eprintln!("slabscope: {}", slabscope_inspector::report::message(&e));
             match e.downcast_ref::<CollectError>() {
                 Some(CollectError::NotPermitted { .. } | CollectError::RootDenied { .. }) => {
                     ExitCode::from(EXIT_NOT_PERMITTED)
