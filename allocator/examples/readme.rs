@@ -30,7 +30,10 @@ pub fn readme_1() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: `zio` came from this cache and is not used again.
     unsafe { cache.free(zio) };
 
-    println!("{} objects in use, {} bytes each", cache.inuse(), cache.entry_size());
+    // held(): objects this program has not freed (0 here). inuse() is SPL's
+    // kmem_cache_inuse, the capacity of the cache's slabs: freed objects stay
+    // in per-CPU magazines and slabs until a reap.
+    println!("{} held, {} in the cache's slabs", cache.held(), cache.inuse());
     cache.reap_now();                                // give empty slabs back
     cache.destroy()?;                                // Err(Error::Busy) while objects are out
     Ok(())

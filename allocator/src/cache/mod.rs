@@ -773,6 +773,11 @@ impl Cache {
     /// `kmem_cache_inuse`: SPL returns `obj_total` (objects the cache holds,
     /// free ones in slabs included). For `KMC_SLAB` caches, whose `obj_total`
     /// SPL never maintains, this returns the objects allocated.
+    ///
+    /// It is not the number of objects the program holds: right after
+    /// freeing its only object a program still sees the slab's capacity
+    /// here (the object went to a per-CPU magazine, and the slab stays). That
+    /// count is [`Cache::held`].
     pub fn inuse(&self) -> u64 {
         let c = &*self.inner;
         if c.slab_backed {
@@ -780,6 +785,19 @@ impl Cache {
         } else {
             c.lock_state().c.obj_total
         }
+    }
+
+    /// Objects the program holds: allocated and not yet freed, emergency
+    /// objects included. In SPL's counters, `obj_alloc - mag_objs +
+    /// obj_emergency` (`obj_alloc` counts the objects parked in magazines
+    /// and the depot too, and leaves out emergency objects).
+    ///
+    /// Read under the cache lock, summing every CPU's magazine (O(CPUs)).
+    /// Exact while no other thread allocates from or frees to this cache;
+    /// with others doing so, a value the count had during the call.
+    pub fn held(&self) -> u64 {
+        let s = self.inner.snapshot();
+        s.counters.obj_alloc.saturating_sub(s.mag_objs) + s.counters.obj_emergency
     }
 
     /// `kmem_cache_entry_size`: the object size requested at creation.
