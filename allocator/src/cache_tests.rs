@@ -289,3 +289,34 @@ fn publish_returns_what_all_reports_for_each_cache() {
     unsafe { c.free(p) };
     c.destroy().unwrap();
 }
+
+#[test]
+fn dropping_the_last_handle_destroys_an_idle_cache_and_keeps_a_busy_one() {
+    let registered = |name: &str| stats::all().iter().any(|s| s.name == name);
+    let c = CacheBuilder::new("t_drop_idle", 64).build().unwrap();
+    let p = c.alloc(KM_SLEEP).unwrap();
+    // SAFETY: allocated above, freed once.
+    unsafe { c.free(p) };
+    let clone = c.clone();
+    drop(c);
+    assert!(registered("t_drop_idle"), "a clone still holds it");
+    // A raw pointer is a handle too.
+    // SAFETY: the pointer comes from into_raw just above.
+    let back = unsafe { crate::Cache::from_raw(clone.into_raw()) };
+    assert!(registered("t_drop_idle"));
+    drop(back);
+    assert!(!registered("t_drop_idle"), "the last handle destroyed it");
+
+    let busy = CacheBuilder::new("t_drop_busy", 64).build().unwrap();
+    let obj = busy.alloc(KM_SLEEP).unwrap();
+    // SAFETY: 64 writable bytes.
+    unsafe { obj.as_ptr().write_bytes(0x5a, 64) };
+    drop(busy);
+    assert!(
+        registered("t_drop_busy"),
+        "a cache with an object allocated must stay"
+    );
+    let last = obj.as_ptr().wrapping_add(63);
+    // SAFETY: the object is still mapped: nothing was freed.
+    assert_eq!(unsafe { last.read() }, 0x5a);
+}
