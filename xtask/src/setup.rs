@@ -13,6 +13,8 @@
 //! | `binutils` | `cargo xtask bench` counts the native hit path in `objdump -d` | `dpkg-query` |
 //! | `libtcmalloc-minimal4` | `cargo xtask bench` compares with tcmalloc | `dpkg-query` |
 //! | `gcc` | the C example test compiles a C user of `include/slabscope.h` | `dpkg-query` |
+//! | `g++`, `pkg-config` | the header compiles alone as C++; the install test builds a C program with pkg-config | `dpkg-query` |
+//! | `zsh`, `fish` | the inspector's completions are checked with `zsh -n` and `fish -n` | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
 //! | `bpf-linker` | links the eBPF object | `bpf-linker --version` |
 //!
@@ -89,6 +91,22 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "gcc",
         why: "the C example test compiles a C program against include/slabscope.h",
+    },
+    AptPackage {
+        name: "g++",
+        why: "a test compiles include/slabscope.h alone as C++",
+    },
+    AptPackage {
+        name: "pkg-config",
+        why: "the install test builds the README's C program with `pkg-config --cflags --libs slabscope`",
+    },
+    AptPackage {
+        name: "zsh",
+        why: "a test checks that the inspector's zsh completion parses (`zsh -n`)",
+    },
+    AptPackage {
+        name: "fish",
+        why: "a test checks that the inspector's fish completion parses (`fish -n`)",
     },
 ];
 
