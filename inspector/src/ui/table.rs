@@ -18,7 +18,9 @@ use crate::columns::{COLUMNS, Column};
 use slabscope_probes::flags::KMC_DEADLOCKED;
 
 /// Columns dropped, first to last, when the terminal is too narrow.
-pub const DROP_ORDER: [Column; 10] = [
+pub const DROP_ORDER: [Column; 12] = [
+    Column::ObjPerSlab,
+    Column::Util,
     Column::SlabMax,
     Column::ObjMax,
     Column::EmergMax,
@@ -219,9 +221,9 @@ mod tests {
     use crate::testdata;
 
     #[test]
-    fn every_column_fits_at_140() {
+    fn every_column_fits_at_154() {
         let st = testdata::state();
-        let (cols, name_w) = layout(&st, 140);
+        let (cols, name_w) = layout(&st, 154);
         assert_eq!(cols.len(), COLUMNS.len());
         assert_eq!(name_w, "zfs_btree_leaf_cache".len() as u16);
     }
