@@ -28,11 +28,13 @@ use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 pub struct CacheStats {
     /// Cache id: the address of the cache, as the probes report it.
     pub id: u64,
+    /// Cache name, as given at creation.
     pub name: String,
     /// `KMC_*` flags, state bits (DEADLOCKED, GROWING, REAPING) included.
     pub flags: u64,
     /// Object size as requested.
     pub obj_size: u64,
+    /// Object alignment in bytes.
     pub obj_align: u64,
     /// Bytes one object occupies in a slab, its object header included.
     pub obj_size_full: u64,
@@ -65,7 +67,7 @@ impl CacheStats {
 
     /// The probes' `#[repr(C)]` form. Per-CPU fill beyond
     /// [`MAX_CPUS`] is dropped from `mag_fill` but still counted in `mag_objs`;
-    /// names are truncated to [`slabscope_probes::NAME_MAX`] bytes (cache
+    /// names are truncated to [`crate::NAME_MAX`] bytes (cache
     /// creation rejects longer ones).
     pub fn to_snapshot(&self) -> CacheSnapshot {
         let mut mag_fill = [0u32; MAX_CPUS];

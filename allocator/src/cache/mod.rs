@@ -782,6 +782,7 @@ impl Cache {
         self.inner.id()
     }
 
+    /// The cache name, as given at creation.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
