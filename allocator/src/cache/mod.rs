@@ -893,6 +893,7 @@ impl Cache {
     /// ABI's `kmem_cache_t *`): its address is [`Cache::id`], and the
     /// handle's reference moves into it until [`Cache::from_raw`] takes it
     /// back.
+    #[inline]
     pub fn into_raw(self) -> NonNull<c_void> {
         // The handle moves into the pointer: not dropped, the count stays.
         let this = std::mem::ManuallyDrop::new(self);
@@ -909,6 +910,7 @@ impl Cache {
     /// `ptr` came from [`Cache::into_raw`] and its reference has not been
     /// taken back yet; afterwards `ptr` must not be used again unless another
     /// reference to the cache keeps it alive.
+    #[inline]
     pub unsafe fn from_raw(ptr: NonNull<c_void>) -> Cache {
         // SAFETY: ptr came from Arc::into_raw of an Arc<CacheInner> whose
         // reference the caller hands back.
