@@ -35,6 +35,7 @@
 #ifndef SLABSCOPE_H
 #define SLABSCOPE_H
 
+#include <errno.h> /* EBUSY, EINVAL, ENOSPC: the values returned and set below */
 #include <stddef.h>
 #include <stdint.h>
 

@@ -6,6 +6,10 @@
 //! They are checked first so a missing tool fails with that next step rather
 //! than with a linker error deep in a nested cargo run.
 //!
+//! The nested build's progress (`Compiling ...`), which aya-build forwards
+//! as cargo warnings, is dropped; its real warnings and errors still show
+//! (`build/quiet.rs`).
+//!
 //! `AYA_BUILD_SKIP=1` skips the eBPF build (for machines that only work on the
 //! views); the collector then reports, at run time, that it was built without
 //! its eBPF programs.
@@ -14,6 +18,9 @@ use std::{env, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 use aya_build::{Package, Toolchain};
+
+#[path = "build/quiet.rs"]
+mod quiet;
 
 const SETUP_HINT: &str = "run `cargo xtask setup` to install it (or set AYA_BUILD_SKIP=1 to \
                           build the inspector without its eBPF collector)";
@@ -45,15 +52,22 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .context("the eBPF crate's path is not UTF-8")?;
-    aya_build::build_ebpf(
-        [Package {
-            name: "slabscope-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
-        Toolchain::default(),
-    )
-    .context("building the eBPF programs (package slabscope-ebpf) with aya-build")
+    let out_dir = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR")?);
+    let (built, captured) = quiet::capture_stdout(&out_dir.join("aya-build.out"), || {
+        aya_build::build_ebpf(
+            [Package {
+                name: "slabscope-ebpf",
+                root_dir,
+                ..Default::default()
+            }],
+            Toolchain::default(),
+        )
+    })
+    .context("capturing the eBPF build's output")?;
+    for line in quiet::forward(&captured) {
+        println!("{line}");
+    }
+    built.context("building the eBPF programs (package slabscope-ebpf) with aya-build")
 }
 
 /// Fails with the next step when bpf-linker or nightly's rust-src is missing.

@@ -59,6 +59,37 @@ fn alloc_free_grow_and_stats() {
 }
 
 #[test]
+fn held_counts_what_the_program_holds_inuse_what_the_cache_holds() {
+    let c = CacheBuilder::new("t_held", 64).build().unwrap();
+    assert_eq!((c.held(), c.inuse()), (0, 0));
+    let a = c.alloc(KM_SLEEP).unwrap();
+    let b = c.alloc(KM_SLEEP).unwrap();
+    assert_eq!(c.held(), 2);
+    // SAFETY: allocated above, freed once.
+    unsafe { c.free(a) };
+    assert_eq!(c.held(), 1);
+    // SAFETY: allocated above, freed once.
+    unsafe { c.free(b) };
+    assert_eq!(c.held(), 0, "{:?}", c.stats());
+    // The surprise the docs warn about: SPL's inuse is the slab capacity.
+    let s = c.stats();
+    assert!(c.inuse() > 0 && c.inuse() == s.obj_total, "{s:?}");
+    assert!(s.mag_objs > 0, "the freed objects sit in magazines: {s:?}");
+    c.destroy().unwrap();
+
+    let slab = CacheBuilder::new("t_held_slab", 64)
+        .flags(KMC_SLAB)
+        .build()
+        .unwrap();
+    let p = slab.alloc(KM_SLEEP).unwrap();
+    assert_eq!((slab.held(), slab.inuse()), (1, 1));
+    // SAFETY: allocated above, freed once.
+    unsafe { slab.free(p) };
+    assert_eq!(slab.held(), 0);
+    slab.destroy().unwrap();
+}
+
+#[test]
 fn ctor_runs_on_every_alloc_and_dtor_on_every_free() {
     let ctors = Arc::new(AtomicUsize::new(0));
     let dtors = Arc::new(AtomicUsize::new(0));
@@ -257,4 +288,35 @@ fn publish_returns_what_all_reports_for_each_cache() {
     // SAFETY: freed once.
     unsafe { c.free(p) };
     c.destroy().unwrap();
+}
+
+#[test]
+fn dropping_the_last_handle_destroys_an_idle_cache_and_keeps_a_busy_one() {
+    let registered = |name: &str| stats::all().iter().any(|s| s.name == name);
+    let c = CacheBuilder::new("t_drop_idle", 64).build().unwrap();
+    let p = c.alloc(KM_SLEEP).unwrap();
+    // SAFETY: allocated above, freed once.
+    unsafe { c.free(p) };
+    let clone = c.clone();
+    drop(c);
+    assert!(registered("t_drop_idle"), "a clone still holds it");
+    // A raw pointer is a handle too.
+    // SAFETY: the pointer comes from into_raw just above.
+    let back = unsafe { crate::Cache::from_raw(clone.into_raw()) };
+    assert!(registered("t_drop_idle"));
+    drop(back);
+    assert!(!registered("t_drop_idle"), "the last handle destroyed it");
+
+    let busy = CacheBuilder::new("t_drop_busy", 64).build().unwrap();
+    let obj = busy.alloc(KM_SLEEP).unwrap();
+    // SAFETY: 64 writable bytes.
+    unsafe { obj.as_ptr().write_bytes(0x5a, 64) };
+    drop(busy);
+    assert!(
+        registered("t_drop_busy"),
+        "a cache with an object allocated must stay"
+    );
+    let last = obj.as_ptr().wrapping_add(63);
+    // SAFETY: the object is still mapped: nothing was freed.
+    assert_eq!(unsafe { last.read() }, 0x5a);
 }

@@ -17,11 +17,19 @@ pub enum Error {
 
     /// The cache name is longer than [`slabscope_probes::NAME_MAX`] bytes.
     #[error("cache name {name:?} is {len} bytes long, over the {NAME_MAX}-byte limit: shorten it")]
-    NameTooLong { name: String, len: usize },
+    NameTooLong {
+        /// The cache name given.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
 
     /// The cache name contains a NUL byte (it is handed to tracers as a C string).
     #[error("cache name {name:?} contains a NUL byte: remove it")]
-    NameHasNul { name: String },
+    NameHasNul {
+        /// The cache name given.
+        name: String,
+    },
 
     /// The cache name passed through the C ABI is not UTF-8.
     #[error("cache name is not valid UTF-8: use an ASCII or UTF-8 name")]
@@ -29,7 +37,10 @@ pub enum Error {
 
     /// Object size 0 (SPL would create a useless cache).
     #[error("cache {name:?}: object size 0 is invalid: give a size of at least 1 byte")]
-    ZeroSize { name: String },
+    ZeroSize {
+        /// The cache name given.
+        name: String,
+    },
 
     /// Alignment not a power of two, below 8, or above the page size
     /// (SPL's `VERIFY(ISP2(align))` and its bounds).
@@ -38,8 +49,11 @@ pub enum Error {
          from 8 to the page size ({page_size})"
     )]
     BadAlign {
+        /// The cache name given.
         name: String,
+        /// The alignment given.
         align: usize,
+        /// This machine's page size, the largest alignment accepted.
         page_size: usize,
     },
 
@@ -50,8 +64,11 @@ pub enum Error {
          bytes (ENOSPC): raise SLABSCOPE_MAX_SIZE (MB) or use smaller objects"
     )]
     TooLarge {
+        /// The cache name given.
         name: String,
+        /// The object size given.
         size: usize,
+        /// The largest slab, in bytes (`SLABSCOPE_MAX_SIZE`).
         max_slab: u64,
     },
 
@@ -60,15 +77,28 @@ pub enum Error {
         "cache {name:?}: unknown flags {unknown:#x}: creation accepts only KMC_NODEBUG, \
          KMC_KVMEM, KMC_SLAB and KMC_RECLAIMABLE"
     )]
-    UnknownFlags { name: String, unknown: u64 },
+    UnknownFlags {
+        /// The cache name given.
+        name: String,
+        /// The flag bits creation does not accept.
+        unknown: u64,
+    },
 
     /// Both `KMC_SLAB` and `KMC_KVMEM` were requested.
     #[error("cache {name:?}: KMC_SLAB and KMC_KVMEM are both set: pass at most one of them")]
-    ConflictingFlags { name: String },
+    ConflictingFlags {
+        /// The cache name given.
+        name: String,
+    },
 
     /// A callback SPL leaves unimplemented was passed (C ABI: `reclaim`, `vmp`).
     #[error("cache {name:?}: a non-NULL {what} is not supported (SPL ignores it too): pass NULL")]
-    Unsupported { name: String, what: &'static str },
+    Unsupported {
+        /// The cache name given.
+        name: String,
+        /// Which argument (`reclaim`, `vmp`).
+        what: &'static str,
+    },
 
     /// `destroy` found objects still allocated; nothing was freed and the
     /// cache stays usable.
@@ -77,14 +107,20 @@ pub enum Error {
          allocated: free them, then destroy again (nothing was freed)"
     )]
     Busy {
+        /// The cache name given.
         name: String,
+        /// Slab objects still allocated (after the magazines were flushed).
         obj_alloc: u64,
+        /// Emergency objects still allocated.
         obj_emergency: u64,
     },
 
     /// The cache was destroyed already.
     #[error("cache {name:?} was already destroyed: drop this handle")]
-    Destroyed { name: String },
+    Destroyed {
+        /// The cache name given.
+        name: String,
+    },
 
     /// [`Cache::validate`](crate::Cache::validate) found the cache's lists,
     /// magazines or counters disagreeing; `what` says which equation broke.
@@ -93,14 +129,22 @@ pub enum Error {
          the cache did not hand out (unchecked with KMC_NODEBUG), or a write past an \
          object, corrupts a cache; otherwise report it as a slabscope bug"
     )]
-    Corrupt { name: String, what: String },
+    Corrupt {
+        /// The cache name given.
+        name: String,
+        /// The equation or list check that failed.
+        what: String,
+    },
 
     /// A tunable has a value out of range or unparsable. `setting` names the
     /// environment variable or the `Tunables` field it came from.
     #[error("{setting}={value:?} is invalid: {reason}")]
     Tunable {
+        /// The environment variable or `Tunables` field.
         setting: String,
+        /// The value it had.
         value: String,
+        /// Why the value is refused.
         reason: String,
     },
 

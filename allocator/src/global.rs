@@ -23,6 +23,12 @@
 //! need: the classes are built before anything is served from them, a
 //! depot's vector is sized when its cache is built, and the `fork` handler
 //! is served apart (see [`crate::kmem`] for the rare paths that remain).
+//! The classes are built at the program's first allocation, before
+//! `main`, and that fixes the tunables (see [`crate::tunables`]): a
+//! program on this allocator sets them with `SLABSCOPE_*` environment
+//! variables; [`tunables::set`](crate::tunables::set) in `main` is too late
+//! and returns [`Error::TunablesFrozen`](crate::Error::TunablesFrozen).
+//!
 //! One diagnostic breaks the rule: [`Cache::validate`](crate::Cache::validate)
 //! allocates while it holds every lock of the cache it checks, so it must
 //! not check a size class of the allocator it runs on.

@@ -6,6 +6,9 @@
 //! not kept here a second time: a line the checks below do not recognise
 //! fails the test, so a new one-liner cannot go untested.
 //!
+//! The worked example of docs/PROBES.md that reads the snapshot struct
+//! through `#include <slabscope.h>` runs the same way.
+//!
 //! Needs root and bpftrace (`cargo xtask setup` installs it); without root it
 //! says so loudly and checks nothing.
 
@@ -181,6 +184,8 @@ fn trace(oneliner: &str) -> (String, Report) {
         .arg("-c")
         .arg(oneliner)
         .env("PID", pid.to_string())
+        // From the repository's root, as the docs say (`-I include`).
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -452,4 +457,61 @@ fn readme_bpftrace_oneliners_report_the_workloads_counts() {
         check(line, &out, &report);
         eprintln!("ok: {line}");
     }
+}
+
+/// The ```sh block of docs/PROBES.md's "Reading the snapshot struct": one
+/// bpftrace invocation over several lines.
+fn probes_md_snapshot_example() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/PROBES.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("Reading the snapshot struct"))
+        .expect("docs/PROBES.md has a '## Reading the snapshot struct' section");
+    let body = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(body, _)| body.to_string())
+        .expect("the section has a ```sh block");
+    assert!(
+        body.contains("#include <slabscope.h>")
+            && body.contains("((struct slabscope_cache_snapshot *)arg"),
+        "the example should include the header and cast an argument:\n{body}"
+    );
+    body
+}
+
+#[test]
+fn probes_md_snapshot_struct_example_reports_the_workloads_magazines() {
+    let script = probes_md_snapshot_example();
+    if !is_root() {
+        let _ = std::io::stderr().lock().write_all(
+            b"\n*** SKIPPED: docs/PROBES.md's snapshot-struct bpftrace example needs root (run \
+              the tests as root, as `cargo xtask test` does in CI) ***\n",
+        );
+        return;
+    }
+    let (out, r) = trace(&script);
+    let mut checked = 0;
+    for name in r.names() {
+        let (Some(alloc), Some(mags), Some(depot)) = (
+            r.stat(&name, "obj_alloc"),
+            r.stat(&name, "mag_objs"),
+            r.stat(&name, "depot_objs"),
+        ) else {
+            continue; // destroyed: nothing published at the end
+        };
+        let last = out
+            .lines()
+            .rfind(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"));
+        let expected = format!(
+            "{name} in_use={} magazines={mags} depot={depot}",
+            alloc - mags
+        );
+        assert_eq!(last, expected, "last snapshot line of {name}:\n{out}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no live cache to check:\n{out}");
 }

@@ -134,6 +134,7 @@ fn every_mapping_fails_slowly_sleep_gets_emergency_objects() {
     );
     assert_eq!(s.obj_emergency_max, 51, "{s:?}");
     assert_eq!((s.slab_total, s.obj_total), (0, 51), "{s:?}");
+    assert_eq!(c.held(), 51, "held() counts emergency objects: {s:?}");
     assert_eq!(os::mapped_bytes(), base, "emergency objects are not slabs");
     c.validate().unwrap();
     // Destroy refuses while emergency objects are live, and frees nothing.

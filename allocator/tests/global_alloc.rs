@@ -270,3 +270,12 @@ fn a_rust_program_prints_the_same_on_slabscope_and_on_the_system_allocator() {
         .unwrap_or_else(|| panic!("no class count: {stderr:?}"));
     assert!(classes >= 10, "{classes} classes with slabs");
 }
+
+/// The classes were built at the first allocation, before `main`, which
+/// fixed the tunables: setting them now is refused, as the docs say.
+#[test]
+fn tunables_are_fixed_before_main() {
+    assert!(kmem::classes().is_some(), "built before the test ran");
+    let r = slabscope::tunables::set(slabscope::tunables::Tunables::default());
+    assert!(matches!(r, Err(slabscope::Error::TunablesFrozen)), "{r:?}");
+}

@@ -171,6 +171,19 @@ fn large_blocks() {
     // SAFETY: freed once.
     unsafe { kmem::free(r.as_ptr()) };
     assert_eq!(kmem::large_stats(), (count0, bytes0));
+    // A freed mapping is kept, and the next request it fits takes it back,
+    // zeroed when asked.
+    let a = kmem::alloc(512 << 10).expect("memory");
+    fill(a, 512 << 10, 7);
+    // SAFETY: freed once.
+    unsafe { kmem::free(a.as_ptr()) };
+    let b = kmem::zalloc((512 << 10) - 5000).expect("memory");
+    assert_eq!(a, b, "the kept mapping is reused");
+    check_zero(b, (512 << 10) - 5000);
+    // SAFETY: freed once.
+    unsafe { kmem::free(b.as_ptr()) };
+    assert!(kmem::trim() >= 512 << 10, "trim unmaps the kept mappings");
+    assert_eq!(kmem::trim(), 0);
     assert!(kmem::alloc(usize::MAX - 4096).is_none(), "absurd size");
     assert!(
         kmem::alloc(1 << 50).is_none(),
@@ -303,6 +316,19 @@ fn double_free_aborts() {
         unsafe { kmem::free(p.as_ptr()) };
         // SAFETY: as above.
         unsafe { kmem::free(q.as_ptr()) };
+        // SAFETY: as above.
+        unsafe { kmem::free(p.as_ptr()) };
+    });
+    assert_aborted_with(&out, "double free");
+}
+
+#[test]
+fn double_free_of_a_large_block_aborts() {
+    let out = in_child("double_free_of_a_large_block_aborts", || {
+        let p = kmem::alloc(512 << 10).unwrap();
+        println!("PTR={:#x}", p.as_ptr() as usize);
+        // SAFETY: deliberately freed twice (the mapping is kept): must abort.
+        unsafe { kmem::free(p.as_ptr()) };
         // SAFETY: as above.
         unsafe { kmem::free(p.as_ptr()) };
     });

@@ -37,6 +37,12 @@
 // target; the intrinsic lowers to the BPF atomic add instruction.
 #![feature(core_intrinsics)]
 #![allow(internal_features, reason = "atomic_xadd: see above")]
+// aya's #[uprobe] wraps each program in an exported function that drops the
+// program's doc comment, which the workspace's missing_docs lint then flags.
+#![allow(
+    missing_docs,
+    reason = "aya's #[uprobe] drops the programs' doc comments from what it generates"
+)]
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

@@ -11,9 +11,10 @@ const EXAMPLES: &str = "\
 Examples:
   sudo slabscope                      list the processes carrying slabscope probes
   sudo slabscope --pid 4242           live view of process 4242's caches
-  sudo slabscope --exe ./target/release/demo
+  sudo slabscope --exe ./target/release/examples/demo
                                       every process running that program, now or later
   sudo slabscope --pid 4242 --once    print its caches as /proc/spl/kmem/slab does
+  sudo slabscope --pid 4242 -o -s a   the same (-o as slabtop's), by objects allocated
   sudo slabscope --pid 4242 --json    one JSON document
   sudo slabscope --pid 4242 --json -d 1
                                       one JSON line per second
@@ -27,7 +28,10 @@ Attaching needs CAP_BPF and CAP_PERFMON: run slabscope with sudo.
 Exit status: 0 when done (also when the target exits while traced: the output
 shows its last state and stderr says so); 77 when not permitted (run with
 sudo); 2 for a bad command line; 1 for any other failure (the message says
-what happened and what to do).";
+what happened and what to do). The live view also exits 0 on q, Ctrl-C, SIGINT
+and SIGTERM, after restoring the terminal; --once and --json do not
+catch signals, so a signal ends them as it ends any program (the shell shows
+128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM).";
 
 /// Live view of the slab caches of a program using slabscope, read through its
 /// USDT probes with eBPF: a slabtop for slabscope.
@@ -56,7 +60,7 @@ pub struct Cli {
     pub interval: Option<Duration>,
 
     /// Print the caches once, in /proc/spl/kmem/slab format, and exit.
-    #[arg(long, requires = "target")]
+    #[arg(short = 'o', long, requires = "target")]
     pub once: bool,
 
     /// Print the caches as JSON and exit (with --interval: JSON lines until the
@@ -64,10 +68,12 @@ pub struct Cli {
     #[arg(long, requires = "target")]
     pub json: bool,
 
-    /// Initial sort column: a column id or its sort key letter
-    /// (name n, size c, obj-alloc a, obj-total o, slab-total l, dlock d, ...).
-    #[arg(short, long, value_name = "COLUMN", default_value = "obj-total")]
-    pub sort: Column,
+    /// Sort column: a column id or its sort key letter (name n, size c,
+    /// obj-alloc a, obj-total o, slab-total l, dlock d, ...), numbers largest
+    /// first. Without it the live view starts by obj-total, and --once and
+    /// --json print by name.
+    #[arg(short, long, value_name = "COLUMN")]
+    pub sort: Option<Column>,
 
     /// How long --once and --json wait for the caches to be reported.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_interval)]
@@ -108,7 +114,15 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The live view's sort column when `-s` is not given.
+pub const DEFAULT_SORT: Column = Column::ObjTotal;
+
 impl Cli {
+    /// The column the live view starts sorted by, given or default.
+    pub fn live_sort(&self) -> Column {
+        self.sort.unwrap_or(DEFAULT_SORT)
+    }
+
     /// The refresh interval, given or default.
     pub fn interval(&self) -> Duration {
         self.interval.unwrap_or(DEFAULT_INTERVAL)
@@ -136,7 +150,7 @@ mod tests {
             (c.pid, c.exe.as_ref(), c.once, c.json),
             (None, None, false, false)
         );
-        assert_eq!(c.sort, Column::ObjTotal);
+        assert_eq!((c.sort, c.live_sort()), (None, Column::ObjTotal));
         assert_eq!(c.interval(), DEFAULT_INTERVAL);
         assert_eq!(c.ring_size, crate::collector::DEFAULT_RING_BYTES);
         assert_eq!(parse(&["--ring-size", "4096"]).unwrap().ring_size, 4096);
@@ -147,12 +161,16 @@ mod tests {
         let c = parse(&["--pid", "42", "-d", "500ms", "-s", "a", "--once"]).unwrap();
         assert_eq!(c.pid, Some(42));
         assert_eq!(c.interval, Some(Duration::from_millis(500)));
-        assert_eq!(c.sort, Column::ObjAlloc);
+        assert_eq!(c.sort, Some(Column::ObjAlloc));
+        assert_eq!(c.live_sort(), Column::ObjAlloc);
         assert!(c.once);
+        let c = parse(&["-p", "42", "-o"]).unwrap();
+        assert!(c.once, "-o is --once, as slabtop has it");
+        assert!(parse(&["-o"]).is_err(), "-o needs a target, as --once does");
         let c = parse(&["--exe", "/bin/demo", "--json", "-d", "2", "--sort", "name"]).unwrap();
         assert_eq!(c.exe, Some(PathBuf::from("/bin/demo")));
         assert_eq!(c.interval(), Duration::from_secs(2));
-        assert_eq!(c.sort, Column::Name);
+        assert_eq!(c.sort, Some(Column::Name));
     }
 
     #[test]
@@ -179,5 +197,18 @@ mod tests {
         assert!(help.contains("sudo slabscope --pid 4242 --once"), "{help}");
         assert!(help.contains("SLABSCOPE_STATS_INTERVAL_MS"), "{help}");
         assert!(help.contains("77 when not permitted"), "{help}");
+        assert!(help.contains("143 for SIGTERM"), "{help}");
+        // Example paths are ones this repository builds.
+        assert!(
+            help.contains("--exe ./target/release/examples/demo"),
+            "{help}"
+        );
+        let demo =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../allocator/examples/demo.rs");
+        assert!(
+            demo.is_file(),
+            "the help's demo example moved: {}",
+            demo.display()
+        );
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! One table drives the view, the sort keys and the `--sort` option, so a column
 //! added here is shown, sortable and documented everywhere at once. Sort letters
-//! follow `slabtop(1)` where it has one (`a` active objects, `c` cache size,
-//! `l` slabs, `v` active slabs, `n` name, `o` objects, `s` object size).
+//! follow `slabtop(1)` where it has one (`a` active objects, `b` objects per
+//! slab, `c` cache size, `l` slabs, `v` active slabs, `n` name, `o` objects,
+//! `s` object size, `u` utilisation).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -25,12 +26,16 @@ pub enum Column {
     Alloc,
     SlabSize,
     ObjSize,
+    /// Objects per slab (slabtop's OBJ/SLAB).
+    ObjPerSlab,
     SlabTotal,
     SlabAlloc,
     SlabMax,
     ObjTotal,
     ObjAlloc,
     ObjMax,
+    /// Objects allocated of the slabs' capacity, in percent (slabtop's USE).
+    Util,
     EmergDlock,
     EmergAlloc,
     EmergMax,
@@ -80,7 +85,7 @@ const fn def(
 }
 
 /// Every column, in display order.
-pub const COLUMNS: [ColumnDef; 17] = [
+pub const COLUMNS: [ColumnDef; 19] = [
     ColumnDef {
         column: Column::Name,
         group: "cache",
@@ -115,7 +120,7 @@ pub const COLUMNS: [ColumnDef; 17] = [
         "",
         "alloc",
         "alloc",
-        Some('u'),
+        Some('U'),
         "bytes allocated (objsize * objects allocated)",
         9,
     ),
@@ -136,6 +141,15 @@ pub const COLUMNS: [ColumnDef; 17] = [
         Some('s'),
         "object size as requested",
         7,
+    ),
+    def(
+        Column::ObjPerSlab,
+        "",
+        "obj/slab",
+        "obj-per-slab",
+        Some('b'),
+        "objects per slab",
+        8,
     ),
     def(
         Column::SlabTotal,
@@ -190,6 +204,15 @@ pub const COLUMNS: [ColumnDef; 17] = [
         None,
         "most objects ever allocated",
         6,
+    ),
+    def(
+        Column::Util,
+        "",
+        "use%",
+        "util",
+        Some('u'),
+        "obj-alloc of obj-total, in percent",
+        4,
     ),
     def(
         Column::EmergDlock,
@@ -274,12 +297,18 @@ impl Column {
             Column::Alloc => s.obj_size.wrapping_mul(s.obj_alloc),
             Column::SlabSize => s.slab_size,
             Column::ObjSize => s.obj_size,
+            Column::ObjPerSlab => s.slab_objs,
             Column::SlabTotal => s.slab_total,
             Column::SlabAlloc => s.slab_alloc,
             Column::SlabMax => s.slab_max,
             Column::ObjTotal => s.obj_total,
             Column::ObjAlloc => s.obj_alloc,
             Column::ObjMax => s.obj_max,
+            // Per mille, so the sort sees what the percentage rounds; in
+            // u128, as a hostile target's counters may be anything.
+            Column::Util => (u128::from(s.obj_alloc) * 1000)
+                .checked_div(u128::from(s.obj_total))
+                .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX)),
             Column::EmergDlock => s.obj_deadlock,
             Column::EmergAlloc => s.obj_emergency,
             Column::EmergMax => s.obj_emergency_max,
@@ -311,6 +340,7 @@ impl Column {
             Column::SlabSize => dash(format::bytes(s.slab_size, human)),
             Column::ObjSize => format::bytes(s.obj_size, human),
             Column::ObjAlloc => s.obj_alloc.to_string(),
+            Column::Util => dash(format!("{}", (self.value(s) + 5) / 10)),
             Column::MagSize => u64::from(s.mag_size).to_string(),
             Column::MagObjs => s.mag_objs.to_string(),
             _ => dash(self.value(s).to_string()),
@@ -430,6 +460,28 @@ mod tests {
         assert_eq!(Column::SlabTotal.cell(&slab, false, false), "-");
         assert_eq!(Column::ObjAlloc.cell(&slab, false, false), "7");
         assert_eq!(Column::Alloc.cell(&slab, false, false), "700");
+        assert_eq!(Column::Util.cell(&slab, false, false), "-");
+        assert_eq!(Column::ObjPerSlab.cell(&slab, false, false), "-");
+    }
+
+    #[test]
+    fn slabtop_keys_b_and_u() {
+        assert_eq!(Column::by_key('b'), Some(Column::ObjPerSlab));
+        assert_eq!(Column::by_key('u'), Some(Column::Util));
+        let mut s = stats("zio", 7);
+        s.counters.obj_total = 8;
+        s.slab_objs = 8;
+        assert_eq!(Column::Util.cell(&s, false, false), "88", "7 of 8, rounded");
+        assert_eq!(Column::ObjPerSlab.cell(&s, false, false), "8");
+        let mut empty = s.clone();
+        empty.counters.obj_total = 0;
+        empty.counters.obj_alloc = 0;
+        assert_eq!(Column::Util.cell(&empty, false, false), "0");
+        assert_eq!(
+            Column::Util.compare(&empty, &s),
+            std::cmp::Ordering::Less,
+            "sorted by the ratio"
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors quote the target's file and probe names.
-            eprintln!("slabscope: {}", escape(&format!("{e:#}")));
+            eprintln!(
+                "slabscope: {}",
+                escape(&slabscope_inspector::report::message(&e))
+            );
             match e.downcast_ref::<CollectError>() {
                 Some(CollectError::NotPermitted { .. } | CollectError::RootDenied { .. }) => {
                     ExitCode::from(EXIT_NOT_PERMITTED)
@@ -98,14 +101,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
         note_ending(&ending);
-        write_out(output::once_text(&sample))
+        write_out(output::once_text_sorted(&sample, cli.sort))
     } else if cli.json && cli.interval.is_none() {
         let (sample, ending) = output::wait_for_caches_ending(&rx, cli.timeout)
             .with_context(|| format!("reading the caches of {what}"))?;
         note_ending(&ending);
-        write_out(output::json_pretty(&sample) + "\n")
+        write_out(output::json_pretty_sorted(&sample, cli.sort) + "\n")
     } else if cli.json {
-        match output::json_lines_ending(&rx, io::stdout().lock(), stop_on_exit) {
+        match output::json_lines_sorted(&rx, io::stdout().lock(), stop_on_exit, cli.sort) {
             Err(output::OutputError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => r
                 .map(|(_, ending)| note_ending(&ending))
@@ -113,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     } else {
         let mut state = State::new(what).with_history(cli.history);
-        state.sort_by(cli.sort);
+        state.sort_by(cli.live_sort());
         // Event times count from about when the collector attached.
         state.time_origin_ns = attached_ns;
         tui::run(rx, state, cli.interval())

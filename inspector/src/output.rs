@@ -23,6 +23,7 @@ use serde::Serialize;
 use slabscope_probes::CacheCounters;
 use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
+use crate::columns::Column;
 use crate::escape::{ascii_json, escape};
 use crate::sample::{Sample, Update};
 
@@ -48,13 +49,18 @@ pub enum OutputError {
 
 /// The live caches of `sample`, as (pid, stats), by pid then name then id.
 pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
+    live_caches_sorted(sample, None)
+}
+
+/// The live caches of `sample` in `-s`'s order ([`crate::order`]).
+pub fn live_caches_sorted(sample: &Sample, by: Option<Column>) -> Vec<(u32, CacheStats)> {
     let mut caches: Vec<(u32, CacheStats)> = sample
         .caches
         .iter()
         .filter(|c| !c.destroyed)
         .map(|c| (c.pid, CacheStats::from(&c.snapshot)))
         .collect();
-    caches.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then(a.name.cmp(&b.name)).then(a.id.cmp(&b.id)));
+    crate::order::sort(&mut caches, by);
     caches
 }
 
@@ -72,7 +78,12 @@ pub fn live_caches(sample: &Sample) -> Vec<(u32, CacheStats)> {
 /// assert_eq!(once_text(&Sample::default()), PROC_SLAB_HEADER);
 /// ```
 pub fn once_text(sample: &Sample) -> String {
-    let mut caches = live_caches(sample);
+    once_text_sorted(sample, None)
+}
+
+/// [`once_text`] with the caches in `-s`'s order ([`crate::order`]).
+pub fn once_text_sorted(sample: &Sample, by: Option<Column>) -> String {
+    let mut caches = live_caches_sorted(sample, by);
     // After sorting by the real name; printed escaped.
     for (_, stats) in &mut caches {
         stats.name = escape(&stats.name).into_owned();
@@ -202,15 +213,25 @@ impl From<&Sample> for JsonSample {
 /// `sample` as one JSON document, pretty-printed, in printable ASCII
 /// ([`ascii_json`]: names keep every character, escaped).
 pub fn json_pretty(sample: &Sample) -> String {
-    let json = serde_json::to_string_pretty(&JsonSample::from(sample))
+    json_pretty_sorted(sample, None)
+}
+
+/// [`json_pretty`] with the caches in `-s`'s order ([`crate::order`]).
+pub fn json_pretty_sorted(sample: &Sample, by: Option<Column>) -> String {
+    let json = serde_json::to_string_pretty(&JsonSample::from(sample).sorted(by))
         .expect("plain data always serializes");
     ascii_json(&json).into_owned()
 }
 
 /// `sample` as one JSON line (no newline), in printable ASCII.
 pub fn json_line(sample: &Sample) -> String {
-    let json =
-        serde_json::to_string(&JsonSample::from(sample)).expect("plain data always serializes");
+    json_line_sorted(sample, None)
+}
+
+/// [`json_line`] with the caches in `-s`'s order ([`crate::order`]).
+pub fn json_line_sorted(sample: &Sample, by: Option<Column>) -> String {
+    let json = serde_json::to_string(&JsonSample::from(sample).sorted(by))
+        .expect("plain data always serializes");
     ascii_json(&json).into_owned()
 }
 
@@ -276,8 +297,19 @@ pub fn json_lines(
 /// [`json_lines`], also saying how the output ended.
 pub fn json_lines_ending(
     rx: &Receiver<Update>,
+    out: impl Write,
+    stop_on_exit: bool,
+) -> Result<(u64, Ending), OutputError> {
+    json_lines_sorted(rx, out, stop_on_exit, None)
+}
+
+/// [`json_lines_ending`] with each line's caches in `-s`'s order
+/// ([`crate::order`]).
+pub fn json_lines_sorted(
+    rx: &Receiver<Update>,
     mut out: impl Write,
     stop_on_exit: bool,
+    by: Option<Column>,
 ) -> Result<(u64, Ending), OutputError> {
     let mut lines = 0;
     let mut ending = Ending::default();
@@ -295,7 +327,7 @@ pub fn json_lines_ending(
         };
         match update {
             Update::Sample(s) => {
-                writeln!(out, "{}", json_line(&s)).map_err(OutputError::Write)?;
+                writeln!(out, "{}", json_line_sorted(&s, by)).map_err(OutputError::Write)?;
                 out.flush().map_err(OutputError::Write)?;
                 lines += 1;
                 ending.lost_events = s.lost_events;

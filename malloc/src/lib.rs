@@ -197,8 +197,9 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
 }
 
 /// `malloc_trim`: reaps every cache (magazines flushed, empty slabs
-/// unmapped); returns 1 when memory went back to the OS, as glibc does.
+/// unmapped) and unmaps the large mappings kept for reuse; returns 1 when
+/// memory went back to the OS, as glibc does.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
-    c_int::from(kmem::trim())
+    c_int::from(kmem::reap_and_trim())
 }

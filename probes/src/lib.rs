@@ -56,15 +56,25 @@ pub const ENABLED: bool = cfg!(feature = "sdt");
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProbeKind {
+    /// The `cache_create` probe.
     CacheCreate = 1,
+    /// The `cache_destroy` probe.
     CacheDestroy = 2,
+    /// The `grow_start` probe.
     GrowStart = 3,
+    /// The `grow_done` probe.
     GrowDone = 4,
+    /// The `deadlock` probe.
     Deadlock = 5,
+    /// The `emergency_alloc` probe.
     EmergencyAlloc = 6,
+    /// The `emergency_free` probe.
     EmergencyFree = 7,
+    /// The `reap` probe.
     Reap = 8,
+    /// The `slab_reclaim` probe.
     SlabReclaim = 9,
+    /// The `cache_stats` probe.
     CacheStats = 10,
 }
 
@@ -117,6 +127,7 @@ pub struct ArgDef {
 /// One documented probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeDef {
+    /// Which probe this is (the event kind the collector reports).
     pub kind: ProbeKind,
     /// USDT probe name under [`PROVIDER`].
     pub name: &'static str,
@@ -430,8 +441,11 @@ pub fn name_bytes(buf: &[u8]) -> &[u8] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
+    /// Process the cache lives in.
     pub pid: u32,
+    /// Zero: explicit padding, so the eBPF side hashes no garbage.
     pub _pad: u32,
+    /// The cache id (its address in the process).
     pub cache_id: u64,
 }
 
@@ -451,7 +465,9 @@ impl CacheKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheCounters {
+    /// `cache_create` hits.
     pub creates: u64,
+    /// `cache_destroy` hits.
     pub destroys: u64,
     /// `grow_start` hits.
     pub grows: u64,
@@ -459,8 +475,11 @@ pub struct CacheCounters {
     pub grows_done: u64,
     /// `grow_done` hits with a negative result.
     pub grow_failures: u64,
+    /// `deadlock` hits.
     pub deadlocks: u64,
+    /// `emergency_alloc` hits.
     pub emergency_allocs: u64,
+    /// `emergency_free` hits.
     pub emergency_frees: u64,
     /// `reap` hits.
     pub reaps: u64,
@@ -486,11 +505,15 @@ pub struct CacheCounters {
 pub struct Event {
     /// bpf_ktime_get_ns() at the hit (CLOCK_MONOTONIC).
     pub ts_ns: u64,
+    /// Process (thread group) that fired the probe.
     pub pid: u32,
+    /// Thread that fired the probe.
     pub tid: u32,
+    /// The cache id (its address in the process).
     pub cache_id: u64,
     /// A [`ProbeKind`] discriminant.
     pub kind: u32,
+    /// Zero: explicit padding.
     pub _pad: u32,
     /// The probe's own scalars (arguments 2.. before the snapshot), zero padded.
     pub values: [u64; EVENT_VALUES],
@@ -535,9 +558,11 @@ impl HistKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HistKey {
+    /// The traced process.
     pub pid: u32,
     /// A [`HistKind`] discriminant.
     pub kind: u32,
+    /// The cache (its address in the process), as [`CacheKey`] names it.
     pub cache_id: u64,
 }
 
@@ -548,6 +573,8 @@ pub struct HistKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Log2Histogram {
+    /// Durations per bucket: bucket `i` counts those in `[2^(i-1), 2^i)` ns
+    /// (bucket 0: zero).
     pub buckets: [u64; HIST_BUCKETS],
     /// Sum of the durations, in nanoseconds.
     pub sum_ns: u64,
@@ -667,8 +694,11 @@ pub struct UsdtArgSpec {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsdtSpec {
+    /// How to read each argument; entries past `arg_cnt` are zero.
     pub args: [UsdtArgSpec; MAX_ARGS],
+    /// Arguments the site has.
     pub arg_cnt: u16,
+    /// Zero: explicit padding.
     pub _pad: [u16; 3],
 }
 

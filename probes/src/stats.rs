@@ -14,8 +14,6 @@ use std::io;
 use std::string::String;
 use std::vec::Vec;
 
-use serde::{Deserialize, Serialize};
-
 use crate::flags::KMC_SLAB;
 use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 
@@ -25,15 +23,18 @@ use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 /// free lists: objects in use *and* objects held in magazines (`mag_objs` of
 /// them). For a `KMC_SLAB` cache only `obj_alloc` is kept; the slab and
 /// emergency counters stay zero.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CacheStats {
     /// Cache id: the address of the cache, as the probes report it.
     pub id: u64,
+    /// Cache name, as given at creation.
     pub name: String,
     /// `KMC_*` flags, state bits (DEADLOCKED, GROWING, REAPING) included.
     pub flags: u64,
     /// Object size as requested.
     pub obj_size: u64,
+    /// Object alignment in bytes.
     pub obj_align: u64,
     /// Bytes one object occupies in a slab, its object header included.
     pub obj_size_full: u64,
@@ -48,7 +49,7 @@ pub struct CacheStats {
     /// SPL's counters, flattened: `slab_fail` .. `obj_emergency_max` are
     /// this struct's own keys in JSON and read as its own fields
     /// (`stats.slab_total`) through `Deref`.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub counters: SlabCounters,
     /// Objects held in all magazines: every CPU's and the depot's.
     pub mag_objs: u64,
@@ -66,7 +67,7 @@ impl CacheStats {
 
     /// The probes' `#[repr(C)]` form. Per-CPU fill beyond
     /// [`MAX_CPUS`] is dropped from `mag_fill` but still counted in `mag_objs`;
-    /// names are truncated to [`slabscope_probes::NAME_MAX`] bytes (cache
+    /// names are truncated to [`crate::NAME_MAX`] bytes (cache
     /// creation rejects longer ones).
     pub fn to_snapshot(&self) -> CacheSnapshot {
         let mut mag_fill = [0u32; MAX_CPUS];

@@ -6,6 +6,8 @@
 //! - `test` is the whole test suite, exactly what CI runs (`.ci/run`).
 //! - `demo` runs the demo workload under the live inspector.
 //! - `docs` regenerates the probe reference from `slabscope_probes::PROBES`.
+//! - `install` builds and installs the C libraries, headers and pkg-config
+//!   files (`--prefix`, `--destdir`).
 //! - `layers` prints the module graph the test suite checks for cycles.
 //! - `bench` builds and runs the benchmark crate (`bench/`) and writes
 //!   `BENCHMARKS.md`.
@@ -19,6 +21,7 @@ mod bench;
 mod bench_serve;
 mod demo;
 mod docs;
+mod install;
 mod modgraph;
 mod run;
 mod services;
@@ -67,6 +70,10 @@ enum Cmd {
     /// Benchmark slabscope against glibc, jemalloc, mimalloc, tcmalloc and an
     /// object pool; writes BENCHMARKS.md (--quick: a smoke run to a temp file).
     Bench(bench::BenchArgs),
+    /// Build and install the C libraries (libslabscope.so with its SONAME
+    /// links, libslabscope.a), their headers and pkg-config files under
+    /// DESTDIR/PREFIX, in the layout cargo-c's `cargo cinstall` makes.
+    Install(install::InstallArgs),
     /// Print the module graph of the allocator and the bench crate (what
     /// `test` checks for cycles): each top-level module and those it imports.
     Layers,
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
         Cmd::Demo { seconds, no_faults } => demo::run(seconds, !no_faults),
         Cmd::Docs { check } => docs::run(check),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Install(args) => install::run(&args),
         Cmd::Layers => modgraph::print(),
     };
     match result {

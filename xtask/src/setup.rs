@@ -16,6 +16,8 @@
 //! | `prometheus` | `slabscope serve`'s tests: a real Prometheus, and `promtool` (no service left running: `services.rs`) | `dpkg-query` |
 //! | `sqlite3`, `redis-server`, `redis-tools` | the real programs of `workloads/`, run on slabscope's malloc by the tests and the bench | `dpkg-query` |
 //! | `libjemalloc2`, `libmimalloc2.0` | `cargo xtask bench` preloads jemalloc and mimalloc into those programs | `dpkg-query` |
+//! | `g++`, `pkg-config` | the header compiles alone as C++; the install test builds a C program with pkg-config | `dpkg-query` |
+//! | `zsh`, `fish` | the inspector's completions are checked with `zsh -n` and `fish -n` | `dpkg-query` |
 //! | nightly toolchain + `rust-src` | the eBPF crate builds with `-Z build-std=core` | `rustup` |
 //! | `bpf-linker` | links the eBPF object | `bpf-linker --version` |
 //!
@@ -117,6 +119,22 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "libmimalloc2.0",
         why: "`cargo xtask bench` preloads mimalloc into the programs of workloads/ and dlopens it",
+    },
+    AptPackage {
+        name: "g++",
+        why: "a test compiles include/slabscope.h alone as C++",
+    },
+    AptPackage {
+        name: "pkg-config",
+        why: "the install test builds the README's C program with `pkg-config --cflags --libs slabscope`",
+    },
+    AptPackage {
+        name: "zsh",
+        why: "a test checks that the inspector's zsh completion parses (`zsh -n`)",
+    },
+    AptPackage {
+        name: "fish",
+        why: "a test checks that the inspector's fish completion parses (`fish -n`)",
     },
 ];
 

@@ -25,9 +25,11 @@
 //!   A constructor returning `false` makes the allocation return `None` (the
 //!   object goes back to the cache without the destructor running).
 //! - `KM_SLEEP` allocations never fail; `KM_NOSLEEP` ones may return `None`.
-//! - A cache stays registered until destroyed, even when every handle is
-//!   dropped (SPL caches live until `kmem_cache_destroy`); [`crate::TypedCache`]
-//!   destroys its cache on drop.
+//! - Dropping the last [`Cache`] handle destroys the cache when no object
+//!   is allocated (SPL caches live until `kmem_cache_destroy`, which a
+//!   program without a handle can no longer call). With objects allocated
+//!   the cache stays, its memory valid, and stderr says so once with the
+//!   cache's name. [`crate::TypedCache`] destroys its cache on drop.
 //!
 //! # Where slabscope differs
 //!
@@ -156,6 +158,10 @@ pub(crate) struct CacheInner {
     pub(crate) mag_refill: u32,
     /// Mirror of `obj_emergency` for the free path.
     pub(crate) emergency_live: AtomicU64,
+    /// [`Cache`] handles alive, the C ABI's `kmem_cache_t *` included
+    /// (internal references, such as a grow worker's, are not handles).
+    /// The last one dropped destroys the cache (see `registry`).
+    pub(crate) handles: std::sync::atomic::AtomicUsize,
     sys_count: Box<[PerCpuCount]>,
     /// Layout of objects that do not live in a slab (`KMC_SLAB` objects and
     /// emergency objects): the object and a header, whose state tells the
@@ -610,6 +616,7 @@ impl CacheBuilder {
             mag_size,
             mag_refill,
             emergency_live: AtomicU64::new(0),
+            handles: std::sync::atomic::AtomicUsize::new(1),
             sys_count: (0..ncpus).map(|_| PerCpuCount::default()).collect(),
             obj_layout,
             #[cfg(loom)]
@@ -632,9 +639,23 @@ pub enum MagazineProtocol {
 }
 
 /// A cache handle: cheap to clone, `Send + Sync`. See the module docs.
-#[derive(Clone)]
+///
+/// Dropping the last handle (every clone, and the pointer
+/// [`Cache::into_raw`] made, count) destroys the cache as [`Cache::destroy`]
+/// does when no object is allocated. With objects still allocated it frees
+/// nothing, since the program may still use them: the cache stays, and
+/// stderr says once, with the cache's name, how many objects keep it.
 pub struct Cache {
     pub(crate) inner: Arc<CacheInner>,
+}
+
+impl Clone for Cache {
+    fn clone(&self) -> Cache {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Cache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl fmt::Debug for Cache {
@@ -709,6 +730,7 @@ impl Cache {
         self.inner.id()
     }
 
+    /// The cache name, as given at creation.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -721,6 +743,11 @@ impl Cache {
     /// `kmem_cache_inuse`: SPL returns `obj_total` (objects the cache holds,
     /// free ones in slabs included). For `KMC_SLAB` caches, whose `obj_total`
     /// SPL never maintains, this returns the objects allocated.
+    ///
+    /// It is not the number of objects the program holds: right after
+    /// freeing its only object a program still sees the slab's capacity
+    /// here (the object went to a per-CPU magazine, and the slab stays). That
+    /// count is [`Cache::held`].
     pub fn inuse(&self) -> u64 {
         let c = &*self.inner;
         if c.slab_backed {
@@ -728,6 +755,19 @@ impl Cache {
         } else {
             c.lock_state().c.obj_total
         }
+    }
+
+    /// Objects the program holds: allocated and not yet freed, emergency
+    /// objects included. In SPL's counters, `obj_alloc - mag_objs +
+    /// obj_emergency` (`obj_alloc` counts the objects parked in magazines
+    /// and the depot too, and leaves out emergency objects).
+    ///
+    /// Read under the cache lock, summing every CPU's magazine (O(CPUs)).
+    /// Exact while no other thread allocates from or frees to this cache;
+    /// with others doing so, a value the count had during the call.
+    pub fn held(&self) -> u64 {
+        let s = self.inner.snapshot();
+        s.counters.obj_alloc.saturating_sub(s.mag_objs) + s.counters.obj_emergency
     }
 
     /// `kmem_cache_entry_size`: the object size requested at creation.
@@ -854,7 +894,12 @@ impl Cache {
     /// handle's reference moves into it until [`Cache::from_raw`] takes it
     /// back.
     pub fn into_raw(self) -> NonNull<c_void> {
-        let p = Arc::into_raw(self.inner).cast_mut().cast::<c_void>();
+        // The handle moves into the pointer: not dropped, the count stays.
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so its Arc moves
+        // out exactly once.
+        let inner = unsafe { std::ptr::read(&this.inner) };
+        let p = Arc::into_raw(inner).cast_mut().cast::<c_void>();
         NonNull::new(p).expect("Arc::into_raw is never null")
     }
 

@@ -12,6 +12,7 @@
 #[cfg(not(loom))]
 mod fork;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use slabscope_probes::stats::CacheStats;
@@ -77,6 +78,34 @@ impl Cache {
         self.inner.destroy(|| {
             lock_registry().retain(|x| !Arc::ptr_eq(x, &self.inner));
         })
+    }
+}
+
+impl Drop for Cache {
+    /// The last handle destroys the cache if no object is allocated;
+    /// otherwise the cache stays (its objects may still be in use) and
+    /// stderr says why, once: no handle is left to drop again.
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        match self.destroy() {
+            Ok(()) | Err(Error::Destroyed { .. }) => {}
+            Err(Error::Busy {
+                name,
+                obj_alloc,
+                obj_emergency,
+            }) => eprintln!(
+                "slabscope: cache {name:?}: its last handle was dropped with {obj_alloc} objects \
+                 and {obj_emergency} emergency objects allocated; the cache stays, with them, \
+                 until the process exits. Free them and destroy the cache before dropping its \
+                 last handle"
+            ),
+            Err(e) => eprintln!(
+                "slabscope: cache {:?}: its last handle was dropped and destroying it failed: {e}",
+                self.inner.name
+            ),
+        }
     }
 }
 

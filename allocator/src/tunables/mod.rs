@@ -26,7 +26,7 @@
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
 //! | `grow_fail_emergency` | 0 | after this many grows in a row failed, a `KM_SLEEP` allocation takes an emergency object instead of waiting for another grow; 0 = retry forever, as SPL (see the `grow` module). 0 to 1000000 |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
-//! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see [`crate::os::map_slab`]); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
+//! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see `os::map_slab`); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
@@ -53,7 +53,8 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Error;
 
 /// Every tunable. `Tunables::default()` holds the documented defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tunables {
     /// Objects per magazine, 0 = automatic; else 2..=256.
     pub magazine_size: u32,
@@ -433,7 +434,7 @@ pub fn set(t: Tunables) -> Result<(), Error> {
 
 /// The tunables in effect, fixing them on the first call: what [`set`] gave
 /// (or the defaults), with `SLABSCOPE_*` variables applied on top. The fault
-/// injection tunables seed [`fault`], which may change them later.
+/// injection tunables seed `fault`, which may change them later.
 pub fn get() -> Result<Tunables, Error> {
     ACTIVE
         .get_or_init(|| {

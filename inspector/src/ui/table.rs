@@ -20,7 +20,9 @@ use slabscope_probes::flags::KMC_DEADLOCKED;
 use slabscope_probes::stats::CacheStats;
 
 /// Columns dropped, first to last, when the terminal is too narrow.
-pub const DROP_ORDER: [Column; 10] = [
+pub const DROP_ORDER: [Column; 12] = [
+    Column::ObjPerSlab,
+    Column::Util,
     Column::SlabMax,
     Column::ObjMax,
     Column::EmergMax,
@@ -232,9 +234,9 @@ mod tests {
     use crate::testdata;
 
     #[test]
-    fn every_column_fits_at_140() {
+    fn every_column_fits_at_154() {
         let st = testdata::state();
-        let (cols, name_w) = layout(&st, 140);
+        let (cols, name_w) = layout(&st, 154);
         assert_eq!(cols.len(), COLUMNS.len());
         assert_eq!(name_w, "zfs_btree_leaf_cache".len() as u16);
     }
