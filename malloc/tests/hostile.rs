@@ -146,3 +146,26 @@ fn a_bad_setting_is_reported_and_the_program_still_runs() {
         "{stderr}"
     );
 }
+
+/// The first `fork` of a process, with the size class of a thread-local's
+/// destructor record still empty: the fork handler must allocate nothing
+/// through `malloc` once it holds the caches' locks. `timeout` turns the
+/// hang this once was into a failure.
+#[test]
+fn first_fork_with_empty_magazines_does_not_hang() {
+    let exe = common::compile("tests/c/fork_first.c", "malloc_fork_first", &[]);
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(&exe)
+        .env("LD_PRELOAD", common::lib())
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run timeout(1)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "ok fork_first"),
+        "{:?} (124 is timeout's: the fork hung)\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

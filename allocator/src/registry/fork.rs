@@ -134,6 +134,11 @@ thread_local! {
 }
 
 extern "C" fn prepare() {
+    // HELD's first use on this thread registers its destructor, which glibc
+    // records with calloc: under the malloc library that calloc is ours,
+    // and with the caches' locks held below it could wait on one of them
+    // for good. So it is touched before any lock is taken.
+    HELD.with(|_| ());
     let queue = TASKQ.prepare_fork();
     let registry = super::lock_registry();
     let mut locks = Vec::with_capacity(registry.len());
