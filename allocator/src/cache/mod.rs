@@ -910,6 +910,8 @@ impl Cache {
     /// `ptr` came from [`Cache::into_raw`] and its reference has not been
     /// taken back yet; afterwards `ptr` must not be used again unless another
     /// reference to the cache keeps it alive.
+    // Inline: the C ABI (another crate) rebuilds the handle on every
+    // kmem_cache_alloc/free, whose fast paths must make no call.
     #[inline]
     pub unsafe fn from_raw(ptr: NonNull<c_void>) -> Cache {
         // SAFETY: ptr came from Arc::into_raw of an Arc<CacheInner> whose
