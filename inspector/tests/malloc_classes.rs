@@ -76,6 +76,17 @@ fn inspect(mut cmd: Command) -> String {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
     );
+    // The loader maps the preloaded library a moment after the spawn; an
+    // inspector started before that finds only the program's own file.
+    let maps = format!("/proc/{}/maps", program.0.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libslabscope_malloc.so")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not map libslabscope_malloc.so within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let out = Command::new(SLABSCOPE)
         .args([
             "--pid",
