@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use collector_support::root_or_skip;
+use collector_support::{cdylib, root_or_skip};
 
 const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
 
@@ -18,36 +18,8 @@ const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
 /// collector's separate target directory (see `shared_library`).
 fn malloc_library() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary");
-        let profile = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target/<profile>/deps");
-        let release = profile.file_name().is_some_and(|n| n == "release");
-        let target_dir = profile
-            .parent()
-            .expect("target directory")
-            .join("collector-workload");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "slabscope-malloc", "--lib"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap_or_else(|e| panic!("running cargo to build libslabscope_malloc.so: {e}"));
-        assert!(status.success(), "building libslabscope_malloc.so failed");
-        let path = target_dir
-            .join(if release { "release" } else { "debug" })
-            .join("libslabscope_malloc.so");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| cdylib("slabscope-malloc", "libslabscope_malloc.so"))
+        .clone()
 }
 
 /// Kills the program when the test ends, passing or not.
