@@ -284,11 +284,14 @@ fn a_process_without_probes_names_the_files_searched() {
         .stdout(Stdio::null())
         .spawn()
         .expect("starting sleep");
-    // spawn returns once `sleep` is exec'd, before its loader has mapped
-    // libc: wait for a shared object in its maps, so there is one to search.
-    let maps = format!("/proc/{}/maps", sleeper.id());
+    // spawn returns while the kernel is still mapping `sleep` and its
+    // loader (each file's first segment is mapped read-only, its code
+    // after): wait for a shared object mapped executable, as the collector
+    // searches only those, so there is one to search.
     let t0 = std::time::Instant::now();
-    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(".so")) {
+    while !collector::target::exec_mappings(sleeper.id())
+        .is_ok_and(|maps| maps.iter().any(|m| m.path.contains(".so")))
+    {
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(10),
             "sleep mapped no shared object within 10 s"
