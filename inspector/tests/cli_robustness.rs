@@ -352,14 +352,7 @@ fn a_program_without_probes_names_the_files_searched() {
     let pid = sleeper.id().to_string();
     // Right after exec only the dynamic loader is mapped: wait for libc, so
     // the shared objects the message must name are there to be searched.
-    let t0 = std::time::Instant::now();
-    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "sleep never mapped libc"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    collector_support::wait_for_code_of(sleeper.id(), "libc.so", Duration::from_secs(10));
     let (status, out, err) = Slabscope::start(&["--pid", &pid, "--once"]).finish();
     sleeper.kill().ok();
     sleeper.wait().ok();

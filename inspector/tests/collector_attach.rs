@@ -9,7 +9,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use collector_support::{Fixture, events, last_sample, opts, root_or_skip, until, until_closed};
+use collector_support::{
+    Fixture, events, last_sample, opts, root_or_skip, until, until_closed, wait_for_code_of,
+};
 use slabscope_inspector::{
     collector::{self, CollectError, Target},
     sample::Update,
@@ -284,20 +286,8 @@ fn a_process_without_probes_names_the_files_searched() {
         .stdout(Stdio::null())
         .spawn()
         .expect("starting sleep");
-    // spawn returns while the kernel is still mapping `sleep` and its
-    // loader (each file's first segment is mapped read-only, its code
-    // after): wait for a shared object mapped executable, as the collector
-    // searches only those, so there is one to search.
-    let t0 = std::time::Instant::now();
-    while !collector::target::exec_mappings(sleeper.id())
-        .is_ok_and(|maps| maps.iter().any(|m| m.path.contains(".so")))
-    {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "sleep mapped no shared object within 10 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // A shared object must be there to be searched.
+    wait_for_code_of(sleeper.id(), ".so", std::time::Duration::from_secs(10));
     let err = collector::spawn(Target::Pid(sleeper.id()), opts(None)).unwrap_err();
     sleeper.kill().ok();
     sleeper.wait().ok();

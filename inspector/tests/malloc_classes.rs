@@ -50,15 +50,11 @@ fn inspect(mut cmd: Command) -> String {
     );
     // The loader maps the preloaded library a moment after the spawn; an
     // inspector started before that finds only the program's own file.
-    let maps = format!("/proc/{}/maps", program.0.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libslabscope_malloc.so")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the program did not map libslabscope_malloc.so within 20 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    collector_support::wait_for_code_of(
+        program.0.id(),
+        "libslabscope_malloc.so",
+        std::time::Duration::from_secs(20),
+    );
     let out = Command::new(SLABSCOPE)
         .args([
             "--pid",

@@ -379,3 +379,22 @@ pub fn last_sample(updates: &[Update]) -> Sample {
         })
         .expect("the collector sent no sample")
 }
+
+/// Waits until `pid` maps a file whose path contains `needle` as code.
+///
+/// `spawn` returns while the kernel is still mapping the program and its
+/// loader, and the loader maps each shared object's first segment
+/// read-only before its code; the collector searches only files mapped
+/// executable, so waiting for the name alone in `/proc/N/maps` races.
+pub fn wait_for_code_of(pid: u32, needle: &str, within: Duration) {
+    let t0 = Instant::now();
+    while !slabscope_inspector::collector::target::exec_mappings(pid)
+        .is_ok_and(|maps| maps.iter().any(|m| m.path.contains(needle)))
+    {
+        assert!(
+            t0.elapsed() < within,
+            "pid {pid} mapped no code of a file named like {needle:?} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
