@@ -13,13 +13,15 @@
 //! says so loudly and checks nothing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use slabscope_testkit::readme_sh_lines;
+use slabscope_testkit::trace::{is_root, lines_of, skip_loudly, wait_attached};
 
 /// The workload's JSON report: `final` holds the published statistics of
 /// the caches still alive, `expected` the probe hits each cache's operations
@@ -60,23 +62,11 @@ impl Report {
 }
 
 fn readme_oneliners() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let section = text
-        .split("\n## ")
-        .find(|s| s.starts_with("bpftrace one-liners"))
-        .expect("README has a '## bpftrace one-liners' section");
     // Every line of the section's ```sh blocks.
-    let mut lines = Vec::new();
-    let mut in_block = false;
-    for line in section.lines() {
-        if line.starts_with("```") {
-            in_block = !in_block && line == "```sh";
-        } else if in_block {
-            lines.push(line.to_string());
-        }
-    }
+    let lines = readme_sh_lines(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        "bpftrace one-liners",
+    );
     assert!(
         lines.len() >= 6,
         "the README should print at least six one-liners, found {}",
@@ -93,68 +83,6 @@ fn example(name: &str) -> PathBuf {
         p.pop();
     }
     p.join("examples").join(name)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Lines of a child's stream, delivered on a channel by a reader thread.
-fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Perf event descriptors `pid` and its children hold (the shell may or may
-/// not exec bpftrace in its own place).
-fn perf_fds(pid: u32) -> usize {
-    let mut pids = vec![pid];
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for e in procs.flatten() {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // "pid (comm) state ppid ...": the comm may hold spaces.
-            let ppid = stat
-                .rsplit_once(") ")
-                .and_then(|(_, r)| r.split(' ').nth(1));
-            if ppid == Some(&pid.to_string()) {
-                pids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
-            }
-        }
-    }
-    pids.iter()
-        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
-        .flat_map(|dir| dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()))
-        .filter(|l| l.to_string_lossy().contains("perf_event"))
-        .count()
-}
-
-/// Waits until `pid` holds perf event descriptors and their number has not
-/// changed for half a second.
-fn wait_attached(pid: u32) {
-    let t0 = std::time::Instant::now();
-    let (mut last, mut since) = (0, std::time::Instant::now());
-    loop {
-        let n = perf_fds(pid);
-        if n != last {
-            (last, since) = (n, std::time::Instant::now());
-        } else if n > 0 && since.elapsed() > Duration::from_millis(500) {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "bpftrace (pid {pid}) did not finish attaching: {n} perf events"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn kill(child: &mut Child) {
@@ -214,7 +142,7 @@ fn trace(oneliner: &str) -> (String, Report) {
 
     // bpftrace prints "Attaching" before it attaches: wait for its perf
     // event descriptors (one per attached probe) to stop appearing.
-    wait_attached(tracer.id());
+    wait_attached(&mut tracer);
 
     let mut stdin = workload.stdin.take().expect("piped");
     stdin.write_all(b"go\n").expect("releasing the workload");
@@ -436,14 +364,13 @@ fn check(oneliner: &str, out: &str, r: &Report) {
 fn readme_bpftrace_oneliners_report_the_workloads_counts() {
     let lines = readme_oneliners();
     if !is_root() {
-        // Straight to stderr: the harness captures eprintln! of passing tests.
-        let _ = std::io::stderr().lock().write_all(
-            format!(
-                "\n*** SKIPPED: the README's {} bpftrace one-liners need root (run the tests \
-                 as root, as `cargo xtask test` does in CI) ***\n",
+        skip_loudly(
+            "readme_bpftrace_oneliners_report_the_workloads_counts",
+            &format!(
+                "the README's {} bpftrace one-liners need root (run the tests as root, \
+                 as `cargo xtask test` does in CI)",
                 lines.len()
-            )
-            .as_bytes(),
+            ),
         );
         return;
     }
@@ -486,9 +413,10 @@ fn probes_md_snapshot_example() -> String {
 fn probes_md_snapshot_struct_example_reports_the_workloads_magazines() {
     let script = probes_md_snapshot_example();
     if !is_root() {
-        let _ = std::io::stderr().lock().write_all(
-            b"\n*** SKIPPED: docs/PROBES.md's snapshot-struct bpftrace example needs root (run \
-              the tests as root, as `cargo xtask test` does in CI) ***\n",
+        skip_loudly(
+            "probes_md_snapshot_struct_example_reports_the_workloads_magazines",
+            "docs/PROBES.md's snapshot-struct bpftrace example needs root (run the tests \
+             as root, as `cargo xtask test` does in CI)",
         );
         return;
     }

@@ -6,51 +6,23 @@
 //! This binary's global allocator is the system's, so its own `Box`es are
 //! foreign pointers to slabscope.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::ptr::NonNull;
 
 use slabscope::flags::KM_SLEEP;
 use slabscope::kmem::{self, ladder};
+use slabscope_testkit::child;
 
 const SCENARIO: &str = "SLABSCOPE_KMEM_SCENARIO";
 
 /// Runs `scenario` in a child process (this binary, filtered to
 /// `test_name`) and returns its output.
 fn in_child(test_name: &str, scenario: fn()) -> Output {
-    if std::env::var(SCENARIO).as_deref() == Ok(test_name) {
-        scenario();
-        std::process::exit(0);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    Command::new(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(SCENARIO, test_name)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot re-run the test binary for {test_name}: {e}"))
+    child::in_child(SCENARIO, test_name, scenario)
 }
 
 fn assert_aborted_with(out: &Output, what: &str) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ptr = stdout
-        .split("PTR=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| {
-            panic!("the child printed no PTR=; stdout:\n{stdout}\nstderr:\n{stderr}")
-        });
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "expected an abort, got {:?}; stderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains(ptr),
-        "stderr does not name {ptr}:\n{stderr}"
-    );
-    assert!(stderr.contains(what), "stderr lacks {what:?}:\n{stderr}");
+    child::assert_aborted_naming_ptr(out, &[what]);
 }
 
 fn fill(p: NonNull<u8>, len: usize, seed: u8) {

@@ -19,8 +19,7 @@
 //! abort in debug builds (this crate's unit tests cover release builds' errno).
 
 use std::ffi::{CStr, c_int, c_void};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::ptr::{self, NonNull};
 
 // The C library (this crate, `slabscope` like its file name) and the
@@ -28,52 +27,20 @@ use std::ptr::{self, NonNull};
 use slabscope as ffi;
 use slabscope_rs::flags::{KM_SLEEP, KMC_NODEBUG};
 use slabscope_rs::{Cache, CacheBuilder};
+use slabscope_testkit::child;
 
 const SCENARIO: &str = "SLABSCOPE_BAD_INPUT";
 
 /// Runs `scenario` in a child process when this is the child, else spawns
 /// the child (this binary, filtered to `test_name`) and returns its output.
 fn in_child(test_name: &str, scenario: fn()) -> Output {
-    if std::env::var(SCENARIO).as_deref() == Ok(test_name) {
-        scenario();
-        // Scenarios that must abort never get here; the others exit 0.
-        std::process::exit(0);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    Command::new(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(SCENARIO, test_name)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot re-run the test binary for {test_name}: {e}"))
+    child::in_child(SCENARIO, test_name, scenario)
 }
 
 /// The child aborted (SIGABRT) after printing `PTR=<p>`, and stderr names
 /// `cache` and that pointer along with `what`.
 fn assert_aborted_naming(out: &Output, cache: &str, what: &str) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ptr = stdout
-        .split("PTR=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| {
-            panic!("the child printed no PTR=; stdout:\n{stdout}\nstderr:\n{stderr}")
-        });
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "expected an abort, got {:?}; stderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains(&format!("cache {cache:?}")),
-        "stderr does not name cache {cache:?}:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(ptr),
-        "stderr does not name the pointer {ptr}:\n{stderr}"
-    );
-    assert!(stderr.contains(what), "stderr lacks {what:?}:\n{stderr}");
+    child::assert_aborted_naming_ptr(out, &[&format!("cache {cache:?}"), what]);
 }
 
 fn debug_cache(name: &str) -> Cache {
@@ -241,16 +208,7 @@ fn c_free_with_a_null_cache_aborts_naming_the_object() {
         // SAFETY: deliberately broken: the object's cache is not passed.
         unsafe { ffi::kmem_cache_free(ptr::null_mut(), p) };
     });
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
-    let ptr = stdout
-        .split("PTR=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the child printed PTR=");
+    let (ptr, stderr) = child::aborted(&out);
     assert!(
         stderr.contains(&format!("kmem_cache_free of {ptr}: NULL cache"))
             && stderr.contains("the object is lost"),

@@ -5,77 +5,32 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use slabscope_testkit::readme_sh_lines;
+use slabscope_testkit::trace::{Killed, is_root, skip_loudly, wait_attached};
 
 mod common;
 
 fn readme_oneliners() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let section = text
-        .split("\n## ")
-        .find(|s| s.starts_with("Observe any program"))
-        .expect("README has a '## Observe any program' section");
-    let mut lines = Vec::new();
-    let mut in_block = false;
-    for line in section.lines() {
-        if line.starts_with("```") {
-            in_block = !in_block && line == "```sh";
-        } else if in_block && line.starts_with("bpftrace ") {
-            lines.push(line.to_string());
-        }
-    }
+    let lines: Vec<String> = readme_sh_lines(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        "Observe any program",
+    )
+    .into_iter()
+    .filter(|l| l.starts_with("bpftrace "))
+    .collect();
     assert_eq!(lines.len(), 1, "one bpftrace one-liner in the section");
     lines
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Perf event descriptors `pid` and its children hold.
-fn perf_fds(pid: u32) -> usize {
-    let mut pids = vec![pid];
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for e in procs.flatten() {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(") ")
-                .and_then(|(_, r)| r.split(' ').nth(1));
-            if ppid == Some(&pid.to_string()) {
-                pids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
-            }
-        }
-    }
-    pids.iter()
-        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
-        .flat_map(|dir| dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()))
-        .filter(|l| l.to_string_lossy().contains("perf_event"))
-        .count()
-}
-
-/// Kills the child when the test ends, passing or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
 fn the_readme_one_liner_shows_which_size_classes_grow() {
     let oneliners = readme_oneliners();
     if !is_root() {
-        let _ = std::io::stderr().lock().write_all(
-            b"\n==================================================================\n\
-              SKIPPED the_readme_one_liner_shows_which_size_classes_grow: bpftrace\n\
-              needs root. Run the malloc tests with sudo.\n\
-              ==================================================================\n",
+        skip_loudly(
+            "the_readme_one_liner_shows_which_size_classes_grow",
+            "bpftrace needs root. Run the malloc tests with sudo.",
         );
         return;
     }
@@ -101,32 +56,7 @@ fn the_readme_one_liner_shows_which_size_classes_grow() {
             .spawn()
             .expect("start sh"),
     );
-    // Attached once its perf events stop changing for half a second.
-    let t0 = Instant::now();
-    let (mut last, mut since) = (0, Instant::now());
-    loop {
-        let n = perf_fds(tracer.0.id());
-        if n != last {
-            (last, since) = (n, Instant::now());
-        } else if n > 0 && since.elapsed() > Duration::from_millis(500) {
-            break;
-        }
-        if let Ok(Some(status)) = tracer.0.try_wait() {
-            let mut err = String::new();
-            let _ = tracer
-                .0
-                .stderr
-                .take()
-                .expect("piped")
-                .read_to_string(&mut err);
-            panic!("bpftrace ended before attaching ({status}): {err}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "bpftrace did not attach: {n} perf events"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attached(&mut tracer.0);
     program
         .0
         .stdin

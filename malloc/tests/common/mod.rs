@@ -6,23 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The directory of the `libslabscope_malloc.so` cargo built for this test
-/// run (the test executable's `deps/` or the profile directory above it).
+/// run.
 pub fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps directory").to_path_buf();
-    for dir in [
-        deps.clone(),
-        deps.parent().expect("profile directory").to_path_buf(),
-    ] {
-        if dir.join("libslabscope_malloc.so").exists() {
-            return dir;
-        }
-    }
-    panic!(
-        "libslabscope_malloc.so not found next to {}: build it with \
-         `cargo build -p slabscope-malloc`",
-        exe.display()
-    );
+    slabscope_testkit::cdylib_dir("libslabscope_malloc.so", "slabscope-malloc")
 }
 
 /// The library to preload.
