@@ -22,12 +22,14 @@ use std::ffi::{CStr, c_int, c_void};
 use std::process::Output;
 use std::ptr::{self, NonNull};
 
-// The C library (this crate, `slabscope` like its file name) and the
-// allocator it wraps.
-use slabscope as ffi;
+// The allocator the C library wraps; the C library itself is loaded from
+// libslabscope.so (`support::ffi`).
 use slabscope_rs::flags::{KM_SLEEP, KMC_NODEBUG};
 use slabscope_rs::{Cache, CacheBuilder};
 use slabscope_testkit::child;
+use support::ffi;
+
+mod support;
 
 const SCENARIO: &str = "SLABSCOPE_BAD_INPUT";
 
@@ -135,19 +137,7 @@ fn rust_free_into_another_cache_aborts() {
 
 fn c_create(name: &CStr, flags: c_int) -> *mut ffi::KmemCache {
     // SAFETY: a valid name, no callbacks.
-    let c = unsafe {
-        ffi::kmem_cache_create(
-            name.as_ptr(),
-            64,
-            0,
-            None,
-            None,
-            None,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            flags,
-        )
-    };
+    let c = unsafe { ffi::kmem_cache_create(name.as_ptr(), 64, 0, flags) };
     assert!(!c.is_null(), "kmem_cache_create({name:?}) failed");
     c
 }

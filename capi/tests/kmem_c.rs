@@ -5,9 +5,11 @@
 
 use std::ffi::c_int;
 
-// The C library (this crate, `slabscope` like its file name).
-use slabscope::{kmem_alloc, kmem_free, slabscope_last_error, vmem_zalloc};
+// The C library, loaded from libslabscope.so.
 use slabscope_probes::flags::{KM_NOSLEEP, KM_SLEEP};
+use support::ffi::{kmem_alloc, kmem_free, slabscope_last_error, vmem_zalloc};
+
+mod support;
 
 #[test]
 fn the_c_abi_allocates_zeroes_and_reports_bad_flags() {
