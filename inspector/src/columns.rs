@@ -317,13 +317,14 @@ impl Column {
         }
     }
 
-    /// Ascending order of `a` and `b` by this column; ties by name.
+    /// Ascending order of `a` and `b` by this column; ties by name, in
+    /// natural order ([`crate::order::natural`]).
     pub fn compare(self, a: &CacheStats, b: &CacheStats) -> Ordering {
         let primary = match self {
             Column::Name => Ordering::Equal,
             _ => self.value(a).cmp(&self.value(b)),
         };
-        primary.then_with(|| a.name.cmp(&b.name))
+        primary.then_with(|| crate::order::natural(&a.name, &b.name))
     }
 
     /// The cell text, as `/proc/spl/kmem/slab` would print it: `-` where a

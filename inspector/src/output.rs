@@ -197,9 +197,7 @@ impl From<&Sample> for JsonSample {
                     .collect(),
             })
             .collect();
-        caches.sort_by(|a, b| {
-            (a.pid, &a.stats.name, a.stats.id).cmp(&(b.pid, &b.stats.name, b.stats.id))
-        });
+        caches.sort_by(|a, b| crate::order::compare(None, (a.pid, &a.stats), (b.pid, &b.stats)));
         JsonSample {
             at: s.at.as_secs_f64(),
             events_total: s.events_total,
@@ -447,7 +445,7 @@ mod tests {
             .filter(|c| !c.destroyed)
             .map(|c| CacheStats::from(&c.snapshot))
             .collect();
-        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        expected.sort_by(|a, b| crate::order::natural(&a.name, &b.name));
         assert_eq!(text, proc_slab_text(&expected));
         assert!(
             !text.contains("scratch"),
