@@ -64,7 +64,7 @@ pub struct Cli {
     pub once: bool,
 
     /// Print the caches as JSON and exit (with --interval: JSON lines until the
-    /// target exits).
+    /// target exits). docs/JSON.md documents every field and its unit.
     #[arg(long, requires = "target")]
     pub json: bool,
 
