@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::Serialize;
 use slabscope_probes::CacheCounters;
-use slabscope_probes::flags::KMC_NAMES;
+use slabscope_probes::flags::{KMC_NAMES, kmc_names};
 use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
 use crate::columns::Column;
@@ -222,13 +222,8 @@ pub struct JsonCache {
 /// assert!(kmc_flag_names(0).is_empty());
 /// ```
 pub fn kmc_flag_names(flags: u64) -> Vec<String> {
-    let mut known = 0;
-    let mut names: Vec<String> = KMC_NAMES
-        .iter()
-        .inspect(|(bit, _)| known |= bit)
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| (*name).to_string())
-        .collect();
+    let known = KMC_NAMES.iter().fold(0, |m, (bit, _)| m | bit);
+    let mut names: Vec<String> = kmc_names(flags).map(str::to_string).collect();
     let mut unknown = flags & !known;
     while unknown != 0 {
         let bit = unknown & unknown.wrapping_neg();
