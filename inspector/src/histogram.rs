@@ -126,6 +126,8 @@ pub struct JsonHistogram {
 }
 
 impl JsonHistogram {
+    /// The JSON form of `h`, a histogram of `kind`: durations in seconds,
+    /// empty buckets left out.
     pub fn new(kind: HistKind, h: &Log2Histogram) -> JsonHistogram {
         let secs = |ns: u64| ns as f64 / 1e9;
         let q = |q: f64| secs(quantile_bound_ns(h, q).unwrap_or(0));

@@ -32,6 +32,7 @@ use crate::sample::{Sample, Update};
 /// Why no sample could be printed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// No cache was reported within the `--timeout` given.
     #[error(
         "no cache reported within {0:?}: caches show up when they fire a probe, and every cache \
          fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS (default 1000 ms); if the target runs \
@@ -39,12 +40,16 @@ pub enum OutputError {
          or pass a longer --timeout"
     )]
     Timeout(Duration),
+    /// Every traced process exited before a cache fired a probe.
     #[error("the target exited before it reported any cache")]
     TargetExited,
+    /// The collector hung up without a sample or an error.
     #[error("the collector stopped before any cache was reported")]
     Disconnected,
+    /// The collector stopped with this error.
     #[error("the collector failed: {0}")]
     Failed(String),
+    /// Standard output could not be written (a closed pipe, a full disk).
     #[error("writing the output")]
     Write(#[source] io::Error),
 }
