@@ -14,10 +14,12 @@ mod snippets {
 /// README.md, Rust block 1.
 pub fn readme_1() -> Result<(), Box<dyn std::error::Error>> {
     use std::ptr::NonNull;
-    use slabscope::{flags, CacheBuilder};
+    use slabscope::CacheBuilder;
+    use slabscope::flags::{KmFlags, KmcFlags};
 
     let cache = CacheBuilder::new("zio_cache", 1104)
         .align(8)
+        .flags(KmcFlags::KVMEM)                      // slabs of its own, never KMC_SLAB's malloc
         .ctor(|obj: NonNull<u8>, _kmflags: u32| {
             // SAFETY: a constructor gets the whole 1104-byte object.
             unsafe { obj.as_ptr().write_bytes(0, 1104) };
@@ -25,7 +27,7 @@ pub fn readme_1() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build()?;                                   // Result<Cache, slabscope::Error>
 
-    let zio = cache.alloc(flags::KM_SLEEP).expect("KM_SLEEP waits, never fails");
+    let zio = cache.alloc(KmFlags::SLEEP).expect("KM_SLEEP waits, never fails");
     // ... use the 1104 bytes at `zio` ...
     // SAFETY: `zio` came from this cache and is not used again.
     unsafe { cache.free(zio) };
@@ -70,8 +72,14 @@ pub fn allocator_readme_1() -> Result<(), Box<dyn std::error::Error>> {
         .dtor(|obj| { /* runs on every free */ })
         .build()?;                                  // Result<Cache, slabscope::Error>
     let p = cache.alloc(flags::KM_SLEEP).unwrap();  // None only with KM_NOSLEEP or a failing ctor
-    // SAFETY: p came from this cache and is not used again.
+    // The typed flags are the same values: KmFlags::NOSLEEP is KM_NOSLEEP.
+    let q = cache.alloc(flags::KmFlags::NOSLEEP);   // Option<NonNull<u8>>
+    // SAFETY: p (and q, if any) came from this cache and are not used again.
     unsafe { cache.free(p) };
+    if let Some(q) = q {
+        // SAFETY: as above.
+        unsafe { cache.free(q) };
+    }
     println!("{}", slabscope::stats::proc_slab_text(&slabscope::stats::all()));
     cache.destroy()?;                               // Err(Error::Busy{..}) while objects are out
 

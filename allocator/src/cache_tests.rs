@@ -162,6 +162,59 @@ fn destroy_with_objects_allocated_is_busy_and_frees_nothing() {
 }
 
 #[test]
+fn typed_and_raw_flags_are_the_same_flags() {
+    // Creation: the typed set and the SPL constant make the same cache.
+    let typed = CacheBuilder::new("t_typed_flags", 64)
+        .flags(KmcFlags::SLAB)
+        .build()
+        .unwrap();
+    let raw = CacheBuilder::new("t_raw_flags", 64)
+        .flags(KMC_SLAB)
+        .build()
+        .unwrap();
+    assert_eq!(typed.flags() & KMC_SLAB, KMC_SLAB);
+    assert_eq!(
+        typed.flags() & KmcFlags::CREATE.bits(),
+        raw.flags() & KMC_CREATE_MASK
+    );
+    // Unknown and state bits are refused the same way, typed or not.
+    let err = CacheBuilder::new("t_typed_bad", 64)
+        .flags(KmcFlags::GROWING | KmcFlags::KVMEM)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownFlags { unknown, .. } if unknown == KMC_GROWING),
+        "{err}"
+    );
+    assert!(matches!(
+        CacheBuilder::new("t_typed_both", 64)
+            .flags(KmcFlags::SLAB | KmcFlags::KVMEM)
+            .build(),
+        Err(Error::ConflictingFlags { .. })
+    ));
+    // Allocation: KmFlags and the KM_ constants both work.
+    let a = typed.alloc(KmFlags::SLEEP).unwrap();
+    let b = typed.alloc(KmFlags::NOSLEEP | KmFlags::PUSHPAGE).unwrap();
+    let c = raw.alloc(KM_NOSLEEP).unwrap();
+    assert_eq!(typed.held() + raw.held(), 3);
+    // SAFETY: each came from its cache and is not used again.
+    unsafe { typed.free(a) };
+    // SAFETY: as above.
+    unsafe { typed.free(b) };
+    // SAFETY: as above.
+    unsafe { raw.free(c) };
+    typed.destroy().unwrap();
+    raw.destroy().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "KM_PUBLIC_MASK")]
+fn typed_alloc_flags_outside_the_mask_panic() {
+    let c = CacheBuilder::new("t_typed_km_bad", 64).build().unwrap();
+    let _ = c.alloc(KmFlags::from_bits_retain(0x100));
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let page = os::page_size();
     type Case = (CacheBuilder, fn(&Error) -> bool);

@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 
 use crate::cache::{Cache, CacheBuilder};
 use crate::error::Error;
-use crate::flags::{KM_NOSLEEP, KM_SLEEP};
+use crate::flags::{KM_NOSLEEP, KM_SLEEP, KmFlags, KmcFlags};
 use crate::sizing::SPL_KMEM_CACHE_ALIGN;
 
 /// A cache of `T`s.
@@ -45,11 +45,12 @@ impl<T> fmt::Debug for TypedCache<T> {
 impl<T> TypedCache<T> {
     /// A cache named `name` with default flags.
     pub fn new(name: &str) -> Result<Self, Error> {
-        Self::with_flags(name, 0)
+        Self::with_flags(name, KmcFlags::empty())
     }
 
-    /// A cache named `name` with `KMC_*` creation `flags`.
-    pub fn with_flags(name: &str, flags: u64) -> Result<Self, Error> {
+    /// A cache named `name` with `KMC_*` creation `flags` ([`KmcFlags`] or
+    /// the SPL constants' `u64`).
+    pub fn with_flags(name: &str, flags: impl Into<KmcFlags>) -> Result<Self, Error> {
         let cache = CacheBuilder::new(name, size_of::<T>().max(1))
             .align(align_of::<T>().max(SPL_KMEM_CACHE_ALIGN))
             .flags(flags)
@@ -70,7 +71,8 @@ impl<T> TypedCache<T> {
 
     /// Moves `value` into a new object; with `KM_NOSLEEP` gives the value back
     /// when no object is available right now.
-    pub fn try_alloc(&self, value: T, kmflags: u32) -> Result<Obj<'_, T>, T> {
+    pub fn try_alloc(&self, value: T, kmflags: impl Into<KmFlags>) -> Result<Obj<'_, T>, T> {
+        let kmflags = kmflags.into().bits();
         let Some(p) = self.cache.alloc(kmflags) else {
             debug_assert!(kmflags & KM_NOSLEEP != 0);
             return Err(value);

@@ -350,5 +350,26 @@ fn freeing_a_named_caches_object_aborts() {
 #[test]
 #[should_panic(expected = "KM_PUBLIC_MASK")]
 fn kmem_alloc_rejects_unknown_flags() {
-    let _ = kmem::kmem_alloc(8, 0x100);
+    let _ = kmem::kmem_alloc(8, 0x100_u32);
+}
+
+#[test]
+#[should_panic(expected = "KM_PUBLIC_MASK")]
+fn kmem_zalloc_rejects_unknown_typed_flags() {
+    let _ = kmem::kmem_zalloc(8, slabscope::flags::KmFlags::from_bits_retain(0x100));
+}
+
+#[test]
+fn kmem_takes_typed_and_raw_flags() {
+    use slabscope::flags::{KM_NOSLEEP, KmFlags};
+    for p in [
+        kmem::kmem_alloc(24, KmFlags::SLEEP),
+        kmem::kmem_zalloc(24, KmFlags::NOSLEEP),
+        kmem::vmem_alloc(24, KM_NOSLEEP),
+        kmem::vmem_zalloc(24, KmFlags::PUSHPAGE),
+    ] {
+        let p = p.expect("24 bytes");
+        // SAFETY: p came from kmem_alloc and friends with size 24.
+        unsafe { kmem::kmem_free(p, 24) };
+    }
 }

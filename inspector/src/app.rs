@@ -33,8 +33,11 @@ pub use slabscope_probes::CacheKey;
 /// The values the detail view charts, at one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistPoint {
+    /// Objects outside the slabs' free lists (SPL's `obj_alloc`).
     pub obj_alloc: u64,
+    /// Slabs the cache holds.
     pub slab_total: u64,
+    /// Live emergency objects.
     pub obj_emergency: u64,
 }
 
@@ -46,6 +49,7 @@ pub struct History {
 }
 
 impl History {
+    /// An empty history keeping the last `cap` points (at least one).
     pub fn new(cap: usize) -> History {
         History {
             points: VecDeque::with_capacity(cap.min(1024)),
@@ -53,6 +57,7 @@ impl History {
         }
     }
 
+    /// Appends a point, dropping the oldest when full.
     pub fn push(&mut self, p: HistPoint) {
         if self.points.len() == self.cap {
             self.points.pop_front();
@@ -60,10 +65,12 @@ impl History {
         self.points.push_back(p);
     }
 
+    /// Points kept.
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
+    /// Whether no point was pushed yet.
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
@@ -77,10 +84,15 @@ impl History {
 /// One cache as the views see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheEntry {
+    /// The process and cache id the collector's maps key it by.
     pub key: CacheKey,
+    /// The last snapshot's statistics; the name escaped for display.
     pub stats: CacheStats,
+    /// Probe hits counted by the eBPF program since attach.
     pub counters: CacheCounters,
+    /// The cache fired `cache_destroy`; its row shows its last state.
     pub destroyed: bool,
+    /// Recent samples for the detail view's charts.
     pub history: History,
     /// The cache's grows keep failing: between the last two samples that
     /// saw a grow end, `slab_fail` went up and `slab_create` did not (a
@@ -97,6 +109,7 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// An empty log keeping the last `cap` events (at least one).
     pub fn new(cap: usize) -> EventLog {
         EventLog {
             events: VecDeque::with_capacity(cap.min(4096)),
@@ -105,6 +118,7 @@ impl EventLog {
         }
     }
 
+    /// Appends an event, dropping (and counting) the oldest when full.
     pub fn push(&mut self, ev: Event) {
         if self.events.len() == self.cap {
             self.events.pop_front();
@@ -118,14 +132,17 @@ impl EventLog {
         self.events.iter()
     }
 
+    /// Events kept.
     pub fn len(&self) -> usize {
         self.events.len()
     }
 
+    /// Whether the log keeps no event.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
+    /// The most events the log keeps.
     pub fn capacity(&self) -> usize {
         self.cap
     }
@@ -144,7 +161,9 @@ impl EventLog {
 /// What became of a traced process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetStatus {
+    /// Traced, alive as far as the collector knows.
     Running,
+    /// It exited; its caches show their last state.
     Exited,
     /// It exec'd another program, which is not traced.
     Execed,
@@ -153,6 +172,7 @@ pub enum TargetStatus {
 /// Which screen is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
+    /// The summary, the cache table and the event log.
     Main,
     /// The detail of the selected cache.
     Detail,
@@ -171,22 +191,31 @@ pub enum View {
 ///   (`obj_size * obj_alloc` for KMC_SLAB caches)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Live caches.
     pub caches: u64,
     /// Caches with objects allocated (emergency objects included).
     pub caches_active: u64,
+    /// Objects the caches hold (see the equations above).
     pub obj_total: u64,
     /// Objects handed out, emergency objects included.
     pub obj_alloc: u64,
+    /// Slabs held, over every cache.
     pub slab_total: u64,
+    /// Slabs with an object out, over every cache.
     pub slab_alloc: u64,
     /// Bytes held: slabs and emergency objects of slabscope caches, allocated
     /// objects of KMC_SLAB ones.
     pub bytes_held: u64,
     /// Bytes of objects handed out.
     pub bytes_used: u64,
+    /// Objects held in magazines and depots: freed by the program, not yet
+    /// back in a slab.
     pub mag_objs: u64,
+    /// Live emergency objects.
     pub obj_emergency: u64,
+    /// Deadlocks detected (`obj_deadlock`), summed over the caches' lives.
     pub deadlocks: u64,
+    /// Caches in KMC_DEADLOCKED now.
     pub deadlocked_caches: u64,
 }
 
@@ -224,22 +253,31 @@ pub struct Totals {
 pub struct State {
     /// What the user asked to trace (`pid 4242`, `/usr/bin/demo`).
     pub target: String,
+    /// Every cache seen, destroyed ones included, by (pid, cache id).
     pub caches: BTreeMap<CacheKey, CacheEntry>,
     /// The eBPF program's timings, as of the last sample.
     pub histograms: BTreeMap<slabscope_probes::HistKey, slabscope_probes::Log2Histogram>,
+    /// The traced processes and what became of them.
     pub targets: BTreeMap<u32, TargetStatus>,
+    /// The latest probe hits, for the event log.
     pub log: EventLog,
     /// CLOCK_MONOTONIC nanoseconds event times are shown relative to; the
     /// first event's when unset.
     pub time_origin_ns: Option<u64>,
+    /// Points of history kept per cache (`--history`).
     pub history_len: usize,
     /// Time since attach of the last sample applied.
     pub sample_at: Option<Duration>,
+    /// Samples applied since attach.
     pub samples: u64,
+    /// Probe hits delivered through the ring buffer since attach.
     pub events_total: u64,
+    /// Probe hits lost to a full ring buffer since attach.
     pub lost_events: u64,
     /// Probe hits ignored for an unreadable snapshot pointer.
     pub unreadable_snapshots: u64,
+    /// Probe hits per second between the last two samples; `None` before
+    /// the second.
     pub events_per_sec: Option<f64>,
     /// The collector's last error.
     pub failed: Option<String>,
@@ -247,22 +285,32 @@ pub struct State {
     pub execed: Option<String>,
     /// The collector hung up.
     pub collector_gone: bool,
+    /// The selected cache; the first row when unset.
     pub selected: Option<CacheKey>,
+    /// The column the table is sorted by.
     pub sort: Column,
+    /// Rows run from the largest value (or Z) down: numeric columns start
+    /// so, `r` flips it.
     pub descending: bool,
+    /// Only caches whose name contains this, ignoring case, are shown.
     pub filter: String,
     /// The filter is being typed.
     pub filter_editing: bool,
     /// Cursor of the open column picker.
     pub picker: Option<Column>,
+    /// Samples and events are held back, not applied (`space`).
     pub paused: bool,
     /// Newest sample received while paused, applied on resume.
     pending_sample: Option<Sample>,
     /// Events received while paused, applied on resume.
     pending_events: VecDeque<Event>,
+    /// The help overlay is open.
     pub show_help: bool,
+    /// Sizes in KiB/MiB/GiB rather than bytes.
     pub human: bool,
+    /// Flags as `/proc`'s hex rather than letters (`x`).
     pub hex_flags: bool,
+    /// The screen shown.
     pub view: View,
 }
 

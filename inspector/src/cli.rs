@@ -64,7 +64,7 @@ pub struct Cli {
     pub once: bool,
 
     /// Print the caches as JSON and exit (with --interval: JSON lines until the
-    /// target exits).
+    /// target exits). docs/JSON.md documents every field and its unit.
     #[arg(long, requires = "target")]
     pub json: bool,
 
@@ -82,7 +82,12 @@ pub struct Cli {
     /// Size of the kernel's event ring buffer, in bytes: a power of two of at
     /// least the page size. Events that find it full are counted as lost
     /// (the counts and snapshots stay exact).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::collector::DEFAULT_RING_BYTES)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::collector::DEFAULT_RING_BYTES,
+        value_parser = parse_ring_size
+    )]
     pub ring_size: u32,
 
     /// Samples of history kept per cache for the detail view's charts.
@@ -112,6 +117,20 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is out of range: use 10ms to 1 hour"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `--ring-size`: a number of bytes the kernel accepts for a ring
+/// buffer, checked here so a bad value is a command-line error (exit status
+/// 2) before anything is attached.
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let bytes: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes: use e.g. 262144"))?;
+    crate::collector::check_ring_bytes(bytes).map_err(|e| match e {
+        crate::collector::CollectError::BadOption(why) => why,
+        other => other.to_string(),
+    })
 }
 
 /// The live view's sort column when `-s` is not given.
@@ -209,6 +228,23 @@ mod tests {
             demo.is_file(),
             "the help's demo example moved: {}",
             demo.display()
+        );
+    }
+
+    #[test]
+    fn a_bad_ring_size_is_a_command_line_error() {
+        let e = parse(&["--pid", "1", "--ring-size", "100"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = e.to_string();
+        assert!(text.contains("must be a power of two"), "{text}");
+        assert!(!text.contains("invalid collector option"), "{text}");
+        let e = parse(&["--pid", "1", "--ring-size", "lots"]).unwrap_err();
+        assert!(e.to_string().contains("not a number of bytes"), "{e}");
+        let ok = parse(&["--pid", "1", "--ring-size", "65536"]).unwrap();
+        assert_eq!(ok.ring_size, 65536);
+        assert_eq!(
+            parse(&["--pid", "1"]).unwrap().ring_size,
+            crate::collector::DEFAULT_RING_BYTES
         );
     }
 }

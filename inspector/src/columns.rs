@@ -18,34 +18,50 @@ use crate::format;
 /// One column of the cache table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Column {
+    /// The cache's name (sorts A to Z, digit runs as numbers).
     Name,
+    /// The `KMC_*` flags, as letters or hex.
     Flags,
     /// Memory held: `slabsize * slab total` (`/proc`'s "size").
     Size,
     /// Memory in use: `objsize * object alloc` (`/proc`'s "alloc").
     Alloc,
+    /// Bytes of one slab.
     SlabSize,
+    /// Object size as requested.
     ObjSize,
     /// Objects per slab (slabtop's OBJ/SLAB).
     ObjPerSlab,
+    /// Slabs held.
     SlabTotal,
+    /// Slabs with an object out.
     SlabAlloc,
+    /// The most slabs with an object out.
     SlabMax,
+    /// Objects the slabs hold, emergency objects included.
     ObjTotal,
+    /// Objects outside the slabs' free lists: in use or in magazines.
     ObjAlloc,
+    /// The most objects allocated.
     ObjMax,
     /// Objects allocated of the slabs' capacity, in percent (slabtop's USE).
     Util,
+    /// Deadlocks detected over the cache's life.
     EmergDlock,
+    /// Live emergency objects.
     EmergAlloc,
+    /// The most emergency objects live at once.
     EmergMax,
+    /// Objects a per-CPU magazine holds.
     MagSize,
+    /// Objects held in magazines and the depot.
     MagObjs,
 }
 
 /// Static description of a column.
 #[derive(Clone, Copy, Debug)]
 pub struct ColumnDef {
+    /// The column described.
     pub column: Column,
     /// Header group (`slab`, `object`, ...) printed above the first column of it.
     pub group: &'static str,
@@ -317,13 +333,14 @@ impl Column {
         }
     }
 
-    /// Ascending order of `a` and `b` by this column; ties by name.
+    /// Ascending order of `a` and `b` by this column; ties by name, in
+    /// natural order ([`crate::order::natural`]).
     pub fn compare(self, a: &CacheStats, b: &CacheStats) -> Ordering {
         let primary = match self {
             Column::Name => Ordering::Equal,
             _ => self.value(a).cmp(&self.value(b)),
         };
-        primary.then_with(|| a.name.cmp(&b.name))
+        primary.then_with(|| crate::order::natural(&a.name, &b.name))
     }
 
     /// The cell text, as `/proc/spl/kmem/slab` would print it: `-` where a

@@ -14,8 +14,12 @@ use slabscope_probes::{Event, ProbeKind};
 /// One flag bit, its letter and its name.
 #[derive(Clone, Copy, Debug)]
 pub struct FlagDef {
+    /// The `KMC_*` bit.
     pub bit: u64,
+    /// Its letter in the flags column: upper case for creation flags,
+    /// lower case (but `D`) for state bits.
     pub letter: char,
+    /// Its name in the legend and the detail view.
     pub name: &'static str,
 }
 

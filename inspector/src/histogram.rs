@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use slabscope_probes::{HIST_BUCKETS, HistKey, HistKind, Log2Histogram};
 
@@ -92,30 +93,41 @@ pub fn of_cache(
 }
 
 /// One non-empty bucket in JSON.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct JsonBucket {
-    /// Durations in this bucket are below this many seconds...
+    /// The bucket's upper bound, in seconds (a power of two nanoseconds):
+    /// its durations were shorter than this and, but for the first bucket,
+    /// at least half of it.
     pub lt_seconds: f64,
-    /// ...and this many had it.
+    /// Durations in this bucket.
     pub count: u64,
 }
 
 /// One histogram in JSON.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct JsonHistogram {
-    /// `grow`, `deadlocked` or `emergency_lifetime`.
+    /// What was timed: `grow` (a slab grow, start to done), `deadlocked`
+    /// (a spell of the cache in KMC_DEADLOCKED) or `emergency_lifetime`
+    /// (an emergency object, alloc to free).
     pub kind: &'static str,
+    /// Durations recorded.
     pub count: u64,
+    /// Their sum, in seconds.
     pub sum_seconds: f64,
-    /// Bucket upper bounds of the 50th, 90th and 99th percentiles.
+    /// The upper bound, in seconds, of the bucket holding the median
+    /// (`p50`): half the durations were shorter than this (0 when empty).
     pub p50_lt_seconds: f64,
+    /// The same for the 90th percentile, in seconds (0 when empty).
     pub p90_lt_seconds: f64,
+    /// The same for the 99th percentile, in seconds (0 when empty).
     pub p99_lt_seconds: f64,
     /// The non-empty log2 buckets, shortest first.
     pub buckets: Vec<JsonBucket>,
 }
 
 impl JsonHistogram {
+    /// The JSON form of `h`, a histogram of `kind`: durations in seconds,
+    /// empty buckets left out.
     pub fn new(kind: HistKind, h: &Log2Histogram) -> JsonHistogram {
         let secs = |ns: u64| ns as f64 / 1e9;
         let q = |q: f64| secs(quantile_bound_ns(h, q).unwrap_or(0));

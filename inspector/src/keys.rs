@@ -12,7 +12,9 @@ use crate::columns::Column;
 /// What the run loop should do after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Keep running and redraw.
     Continue,
+    /// Restore the terminal and exit.
     Quit,
 }
 

@@ -6,14 +6,6 @@
 //! the terminal UI ([`ui`], driven by [`tui::run`]) and the script-friendly
 //! `--once` / `--json` output ([`output`]).
 
-// The workspace's missing_docs lint is not met here yet: this library
-// serves the `slabscope` binary, and about 140 public fields and variants
-// (app, output, collector errors, columns) still lack a doc comment.
-#![allow(
-    missing_docs,
-    reason = "about 140 public items of the inspector's internals are undocumented (to do)"
-)]
-
 pub mod app;
 pub mod cli;
 pub mod collector;

@@ -19,8 +19,10 @@ use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use slabscope_probes::CacheCounters;
+use slabscope_probes::flags::{KMC_NAMES, kmc_names};
 use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
 use crate::columns::Column;
@@ -30,6 +32,7 @@ use crate::sample::{Sample, Update};
 /// Why no sample could be printed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// No cache was reported within the `--timeout` given.
     #[error(
         "no cache reported within {0:?}: caches show up when they fire a probe, and every cache \
          fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS (default 1000 ms); if the target runs \
@@ -37,12 +40,16 @@ pub enum OutputError {
          or pass a longer --timeout"
     )]
     Timeout(Duration),
+    /// Every traced process exited before a cache fired a probe.
     #[error("the target exited before it reported any cache")]
     TargetExited,
+    /// The collector hung up without a sample or an error.
     #[error("the collector stopped before any cache was reported")]
     Disconnected,
+    /// The collector stopped with this error.
     #[error("the collector failed: {0}")]
     Failed(String),
+    /// Standard output could not be written (a closed pipe, a full disk).
     #[error("writing the output")]
     Write(#[source] io::Error),
 }
@@ -110,24 +117,51 @@ pub fn once_text_sorted(sample: &Sample, by: Option<Column>) -> String {
     out
 }
 
-/// [`CacheCounters`] in serializable form.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// The version of the `--json` document's layout, its `schema_version`.
+///
+/// It changes (by one) when a field is removed or renamed, or changes its
+/// type or unit; adding a field does not change it, so a reader should
+/// ignore fields it does not know. docs/JSON.md lists the versions.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Probe hits of one cache counted by the eBPF program since the collector
+/// attached (not since the cache was created): `CacheCounters` in
+/// serializable form.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Counters {
+    /// `cache_create` probe hits.
     pub creates: u64,
+    /// `cache_destroy` probe hits.
     pub destroys: u64,
+    /// `grow_start` probe hits: slab grows started.
     pub grows: u64,
+    /// `grow_done` probe hits that report success.
     pub grows_done: u64,
+    /// `grow_done` probe hits that report a failure (a negative errno).
     pub grow_failures: u64,
+    /// `deadlock` probe hits: grows that outlived the grow timeout.
     pub deadlocks: u64,
+    /// `emergency_alloc` probe hits: emergency objects handed out.
     pub emergency_allocs: u64,
+    /// `emergency_free` probe hits: emergency objects given back.
     pub emergency_frees: u64,
+    /// `reap` probe hits.
     pub reaps: u64,
+    /// Slabs released by those reaps, summed (slabs).
     pub reap_slabs_released: u64,
+    /// Objects released by those reaps, summed (objects).
     pub reap_objs_released: u64,
+    /// `slab_reclaim` probe hits.
     pub slab_reclaims: u64,
+    /// Slabs released by those reclaims, summed (slabs).
     pub slabs_released: u64,
+    /// Objects released by those reclaims, summed (objects).
     pub objs_released: u64,
+    /// `cache_stats` probe hits: the periodic snapshots.
     pub stats: u64,
+    /// When this cache's last probe hit happened, in nanoseconds of the
+    /// kernel's `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`: since boot, not
+    /// counting suspend); 0 before any hit.
     pub last_ns: u64,
 }
 
@@ -154,26 +188,73 @@ impl From<&CacheCounters> for Counters {
     }
 }
 
-/// One cache in the JSON output: every [`CacheStats`] field at the top level,
-/// plus `pid`, `destroyed` and the probe `counters`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One cache in the JSON output: every field of the allocator's
+/// `CacheStats` at the top level, plus `pid`, `destroyed`, `flag_names`, the probe `counters` and the
+/// eBPF program's `histograms`.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct JsonCache {
+    /// The process the cache lives in.
     pub pid: u32,
+    /// Whether the cache fired `cache_destroy`; its numbers are then its
+    /// last state.
     pub destroyed: bool,
+    /// The cache's statistics, flattened into this object.
     #[serde(flatten)]
     pub stats: CacheStats,
+    /// The names of the bits set in `flags`, SPL's (`KMC_SLAB`,
+    /// `KMC_GROWING`, ...), creation flags first; a bit slabscope does not
+    /// define shows as its hex value (`0x40`).
+    pub flag_names: Vec<String>,
+    /// Probe hits of this cache since the collector attached.
     pub counters: Counters,
-    /// The eBPF program's timings of this cache, when it has any.
+    /// The eBPF program's timings of this cache, when it has any (the key
+    /// is absent when it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub histograms: Vec<crate::histogram::JsonHistogram>,
 }
 
-/// One sample in the JSON output.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The SPL names of the bits set in `flags`, in the contract's order; bits
+/// without a name as their hex value.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope_inspector::output::kmc_flag_names;
+/// use slabscope_probes::flags::{KMC_GROWING, KMC_SLAB};
+///
+/// assert_eq!(kmc_flag_names(KMC_GROWING | KMC_SLAB), ["KMC_SLAB", "KMC_GROWING"]);
+/// assert_eq!(kmc_flag_names(KMC_SLAB | 1 << 40), ["KMC_SLAB", "0x10000000000"]);
+/// assert!(kmc_flag_names(0).is_empty());
+/// ```
+pub fn kmc_flag_names(flags: u64) -> Vec<String> {
+    let known = KMC_NAMES.iter().fold(0, |m, (bit, _)| m | bit);
+    let mut names: Vec<String> = kmc_names(flags).map(str::to_string).collect();
+    let mut unknown = flags & !known;
+    while unknown != 0 {
+        let bit = unknown & unknown.wrapping_neg();
+        names.push(format!("{bit:#x}"));
+        unknown &= !bit;
+    }
+    names
+}
+
+/// One sample in the JSON output: the document `--json` prints (once, or
+/// once per line with `--interval`). docs/JSON.md documents every field; the
+/// JSON Schema generated from this type is docs/slabscope.schema.json.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(title = "slabscope --json")]
 pub struct JsonSample {
-    /// Seconds since the collector attached.
+    /// The version of this layout (`SCHEMA_VERSION`): 1, raised when a
+    /// field is removed or renamed or changes its type or unit.
+    pub schema_version: u32,
+    /// When the sample was taken, in seconds since the collector attached.
     pub at: f64,
+    /// Probe hits delivered through the ring buffer since the collector
+    /// attached.
     pub events_total: u64,
+    /// Probe hits the eBPF program could not deliver because the ring buffer
+    /// was full, since the collector attached (the counters and snapshots
+    /// stay exact; only the event list misses them).
     pub lost_events: u64,
     /// Probe hits ignored because their snapshot pointer could not be read.
     pub unreadable_snapshots: u64,
@@ -190,6 +271,7 @@ impl From<&Sample> for JsonSample {
                 pid: c.pid,
                 destroyed: c.destroyed,
                 stats: CacheStats::from(&c.snapshot),
+                flag_names: kmc_flag_names(c.snapshot.flags),
                 counters: Counters::from(&c.counters),
                 histograms: crate::histogram::of_cache(&s.histograms, c.pid, c.snapshot.cache_id)
                     .iter()
@@ -197,10 +279,9 @@ impl From<&Sample> for JsonSample {
                     .collect(),
             })
             .collect();
-        caches.sort_by(|a, b| {
-            (a.pid, &a.stats.name, a.stats.id).cmp(&(b.pid, &b.stats.name, b.stats.id))
-        });
+        caches.sort_by(|a, b| crate::order::compare(None, (a.pid, &a.stats), (b.pid, &b.stats)));
         JsonSample {
+            schema_version: SCHEMA_VERSION,
             at: s.at.as_secs_f64(),
             events_total: s.events_total,
             lost_events: s.lost_events,
@@ -208,6 +289,16 @@ impl From<&Sample> for JsonSample {
             caches,
         }
     }
+}
+
+/// The JSON Schema (draft 2020-12) of the `--json` document,
+/// [`JsonSample`], pretty-printed with a final newline: what
+/// docs/slabscope.schema.json holds.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(JsonSample);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    text.push('\n');
+    text
 }
 
 /// `sample` as one JSON document, pretty-printed, in printable ASCII
@@ -447,7 +538,7 @@ mod tests {
             .filter(|c| !c.destroyed)
             .map(|c| CacheStats::from(&c.snapshot))
             .collect();
-        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        expected.sort_by(|a, b| crate::order::natural(&a.name, &b.name));
         assert_eq!(text, proc_slab_text(&expected));
         assert!(
             !text.contains("scratch"),
@@ -479,7 +570,13 @@ mod tests {
         let stats = CacheStats::from(&s.caches[2].snapshot);
         // Every CacheStats field is there, with the allocator's own names.
         let mut as_stats = arc.clone();
-        for extra in ["pid", "destroyed", "counters"] {
+        for extra in [
+            "pid",
+            "destroyed",
+            "counters",
+            "flag_names",
+            "schema_version",
+        ] {
             as_stats.as_object_mut().unwrap().remove(extra);
         }
         let back: CacheStats = serde_json::from_value(as_stats).expect("a CacheStats");

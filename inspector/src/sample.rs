@@ -48,12 +48,24 @@ pub enum Update {
     /// One probe hit, in ring-buffer order.
     Event(Event),
     /// A traced process exited; its caches stay as last seen.
-    TargetExited { pid: u32 },
+    TargetExited {
+        /// The process that exited.
+        pid: u32,
+    },
     /// A traced process replaced its program (`exec`) with `program`, which
     /// is not traced; its caches stay as last seen before the exec.
-    TargetExeced { pid: u32, program: String },
+    TargetExeced {
+        /// The process that exec'd.
+        pid: u32,
+        /// The program it runs now, as `/proc/PID/exe` names it; the
+        /// target's to choose, so print it through [`crate::escape`].
+        program: String,
+    },
     /// A process started running the traced executable (`--exe`) and was attached.
-    TargetAttached { pid: u32 },
+    TargetAttached {
+        /// The process now traced.
+        pid: u32,
+    },
     /// The collector stopped because of this error.
     Failed(String),
 }

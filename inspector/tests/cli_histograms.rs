@@ -2,6 +2,7 @@
 //! of each cache: here of a target whose every grow is slowed to 60 ms.
 //! Needs root; skipped loudly otherwise.
 
+mod schema_support;
 mod serve_support;
 
 use std::io::{BufRead as _, BufReader};
@@ -43,6 +44,8 @@ fn json_carries_grow_deadlock_and_emergency_histograms() {
     }
     let last: serde_json::Value =
         serde_json::from_str(&last.expect("one JSON line at least")).expect("JSON");
+    // Histograms and all: the real output is what the schema says.
+    schema_support::assert_matches_schema(&last);
 
     let mut lifetimes = 0;
     for c in stats.as_array().unwrap() {

@@ -5,6 +5,7 @@
 //! every field of every cache in the JSON. Needs root; skips loudly without.
 
 mod collector_support;
+mod schema_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use collector_support::{Fixture, root_or_skip};
 use serde::Deserialize;
 use serde_json::Value;
+use slabscope_inspector::order::natural;
 use slabscope_probes::stats::{CacheStats, proc_slab_text};
 
 const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
@@ -51,7 +53,8 @@ fn attach(args: &[&str]) -> (Child, String) {
 }
 
 /// Runs the workload under `slabscope --pid N extra...`; returns the
-/// workload's final statistics, sorted by name, and what slabscope printed.
+/// workload's final statistics, sorted by name as `--once` sorts them
+/// (naturally: `a_104` before `a_1024`), and what slabscope printed.
 fn run(extra: &[&str]) -> (Vec<CacheStats>, String) {
     let workload = Fixture::start_program(collector_support::workload(), &[]);
     let pid = workload.pid().to_string();
@@ -71,7 +74,7 @@ fn run(extra: &[&str]) -> (Vec<CacheStats>, String) {
     let status = slabscope.wait().expect("waiting for slabscope");
     assert!(status.success(), "slabscope {args:?} failed: {status}");
     let mut caches = report.final_stats;
-    caches.sort_by(|a, b| a.name.cmp(&b.name));
+    caches.sort_by(|a, b| natural(&a.name, &b.name));
     assert!(caches.len() >= 2, "the workload keeps several caches alive");
     (caches, stdout)
 }
@@ -83,6 +86,7 @@ fn once_prints_exactly_the_workloads_own_proc_text() {
     }
     let (caches, out) = run(&["--once", "--timeout", "20"]);
     // --once orders caches by name: it cannot know their creation order.
+    // (`run` sorts the workload's in the same natural order.)
     assert_eq!(out, proc_slab_text(&caches));
 }
 
@@ -94,6 +98,7 @@ fn json_carries_exactly_the_workloads_own_statistics() {
     let (caches, out) = run(&["--json", "--timeout", "20"]);
     let doc: Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{out}"));
+    schema_support::assert_matches_schema(&doc);
     let docs = doc["caches"].as_array().expect("a caches array");
     for want in &caches {
         let got = docs

@@ -25,6 +25,7 @@ use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 /// emergency counters stay zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CacheStats {
     /// Cache id: the address of the cache, as the probes report it.
     pub id: u64,

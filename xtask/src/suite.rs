@@ -2,7 +2,8 @@
 //!
 //! Steps, each under its own header: the setup check (installs what is
 //! missing), `cargo fmt --check`, clippy with warnings denied on the default
-//! members, clippy on the eBPF crate for the BPF target, the layering check
+//! members, clippy on the eBPF crate for the BPF target, `cargo doc` with
+//! rustdoc's warnings (missing docs, broken links) denied, the layering check
 //! (no import cycle between the allocator's or the bench's modules,
 //! [`crate::modgraph`]), then `cargo test` on
 //! the default members. A failing step does not stop the later ones (one run
@@ -102,6 +103,16 @@ pub fn run(long: bool) -> Result<()> {
         run::run(run::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
     }));
     steps.push(ebpf_clippy());
+    steps.push(step("rustdoc", || {
+        // Every public item documented (the workspace's missing_docs lint)
+        // and every intra-doc link resolving, on the default members.
+        run::run(
+            run::cargo()
+                .args(["doc", "--no-deps"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+        .context("rustdoc warned: document the item or fix the link it names")
+    }));
     steps.push(step("layering", layering));
     steps.push(step("cargo test", || cargo_test(&mut totals)));
     steps.push(step("bench smoke", bench_smoke));

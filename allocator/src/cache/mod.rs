@@ -65,7 +65,7 @@ use crate::depot::Depot;
 use crate::error::Error;
 use crate::flags::{
     KM_NOSLEEP, KM_PUBLIC_MASK, KMC_CREATE_MASK, KMC_DESTROY, KMC_KVMEM, KMC_NODEBUG, KMC_SLAB,
-    SKC_MAGIC, SKM_MAGIC,
+    KmFlags, KmcFlags, SKC_MAGIC, SKM_MAGIC,
 };
 use crate::magazine::Mags;
 use crate::os;
@@ -477,9 +477,10 @@ impl CacheBuilder {
         self
     }
 
-    /// `KMC_*` creation flags.
-    pub fn flags(mut self, flags: u64) -> Self {
-        self.flags = flags;
+    /// `KMC_*` creation flags: [`KmcFlags`] (`KmcFlags::KVMEM`) or the
+    /// SPL constants' `u64` (`flags::KMC_KVMEM`).
+    pub fn flags(mut self, flags: impl Into<KmcFlags>) -> Self {
+        self.flags = flags.into().bits();
         self
     }
 
@@ -669,10 +670,14 @@ impl Cache {
     /// `None` only with `KM_NOSLEEP` when no object is free and no grow has
     /// finished, or when the constructor fails.
     ///
+    /// `kmflags` is [`KmFlags`] (`KmFlags::NOSLEEP`) or the SPL constants'
+    /// `u32` (`flags::KM_NOSLEEP`).
+    ///
     /// # Panics
     /// On kmflags outside `KM_PUBLIC_MASK`, and on a destroyed cache.
     #[inline]
-    pub fn alloc(&self, kmflags: u32) -> Option<NonNull<u8>> {
+    pub fn alloc(&self, kmflags: impl Into<KmFlags>) -> Option<NonNull<u8>> {
+        let kmflags = kmflags.into().bits();
         let c = &*self.inner;
         if kmflags & !KM_PUBLIC_MASK != 0 {
             bad_kmflags(&c.name, kmflags);

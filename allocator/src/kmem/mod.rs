@@ -86,7 +86,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 pub use boot::InternalAlloc;
 
 use crate::cache::{Cache, CacheBuilder};
-use crate::flags::{KM_PUBLIC_MASK, KM_SLEEP, KMC_KVMEM};
+use crate::flags::{KM_PUBLIC_MASK, KM_SLEEP, KMC_KVMEM, KmFlags};
 use crate::os;
 use crate::registry;
 use crate::slab;
@@ -404,7 +404,8 @@ fn check_kmflags(what: &str, kmflags: u32) {
 ///
 /// # Panics
 /// On kmflags outside `KM_PUBLIC_MASK`.
-pub fn kmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+pub fn kmem_alloc(size: usize, kmflags: impl Into<KmFlags>) -> Option<NonNull<u8>> {
+    let kmflags = kmflags.into().bits();
     check_kmflags("kmem_alloc", kmflags);
     alloc_flags(size, kmflags)
 }
@@ -413,7 +414,8 @@ pub fn kmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
 ///
 /// # Panics
 /// As [`kmem_alloc`].
-pub fn kmem_zalloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+pub fn kmem_zalloc(size: usize, kmflags: impl Into<KmFlags>) -> Option<NonNull<u8>> {
+    let kmflags = kmflags.into().bits();
     check_kmflags("kmem_zalloc", kmflags);
     if size > ladder::MAX_CLASS {
         return large::alloc(size, true);
@@ -448,7 +450,7 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) {
 ///
 /// # Panics
 /// As [`kmem_alloc`].
-pub fn vmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+pub fn vmem_alloc(size: usize, kmflags: impl Into<KmFlags>) -> Option<NonNull<u8>> {
     kmem_alloc(size, kmflags)
 }
 
@@ -456,7 +458,7 @@ pub fn vmem_alloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
 ///
 /// # Panics
 /// As [`kmem_alloc`].
-pub fn vmem_zalloc(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+pub fn vmem_zalloc(size: usize, kmflags: impl Into<KmFlags>) -> Option<NonNull<u8>> {
     kmem_zalloc(size, kmflags)
 }
 

@@ -135,7 +135,7 @@ pub(crate) fn report_row(row: fn() -> Option<CacheSnapshot>) {
 }
 
 /// Fires `cache_stats` for every registered cache now and returns exactly
-/// the values fired, in creation order, then the row of [`report_row`]
+/// the values fired, in creation order, then the row `report_row` makes
 /// (the `kmem_alloc_large` row, once `kmem_alloc` or malloc has been used).
 pub fn publish() -> Vec<CacheStats> {
     let mut all: Vec<CacheStats> = registered()

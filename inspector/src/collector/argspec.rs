@@ -36,7 +36,12 @@ pub enum ArgSpecError {
     BadLocation(String),
     /// A register name is unknown or not readable from `struct pt_regs`.
     #[error("argument {arg:?} names register %{reg}, which cannot be read from pt_regs")]
-    BadRegister { arg: String, reg: String },
+    BadRegister {
+        /// The whole argument spec.
+        arg: String,
+        /// The register it names, without the `%`.
+        reg: String,
+    },
     /// An immediate or displacement is not a number.
     #[error("argument {0:?} has a non-numeric immediate or displacement")]
     BadNumber(String),

@@ -124,10 +124,16 @@ pub fn check_ring_bytes(bytes: u32) -> Result<u32, CollectError> {
 pub struct Session {
     /// Owns the programs and their links; dropping it detaches everything.
     ebpf: Ebpf,
+    /// The ring buffer of probe hits (`EVENTS`).
     pub ring: RingBuf<MapData>,
+    /// Each cache's last snapshot, as its last probe hit carried it.
     pub snapshots: HashMap<MapData, CacheKey, CacheSnapshot>,
+    /// Each cache's probe hit counters.
     pub counters: HashMap<MapData, CacheKey, CacheCounters>,
+    /// Caches that fired `cache_destroy`, with the time of it
+    /// (`bpf_ktime_get_ns`).
     pub destroyed: HashMap<MapData, CacheKey, u64>,
+    /// Per CPU, the probe hits that found the ring buffer full.
     pub lost: PerCpuArray<MapData, u64>,
     /// Uprobes attached.
     pub sites: usize,

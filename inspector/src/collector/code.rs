@@ -42,7 +42,10 @@ const MAX_INSN: u64 = 15;
 pub enum SiteError {
     /// The site is in a section that does not hold code.
     #[error("it is in {section}, a section that holds no code")]
-    NotCode { section: String },
+    NotCode {
+        /// The section's name.
+        section: String,
+    },
     /// No function symbol contains the site, so where instructions start
     /// cannot be proven.
     #[error(
@@ -56,22 +59,37 @@ pub enum SiteError {
         "the function {function} does not decode up to it (invalid instruction at {at:#x}), \
          so it cannot be proven to be an instruction"
     )]
-    Undecodable { function: String, at: u64 },
+    Undecodable {
+        /// The function symbol holding the site.
+        function: String,
+        /// The address of the bytes that do not decode.
+        at: u64,
+    },
     /// The site is inside an instruction, not at its start.
     #[error(
         "it is byte {into} of the {len}-byte instruction {mnemonic} at {start:#x} in {function}, \
          not the start of an instruction: a breakpoint there would change that instruction"
     )]
     InsideInstruction {
+        /// The function symbol holding the site.
         function: String,
+        /// The address where the instruction starts.
         start: u64,
+        /// Its length in bytes.
         len: usize,
+        /// How many bytes into it the site is.
         into: u64,
+        /// Its mnemonic.
         mnemonic: String,
     },
     /// An instruction starts at the site but is not a `nop`.
     #[error("it holds a {mnemonic} instruction ({bytes:02x?}), not the site's nop")]
-    NotANop { mnemonic: String, bytes: Vec<u8> },
+    NotANop {
+        /// Its mnemonic.
+        mnemonic: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
     /// The bytes at the site cannot be read from the file.
     #[error("its bytes are not in the file")]
     Unreadable,

@@ -12,6 +12,7 @@ pub enum CollectError {
     NotPermitted {
         /// What was attempted, e.g. "attaching to pid 4242".
         what: String,
+        /// The kernel's refusal (EPERM or EACCES).
         #[source]
         source: io::Error,
     },
@@ -24,17 +25,24 @@ pub enum CollectError {
          run it on the host or in the target's container with those capabilities"
     )]
     RootDenied {
+        /// What was attempted, e.g. "attaching to pid 4242".
         what: String,
+        /// The kernel's refusal (EPERM or EACCES).
         #[source]
         source: io::Error,
     },
     /// The pid names no running process.
     #[error("no process with pid {pid} is running: check the pid with `ps` or `pgrep`")]
-    NoSuchProcess { pid: u32 },
+    NoSuchProcess {
+        /// The pid given.
+        pid: u32,
+    },
     /// The executable given to `--exe` does not exist or cannot be read.
     #[error("cannot read {}: {source}; check the path", path.display())]
     NoSuchFile {
+        /// The path given to `--exe`.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: io::Error,
     },
@@ -57,7 +65,9 @@ pub enum CollectError {
     /// A file's `.note.stapsdt` is malformed; nothing was attached in it.
     #[error("{}: {source}; the file may be corrupt, rebuild it", path.display())]
     Stapsdt {
+        /// The file whose notes are malformed.
         path: PathBuf,
+        /// What is wrong with them.
         #[source]
         source: StapsdtError,
     },
@@ -68,9 +78,13 @@ pub enum CollectError {
         path.display()
     )]
     ArgSpec {
+        /// The file holding the site.
         path: PathBuf,
+        /// The probe's name, one the contract knows.
         probe: String,
+        /// The site's file offset.
         offset: u64,
+        /// What in the spec could not be decoded.
         #[source]
         source: ArgSpecError,
     },
@@ -82,15 +96,21 @@ pub enum CollectError {
         path.display()
     )]
     ArgCount {
+        /// The file holding the site.
         path: PathBuf,
+        /// The probe's name.
         probe: String,
+        /// Arguments the site's note lists.
         found: usize,
+        /// Arguments the contract (`slabscope_probes::PROBES`) gives the probe.
         expected: usize,
     },
     /// Reading `/proc` or a traced file failed.
     #[error("reading {}: {source}", path.display())]
     Io {
+        /// The file or `/proc` entry read.
         path: PathBuf,
+        /// The error of the read.
         #[source]
         source: io::Error,
     },
@@ -100,20 +120,26 @@ pub enum CollectError {
     /// The kernel rejected the eBPF object.
     #[error("loading the eBPF programs into the kernel failed: {source}")]
     Load {
+        /// aya's error, with the verifier's log when the verifier refused.
         #[source]
         source: Box<aya::EbpfError>,
     },
     /// An eBPF program could not be loaded or attached.
     #[error("{what} failed: {source}")]
     Attach {
+        /// What was attempted, e.g. "attaching slabscope:grow_start at
+        /// /usr/bin/demo+0x1234".
         what: String,
+        /// aya's error.
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
     /// An eBPF map could not be opened, filled or read.
     #[error("eBPF map {map}: {source}")]
     Map {
+        /// The map's name in the eBPF object.
         map: &'static str,
+        /// aya's error.
         #[source]
         source: Box<aya::maps::MapError>,
     },

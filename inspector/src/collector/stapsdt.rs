@@ -69,10 +69,18 @@ pub enum StapsdtError {
     /// A note's descriptor is shorter than the three addresses and three
     /// NUL-terminated strings it must hold.
     #[error("stapsdt note #{index} is truncated: {reason}")]
-    Truncated { index: usize, reason: &'static str },
+    Truncated {
+        /// The note's index in the section, from 0.
+        index: usize,
+        /// What is missing.
+        reason: &'static str,
+    },
     /// A provider, name or argument string is not UTF-8.
     #[error("stapsdt note #{index} has a string that is not UTF-8")]
-    NotUtf8 { index: usize },
+    NotUtf8 {
+        /// The note's index in the section, from 0.
+        index: usize,
+    },
     /// The site is not the start of a `nop` instruction in code (see
     /// [`code`](super::code)): a uprobe there would change what the traced
     /// program computes. Nothing in the file is attached.
@@ -81,10 +89,15 @@ pub enum StapsdtError {
          for a breakpoint: {reason}"
     )]
     UnsafeSite {
+        /// The note's index in the section, from 0.
         index: usize,
+        /// The note's provider, as the file gives it.
         provider: String,
+        /// The note's probe name, as the file gives it.
         name: String,
+        /// The site's file offset.
         file_offset: u64,
+        /// Why the site is no place for a breakpoint.
         reason: Box<SiteError>,
     },
     /// The site is outside every executable `PT_LOAD` segment.
@@ -93,9 +106,13 @@ pub enum StapsdtError {
          executable PT_LOAD segment"
     )]
     NotInText {
+        /// The note's index in the section, from 0.
         index: usize,
+        /// The note's provider, as the file gives it.
         provider: String,
+        /// The note's probe name, as the file gives it.
         name: String,
+        /// The address the note gives.
         vaddr: u64,
     },
 }

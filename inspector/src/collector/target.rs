@@ -47,8 +47,11 @@ pub struct ProbeFile {
 /// (device major, device minor, inode) of a mapped file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId {
+    /// The device's major number.
     pub major: u32,
+    /// The device's minor number.
     pub minor: u32,
+    /// The inode number.
     pub inode: u64,
 }
 
@@ -69,7 +72,9 @@ impl FileId {
 pub struct Mapping {
     /// `start-end` as in the maps line (the name of its `map_files` link).
     pub range: String,
+    /// The mapped file's identity, to find the same file in other processes.
     pub id: FileId,
+    /// The mapped file's path as the maps line shows it.
     pub path: String,
 }
 
@@ -210,8 +215,8 @@ pub fn probe_files_of_pid(pid: u32) -> Result<Vec<ProbeFile>, CollectError> {
 
 /// The files to trace for `--exe PATH`, the executable first: every one
 /// with slabscope sites among the executable, the shared objects it loads
-/// at start ([`super::needed`]), and the files mapped by processes already
-/// running it (libraries they opened with `dlopen`). Also returns the
+/// at start (its `DT_NEEDED` entries, resolved), and the files mapped by
+/// processes already running it (libraries they opened with `dlopen`). Also returns the
 /// executable's identity.
 pub fn probe_files_of_exe(path: &Path) -> Result<(FileId, Vec<ProbeFile>), CollectError> {
     let canonical = fs::canonicalize(path).map_err(|source| CollectError::NoSuchFile {

@@ -26,6 +26,7 @@ use crate::collector::{
 /// A process, as identified across pid reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcKey {
+    /// The process id, which the kernel may reuse after the process exits.
     pub pid: u32,
     /// Start time in clock ticks since boot (`/proc/N/stat` field 22).
     pub start_ticks: u64,
@@ -34,6 +35,7 @@ pub struct ProcKey {
 /// What the exporter knows of a process before attaching.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcInfo {
+    /// The process, across pid reuse.
     pub key: ProcKey,
     /// `/proc/N/comm`'s bytes, as the process set them (untrusted).
     pub comm: Vec<u8>,
@@ -112,10 +114,13 @@ pub fn start_time_seconds(start_ticks: u64) -> Option<f64> {
 /// given kind must match (AND); within a kind any value may (OR).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Process ids (`--pid`).
     pub pids: Vec<u32>,
     /// Files (executables or shared objects) a process must map.
     pub files: Vec<FileId>,
+    /// Real user ids (`--uid`).
     pub uids: Vec<u32>,
+    /// Command names (`--comm`), compared with `/proc/N/comm`'s bytes.
     pub comms: Vec<Vec<u8>>,
 }
 
@@ -182,6 +187,7 @@ fn sites_of(path: &Path) -> Option<Vec<Site>> {
 /// A mapped file that carries probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MappedProbeFile {
+    /// The file's identity (device and inode).
     pub id: FileId,
     /// The path as the process names it.
     pub path: PathBuf,
@@ -203,6 +209,7 @@ impl MappedProbeFile {
 /// A process to export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
+    /// The process and what `/proc` says of it.
     pub info: ProcInfo,
     /// The mapped files that carry probes.
     pub files: Vec<MappedProbeFile>,

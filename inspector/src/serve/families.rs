@@ -7,10 +7,15 @@ use slabscope_probes::{CacheCounters, CacheSnapshot, HistKind, Log2Histogram};
 /// One per-cache family.
 #[derive(Debug)]
 pub struct Family {
+    /// The family's name, without the unit suffix.
     pub name: &'static str,
+    /// Its `# HELP` text.
     pub help: &'static str,
+    /// Its unit, when it has one (bytes, seconds).
     pub unit: Option<Unit>,
+    /// Counter or gauge.
     pub kind: MetricType,
+    /// Its value for one cache, from the cache's snapshot and probe counters.
     pub value: fn(&CacheSnapshot, &CacheCounters) -> u64,
 }
 

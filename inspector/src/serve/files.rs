@@ -14,7 +14,7 @@
 //!
 //! The maps are keyed by (pid, cache), so this thread splits them by pid
 //! and, because nothing else would, deletes the entries of every pid that
-//! has exited or been reused ([`Forget`]): a thousand short-lived processes
+//! has exited or been reused (`Forget`): a thousand short-lived processes
 //! leave nothing in the kernel's maps or in the exporter.
 
 use std::{

@@ -79,6 +79,8 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// An exporter of `targets` that stops adding per-cache series beyond
+    /// `max_series` (and counts what it left out).
     pub fn new(targets: std::sync::Arc<Targets>, max_series: usize) -> Exporter {
         Exporter {
             targets,

@@ -7,7 +7,7 @@
 //! eBPF maps hold ([`Targets::publish`]). A scrape joins the two: the
 //! series of a process exist while discovery lists it and its file's
 //! session reports caches for its pid. A process that exits leaves
-//! [`Targets::procs`] at the next scan and its file's maps at the next read,
+//! [`Inner::procs`] at the next scan and its file's maps at the next read,
 //! so its series leave the next scrape; what its file counted stays in the
 //! file's totals, so `slabscope_exporter_events_total` never goes back.
 
@@ -47,6 +47,8 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// A file watched through `watch` (none when the attach failed), with
+    /// no sample yet.
     pub fn new(path: PathBuf, watch: Option<FileWatch>) -> Watched {
         Watched {
             path,
@@ -83,6 +85,7 @@ pub struct Inner {
     pub files: BTreeMap<FileId, Watched>,
     /// Files whose attach failed: not retried while some process maps them.
     pub refused: HashSet<FileId>,
+    /// Counts kept over files no longer watched.
     pub totals: Totals,
 }
 

@@ -21,8 +21,9 @@ use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use crate::app::{State, View};
 
-/// Smallest terminal the views are laid out for.
+/// Smallest terminal width the views are laid out for (columns).
 pub const MIN_WIDTH: u16 = 80;
+/// Smallest terminal height the views are laid out for (rows).
 pub const MIN_HEIGHT: u16 = 20;
 
 /// Style of the title and footer bars.

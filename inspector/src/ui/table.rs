@@ -100,6 +100,9 @@ pub fn grows_failing_letters(s: &CacheStats) -> String {
     format!("{letters}F{}", s.slab_fail)
 }
 
+/// The style of `c`'s row: dimmed when the cache or its process is gone,
+/// alarmed when it is DEADLOCKED, holds emergency objects or its grows
+/// keep failing.
 pub fn row_style(state: &State, c: &CacheEntry) -> Style {
     if c.destroyed || state.exited(c.key.pid) {
         GONE
