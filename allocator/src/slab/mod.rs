@@ -41,7 +41,8 @@
 //! objects cost 1.52× their size in slabs. Here the header is one word:
 //! the slab's address in the low 48 bits with the object's state in the
 //! top 16 — [`OBJ_FREE`] while the object is on a free list, in a magazine
-//! or in the depot, its cache's [`alloc_tag`] while a caller holds it
+//! or in the depot, its cache's [`alloc_tag`] (a [`reserved_tag`] for
+//! `kmem`'s size classes, which names the class) while a caller holds it
 //! ([`OBJ_EMERGENCY`] in emergency objects, which have no slab). The free list is linked through the first word of each free
 //! object instead of through the header (the seed's constructor runs on
 //! every allocation, so nothing may expect a free object's bytes to
