@@ -6,9 +6,9 @@
 //! cache struct between the call and the magazine.
 //!
 //! A free takes this path only when everything that makes it safe holds,
-//! each a compare: the pointer is 16-aligned and not the first byte of a
-//! page (so its header shares its page), that page is slabscope's (the
-//! range bitmap), the header's state is a class's tag, the slab the header
+//! each a compare: the pointer is 16-aligned (so its header does not
+//! straddle a page), the header's page is slabscope's (the range bitmap),
+//! the header's state is a class's tag, the slab the header
 //! names is slabscope's memory, carries the slab magic and names that
 //! class's cache. Anything else — a double free (the state says free), a
 //! foreign or interior pointer, an object of a `kmem_cache_create` cache
@@ -105,13 +105,15 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
 #[inline(always)]
 unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
     let a = ptr as usize;
-    // 16-aligned and not a page's first byte: the header, 8 bytes before,
-    // is on the block's page.
-    if a & 15 != 0 || a.trailing_zeros() >= 12 {
+    // Class objects are 16-aligned, so their 8-byte header never straddles
+    // a page: the header's page is the one to check, whether or not the
+    // block starts a page.
+    let h = a.wrapping_sub(8);
+    if a & 15 != 0 {
         return None;
     }
-    let w = ranges::word(a);
-    if w & ranges::bit(a) == 0 {
+    let w = ranges::word(h);
+    if w & ranges::bit(h) == 0 {
         return None;
     }
     // SAFETY: the header word lies on a page slabscope mapped (checked).
@@ -125,7 +127,7 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
     let s = unsafe { slab::slab_addr_of(ptr) };
     // A slab within the 64 pages around the block (all but the largest
     // classes' slabs) is tested in the word already loaded.
-    let mapped = if ranges::same_word(a, s) {
+    let mapped = if ranges::same_word(h, s) {
         w & ranges::bit(s) != 0
     } else {
         ranges::contains(s)
