@@ -374,6 +374,20 @@ impl CacheInner {
         true
     }
 
+    /// For `crate::kmem`'s inline free, which checked and marked `obj` and
+    /// pushed it with this cache's fast-path fields itself: the rest of
+    /// [`Self::fast_free`] when that push was refused.
+    ///
+    /// # Safety
+    /// `obj` is a slab object this cache handed out, marked free since by
+    /// its holder's free, in no magazine.
+    #[cold]
+    pub(crate) unsafe fn push_refused(&self, obj: NonNull<u8>) {
+        debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) }
+    }
+
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the
     /// emergency check.
     ///

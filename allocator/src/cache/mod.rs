@@ -102,7 +102,8 @@ pub(crate) struct FastPath {
     pub(crate) base: usize,
     /// `rseq`'s offset when the inline path is on (else 0, unused).
     pub(crate) rseq_off: isize,
-    /// `slab::alloc_tag(id)`, the header mark of an allocated object.
+    /// `slab::alloc_tag(id)` (or the builder's reserved tag), the header
+    /// mark of an allocated object.
     pub(crate) tag: u16,
     /// `tag` when the inline free may take an object with that mark, else
     /// 0, which no header holds.
@@ -444,6 +445,9 @@ pub struct CacheBuilder {
     flags: u64,
     ctor: Option<Ctor>,
     dtor: Option<Dtor>,
+    /// The [`slab::reserved_tag`] its objects get instead of an
+    /// [`slab::alloc_tag`] (`crate::kmem`'s classes).
+    tag: Option<u16>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -467,7 +471,16 @@ impl CacheBuilder {
             flags: 0,
             ctor: None,
             dtor: None,
+            tag: None,
         }
+    }
+
+    /// Marks the objects this cache hands out with reserved tag `n` (see
+    /// [`slab::reserved_tag`]) instead of one derived from the cache id:
+    /// `crate::kmem` numbers its size classes so.
+    pub(crate) fn reserved_tag(mut self, n: usize) -> Self {
+        self.tag = Some(slab::reserved_tag(n));
+        self
     }
 
     /// Object alignment: 0 (the default, 8) or a power of two from 8 to the
@@ -602,7 +615,8 @@ impl CacheBuilder {
             fp: FastPath::new(
                 rseq.filter(|_| !hooks),
                 mags.rseq_base(),
-                slab::alloc_tag(me.as_ptr() as u64),
+                self.tag
+                    .unwrap_or_else(|| slab::alloc_tag(me.as_ptr() as u64)),
             ),
             slab_backed,
             ctor: self.ctor,

@@ -70,8 +70,10 @@ const fn base_size(j: usize) -> usize {
 #[inline(always)]
 pub fn index(size: usize) -> usize {
     debug_assert!(size <= MAX_CLASS);
-    if size <= 8 {
-        0
+    if size <= LINEAR_MAX + 8 {
+        // The 8-byte class, then 16 apart from 24: one add and a shift
+        // (0 to 8 give 0, 9 to 24 give 1, ..., 249 to 264 give 16).
+        (size + 7) >> 4
     } else if size <= PLUS8_MAX + 8 {
         1 + base_index(size - 8)
     } else {
@@ -79,8 +81,25 @@ pub fn index(size: usize) -> usize {
     }
 }
 
-/// Bytes of class `i`.
+/// Bytes of each class, for [`size`].
+const SIZES: [u32; CLASSES] = {
+    let mut t = [0; CLASSES];
+    let mut i = 0;
+    while i < CLASSES {
+        t[i] = class_size(i) as u32;
+        i += 1;
+    }
+    t
+};
+
+/// Bytes of class `i` (`i < CLASSES`): one load.
+#[inline]
 pub const fn size(i: usize) -> usize {
+    SIZES[i] as usize
+}
+
+/// Bytes of class `i`, computed.
+const fn class_size(i: usize) -> usize {
     if i == 0 {
         return 8;
     }
@@ -109,6 +128,7 @@ mod tests {
             assert!(s > prev && s.is_multiple_of(8), "class {i}: {s}");
             assert_eq!((s + 8).is_multiple_of(16), align(i) == 8, "class {i}: {s}");
             assert_eq!(index(s), i, "class {i} holds its own size");
+            assert_eq!(s, class_size(i), "class {i}: the table");
             assert_eq!(index(prev + 1), i, "just above class {}", i.wrapping_sub(1));
             prev = s;
         }

@@ -14,8 +14,10 @@
 //! of the internal allocator's ([`InternalAlloc`]) and an aligned interior
 //! pointer's carry states of their own. So [`free`], [`realloc`] and
 //! [`usable_size`] need no size, no lock and no search: a class object's
-//! free is a range check, the header, the slab header, the class table and
-//! the magazine push.
+//! header carries its class's number (the class cache's reserved tag), so
+//! its free is a range check, the header, the slab header, the class's
+//! static descriptor and the magazine push (see `fast`, which also serves
+//! the allocations that hit a magazine).
 //!
 //! Before reading a header, [`free`] checks in a page bitmap (the `os`
 //! seam's `ranges`) that the pointer and its header lie in memory slabscope
@@ -76,6 +78,7 @@
 //! them at 51 to 54 and 138.5 MB.
 
 mod boot;
+mod fast;
 pub mod ladder;
 pub mod large;
 mod owner;
@@ -162,6 +165,7 @@ fn init() -> Option<&'static Table> {
         match CacheBuilder::new(format!("kmem_alloc_{size}"), size)
             .align(ladder::align(i))
             .flags(KMC_KVMEM)
+            .reserved_tag(i)
             .build()
         {
             Ok(c) => {
@@ -196,6 +200,7 @@ fn init() -> Option<&'static Table> {
     let t = Box::leak(Box::new(Table { caches, ids }));
     TABLE.store(t, Ordering::Release);
     STATE.store(READY, Ordering::Release);
+    fast::publish(&t.caches);
     Some(t)
 }
 
@@ -213,12 +218,24 @@ extern "C" fn fork_release() {
 #[inline]
 fn alloc_flags(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
     if size <= ladder::MAX_CLASS {
-        if let Some(t) = table() {
-            return t.caches[ladder::index(size)].alloc(kmflags);
+        let i = ladder::index(size);
+        if let Some(p) = fast::pop(i) {
+            return Some(p);
         }
-        return boot::alloc(size);
+        return alloc_class(i, size, kmflags);
     }
     large::alloc(size, false)
+}
+
+/// [`alloc_flags`] of class `i` when the inline pop missed: the class's
+/// general path (refill, grow), or the internal allocator until the
+/// classes are built (building them first if no thread has).
+#[inline(never)]
+fn alloc_class(i: usize, size: usize, kmflags: u32) -> Option<NonNull<u8>> {
+    if let Some(t) = table() {
+        return t.caches[i].alloc(kmflags);
+    }
+    boot::alloc(size)
 }
 
 /// `malloc`: `size` bytes (0 is served as 1), 16-aligned; `None` when the
@@ -283,6 +300,23 @@ pub(crate) fn aligned_with(
 /// `ptr` is null or a live block of this module, not used afterwards.
 #[inline]
 pub unsafe fn free(ptr: *mut u8) {
+    // SAFETY: forwarded caller guarantee (a pointer not ours is detected).
+    if unsafe { fast::free(ptr) } {
+        return;
+    }
+    // SAFETY: forwarded caller guarantee; the inline path left it alone.
+    unsafe { free_general(ptr) }
+}
+
+/// [`free`] of everything its inline path (`fast`) does not take: null,
+/// objects of classes whose inline path is off or not yet built, blocks of
+/// other kinds, and whatever is not a live block of ours (which aborts
+/// here with a message).
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_general(ptr: *mut u8) {
     let Some(p) = NonNull::new(ptr) else {
         return;
     };
@@ -316,6 +350,10 @@ unsafe fn free_other(ptr: *mut u8, owner: Owner) {
 /// # Safety
 /// `ptr` is null or a live block of this module.
 pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    // SAFETY: forwarded caller guarantee.
+    if let Some(i) = unsafe { fast::class(ptr) } {
+        return ladder::size(i);
+    }
     if ptr.is_null() {
         return 0;
     }
@@ -343,6 +381,22 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 /// `ptr` is null or a live block of this module; on `Some` it is not used
 /// afterwards (unless returned).
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
+    // The common case, a class object: kept when the new size has its
+    // class, else moved.
+    // SAFETY: forwarded caller guarantee.
+    if let Some(i) = unsafe { fast::class(ptr) } {
+        if size <= ladder::MAX_CLASS && ladder::index(size) == i {
+            // SAFETY: ptr is a class object (checked), so not null.
+            return Some(unsafe { NonNull::new_unchecked(ptr) });
+        }
+        let q = alloc(size)?;
+        // SAFETY: both blocks are live, distinct, and at least the copied
+        // length long.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, q.as_ptr(), ladder::size(i).min(size)) };
+        // SAFETY: forwarded caller guarantee.
+        unsafe { free(ptr) };
+        return Some(q);
+    }
     let Some(p) = NonNull::new(ptr) else {
         return alloc(size);
     };

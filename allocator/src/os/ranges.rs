@@ -108,17 +108,38 @@ pub(crate) fn note(addr: usize, len: usize, mapped: bool) -> bool {
 /// Whether the page holding `addr` is mapped by slabscope right now.
 #[inline(always)]
 pub(crate) fn contains(addr: usize) -> bool {
+    word(addr) & bit(addr) != 0
+}
+
+/// The bitmap word holding the bit of `addr`'s page: the bits of the 64
+/// pages around it (0 where no leaf exists). With [`bit`] and
+/// [`same_word`] a caller tests a second address near the first without
+/// a second lookup.
+#[inline(always)]
+pub(crate) fn word(addr: usize) -> u64 {
     let Some(slot) = TABLE.get(addr >> LEAF_SHIFT) else {
-        return false;
+        return 0;
     };
     let l = slot.load(Ordering::Acquire);
     if l.is_null() {
-        return false;
+        return 0;
     }
     let bit = (addr >> GRANULE_SHIFT) & ((1 << (LEAF_SHIFT - GRANULE_SHIFT)) - 1);
     // SAFETY: as in `leaf`.
-    let w = unsafe { &*l }[bit / 64].load(Ordering::Acquire);
-    w & (1 << (bit % 64)) != 0
+    let leaf = unsafe { &*l };
+    leaf[bit / 64].load(Ordering::Acquire)
+}
+
+/// The bit of `addr`'s page in its [`word`].
+#[inline(always)]
+pub(crate) const fn bit(addr: usize) -> u64 {
+    1 << ((addr >> GRANULE_SHIFT) % 64)
+}
+
+/// Whether the pages of `a` and `b` have their bits in the same [`word`].
+#[inline(always)]
+pub(crate) const fn same_word(a: usize, b: usize) -> bool {
+    (a ^ b) >> (GRANULE_SHIFT + 6) == 0
 }
 
 #[cfg(all(test, not(miri)))]
@@ -147,5 +168,14 @@ mod tests {
         assert!(note(edge - 2 * gran, 4 * gran, false));
         assert!(!contains(base + 66 * gran) && !contains(edge));
         assert!(!contains(usize::MAX - 7), "beyond the 47-bit space");
+        // One word answers for the 64 pages around an address.
+        assert!(note(base + 64 * gran, 2 * gran, true));
+        let w = word(base + 64 * gran);
+        assert!(same_word(base + 64 * gran, base + 127 * gran));
+        assert!(!same_word(base + 64 * gran, base + 128 * gran));
+        assert!(!same_word(base + 64 * gran, base + 63 * gran));
+        assert!(w & bit(base + 65 * gran) != 0 && w & bit(base + 66 * gran) == 0);
+        assert!(note(base + 64 * gran, 2 * gran, false));
+        assert_eq!(word(base + 64 * gran), 0);
     }
 }

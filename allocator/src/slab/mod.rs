@@ -41,7 +41,8 @@
 //! objects cost 1.52× their size in slabs. Here the header is one word:
 //! the slab's address in the low 48 bits with the object's state in the
 //! top 16 — [`OBJ_FREE`] while the object is on a free list, in a magazine
-//! or in the depot, its cache's [`alloc_tag`] while a caller holds it
+//! or in the depot, its cache's [`alloc_tag`] (a [`reserved_tag`] for
+//! `kmem`'s size classes, which names the class) while a caller holds it
 //! ([`OBJ_EMERGENCY`] in emergency objects, which have no slab). The free list is linked through the first word of each free
 //! object instead of through the header (the seed's constructor runs on
 //! every allocation, so nothing may expect a free object's bytes to
@@ -119,15 +120,36 @@ pub(crate) const OBJ_EMERGENCY: u16 = 0xe3e2;
 /// an [`alloc_tag`]).
 pub(crate) const OBJ_SYSTEM: u16 = 0x5e5e;
 
-/// State of an object a caller holds: the cache id folded to 16 bits, odd,
-/// so never [`OBJ_FREE`] or [`OBJ_EMERGENCY`]. Written at every allocation;
-/// debug caches check it at free: a free into another cache is told apart
-/// from a double free unless the two caches' tags collide (1 in 32768).
+/// State of an object a caller holds: the cache id folded to 15 bits, odd,
+/// so never [`OBJ_FREE`] or [`OBJ_EMERGENCY`], and with the top bit clear,
+/// so never a [`reserved_tag`]. Written at every allocation; debug caches
+/// check it at free: a free into another cache is told apart from a double
+/// free unless the two caches' tags collide (1 in 16384).
 #[inline(always)]
 pub(crate) fn alloc_tag(cache_id: u64) -> u16 {
     let mut f = cache_id ^ (cache_id >> 32);
     f ^= f >> 16;
-    f as u16 | 1
+    (f as u16 & !RESERVED_TAG) | 1
+}
+
+/// The top bit of a tag that [`alloc_tag`] never makes: tags with it are
+/// [`reserved_tag`]s.
+pub(crate) const RESERVED_TAG: u16 = 0x8000;
+
+/// The `n`th reserved tag (`n < 2^14`): a state for objects a caller holds,
+/// like an [`alloc_tag`], which no cache gets unless its builder asks for
+/// it (`crate::kmem` gives size class `n` tag `n`, so its `free` finds the
+/// class in the header's state without a search).
+#[inline(always)]
+pub(crate) const fn reserved_tag(n: usize) -> u16 {
+    RESERVED_TAG | (n as u16) << 1 | 1
+}
+
+/// The `n` of a [`reserved_tag`] `state` (only meaningful when `state`
+/// is one: `state & (RESERVED_TAG | 1) == RESERVED_TAG | 1`).
+#[inline(always)]
+pub(crate) const fn reserved_tag_index(state: u16) -> usize {
+    ((state & !RESERVED_TAG) >> 1) as usize
 }
 
 /// The header word of `obj`.
@@ -202,6 +224,48 @@ pub(crate) unsafe fn header_of(obj: *mut u8) -> (u16, usize) {
     // SAFETY: forwarded caller guarantee.
     let w = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
     (state_bits(w), (w & ADDR_MASK) as usize)
+}
+
+/// For [`crate::kmem`]'s `free` fast path: the state of `obj`'s header,
+/// read alone (the half-word the allocation wrote; see [`slab_addr_of`]).
+///
+/// # Safety
+/// `obj`'s header (the 8-aligned word right before it) is readable.
+#[inline(always)]
+pub(crate) unsafe fn state_bits_of(obj: *mut u8) -> u16 {
+    // SAFETY: forwarded caller guarantee; the header is 8-aligned, so its
+    // state half-word is 2-aligned.
+    unsafe { state_of(obj) }.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// For [`crate::kmem`]'s `free` fast path: the slab address of `obj`'s
+/// header, read as the two pieces that do not overlap the state half-word
+/// (the low 32 bits, then bits 32 to 47). The allocation that handed `obj`
+/// out wrote only the state, a moment ago when a program frees at once;
+/// one load of the whole word would wait for that 16-bit store to reach
+/// the cache (a failed store-to-load forward, about a dozen cycles), where
+/// these two do not depend on it. Each piece is fixed while the object
+/// lives, so reading them apart is the same as reading them together.
+///
+/// # Safety
+/// As [`state_bits_of`].
+#[inline(always)]
+pub(crate) unsafe fn slab_addr_of(obj: *mut u8) -> usize {
+    use std::sync::atomic::{AtomicU16, AtomicU32, Ordering::Relaxed};
+    let h = hdr_of(obj).cast::<u8>();
+    // Byte offsets of the low 32 bits and of bits 32..48 in the word.
+    let (lo, mid) = if cfg!(target_endian = "little") {
+        (0, 4)
+    } else {
+        (4, 2)
+    };
+    // SAFETY: forwarded caller guarantee: both pieces lie in the 8-aligned
+    // header word (4- and 2-aligned), which is only accessed atomically;
+    // mixed-size accesses never race in a correct program (see state_of).
+    let lo = unsafe { AtomicU32::from_ptr(h.wrapping_add(lo).cast()) }.load(Relaxed);
+    // SAFETY: as above.
+    let mid = unsafe { AtomicU16::from_ptr(h.wrapping_add(mid).cast()) }.load(Relaxed);
+    (u64::from(lo) | u64::from(mid) << 32) as usize
 }
 
 /// For [`crate::kmem`]: writes the header of a block that is not a slab

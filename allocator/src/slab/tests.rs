@@ -341,3 +341,38 @@ fn colored_slabs_spread_headers_over_the_cache_sets() {
     // SAFETY: every slab is empty.
     unsafe { r.release(&g) };
 }
+
+#[test]
+fn reserved_tags_are_never_a_cache_ids_tag_and_the_header_reads_agree() {
+    for n in 0..(1 << 14) {
+        let t = reserved_tag(n);
+        assert_eq!(t & 1, 1, "odd: an allocated object's state");
+        assert_ne!(t & RESERVED_TAG, 0);
+        assert_eq!(reserved_tag_index(t), n);
+    }
+    // Cache ids are 64-aligned addresses; every bit pattern of the folded
+    // 16 bits shows up among these.
+    for id in (0x7f00_0000_0000u64..0x7f00_0400_0000).step_by(4096 + 64) {
+        let t = alloc_tag(id);
+        assert_eq!(t & RESERVED_TAG, 0, "{id:#x}: {t:#x} is a reserved tag");
+        assert_eq!(t & 1, 1);
+    }
+    let g = geo(64, 8);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    let o = st.take_obj(true, "t", 0).unwrap().as_ptr();
+    // SAFETY: o is a slab object of this geometry.
+    unsafe { mark_allocated(o, reserved_tag(5)) };
+    // SAFETY: as above.
+    let (state, slab) = unsafe { header_of(o) };
+    assert_eq!(state, reserved_tag(5));
+    // SAFETY: as above.
+    assert_eq!(unsafe { state_bits_of(o) }, state);
+    // SAFETY: as above.
+    assert_eq!(unsafe { slab_addr_of(o) }, slab);
+    assert!(slab < o as usize && o as usize - slab < g.slab_size as usize);
+    // SAFETY: as above.
+    unsafe { mark_free(o) };
+    // SAFETY: as above; o is free.
+    unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+}
