@@ -8,8 +8,8 @@
 //! for the seed's `kv_alloc()` / `kv_free()` (`spl_vmalloc()` / `vfree()`):
 //! page aligned, zero filled, returned to the OS whole by `munmap`. Unlike
 //! the seed, small slabs are carved out of larger reservations, those of
-//! small objects advised for transparent huge pages once the process has
-//! a few MiB of them ([`map_slab`], the `reserve` module): one page fault
+//! small objects advised for transparent huge pages from the process's
+//! second such reservation on ([`map_slab`], the `reserve` module): one page fault
 //! per huge page instead of one `mmap` and one fault per 4 KiB page.
 //!
 //! # Finding the current CPU

@@ -5,9 +5,10 @@
 //! fault for each of its pages. So slabs of at most an eighth of the
 //! reservation size (the `slab_reserve_kb` tunable, 2 MiB by default) are
 //! carved, one after another, from a process-wide reservation: one
-//! anonymous mapping, aligned to its size and advised
-//! `MADV_HUGEPAGE`, so the kernel backs it with a transparent huge page
-//! where it can (one fault and one 2 MiB clear instead of 512 faults). A
+//! anonymous mapping, aligned to its size and (for slabs of small objects,
+//! see below) advised `MADV_HUGEPAGE`, so the kernel backs it with a
+//! transparent huge page where it can (one fault and one 2 MiB clear
+//! instead of 512 faults). A
 //! slab that does not fit in what is left of the reservation unmaps that
 //! tail (it was never handed out) and starts a new reservation; larger
 //! slabs are mapped on their own, as before.
@@ -24,19 +25,22 @@
 //!
 //! - **dense** slabs (objects smaller than a page) carve one that is
 //!   advised `MADV_HUGEPAGE`, except the process's first
-//!   [`SMALL_PAGE_RESERVATIONS`] (4 MiB), advised `MADV_NOHUGEPAGE`: a
-//!   small program never fills one huge page's worth of slabs, and pays
-//!   only the pages it writes;
+//!   [`SMALL_PAGE_RESERVATIONS`] (one, 2 MiB by default), advised
+//!   `MADV_NOHUGEPAGE`: a small program never fills a huge page's worth
+//!   of slabs, and pays only for the pages it writes;
 //! - **sparse** slabs (the others) carve one advised `MADV_NOHUGEPAGE`,
 //!   always.
 //!
 //! Measured with the malloc library preloaded (issue 15, 2-vCPU VM,
-//! transparent huge pages `madvise`): an idle `redis-server` held 1.2 MB
-//! less (13.6 MB with the other changes of that round against 14.8 MB),
-//! `python3 -c pass` 2 MB less; with every reservation advised for huge
-//! pages, redis-server peaked 1.4 MB higher under `workloads/redis.sh`.
-//! The cold ramp (64-byte objects) pays 4 KiB page faults for its first
-//! 4 MiB only (see `bench/ANALYSIS.md` for its figure).
+//! transparent huge pages `madvise`, together with the byte caps of the
+//! `kmem` classes): an idle `redis-server` held 13.6 MB against 14.8 MB,
+//! `python3 -c pass` 9.6 MB against 12.1 (mimalloc 8.3). With every
+//! reservation advised for huge pages redis-server peaked 1.4 MB higher
+//! under `workloads/redis.sh`. The price is the cold ramp's 4 KiB page
+//! faults in its first reservation: 1M 64-byte objects took 1.31 to
+//! 1.34 times mimalloc's time with one small-page reservation, 1.1 to
+//! 1.5 with none and 1.2 to 2.1 with two (3 to 4 interleaved runs each on
+//! a machine at load 7; `bench/ANALYSIS.md`).
 //!
 //! Nothing else changes for a slab: it is page aligned and zero filled
 //! (fresh memory, never handed out before), counted in
@@ -68,7 +72,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Reservations of dense slabs made on small pages before they are advised
 /// for huge pages (see the module docs for the measurement).
-pub(super) const SMALL_PAGE_RESERVATIONS: usize = 2;
+pub(super) const SMALL_PAGE_RESERVATIONS: usize = 1;
 
 /// One reservation being carved: `[next, end)` is still free.
 #[derive(Debug)]
