@@ -201,6 +201,25 @@ pub fn magazine_size(obj_size_full: u64, page: u64, tunable: u32) -> u32 {
     }
 }
 
+/// Objects per slab for a cache whose slabs should hold about
+/// `slab_bytes` bytes: `obj_per_slab`, lowered so that `objs *
+/// obj_size_full` stays within `slab_bytes`, but at least one. Not in the
+/// seed: the `kmem_alloc` classes use it (see `crate::kmem`), since a slab
+/// of 8 objects of 128 KiB is 1 MiB mapped, and building it writes a page
+/// of every object, for a program that may allocate one.
+pub fn objs_for_slab_bytes(obj_size_full: u64, slab_bytes: u64, obj_per_slab: u64) -> u64 {
+    (slab_bytes / obj_size_full.max(1)).clamp(1, obj_per_slab.max(1))
+}
+
+/// A magazine of `size` objects (from [`magazine_size`]) cut to hold at
+/// most `max_bytes` bytes of `obj_size_full`-byte objects, but at least 2.
+/// Not in the seed, whose 64 objects a magazine for anything from 4 KiB to
+/// 128 KiB let a 64 KiB class keep 4 MiB per CPU (see `crate::kmem`).
+pub fn magazine_size_capped(size: u32, obj_size_full: u64, max_bytes: u64) -> u32 {
+    let by_bytes = (max_bytes / obj_size_full.max(1)).min(u64::from(MAX_MAGAZINE)) as u32;
+    size.min(by_bytes.max(2))
+}
+
 /// Objects moved per refill or flush: `(size + 1) / 2`.
 pub const fn magazine_refill(size: u32) -> u32 {
     size.div_ceil(2)
@@ -279,6 +298,27 @@ mod tests {
             None,
             "headers do not fit"
         );
+    }
+
+    #[test]
+    fn byte_caps_cut_large_objects_only() {
+        assert_eq!(objs_for_slab_bytes(72, 64 << 10, 8), 8);
+        assert_eq!(objs_for_slab_bytes(4160, 64 << 10, 8), 8);
+        assert_eq!(objs_for_slab_bytes(16448, 64 << 10, 8), 3);
+        assert_eq!(objs_for_slab_bytes(65600, 64 << 10, 8), 1);
+        assert_eq!(objs_for_slab_bytes(131136, 64 << 10, 8), 1, "at least one");
+        assert_eq!(
+            objs_for_slab_bytes(72, 64 << 10, 1),
+            1,
+            "never above the tunable"
+        );
+        let g = geometry(131072, 16, 64, 8, 1, 32, PAGE).unwrap();
+        assert_eq!((g.slab_objs, g.slab_size), (1, 33 * PAGE));
+        assert_eq!(magazine_size_capped(256, 72, 128 << 10), 256);
+        assert_eq!(magazine_size_capped(128, 1032, 128 << 10), 127);
+        assert_eq!(magazine_size_capped(64, 4160, 128 << 10), 31);
+        assert_eq!(magazine_size_capped(64, 16448, 128 << 10), 7);
+        assert_eq!(magazine_size_capped(16, 131136, 128 << 10), 2, "at least 2");
     }
 
     #[test]

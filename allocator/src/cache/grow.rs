@@ -302,7 +302,15 @@ impl CacheInner {
         let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
-            os::map_slab(len, tunables::current().slab_reserve_kb as usize * 1024)
+            {
+                // Dense: building the slab writes every page of it.
+                let dense = self.geo.obj_size_full < os::page_size() as u64;
+                os::map_slab(
+                    len,
+                    tunables::current().slab_reserve_kb as usize * 1024,
+                    dense,
+                )
+            }
         };
         // SAFETY: a fresh mapping of slab_size bytes, ours alone.
         let sks = base.map(|b| (b, unsafe { slab::init_slab(b, &self.geo, self.id()) }));

@@ -448,6 +448,20 @@ pub struct CacheBuilder {
     /// The [`slab::reserved_tag`] its objects get instead of an
     /// [`slab::alloc_tag`] (`crate::kmem`'s classes).
     tag: Option<u16>,
+    caps: ByteCaps,
+}
+
+/// Limits in bytes on a cache's slabs, magazines and depot, below what the
+/// tunables give (the `kmem_alloc` classes set them; see `crate::kmem`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ByteCaps {
+    /// Slabs of at most this many bytes of objects (at least one object).
+    pub(crate) slab: Option<u64>,
+    /// Magazines of at most this many bytes of objects (at least 2), when
+    /// the `magazine_size` tunable is 0 (automatic).
+    pub(crate) magazine: Option<u64>,
+    /// A depot of at most this many KiB.
+    pub(crate) depot_kb: Option<u32>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -472,7 +486,14 @@ impl CacheBuilder {
             ctor: None,
             dtor: None,
             tag: None,
+            caps: ByteCaps::default(),
         }
+    }
+
+    /// Byte limits on slabs, magazines and depot (see [`ByteCaps`]).
+    pub(crate) fn byte_caps(mut self, caps: ByteCaps) -> Self {
+        self.caps = caps;
+        self
     }
 
     /// Marks the objects this cache hands out with reserved tag `n` (see
@@ -577,21 +598,37 @@ impl CacheBuilder {
             };
             (geo, 0)
         } else {
-            let Some(geo) = sizing::geometry(
-                self.size as u64,
-                align as u64,
-                slab::SLAB_HDR,
-                slab::OBJ_HDR,
-                u64::from(t.obj_per_slab),
-                u64::from(t.max_size),
-                page as u64,
-            ) else {
+            let geometry = |objs| {
+                sizing::geometry(
+                    self.size as u64,
+                    align as u64,
+                    slab::SLAB_HDR,
+                    slab::OBJ_HDR,
+                    objs,
+                    u64::from(t.max_size),
+                    page as u64,
+                )
+            };
+            let Some(mut geo) = geometry(u64::from(t.obj_per_slab)) else {
                 return Err(too_large(name));
             };
-            (
-                geo,
-                sizing::magazine_size(geo.obj_size_full, page as u64, t.magazine_size),
-            )
+            if let Some(bytes) = self.caps.slab {
+                let objs = sizing::objs_for_slab_bytes(
+                    geo.obj_size_full,
+                    bytes,
+                    u64::from(t.obj_per_slab),
+                );
+                // Fewer objects than a geometry that fits: fits.
+                geo = geometry(objs).unwrap_or(geo);
+            }
+            let mut mag_size =
+                sizing::magazine_size(geo.obj_size_full, page as u64, t.magazine_size);
+            if let Some(bytes) = self.caps.magazine
+                && t.magazine_size == 0
+            {
+                mag_size = sizing::magazine_size_capped(mag_size, geo.obj_size_full, bytes);
+            }
+            (geo, mag_size)
         };
         let mag_refill = sizing::magazine_refill(mag_size);
         let ncpus = os::possible_cpus();
@@ -604,6 +641,7 @@ impl CacheBuilder {
         } else {
             crate::magazine::rseq::available()
         };
+        let depot_kb = self.caps.depot_kb.map_or(t.depot_kb, |k| k.min(t.depot_kb));
         let inner = Arc::new_cyclic(|me| CacheInner {
             magic: SKC_MAGIC,
             me: me.clone(),
@@ -625,7 +663,7 @@ impl CacheBuilder {
             grow_cv: Condvar::new(),
             state_cv: Condvar::new(),
             rseq,
-            depot: Depot::new(Depot::capacity(t.depot_kb, geo.obj_size_full, mag_refill)),
+            depot: Depot::new(Depot::capacity(depot_kb, geo.obj_size_full, mag_refill)),
             mag_base: mags.rseq_base(),
             mags,
             mag_size,

@@ -31,8 +31,8 @@ pub(super) const PREFIX: usize = 16;
 pub const KEEP_SLOTS: usize = 8;
 /// Largest mapping kept, in bytes.
 pub const KEEP_MAPPING_MAX: usize = 1 << 20;
-/// Most bytes kept in all.
-pub const KEEP_TOTAL_MAX: u64 = 4 << 20;
+/// Most bytes kept in all (see "The largest class" in [`super`]).
+pub const KEEP_TOTAL_MAX: u64 = 1 << 20;
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);

@@ -71,11 +71,33 @@
 //! 128 KiB, 52 to 57 MB at 256 KiB and 58 to 70 MB at 1 MiB (glibc:
 //! 42 MB); `workloads/sqlite.sql` at 144 to 145 MB with each (glibc:
 //! 120 MB). So the limit stays at 128 KiB, and up to 8 freed mappings of
-//! at most 1 MiB (4 MiB in all) are kept for the next block they fit (see
+//! at most 1 MiB (1 MiB in all) are kept for the next block they fit (see
 //! [`large`]): the same churn then takes 100 to 130 ns per block. Kept
 //! mappings hold their touched pages: keeping up to 32 MiB raised
 //! heap.py's peak to 60 to 63 MB and sqlite.sql's to 144 MB; 4 MiB left
-//! them at 51 to 54 and 138.5 MB.
+//! them at 51 to 54 and 138.5 MB. With the class limits below, 4 MiB
+//! kept put heap.py at 46.5 MiB (1.11x mimalloc in the same runs) and
+//! 1 MiB at 43.9 (1.05x), its time unchanged (1.39x against 1.29 to 1.48
+//! from run to run); sqlite.sql did not move (132.9 MiB).
+//!
+//! # Memory
+//!
+//! SPL sizes slabs, magazines and the depot for a kernel that has a few
+//! hot caches; a `malloc` has 89 classes, most of them holding a few
+//! objects, and a process pays for whatever a class holds beyond its
+//! objects in use. Measured with the library preloaded into redis-server
+//! under `workloads/redis.sh` (issue 15; `cache_stats` snapshots read with
+//! bpftrace, 2-vCPU VM): 8.6 MiB of slabs for 2.2 MiB of objects in use,
+//! 6.2 MiB of it freed objects in magazines, nearly all in the classes
+//! from 16 KiB up: their slabs held 8 objects (1 MiB for the 128 KiB
+//! class, for one object in use), a refill took a whole slab into a
+//! magazine of 64, and building a slab wrote a page of every object.
+//! So each class is built with [`CLASS_CAPS`]: slabs of at most 64 KiB of
+//! objects (one object from 32 KiB), magazines of at most 128 KiB of
+//! objects (the `magazine_size` tunable, when set, wins) and a depot of at
+//! most 128 KiB (or `depot_kb`, when smaller). redis-server then held
+//! 4.9 MiB of slabs for the same 2.2 MiB in use. Small classes keep the
+//! seed's sizes: their magazines of 256 objects are the fast path.
 
 mod boot;
 mod fast;
@@ -88,7 +110,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 pub use boot::InternalAlloc;
 
-use crate::cache::{Cache, CacheBuilder};
+use crate::cache::{ByteCaps, Cache, CacheBuilder};
 use crate::flags::{KM_PUBLIC_MASK, KM_SLEEP, KMC_KVMEM, KmFlags};
 use crate::os;
 use crate::registry;
@@ -99,6 +121,16 @@ use crate::slab;
 const OBJ_INNER: u16 = 0x14e8;
 use large::PREFIX as LARGE_PREFIX;
 use owner::{Owner, not_ours, owner};
+
+/// What a class may hold beyond its objects in use (see "Memory" in the
+/// module docs): slabs of at most 64 KiB of objects (8 objects up to
+/// 8 KiB, one from 32 KiB), magazines of at most 128 KiB of objects, and
+/// a depot of at most 128 KiB.
+const CLASS_CAPS: ByteCaps = ByteCaps {
+    slab: Some(64 << 10),
+    magazine: Some(128 << 10),
+    depot_kb: Some(128),
+};
 
 /// The classes, once built.
 struct Table {
@@ -166,6 +198,7 @@ fn init() -> Option<&'static Table> {
             .align(ladder::align(i))
             .flags(KMC_KVMEM)
             .reserved_tag(i)
+            .byte_caps(CLASS_CAPS)
             .build()
         {
             Ok(c) => {

@@ -7,9 +7,10 @@
 //! Slabs come from `mmap(MAP_PRIVATE | MAP_ANONYMOUS)`, the userspace stand-in
 //! for the seed's `kv_alloc()` / `kv_free()` (`spl_vmalloc()` / `vfree()`):
 //! page aligned, zero filled, returned to the OS whole by `munmap`. Unlike
-//! the seed, small slabs are carved out of larger reservations advised for
-//! transparent huge pages ([`map_slab`], the `reserve` module): one page
-//! fault per huge page instead of one `mmap` and one fault per 4 KiB page.
+//! the seed, small slabs are carved out of larger reservations, those of
+//! small objects advised for transparent huge pages from the process's
+//! second such reservation on ([`map_slab`], the `reserve` module): one page fault
+//! per huge page instead of one `mmap` and one fault per 4 KiB page.
 //!
 //! # Finding the current CPU
 //!
@@ -336,12 +337,15 @@ pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
 }
 
 /// Maps a slab of `len` bytes (a multiple of the page size): zeroed and
-/// page aligned like [`map_pages`], and carved out of the process-wide
-/// reservation of `reserve` bytes (a power of two, the `slab_reserve_kb`
-/// tunable) when it is at most an eighth of that; otherwise, or with
-/// `reserve` 0, a mapping of its own. See the `reserve` module. `None` when
-/// the OS refuses. Return it with [`unmap_pages`].
-pub fn map_slab(len: usize, reserve: usize) -> Option<NonNull<u8>> {
+/// page aligned like [`map_pages`], and carved out of one of the
+/// process-wide reservations of `reserve` bytes (a power of two, the
+/// `slab_reserve_kb` tunable) when it is at most an eighth of that:
+/// the one for `dense` slabs (objects smaller than a page, so building the
+/// slab writes all of it), which may be backed by huge pages, or the one
+/// for the others, which is not. Otherwise, or with `reserve` 0, a mapping
+/// of its own. See the `reserve` module. `None` when the OS refuses.
+/// Return it with [`unmap_pages`].
+pub fn map_slab(len: usize, reserve: usize, dense: bool) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len.is_multiple_of(page_size()));
     if cfg!(miri) || reserve == 0 || len > reserve / 8 {
         return map_pages(len);
@@ -349,7 +353,7 @@ pub fn map_slab(len: usize, reserve: usize) -> Option<NonNull<u8>> {
     let carved = reserve::CURRENT
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .carve(len, reserve, &reserve::UNUSED);
+        .carve(len, reserve, dense, &reserve::UNUSED);
     // A new reservation may fail where a mapping of the slab's own size
     // would not.
     let p = carved.or_else(|| map_pages_raw(len));
@@ -359,23 +363,24 @@ pub fn map_slab(len: usize, reserve: usize) -> Option<NonNull<u8>> {
     p
 }
 
-/// Bytes mapped for slab reservations and not handed out: the unused tail
-/// of the current reservation, less than one reservation, kept for the
-/// next grow of any cache. Not part of [`mapped_bytes`].
+/// Bytes mapped for slab reservations and not handed out: the unused
+/// tails of the current dense and sparse reservations, less than one
+/// reservation each, kept for the next grow of any cache. Not part of
+/// [`mapped_bytes`].
 #[cfg(any(test, feature = "testing"))]
 pub fn reserved_bytes() -> usize {
     reserve::UNUSED.load(Ordering::Relaxed)
 }
 
-/// The process-wide slab reservation, locked: while it is held no slab is
-/// carved (for [`crate::registry::fork`]).
+/// The process-wide slab reservations, locked: while they are held no slab
+/// is carved (for [`crate::registry::fork`]).
 #[cfg(not(loom))]
 pub(crate) struct ReserveLock(
     #[allow(dead_code, reason = "held for its Drop")]
-    std::sync::MutexGuard<'static, reserve::Reserve>,
+    std::sync::MutexGuard<'static, reserve::Reserves>,
 );
 
-/// Locks the slab reservation (the last lock [`crate::registry::fork`] takes).
+/// Locks the slab reservations (the last lock [`crate::registry::fork`] takes).
 #[cfg(not(loom))]
 pub(crate) fn lock_reserve() -> ReserveLock {
     ReserveLock(reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner()))

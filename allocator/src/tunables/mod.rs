@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | `magazine_size` | 0 | objects per per-CPU magazine; 0 = by object size (`spl_magazine_size()`), else 2–256 |
 //! | `magazine_rseq` | 1 | 1 = magazines use restartable sequences where the system supports them (x86_64, glibc 2.35+, Linux 5.10+): no atomic operation on the fast path; 0 = always the one-byte lock |
-//! | `depot_kb` | 4096 | the depot between the magazines and the slabs holds at most this many KiB of objects (at least one refill's worth); 0 = no depot, as SPL (see the `depot` module). 0 to 1048576 |
+//! | `depot_kb` | 4096 | the depot between the magazines and the slabs holds at most this many KiB of objects (at least one refill's worth; a `kmem_alloc`/`malloc` class at most 128 KiB); 0 = no depot, as SPL (see the `depot` module). 0 to 1048576 |
 //! | `reclaim` | 0 | 1 = the background reaper only reclaims empty slabs and leaves magazines and the depot alone (SPL's `KMC_RECLAIM_ONCE`, a less aggressive reclaim) |
 //! | `obj_per_slab` | 8 | target objects per slab before rounding the slab up to whole pages |
 //! | `max_size` | 32 | largest slab, MB |
@@ -26,7 +26,7 @@
 //! | `grow_timeout_ms` | 100 | how long an allocation waits for a grow before the cache is marked DEADLOCKED (SPL: HZ/10) |
 //! | `grow_fail_emergency` | 0 | after this many grows in a row failed, a `KM_SLEEP` allocation takes an emergency object instead of waiting for another grow; 0 = retry forever, as SPL (see the `grow` module). 0 to 1000000 |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
-//! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, advised for transparent huge pages (see `os::map_slab`); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
+//! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, those of objects smaller than a page advised for transparent huge pages from the process's second reservation of them on (see `os::map_slab`); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
