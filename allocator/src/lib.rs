@@ -86,6 +86,7 @@ pub use error::Error;
 #[cfg(not(loom))]
 pub use global::SlabscopeAlloc;
 pub use registry::reap;
-/// `KMC_*` / `KM_*` values and their names, from the contract crate.
+/// `KMC_*` / `KM_*` values, their names and their typed forms (`KmcFlags`,
+/// `KmFlags`), from the contract crate.
 pub use slabscope_probes::flags;
 pub use typed::{Obj, TypedCache};

@@ -13,9 +13,10 @@ Examples:
   sudo slabscope --pid 4242           live view of process 4242's caches
   sudo slabscope --exe ./target/release/examples/demo
                                       every process running that program, now or later
+                                      (the demo workload `cargo xtask demo` builds)
   sudo slabscope --pid 4242 --once    print its caches as /proc/spl/kmem/slab does
   sudo slabscope --pid 4242 -o -s a   the same (-o as slabtop's), by objects allocated
-  sudo slabscope --pid 4242 --json    one JSON document
+  sudo slabscope --pid 4242 --json    one JSON document (its fields: docs/JSON.md)
   sudo slabscope --pid 4242 --json -d 1
                                       one JSON line per second
   sudo slabscope --pid 4242 -s a      start sorted by objects allocated
@@ -64,7 +65,8 @@ pub struct Cli {
     pub once: bool,
 
     /// Print the caches as JSON and exit (with --interval: JSON lines until the
-    /// target exits). docs/JSON.md documents every field and its unit.
+    /// target exits). docs/JSON.md (installed as share/doc/slabscope/JSON.md)
+    /// documents every field and its unit.
     #[arg(long, requires = "target")]
     pub json: bool,
 

@@ -124,70 +124,6 @@ pub fn once_text_sorted(sample: &Sample, by: Option<Column>) -> String {
 /// ignore fields it does not know. docs/JSON.md lists the versions.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Probe hits of one cache counted by the eBPF program since the collector
-/// attached (not since the cache was created): `CacheCounters` in
-/// serializable form.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct Counters {
-    /// `cache_create` probe hits.
-    pub creates: u64,
-    /// `cache_destroy` probe hits.
-    pub destroys: u64,
-    /// `grow_start` probe hits: slab grows started.
-    pub grows: u64,
-    /// `grow_done` probe hits that report success.
-    pub grows_done: u64,
-    /// `grow_done` probe hits that report a failure (a negative errno).
-    pub grow_failures: u64,
-    /// `deadlock` probe hits: grows that outlived the grow timeout.
-    pub deadlocks: u64,
-    /// `emergency_alloc` probe hits: emergency objects handed out.
-    pub emergency_allocs: u64,
-    /// `emergency_free` probe hits: emergency objects given back.
-    pub emergency_frees: u64,
-    /// `reap` probe hits.
-    pub reaps: u64,
-    /// Slabs released by those reaps, summed (slabs).
-    pub reap_slabs_released: u64,
-    /// Objects released by those reaps, summed (objects).
-    pub reap_objs_released: u64,
-    /// `slab_reclaim` probe hits.
-    pub slab_reclaims: u64,
-    /// Slabs released by those reclaims, summed (slabs).
-    pub slabs_released: u64,
-    /// Objects released by those reclaims, summed (objects).
-    pub objs_released: u64,
-    /// `cache_stats` probe hits: the periodic snapshots.
-    pub stats: u64,
-    /// When this cache's last probe hit happened, in nanoseconds of the
-    /// kernel's `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`: since boot, not
-    /// counting suspend); 0 before any hit.
-    pub last_ns: u64,
-}
-
-impl From<&CacheCounters> for Counters {
-    fn from(c: &CacheCounters) -> Counters {
-        Counters {
-            creates: c.creates,
-            destroys: c.destroys,
-            grows: c.grows,
-            grows_done: c.grows_done,
-            grow_failures: c.grow_failures,
-            deadlocks: c.deadlocks,
-            emergency_allocs: c.emergency_allocs,
-            emergency_frees: c.emergency_frees,
-            reaps: c.reaps,
-            reap_slabs_released: c.reap_slabs_released,
-            reap_objs_released: c.reap_objs_released,
-            slab_reclaims: c.slab_reclaims,
-            slabs_released: c.slabs_released,
-            objs_released: c.objs_released,
-            stats: c.stats,
-            last_ns: c.last_ns,
-        }
-    }
-}
-
 /// One cache in the JSON output: every field of the allocator's
 /// `CacheStats` at the top level, plus `pid`, `destroyed`, `flag_names`, the probe `counters` and the
 /// eBPF program's `histograms`.
@@ -206,7 +142,7 @@ pub struct JsonCache {
     /// define shows as its hex value (`0x40`).
     pub flag_names: Vec<String>,
     /// Probe hits of this cache since the collector attached.
-    pub counters: Counters,
+    pub counters: CacheCounters,
     /// The eBPF program's timings of this cache, when it has any (the key
     /// is absent when it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -272,7 +208,7 @@ impl From<&Sample> for JsonSample {
                 destroyed: c.destroyed,
                 stats: CacheStats::from(&c.snapshot),
                 flag_names: kmc_flag_names(c.snapshot.flags),
-                counters: Counters::from(&c.counters),
+                counters: c.counters,
                 histograms: crate::histogram::of_cache(&s.histograms, c.pid, c.snapshot.cache_id)
                     .iter()
                     .map(|(kind, h)| crate::histogram::JsonHistogram::new(*kind, h))

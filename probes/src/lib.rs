@@ -461,41 +461,47 @@ impl CacheKey {
 }
 
 /// Transition counters the eBPF program keeps per (pid, cache), one increment
-/// per probe hit.
+/// per probe hit, since the collector attached (not since the cache was
+/// created). With the `serde` feature they serialize as the inspector's
+/// `--json` prints them (`counters` of each cache).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CacheCounters {
-    /// `cache_create` hits.
+    /// `cache_create` probe hits.
     pub creates: u64,
-    /// `cache_destroy` hits.
+    /// `cache_destroy` probe hits.
     pub destroys: u64,
-    /// `grow_start` hits.
+    /// `grow_start` probe hits: slab grows started.
     pub grows: u64,
-    /// `grow_done` hits with result 0.
+    /// `grow_done` probe hits that report success (result 0).
     pub grows_done: u64,
-    /// `grow_done` hits with a negative result.
+    /// `grow_done` probe hits that report a failure (a negative errno).
     pub grow_failures: u64,
-    /// `deadlock` hits.
+    /// `deadlock` probe hits: grows that outlived the grow timeout.
     pub deadlocks: u64,
-    /// `emergency_alloc` hits.
+    /// `emergency_alloc` probe hits: emergency objects handed out.
     pub emergency_allocs: u64,
-    /// `emergency_free` hits.
+    /// `emergency_free` probe hits: emergency objects given back.
     pub emergency_frees: u64,
-    /// `reap` hits.
+    /// `reap` probe hits.
     pub reaps: u64,
-    /// Sum of `reap`'s slabs_released.
+    /// Slabs those reaps released (`reap`'s slabs_released), summed.
     pub reap_slabs_released: u64,
-    /// Sum of `reap`'s objs_released.
+    /// Objects those reaps released (`reap`'s objs_released), summed.
     pub reap_objs_released: u64,
-    /// `slab_reclaim` hits.
+    /// `slab_reclaim` probe hits.
     pub slab_reclaims: u64,
-    /// Sum of `slab_reclaim`'s slabs_released.
+    /// Slabs those reclaims released (`slab_reclaim`'s slabs_released), summed.
     pub slabs_released: u64,
-    /// Sum of `slab_reclaim`'s objs_released.
+    /// Objects those reclaims released (`slab_reclaim`'s objs_released), summed.
     pub objs_released: u64,
-    /// `cache_stats` hits.
+    /// `cache_stats` probe hits: the periodic snapshots.
     pub stats: u64,
-    /// Kernel time (bpf_ktime_get_ns) of the last hit.
+    /// When this cache's last probe hit happened, in nanoseconds of the
+    /// kernel's `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`: since boot, not
+    /// counting suspend); 0 before any hit.
     pub last_ns: u64,
 }
 

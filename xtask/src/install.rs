@@ -19,6 +19,8 @@
 //! DESTDIR/PREFIX/share/bash-completion/completions/slabscope
 //! DESTDIR/PREFIX/share/zsh/site-functions/_slabscope
 //! DESTDIR/PREFIX/share/fish/vendor_completions.d/slabscope.fish
+//! DESTDIR/PREFIX/share/doc/slabscope/JSON.md              `--json`'s fields
+//! DESTDIR/PREFIX/share/doc/slabscope/slabscope.schema.json  and its JSON Schema
 //! ```
 //!
 //! Why not cargo-c itself: `cargo install cargo-c` (0.10.24, the last that
@@ -314,6 +316,26 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         for path in written.lines() {
             note(format!("installed {path}"));
         }
+        install_docs(&run::workspace_root(), &dirs.stage_prefix)?;
+    }
+    Ok(())
+}
+
+/// The inspector's documents a user of the installed binary needs, installed
+/// under `share/doc/slabscope/`.
+pub const INSPECTOR_DOCS: [&str; 2] = ["docs/JSON.md", "docs/slabscope.schema.json"];
+
+/// Copies [`INSPECTOR_DOCS`] from the workspace `root` to
+/// `stage_prefix/share/doc/slabscope/`.
+fn install_docs(root: &Path, stage_prefix: &Path) -> Result<()> {
+    let dir = stage_prefix.join("share/doc/slabscope");
+    create_dir(&dir)?;
+    for doc in INSPECTOR_DOCS {
+        let from = root.join(doc);
+        let name = from
+            .file_name()
+            .with_context(|| format!("document {doc} has no file name"))?;
+        copy(&from, &dir.join(name), 0o644)?;
     }
     Ok(())
 }
@@ -321,6 +343,22 @@ pub fn run(args: &InstallArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_docs_are_installed_under_share_doc() {
+        let stage =
+            std::env::temp_dir().join(format!("slabscope-install-docs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&stage);
+        let root = run::workspace_root();
+        install_docs(&root, &stage).expect("installing the docs");
+        for doc in INSPECTOR_DOCS {
+            let name = Path::new(doc).file_name().unwrap();
+            let installed = std::fs::read(stage.join("share/doc/slabscope").join(name))
+                .unwrap_or_else(|e| panic!("{doc} was not installed: {e}"));
+            assert_eq!(installed, std::fs::read(root.join(doc)).unwrap(), "{doc}");
+        }
+        std::fs::remove_dir_all(&stage).unwrap();
+    }
 
     #[test]
     fn destdir_is_prepended_to_the_absolute_prefix() {
