@@ -286,6 +286,7 @@ pub(crate) fn alloc_internal(size: usize, align: usize) -> Option<NonNull<u8>> {
 
 /// `calloc` without the multiplication: `size` zeroed bytes. Fresh
 /// mappings are zero already and are not written again.
+#[inline]
 pub fn zalloc(size: usize) -> Option<NonNull<u8>> {
     if size > ladder::MAX_CLASS {
         return large::alloc(size, true);
