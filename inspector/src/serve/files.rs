@@ -348,5 +348,5 @@ fn map_error(map: &'static str, e: aya::maps::MapError) -> CollectError {
 /// A path for a log line: visible escapes for whatever the path holds.
 fn labels_path(path: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt as _;
-    super::labels::visible(path.as_os_str().as_bytes())
+    crate::escape::escape_bytes(path.as_os_str().as_bytes()).into_owned()
 }
