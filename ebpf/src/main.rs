@@ -13,22 +13,32 @@
 //! `arg1` name pointer, then [`ProbeDef::values`] scalars, then a pointer to a
 //! [`CacheSnapshot`]. On every hit the program
 //!
-//! 1. copies the snapshot from user memory into a per-CPU scratch slot (it is
-//!    larger than the 512-byte BPF stack allows) and stores it in
-//!    [`SNAPSHOTS`] under (pid, cache id); a snapshot pointer that cannot be
+//! 1. copies the probe's registers out of the context once and decodes the
+//!    arguments from that copy (no helper call per argument);
+//! 2. copies the snapshot from user memory into [`SNAPSHOTS`] under
+//!    (pid, cache id): in place into the cache's entry once it has one
+//!    ([`store_snapshot`] says how concurrent copies are kept apart), else
+//!    through a per-CPU scratch slot (it is larger than the 512-byte BPF
+//!    stack allows) and a map update; a snapshot pointer that cannot be
 //!    read ends the hit there, counted in [`LOST`] (`LOST_SNAPSHOTS`);
-//! 2. bumps the transition counters of the kind in [`COUNTERS`] with atomic
+//! 3. bumps the transition counters of the kind in [`COUNTERS`] with atomic
 //!    adds (grow workers hit the same cache from several CPUs at once);
-//! 3. marks the cache in [`DESTROYED`] on `cache_destroy`; on `cache_create`
+//! 4. marks the cache in [`DESTROYED`] on `cache_destroy`; on `cache_create`
 //!    unmarks it and restarts its counters from zero, because a new cache may
 //!    reuse a destroyed cache's address (its id) and must not inherit the old
 //!    cache's counts;
-//! 4. times grows (`grow_start` → `grow_done`), DEADLOCKED spells
+//! 5. times grows (`grow_start` → `grow_done`), DEADLOCKED spells
 //!    (`deadlock` → the next successful `grow_done`) and emergency objects
 //!    (`emergency_alloc` → `emergency_free` of the same address) with the
-//!    hit's kernel timestamp, into per-CPU log2 [`HISTOGRAMS`];
-//! 5. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
+//!    hit's kernel timestamp, into per-CPU log2 [`HISTOGRAMS`]; a cache's
+//!    grow and DEADLOCKED start times live in slots set and cleared in
+//!    place, so a grow inserts and deletes nothing;
+//! 6. reserves an [`Event`] in the [`EVENTS`] ring buffer, or, when the ring
 //!    is full, counts the loss in [`LOST`] so nothing is lost silently.
+//!
+//! What a hit costs, and which of it is the uprobe's trap rather than this
+//! program, is measured by `cargo xtask bench` (the exporter's section;
+//! bench/ANALYSIS.md discusses it).
 //!
 //! [`ProbeDef::values`]: slabscope_probes::ProbeDef::values
 #![no_std]
@@ -44,13 +54,13 @@
     reason = "aya's #[uprobe] drops the programs' doc comments from what it generates"
 )]
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{self, bpf_get_attach_cookie, bpf_ktime_get_ns},
     },
     macros::{map, uprobe},
@@ -105,12 +115,16 @@ fn count_lost(slot: u32) {
     }
 }
 
-/// (pid, cache id) → time of the first `grow_start` of the grow in flight.
+/// (pid, cache id) → time of the first `grow_start` of the grow in flight,
+/// 0 when none is. An entry stays from the cache's first grow on and is
+/// set and cleared in place with atomics, so a grow costs no map insert or
+/// delete (each of which allocates or frees an element).
 #[map]
 static GROW_START: HashMap<CacheKey, u64> =
     HashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
 
-/// (pid, cache id) → time of the `deadlock` that set DEADLOCKED.
+/// (pid, cache id) → time of the `deadlock` that set DEADLOCKED, 0 when
+/// the cache is not DEADLOCKED; kept like [`GROW_START`].
 #[map]
 static DEADLOCK_START: HashMap<CacheKey, u64> =
     HashMap::with_max_entries(MAX_CACHES, BPF_F_NO_PREALLOC);
@@ -139,34 +153,46 @@ static SCRATCH: PerCpuArray<CacheSnapshot> = PerCpuArray::with_max_entries(1, 0)
 const ENOENT: i64 = 2;
 const EINVAL: i64 = 22;
 
-/// Reads the 8 bytes of `struct pt_regs` at byte offset `off`.
+/// `struct pt_regs` as 8-byte words.
+const REGS: usize = core::mem::size_of::<pt_regs>() / 8;
+
+/// The probe's registers, copied out of the context once per hit: one load
+/// per register at a fixed offset, instead of a `bpf_probe_read_kernel`
+/// call per argument.
 #[inline(always)]
-fn reg(ctx: &ProbeContext, off: u16) -> Result<u64, i64> {
-    let regs = ctx.as_ptr().cast::<u8>();
-    // SAFETY: bpf_probe_read_kernel validates the address itself; `off` comes
-    // from the spec table, which userspace fills only with pt_regs offsets.
-    unsafe { bpf_probe_read_kernel(regs.wrapping_add(off as usize).cast::<u64>()) }
-        .map_err(|e| e as i64)
+fn regs(ctx: &ProbeContext) -> [u64; REGS] {
+    // SAFETY: the context of a uprobe program is the `struct pt_regs` of
+    // the hit, readable whole at fixed offsets; the verifier checks each
+    // load against its size.
+    unsafe { ctx.as_ptr().cast::<[u64; REGS]>().read() }
+}
+
+/// The register at byte offset `off` of `struct pt_regs`.
+#[inline(always)]
+fn reg(regs: &[u64; REGS], off: u16) -> Result<u64, i64> {
+    // `off` comes from the spec table, which userspace fills only with
+    // pt_regs offsets; the bounds check tells the verifier too.
+    regs.get(usize::from(off) / 8).copied().ok_or(-EINVAL)
 }
 
 /// Argument `n` of the probe site, decoded like libbpf's `bpf_usdt_arg()`.
 #[inline(always)]
-fn usdt_arg(ctx: &ProbeContext, spec: &UsdtSpec, n: usize) -> Result<u64, i64> {
+fn usdt_arg(regs: &[u64; REGS], spec: &UsdtSpec, n: usize) -> Result<u64, i64> {
     if n >= MAX_ARGS || n >= spec.arg_cnt as usize {
         return Err(-ENOENT);
     }
     let a = &spec.args[n];
     let mut val = match a.arg_type {
         ARG_CONST => a.val_off,
-        ARG_REG => reg(ctx, a.reg_off)?,
+        ARG_REG => reg(regs, a.reg_off)?,
         ARG_REG_DEREF => {
-            let addr = reg(ctx, a.reg_off)?.wrapping_add(a.val_off);
+            let addr = reg(regs, a.reg_off)?.wrapping_add(a.val_off);
             // SAFETY: bpf_probe_read_user faults safely on a bad user address.
             unsafe { bpf_probe_read_user(addr as *const u64) }.map_err(|e| e as i64)?
         }
         ARG_SIB => {
-            let base = reg(ctx, a.reg_off)?;
-            let idx = reg(ctx, a.idx_reg_off)?;
+            let base = reg(regs, a.reg_off)?;
+            let idx = reg(regs, a.idx_reg_off)?;
             let addr = base
                 .wrapping_add(idx.wrapping_shl((a.scale_bits & 3) as u32))
                 .wrapping_add(a.val_off);
@@ -288,13 +314,39 @@ fn record(key: &CacheKey, cache_id: u64, kind: HistKind, ns: u64) {
     h.sum_ns += ns;
 }
 
-/// Takes the start time stored under `key` in `starts`, if any.
+/// The start-time slot of `key` in `starts`, created (as 0) on first use.
+///
+/// The pointer is to a live, 8-byte aligned value of a hash map, which
+/// stays valid for the program run.
+#[inline(always)]
+fn start_slot(starts: &HashMap<CacheKey, u64>, key: &CacheKey) -> Option<*mut u64> {
+    if let Some(p) = starts.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // NOEXIST: another CPU may have created it meanwhile.
+    let _ = starts.insert(key, 0, BPF_NOEXIST as u64);
+    starts.get_ptr_mut(key)
+}
+
+/// Sets the slot to `now` unless a start is in it already.
+#[inline(always)]
+fn start(starts: &HashMap<CacheKey, u64>, key: &CacheKey, now: u64) {
+    if let Some(p) = start_slot(starts, key) {
+        // SAFETY: see `start_slot`; every writer of a slot uses atomics.
+        let _ = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(p, 0, now)
+        };
+    }
+}
+
+/// Takes the start time out of `key`'s slot in `starts` (leaving 0), if
+/// one is there.
 #[inline(always)]
 fn take_start(starts: &HashMap<CacheKey, u64>, key: &CacheKey) -> Option<u64> {
-    // SAFETY: the value is copied out before the entry is removed.
-    let t = unsafe { starts.get(key) }.copied()?;
-    let _ = starts.remove(key);
-    Some(t)
+    let p = starts.get_ptr_mut(key)?;
+    // SAFETY: a live value of the map, as in `start_slot`.
+    let t = unsafe { atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(p, 0) };
+    (t != 0).then_some(t)
 }
 
 /// Times the grows, DEADLOCKED spells and emergency objects of a cache.
@@ -303,9 +355,7 @@ fn time(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64)
     match kind {
         // The first grow_start of a grow counts: a failed attempt handed
         // to a worker fires a second one.
-        ProbeKind::GrowStart => {
-            let _ = GROW_START.insert(key, now, BPF_NOEXIST as u64);
-        }
+        ProbeKind::GrowStart => start(&GROW_START, key, now),
         ProbeKind::GrowDone => {
             if let Some(t) = take_start(&GROW_START, key) {
                 record(key, key.cache_id, HistKind::Grow, now.wrapping_sub(t));
@@ -317,9 +367,7 @@ fn time(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64)
                 record(key, key.cache_id, HistKind::Deadlocked, now.wrapping_sub(t));
             }
         }
-        ProbeKind::Deadlock => {
-            let _ = DEADLOCK_START.insert(key, now, BPF_NOEXIST as u64);
-        }
+        ProbeKind::Deadlock => start(&DEADLOCK_START, key, now),
         ProbeKind::EmergencyAlloc => {
             let obj = CacheKey {
                 pid: key.pid,
@@ -334,17 +382,102 @@ fn time(key: &CacheKey, kind: ProbeKind, values: &[u64; EVENT_VALUES], now: u64)
                 _pad: 0,
                 cache_id: values[0],
             };
-            if let Some(t) = take_start(&EMERGENCY_START, &obj) {
+            // SAFETY: the value is copied out before the entry is removed.
+            if let Some(t) = unsafe { EMERGENCY_START.get(obj) }.copied() {
+                let _ = EMERGENCY_START.remove(obj);
                 record(key, key.cache_id, HistKind::Emergency, now.wrapping_sub(t));
             }
         }
         // A cache at a destroyed one's address starts with nothing in flight.
         ProbeKind::CacheCreate | ProbeKind::CacheDestroy => {
-            let _ = GROW_START.remove(key);
-            let _ = DEADLOCK_START.remove(key);
+            let _ = take_start(&GROW_START, key);
+            let _ = take_start(&DEADLOCK_START, key);
         }
         _ => {}
     }
+}
+
+/// Copies the snapshot at `snap_ptr` (user memory) into [`SNAPSHOTS`] as
+/// the last one of `key`'s cache, and returns where its copy can be read
+/// (for the name); `Err` when the pointer cannot be read.
+///
+/// A map update allocates an element, copies the value into it and swaps
+/// it in under the bucket's lock: the largest cost of a hit after the trap
+/// when it ran on every hit. So an existing entry is rewritten in place,
+/// straight from user memory, claimed for the copy by swapping its
+/// `cache_id` (never 0 for a real cache) to 0 and released by writing the
+/// id back:
+///
+/// - two CPUs hitting probes of one cache at once do not interleave their
+///   copies: the one that finds the claim taken keeps the other's
+///   snapshot, taken at the same moment (with a map update, one of the two
+///   would win the same way);
+/// - a reader that finds `cache_id` 0 reads while a copy is under way, and
+///   reads again (`collector::settled_snapshot`);
+/// - a pointer that cannot be read leaves the entry zero-filled by the
+///   helper, so the entry is deleted: a cache whose program passes bad
+///   pointers has no last snapshot to show until its next good one.
+///
+/// A cache's first hit, and a cache id of 0, go through a map update from
+/// this CPU's scratch slot. The id stored is always `key`'s: what the
+/// target wrote in the field is not trusted.
+#[inline(always)]
+fn store_snapshot(key: &CacheKey, snap_ptr: u64) -> Result<*const CacheSnapshot, ()> {
+    const ID: usize = core::mem::offset_of!(CacheSnapshot, cache_id);
+    const SIZE: usize = core::mem::size_of::<CacheSnapshot>();
+    const REST: usize = SIZE - ID - 8;
+    if key.cache_id != 0
+        && let Some(v) = SNAPSHOTS.get_ptr_mut(key)
+    {
+        let id = v.cast::<u8>().wrapping_add(ID).cast::<u64>();
+        // SAFETY: `id` is the aligned cache_id field of a live map value
+        // (values are not freed while a program that looked them up
+        // runs); every writer of the field uses atomics.
+        let (_, claimed) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
+                id,
+                key.cache_id,
+                0,
+            )
+        };
+        if !claimed {
+            return Ok(v);
+        }
+        // SAFETY: the destination is the rest of the map value after
+        // cache_id, REST bytes; the helper faults safely on a bad user
+        // address (and zero-fills the destination then).
+        let rc = unsafe {
+            generated::bpf_probe_read_user(
+                v.cast::<u8>().wrapping_add(ID + 8).cast(),
+                REST as u32,
+                snap_ptr.wrapping_add((ID + 8) as u64) as *const _,
+            )
+        };
+        // SAFETY: as for the claim.
+        unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(id, key.cache_id) };
+        if rc != 0 {
+            let _ = SNAPSHOTS.remove(key);
+            return Err(());
+        }
+        return Ok(v);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: `scratch` is this CPU's slot, exactly one CacheSnapshot long;
+    // the helper faults safely on a bad user pointer (and zero-fills then).
+    let rc = unsafe {
+        generated::bpf_probe_read_user(scratch.cast(), SIZE as u32, snap_ptr as *const _)
+    };
+    if rc != 0 {
+        return Err(());
+    }
+    // SAFETY: `scratch` is valid, initialised by the read above, and this
+    // CPU's alone while the program runs.
+    let snapshot = unsafe { &mut *scratch };
+    snapshot.cache_id = key.cache_id;
+    // By reference: a copy would put 500 bytes on the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args, reason = "see above")]
+    let _ = SNAPSHOTS.insert(key, &*snapshot, BPF_ANY as u64);
+    Ok(scratch)
 }
 
 /// Handles one hit of a probe of kind `kind`.
@@ -356,16 +489,17 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
 
     let nargs = kind.def().args.len();
     let nvalues = kind.def().values();
-    let cache_id = usdt_arg(ctx, spec, 0)?;
+    let regs = regs(ctx);
+    let cache_id = usdt_arg(&regs, spec, 0)?;
     let mut values = [0u64; EVENT_VALUES];
     let mut i = 0;
     while i < EVENT_VALUES {
         if i < nvalues {
-            values[i] = usdt_arg(ctx, spec, 2 + i)?;
+            values[i] = usdt_arg(&regs, spec, 2 + i)?;
         }
         i += 1;
     }
-    let snap_ptr = usdt_arg(ctx, spec, nargs - 1)?;
+    let snap_ptr = usdt_arg(&regs, spec, nargs - 1)?;
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = CacheKey {
@@ -376,28 +510,13 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-ENOENT)?;
-    // SAFETY: `scratch` is this CPU's slot, exactly one CacheSnapshot long;
-    // the helper faults safely on a bad user pointer (and zero-fills then).
-    let rc = unsafe {
-        generated::bpf_probe_read_user(
-            scratch.cast(),
-            core::mem::size_of::<CacheSnapshot>() as u32,
-            snap_ptr as *const _,
-        )
-    };
-    if rc != 0 {
+    let Ok(stored) = store_snapshot(&key, snap_ptr) else {
         // A pointer the target made up, or memory it unmapped: there is no
         // cache to speak of. Counting the hit under the cache id would make
         // up a cache with no name and zero counters.
         count_lost(LOST_SNAPSHOTS);
         return Ok(());
-    }
-    // SAFETY: `scratch` is valid and initialised by the read above.
-    let snapshot: &CacheSnapshot = unsafe { &*scratch };
-    // By reference: a copy would put 500 bytes on the 512-byte stack.
-    #[allow(clippy::needless_borrows_for_generic_args, reason = "see above")]
-    let _ = SNAPSHOTS.insert(key, snapshot, BPF_ANY as u64);
+    };
 
     if kind == ProbeKind::CacheCreate {
         // A new cache at the address of a destroyed one starts from zero:
@@ -418,8 +537,9 @@ fn handle(ctx: &ProbeContext, kind: ProbeKind) -> Result<(), i64> {
 
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
-            // SAFETY: `scratch` holds the snapshot read above.
-            let name = unsafe { (*scratch).name };
+            // SAFETY: `stored` points to the snapshot just stored (a map
+            // value or this CPU's scratch slot), live for the program run.
+            let name = unsafe { (*stored).name };
             entry.write(Event {
                 ts_ns: now,
                 pid: key.pid,

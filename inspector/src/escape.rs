@@ -5,9 +5,12 @@
 //! mappings. Printed raw, a name such as `"\x1b]52;c;...\x07"` writes root's
 //! clipboard, `"\x1b[2J"` clears the screen, a newline forges a row, and a
 //! bidi override (U+202E) shows the rest of a line reversed. So every such
-//! string goes through [`escape`] before it reaches a terminal (the text
-//! outputs, the terminal UI, stderr), and every JSON document through
-//! [`ascii_json`]; ripgrep and git escape file names the same way.
+//! string goes through [`escape`] ([`escape_bytes`] for bytes that need not
+//! be UTF-8) before it reaches a terminal (the text outputs, the terminal
+//! UI, stderr) or a dashboard (`slabscope serve`'s label values, which add
+//! only the exposition format's own quoting on top), and every JSON document
+//! through [`ascii_json`]; ripgrep and git escape file names the same way.
+//! [`unescape`] gives back the original bytes of an escaped string.
 //!
 //! [`escape`] keeps a character only when it is printable and takes exactly
 //! one terminal column (per `unicode-width`), and is not a bidi or other
@@ -75,21 +78,111 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if shown_as_is(c) => out.push(c),
-            c if (c as u32) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`] for bytes that need not be UTF-8 (a `comm`, a path, a name
+/// read from a process's memory): the UTF-8 runs are escaped as [`escape`]
+/// does, and each byte that is not part of a UTF-8 character is written as
+/// `\xNN`. [`unescape`] gives back the bytes.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope_inspector::escape::escape_bytes;
+///
+/// assert_eq!(escape_bytes(b"zio_cache"), "zio_cache");
+/// assert_eq!(escape_bytes(b"st_\x1b[31m\xff"), "st_\\x1b[31m\\xff");
+/// ```
+pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return escape(s);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_escaped(&mut out, c);
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     Cow::Owned(out)
+}
+
+/// Appends `c` as [`escape`] shows it.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if shown_as_is(c) => out.push(c),
+        // Writing to a String cannot fail.
+        c if (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+}
+
+/// The bytes an [`escape`]d or [`escape_bytes`]d text was made from, or
+/// `None` when `text` is not such a text. Every escape stands for one
+/// thing: `\xNN` is the byte NN (an ASCII control, or a byte that is not
+/// UTF-8), `\u{H}` the UTF-8 of U+H.
+///
+/// # Examples
+///
+/// ```
+/// use slabscope_inspector::escape::{escape_bytes, unescape};
+///
+/// let name = b"st_\x1b[31m\"red\\\xff";
+/// assert_eq!(unescape(&escape_bytes(name)).as_deref(), Some(&name[..]));
+/// ```
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
+    let mut buf = [0u8; 4];
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push(b'\\'),
+            'n' => out.push(b'\n'),
+            'r' => out.push(b'\r'),
+            't' => out.push(b'\t'),
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                if hex.len() != 2 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(&hex, 16).ok()?);
+            }
+            'u' => {
+                if chars.next()? != '{' {
+                    return None;
+                }
+                let mut hex = String::new();
+                loop {
+                    match chars.next()? {
+                        '}' => break,
+                        h if h.is_ascii_hexdigit() => hex.push(h),
+                        _ => return None,
+                    }
+                }
+                let c = char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?;
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// A serialized JSON document with every character outside printable ASCII
@@ -183,6 +276,65 @@ mod tests {
             let e = escape(&s);
             assert_eq!(e.width(), e.chars().count(), "U+{:04X} as {e:?}", c as u32);
             assert!(e.chars().all(|c| !c.is_control()), "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn bytes_escape_like_text_and_invalid_bytes_as_hex() {
+        for name in HOSTILE {
+            assert_eq!(escape_bytes(name.as_bytes()), escape(name), "{name:?}");
+        }
+        assert_eq!(escape_bytes(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(escape_bytes(b"a\xc3"), "a\\xc3");
+        assert_eq!(escape_bytes("\u{e9}\x1b".as_bytes()), "\u{e9}\\x1b");
+        assert!(matches!(escape_bytes(b"plain"), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn every_escaped_name_gives_back_its_bytes() {
+        for name in HOSTILE {
+            let e = escape(name);
+            assert_eq!(unescape(&e).as_deref(), Some(name.as_bytes()), "{e:?}");
+        }
+        let names: [&[u8]; 6] = [
+            b"\xff\x00\x80",
+            br"\x41 is not A",
+            br"\u{41}",
+            b"\xef\xbf\xbd\xfe",
+            b"\xe4\xb8",
+            b"",
+        ];
+        for name in names {
+            let e = escape_bytes(name);
+            assert!(e.chars().all(shown_as_is), "{e:?}");
+            assert_eq!(unescape(&e).as_deref(), Some(name), "{e:?}");
+        }
+        // Exhaustively over byte pairs that mix ASCII, controls, UTF-8
+        // lead and continuation bytes, and backslashes.
+        for a in 0..=255u8 {
+            for b in [0u8, b'\\', b'x', b'u', b'{', 0x80, 0xc3, 0xbc, 0xe2, 0xff] {
+                let name = [a, b];
+                let e = escape_bytes(&name);
+                assert_eq!(unescape(&e).as_deref(), Some(&name[..]), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_escapes_are_not_unescaped() {
+        for bad in [
+            "\\",
+            "\\q",
+            "\\xZZ",
+            "\\x4",
+            "\\u{zz}",
+            "\\u{41",
+            "\\u41",
+            "\\u{110000}",
+            "\\x+1",
+            "\\u{+41}",
+        ] {
+            assert_eq!(unescape(bad), None, "{bad:?}");
         }
     }
 

@@ -60,7 +60,8 @@ pub use attach::{Scope, check_ring_bytes, plan, program_name};
 pub use attach::{Session, attach as attach_sites};
 pub use error::CollectError;
 use slabscope_probes::{
-    CacheCounters, CacheKey, Event, HistKey, LOST_EVENTS, LOST_SNAPSHOTS, Log2Histogram,
+    CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, LOST_EVENTS, LOST_SNAPSHOTS,
+    Log2Histogram,
 };
 pub use target::{ProbeFile, list_traceable};
 
@@ -232,6 +233,38 @@ enum Mode {
         /// its processes'.
         only_exe: bool,
     },
+}
+
+/// Reads of a snapshot that the eBPF program is rewriting before it is
+/// taken as it is.
+const SNAPSHOT_RETRIES: usize = 8;
+
+/// `snapshot`, read from `snapshots` under `key`, once no copy into it is
+/// under way.
+///
+/// The eBPF program rewrites a cache's entry in place, with its
+/// `cache_id` at 0 while it copies (`store_snapshot` in the eBPF crate).
+/// A snapshot read then may mix two moments, so it is read again; after
+/// [`SNAPSHOT_RETRIES`] reads (a writer preempted mid-copy) it is taken as
+/// it is, with its id, and the next sample has the whole one.
+pub fn settled_snapshot<T: std::borrow::Borrow<aya::maps::MapData>>(
+    snapshots: &aya::maps::HashMap<T, CacheKey, CacheSnapshot>,
+    key: &CacheKey,
+    mut snapshot: CacheSnapshot,
+) -> CacheSnapshot {
+    for _ in 0..SNAPSHOT_RETRIES {
+        if snapshot.cache_id == key.cache_id {
+            return snapshot;
+        }
+        std::thread::yield_now();
+        match snapshots.get(key, 0) {
+            Ok(again) => snapshot = again,
+            // Deleted meanwhile (its process exited): the last read stands.
+            Err(_) => break,
+        }
+    }
+    snapshot.cache_id = key.cache_id;
+    snapshot
 }
 
 /// How long the thread waits for ring-buffer data before checking for stop.
@@ -474,6 +507,7 @@ impl Runner {
         let mut caches: BTreeMap<CacheKey, CacheState> = BTreeMap::new();
         for entry in &s.snapshots {
             let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
+            let snapshot = settled_snapshot(&s.snapshots, &key, snapshot);
             caches.insert(
                 key,
                 CacheState {

@@ -19,193 +19,90 @@ pub struct Family {
     pub value: fn(&CacheSnapshot, &CacheCounters) -> u64,
 }
 
-const fn gauge(
-    name: &'static str,
-    help: &'static str,
-    value: fn(&CacheSnapshot, &CacheCounters) -> u64,
-) -> Family {
-    Family {
-        name,
-        help,
-        unit: None,
-        kind: MetricType::Gauge,
-        value,
-    }
-}
-
-const fn counter(
-    name: &'static str,
-    help: &'static str,
-    value: fn(&CacheSnapshot, &CacheCounters) -> u64,
-) -> Family {
-    Family {
-        name,
-        help,
-        unit: None,
-        kind: MetricType::Counter,
-        value,
-    }
-}
-
-fn bytes(mut f: Family) -> Family {
-    f.unit = Some(Unit::Bytes);
-    f
+/// `families![kind [bytes] name: value, "help"; ...]`: the per-cache
+/// families as a table, one entry per family: its type, its unit when it
+/// has one, its name, how its value is read from a cache's snapshot and
+/// transition counters, and its HELP.
+macro_rules! families {
+    ($($kind:ident $([$unit:ident])? $name:ident: $value:expr, $help:literal;)*) => {
+        vec![$(Family {
+            name: stringify!($name),
+            help: $help,
+            unit: families!(@unit $($unit)?),
+            kind: families!(@kind $kind),
+            value: $value,
+        }),*]
+    };
+    (@unit) => { None };
+    (@unit bytes) => { Some(Unit::Bytes) };
+    (@kind gauge) => { MetricType::Gauge };
+    (@kind counter) => { MetricType::Counter };
 }
 
 /// Every per-cache family, in exposition order. `/proc/spl/kmem/slab`'s
 /// columns first, in its order.
 pub fn families() -> Vec<Family> {
-    vec![
-        gauge(
-            "slabscope_cache_flags",
-            "KMC_* flags of the cache, state bits included (the flags column of /proc/spl/kmem/slab).",
-            |s, _| s.flags,
-        ),
-        bytes(gauge(
-            "slabscope_cache_size",
-            "Bytes of all slabs of the cache: slab size times slabs (the size column).",
-            |s, _| s.slab_size.wrapping_mul(s.slab_total),
-        )),
-        bytes(gauge(
-            "slabscope_cache_alloc",
-            "Bytes of allocated objects: object size times objects allocated (the alloc column).",
-            |s, _| s.obj_size.wrapping_mul(s.obj_alloc),
-        )),
-        bytes(gauge(
-            "slabscope_cache_slab_size",
-            "Bytes of one slab; 0 for KMC_SLAB caches (the slabsize column).",
-            |s, _| s.slab_size,
-        )),
-        bytes(gauge(
-            "slabscope_cache_object_size",
-            "Object size as requested at creation (the objsize column).",
-            |s, _| s.obj_size,
-        )),
-        gauge(
-            "slabscope_cache_slabs",
-            "Slabs the cache holds (slab total).",
-            |s, _| s.slab_total,
-        ),
-        gauge(
-            "slabscope_cache_slabs_allocated",
-            "Slabs with at least one object allocated (slab alloc).",
-            |s, _| s.slab_alloc,
-        ),
-        gauge(
-            "slabscope_cache_slabs_max",
-            "Most slabs the cache has held (slab max).",
-            |s, _| s.slab_max,
-        ),
-        gauge(
-            "slabscope_cache_objects",
-            "Objects the slabs hold, emergency objects included (object total).",
-            |s, _| s.obj_total,
-        ),
-        gauge(
-            "slabscope_cache_objects_allocated",
-            "Objects outside the slabs' free lists: in use or held in magazines (object alloc).",
-            |s, _| s.obj_alloc,
-        ),
-        gauge(
-            "slabscope_cache_objects_max",
-            "Most objects allocated at once (object max).",
-            |s, _| s.obj_max,
-        ),
-        counter(
-            "slabscope_cache_deadlocks",
-            "Deadlocks the allocator detected on the cache since it was created (emergency dlock).",
-            |s, _| s.obj_deadlock,
-        ),
-        gauge(
-            "slabscope_cache_emergency_objects",
-            "Emergency objects alive (emergency alloc).",
-            |s, _| s.obj_emergency,
-        ),
-        gauge(
-            "slabscope_cache_emergency_objects_max",
-            "Most emergency objects alive at once (emergency max).",
-            |s, _| s.obj_emergency_max,
-        ),
-        bytes(gauge(
-            "slabscope_cache_object_full_size",
-            "Bytes one object occupies in a slab, its header included.",
-            |s, _| s.obj_size_full,
-        )),
-        gauge(
-            "slabscope_cache_magazine_objects",
-            "Objects held in magazines: every CPU's and the depot's.",
-            |s, _| s.mag_objs,
-        ),
-        gauge(
-            "slabscope_cache_depot_objects",
-            "Objects held in the depot between the per-CPU magazines and the slabs.",
-            |s, _| u64::from(s.depot_objs),
-        ),
-        gauge(
-            "slabscope_cache_magazine_capacity_objects",
-            "Objects one per-CPU magazine holds; 0 when the cache has no magazines.",
-            |s, _| u64::from(s.mag_size),
-        ),
-        counter(
-            "slabscope_cache_slabs_created",
-            "Slabs created since the cache was created.",
-            |s, _| s.slab_create,
-        ),
-        counter(
-            "slabscope_cache_slabs_destroyed",
-            "Slabs destroyed since the cache was created.",
-            |s, _| s.slab_destroy,
-        ),
-        counter(
-            "slabscope_cache_slab_failures",
-            "Slab allocations that failed since the cache was created.",
-            |s, _| s.slab_fail,
-        ),
-        counter(
-            "slabscope_cache_grows",
-            "Grows started (grow_start probe hits) since the exporter attached.",
-            |_, c| c.grows,
-        ),
-        counter(
-            "slabscope_cache_grow_failures",
-            "Grows that failed to map a slab (grow_done with an error) since the exporter attached.",
-            |_, c| c.grow_failures,
-        ),
-        counter(
-            "slabscope_cache_emergency_allocs",
-            "Emergency objects allocated since the exporter attached.",
-            |_, c| c.emergency_allocs,
-        ),
-        counter(
-            "slabscope_cache_emergency_frees",
-            "Emergency objects freed since the exporter attached.",
-            |_, c| c.emergency_frees,
-        ),
-        counter(
-            "slabscope_cache_reaps",
-            "Reaps of the cache since the exporter attached.",
-            |_, c| c.reaps,
-        ),
-        counter(
-            "slabscope_cache_reaped_slabs",
-            "Slabs released by reaps since the exporter attached.",
-            |_, c| c.reap_slabs_released,
-        ),
-        counter(
-            "slabscope_cache_reclaims",
-            "Reclaims (empty slabs unmapped, on any path) since the exporter attached.",
-            |_, c| c.slab_reclaims,
-        ),
-        counter(
-            "slabscope_cache_reclaimed_slabs",
-            "Slabs unmapped by reclaims since the exporter attached.",
-            |_, c| c.slabs_released,
-        ),
-        counter(
-            "slabscope_cache_reclaimed_objects",
-            "Object capacity of the slabs unmapped by reclaims since the exporter attached.",
-            |_, c| c.objs_released,
-        ),
+    families![
+        gauge slabscope_cache_flags: |s, _| s.flags,
+            "KMC_* flags of the cache, state bits included (the flags column of /proc/spl/kmem/slab).";
+        gauge [bytes] slabscope_cache_size: |s, _| s.slab_size.wrapping_mul(s.slab_total),
+            "Bytes of all slabs of the cache: slab size times slabs (the size column).";
+        gauge [bytes] slabscope_cache_alloc: |s, _| s.obj_size.wrapping_mul(s.obj_alloc),
+            "Bytes of allocated objects: object size times objects allocated (the alloc column).";
+        gauge [bytes] slabscope_cache_slab_size: |s, _| s.slab_size,
+            "Bytes of one slab; 0 for KMC_SLAB caches (the slabsize column).";
+        gauge [bytes] slabscope_cache_object_size: |s, _| s.obj_size,
+            "Object size as requested at creation (the objsize column).";
+        gauge slabscope_cache_slabs: |s, _| s.slab_total,
+            "Slabs the cache holds (slab total).";
+        gauge slabscope_cache_slabs_allocated: |s, _| s.slab_alloc,
+            "Slabs with at least one object allocated (slab alloc).";
+        gauge slabscope_cache_slabs_max: |s, _| s.slab_max,
+            "Most slabs the cache has held (slab max).";
+        gauge slabscope_cache_objects: |s, _| s.obj_total,
+            "Objects the slabs hold, emergency objects included (object total).";
+        gauge slabscope_cache_objects_allocated: |s, _| s.obj_alloc,
+            "Objects outside the slabs' free lists: in use or held in magazines (object alloc).";
+        gauge slabscope_cache_objects_max: |s, _| s.obj_max,
+            "Most objects allocated at once (object max).";
+        counter slabscope_cache_deadlocks: |s, _| s.obj_deadlock,
+            "Deadlocks the allocator detected on the cache since it was created (emergency dlock).";
+        gauge slabscope_cache_emergency_objects: |s, _| s.obj_emergency,
+            "Emergency objects alive (emergency alloc).";
+        gauge slabscope_cache_emergency_objects_max: |s, _| s.obj_emergency_max,
+            "Most emergency objects alive at once (emergency max).";
+        gauge [bytes] slabscope_cache_object_full_size: |s, _| s.obj_size_full,
+            "Bytes one object occupies in a slab, its header included.";
+        gauge slabscope_cache_magazine_objects: |s, _| s.mag_objs,
+            "Objects held in magazines: every CPU's and the depot's.";
+        gauge slabscope_cache_depot_objects: |s, _| u64::from(s.depot_objs),
+            "Objects held in the depot between the per-CPU magazines and the slabs.";
+        gauge slabscope_cache_magazine_capacity_objects: |s, _| u64::from(s.mag_size),
+            "Objects one per-CPU magazine holds; 0 when the cache has no magazines.";
+        counter slabscope_cache_slabs_created: |s, _| s.slab_create,
+            "Slabs created since the cache was created.";
+        counter slabscope_cache_slabs_destroyed: |s, _| s.slab_destroy,
+            "Slabs destroyed since the cache was created.";
+        counter slabscope_cache_slab_failures: |s, _| s.slab_fail,
+            "Slab allocations that failed since the cache was created.";
+        counter slabscope_cache_grows: |_, c| c.grows,
+            "Grows started (grow_start probe hits) since the exporter attached.";
+        counter slabscope_cache_grow_failures: |_, c| c.grow_failures,
+            "Grows that failed to map a slab (grow_done with an error) since the exporter attached.";
+        counter slabscope_cache_emergency_allocs: |_, c| c.emergency_allocs,
+            "Emergency objects allocated since the exporter attached.";
+        counter slabscope_cache_emergency_frees: |_, c| c.emergency_frees,
+            "Emergency objects freed since the exporter attached.";
+        counter slabscope_cache_reaps: |_, c| c.reaps,
+            "Reaps of the cache since the exporter attached.";
+        counter slabscope_cache_reaped_slabs: |_, c| c.reap_slabs_released,
+            "Slabs released by reaps since the exporter attached.";
+        counter slabscope_cache_reclaims: |_, c| c.slab_reclaims,
+            "Reclaims (empty slabs unmapped, on any path) since the exporter attached.";
+        counter slabscope_cache_reclaimed_slabs: |_, c| c.slabs_released,
+            "Slabs unmapped by reclaims since the exporter attached.";
+        counter slabscope_cache_reclaimed_objects: |_, c| c.objs_released,
+            "Object capacity of the slabs unmapped by reclaims since the exporter attached.";
     ]
 }
 

@@ -234,6 +234,7 @@ impl Reader {
         };
         for entry in &s.snapshots {
             let (key, snapshot) = entry.map_err(|e| map_error("SNAPSHOTS", e))?;
+            let snapshot = collector::settled_snapshot(&s.snapshots, &key, snapshot);
             caches.entry(key).or_insert_with(|| blank(&key)).snapshot = snapshot;
         }
         for entry in &s.counters {
@@ -264,17 +265,20 @@ impl Reader {
             }
             hists.push((key, sum));
         }
-        let mut starts: Vec<(usize, CacheKey)> = Vec::new();
+        // Grow and DEADLOCKED slots stay once created, 0 when nothing is
+        // in flight; emergency entries exist only while in flight.
+        let mut starts: Vec<(usize, CacheKey, bool)> = Vec::new();
         for (i, m) in self.timing.starts.iter().enumerate() {
-            for key in m.keys() {
-                starts.push((i, key.map_err(|e| map_error("GROW_START", e))?));
+            for entry in m {
+                let (key, t) = entry.map_err(|e| map_error("GROW_START", e))?;
+                starts.push((i, key, t != 0));
             }
         }
 
         let mut pids: Vec<u32> = caches.keys().map(|k| k.pid).collect();
         pids.extend(destroyed.iter().map(|k| k.pid));
         pids.extend(hists.iter().map(|(k, _)| k.pid));
-        pids.extend(starts.iter().map(|(_, k)| k.pid));
+        pids.extend(starts.iter().map(|(_, k, _)| k.pid));
         pids.sort_unstable();
         pids.dedup();
         let mut gone = Vec::new();
@@ -302,7 +306,7 @@ impl Reader {
         for (key, _) in hists.iter().filter(|(k, _)| is_gone(k.pid)) {
             let _ = self.timing.histograms.remove(key);
         }
-        for (i, key) in starts.iter().filter(|(_, k)| is_gone(k.pid)) {
+        for (i, key, _) in starts.iter().filter(|(_, k, _)| is_gone(k.pid)) {
             let _ = self.timing.starts[*i].remove(key);
         }
         let mut histograms: BTreeMap<u32, BTreeMap<(u64, HistKind), Log2Histogram>> =
@@ -325,8 +329,10 @@ impl Reader {
                 .values()
                 .map(BTreeMap::len)
                 .sum::<usize>()
-            + starts.iter().filter(|(_, k)| !is_gone(k.pid)).count())
-            as u64;
+            + starts
+                .iter()
+                .filter(|(_, k, in_flight)| *in_flight && !is_gone(k.pid))
+                .count()) as u64;
         let mut by_pid: BTreeMap<u32, Vec<CacheState>> = BTreeMap::new();
         for (key, c) in caches {
             if !c.destroyed {
@@ -348,5 +354,5 @@ fn map_error(map: &'static str, e: aya::maps::MapError) -> CollectError {
 /// A path for a log line: visible escapes for whatever the path holds.
 fn labels_path(path: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt as _;
-    super::labels::visible(path.as_os_str().as_bytes())
+    crate::escape::escape_bytes(path.as_os_str().as_bytes()).into_owned()
 }

@@ -327,7 +327,7 @@ fn ensure_watched(targets: &Arc<Targets>, f: &discover::MappedProbeFile, opts: O
             use std::os::unix::ffi::OsStrExt as _;
             eprintln!(
                 "slabscope serve: not tracing {}: {e}",
-                labels::visible(f.path.as_os_str().as_bytes())
+                crate::escape::escape_bytes(f.path.as_os_str().as_bytes())
             );
             false
         }
