@@ -6,13 +6,14 @@
 //!   must abort (an abort cannot be caught in-process);
 //! - [`trace`]: root checks that skip loudly, tracers (`sh -c` around
 //!   bpftrace) attached to a target, and a child killed when the test ends;
-//! - [`readme_sh_lines`] and [`cdylib_dir`]: what the README prints, and
-//!   where cargo put a shared library.
+//! - [`readme_sh_lines`], [`cdylib`] and [`cdylib_dir`]: what the README
+//!   prints, and a crate's shared library built for the tests.
 
 pub mod child;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The lines of the ```` ```sh ```` blocks of section `## {title}` of the
 /// README at the repository's root (`workspace_root`), exactly as printed.
@@ -58,4 +59,52 @@ pub fn cdylib_dir(file: &str, package: &str) -> PathBuf {
         "{file} not found next to {}: build it with `cargo build -p {package}`",
         exe.display()
     );
+}
+
+/// The profile directory of the running test binary (`target/<profile>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("locating the test binary");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary is not in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds package `package`'s shared library `file` (default features, the
+/// test's profile) and returns its path.
+///
+/// A crate's integration tests get its rlib, not its cdylib, and a crate
+/// without an rlib (`slabscope-capi`, whose rlib would collide with the
+/// allocator's) gets no library built at all; tests of other crates never
+/// get one. So it is built here by cargo, in a target directory of its own
+/// beside the test's (`target/collector-workload`, shared by every test
+/// that asks), where the build is a no-op once it is fresh.
+///
+/// # Panics
+/// When cargo cannot build it.
+pub fn cdylib(package: &str, file: &str) -> PathBuf {
+    let profile = profile_dir();
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let target_dir = profile
+        .parent()
+        .expect("target directory")
+        .join("collector-workload");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", package, "--lib"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build {file}: {e}"));
+    assert!(status.success(), "building {file} failed");
+    let path = target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(file);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
 }

@@ -2,10 +2,17 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-/// The directory holding the `libslabscope.so` cargo built for this test run.
+/// The directory holding the `libslabscope.so` built for this test run
+/// (this crate has no rlib, so cargo builds no library for its tests).
 pub fn lib_dir() -> PathBuf {
-    slabscope_testkit::cdylib_dir("libslabscope.so", "slabscope-capi")
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let lib = slabscope_testkit::cdylib("slabscope-capi", "libslabscope.so");
+        lib.parent().expect("the library's directory").to_path_buf()
+    })
+    .clone()
 }
 
 /// The functions of `libslabscope.so` the tests call from Rust, resolved

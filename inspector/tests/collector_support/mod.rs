@@ -82,32 +82,9 @@ pub fn shared_library() -> PathBuf {
         .clone()
 }
 
-/// Builds package `package`'s shared library `file` (probes on) in the
-/// workload's target directory and returns its path.
+/// Builds package `package`'s shared library `file` for the tests.
 pub fn cdylib(package: &str, file: &str) -> PathBuf {
-    let profile = profile_dir();
-    let release = profile.file_name().is_some_and(|n| n == "release");
-    let target_dir = profile
-        .parent()
-        .expect("target directory")
-        .join("collector-workload");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", package, "--lib"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo to build {file}: {e}"));
-    assert!(status.success(), "building {file} failed");
-    let path = target_dir
-        .join(if release { "release" } else { "debug" })
-        .join(file);
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+    slabscope_testkit::cdylib(package, file)
 }
 
 /// Builds example `name` of `package` in `target_dir` with this test's
