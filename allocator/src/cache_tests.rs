@@ -147,6 +147,10 @@ fn destroy_with_objects_allocated_is_busy_and_frees_nothing() {
         }) => {}
         other => panic!("expected Busy with one object, got {other:?}"),
     }
+    // The C ABI's mirror of KMC_DESTROY on the fast-path line is down again
+    // with the flag, so the C hit paths stay open.
+    assert_eq!(c.flags() & KMC_DESTROY, 0);
+    assert!(!c.inner.destroy_begun());
     // Still usable, memory intact, still registered.
     // SAFETY: p is live.
     assert_eq!(unsafe { p.as_ptr().wrapping_add(199).read() }, 7);
@@ -158,6 +162,9 @@ fn destroy_with_objects_allocated_is_busy_and_frees_nothing() {
     // SAFETY: freed once.
     unsafe { c.free(q) };
     c.destroy().unwrap();
+    // Committed: flag and mirror both up for good.
+    assert_ne!(c.flags() & KMC_DESTROY, 0);
+    assert!(c.inner.destroy_begun());
     assert!(matches!(c.destroy(), Err(Error::Destroyed { .. })));
 }
 

@@ -7,18 +7,19 @@
 //! C program got from `kmem_cache_create` stays readable for good. These
 //! functions read the struct behind such a pointer without taking a
 //! reference: [`destroy_begun`] is the one load the alloc and free paths pay
-//! (the cache's flags), [`is_cache`] the alignment and magic check of every
+//! (a mirror of the destroy flag on the magazine hit's line), [`is_cache`] the alignment and magic check of every
 //! other entry point. [`Cache::is_destroyed`] then tells a destroy that
 //! committed from one that is still deciding (or returned `Busy`).
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use slabscope_probes::flags::{KMC_DESTROY, SKC_MAGIC};
+use slabscope_probes::flags::SKC_MAGIC;
 
 #[cfg(doc)]
 use crate::cache::Cache;
 use crate::cache::CacheInner;
+pub use crate::magazine::FreeHit;
 
 /// Bytes behind a pointer from [`Cache::into_raw`]: a buffer that tests
 /// pass as a fake cache must be at least this large for [`is_cache`] to
@@ -43,7 +44,8 @@ pub unsafe fn is_cache(ptr: NonNull<c_void>) -> bool {
 
 /// Whether a destroy has begun on the cache at `ptr` (`KMC_DESTROY` is set:
 /// a destroy is deciding, returned `Busy` a moment ago, or committed). One
-/// load of the cache's flags, for the alloc and free paths; when it is true,
+/// load from the cache line the magazine hit reads anyway (the flag's
+/// mirror there), for the alloc and free paths; when it is true,
 /// [`Cache::is_destroyed`] gives the answer.
 ///
 /// # Safety
@@ -52,5 +54,63 @@ pub unsafe fn is_cache(ptr: NonNull<c_void>) -> bool {
 #[inline(always)]
 pub unsafe fn destroy_begun(ptr: NonNull<c_void>) -> bool {
     // SAFETY: ptr is a live CacheInner's address (caller).
-    unsafe { ptr.cast::<CacheInner>().as_ref() }.flag(KMC_DESTROY)
+    unsafe { ptr.cast::<CacheInner>().as_ref() }.destroy_begun()
+}
+
+/// The cache behind a pointer from [`Cache::into_raw`].
+///
+/// # Safety
+/// As [`destroy_begun`].
+#[inline(always)]
+unsafe fn inner<'a>(ptr: NonNull<c_void>) -> &'a CacheInner {
+    // SAFETY: ptr is a live CacheInner's address (caller).
+    unsafe { ptr.cast::<CacheInner>().as_ref() }
+}
+
+/// The magazine hit of [`Cache::alloc`] and nothing else: an object popped
+/// from the current CPU's magazine and marked allocated, or `None` (the
+/// magazine is empty, the sequence was interrupted, or the cache's
+/// allocations do not take the inline path) for the caller to take
+/// `Cache::alloc`. Calls nothing, so the C ABI's `kmem_cache_alloc` can
+/// jump to its slow paths rather than call them.
+///
+/// # Safety
+/// As [`destroy_begun`], on a cache whose destroy has not begun.
+#[inline(always)]
+pub unsafe fn alloc_hit(ptr: NonNull<c_void>) -> Option<NonNull<u8>> {
+    // SAFETY: forwarded caller guarantee.
+    let c = unsafe { inner(ptr) };
+    if c.fp.base != 0 {
+        c.rseq_alloc_fast()
+    } else {
+        None
+    }
+}
+
+/// The magazine hit of [`Cache::free`] and nothing else; see [`FreeHit`]
+/// for what the caller does with the other outcomes.
+///
+/// # Safety
+/// As [`destroy_begun`], on a cache whose destroy has not begun; `obj` as
+/// in [`Cache::free`].
+#[inline(always)]
+pub unsafe fn free_hit(ptr: NonNull<c_void>, obj: NonNull<u8>) -> FreeHit {
+    // SAFETY: forwarded caller guarantee.
+    let c = unsafe { inner(ptr) };
+    // SAFETY: forwarded caller guarantee.
+    unsafe { c.free_hit(obj) }
+}
+
+/// The rest of a free that [`free_hit`] checked and marked but could not
+/// push ([`FreeHit::Refused`]).
+///
+/// # Safety
+/// As [`destroy_begun`]; `obj` is the object that `free_hit` refused, not
+/// freed again since.
+#[cold]
+pub unsafe fn push_refused(ptr: NonNull<c_void>, obj: NonNull<u8>) {
+    // SAFETY: forwarded caller guarantee.
+    let c = unsafe { inner(ptr) };
+    // SAFETY: forwarded caller guarantee: checked, marked, in no magazine.
+    unsafe { c.push_refused(obj) }
 }

@@ -59,7 +59,8 @@ use std::ptr::{self, NonNull};
 
 use slabscope_probes::CacheSnapshot;
 use slabscope_probes::flags::KM_PUBLIC_MASK;
-use slabscope_rs::{Cache, CacheBuilder, Error, raw};
+use slabscope_rs::raw::{self, FreeHit};
+use slabscope_rs::{Cache, CacheBuilder, Error};
 
 // `kmem_alloc`, `vmem_alloc` and their frees.
 mod kmem;
@@ -127,6 +128,7 @@ unsafe impl Sync for Priv {}
 /// Why a C cache pointer cannot be used. Small and without data, so the
 /// checks cost the alloc and free paths nothing but the loads.
 #[derive(Debug, Clone, Copy)]
+#[repr(u8)]
 enum Misuse {
     Null,
     /// `kmem_cache_destroy` returned 0 for it (its struct is kept).
@@ -197,19 +199,10 @@ unsafe fn borrow(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
     Ok(cache)
 }
 
-/// `kmem_cache_alloc` through a pointer `borrow` refused: errno, message,
-/// NULL. Out of line, so the alloc path keeps its registers.
-#[cold]
-#[inline(never)]
-fn misused(m: Misuse, what: &str, cache: *mut KmemCache) -> *mut c_void {
-    fail(libc::EINVAL, &m.message(what, cache));
-    ptr::null_mut()
-}
-
 /// `kmem_cache_free` through a pointer `borrow` refused: the object is lost.
 #[cold]
 #[inline(never)]
-fn free_misused(m: Misuse, cache: *mut KmemCache, obj: NonNull<u8>) {
+extern "C" fn free_misused(m: Misuse, cache: *mut KmemCache, obj: NonNull<u8>) {
     lost_object(
         cfg!(debug_assertions),
         &m.message(&format!("kmem_cache_free of {obj:p}"), cache),
@@ -325,6 +318,15 @@ pub unsafe extern "C" fn kmem_cache_destroy(cache: *mut KmemCache) -> c_int {
     }
 }
 
+// The exported alloc and free run their magazine hit without a call and
+// reach every other path by a jump: each slow path is a `#[cold]`
+// `extern "C"` function called in tail position. `extern "C"` because a
+// Rust function may unwind, and a call that may unwind out of an
+// `extern "C"` function (which aborts instead) cannot be a jump: it needs
+// the abort's landing pad, and with it a stack frame on every path, the
+// hit's included. These functions abort on a panic themselves, as the
+// exported ones did.
+
 /// `kmem_cache_alloc`: an object, or NULL (KM_NOSLEEP with nothing free,
 /// constructor failure, bad kmflags).
 ///
@@ -333,21 +335,58 @@ pub unsafe extern "C" fn kmem_cache_destroy(cache: *mut KmemCache) -> c_int {
 /// is reported).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
-    // The misuse checks cost a live cache one load of its flags, not the
-    // magic and alignment checks of `borrow` (about 2 ns per alloc and free
-    // pair when measured with them); a cache whose destroy has begun takes
-    // every check, out of line, so the fast path builds no stack frame.
+    // The misuse checks cost a live cache one load from the line the hit
+    // reads anyway, not the magic and alignment checks of `borrow` (about
+    // 2 ns per alloc and free pair when measured with them); a cache whose
+    // destroy has begun takes every check, out of line.
     let Some(p) = NonNull::new(cache.cast::<c_void>()) else {
-        return misused(Misuse::Null, "kmem_cache_alloc", cache);
+        return alloc_misused(Misuse::Null, cache);
     };
     // SAFETY: cache came from kmem_cache_create, whose struct is never freed.
     if unsafe { raw::destroy_begun(p) } {
         // SAFETY: forwarded caller guarantee.
         return unsafe { alloc_checked(cache, kmflags) };
     }
-    // SAFETY: as in `borrow`.
+    if kmflags as u32 & !KM_PUBLIC_MASK != 0 {
+        return bad_kmflags(p, kmflags);
+    }
+    // SAFETY: as in `borrow`; its destroy has not begun.
+    match unsafe { raw::alloc_hit(p) } {
+        Some(obj) => obj.as_ptr().cast(),
+        // SAFETY: as above.
+        None => unsafe { alloc_miss(p, kmflags) },
+    }
+}
+
+/// [`kmem_cache_alloc`] past the magazine hit, on a live cache with good
+/// `kmflags`.
+///
+/// # Safety
+/// As [`as_cache`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn alloc_miss(p: NonNull<c_void>, kmflags: c_int) -> *mut c_void {
+    // SAFETY: forwarded caller guarantee.
     let c = unsafe { as_cache(p) };
     alloc_from(&c, kmflags)
+}
+
+/// `kmem_cache_alloc` through a pointer `borrow` refused: errno, message,
+/// NULL.
+#[cold]
+#[inline(never)]
+extern "C" fn alloc_misused(m: Misuse, cache: *mut KmemCache) -> *mut c_void {
+    fail(libc::EINVAL, &m.message("kmem_cache_alloc", cache));
+    opaque_null()
+}
+
+/// NULL, in a way the optimizer cannot see through. A slow path whose
+/// return value it knows is called, not jumped to (the caller sets the
+/// constant itself after the call), and that call then needs a stack
+/// frame on every path of the exported function, the hit included.
+#[inline(always)]
+fn opaque_null() -> *mut c_void {
+    std::hint::black_box(ptr::null_mut())
 }
 
 /// [`kmem_cache_alloc`] on a cache whose destroy has begun: every check of
@@ -357,40 +396,50 @@ pub unsafe extern "C" fn kmem_cache_alloc(cache: *mut KmemCache, kmflags: c_int)
 /// As [`borrow`].
 #[cold]
 #[inline(never)]
-unsafe fn alloc_checked(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
+unsafe extern "C" fn alloc_checked(cache: *mut KmemCache, kmflags: c_int) -> *mut c_void {
     // SAFETY: forwarded caller guarantee.
     match unsafe { borrow(cache) } {
-        Ok(c) => alloc_from(&c, kmflags),
-        Err(m) => misused(m, "kmem_cache_alloc", cache),
+        Ok(c) => {
+            let kmflags_ok = kmflags as u32 & !KM_PUBLIC_MASK == 0;
+            if kmflags_ok {
+                alloc_from(&c, kmflags)
+            } else {
+                bad_kmflags_of(c.name(), kmflags)
+            }
+        }
+        Err(m) => alloc_misused(m, cache),
     }
 }
 
-/// The flag check and the allocation, on a cache [`kmem_cache_alloc`]
-/// found usable.
+/// The allocation, on a cache found usable, with good `kmflags`.
 #[inline(always)]
 fn alloc_from(c: &Cache, kmflags: c_int) -> *mut c_void {
-    let kmflags = kmflags as u32;
-    if kmflags & !KM_PUBLIC_MASK != 0 {
-        return bad_kmflags(c.name(), kmflags);
-    }
-    c.alloc(kmflags)
+    c.alloc(kmflags as u32)
         .map_or(ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
-/// [`kmem_cache_alloc`]'s caller error of a live cache (bad `kmflags`),
-/// out of line: formatting a message needs a stack frame that the fast
-/// path, inlined above, then does not build on every call.
+/// [`kmem_cache_alloc`]'s caller error of a live cache (bad `kmflags`).
 #[cold]
 #[inline(never)]
-fn bad_kmflags(name: &str, kmflags: u32) -> *mut c_void {
+extern "C" fn bad_kmflags(p: NonNull<c_void>, kmflags: c_int) -> *mut c_void {
+    // SAFETY: kmem_cache_alloc's caller passed a cache from
+    // kmem_cache_create, whose struct is never freed.
+    let c = unsafe { as_cache(p) };
+    bad_kmflags_of(c.name(), kmflags)
+}
+
+/// errno and the message of a bad `kmflags`, NULL.
+#[cold]
+fn bad_kmflags_of(name: &str, kmflags: c_int) -> *mut c_void {
     fail(
         libc::EINVAL,
         &format!(
-            "kmem_cache_alloc: cache {name:?}: kmflags {kmflags:#x} have bits outside KM_PUBLIC_MASK: \
-             pass KM_SLEEP or KM_NOSLEEP"
+            "kmem_cache_alloc: cache {name:?}: kmflags {:#x} have bits outside KM_PUBLIC_MASK: \
+             pass KM_SLEEP or KM_NOSLEEP",
+            kmflags as u32
         ),
     );
-    ptr::null_mut()
+    opaque_null()
 }
 
 /// `kmem_cache_free`; NULL `obj` is a no-op; a NULL or destroyed `cache`
@@ -404,7 +453,7 @@ pub unsafe extern "C" fn kmem_cache_free(cache: *mut KmemCache, obj: *mut c_void
     let Some(obj) = NonNull::new(obj.cast::<u8>()) else {
         return;
     };
-    // As in kmem_cache_alloc: one load of the flags on the fast path.
+    // As in kmem_cache_alloc: one load beside the hit's.
     let Some(p) = NonNull::new(cache.cast::<c_void>()) else {
         return free_misused(Misuse::Null, cache, obj);
     };
@@ -413,7 +462,37 @@ pub unsafe extern "C" fn kmem_cache_free(cache: *mut KmemCache, obj: *mut c_void
         // SAFETY: forwarded caller guarantee.
         return unsafe { free_checked(cache, obj) };
     }
-    // SAFETY: as in `borrow`.
+    // SAFETY: as in `borrow`, its destroy has not begun; obj: forwarded
+    // caller guarantee.
+    match unsafe { raw::free_hit(p, obj) } {
+        FreeHit::Pushed => {}
+        // SAFETY: free_hit refused this object after marking it.
+        FreeHit::Refused => unsafe { free_refused(p, obj) },
+        // SAFETY: free_hit left it alone; forwarded caller guarantee.
+        FreeHit::Miss => unsafe { free_miss(p, obj) },
+    }
+}
+
+/// [`kmem_cache_free`]'s object that the magazine hit checked and marked
+/// but had no room for.
+///
+/// # Safety
+/// As [`raw::push_refused`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_refused(p: NonNull<c_void>, obj: NonNull<u8>) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { raw::push_refused(p, obj) }
+}
+
+/// [`kmem_cache_free`] past the magazine hit, on a live cache.
+///
+/// # Safety
+/// As [`kmem_cache_free`], with `p` its cache.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_miss(p: NonNull<c_void>, obj: NonNull<u8>) {
+    // SAFETY: forwarded caller guarantee.
     let c = unsafe { as_cache(p) };
     // SAFETY: forwarded caller guarantee.
     unsafe { c.free(obj) }
@@ -426,7 +505,7 @@ pub unsafe extern "C" fn kmem_cache_free(cache: *mut KmemCache, obj: *mut c_void
 /// As [`kmem_cache_free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_checked(cache: *mut KmemCache, obj: NonNull<u8>) {
+unsafe extern "C" fn free_checked(cache: *mut KmemCache, obj: NonNull<u8>) {
     // SAFETY: forwarded caller guarantee.
     match unsafe { borrow(cache) } {
         // SAFETY: forwarded caller guarantee.
@@ -714,6 +793,47 @@ mod tests {
             assert!(text.lines().any(|l| l.starts_with("ffi_ok ")), "{text}");
             assert_eq!(kmem_cache_destroy(c), 0);
         }
+    }
+
+    #[test]
+    fn the_hit_paths_jump_to_their_slow_paths_and_keep_the_books() {
+        // No constructor or destructor: alloc and free take the inline
+        // magazine hit, and a thousand objects live make them take every
+        // way out of it (empty magazine, full magazine, depot, slabs).
+        let c = create(c"ffi_hits", 64, 0, 0);
+        assert!(!c.is_null(), "{}", last_error());
+        let p = NonNull::new(c.cast::<c_void>()).unwrap();
+        // SAFETY: c is a live cache from kmem_cache_create.
+        let cache = unsafe { as_cache(p) };
+        let mut expected = last_error();
+        for round in 0..3 {
+            // SAFETY: c is live; each object is freed once below.
+            let objs: Vec<_> = (0..1000)
+                .map(|_| unsafe { kmem_cache_alloc(c, KM_SLEEP as c_int) })
+                .collect();
+            assert!(objs.iter().all(|o| !o.is_null()), "round {round}");
+            let distinct: std::collections::HashSet<_> = objs.iter().collect();
+            assert_eq!(distinct.len(), objs.len(), "round {round}: an object twice");
+            assert_eq!(cache.held(), 1000, "round {round}");
+            if round == 1 {
+                // A destroy that finds objects allocated leaves the cache
+                // usable, its hit paths included.
+                // SAFETY: c is live.
+                assert_eq!(unsafe { kmem_cache_destroy(c) }, -libc::EBUSY);
+                assert!(!cache.is_destroyed());
+                expected = last_error();
+                assert!(expected.contains("ffi_hits"), "{expected}");
+            }
+            for o in objs.into_iter().rev() {
+                // SAFETY: allocated above, freed once.
+                unsafe { kmem_cache_free(c, o) };
+            }
+            assert_eq!(cache.held(), 0, "round {round}");
+            cache.validate().unwrap();
+        }
+        assert_eq!(last_error(), expected, "a good call set the last error");
+        // SAFETY: c is live and holds no object.
+        assert_eq!(unsafe { kmem_cache_destroy(c) }, 0, "{}", last_error());
     }
 
     #[test]

@@ -62,7 +62,7 @@ use std::sync::atomic::Ordering;
 use super::CacheInner;
 use super::grow::Grow;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
-use crate::magazine::{MagGuard, Magazine, rseq};
+use crate::magazine::{FreeHit, MagGuard, Magazine, rseq};
 use crate::os;
 use crate::slab;
 use crate::tunables;
@@ -350,28 +350,49 @@ impl CacheInner {
     /// As `Cache::free`.
     #[inline(always)]
     pub(crate) unsafe fn fast_free(&self, obj: NonNull<u8>) -> bool {
+        // SAFETY: forwarded caller guarantee.
+        match unsafe { self.free_hit(obj) } {
+            FreeHit::Pushed => true,
+            FreeHit::Refused => {
+                // SAFETY: free_hit checked and marked it, and it is in no
+                // magazine.
+                unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) };
+                true
+            }
+            FreeHit::Miss => false,
+        }
+    }
+
+    /// The call-free part of [`Self::fast_free`], for callers that take
+    /// the slow paths themselves (the C ABI, whose exported free jumps to
+    /// them): checks the mark, marks the object free and pushes it.
+    ///
+    /// # Safety
+    /// As `Cache::free`.
+    #[inline(always)]
+    pub(crate) unsafe fn free_hit(&self, obj: NonNull<u8>) -> FreeHit {
         // Every object is at least 8-aligned; an odd pointer is not one of
         // ours and its header must not be read as a half-word.
         if obj.addr().get() & 1 != 0 {
-            return false;
+            return FreeHit::Miss;
         }
         // SAFETY: obj is an object of this cache (caller), and every object
         // (slab, emergency, KMC_SLAB) has its header right before it; 2-aligned
         // (checked).
         let st = unsafe { slab::state_of(obj.as_ptr()) };
         if st.load(Ordering::Relaxed) != self.fp.free_tag {
-            return false;
+            return FreeHit::Miss;
         }
         debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
         st.store(slab::OBJ_FREE, Ordering::Relaxed);
         // SAFETY: a slab object this cache handed out (its mark), freed by
         // its holder (caller), so no magazine holds it; free_tag matched, so
         // fp.base is the magazine base.
-        if !unsafe { rseq::push(self.fp.base, self.fp.rseq_off, obj.as_ptr()) } {
-            // SAFETY: as above, checked and marked free.
-            unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) };
+        if unsafe { rseq::push(self.fp.base, self.fp.rseq_off, obj.as_ptr()) } {
+            FreeHit::Pushed
+        } else {
+            FreeHit::Refused
         }
-        true
     }
 
     /// For `crate::kmem`'s inline free, which checked and marked `obj` and

@@ -71,7 +71,7 @@ use crate::magazine::Mags;
 use crate::os;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
 use crate::slab::{self, SlabState};
-use crate::sync::{self, AtomicU64, Condvar, MutexGuard};
+use crate::sync::{self, AtomicBool, AtomicU64, Condvar, MutexGuard};
 use crate::tunables::Tunables;
 
 mod depot;
@@ -93,7 +93,10 @@ pub type Dtor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
 pub(crate) struct PerCpuCount(AtomicI64);
 
 /// What the inline fast path of [`Cache::alloc`] and [`Cache::free`] reads,
-/// together on one cache line.
+/// together on one cache line, with the C ABI's misuse check beside it.
+///
+/// `destroying == (flags & KMC_DESTROY != 0)` except inside
+/// [`CacheInner::destroy`]'s locked steps that set and clear both.
 #[repr(C, align(64))]
 pub(crate) struct FastPath {
     /// `mags.rseq_base()` when allocation and free may take the inline
@@ -108,6 +111,11 @@ pub(crate) struct FastPath {
     /// `tag` when the inline free may take an object with that mark, else
     /// 0, which no header holds.
     pub(crate) free_tag: u16,
+    /// `KMC_DESTROY` of the cache's flags, mirrored here so the C ABI's
+    /// `kmem_cache_alloc` and `kmem_cache_free` check it on the line they
+    /// read anyway (the flags word sits several lines away): set before
+    /// the flag, cleared after it.
+    destroying: AtomicBool,
 }
 
 impl FastPath {
@@ -122,6 +130,7 @@ impl FastPath {
             rseq_off: inline_rseq.unwrap_or(0),
             tag,
             free_tag: if inline { tag } else { 0 },
+            destroying: AtomicBool::new(false),
         }
     }
 }
@@ -221,6 +230,13 @@ impl CacheInner {
         self.flags.fetch_and(!bit, Ordering::SeqCst);
     }
 
+    /// Whether a destroy has begun: [`FastPath::destroying`], the mirror of
+    /// `KMC_DESTROY` on the fast-path line.
+    #[inline(always)]
+    pub(crate) fn destroy_begun(&self) -> bool {
+        self.fp.destroying.load(Ordering::SeqCst)
+    }
+
     /// Panics when the cache was destroyed (SPL: `ASSERT(!KMC_DESTROY)`).
     pub(crate) fn check_alive(&self, st: &SlabState) {
         if st.destroyed {
@@ -308,6 +324,7 @@ impl CacheInner {
                 name: c.name.clone(),
             });
         }
+        c.fp.destroying.store(true, Ordering::SeqCst);
         c.set_flag(KMC_DESTROY);
         while st.refs > 0 {
             st = c.state_cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -325,6 +342,7 @@ impl CacheInner {
         };
         if obj_alloc > 0 || obj_emergency > 0 {
             c.clear_flag(KMC_DESTROY);
+            c.fp.destroying.store(false, Ordering::SeqCst);
             return Err(Error::Busy {
                 name: c.name.clone(),
                 obj_alloc,

@@ -565,3 +565,19 @@ mod tests {
         );
     }
 }
+
+/// What the call-free part of a free did with an object (the C ABI's
+/// `kmem_cache_free` takes each outcome but the first with a jump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeHit {
+    /// In the current CPU's magazine.
+    Pushed,
+    /// Checked and marked free, but the magazine was full (or the
+    /// sequence was interrupted): hand it to
+    /// `slabscope::raw::push_refused`.
+    Refused,
+    /// Not an object the inline path takes (not marked with this cache's
+    /// inline tag): nothing was done; free it through
+    /// `Cache::free`.
+    Miss,
+}
