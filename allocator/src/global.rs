@@ -68,8 +68,13 @@ unsafe impl GlobalAlloc for SlabscopeAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= 16 && !kmem::FORKING.load(Ordering::Relaxed) {
-            return kmem::zalloc(layout.size()).map_or(ptr::null_mut(), NonNull::as_ptr);
+        if !kmem::FORKING.load(Ordering::Relaxed) {
+            let p = if layout.align() <= 16 {
+                kmem::zalloc(layout.size())
+            } else {
+                kmem::zalloc_aligned(layout.size(), layout.align())
+            };
+            return p.map_or(ptr::null_mut(), NonNull::as_ptr);
         }
         // SAFETY: forwarded caller guarantee.
         let p = unsafe { self.alloc(layout) };

@@ -226,6 +226,43 @@ fn zalloc_zeroes_a_reused_object() {
 }
 
 #[test]
+fn zalloc_aligned_zeroes_a_reused_block() {
+    for (n, align) in [(100, 64), (4400, 64), (5000, 4096)] {
+        let p = kmem::alloc_aligned(n, align).expect("memory");
+        fill(p, n, 0xf1);
+        // SAFETY: freed once.
+        unsafe { kmem::free(p.as_ptr()) };
+        let q = kmem::zalloc_aligned(n, align).expect("memory");
+        assert!((q.as_ptr() as usize).is_multiple_of(align), "{align} {n}");
+        check_zero(q, n);
+        // SAFETY: freed once.
+        unsafe { kmem::free(q.as_ptr()) };
+    }
+}
+
+/// The internal allocator writes a block it zero-fills only when it was
+/// handed out before: a block reused from its free lists must come back
+/// zeroed all the same, at every size and alignment (its `alloc_zeroed`
+/// is what a cache's magazines are allocated with).
+#[test]
+fn the_internal_allocator_zeroes_reused_blocks() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let a = kmem::InternalAlloc;
+    for (n, align) in [(8, 8), (100, 16), (1000, 64), (4432, 64), (70_000, 16)] {
+        let layout = Layout::from_size_align(n, align).expect("layout");
+        for round in 0..3u8 {
+            // SAFETY: a non-zero size.
+            let p = NonNull::new(unsafe { a.alloc_zeroed(layout) }).expect("memory");
+            assert!((p.as_ptr() as usize).is_multiple_of(align), "{align} {n}");
+            check_zero(p, n);
+            fill(p, n, 0xe0 ^ round);
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { a.dealloc(p.as_ptr(), layout) };
+        }
+    }
+}
+
+#[test]
 fn frees_on_other_threads_and_threads_exiting_with_objects_out() {
     struct Send(Vec<(usize, usize)>);
     let made: Vec<_> = (0..4)

@@ -114,20 +114,32 @@ fn class_of(total: usize) -> u32 {
 /// `size` bytes aligned to 16 (smaller alignments are implied). `None` when
 /// the OS refuses memory.
 pub(super) fn alloc(size: usize) -> Option<NonNull<u8>> {
+    alloc_block(size, false)
+}
+
+/// [`alloc`], zero-filled. Only a block that was used before is written:
+/// one carved from a chunk, or a mapping of its own, is still as the
+/// kernel zero-filled it, so its pages stay untouched until used (what
+/// lets a cache's magazines cost nothing for slots never filled).
+pub(super) fn alloc_zeroed(size: usize) -> Option<NonNull<u8>> {
+    alloc_block(size, true)
+}
+
+fn alloc_block(size: usize, zero: bool) -> Option<NonNull<u8>> {
     let total = size.checked_add(PREFIX)?;
     if total > 1 << MAX_SHIFT {
         return alloc_mapped(total);
     }
     let k = class_of(total);
     let i = (k - MIN_SHIFT) as usize;
-    let block = with(|s| {
+    let (block, reused) = with(|s| {
         let b = s.free[i];
         if !b.is_null() {
             // A free block's first object word links the list.
             let link = b.wrapping_add(PREFIX).cast::<*mut u8>();
             // SAFETY: b is a free block of ours, at least 32 bytes.
             s.free[i] = unsafe { link.read() };
-            return Some(b);
+            return Some((b, true));
         }
         let len = 1usize << k;
         if s.end - s.next < len {
@@ -138,11 +150,15 @@ pub(super) fn alloc(size: usize) -> Option<NonNull<u8>> {
         }
         let b = ptr::with_exposed_provenance_mut::<u8>(s.next);
         s.next += len;
-        Some(b)
+        Some((b, false))
     })?;
     // SAFETY: the block is 1 << k >= 32 bytes of ours, 16-aligned, so the
     // object is inside it and its header word is the block's second word.
     let obj = unsafe { block.add(PREFIX) };
+    if zero && reused {
+        // SAFETY: the object's 1 << k - PREFIX >= size bytes are ours.
+        unsafe { obj.write_bytes(0, size) };
+    }
     // SAFETY: as above.
     unsafe { slab::set_foreign_header(obj, k as usize, BOOT_USED) };
     NonNull::new(obj)
@@ -206,6 +222,11 @@ pub struct InternalAlloc;
 unsafe impl GlobalAlloc for InternalAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         super::aligned_with(layout.size(), layout.align(), alloc)
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        super::aligned_with(layout.size(), layout.align(), alloc_zeroed)
             .map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 

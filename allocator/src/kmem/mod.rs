@@ -291,6 +291,11 @@ pub fn zalloc(size: usize) -> Option<NonNull<u8>> {
     if size > ladder::MAX_CLASS {
         return large::alloc(size, true);
     }
+    if table().is_none() {
+        // While the classes are built (their magazines among it): the
+        // internal allocator writes only blocks it had handed out before.
+        return boot::alloc_zeroed(size);
+    }
     let p = alloc(size)?;
     // SAFETY: p is a fresh block of at least size bytes.
     unsafe { p.as_ptr().write_bytes(0, size) };
@@ -301,6 +306,11 @@ pub fn zalloc(size: usize) -> Option<NonNull<u8>> {
 /// nothing extra).
 pub fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     aligned_with(size, align, alloc)
+}
+
+/// [`zalloc`] aligned to `align` (a power of two).
+pub fn zalloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    aligned_with(size, align, zalloc)
 }
 
 /// `size` bytes aligned to `align` from `f`, which returns 16-aligned

@@ -165,8 +165,8 @@ impl<'a> MagGuard<'a> {
         debug_assert!(i < self.mag.size as usize);
         // SAFETY: i < size (callers' contract): inside the magazine's slots.
         let cell = unsafe { self.mag.objs.add(i) };
-        // SAFETY: the slots, initialised by Mags::new, live as long as the
-        // magazine.
+        // SAFETY: the slots, initialised by Mags::new (zero-filled: null),
+        // live as long as the magazine.
         unsafe { cell.as_ref() }
     }
 
@@ -311,8 +311,14 @@ impl Mags {
                 table: Box::new([]),
             };
         }
+        // Zero-filled: a null slot is all zero bytes, so the slots need no
+        // writing here, and a magazine reads no slot above its fill count,
+        // which starts at 0. With an allocator that hands out fresh pages
+        // without writing them (the internal one while the classes are
+        // built), only the pages holding headers are touched; a slot's page
+        // is first written when the magazine fills that far.
         // SAFETY: layout has a non-zero size.
-        let Some(mem) = NonNull::new(unsafe { std::alloc::alloc(layout) }) else {
+        let Some(mem) = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }) else {
             std::alloc::handle_alloc_error(layout)
         };
         let mut table = Vec::with_capacity(GUARDS + ncpus);
@@ -326,14 +332,18 @@ impl Mags {
         }
         for cpu in 0..ncpus {
             // SAFETY: the header and `size` slots lie inside the allocation
-            // (GUARDS·hdr + cpu·stride + stride <= bytes), 64-aligned, and
-            // are written once here before any reader exists.
+            // (GUARDS·hdr + cpu·stride + stride <= bytes), 64-aligned; the
+            // header is written once here before any reader exists, the
+            // slots are null already (zero-filled allocation).
             let m = unsafe { mem.add(GUARDS * hdr + cpu * stride).cast::<Magazine>() };
             // SAFETY: see above.
             let objs = unsafe {
                 m.byte_add(Magazine::SLOTS_OFFSET)
                     .cast::<UnsafeCell<*mut u8>>()
             };
+            // std's `UnsafeCell<*mut u8>` is a pointer, valid as zero bytes
+            // (null); loom's keeps state of its own and must be built.
+            #[cfg(loom)]
             for i in 0..size as usize {
                 // SAFETY: see above.
                 let cell = unsafe { objs.add(i) };
