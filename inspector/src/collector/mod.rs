@@ -245,7 +245,7 @@ const SNAPSHOT_RETRIES: usize = 8;
 /// The eBPF program rewrites a cache's entry in place, with its
 /// `cache_id` at 0 while it copies (`store_snapshot` in the eBPF crate).
 /// A snapshot read then may mix two moments, so it is read again; after
-/// [`SNAPSHOT_RETRIES`] reads (a writer preempted mid-copy) it is taken as
+/// `SNAPSHOT_RETRIES` (8) reads (a writer preempted mid-copy) it is taken as
 /// it is, with its id, and the next sample has the whole one.
 pub fn settled_snapshot<T: std::borrow::Borrow<aya::maps::MapData>>(
     snapshots: &aya::maps::HashMap<T, CacheKey, CacheSnapshot>,
