@@ -164,18 +164,7 @@ impl From<KmcFlags> for u64 {
 impl fmt::Display for KmcFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let known = KMC_NAMES.iter().fold(0, |m, (b, _)| m | b);
-        let unknown = self.bits() & !known;
-        let mut sep = "";
-        for name in kmc_names(self.bits()) {
-            write!(f, "{sep}{name}")?;
-            sep = " | ";
-        }
-        if unknown != 0 {
-            write!(f, "{sep}{unknown:#x}")?;
-        } else if sep.is_empty() {
-            f.write_str("0")?;
-        }
-        Ok(())
+        write_flags(f, kmc_names(self.bits()), self.bits() & !known)
     }
 }
 
@@ -215,15 +204,27 @@ impl From<KmFlags> for u32 {
 impl fmt::Display for KmFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let known = KM_NAMES.iter().fold(0, |m, (b, _)| m | b);
-        let unknown = self.bits() & !known;
-        let mut sep = "";
-        for name in km_names(self.bits()) {
-            write!(f, "{sep}{name}")?;
-            sep = " | ";
-        }
-        if unknown != 0 {
-            write!(f, "{sep}{unknown:#x}")?;
-        }
+        write_flags(f, km_names(self.bits()), u64::from(self.bits() & !known))
+    }
+}
+
+/// `names` ` | ` separated, then the `unknown` bits as one hex value;
+/// `0` when there is neither (`KM_SLEEP`, the empty `KmFlags`, is a name).
+fn write_flags(
+    f: &mut fmt::Formatter<'_>,
+    names: impl Iterator<Item = &'static str>,
+    unknown: u64,
+) -> fmt::Result {
+    let mut sep = "";
+    for name in names {
+        write!(f, "{sep}{name}")?;
+        sep = " | ";
+    }
+    if unknown != 0 {
+        write!(f, "{sep}{unknown:#x}")
+    } else if sep.is_empty() {
+        f.write_str("0")
+    } else {
         Ok(())
     }
 }

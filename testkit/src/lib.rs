@@ -62,7 +62,10 @@ pub fn cdylib_dir(file: &str, package: &str) -> PathBuf {
 }
 
 /// The profile directory of the running test binary (`target/<profile>`).
-fn profile_dir() -> PathBuf {
+///
+/// # Panics
+/// When the test binary is not in `target/<profile>/deps`.
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("locating the test binary");
     // target/<profile>/deps/<test>-<hash>
     exe.parent()

@@ -17,16 +17,7 @@ use slabscope_inspector::{
     sample::{Sample, Update},
 };
 use slabscope_probes::Event;
-
-/// The profile directory of this test binary (`target/<profile>`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("locating the test binary");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary is not in target/<profile>/deps")
-        .to_path_buf()
-}
+use slabscope_testkit::profile_dir;
 
 /// Path of the built `probe_fixture` example, building it if needed.
 pub fn fixture() -> PathBuf {
