@@ -468,6 +468,85 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
     }
 }
 
+#[test]
+fn serve_names_a_refused_hostile_file_escaped() {
+    if !root_or_skip("serve_names_a_refused_hostile_file_escaped") {
+        return;
+    }
+    // A copy of the fixture whose file name is escape sequences and a bidi
+    // override, with its first site moved into an instruction's immediate:
+    // `slabscope serve` refuses it, and its log line quotes the file.
+    let dir = OpenDir::new("serve-hostile");
+    let mut data = fs::read(collector_support::fixture()).expect("reading the fixture");
+    let (desc, _) = first_desc(&data);
+    let decoy = {
+        use object::ObjectSymbol as _;
+        object::File::parse(&data[..])
+            .expect("an ELF file")
+            .symbols()
+            .find(|s| s.name() == Ok("slabscope_fixture_decoy"))
+            .expect("the fixture's decoy")
+            .address()
+    };
+    data[desc..desc + 8].copy_from_slice(&(decoy + 2).to_le_bytes());
+    let path = dir.0.join("h\x1b]0;pwned\x07\u{202e}evil");
+    fs::write(&path, data).expect("writing the hostile copy");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let fixture = Fixture::start_program(path, &["script"]);
+    let pid = fixture.pid().to_string();
+
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .to_string();
+    let mut serve = Slabscope::start(&["serve", "--listen", &listen, "--pid", &pid]);
+    let line = loop {
+        let mut line = String::new();
+        let n = serve.stderr.read_line(&mut line).expect("reading stderr");
+        assert!(n > 0, "slabscope serve ended:\n{}", serve.seen);
+        serve.seen.push_str(&line);
+        if line.contains("not tracing") {
+            break line;
+        }
+    };
+    // Counted with the other files it could not attach to.
+    let metrics = {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(&listen).expect("connecting to serve");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("sending the request");
+        let mut page = String::new();
+        s.read_to_string(&mut page).expect("reading /metrics");
+        page
+    };
+    serve.child.kill().expect("stopping slabscope serve");
+    let _ = serve.finish_killed();
+    fixture.kill();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.trim_end() == "slabscope_exporter_attach_failures_total 1"),
+        "{metrics}"
+    );
+
+    let bad: Vec<char> = line
+        .chars()
+        .filter(|&c| c != '\n' && !terminal_safe(c))
+        .collect();
+    assert!(bad.is_empty(), "raw {bad:?} in: {line:?}");
+    assert!(
+        line.contains("h\\x1b]0;pwned\\x07\\u{202e}evil"),
+        "the file is named with visible escapes: {line}"
+    );
+    assert!(
+        line.contains("byte 2 of the 10-byte instruction mov"),
+        "why it was refused: {line}"
+    );
+}
+
 /// The caches of a JSON sample without the eBPF timestamps (each collector
 /// takes its own), and so of its timing histograms only how many durations
 /// of each kind were timed.

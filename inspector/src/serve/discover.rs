@@ -10,16 +10,15 @@
 //!
 //! Whether a mapped file carries probes is decided once per file identity
 //! (device, inode) and scan: reading a `.note.stapsdt` is the costly step, and
-//! hundreds of processes map the same libc.
+//! hundreds of processes map the same libc. A file with a slabscope site
+//! that is not the start of a `nop` instruction counts as carrying probes
+//! here, so that attaching refuses it by name.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, fs, path::PathBuf};
 
 use crate::collector::{
-    stapsdt::Site,
+    CollectError,
+    stapsdt::StapsdtError,
     target::{self, FileId, Mapping, ProbeFile},
 };
 
@@ -163,7 +162,19 @@ impl ProbeCache {
     pub fn carries_probes(&mut self, pid: u32, m: &Mapping) -> bool {
         let carries = match self.known.get(&m.id).or_else(|| self.seen.get(&m.id)) {
             Some(&c) => c,
-            None => sites_of(&reachable(pid, m)).is_some_and(|s| !s.is_empty()),
+            None => match target::slabscope_sites(&reachable(pid, m)) {
+                Ok(sites) => !sites.is_empty(),
+                // A slabscope site where a breakpoint would change the
+                // program: the file goes on to be refused by name
+                // (`ensure_watched` logs why and counts it), not skipped as
+                // if it had no probes. Other unreadable files (not ELF,
+                // damaged notes of any provider) stay quietly skipped.
+                Err(CollectError::Stapsdt {
+                    source: StapsdtError::UnsafeSite { .. },
+                    ..
+                }) => true,
+                Err(_) => false,
+            },
         };
         self.seen.insert(m.id, carries);
         carries
@@ -178,10 +189,6 @@ fn reachable(pid: u32, m: &Mapping) -> PathBuf {
         return direct;
     }
     PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range))
-}
-
-fn sites_of(path: &Path) -> Option<Vec<Site>> {
-    target::slabscope_sites(path).ok()
 }
 
 /// A mapped file that carries probes.

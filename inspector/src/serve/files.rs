@@ -186,8 +186,9 @@ impl Reader {
                     Ok(()) => targets.publish(self.id, self.sample.clone()),
                     Err(e) => {
                         eprintln!(
-                            "slabscope serve: stopped tracing {}: {e}",
-                            labels_path(&self.path)
+                            "slabscope serve: stopped tracing {}: {}",
+                            labels_path(&self.path),
+                            crate::escape::escape(&e.to_string())
                         );
                         targets.file_failed(self.id);
                         return;

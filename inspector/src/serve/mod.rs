@@ -325,9 +325,11 @@ fn ensure_watched(targets: &Arc<Targets>, f: &discover::MappedProbeFile, opts: O
             inner.totals.attach_failures += 1;
             drop(inner);
             use std::os::unix::ffi::OsStrExt as _;
+            // The error quotes the target's file, probe and symbol names.
             eprintln!(
-                "slabscope serve: not tracing {}: {e}",
-                crate::escape::escape_bytes(f.path.as_os_str().as_bytes())
+                "slabscope serve: not tracing {}: {}",
+                crate::escape::escape_bytes(f.path.as_os_str().as_bytes()),
+                crate::escape::escape(&e.to_string())
             );
             false
         }
