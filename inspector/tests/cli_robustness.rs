@@ -468,6 +468,36 @@ fn damaged_notes_are_refused_before_anything_is_attached() {
     }
 }
 
+/// A loopback address with a port that was free a moment ago.
+fn free_listen() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .to_string()
+}
+
+/// The body of `slabscope serve`'s /metrics at `listen` (empty while it
+/// does not answer yet).
+fn metrics_page(listen: &str) -> String {
+    use std::io::Write as _;
+    let Ok(mut s) = std::net::TcpStream::connect(listen) else {
+        return String::new();
+    };
+    let mut page = String::new();
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.read_to_string(&mut page);
+    page
+}
+
+/// The value of the sample `name` (no labels) on a metrics page.
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[test]
 fn serve_names_a_refused_hostile_file_escaped() {
     if !root_or_skip("serve_names_a_refused_hostile_file_escaped") {
@@ -495,10 +525,7 @@ fn serve_names_a_refused_hostile_file_escaped() {
     let fixture = Fixture::start_program(path, &["script"]);
     let pid = fixture.pid().to_string();
 
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .to_string();
+    let listen = free_listen();
     let mut serve = Slabscope::start(&["serve", "--listen", &listen, "--pid", &pid]);
     let line = loop {
         let mut line = String::new();
@@ -510,25 +537,13 @@ fn serve_names_a_refused_hostile_file_escaped() {
         }
     };
     // Counted with the other files it could not attach to.
-    let metrics = {
-        use std::io::Write as _;
-        let mut s = std::net::TcpStream::connect(&listen).expect("connecting to serve");
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("sending the request");
-        let mut page = String::new();
-        s.read_to_string(&mut page).expect("reading /metrics");
-        page
-    };
+    let metrics = metrics_page(&listen);
     serve.child.kill().expect("stopping slabscope serve");
     let _ = serve.finish_killed();
     fixture.kill();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.trim_end() == "slabscope_exporter_attach_failures_total 1"),
+    assert_eq!(
+        metric(&metrics, "slabscope_exporter_attach_failures_total"),
+        Some(1),
         "{metrics}"
     );
 
@@ -757,6 +772,48 @@ fn an_unreadable_snapshot_makes_up_no_cache_and_is_counted() {
         ),
         "{err}"
     );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn serve_counts_unreadable_snapshots() {
+    if !root_or_skip("serve_counts_unreadable_snapshots") {
+        return;
+    }
+    let fixture = Fixture::start(&["bad_snapshot"]);
+    let pid = fixture.pid().to_string();
+    let listen = free_listen();
+    let mut serve = Slabscope::start(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--pid",
+        &pid,
+        "--sample-interval",
+        "0.1",
+    ]);
+    let until = |what: &str, ok: &dyn Fn(&str) -> bool| -> String {
+        let start = Instant::now();
+        loop {
+            let page = metrics_page(&listen);
+            if ok(&page) {
+                return page;
+            }
+            assert!(start.elapsed() < DEADLINE, "{what}:\n{page}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until("the fixture is never attached", &|p| {
+        metric(p, "slabscope_exporter_attached_processes") == Some(1)
+    });
+    let report = fixture.go();
+    assert_eq!(report.unreadable, 3);
+    // The fixture has exited by now: the count outlives its series.
+    until("the unreadable snapshots are never counted", &|p| {
+        metric(p, "slabscope_exporter_unreadable_snapshots_total") == Some(report.unreadable)
+    });
+    serve.child.kill().expect("stopping slabscope serve");
+    let _ = serve.finish_killed();
 }
 
 #[test]

@@ -30,7 +30,8 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use slabscope_probes::{
-    CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, HistKind, LOST_EVENTS, Log2Histogram,
+    CacheCounters, CacheKey, CacheSnapshot, Event, HistKey, HistKind, LOST_EVENTS, LOST_SNAPSHOTS,
+    Log2Histogram,
 };
 
 use crate::collector::{
@@ -51,6 +52,9 @@ pub struct FileSample {
     pub events_total: u64,
     /// Events lost because the ring buffer was full.
     pub lost_events: u64,
+    /// Probe hits ignored because their snapshot pointer could not be read
+    /// (the eBPF program counts them and makes up no cache).
+    pub unreadable_snapshots: u64,
     /// (pid, cache) entries the kernel holds for this file after cleanup.
     pub map_entries: u64,
     /// Processes whose entries were deleted because they exited.
@@ -253,6 +257,12 @@ impl Reader {
         self.sample.lost_events = s
             .lost
             .get(&LOST_EVENTS, 0)
+            .map_err(|e| map_error("LOST", e))?
+            .iter()
+            .sum();
+        self.sample.unreadable_snapshots = s
+            .lost
+            .get(&LOST_SNAPSHOTS, 0)
             .map_err(|e| map_error("LOST", e))?
             .iter()
             .sum();

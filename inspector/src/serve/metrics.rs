@@ -61,6 +61,7 @@ struct View {
     procs: Vec<Proc>,
     events: u64,
     lost: u64,
+    unreadable: u64,
     forgotten: u64,
     files: u64,
     map_entries: u64,
@@ -93,7 +94,7 @@ impl Exporter {
         let mut inner = self.targets.lock();
         let mut rows = Vec::new();
         let mut procs = Vec::new();
-        let (events, lost, forgotten) = inner.counts();
+        let counts = inner.counts();
         let mut series = 0usize;
         let mut dropped_now = 0u64;
         for (key, p) in &inner.procs {
@@ -141,9 +142,10 @@ impl Exporter {
         View {
             rows,
             procs,
-            events,
-            lost,
-            forgotten,
+            events: counts.events,
+            lost: counts.lost,
+            unreadable: counts.unreadable,
+            forgotten: counts.forgotten,
             files: inner.files.len() as u64,
             map_entries: inner.files.values().map(|w| w.sample.map_entries).sum(),
             attach_failures: inner.totals.attach_failures,
@@ -349,6 +351,12 @@ impl Collector for Exporter {
             "Probe events lost because a ring buffer was full (counts stay exact: they live in eBPF maps).",
             view.lost,
         )?;
+        single_counter(
+            &mut enc,
+            "slabscope_exporter_unreadable_snapshots",
+            "Probe hits ignored because the snapshot they point to could not be read (no cache is made up for them).",
+            view.unreadable,
+        )?;
         single_gauge(
             &mut enc,
             "slabscope_exporter_series",
@@ -432,6 +440,7 @@ mod tests {
         let mut sample = FileSample {
             events_total: 100,
             lost_events: 3,
+            unreadable_snapshots: 5,
             map_entries: 3,
             forgotten: 4,
             ..FileSample::default()
@@ -503,7 +512,7 @@ mod tests {
                 assert!(page.contains(&format!("\n{name}_total")), "{name}");
             }
         }
-        assert_eq!(families, series_per_cache() + 3 + 13, "{page}");
+        assert_eq!(families, series_per_cache() + 3 + 14, "{page}");
     }
 
     #[test]
@@ -537,6 +546,10 @@ mod tests {
         assert_eq!(
             value(&page, "slabscope_exporter_lost_events_total").as_deref(),
             Some("3")
+        );
+        assert_eq!(
+            value(&page, "slabscope_exporter_unreadable_snapshots_total").as_deref(),
+            Some("5")
         );
         assert_eq!(
             value(&page, "slabscope_exporter_attached_processes").as_deref(),

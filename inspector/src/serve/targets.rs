@@ -66,6 +66,8 @@ pub struct Totals {
     pub gone_events: u64,
     /// Events lost by sessions since closed.
     pub gone_lost: u64,
+    /// Unreadable snapshots counted by sessions since closed.
+    pub gone_unreadable: u64,
     /// Exited processes forgotten by sessions since closed.
     pub gone_forgotten: u64,
     /// Files with probes the exporter could not attach to.
@@ -74,6 +76,19 @@ pub struct Totals {
     pub series_dropped: u64,
     /// Seconds the last scrape took to encode.
     pub last_scrape_seconds: f64,
+}
+
+/// What [`Inner::counts`] adds up over every file, past and present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events delivered through the ring buffers.
+    pub events: u64,
+    /// Events lost because a ring buffer was full.
+    pub lost: u64,
+    /// Probe hits ignored because their snapshot could not be read.
+    pub unreadable: u64,
+    /// Exited processes whose entries were deleted.
+    pub forgotten: u64,
 }
 
 /// Everything the exporter knows, behind one lock.
@@ -97,21 +112,26 @@ impl Inner {
         let mut w = self.files.remove(&id)?;
         self.totals.gone_events += w.sample.events_total;
         self.totals.gone_lost += w.sample.lost_events;
+        self.totals.gone_unreadable += w.sample.unreadable_snapshots;
         self.totals.gone_forgotten += w.sample.forgotten;
         w.watch.take()
     }
 
-    /// Events, lost events and forgotten processes, every file's.
-    pub fn counts(&self) -> (u64, u64, u64) {
+    /// Every file's counts, those of files no longer watched included.
+    pub fn counts(&self) -> Counts {
         let t = &self.totals;
         self.files.values().fold(
-            (t.gone_events, t.gone_lost, t.gone_forgotten),
-            |(e, l, f), w| {
-                (
-                    e + w.sample.events_total,
-                    l + w.sample.lost_events,
-                    f + w.sample.forgotten,
-                )
+            Counts {
+                events: t.gone_events,
+                lost: t.gone_lost,
+                unreadable: t.gone_unreadable,
+                forgotten: t.gone_forgotten,
+            },
+            |c, w| Counts {
+                events: c.events + w.sample.events_total,
+                lost: c.lost + w.sample.lost_events,
+                unreadable: c.unreadable + w.sample.unreadable_snapshots,
+                forgotten: c.forgotten + w.sample.forgotten,
             },
         )
     }
