@@ -199,12 +199,18 @@ unsafe fn borrow(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
     Ok(cache)
 }
 
+/// Whether a lost object aborts: in debug builds of the library. Not in
+/// this crate's unit tests, which check release builds' `errno` and last
+/// error through the real entry points (an abort would end the test
+/// process); `tests/bad_input.rs` checks the abort against the built library.
+const ABORT_ON_LOST_OBJECT: bool = cfg!(debug_assertions) && !cfg!(test);
+
 /// `kmem_cache_free` through a pointer `borrow` refused: the object is lost.
 #[cold]
 #[inline(never)]
 extern "C" fn free_misused(m: Misuse, cache: *mut KmemCache, obj: NonNull<u8>) {
     lost_object(
-        cfg!(debug_assertions),
+        ABORT_ON_LOST_OBJECT,
         &m.message(&format!("kmem_cache_free of {obj:p}"), cache),
     );
 }
@@ -887,16 +893,52 @@ mod tests {
 
     #[test]
     fn a_lost_object_sets_errno_and_the_last_error_in_release_builds() {
-        // What kmem_cache_free(NULL, obj) does without debug_assertions (the
-        // abort of debug builds is tested in tests/bad_input.rs).
-        let obj = ptr::without_provenance_mut::<c_void>(0x1000);
-        let msg = Misuse::Null.message(&format!("kmem_cache_free of {obj:p}"), ptr::null_mut());
-        lost_object(false, &msg);
+        // What kmem_cache_free(NULL, obj) and a free into a destroyed cache
+        // do without debug_assertions, through the real entry point (unit
+        // tests take that path: ABORT_ON_LOST_OBJECT; the abort of debug
+        // builds is tested in tests/bad_input.rs).
+        const { assert!(!ABORT_ON_LOST_OBJECT) };
+        let c = create(c"ffi_lost", 64, 0, 0);
+        let dead = create(c"ffi_lost_dead", 64, 0, 0);
+        assert!(!c.is_null() && !dead.is_null(), "{}", last_error());
+        // SAFETY: c is live.
+        let obj = unsafe { kmem_cache_alloc(c, KM_SLEEP as c_int) };
+        assert!(!obj.is_null());
+        // SAFETY: dead is live and empty.
+        assert_eq!(unsafe { kmem_cache_destroy(dead) }, 0);
+
+        fail(0, "");
+        // SAFETY: deliberately broken: no cache; obj stays allocated.
+        unsafe { kmem_cache_free(ptr::null_mut(), obj) };
         assert_eq!(errno(), libc::EINVAL);
         assert_eq!(
             last_error(),
-            "kmem_cache_free of 0x1000: NULL cache: pass a cache from kmem_cache_create: \
-             the object is lost"
+            format!(
+                "kmem_cache_free of {obj:p}: NULL cache: pass a cache from \
+                 kmem_cache_create: the object is lost"
+            )
         );
+        fail(0, "");
+        // SAFETY: deliberately broken: dead was destroyed (its struct is
+        // kept); obj stays allocated.
+        unsafe { kmem_cache_free(dead, obj) };
+        assert_eq!(errno(), libc::EINVAL);
+        let e = last_error();
+        assert!(
+            e.starts_with(&format!(
+                "kmem_cache_free of {obj:p}: cache \"ffi_lost_dead\""
+            )) && e.contains("was destroyed")
+                && e.ends_with("the object is lost"),
+            "{e}"
+        );
+        // Neither free touched the object's own cache.
+        // SAFETY: c is a live cache from kmem_cache_create.
+        let cache = unsafe { as_cache(NonNull::new(c.cast::<c_void>()).unwrap()) };
+        assert_eq!(cache.held(), 1);
+        // SAFETY: obj came from c and is freed once; c is then empty.
+        unsafe { kmem_cache_free(c, obj) };
+        assert_eq!(cache.held(), 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { kmem_cache_destroy(c) }, 0, "{}", last_error());
     }
 }
