@@ -12,9 +12,12 @@
 //! detection; `cache/magazine.rs`: the fast paths, refill and flush;
 //! `cache/emergency.rs`, `cache/reap.rs`, `cache/depot.rs`); then
 //! `registry` (every cache: create, destroy, [`reap()`], the statistics
-//! thread, the reaper, fork handling); then [`stats`] and [`typed`]. The C
-//! ABI is the `slabscope-capi` crate (`libslabscope.so` /
-//! `libslabscope.a`), built on this crate's public API.
+//! thread, the reaper, fork handling); then [`stats`] and [`typed`], and
+//! beside them [`kmem`] (SPL's `kmem_alloc()` on the `kmem_alloc_<size>`
+//! size-class caches) with [`global`] (a Rust global allocator on it). The
+//! C ABI is the `slabscope-capi` crate (`libslabscope.so` /
+//! `libslabscope.a`), built on this crate's public API and `raw`, its
+//! checks on a cache pointer.
 //!
 //! ```
 //! use slabscope::{CacheBuilder, flags};

@@ -41,12 +41,10 @@ use std::io::BufRead as _;
 mod hostile_names;
 use hostile_names::HOSTILE_NAMES;
 
+use slabscope_probes::flags::KMC_GROWING;
 use slabscope_probes::{
     CacheCounters, CacheSnapshot, EVENT_VALUES, MAX_CPUS, ProbeKind, fire, name_buf,
 };
-
-/// GROWING state bit, as the allocator's flags module defines it.
-const KMC_BIT_GROWING: u64 = 1 << 15;
 
 struct Cache {
     snap: CacheSnapshot,
@@ -94,14 +92,14 @@ impl Cache {
     }
 
     fn grow(&mut self, ok: bool) {
-        self.snap.flags |= KMC_BIT_GROWING;
+        self.snap.flags |= KMC_GROWING;
         fire::grow_start(&self.snap);
         self.counters.grows += 1;
         self.hit(
             ProbeKind::GrowStart,
             &[self.snap.slab_total, self.snap.obj_total],
         );
-        self.snap.flags &= !KMC_BIT_GROWING;
+        self.snap.flags &= !KMC_GROWING;
         if ok {
             self.snap.slab_create += 1;
             self.snap.slab_total += 1;
