@@ -274,6 +274,30 @@ fn bad_inputs_are_errors() {
     c.destroy().unwrap();
 }
 
+/// The inspector escapes what it prints; the allocator accepts any UTF-8
+/// name without a NUL, terminal escape sequences and bidi controls included
+/// (a hostile target need not use this allocator, so refusing them here
+/// would protect nothing), and reports it unchanged.
+#[test]
+fn names_with_controls_and_bidi_are_accepted_and_reported_unchanged() {
+    for name in [
+        "t_\x1b]0;pwned\x07",
+        "t_row\nfake 1 2 3",
+        "t_csi\u{9b}31m\x7f",
+        "t_bidi\u{202e}\u{2066}x\u{2069}",
+    ] {
+        let c = CacheBuilder::new(name, 64).build().unwrap();
+        assert_eq!(c.name(), name);
+        assert_eq!(c.stats().name, name);
+        assert_eq!(c.snapshot().name_bytes(), name.as_bytes());
+        assert!(
+            stats::all().iter().any(|s| s.name == name),
+            "{name:?} is in the registry's report"
+        );
+        c.destroy().unwrap();
+    }
+}
+
 #[test]
 fn kmc_slab_caches_delegate_and_count() {
     let c = CacheBuilder::new("t_sys", 100)
