@@ -18,9 +18,11 @@
  *   stderr and aborts. With KMC_NODEBUG nothing is checked and such a free
  *   corrupts the cache (a double-freed object is handed out twice).
  * - kmem_cache_free(NULL, obj) and a free into a destroyed cache lose the
- *   object: a debug build of the library prints a message naming it and
- *   aborts, a release build sets errno to EINVAL and records the message
- *   for slabscope_last_error().
+ *   object. The cache that handed it out is found from the object and
+ *   named: unless that cache has KMC_NODEBUG, a message naming the object
+ *   goes to stderr and the program aborts; with KMC_NODEBUG, errno is set
+ *   to EINVAL and the message recorded for slabscope_last_error(). An
+ *   object no live cache handed out aborts.
  * - A destroyed cache's struct is kept (its slabs are returned), so every
  *   later call through its pointer is caught: alloc returns NULL, destroy
  *   and slabscope_cache_snapshot -EINVAL, with errno and a message saying

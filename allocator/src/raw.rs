@@ -14,12 +14,15 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use slabscope_probes::flags::SKC_MAGIC;
+use slabscope_probes::flags::{SKC_MAGIC, SKS_MAGIC};
 
 #[cfg(doc)]
 use crate::cache::Cache;
 use crate::cache::CacheInner;
 pub use crate::magazine::FreeHit;
+use crate::os::ranges;
+use crate::registry;
+use crate::slab;
 
 /// Bytes behind a pointer from [`Cache::into_raw`]: a buffer that tests
 /// pass as a fake cache must be at least this large for [`is_cache`] to
@@ -113,4 +116,42 @@ pub unsafe fn push_refused(ptr: NonNull<c_void>, obj: NonNull<u8>) {
     let c = unsafe { inner(ptr) };
     // SAFETY: forwarded caller guarantee: checked, marked, in no magazine.
     unsafe { c.push_refused(obj) }
+}
+
+/// The cache that handed out `obj`, found from the object alone, for the C
+/// ABI's report of a free it cannot carry out (`kmem_cache_free` with a
+/// NULL, foreign or destroyed cache pointer): the cache's name and
+/// `KMC_*` flags, or `None` when `obj` is not an allocated object of a
+/// live slab (a foreign pointer, a double free, an emergency object).
+///
+/// Reads nothing slabscope did not map: the header's page and the slab
+/// header's page are checked in slabscope's table of mappings first, and a
+/// slab's cache is compared against the registered caches by address
+/// before anything is read from it. Takes the registry lock: a cold path.
+///
+/// # Safety
+/// None beyond `obj` being a value the caller was handed as a pointer.
+#[cold]
+pub unsafe fn owner_of(obj: NonNull<u8>) -> Option<(String, u64)> {
+    let a = obj.as_ptr() as usize;
+    if !a.is_multiple_of(8) || a < 8 || !ranges::contains(a - 8) {
+        return None;
+    }
+    // SAFETY: the header word (8-aligned, right before obj) lies in memory
+    // slabscope mapped (checked).
+    let (state, slab) = unsafe { slab::header_of(obj.as_ptr()) };
+    // Allocated slab objects carry an odd tag; free, emergency and foreign
+    // headers are even.
+    if state & 1 == 0 || !ranges::contains(slab) {
+        return None;
+    }
+    // SAFETY: the slab header's page is slabscope's (checked).
+    let (magic, cache) = unsafe { slab::slab_owner(slab) };
+    if magic != SKS_MAGIC {
+        return None;
+    }
+    registry::lock_registry()
+        .iter()
+        .find(|c| std::sync::Arc::as_ptr(c).addr() as u64 == cache)
+        .map(|c| (c.name.clone(), c.flags()))
 }

@@ -34,11 +34,15 @@
 //! # Misuse
 //!
 //! `kmem_cache_free(NULL, obj)` (or a free into a destroyed cache) cannot
-//! return the object anywhere: it is lost. Debug builds of the library
-//! (`debug_assertions`) treat it as the cache's debug checks treat other bad
-//! frees: a message naming the object on stderr, then `abort()`. Release
-//! builds set `errno` to `EINVAL` and record the message for
-//! `slabscope_last_error()`.
+//! return the object anywhere: it is lost. It is a bad free, and the debug
+//! checks of the cache that handed the object out decide what follows,
+//! as they do for other bad frees: that cache is found from the object's
+//! header (read only where slabscope mapped it) and named in the message.
+//! A debug cache (the default) prints the message on stderr and calls
+//! `abort()`; a `KMC_NODEBUG` cache sets `errno` to `EINVAL` and records
+//! the message for `slabscope_last_error()`. An object no live cache
+//! handed out (a foreign pointer, one already freed) has no cache to turn
+//! the checks off: it aborts.
 //!
 //! A destroyed cache's struct is never freed: `kmem_cache_destroy` returns
 //! its slabs to the OS but keeps the struct (a few KiB, its magazine arrays
@@ -58,7 +62,7 @@ use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
 use slabscope_probes::CacheSnapshot;
-use slabscope_probes::flags::KM_PUBLIC_MASK;
+use slabscope_probes::flags::{KM_PUBLIC_MASK, KMC_NODEBUG};
 use slabscope_rs::raw::{self, FreeHit};
 use slabscope_rs::{Cache, CacheBuilder, Error};
 
@@ -199,24 +203,29 @@ unsafe fn borrow(c: *mut KmemCache) -> Result<ManuallyDrop<Cache>, Misuse> {
     Ok(cache)
 }
 
-/// Whether a lost object aborts: in debug builds of the library. Not in
-/// this crate's unit tests, which check release builds' `errno` and last
-/// error through the real entry points (an abort would end the test
-/// process); `tests/bad_input.rs` checks the abort against the built library.
-const ABORT_ON_LOST_OBJECT: bool = cfg!(debug_assertions) && !cfg!(test);
-
-/// `kmem_cache_free` through a pointer `borrow` refused: the object is lost.
+/// `kmem_cache_free` through a pointer `borrow` refused: the object is lost
+/// (module docs, "Misuse").
 #[cold]
 #[inline(never)]
 extern "C" fn free_misused(m: Misuse, cache: *mut KmemCache, obj: NonNull<u8>) {
-    lost_object(
-        ABORT_ON_LOST_OBJECT,
-        &m.message(&format!("kmem_cache_free of {obj:p}"), cache),
-    );
+    let mut msg = m.message(&format!("kmem_cache_free of {obj:p}"), cache);
+    // SAFETY: owner_of reads only memory slabscope mapped.
+    let checks = match unsafe { raw::owner_of(obj) } {
+        Some((name, flags)) => {
+            msg.push_str(&format!(" (it is an object of cache {name:?})"));
+            flags & KMC_NODEBUG == 0
+        }
+        None => {
+            msg.push_str(" (no live cache handed it out)");
+            true
+        }
+    };
+    lost_object(checks, &msg);
 }
 
-/// A free that cannot return its object: with `abort` (debug builds) as the
-/// debug checks treat a bad free, else `errno` and the message.
+/// A free that cannot return its object: with `abort` (the object's cache
+/// has debug checks) as the debug checks treat a bad free, else `errno`
+/// and the message.
 #[cold]
 fn lost_object(abort: bool, msg: &str) {
     if abort {
@@ -892,13 +901,11 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_object_sets_errno_and_the_last_error_in_release_builds() {
+    fn a_lost_object_of_a_nodebug_cache_sets_errno_and_the_last_error() {
         // What kmem_cache_free(NULL, obj) and a free into a destroyed cache
-        // do without debug_assertions, through the real entry point (unit
-        // tests take that path: ABORT_ON_LOST_OBJECT; the abort of debug
-        // builds is tested in tests/bad_input.rs).
-        const { assert!(!ABORT_ON_LOST_OBJECT) };
-        let c = create(c"ffi_lost", 64, 0, 0);
+        // do when the object's cache has no debug checks, through the real
+        // entry point (tests/bad_input.rs checks the abort of a debug cache).
+        let c = create(c"ffi_lost", 64, 0, KMC_NODEBUG as c_int);
         let dead = create(c"ffi_lost_dead", 64, 0, 0);
         assert!(!c.is_null() && !dead.is_null(), "{}", last_error());
         // SAFETY: c is live.
@@ -915,7 +922,7 @@ mod tests {
             last_error(),
             format!(
                 "kmem_cache_free of {obj:p}: NULL cache: pass a cache from \
-                 kmem_cache_create: the object is lost"
+                 kmem_cache_create (it is an object of cache \"ffi_lost\"): the object is lost"
             )
         );
         fail(0, "");
@@ -928,7 +935,7 @@ mod tests {
             e.starts_with(&format!(
                 "kmem_cache_free of {obj:p}: cache \"ffi_lost_dead\""
             )) && e.contains("was destroyed")
-                && e.ends_with("the object is lost"),
+                && e.ends_with("(it is an object of cache \"ffi_lost\"): the object is lost"),
             "{e}"
         );
         // Neither free touched the object's own cache.

@@ -16,7 +16,8 @@
 //! `cache_tests::bad_inputs_are_errors`, `cache_tests::destroy_with_objects_
 //! allocated_is_busy_and_frees_nothing` and this crate's unit tests; NULL frees
 //! through the C ABI here, and frees with a NULL or destroyed cache, which
-//! abort in debug builds (this crate's unit tests cover release builds' errno).
+//! abort when the object's cache has debug checks or no cache handed it out
+//! (this crate's unit tests cover a `KMC_NODEBUG` cache's errno).
 
 use std::ffi::{CStr, c_int, c_void};
 use std::process::Output;
@@ -201,7 +202,32 @@ fn c_free_with_a_null_cache_aborts_naming_the_object() {
     let (ptr, stderr) = child::aborted(&out);
     assert!(
         stderr.contains(&format!("kmem_cache_free of {ptr}: NULL cache"))
+            && stderr.contains("(it is an object of cache \"bad_c_nullcache\")")
             && stderr.contains("the object is lost"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn c_free_of_a_foreign_pointer_with_a_null_cache_aborts() {
+    let out = in_child(
+        "c_free_of_a_foreign_pointer_with_a_null_cache_aborts",
+        || {
+            // Memory slabscope never mapped: found to be no cache's object
+            // without being read as one.
+            let mut block = Box::new([0u64; 8]);
+            let p = block.as_mut_ptr().wrapping_add(1).cast::<c_void>();
+            println!("PTR={p:p}");
+            // SAFETY: deliberately broken: not an object of any cache.
+            unsafe { ffi::kmem_cache_free(ptr::null_mut(), p) };
+        },
+    );
+    let (ptr, stderr) = child::aborted(&out);
+    assert!(
+        stderr.contains(&format!(
+            "kmem_cache_free of {ptr}: NULL cache: pass a cache from kmem_cache_create \
+             (no live cache handed it out)"
+        )),
         "{stderr}"
     );
 }
