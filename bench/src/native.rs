@@ -188,11 +188,8 @@ fn walk(text: &str, symbol: &str) -> Result<HitLoop> {
     }
 }
 
-/// The hit paths of `libslabscope.so`'s `kmem_cache_alloc` and
-/// `kmem_cache_free`, counted in `objdump -d` of the library: what a C
-/// caller runs per operation, where the Rust path inlines the same code
-/// into the caller's loop (section 7 of the report).
-pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
+/// `objdump -d` of `lib`, as text.
+fn disassemble(lib: &Path) -> Result<String> {
     let out = Command::new("objdump")
         .args(["-d", "--no-show-raw-insn"])
         .arg(lib)
@@ -205,22 +202,53 @@ pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The hit paths of `libslabscope.so`'s `kmem_cache_alloc` and
+/// `kmem_cache_free`, counted in `objdump -d` of the library: what a C
+/// caller runs per operation, where the Rust path inlines the same code
+/// into the caller's loop (section 7 of the report).
+pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
+    let text = disassemble(lib)?;
     Ok((
-        entry_path(&text, "kmem_cache_alloc")?,
-        entry_path(&text, "kmem_cache_free")?,
+        entry_paths(&text, "kmem_cache_alloc")?.1,
+        entry_paths(&text, "kmem_cache_free")?.1,
     ))
 }
 
-/// The longest path from `symbol`'s entry to one of its returns that calls
-/// nothing and stays in the function: its hit path, when every miss calls
-/// a slow path or jumps to another section (the restartable sequences'
-/// abort handlers) and the early returns (a NULL argument) are shorter.
-/// Counted up to and including the `ret`.
-fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
+/// The shortest and the longest call-free path of one exported function
+/// (see [`entry_paths`]).
+#[derive(Clone, Debug)]
+pub struct EntryPaths {
+    pub shortest: HitLoop,
+    pub longest: HitLoop,
+}
+
+/// The hit paths of `libslabscope_malloc.so`'s `malloc` and `free`: every
+/// path from the entry to a `ret` calls nothing, so each path is a hit;
+/// `malloc`'s shortest is a small size's (the class from an add and a
+/// shift), its longest a size whose class is computed from its bits, and
+/// `free`'s differ in where the slab's range bit is read.
+pub fn malloc_abi(lib: &Path) -> Result<(EntryPaths, EntryPaths)> {
+    let text = disassemble(lib)?;
+    let both = |symbol| {
+        entry_paths(&text, symbol).map(|(shortest, longest)| EntryPaths { shortest, longest })
+    };
+    Ok((both("malloc")?, both("free")?))
+}
+
+/// The shortest and the longest paths from `symbol`'s entry to one of its
+/// returns that call nothing and stay in the function: its hit paths, when
+/// every miss calls a slow path, jumps to one (a tail call) or jumps to
+/// another section (the restartable sequences' abort handlers). For
+/// `kmem_cache_free`, whose early return (a NULL object) is shorter, the
+/// longest is the hit. Counted up to and including the `ret`.
+fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
     let insns = function(text, symbol)?;
     let index = |addr: u64| insns.iter().position(|i| i.addr == addr);
-    let mut best: Option<Vec<usize>> = None;
+    let mut longest: Option<Vec<usize>> = None;
+    let mut shortest: Option<Vec<usize>> = None;
     let mut stack = vec![(0usize, Vec::new())];
     let mut steps = 0usize;
     while let Some((i, mut path)) = stack.pop() {
@@ -235,8 +263,11 @@ fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
         let ins = &insns[i];
         let m = ins.mnemonic.as_str();
         if m.starts_with("ret") {
-            if best.as_ref().is_none_or(|b| b.len() < path.len()) {
-                best = Some(path);
+            if shortest.as_ref().is_none_or(|b| b.len() > path.len()) {
+                shortest = Some(path.clone());
+            }
+            if longest.as_ref().is_none_or(|b| b.len() < path.len()) {
+                longest = Some(path);
             }
             continue;
         }
@@ -265,16 +296,17 @@ fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
             stack.push((i + 1, path));
         }
     }
-    let Some(path) = best else {
+    let (Some(shortest), Some(longest)) = (shortest, longest) else {
         bail!("{symbol}: no path from its entry to a return that calls nothing");
     };
-    Ok(HitLoop {
+    let listing = |path: Vec<usize>| HitLoop {
         instructions: path.len(),
         listing: path
             .iter()
             .map(|&i| format!("{:x}: {}", insns[i].addr, insns[i].text))
             .collect(),
-    })
+    };
+    Ok((listing(shortest), listing(longest)))
 }
 
 #[cfg(test)]
@@ -333,16 +365,51 @@ mod tests {
 
     #[test]
     fn the_longest_call_free_entry_path_is_the_hit_path() {
-        let p = entry_path(ENTRY, "free").unwrap();
+        let (short, p) = entry_paths(ENTRY, "free").unwrap();
+        assert_eq!(
+            short.instructions, 5,
+            "the NULL return: {:?}",
+            short.listing
+        );
         assert_eq!(p.instructions, 11, "{:?}", p.listing);
         assert_eq!(p.listing[8], "3017: jmp    3020 <free+0x20>");
         assert_eq!(p.listing[10], "3021: ret");
         assert!(
-            entry_path(TEXT, "other").is_ok_and(|p| p.instructions == 1),
+            entry_paths(TEXT, "other")
+                .is_ok_and(|(s, l)| s.instructions == 1 && l.instructions == 1),
             "a bare ret is a path of one"
         );
         let no_ret = "\n0000000000004000 <g>:\n    4000:\tcall   *%rax\n    4002:\tret\n\n";
-        assert!(entry_path(no_ret, "g").is_err(), "every path calls");
+        assert!(entry_paths(no_ret, "g").is_err(), "every path calls");
+    }
+
+    /// malloc's shape: no frame, every miss a jump to another function,
+    /// two ways to the class (the longer for larger sizes), one `ret`.
+    const MALLOC: &str = "
+0000000000005000 <malloc>:
+    5000:\tcmp    $0x20000,%rdi
+    5007:\tja     4000 <miss>
+    500d:\tcmp    $0x109,%rdi
+    5014:\tjae    5020 <malloc+0x20>
+    5016:\tshr    $0x4,%rdi
+    501a:\tjmp    5028 <malloc+0x28>
+    5020:\tmovzbl (%rdi),%edi
+    5024:\tshr    $0x3,%rdi
+    5026:\tadd    $0x1,%rdi
+    5028:\tmov    (%rdi),%rax
+    502b:\ttest   %rax,%rax
+    502e:\tje     4000 <miss>
+    5034:\tret
+
+";
+
+    #[test]
+    fn tail_calls_leave_the_hits_shortest_and_longest() {
+        let (short, long) = entry_paths(MALLOC, "malloc").unwrap();
+        assert_eq!(short.instructions, 10, "{:?}", short.listing);
+        assert_eq!(short.listing[4], "5016: shr    $0x4,%rdi");
+        assert_eq!(long.instructions, 11, "{:?}", long.listing);
+        assert_eq!(long.listing[4], "5020: movzbl (%rdi),%edi");
     }
 
     #[test]
