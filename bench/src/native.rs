@@ -244,14 +244,20 @@ pub fn malloc_abi(lib: &Path) -> Result<(EntryPaths, EntryPaths)> {
 /// another section (the restartable sequences' abort handlers). For
 /// `kmem_cache_free`, whose early return (a NULL object) is shorter, the
 /// longest is the hit. Counted up to and including the `ret`.
+///
+/// One kind of path that never runs is left out: a bit test of a register
+/// zeroed on the path (`xor %edi,%edi` ... `bt %rax,%rdi`), which is how
+/// the compiler reads a range bitmap's word that does not exist; the
+/// branch after it goes one way only.
 fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
     let insns = function(text, symbol)?;
     let index = |addr: u64| insns.iter().position(|i| i.addr == addr);
     let mut longest: Option<Vec<usize>> = None;
     let mut shortest: Option<Vec<usize>> = None;
-    let mut stack = vec![(0usize, Vec::new())];
+    // (instruction, path so far, registers known to be zero there)
+    let mut stack = vec![(0usize, Vec::new(), Vec::<String>::new())];
     let mut steps = 0usize;
-    while let Some((i, mut path)) = stack.pop() {
+    while let Some((i, mut path, mut zero)) = stack.pop() {
         steps += 1;
         if steps > 100_000 {
             bail!("{symbol}: too many paths to walk");
@@ -283,17 +289,43 @@ fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
         };
         if m == "jmp" {
             if let Some(t) = target() {
-                stack.push((t, path));
+                stack.push((t, path, zero));
             }
             continue;
         }
-        if m.starts_with('j')
-            && let Some(t) = target()
+        if m.starts_with('j') {
+            // After `bt X, R` with R zero the carry is clear.
+            let known = path
+                .len()
+                .checked_sub(2)
+                .map(|p| &insns[path[p]])
+                .filter(|prev| prev.mnemonic == "bt")
+                .and_then(|prev| operands(&prev.text).last().map(|r| canonical(r)))
+                .is_some_and(|r| zero.contains(&r));
+            let (taken, fallthrough) = match m {
+                "jae" | "jnb" | "jnc" if known => (true, false),
+                "jb" | "jc" | "jnae" if known => (false, true),
+                _ => (true, true),
+            };
+            if taken && let Some(t) = target() {
+                stack.push((t, path.clone(), zero.clone()));
+            }
+            if fallthrough && i + 1 < insns.len() {
+                stack.push((i + 1, path, zero));
+            }
+            continue;
+        }
+        let ops = operands(&ins.text);
+        if let Some(dest) = ops.last().map(|d| canonical(d))
+            && !matches!(m, "cmp" | "test" | "bt")
         {
-            stack.push((t, path.clone()));
+            zero.retain(|r| *r != dest);
+            if m == "xor" && ops.len() == 2 && canonical(&ops[0]) == dest && dest.starts_with('%') {
+                zero.push(dest);
+            }
         }
         if i + 1 < insns.len() {
-            stack.push((i + 1, path));
+            stack.push((i + 1, path, zero));
         }
     }
     let (Some(shortest), Some(longest)) = (shortest, longest) else {
@@ -307,6 +339,58 @@ fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
             .collect(),
     };
     Ok((listing(shortest), listing(longest)))
+}
+
+/// The operands of an instruction in objdump's AT&T text, source first,
+/// destination last (commas inside parentheses kept).
+fn operands(text: &str) -> Vec<String> {
+    let Some((_, rest)) = text.split_once(char::is_whitespace) else {
+        return Vec::new();
+    };
+    let rest = rest.split('#').next().unwrap_or("").trim();
+    let mut v = Vec::new();
+    let (mut depth, mut cur) = (0, String::new());
+    for c in rest.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                v.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        v.push(cur);
+    }
+    v.into_iter().map(|o| o.trim().to_string()).collect()
+}
+
+/// A general register's 64-bit name (`%edi`, `%di`, `%dil` -> `%rdi`;
+/// `%r8d` -> `%r8`); anything else as it is.
+fn canonical(op: &str) -> String {
+    let Some(r) = op.strip_prefix('%') else {
+        return op.to_string();
+    };
+    if let Some(n) = r.strip_prefix('r')
+        && let Some(num) = n.trim_end_matches(['d', 'w', 'b']).parse::<u8>().ok()
+    {
+        return format!("%r{num}");
+    }
+    let base = match r {
+        "rax" | "eax" | "ax" | "al" => "ax",
+        "rbx" | "ebx" | "bx" | "bl" => "bx",
+        "rcx" | "ecx" | "cx" | "cl" => "cx",
+        "rdx" | "edx" | "dx" | "dl" => "dx",
+        "rsi" | "esi" | "si" | "sil" => "si",
+        "rdi" | "edi" | "di" | "dil" => "di",
+        "rbp" | "ebp" | "bp" | "bpl" => "bp",
+        "rsp" | "esp" | "sp" | "spl" => "sp",
+        _ => return op.to_string(),
+    };
+    format!("%r{base}")
 }
 
 #[cfg(test)]
@@ -402,6 +486,43 @@ mod tests {
     5034:\tret
 
 ";
+
+    /// free's shape: a bitmap word that is zero when the address is out
+    /// of range, tested like a loaded one; that test never passes.
+    const ZEROED: &str = "
+0000000000006000 <free>:
+    6000:\tshr    $0x2f,%rax
+    6004:\tjne    6010 <free+0x10>
+    6006:\tmov    (%rcx,%rax,8),%rdi
+    600a:\tnop
+    600b:\tnop
+    600c:\tjmp    6014 <free+0x14>
+    6010:\txor    %edi,%edi
+    6012:\tmov    %edx,%eax
+    6014:\tbt     %rax,%rdi
+    6018:\tjae    4000 <miss>
+    601e:\tret
+
+";
+
+    #[test]
+    fn a_bit_test_of_a_zeroed_register_never_reaches_the_hit() {
+        let (short, long) = entry_paths(ZEROED, "free").unwrap();
+        assert_eq!(short.instructions, 9, "{:?}", short.listing);
+        assert_eq!(long.instructions, 9, "{:?}", long.listing);
+        assert_eq!(short.listing[2], "6006: mov    (%rcx,%rax,8),%rdi");
+        // The same code with the register loaded instead: both paths count.
+        let loaded = ZEROED.replace("xor    %edi,%edi", "mov    (%rsi),%rdi");
+        let (short, _) = entry_paths(&loaded, "free").unwrap();
+        assert_eq!(short.instructions, 7, "{:?}", short.listing);
+        assert_eq!(canonical("%r8d"), "%r8");
+        assert_eq!(canonical("%dil"), "%rdi");
+        assert_eq!(operands("bt     %rax,%rdi"), ["%rax", "%rdi"]);
+        assert_eq!(
+            operands("mov    0x40(%rdx,%r8,8),%rsi"),
+            ["0x40(%rdx,%r8,8)", "%rsi"]
+        );
+    }
 
     #[test]
     fn tail_calls_leave_the_hits_shortest_and_longest() {
