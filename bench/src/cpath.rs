@@ -19,7 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::measure::Summary;
-use crate::native::HitLoop;
+use crate::native::{EntryPaths, HitLoop};
 use crate::text::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
@@ -92,6 +92,9 @@ pub struct CPath {
     /// The hit paths of `kmem_cache_alloc` and `kmem_cache_free` in the
     /// library's machine code (`None`: no library).
     pub abi: Option<Result<(HitLoop, HitLoop), String>>,
+    /// The hit paths of `malloc` and `free` in `libslabscope_malloc.so`'s
+    /// machine code (`None`: no library).
+    pub malloc_abi: Option<Result<(EntryPaths, EntryPaths), String>>,
 }
 
 /// Write the harness's source to `dir` and compile it with gcc.
@@ -163,12 +166,18 @@ pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64)
         .as_ref()
         .ok()
         .map(|lib| crate::native::c_abi(lib).map_err(|e| format!("{e:#}")));
+    let malloc_abi = libs
+        .malloc
+        .as_ref()
+        .ok()
+        .map(|lib| crate::native::malloc_abi(lib).map_err(|e| format!("{e:#}")));
     let mut c = CPath {
         libs,
         rows: Vec::new(),
         missing: BTreeMap::new(),
         failed: None,
         abi,
+        malloc_abi,
     };
     for (size, live) in SHAPES {
         let out = Command::new(bin)
@@ -319,6 +328,39 @@ impl CPath {
             }
             Some(Err(e)) => {
                 let _ = writeln!(md, "The C ABI's hit paths were not counted: {e}.\n");
+            }
+            None => {}
+        }
+        match &self.malloc_abi {
+            Some(Ok((malloc, free))) => {
+                let _ = writeln!(
+                    md,
+                    "Instructions of a magazine hit through `libslabscope_malloc.so`, counted the \
+                     same way (every path from the entry to a `ret` that calls nothing; each miss \
+                     jumps to its slow path): `malloc` {} (a size up to 264 bytes) to {} (above \
+                     2056, the class from the size's bits), `free` {} to {} (the longer when the \
+                     slab's range bit is not in the bitmap word of the block's).\n",
+                    malloc.shortest.instructions,
+                    malloc.longest.instructions,
+                    free.shortest.instructions,
+                    free.longest.instructions,
+                );
+                for (name, p) in [("malloc", &malloc.shortest), ("free", &free.shortest)] {
+                    let _ = writeln!(
+                        md,
+                        "<details><summary>{name}'s shortest hit path</summary>\n\n```text"
+                    );
+                    for l in &p.listing {
+                        let _ = writeln!(md, "{l}");
+                    }
+                    let _ = writeln!(md, "```\n\n</details>\n");
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(
+                    md,
+                    "The malloc library's hit paths were not counted: {e}.\n"
+                );
             }
             None => {}
         }

@@ -83,6 +83,13 @@ enum Cmd {
         #[arg(long)]
         nodebug: bool,
     },
+    /// Print the hit paths of `malloc` and `free` in a build of
+    /// `libslabscope_malloc.so` (instructions from the entry to a `ret`,
+    /// as section 7 counts them), for comparing builds.
+    Count {
+        /// The library to disassemble.
+        lib: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +181,20 @@ fn main() -> Result<()> {
             live,
             nodebug,
         } => child::obs(rounds, reps, cpu, live, nodebug),
+        Cmd::Count { lib } => {
+            let (malloc, free) = native::malloc_abi(&lib)
+                .with_context(|| format!("counting the hit paths of {}", lib.display()))?;
+            for (name, p) in [("malloc", malloc), ("free", free)] {
+                println!(
+                    "{name}: {} to {} instructions",
+                    p.shortest.instructions, p.longest.instructions
+                );
+                for l in &p.shortest.listing {
+                    println!("  {l}");
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -475,6 +496,7 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             missing: Default::default(),
             failed: Some(format!("{e:#}")),
             abi: None,
+            malloc_abi: None,
         },
     }
 }

@@ -188,11 +188,8 @@ fn walk(text: &str, symbol: &str) -> Result<HitLoop> {
     }
 }
 
-/// The hit paths of `libslabscope.so`'s `kmem_cache_alloc` and
-/// `kmem_cache_free`, counted in `objdump -d` of the library: what a C
-/// caller runs per operation, where the Rust path inlines the same code
-/// into the caller's loop (section 7 of the report).
-pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
+/// `objdump -d` of `lib`, as text.
+fn disassemble(lib: &Path) -> Result<String> {
     let out = Command::new("objdump")
         .args(["-d", "--no-show-raw-insn"])
         .arg(lib)
@@ -205,25 +202,62 @@ pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The hit paths of `libslabscope.so`'s `kmem_cache_alloc` and
+/// `kmem_cache_free`, counted in `objdump -d` of the library: what a C
+/// caller runs per operation, where the Rust path inlines the same code
+/// into the caller's loop (section 7 of the report).
+pub fn c_abi(lib: &Path) -> Result<(HitLoop, HitLoop)> {
+    let text = disassemble(lib)?;
     Ok((
-        entry_path(&text, "kmem_cache_alloc")?,
-        entry_path(&text, "kmem_cache_free")?,
+        entry_paths(&text, "kmem_cache_alloc")?.1,
+        entry_paths(&text, "kmem_cache_free")?.1,
     ))
 }
 
-/// The longest path from `symbol`'s entry to one of its returns that calls
-/// nothing and stays in the function: its hit path, when every miss calls
-/// a slow path or jumps to another section (the restartable sequences'
-/// abort handlers) and the early returns (a NULL argument) are shorter.
-/// Counted up to and including the `ret`.
-fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
+/// The shortest and the longest call-free path of one exported function
+/// (see [`entry_paths`]).
+#[derive(Clone, Debug)]
+pub struct EntryPaths {
+    pub shortest: HitLoop,
+    pub longest: HitLoop,
+}
+
+/// The hit paths of `libslabscope_malloc.so`'s `malloc` and `free`: every
+/// path from the entry to a `ret` calls nothing, so each path is a hit;
+/// `malloc`'s shortest is a small size's (the class from an add and a
+/// shift), its longest a size whose class is computed from its bits, and
+/// `free`'s differ in where the slab's range bit is read.
+pub fn malloc_abi(lib: &Path) -> Result<(EntryPaths, EntryPaths)> {
+    let text = disassemble(lib)?;
+    let both = |symbol| {
+        entry_paths(&text, symbol).map(|(shortest, longest)| EntryPaths { shortest, longest })
+    };
+    Ok((both("malloc")?, both("free")?))
+}
+
+/// The shortest and the longest paths from `symbol`'s entry to one of its
+/// returns that call nothing and stay in the function: its hit paths, when
+/// every miss calls a slow path, jumps to one (a tail call) or jumps to
+/// another section (the restartable sequences' abort handlers). For
+/// `kmem_cache_free`, whose early return (a NULL object) is shorter, the
+/// longest is the hit. Counted up to and including the `ret`.
+///
+/// One kind of path that never runs is left out: a bit test of a register
+/// zeroed on the path (`xor %edi,%edi` ... `bt %rax,%rdi`), which is how
+/// the compiler reads a range bitmap's word that does not exist; the
+/// branch after it goes one way only.
+fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
     let insns = function(text, symbol)?;
     let index = |addr: u64| insns.iter().position(|i| i.addr == addr);
-    let mut best: Option<Vec<usize>> = None;
-    let mut stack = vec![(0usize, Vec::new())];
+    let mut longest: Option<Vec<usize>> = None;
+    let mut shortest: Option<Vec<usize>> = None;
+    // (instruction, path so far, registers known to be zero there)
+    let mut stack = vec![(0usize, Vec::new(), Vec::<String>::new())];
     let mut steps = 0usize;
-    while let Some((i, mut path)) = stack.pop() {
+    while let Some((i, mut path, mut zero)) = stack.pop() {
         steps += 1;
         if steps > 100_000 {
             bail!("{symbol}: too many paths to walk");
@@ -235,8 +269,11 @@ fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
         let ins = &insns[i];
         let m = ins.mnemonic.as_str();
         if m.starts_with("ret") {
-            if best.as_ref().is_none_or(|b| b.len() < path.len()) {
-                best = Some(path);
+            if shortest.as_ref().is_none_or(|b| b.len() > path.len()) {
+                shortest = Some(path.clone());
+            }
+            if longest.as_ref().is_none_or(|b| b.len() < path.len()) {
+                longest = Some(path);
             }
             continue;
         }
@@ -252,29 +289,108 @@ fn entry_path(text: &str, symbol: &str) -> Result<HitLoop> {
         };
         if m == "jmp" {
             if let Some(t) = target() {
-                stack.push((t, path));
+                stack.push((t, path, zero));
             }
             continue;
         }
-        if m.starts_with('j')
-            && let Some(t) = target()
+        if m.starts_with('j') {
+            // After `bt X, R` with R zero the carry is clear.
+            let known = path
+                .len()
+                .checked_sub(2)
+                .map(|p| &insns[path[p]])
+                .filter(|prev| prev.mnemonic == "bt")
+                .and_then(|prev| operands(&prev.text).last().map(|r| canonical(r)))
+                .is_some_and(|r| zero.contains(&r));
+            let (taken, fallthrough) = match m {
+                "jae" | "jnb" | "jnc" if known => (true, false),
+                "jb" | "jc" | "jnae" if known => (false, true),
+                _ => (true, true),
+            };
+            if taken && let Some(t) = target() {
+                stack.push((t, path.clone(), zero.clone()));
+            }
+            if fallthrough && i + 1 < insns.len() {
+                stack.push((i + 1, path, zero));
+            }
+            continue;
+        }
+        let ops = operands(&ins.text);
+        if let Some(dest) = ops.last().map(|d| canonical(d))
+            && !matches!(m, "cmp" | "test" | "bt")
         {
-            stack.push((t, path.clone()));
+            zero.retain(|r| *r != dest);
+            if m == "xor" && ops.len() == 2 && canonical(&ops[0]) == dest && dest.starts_with('%') {
+                zero.push(dest);
+            }
         }
         if i + 1 < insns.len() {
-            stack.push((i + 1, path));
+            stack.push((i + 1, path, zero));
         }
     }
-    let Some(path) = best else {
+    let (Some(shortest), Some(longest)) = (shortest, longest) else {
         bail!("{symbol}: no path from its entry to a return that calls nothing");
     };
-    Ok(HitLoop {
+    let listing = |path: Vec<usize>| HitLoop {
         instructions: path.len(),
         listing: path
             .iter()
             .map(|&i| format!("{:x}: {}", insns[i].addr, insns[i].text))
             .collect(),
-    })
+    };
+    Ok((listing(shortest), listing(longest)))
+}
+
+/// The operands of an instruction in objdump's AT&T text, source first,
+/// destination last (commas inside parentheses kept).
+fn operands(text: &str) -> Vec<String> {
+    let Some((_, rest)) = text.split_once(char::is_whitespace) else {
+        return Vec::new();
+    };
+    let rest = rest.split('#').next().unwrap_or("").trim();
+    let mut v = Vec::new();
+    let (mut depth, mut cur) = (0, String::new());
+    for c in rest.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                v.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        v.push(cur);
+    }
+    v.into_iter().map(|o| o.trim().to_string()).collect()
+}
+
+/// A general register's 64-bit name (`%edi`, `%di`, `%dil` -> `%rdi`;
+/// `%r8d` -> `%r8`); anything else as it is.
+fn canonical(op: &str) -> String {
+    let Some(r) = op.strip_prefix('%') else {
+        return op.to_string();
+    };
+    if let Some(n) = r.strip_prefix('r')
+        && let Some(num) = n.trim_end_matches(['d', 'w', 'b']).parse::<u8>().ok()
+    {
+        return format!("%r{num}");
+    }
+    let base = match r {
+        "rax" | "eax" | "ax" | "al" => "ax",
+        "rbx" | "ebx" | "bx" | "bl" => "bx",
+        "rcx" | "ecx" | "cx" | "cl" => "cx",
+        "rdx" | "edx" | "dx" | "dl" => "dx",
+        "rsi" | "esi" | "si" | "sil" => "si",
+        "rdi" | "edi" | "di" | "dil" => "di",
+        "rbp" | "ebp" | "bp" | "bpl" => "bp",
+        "rsp" | "esp" | "sp" | "spl" => "sp",
+        _ => return op.to_string(),
+    };
+    format!("%r{base}")
 }
 
 #[cfg(test)]
@@ -333,16 +449,88 @@ mod tests {
 
     #[test]
     fn the_longest_call_free_entry_path_is_the_hit_path() {
-        let p = entry_path(ENTRY, "free").unwrap();
+        let (short, p) = entry_paths(ENTRY, "free").unwrap();
+        assert_eq!(
+            short.instructions, 5,
+            "the NULL return: {:?}",
+            short.listing
+        );
         assert_eq!(p.instructions, 11, "{:?}", p.listing);
         assert_eq!(p.listing[8], "3017: jmp    3020 <free+0x20>");
         assert_eq!(p.listing[10], "3021: ret");
         assert!(
-            entry_path(TEXT, "other").is_ok_and(|p| p.instructions == 1),
+            entry_paths(TEXT, "other")
+                .is_ok_and(|(s, l)| s.instructions == 1 && l.instructions == 1),
             "a bare ret is a path of one"
         );
         let no_ret = "\n0000000000004000 <g>:\n    4000:\tcall   *%rax\n    4002:\tret\n\n";
-        assert!(entry_path(no_ret, "g").is_err(), "every path calls");
+        assert!(entry_paths(no_ret, "g").is_err(), "every path calls");
+    }
+
+    /// malloc's shape: no frame, every miss a jump to another function,
+    /// two ways to the class (the longer for larger sizes), one `ret`.
+    const MALLOC: &str = "
+0000000000005000 <malloc>:
+    5000:\tcmp    $0x20000,%rdi
+    5007:\tja     4000 <miss>
+    500d:\tcmp    $0x109,%rdi
+    5014:\tjae    5020 <malloc+0x20>
+    5016:\tshr    $0x4,%rdi
+    501a:\tjmp    5028 <malloc+0x28>
+    5020:\tmovzbl (%rdi),%edi
+    5024:\tshr    $0x3,%rdi
+    5026:\tadd    $0x1,%rdi
+    5028:\tmov    (%rdi),%rax
+    502b:\ttest   %rax,%rax
+    502e:\tje     4000 <miss>
+    5034:\tret
+
+";
+
+    /// free's shape: a bitmap word that is zero when the address is out
+    /// of range, tested like a loaded one; that test never passes.
+    const ZEROED: &str = "
+0000000000006000 <free>:
+    6000:\tshr    $0x2f,%rax
+    6004:\tjne    6010 <free+0x10>
+    6006:\tmov    (%rcx,%rax,8),%rdi
+    600a:\tnop
+    600b:\tnop
+    600c:\tjmp    6014 <free+0x14>
+    6010:\txor    %edi,%edi
+    6012:\tmov    %edx,%eax
+    6014:\tbt     %rax,%rdi
+    6018:\tjae    4000 <miss>
+    601e:\tret
+
+";
+
+    #[test]
+    fn a_bit_test_of_a_zeroed_register_never_reaches_the_hit() {
+        let (short, long) = entry_paths(ZEROED, "free").unwrap();
+        assert_eq!(short.instructions, 9, "{:?}", short.listing);
+        assert_eq!(long.instructions, 9, "{:?}", long.listing);
+        assert_eq!(short.listing[2], "6006: mov    (%rcx,%rax,8),%rdi");
+        // The same code with the register loaded instead: both paths count.
+        let loaded = ZEROED.replace("xor    %edi,%edi", "mov    (%rsi),%rdi");
+        let (short, _) = entry_paths(&loaded, "free").unwrap();
+        assert_eq!(short.instructions, 7, "{:?}", short.listing);
+        assert_eq!(canonical("%r8d"), "%r8");
+        assert_eq!(canonical("%dil"), "%rdi");
+        assert_eq!(operands("bt     %rax,%rdi"), ["%rax", "%rdi"]);
+        assert_eq!(
+            operands("mov    0x40(%rdx,%r8,8),%rsi"),
+            ["0x40(%rdx,%r8,8)", "%rsi"]
+        );
+    }
+
+    #[test]
+    fn tail_calls_leave_the_hits_shortest_and_longest() {
+        let (short, long) = entry_paths(MALLOC, "malloc").unwrap();
+        assert_eq!(short.instructions, 10, "{:?}", short.listing);
+        assert_eq!(short.listing[4], "5016: shr    $0x4,%rdi");
+        assert_eq!(long.instructions, 11, "{:?}", long.listing);
+        assert_eq!(long.listing[4], "5020: movzbl (%rdi),%edi");
     }
 
     #[test]

@@ -71,9 +71,28 @@ fn out(p: Option<NonNull<u8>>) -> *mut c_void {
     }
 }
 
+// `malloc` and `free` run their magazine hit without a call and reach
+// every other path by a jump: each slow path is a `#[cold]` `extern "C"`
+// function called in tail position, so the hit needs no stack frame.
+// `extern "C"` because a Rust function may unwind, and a call that may
+// unwind out of an `extern "C"` function (which aborts instead) cannot be
+// a jump: it needs the abort's landing pad, and with it a frame on every
+// path. These abort on a panic themselves, as the exported functions do.
+
 /// `malloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    match kmem::alloc_hit(size) {
+        Some(p) => p.as_ptr().cast(),
+        None => malloc_miss(size),
+    }
+}
+
+/// [`malloc`] past the magazine hit: the class's refill or grow, a large
+/// block, or the classes' construction; errno on failure.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_miss(size: usize) -> *mut c_void {
     out(kmem::alloc(size))
 }
 
@@ -83,8 +102,39 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `ptr` is NULL or a live block of this library, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    // SAFETY: forwarded caller guarantee (a foreign pointer aborts).
-    unsafe { kmem::free(ptr.cast()) }
+    // SAFETY: forwarded caller guarantee (a foreign pointer is detected,
+    // not dereferenced).
+    match unsafe { kmem::free_hit(ptr.cast()) } {
+        kmem::FreeHit::Pushed => {}
+        // SAFETY: refused by free_hit after it checked and marked ptr.
+        kmem::FreeHit::Refused { class } => unsafe { free_refused(class, ptr) },
+        // SAFETY: forwarded caller guarantee; free_hit left it alone.
+        kmem::FreeHit::Miss => unsafe { free_miss(ptr) },
+    }
+}
+
+/// [`free`] of a class object whose magazine had no room.
+///
+/// # Safety
+/// As [`kmem::free_refused`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_refused(class: usize, ptr: *mut c_void) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { kmem::free_refused(class, ptr.cast()) }
+}
+
+/// [`free`] of everything its hit does not take: NULL, large and internal
+/// blocks, and every pointer that is not a live block of ours (which
+/// aborts with a message).
+///
+/// # Safety
+/// As [`kmem::free_miss`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_miss(ptr: *mut c_void) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { kmem::free_miss(ptr.cast()) }
 }
 
 /// `calloc`: zeroed; fresh mappings are not written again.

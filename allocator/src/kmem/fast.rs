@@ -20,6 +20,18 @@
 //! sends both paths to the general ones (which build the classes); a class
 //! whose magazines use the lock instead of restartable sequences keeps
 //! `base` 0 for good.
+//!
+//! # What a hit waits for
+//!
+//! With one block live, a `malloc` and `free` pair is bound by a chain of
+//! loads more than by its instructions: the free finds its magazine from
+//! the block's header (the class), the class's descriptor (`base`), the
+//! current CPU's entry in that table and the magazine's count, which the
+//! next `malloc` reads again. The rseq area's offset is the same for every
+//! class, so it is a static of its own ([`RSEQ_OFF`]): the CPU number's
+//! load does not wait for the descriptor's. The checks' loads (the range
+//! bitmap, the slab header) are off that chain: the branches on them are
+//! predicted, so they cost instructions and lines, not waiting.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -40,14 +52,12 @@ const TAG_MASK: u16 = slab::RESERVED_TAG | 0x7f00 | 1;
 const TAG_BITS: u16 = slab::RESERVED_TAG | 1;
 const _: () = assert!(slab::reserved_tag(SLOTS - 1) & TAG_MASK == TAG_BITS);
 
-/// What the hit paths of one class read, on half a cache line.
-#[repr(C, align(32))]
+/// What the hit paths of one class read, on a quarter of a cache line.
+#[repr(C, align(16))]
 struct Class {
     /// The class cache's `fp.base` (its rseq magazines' table) once the
     /// classes are built and when its inline paths are on; else 0.
     base: AtomicUsize,
-    /// The cache's `fp.rseq_off`.
-    rseq_off: AtomicIsize,
     /// The cache's id (its slab headers name it); 0 for no class.
     id: AtomicU64,
 }
@@ -55,21 +65,36 @@ struct Class {
 static CLASSES: [Class; SLOTS] = [const {
     Class {
         base: AtomicUsize::new(0),
-        rseq_off: AtomicIsize::new(0),
         id: AtomicU64::new(0),
     }
 }; SLOTS];
+
+/// The rseq area's offset from the thread pointer, the `fp.rseq_off` of
+/// every class whose inline paths are on (one offset per process:
+/// `rseq::available`). Kept apart from the descriptors so that a free
+/// does not wait for its class's descriptor to load the CPU number: the
+/// CPU number's load and the descriptor's run side by side, and the
+/// magazine table's entry waits for one load, not two in a row.
+static RSEQ_OFF: AtomicIsize = AtomicIsize::new(0);
 
 /// Fills the descriptors from the built classes (`caches[i]` is class
 /// `i`, built with reserved tag `i`). Called once, after the class table
 /// is published: a thread that sees a descriptor's `base` sees the table.
 pub(super) fn publish(caches: &[Cache]) {
+    let inline = caches.iter().map(|c| &c.inner.fp).filter(|fp| fp.base != 0);
+    if let Some(off) = inline.clone().map(|fp| fp.rseq_off).next() {
+        assert!(
+            inline.clone().all(|fp| fp.rseq_off == off),
+            "slabscope: the size classes' restartable sequences use more than one rseq area offset"
+        );
+        RSEQ_OFF.store(off, Ordering::Relaxed);
+    }
     for (i, c) in caches.iter().enumerate() {
         let fp = &c.inner.fp;
         debug_assert_eq!(fp.tag, slab::reserved_tag(i));
         let d = &CLASSES[i];
         d.id.store(c.id(), Ordering::Relaxed);
-        d.rseq_off.store(fp.rseq_off, Ordering::Relaxed);
+        // Release: a thread that sees the base sees RSEQ_OFF and the id.
         d.base.store(fp.base, Ordering::Release);
     }
 }
@@ -86,9 +111,9 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
         return None;
     }
     // SAFETY: a non-zero base is a live class cache's magazine table (the
-    // classes are never destroyed) and rseq_off came with it from the same
-    // cache's fast-path fields (publish).
-    let p = NonNull::new(unsafe { rseq::pop(base, d.rseq_off.load(Ordering::Relaxed)) })?;
+    // classes are never destroyed), published after RSEQ_OFF, that cache's
+    // rseq_off (publish).
+    let p = NonNull::new(unsafe { rseq::pop(base, RSEQ_OFF.load(Ordering::Relaxed)) })?;
     // SAFETY: p was just popped from class i's magazine: a free slab
     // object of that cache, now handed out with the cache's tag.
     unsafe { slab::mark_allocated(p.as_ptr(), slab::reserved_tag(i)) };
@@ -156,33 +181,52 @@ pub(super) unsafe fn class(ptr: *mut u8) -> Option<usize> {
     unsafe { class_of(ptr) }.map(|(i, _)| i)
 }
 
+/// What `kmem::free_hit` did with a pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeHit {
+    /// An object of a class, now in the current CPU's magazine.
+    Pushed,
+    /// An object of class `class`, checked and marked free, that its
+    /// magazine had no room for (full, closed by a reap, or the sequence
+    /// was interrupted): hand it to `kmem::free_refused`.
+    Refused {
+        /// The object's size class.
+        class: usize,
+    },
+    /// Not an allocated object of a class whose inline path is on (null,
+    /// a large or internal block, a foreign pointer, a double free...):
+    /// nothing was read outside slabscope's memory and nothing written;
+    /// `kmem::free_miss` decides.
+    Miss,
+}
+
 /// Frees `ptr` when it is an allocated object of a class whose inline path
-/// is on; false, with nothing read outside slabscope's memory and nothing
-/// written, otherwise.
+/// is on, without calling anything: the class's magazine push, or
+/// [`FreeHit::Refused`] for the caller to finish with [`push_refused`].
 ///
 /// # Safety
 /// As [`class_of`]; when `ptr` is a live block of ours it is not used
 /// afterwards.
 #[inline(always)]
-pub(super) unsafe fn free(ptr: *mut u8) -> bool {
+pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     // SAFETY: forwarded caller guarantee.
     let Some((i, d)) = (unsafe { class_of(ptr) }) else {
-        return false;
+        return FreeHit::Miss;
     };
     let base = d.base.load(Ordering::Acquire);
     if base == 0 {
-        return false;
+        return FreeHit::Miss;
     }
     // SAFETY: an allocated object of this class (its header's tag, its
     // slab's magic and cache), freed by its holder (caller).
     unsafe { slab::mark_free(ptr) };
-    // SAFETY: base and rseq_off as in `pop`; the object was handed out,
+    // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
     // so no magazine holds it.
-    if !unsafe { rseq::push(base, d.rseq_off.load(Ordering::Relaxed), ptr) } {
-        // SAFETY: as above, marked free and in no magazine.
-        unsafe { push_refused(i, ptr) };
+    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
+        FreeHit::Pushed
+    } else {
+        FreeHit::Refused { class: i }
     }
-    true
 }
 
 /// The rest of a free whose push was refused (a full magazine to flush, an
@@ -194,7 +238,7 @@ pub(super) unsafe fn free(ptr: *mut u8) -> bool {
 /// free and in no magazine.
 #[cold]
 #[inline(never)]
-unsafe fn push_refused(i: usize, ptr: *mut u8) {
+pub(super) unsafe fn push_refused(i: usize, ptr: *mut u8) {
     let classes = super::classes().expect("a descriptor is published after the class table");
     let c = &classes[i];
     // SAFETY: ptr is in a slab, so not null.
@@ -207,6 +251,24 @@ unsafe fn push_refused(i: usize, ptr: *mut u8) {
 mod tests {
     use super::*;
     use crate::CacheBuilder;
+
+    /// [`free`] as `kmem::free` uses it: whether the inline path took
+    /// `p` (pushed, or refused and finished by [`push_refused`]).
+    ///
+    /// # Safety
+    /// As [`free`].
+    unsafe fn take(p: *mut u8) -> bool {
+        // SAFETY: forwarded caller guarantee.
+        match unsafe { free(p) } {
+            FreeHit::Pushed => true,
+            FreeHit::Refused { class } => {
+                // SAFETY: refused by free: marked, in no magazine.
+                unsafe { push_refused(class, p) };
+                true
+            }
+            FreeHit::Miss => false,
+        }
+    }
 
     /// The inline free takes a live class object and nothing else: not the
     /// same object again, not a pointer inside one (even under a forged
@@ -227,14 +289,20 @@ mod tests {
             return;
         }
         let p = p.as_ptr();
+        let classes = super::super::classes().expect("built by the first alloc");
+        assert_eq!(
+            RSEQ_OFF.load(Ordering::Relaxed),
+            classes[i].inner.fp.rseq_off,
+            "the hit paths use the class cache's own rseq area offset"
+        );
         // SAFETY: p is a live class object.
         assert_eq!(unsafe { slab::state_bits_of(p) }, slab::reserved_tag(i));
         // SAFETY: p is a live class object, not used afterwards.
-        assert!(unsafe { free(p) }, "a live class object");
+        assert!(unsafe { take(p) }, "a live class object");
         // SAFETY: p's header is still slabscope's memory.
         assert_eq!(unsafe { slab::state_bits_of(p) }, slab::OBJ_FREE);
         // SAFETY: detected, not freed (the header says free).
-        assert!(!unsafe { free(p) }, "a double free is the general path's");
+        assert!(!unsafe { take(p) }, "a double free is the general path's");
 
         let q = super::super::alloc(200).expect("200 bytes").as_ptr();
         let j = ladder::index(200);
@@ -250,27 +318,27 @@ mod tests {
         // SAFETY: the 8 bytes before inner lie inside q's 200.
         unsafe { inner.wrapping_sub(8).cast::<u64>().write(word) };
         // SAFETY: detected, not freed.
-        assert!(!unsafe { free(inner) }, "a forged header of another class");
+        assert!(!unsafe { take(inner) }, "a forged header of another class");
         // SAFETY: q is live, not used afterwards.
-        assert!(unsafe { free(q) });
+        assert!(unsafe { take(q) });
 
         let c = CacheBuilder::new("fast_free_other_cache", 64)
             .build()
             .unwrap();
         let o = c.alloc(crate::flags::KM_SLEEP).unwrap();
         // SAFETY: o is live; the inline path only reads its header.
-        assert!(!unsafe { free(o.as_ptr()) }, "another cache's object");
+        assert!(!unsafe { take(o.as_ptr()) }, "another cache's object");
         // SAFETY: o came from c.
         unsafe { c.free(o) };
 
         let mut local = [0u64; 8];
         let on_stack = local.as_mut_ptr().wrapping_add(2).cast::<u8>();
         // SAFETY: not slabscope's: detected before anything is read.
-        assert!(!unsafe { free(on_stack) }, "memory slabscope never mapped");
+        assert!(!unsafe { take(on_stack) }, "memory slabscope never mapped");
 
         let big = super::super::alloc(ladder::MAX_CLASS + 1).unwrap().as_ptr();
         // SAFETY: a live large block; its header's state is not a tag.
-        assert!(!unsafe { free(big) }, "a large block");
+        assert!(!unsafe { take(big) }, "a large block");
         // SAFETY: big is ours, unused from now on.
         unsafe { super::super::free(big) };
     }

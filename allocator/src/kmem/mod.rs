@@ -109,6 +109,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 pub use boot::InternalAlloc;
+pub use fast::FreeHit;
 
 use crate::cache::{ByteCaps, Cache, CacheBuilder};
 use crate::flags::{KM_PUBLIC_MASK, KM_SLEEP, KMC_KVMEM, KmFlags};
@@ -278,6 +279,21 @@ pub fn alloc(size: usize) -> Option<NonNull<u8>> {
     alloc_flags(size, KM_SLEEP)
 }
 
+/// [`alloc`]'s magazine hit and nothing else: an object of `size`'s
+/// class popped from the current CPU's magazine, or `None` (a size above
+/// the classes, an empty or busy magazine, classes not built yet) for the
+/// caller to take [`alloc`]. Calls nothing, so the malloc library's
+/// `malloc` reaches its slow path by a jump and runs its hit without a
+/// stack frame.
+#[inline(always)]
+pub fn alloc_hit(size: usize) -> Option<NonNull<u8>> {
+    if size <= ladder::MAX_CLASS {
+        fast::pop(ladder::index(size))
+    } else {
+        None
+    }
+}
+
 /// From the internal allocator, whatever the state of the classes (for the
 /// global allocator while a `fork` is in progress).
 pub(crate) fn alloc_internal(size: usize, align: usize) -> Option<NonNull<u8>> {
@@ -345,11 +361,40 @@ pub(crate) fn aligned_with(
 #[inline]
 pub unsafe fn free(ptr: *mut u8) {
     // SAFETY: forwarded caller guarantee (a pointer not ours is detected).
-    if unsafe { fast::free(ptr) } {
-        return;
+    match unsafe { free_hit(ptr) } {
+        FreeHit::Pushed => {}
+        // SAFETY: refused by free_hit: marked free, in no magazine.
+        FreeHit::Refused { class } => unsafe { free_refused(class, ptr) },
+        // SAFETY: forwarded caller guarantee; the inline path left it alone.
+        FreeHit::Miss => unsafe { free_miss(ptr) },
     }
-    // SAFETY: forwarded caller guarantee; the inline path left it alone.
-    unsafe { free_general(ptr) }
+}
+
+/// [`free`]'s magazine hit and nothing else: a class object checked (see
+/// `fast`) and pushed on the current CPU's magazine, or refused by a full
+/// one after it was checked and marked free ([`free_refused`] finishes
+/// it), or left alone ([`free_miss`] decides). Calls nothing, so the
+/// malloc library's `free` reaches both by a jump.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_hit(ptr: *mut u8) -> FreeHit {
+    // SAFETY: forwarded caller guarantee (a pointer not ours is detected,
+    // not dereferenced).
+    unsafe { fast::free(ptr) }
+}
+
+/// The rest of a free that [`free_hit`] refused: the class cache's own
+/// remedies for a full or closed magazine.
+///
+/// # Safety
+/// `ptr` and `class` are what [`free_hit`] returned [`FreeHit::Refused`]
+/// for, and `ptr` was not freed again since.
+#[cold]
+pub unsafe fn free_refused(class: usize, ptr: *mut u8) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { fast::push_refused(class, ptr) }
 }
 
 /// [`free`] of everything its inline path (`fast`) does not take: null,
@@ -358,9 +403,9 @@ pub unsafe fn free(ptr: *mut u8) {
 /// here with a message).
 ///
 /// # Safety
-/// As [`free`].
+/// As [`free`], for a pointer [`free_hit`] returned [`FreeHit::Miss`] for.
 #[inline(never)]
-unsafe fn free_general(ptr: *mut u8) {
+pub unsafe fn free_miss(ptr: *mut u8) {
     let Some(p) = NonNull::new(ptr) else {
         return;
     };
