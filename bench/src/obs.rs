@@ -1,17 +1,27 @@
 //! Workload 5: what being observable costs. The same slabscope churn (64 B,
-//! 1000 live, LIFO) runs in child processes of four kinds, interleaved
+//! 1000 live, LIFO) runs in child processes of five kinds, interleaved
 //! (the same runner measures the magazine fast path's variants, which are
 //! per process too):
 //!
-//! 1. a binary built without slabscope's `probes` feature (sites compiled out);
-//! 2. this binary, sites compiled in, nothing attached;
-//! 3. this binary with the slabscope collector attached (the inspector's
-//!    `--json` view);
-//! 4. this binary with a bpftrace one-liner attached.
+//! 1. the bench built without slabscope's `probes` feature (sites compiled
+//!    out);
+//! 2. the bench built with them, nothing attached;
+//! 3. the control: the same build as 2 from a second file, nothing
+//!    attached. Two files of one build differ only in where the kernel put
+//!    their pages and in when their children ran, so 3 against 2 is the
+//!    noise of this run, the yardstick for 2 against 1;
+//! 4. the build with probes, the slabscope collector attached (the
+//!    inspector's `--json` view);
+//! 5. the build with probes, a bpftrace one-liner attached.
 //!
 //! Each child prints `ready <pid>`; the driver attaches the tracer, waits
 //! until it reports that it is attached, says `go`, and reads the child's
-//! figures. A mode that cannot run here is reported as not measured, with why.
+//! figures: wall-clock and thread-CPU ns/op per repetition, how often it was
+//! preempted, and where its churn loop sits in a cache line. The modes are
+//! compared on CPU time, which other processes on the CPU do not inflate;
+//! on the shared 2-vCPU machine they took half the wall time of some
+//! children. A mode that cannot run here is reported as not measured, with
+//! why.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +42,10 @@ pub const BPFTRACE_SCRIPT: &str = "usdt:*:slabscope:grow_start { @[str(arg1)] = 
 /// without it the inspector sees a cache only when it grows or reaps.
 pub const STATS_ENV: &str = "SLABSCOPE_STATS_INTERVAL_MS";
 pub const STATS_INTERVAL_MS: &str = "1000";
+
+/// The label of workload 5's control: the build with probes again, from a
+/// second file, untraced.
+pub const CONTROL: &str = "control: probes compiled in, untraced, a second copy";
 
 /// A tracer to attach.
 #[derive(Clone, Debug)]
@@ -59,9 +73,43 @@ pub struct Mode {
 #[derive(Clone, Debug)]
 pub struct ObsRow {
     pub label: &'static str,
+    /// Wall-clock ns/op: what the program sees, including the time other
+    /// processes took the CPU from it (on a shared machine, most of the
+    /// spread).
     pub result: Result<Summary, String>,
+    /// The same repetitions in the measuring thread's CPU time: what the
+    /// code itself costs, a uprobe's trap included. The figure the modes
+    /// are compared on.
+    pub cpu: Option<Summary>,
+    /// How often the measuring threads were preempted in all.
+    pub preempted: u64,
+    /// Where the churn loop's function starts within its cache line, in
+    /// every child of this mode (one value unless the mode ran binaries
+    /// of different builds).
+    pub loop_offsets: Vec<u64>,
     /// A word from the tracer, e.g. what the bpftrace map held at the end.
     pub evidence: Option<String>,
+}
+
+impl ObsRow {
+    /// The figure modes are compared on: the CPU-time median, or the wall
+    /// median from a child that did not report CPU time.
+    pub fn figure(&self) -> Option<f64> {
+        let wall = self.result.as_ref().ok()?;
+        Some(self.cpu.map_or(wall.median, |c| c.median))
+    }
+}
+
+/// The order of the modes in run `run` of `n` modes: rotated by one each
+/// run, and backwards every other run, so no mode always follows the same
+/// other mode (a child that runs right after a traced one would otherwise
+/// always meet the same tracer's exit).
+pub fn run_order(run: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).map(|j| (j + run) % n).collect();
+    if run % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// Run every mode `runs` times, interleaved; each child does `reps`
@@ -74,15 +122,18 @@ pub fn run(
     cpu: usize,
     live: usize,
 ) -> Vec<ObsRow> {
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let n = modes.len();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut preempted = vec![0; n];
+    let mut offsets: Vec<Vec<u64>> = vec![Vec::new(); n];
     let mut errors: Vec<Option<String>> = modes
         .iter()
         .map(|m| m.binary.as_ref().err().cloned())
         .collect();
-    let mut evidence: Vec<Option<String>> = vec![None; modes.len()];
+    let mut evidence: Vec<Option<String>> = vec![None; n];
     for run in 0..runs {
-        for j in 0..modes.len() {
-            let i = (j + run) % modes.len();
+        for i in run_order(run, n) {
             if errors[i].is_some() {
                 continue;
             }
@@ -90,6 +141,11 @@ pub fn run(
             match run_once(&modes[i], bin, rounds, reps, cpu, live) {
                 Ok((res, ev)) => {
                     samples[i].extend(res.samples);
+                    cpu_samples[i].extend(res.cpu_samples);
+                    preempted[i] += res.preempted;
+                    if !offsets[i].contains(&res.loop_offset) {
+                        offsets[i].push(res.loop_offset);
+                    }
                     if ev.is_some() {
                         evidence[i] = ev;
                     }
@@ -109,6 +165,9 @@ pub fn run(
                 (None, Some(s)) => Ok(s),
                 (None, None) => Err("no samples".into()),
             },
+            cpu: Summary::of(&cpu_samples[i]),
+            preempted: preempted[i],
+            loop_offsets: offsets[i].clone(),
             evidence: evidence[i].clone(),
         })
         .collect()
@@ -289,16 +348,66 @@ fn run_once(
     let t1 = std::time::Instant::now();
     let line = out.recv_timeout(Duration::from_mins(10));
     let t2 = std::time::Instant::now();
+    let traced = attached.is_some();
     let evidence = attached.map(detach);
-    eprintln!(
-        "    obs child: attach {:.1} s, run {:.1} s, detach {:.1} s",
-        (t1 - t0).as_secs_f64(),
-        (t2 - t1).as_secs_f64(),
-        t2.elapsed().as_secs_f64()
-    );
     let _ = child.wait();
+    if traced {
+        // A tracer's exit leaves the kernel work to do (its BPF programs and
+        // buffers are freed after it is gone); a precaution, so that the next
+        // child does not start measuring while it happens.
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let line = line.context("the obs child printed no result")?;
     let res: ObsResult = serde_json::from_str(&line)
         .with_context(|| format!("parsing the obs child's output {line:?}"))?;
+    let median = |xs: &[f64]| Summary::of(xs).map_or(f64::NAN, |s| s.median);
+    eprintln!(
+        "    obs child ({}): attach {:.1} s, run {:.1} s, detach {:.1} s; \
+         {:.2} ns/op wall, {:.2} cpu, preempted {}, loop at +{} in its line, {} kB huge text",
+        mode.label,
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        t2.elapsed().as_secs_f64(),
+        median(&res.samples),
+        median(&res.cpu_samples),
+        res.preempted,
+        res.loop_offset,
+        res.file_pmd_kb,
+    );
     Ok((res, evidence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn every_run_runs_every_mode_once() {
+        for run in 0..7 {
+            let mut o = run_order(run, 4);
+            o.sort_unstable();
+            assert_eq!(o, vec![0, 1, 2, 3], "run {run}");
+        }
+    }
+
+    /// With a plain rotation, mode 0 always ran right after mode 3 (the
+    /// bpftrace child, whose tracer had just exited) or first.
+    #[test]
+    fn no_mode_always_follows_the_same_one() {
+        let n = 4;
+        for mode in 0..n {
+            let mut before = std::collections::BTreeSet::new();
+            for run in 0..5 {
+                let o = run_order(run, n);
+                let at = o.iter().position(|&m| m == mode).expect("every mode runs");
+                if at > 0 {
+                    before.insert(o[at - 1]);
+                }
+            }
+            assert!(
+                before.len() >= 2,
+                "mode {mode} follows only {before:?} in five runs"
+            );
+        }
+    }
 }
