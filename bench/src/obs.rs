@@ -87,16 +87,32 @@ pub struct ObsRow {
     /// every child of this mode (one value unless the mode ran binaries
     /// of different builds).
     pub loop_offsets: Vec<u64>,
+    /// Each run's child of this mode: its CPU-time median (`None` where it
+    /// did not run), for comparisons run by run ([`ObsRow::vs`]).
+    pub per_run: Vec<Option<f64>>,
     /// A word from the tracer, e.g. what the bpftrace map held at the end.
     pub evidence: Option<String>,
 }
 
 impl ObsRow {
-    /// The figure modes are compared on: the CPU-time median, or the wall
-    /// median from a child that did not report CPU time.
-    pub fn figure(&self) -> Option<f64> {
-        let wall = self.result.as_ref().ok()?;
-        Some(self.cpu.map_or(wall.median, |c| c.median))
+    /// How much slower than `base` this mode ran, in percent: the median,
+    /// over the runs in which both ran, of the ratio of their children's
+    /// CPU-time medians. The children of one run follow each other within
+    /// seconds, so what slows a whole stretch of the session (on the shared
+    /// machine, CPU time itself swung between 1.6 and 2.4 ns/op for tens of
+    /// seconds at a time) divides out; pooled medians keep it, weighted by
+    /// how many of each mode's children it happened to catch.
+    pub fn vs(&self, base: &ObsRow) -> Option<f64> {
+        let mut ratios: Vec<f64> = self
+            .per_run
+            .iter()
+            .zip(&base.per_run)
+            .filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref()?))
+            .collect();
+        if self.result.is_err() || base.result.is_err() {
+            ratios.clear();
+        }
+        Summary::of(&ratios).map(|s| 100.0 * (s.median - 1.0))
     }
 }
 
@@ -127,12 +143,16 @@ pub fn run(
     let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut preempted = vec![0; n];
     let mut offsets: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut per_run: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(runs); n];
     let mut errors: Vec<Option<String>> = modes
         .iter()
         .map(|m| m.binary.as_ref().err().cloned())
         .collect();
     let mut evidence: Vec<Option<String>> = vec![None; n];
     for run in 0..runs {
+        for v in &mut per_run {
+            v.push(None);
+        }
         for i in run_order(run, n) {
             if errors[i].is_some() {
                 continue;
@@ -141,6 +161,9 @@ pub fn run(
             match run_once(&modes[i], bin, rounds, reps, cpu, live) {
                 Ok((res, ev)) => {
                     samples[i].extend(res.samples);
+                    if let Some(slot) = per_run[i].last_mut() {
+                        *slot = Summary::of(&res.cpu_samples).map(|s| s.median);
+                    }
                     cpu_samples[i].extend(res.cpu_samples);
                     preempted[i] += res.preempted;
                     if !offsets[i].contains(&res.loop_offset) {
@@ -168,6 +191,7 @@ pub fn run(
             cpu: Summary::of(&cpu_samples[i]),
             preempted: preempted[i],
             loop_offsets: offsets[i].clone(),
+            per_run: per_run[i].clone(),
             evidence: evidence[i].clone(),
         })
         .collect()
@@ -379,7 +403,37 @@ fn run_once(
 
 #[cfg(test)]
 mod tests {
-    use super::run_order;
+    use super::{ObsRow, run_order};
+    use crate::measure::Summary;
+
+    fn row(per_run: &[Option<f64>]) -> ObsRow {
+        let all: Vec<f64> = per_run.iter().flatten().copied().collect();
+        ObsRow {
+            label: "test",
+            result: Summary::of(&all).ok_or_else(|| "no samples".to_string()),
+            cpu: Summary::of(&all),
+            preempted: 0,
+            loop_offsets: vec![0],
+            per_run: per_run.to_vec(),
+            evidence: None,
+        }
+    }
+
+    /// A slow stretch that catches more of one mode's children moves the
+    /// pooled medians apart; run by run it divides out.
+    #[test]
+    fn vs_compares_run_by_run() {
+        let base = row(&[Some(2.4), Some(2.4), Some(2.4), Some(1.6), Some(1.6)]);
+        let same = row(&[Some(2.4), Some(2.4), Some(1.6), Some(1.6), Some(1.6)]);
+        let pooled = 100.0 * (same.cpu.unwrap().median / base.cpu.unwrap().median - 1.0);
+        assert!(pooled < -30.0, "the pooled medians read {pooled:.1} %");
+        // Runs where one of the two did not run are left out.
+        let slower = row(&[Some(2.64), None, Some(2.64), Some(1.76), Some(1.76)]);
+        let v = slower.vs(&base).expect("four runs in common");
+        assert!((v - 10.0).abs() < 1e-9, "10 % slower in every run, got {v}");
+        let none = row(&[None, None, None, None, None]);
+        assert_eq!(none.vs(&base), None, "no run in common, no comparison");
+    }
 
     #[test]
     fn every_run_runs_every_mode_once() {

@@ -258,8 +258,7 @@ impl Results {
         let base = self
             .obs
             .iter()
-            .find(|r| r.label.starts_with("probes compiled out"))
-            .and_then(ObsRow::figure);
+            .find(|r| r.label.starts_with("probes compiled out"));
         let _ = writeln!(
             md,
             "slabscope churn at 64 B, 1000 live, LIFO, in child processes of each kind, \
@@ -272,7 +271,10 @@ impl Results {
              The modes are compared on the measuring thread's CPU time \
              (`CLOCK_THREAD_CPUTIME_ID`), which holds the probes' own cost and a uprobe's \
              trap but not the time other processes took the CPU; wall time, which does, \
-             is beside it with the number of times the thread was preempted. The control \
+             is beside it with the number of times the thread was preempted. \"vs compiled \
+             out\" is run by run: the median, over the runs, of each child's CPU-time median \
+             over that run's compiled-out child's, so a slow stretch of the session that \
+             catches more children of one mode than of another does not count. The control \
              is the build with probes again, from a second file: its difference from the \
              first copy is what this run's noise makes of two identical binaries.\n"
         );
@@ -287,10 +289,9 @@ impl Results {
                     let cpu = r.cpu.map_or("—".into(), |c| {
                         format!("{} ({})", num(c.median), num(c.min))
                     });
-                    let rel = match (base, r.figure()) {
-                        (Some(b), Some(v)) => format!("{:+.1} %", 100.0 * (v / b - 1.0)),
-                        _ => "—".into(),
-                    };
+                    let rel = base
+                        .and_then(|b| r.vs(b))
+                        .map_or("—".into(), |v| format!("{v:+.1} %"));
                     let _ = writeln!(
                         md,
                         "| {} | {cpu} | {rel} | {} ({}) | {} | {} |",
@@ -475,17 +476,12 @@ impl Results {
                 verdict(after <= 0.10)
             );
         }
-        let get = |p: &str| {
-            self.obs
-                .iter()
-                .find(|r| r.label.starts_with(p))
-                .map(|r| r.result.as_ref().map(|_| r.figure().unwrap_or(f64::NAN)))
-        };
-        let base = get("probes compiled out");
+        let row = |p: &str| self.obs.iter().find(|r| r.label.starts_with(p));
+        let base = row("probes compiled out");
         // The noise of this run: the control against the first copy of the
         // same build.
-        let noise = match (get("probes compiled in"), get(CONTROL)) {
-            (Some(Ok(a)), Some(Ok(c))) => Some(100.0 * (c / a - 1.0)),
+        let noise = match (row(CONTROL), row("probes compiled in")) {
+            (Some(c), Some(a)) => c.vs(a),
             _ => None,
         };
         if let Some(n) = noise {
@@ -512,9 +508,15 @@ impl Results {
                 "bpftrace one-liner attached (no target)",
             ),
         ] {
-            match (base, get(prefix)) {
-                (Some(Ok(b)), Some(Ok(v))) => {
-                    let pct = 100.0 * (v / b - 1.0);
+            let this = row(prefix);
+            let base_err = base.and_then(|r| r.result.as_ref().err());
+            let this_err = this.and_then(|r| r.result.as_ref().err());
+            match (
+                base.zip(this).and_then(|(b, t)| t.vs(b)),
+                base_err,
+                this_err,
+            ) {
+                (Some(pct), _, _) => {
                     let met = if limit.is_finite() {
                         verdict(pct <= limit)
                     } else {
@@ -522,7 +524,7 @@ impl Results {
                     };
                     let _ = writeln!(md, "| {what} | {pct:+.1} % | {met} |");
                 }
-                (_, Some(Err(e))) | (Some(Err(e)), _) => {
+                (None, _, Some(e)) | (None, Some(e), None) => {
                     let _ = writeln!(
                         md,
                         "| {what} | not measured: {} | — |",
