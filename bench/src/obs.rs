@@ -94,25 +94,78 @@ pub struct ObsRow {
     pub evidence: Option<String>,
 }
 
+/// One mode against another, run by run ([`ObsRow::vs`]), in percent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Paired {
+    /// The median of the runs' differences.
+    pub median: f64,
+    /// An interval of order statistics of the runs' differences that holds
+    /// the true median with probability `coverage` (distribution-free: the
+    /// number of runs below the median is binomial).
+    pub low: f64,
+    pub high: f64,
+    pub coverage: f64,
+    /// How many runs both modes ran in.
+    pub runs: usize,
+}
+
+/// `P(B <= k)` for `B ~ Binomial(n, 1/2)`.
+fn binomial_half_cdf(n: usize, k: usize) -> f64 {
+    let mut term = 0.5f64.powi(i32::try_from(n).unwrap_or(i32::MAX));
+    let mut sum = term;
+    for i in 1..=k.min(n) {
+        // C(n, i) = C(n, i - 1) * (n - i + 1) / i
+        term *= (n - i + 1) as f64 / i as f64;
+        sum += term;
+    }
+    sum
+}
+
+impl Paired {
+    /// The median of `diffs` and the narrowest symmetric interval of order
+    /// statistics that covers the median with at least 90 % probability
+    /// (all of them when there are too few runs for that).
+    pub fn of(diffs: &[f64]) -> Option<Paired> {
+        let median = Summary::of(diffs)?.median;
+        let mut v = diffs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        // The interval [v[k-1], v[n-k]] misses the median when k or fewer
+        // of the n runs fall on one side: probability 2 P(B <= k-1).
+        let mut k = 1;
+        while k < n.div_ceil(2) && 1.0 - 2.0 * binomial_half_cdf(n, k) >= 0.9 {
+            k += 1;
+        }
+        let coverage = 1.0 - 2.0 * binomial_half_cdf(n, k - 1);
+        Some(Paired {
+            median,
+            low: v[k - 1],
+            high: v[n - k],
+            coverage: coverage.max(0.0),
+            runs: n,
+        })
+    }
+}
+
 impl ObsRow {
-    /// How much slower than `base` this mode ran, in percent: the median,
-    /// over the runs in which both ran, of the ratio of their children's
-    /// CPU-time medians. The children of one run follow each other within
-    /// seconds, so what slows a whole stretch of the session (on the shared
-    /// machine, CPU time itself swung between 1.6 and 2.4 ns/op for tens of
-    /// seconds at a time) divides out; pooled medians keep it, weighted by
-    /// how many of each mode's children it happened to catch.
-    pub fn vs(&self, base: &ObsRow) -> Option<f64> {
-        let mut ratios: Vec<f64> = self
+    /// How much slower than `base` this mode ran, run by run: each run's
+    /// child's CPU-time median over that run's `base` child's, in percent,
+    /// over the runs in which both ran. The children of one run follow each
+    /// other within seconds, so what slows a whole stretch of the session
+    /// (on the shared machine, CPU time itself swung between 1.6 and 2.4
+    /// ns/op for tens of seconds at a time) divides out; pooled medians keep
+    /// it, weighted by how many of each mode's children it happened to catch.
+    pub fn vs(&self, base: &ObsRow) -> Option<Paired> {
+        if self.result.is_err() || base.result.is_err() {
+            return None;
+        }
+        let diffs: Vec<f64> = self
             .per_run
             .iter()
             .zip(&base.per_run)
-            .filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref()?))
+            .filter_map(|(a, b)| Some(100.0 * (a.as_ref()? / b.as_ref()? - 1.0)))
             .collect();
-        if self.result.is_err() || base.result.is_err() {
-            ratios.clear();
-        }
-        Summary::of(&ratios).map(|s| 100.0 * (s.median - 1.0))
+        Paired::of(&diffs)
     }
 }
 
@@ -403,7 +456,7 @@ fn run_once(
 
 #[cfg(test)]
 mod tests {
-    use super::{ObsRow, run_order};
+    use super::{ObsRow, Paired, binomial_half_cdf, run_order};
     use crate::measure::Summary;
 
     fn row(per_run: &[Option<f64>]) -> ObsRow {
@@ -430,7 +483,11 @@ mod tests {
         // Runs where one of the two did not run are left out.
         let slower = row(&[Some(2.64), None, Some(2.64), Some(1.76), Some(1.76)]);
         let v = slower.vs(&base).expect("four runs in common");
-        assert!((v - 10.0).abs() < 1e-9, "10 % slower in every run, got {v}");
+        assert_eq!(v.runs, 4);
+        assert!(
+            (v.median - 10.0).abs() < 1e-9 && (v.low - 10.0).abs() < 1e-9,
+            "10 % slower in every run, got {v:?}"
+        );
         let none = row(&[None, None, None, None, None]);
         assert_eq!(none.vs(&base), None, "no run in common, no comparison");
     }
@@ -463,5 +520,29 @@ mod tests {
                 "mode {mode} follows only {before:?} in five runs"
             );
         }
+    }
+
+    #[test]
+    fn binomial_tail() {
+        assert!((binomial_half_cdf(10, 0) - 1.0 / 1024.0).abs() < 1e-12);
+        assert!((binomial_half_cdf(10, 2) - 56.0 / 1024.0).abs() < 1e-12);
+        assert!((binomial_half_cdf(4, 4) - 1.0).abs() < 1e-12);
+    }
+
+    /// Ten runs: the 3rd and 8th smallest bound the median with 89 %, the
+    /// 2nd and 9th with 97.9 %: the interval is the latter, the narrowest
+    /// with at least 90 %.
+    #[test]
+    fn paired_interval_of_order_statistics() {
+        let diffs: Vec<f64> = (1..=10).map(f64::from).collect();
+        let p = Paired::of(&diffs).expect("ten runs");
+        assert_eq!((p.low, p.high, p.runs), (2.0, 9.0, 10), "{p:?}");
+        assert!((p.coverage - (1.0 - 22.0 / 1024.0)).abs() < 1e-12, "{p:?}");
+        assert_eq!(p.median, 5.5);
+        // One run: the interval is that run, and covers nothing for sure.
+        let one = Paired::of(&[3.0]).expect("one run");
+        assert_eq!((one.low, one.high), (3.0, 3.0));
+        assert!(one.coverage <= 0.0, "{one:?}");
+        assert_eq!(Paired::of(&[]), None);
     }
 }

@@ -7,7 +7,7 @@ use crate::contenders::Kind;
 use crate::fresh::{InstrRow, RampRow};
 use crate::machine::Machine;
 use crate::measure::Summary;
-use crate::obs::{BPFTRACE_SCRIPT, CONTROL, ObsRow, STATS_ENV, STATS_INTERVAL_MS};
+use crate::obs::{BPFTRACE_SCRIPT, CONTROL, ObsRow, Paired, STATS_ENV, STATS_INTERVAL_MS};
 use crate::profile::Profile;
 use crate::suite::{Row, order_name};
 use crate::text::{num, size_name};
@@ -44,6 +44,17 @@ pub struct Results {
     pub global: Option<crate::global::GlobalChurn>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
+}
+
+/// A run-by-run comparison: `+5.8 % (−2.0 to +14.9 %, 10 runs)`.
+fn paired(p: Paired) -> String {
+    if p.runs < 2 {
+        return format!("{:+.1} % (one run)", p.median);
+    }
+    format!(
+        "{:+.1} % ({:+.1} to {:+.1} %, {} runs)",
+        p.median, p.low, p.high, p.runs
+    )
 }
 
 fn mib(bytes: u64) -> String {
@@ -274,9 +285,11 @@ impl Results {
              is beside it with the number of times the thread was preempted. \"vs compiled \
              out\" is run by run: the median, over the runs, of each child's CPU-time median \
              over that run's compiled-out child's, so a slow stretch of the session that \
-             catches more children of one mode than of another does not count. The control \
-             is the build with probes again, from a second file: its difference from the \
-             first copy is what this run's noise makes of two identical binaries.\n"
+             catches more children of one mode than of another does not count; in \
+             brackets, the runs' differences that hold the median with at least 90 % \
+             probability (order statistics). The control is the build with probes again, \
+             from a second file: its difference from the first copy is what this run's \
+             noise makes of two identical binaries.\n"
         );
         let _ = writeln!(
             md,
@@ -289,9 +302,7 @@ impl Results {
                     let cpu = r.cpu.map_or("—".into(), |c| {
                         format!("{} ({})", num(c.median), num(c.min))
                     });
-                    let rel = base
-                        .and_then(|b| r.vs(b))
-                        .map_or("—".into(), |v| format!("{v:+.1} %"));
+                    let rel = base.and_then(|b| r.vs(b)).map_or("—".into(), paired);
                     let _ = writeln!(
                         md,
                         "| {} | {cpu} | {rel} | {} ({}) | {} | {} |",
@@ -487,16 +498,16 @@ impl Results {
         if let Some(n) = noise {
             let _ = writeln!(
                 md,
-                "| noise: two files of the build with probes, untraced | {n:+.1} % | — |"
+                "| noise: two files of the build with probes, untraced | {} | — |",
+                paired(n)
             );
         }
-        let untraced_limit = noise.map_or(1.0, |n| n.abs().max(1.0));
-        let untraced_what = match noise {
-            Some(_) => "untraced probes within noise of compiled out (1 %, or the noise above)",
-            None => "untraced probes within 1 % of compiled out",
-        };
         for (prefix, limit, what) in [
-            ("probes compiled in", untraced_limit, untraced_what),
+            (
+                "probes compiled in",
+                1.0,
+                "untraced probes within noise of compiled out (1 %)",
+            ),
             (
                 "traced by the slabscope collector",
                 2.0,
@@ -516,13 +527,17 @@ impl Results {
                 base_err,
                 this_err,
             ) {
-                (Some(pct), _, _) => {
-                    let met = if limit.is_finite() {
-                        verdict(pct <= limit)
-                    } else {
+                (Some(p), _, _) => {
+                    let met = if !limit.is_finite() {
                         "—"
+                    } else if p.median <= limit {
+                        "yes"
+                    } else if p.low <= limit {
+                        "within noise (the interval reaches the limit)"
+                    } else {
+                        "**no**"
                     };
-                    let _ = writeln!(md, "| {what} | {pct:+.1} % | {met} |");
+                    let _ = writeln!(md, "| {what} | {} | {met} |", paired(p));
                 }
                 (None, _, Some(e)) | (None, Some(e), None) => {
                     let _ = writeln!(
