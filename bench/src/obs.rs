@@ -99,11 +99,13 @@ pub struct ObsRow {
 pub struct Paired {
     /// The median of the runs' differences.
     pub median: f64,
-    /// An interval of order statistics of the runs' differences that holds
-    /// the true median with probability `coverage` (distribution-free: the
-    /// number of runs below the median is binomial).
+    /// The low end of an interval of order statistics of the runs'
+    /// differences that holds the true median with probability `coverage`
+    /// (distribution-free: the number of runs below the median is binomial).
     pub low: f64,
+    /// Its high end.
     pub high: f64,
+    /// The probability that the interval holds the median (0 for one run).
     pub coverage: f64,
     /// How many runs both modes ran in.
     pub runs: usize,
