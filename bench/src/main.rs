@@ -103,6 +103,15 @@ struct ReportArgs {
     /// This binary built without slabscope's probes (workload 5).
     #[arg(long)]
     noprobes_bin: Option<PathBuf>,
+    /// This binary built with the probes, for workload 5's other children
+    /// (default: this very file). `cargo xtask bench` passes a copy made
+    /// beside the one without, so both children run files made alike.
+    #[arg(long)]
+    probes_bin: Option<PathBuf>,
+    /// A second copy of the build with probes, run untraced as workload 5's
+    /// control: its difference from the first copy is the run's noise.
+    #[arg(long)]
+    control_bin: Option<PathBuf>,
     /// The slabscope inspector binary, attached with `--pid N` plus `--inspector-args`.
     #[arg(long)]
     inspector_bin: Option<PathBuf>,
@@ -309,11 +318,14 @@ fn report(a: ReportArgs) -> Result<()> {
     let obs_rounds = ((rep_ns / (slab_ns * 2000.0)) as u64).max(1);
     let modes = obs_modes(&a, &exe);
     let obs = if wanted("obs") {
+        // Ten short children per mode rather than five long ones: a child's
+        // speed varies more from child to child than from repetition to
+        // repetition.
         obs::run(
             &modes,
-            if quick { 1 } else { 5 },
+            if quick { 1 } else { 10 },
             obs_rounds,
-            if quick { 2 } else { 5 },
+            if quick { 2 } else { 4 },
             cpu,
             1000,
         )
@@ -533,7 +545,21 @@ fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
                 .into(),
         ),
     };
-    let traced = |ok: Result<(), String>| ok.map(|()| exe.to_path_buf());
+    let probes = match &a.probes_bin {
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Ok(exe.to_path_buf()),
+    };
+    let control = match &a.control_bin {
+        Some(p) if p.exists() => Ok(p.clone()),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Err(
+            "no second copy of the build with probes was given (--control-bin); \
+             cargo xtask bench makes one"
+                .into(),
+        ),
+    };
+    let traced = |ok: Result<(), String>| ok.and_then(|()| probes.clone());
     let needs_root = if root {
         Ok(())
     } else {
@@ -566,7 +592,14 @@ fn obs_modes(a: &ReportArgs, exe: &std::path::Path) -> Vec<obs::Mode> {
         },
         obs::Mode {
             label: "probes compiled in, untraced",
-            binary: Ok(exe.to_path_buf()),
+            binary: probes.clone(),
+            tracer: None,
+            env: Vec::new(),
+            nodebug: false,
+        },
+        obs::Mode {
+            label: obs::CONTROL,
+            binary: control,
             tracer: None,
             env: Vec::new(),
             nodebug: false,

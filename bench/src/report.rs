@@ -7,7 +7,7 @@ use crate::contenders::Kind;
 use crate::fresh::{InstrRow, RampRow};
 use crate::machine::Machine;
 use crate::measure::Summary;
-use crate::obs::{BPFTRACE_SCRIPT, ObsRow, STATS_ENV, STATS_INTERVAL_MS};
+use crate::obs::{BPFTRACE_SCRIPT, CONTROL, ObsRow, Paired, STATS_ENV, STATS_INTERVAL_MS};
 use crate::profile::Profile;
 use crate::suite::{Row, order_name};
 use crate::text::{num, size_name};
@@ -44,6 +44,17 @@ pub struct Results {
     pub global: Option<crate::global::GlobalChurn>,
     /// Hand-written analysis appended verbatim (bench/ANALYSIS.md).
     pub analysis: Option<String>,
+}
+
+/// A run-by-run comparison: `+5.8 % (−2.0 to +14.9 %, 10 runs)`.
+fn paired(p: Paired) -> String {
+    if p.runs < 2 {
+        return format!("{:+.1} % (one run)", p.median);
+    }
+    format!(
+        "{:+.1} % ({:+.1} to {:+.1} %, {} runs)",
+        p.median, p.low, p.high, p.runs
+    )
 }
 
 fn mib(bytes: u64) -> String {
@@ -258,40 +269,54 @@ impl Results {
         let base = self
             .obs
             .iter()
-            .find(|r| r.label.starts_with("probes compiled out"))
-            .and_then(|r| r.result.as_ref().ok().map(|s| s.median));
+            .find(|r| r.label.starts_with("probes compiled out"));
         let _ = writeln!(
             md,
             "slabscope churn at 64 B, 1000 live, LIFO, in child processes of each kind, \
-             interleaved; every child runs with `{STATS_ENV}={STATS_INTERVAL_MS}` (the \
-             `cache_stats` probe fires once a second, as in a program meant to be watched). \
-             The collector is the inspector's JSON view (`slabscope --pid PID --json -d 1`); \
-             the bpftrace one-liner is\n\n```sh\nbpftrace -p PID -e '{BPFTRACE_SCRIPT}'\n```\n"
+             interleaved (the order rotates and reverses from run to run, so no mode always \
+             follows the same one); every child runs with `{STATS_ENV}={STATS_INTERVAL_MS}` \
+             (the `cache_stats` probe fires once a second, as in a program meant to be \
+             watched). The collector is the inspector's JSON view (`slabscope --pid PID \
+             --json -d 1`); the bpftrace one-liner is\n\n```sh\nbpftrace -p PID -e \
+             '{BPFTRACE_SCRIPT}'\n```\n\n\
+             The modes are compared on the measuring thread's CPU time \
+             (`CLOCK_THREAD_CPUTIME_ID`), which holds the probes' own cost and a uprobe's \
+             trap but not the time other processes took the CPU; wall time, which does, \
+             is beside it with the number of times the thread was preempted. \"vs compiled \
+             out\" is run by run: the median, over the runs, of each child's CPU-time median \
+             over that run's compiled-out child's, so a slow stretch of the session that \
+             catches more children of one mode than of another does not count; in \
+             brackets, the runs' differences that hold the median with at least 90 % \
+             probability (order statistics). The control is the build with probes again, \
+             from a second file: its difference from the first copy is what this run's \
+             noise makes of two identical binaries.\n"
         );
         let _ = writeln!(
             md,
-            "| mode | ns/op median (min) | vs compiled out | note |\n|---|---:|---:|---|"
+            "| mode | CPU ns/op median (min) | vs compiled out | wall ns/op median (min) | preempted | note |\n\
+             |---|---:|---:|---:|---:|---|"
         );
         for r in &self.obs {
             match &r.result {
-                Ok(s) => {
-                    let rel = base.map_or("—".into(), |b| {
-                        format!("{:+.1} %", 100.0 * (s.median / b - 1.0))
+                Ok(wall) => {
+                    let cpu = r.cpu.map_or("—".into(), |c| {
+                        format!("{} ({})", num(c.median), num(c.min))
                     });
+                    let rel = base.and_then(|b| r.vs(b)).map_or("—".into(), paired);
                     let _ = writeln!(
                         md,
-                        "| {} | {} ({}) | {} | {} |",
+                        "| {} | {cpu} | {rel} | {} ({}) | {} | {} |",
                         r.label,
-                        num(s.median),
-                        num(s.min),
-                        rel,
+                        num(wall.median),
+                        num(wall.min),
+                        r.preempted,
                         r.evidence.as_deref().unwrap_or("").replace('|', "\\|")
                     );
                 }
                 Err(e) => {
                     let _ = writeln!(
                         md,
-                        "| {} | not measured | — | {} |",
+                        "| {} | not measured | — | — | — | {} |",
                         r.label,
                         e.replace('|', "\\|")
                     );
@@ -299,6 +324,43 @@ impl Results {
             }
         }
         let _ = writeln!(md);
+        let offsets = |p: &str| {
+            self.obs
+                .iter()
+                .find(|r| r.label.starts_with(p))
+                .map(|r| r.loop_offsets.clone())
+                .filter(|o| !o.is_empty())
+        };
+        if let (Some(out), Some(inn)) = (
+            offsets("probes compiled out"),
+            offsets("probes compiled in"),
+        ) {
+            let list = |o: &[u64]| {
+                o.iter()
+                    .map(|x| format!("+{x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if out == inn {
+                let _ = writeln!(
+                    md,
+                    "Both builds start the churn loop's function at {} bytes into a 64-byte \
+                     line, so the two untraced rows run the same code at the same alignment.\n",
+                    list(&out)
+                );
+            } else {
+                let _ = writeln!(
+                    md,
+                    "**The two untraced rows are not like with like:** the build without probes \
+                     starts the churn loop's function at {} bytes into a 64-byte line, the build \
+                     with them at {}, so their difference includes a code-layout effect \
+                     (`cargo xtask bench` builds both with 64-byte function alignment; run the \
+                     binaries it builds).\n",
+                    list(&out),
+                    list(&inn)
+                );
+            }
+        }
     }
 
     fn fastpath_table(&self, md: &mut String) {
@@ -425,18 +487,26 @@ impl Results {
                 verdict(after <= 0.10)
             );
         }
-        let get = |p: &str| {
-            self.obs
-                .iter()
-                .find(|r| r.label.starts_with(p))
-                .map(|r| r.result.as_ref().map(|s| s.median))
+        let row = |p: &str| self.obs.iter().find(|r| r.label.starts_with(p));
+        let base = row("probes compiled out");
+        // The noise of this run: the control against the first copy of the
+        // same build.
+        let noise = match (row(CONTROL), row("probes compiled in")) {
+            (Some(c), Some(a)) => c.vs(a),
+            _ => None,
         };
-        let base = get("probes compiled out");
+        if let Some(n) = noise {
+            let _ = writeln!(
+                md,
+                "| noise: two files of the build with probes, untraced | {} | — |",
+                paired(n)
+            );
+        }
         for (prefix, limit, what) in [
             (
                 "probes compiled in",
                 1.0,
-                "untraced probes within 1 % of compiled out",
+                "untraced probes within noise of compiled out (1 %)",
             ),
             (
                 "traced by the slabscope collector",
@@ -449,17 +519,27 @@ impl Results {
                 "bpftrace one-liner attached (no target)",
             ),
         ] {
-            match (base, get(prefix)) {
-                (Some(Ok(b)), Some(Ok(v))) => {
-                    let pct = 100.0 * (v / b - 1.0);
-                    let met = if limit.is_finite() {
-                        verdict(pct <= limit)
-                    } else {
+            let this = row(prefix);
+            let base_err = base.and_then(|r| r.result.as_ref().err());
+            let this_err = this.and_then(|r| r.result.as_ref().err());
+            match (
+                base.zip(this).and_then(|(b, t)| t.vs(b)),
+                base_err,
+                this_err,
+            ) {
+                (Some(p), _, _) => {
+                    let met = if !limit.is_finite() {
                         "—"
+                    } else if p.median <= limit {
+                        "yes"
+                    } else if p.low <= limit {
+                        "within noise (the interval reaches the limit)"
+                    } else {
+                        "**no**"
                     };
-                    let _ = writeln!(md, "| {what} | {pct:+.1} % | {met} |");
+                    let _ = writeln!(md, "| {what} | {} | {met} |", paired(p));
                 }
-                (_, Some(Err(e))) | (Some(Err(e)), _) => {
+                (None, _, Some(e)) | (None, Some(e), None) => {
                     let _ = writeln!(
                         md,
                         "| {what} | not measured: {} | — |",

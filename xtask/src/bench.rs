@@ -3,11 +3,17 @@
 //!
 //! The bench binary is built twice from the same tree: once without
 //! slabscope's `probes` feature, copied aside as `slabscope-bench-noprobes`,
-//! and once with it. The second binary runs every workload and, for the
-//! observability workload, also starts the first one, so the two run side by
-//! side in the same session. Both builds share one target directory, so the
-//! C peers (jemalloc, mimalloc) compile once; only slabscope and the bench
-//! crate rebuild between the two.
+//! and once with it, copied aside twice, as `slabscope-bench-probes` and
+//! `slabscope-bench-probes-control`. The build with probes runs every
+//! workload; for the observability workload it starts the three copies as
+//! children: without probes, with them, and the control, a second file of
+//! the same code whose difference from the first is what the run's noise
+//! alone makes of two binaries (issue 15: in one full run two files of one
+//! build read 28 % apart). No child runs the driver's own file, and both
+//! builds get [`ALIGN_RUSTFLAGS`], so the code the two untraced children
+//! share starts at the same offset of a cache line in both. Both builds
+//! share one target directory, so the C peers (jemalloc, mimalloc) compile
+//! once; only slabscope and the bench crate rebuild between the two.
 //!
 //! The C library `libslabscope.so` is built too (`-p slabscope-capi`), and
 //! `libslabscope_malloc.so` when the tree has its crate (`malloc/`), for the
@@ -54,6 +60,45 @@ pub struct BenchArgs {
     /// (bench_serve.rs), appended to the report file.
     #[arg(long, conflicts_with_all = ["quick", "no_collector"])]
     pub serve_only: bool,
+}
+
+/// Code generation flags of both builds of the bench binary: every function
+/// starts on a 64-byte line (LLVM's default on x86-64 is 16 bytes), so a
+/// function whose code is the same in both builds (the churn loop of the
+/// observability children) sits at the same offset of its cache line in
+/// both, whatever the probe sites elsewhere move. Without it the two builds
+/// put that loop at +16 and +32. Cargo keeps these artifacts apart from
+/// those built without the flag (the flags are part of their file names), so
+/// the other release builds do not rebuild them.
+pub const ALIGN_RUSTFLAGS: &str = "-C llvm-args=-align-all-functions=6";
+
+/// The bench binary's build: `cargo build --release -p slabscope-bench`
+/// with `extra` and [`ALIGN_RUSTFLAGS`] added to the caller's `RUSTFLAGS`.
+fn build_bench(extra: &[&str]) -> Result<()> {
+    let flags = match std::env::var("RUSTFLAGS") {
+        Ok(own) if !own.trim().is_empty() => format!("{own} {ALIGN_RUSTFLAGS}"),
+        _ => ALIGN_RUSTFLAGS.to_string(),
+    };
+    let mut cmd = run::cargo();
+    cmd.env("RUSTFLAGS", &flags)
+        .args(["build", "--release", "-p", "slabscope-bench"])
+        .args(extra);
+    run::run(&mut cmd).with_context(|| {
+        format!(
+            "building the bench binary failed; fix the build error above and rerun `cargo xtask bench` \
+             (the build was `RUSTFLAGS='{flags}' cargo build --release -p slabscope-bench {}`)",
+            extra.join(" ")
+        )
+    })
+}
+
+/// Copy `from` to each of `to`.
+fn copy_aside(from: &std::path::Path, to: &[&std::path::Path]) -> Result<()> {
+    for dest in to {
+        std::fs::copy(from, dest)
+            .with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+    }
+    Ok(())
 }
 
 /// `cargo build --release` with `args`, echoed like every xtask step.
@@ -129,13 +174,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let bench = release.join("slabscope-bench");
     let noprobes = release.join("slabscope-bench-noprobes");
+    let probes = release.join("slabscope-bench-probes");
+    let control = release.join("slabscope-bench-probes-control");
 
     header("bench: build slabscope-bench without slabscope's probes");
-    build(&["-p", "slabscope-bench", "--no-default-features"])?;
-    std::fs::copy(&bench, &noprobes)
-        .with_context(|| format!("copying {} to {}", bench.display(), noprobes.display()))?;
+    build_bench(&["--no-default-features"])?;
+    copy_aside(&bench, &[&noprobes])?;
     header("bench: build slabscope-bench with the probes");
-    build(&["-p", "slabscope-bench"])?;
+    build_bench(&[])?;
+    copy_aside(&bench, &[&probes, &control])?;
     header("bench: build libslabscope.so, the C library, for the C path");
     build(&["-p", "slabscope-capi"])?;
     let malloc_lib = malloc_library(&root, &release);
@@ -172,6 +219,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .arg(&out)
         .arg("--noprobes-bin")
         .arg(&noprobes)
+        .arg("--probes-bin")
+        .arg(&probes)
+        .arg("--control-bin")
+        .arg(&control)
         .arg("--command")
         .arg(command_line(&args));
     if args.quick {
