@@ -25,6 +25,7 @@ use std::ptr::{self, NonNull};
 // The allocator the C library wraps; the C library itself is loaded from
 // libslabscope.so (`support::ffi`).
 use slabscope_rs::flags::{KM_SLEEP, KMC_NODEBUG};
+use slabscope_rs::tunables::{self, Tunables};
 use slabscope_rs::{Cache, CacheBuilder};
 use slabscope_testkit::child;
 use support::ffi;
@@ -119,6 +120,38 @@ fn rust_misaligned_pointer_aborts_before_reading_a_header() {
         "bad_misaligned",
         "not aligned like this cache's objects",
     );
+}
+
+/// Slabs are built lazily: an object its slab never handed out still has
+/// the zero header of a fresh mapping, which carries no cache's mark.
+#[test]
+fn rust_free_of_an_object_never_handed_out_aborts() {
+    let out = in_child("rust_free_of_an_object_never_handed_out_aborts", || {
+        // Refills of one object and no depot: the first allocation builds
+        // object 0 alone.
+        tunables::set(Tunables {
+            magazine_size: 2,
+            depot_kb: 0,
+            ..Tunables::default()
+        })
+        .expect("tunables before the first cache");
+        let c = debug_cache("bad_unbuilt");
+        let p = c.alloc(KM_SLEEP).unwrap();
+        let s = c.stats();
+        assert_eq!(
+            (s.counters.obj_alloc, s.counters.slab_total),
+            (1, 1),
+            "{s:?}"
+        );
+        // The slab's last object, p being its first.
+        let last = p
+            .as_ptr()
+            .wrapping_add(((s.slab_objs - 1) * s.obj_size_full) as usize);
+        println!("PTR={last:p}");
+        // SAFETY: deliberately broken: the slab never handed `last` out.
+        unsafe { c.free(NonNull::new(last).unwrap()) };
+    });
+    assert_aborted_naming(&out, "bad_unbuilt", "does not carry this cache's mark");
 }
 
 #[test]

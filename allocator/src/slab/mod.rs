@@ -46,7 +46,11 @@
 //! same reason). A take empties the free list first, so freed objects are
 //! reused LIFO before any new one is built, and objects are built in
 //! address order, object 0 first: the order the eager free list had.
-//! Pages past the last object ever handed out are never written. The
+//! A take builds at most the objects whose headers lie on one page (it
+//! returns short rather than start another), so a magazine refill, which
+//! asks for up to 128 objects, does not build a whole slab for a class a
+//! program takes three objects of. Pages past the last object ever handed
+//! out are never written. The
 //! objects not yet built have a zero header (fresh mappings are zero
 //! filled), which is no object's state: a free of a pointer into one is
 //! refused like any other pointer the cache never handed out.
@@ -750,6 +754,11 @@ impl SlabState {
     /// out first), then unbuilt objects in address order, writing each
     /// one's header as it goes (see [`Slab`]): memory past the last object
     /// ever handed out is never written, so its pages are never faulted in.
+    /// It builds only the objects whose headers lie on one page, the page
+    /// of the first header it writes, and returns short when that page
+    /// runs out before `out` is full: the first refill of a class that
+    /// hands out three objects would otherwise build its magazine's worth,
+    /// a whole slab.
     pub(crate) fn take_batch(
         &mut self,
         g: &Geometry,
@@ -771,10 +780,11 @@ impl SlabState {
                 corrupt(name, s.cast(), "slab header magic is wrong");
             }
             let objs = g.slab_objs as u32;
-            let k = ((objs - sl.refs) as usize).min(out.len() - n);
+            let mut k = ((objs - sl.refs) as usize).min(out.len() - n);
             debug_assert!(k > 0, "partial slab with nothing to take");
             // The free list holds built - refs objects.
             let from_list = ((sl.built - sl.refs) as usize).min(k);
+            let mut page_done = false;
             let mut obj = sl.free;
             for slot in &mut out[n..n + from_list] {
                 if debug {
@@ -792,6 +802,17 @@ impl SlabState {
             }
             sl.free = obj;
             if from_list < k {
+                // Build only the objects whose headers share the page of
+                // the first one built here: a take writes at most one page
+                // of the slab that was never written (see `Slab`).
+                let want = k - from_list;
+                let left = (objs - sl.built) as usize;
+                let hdr = hdr_of(obj_at(s, g, sl.color, sl.built)) as usize;
+                let page_end = (hdr | (os::page_size() - 1)) + 1;
+                let on_page = (page_end - hdr).div_ceil(g.obj_size_full as usize);
+                let m = want.min(left).min(on_page);
+                page_done = m < want && m < left;
+                k = from_list + m;
                 let word = header_word(s, OBJ_FREE);
                 for slot in &mut out[n + from_list..n + k] {
                     let obj = obj_at(s, g, sl.color, sl.built);
@@ -822,6 +843,11 @@ impl SlabState {
             if sl.refs == objs {
                 // SAFETY: s is a live slab on the partial list.
                 unsafe { relink(&mut self.partial, &mut self.complete, s) };
+            }
+            if page_done {
+                // Short rather than a page of the next slab: its caller
+                // needed fewer objects than it asked for (a refill).
+                break;
             }
         }
         self.c.obj_alloc += n as u64;

@@ -618,3 +618,74 @@ fn an_unbuilt_object_is_no_object_to_the_checks() {
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
 }
+
+/// A take builds the objects whose headers lie on one page, and returns
+/// short rather than write a second; the free list is not bounded so.
+#[test]
+fn a_take_builds_at_most_one_page_of_objects() {
+    let page = os::page_size() as u64;
+    let g = geo_n(72, 16, 800);
+    let n = g.slab_objs;
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    let mut out = vec![ptr::null_mut(); n as usize];
+    let got = st.take_batch(&g, true, "t", 0, &mut out);
+    st.validate(&g, 1).unwrap();
+    let hdr_page = |o: *mut u8, base: usize| (o as usize - OBJ_HDR as usize - base) as u64 / page;
+    let base = out[0] as usize & !(page as usize - 1);
+    assert!(got > 1 && (got as u64) < n, "{got} of {n}");
+    assert!(out[..got].iter().all(|&o| hdr_page(o, base) == 0));
+    for (i, &o) in out[..got].iter().enumerate() {
+        assert_eq!(o, nth(&g, out[0], i as u64));
+    }
+    // The first header on the next page is the object after the last.
+    assert_eq!(hdr_page(nth(&g, out[0], got as u64), base), 1);
+    assert_eq!(
+        (st.c.obj_alloc, st.c.slab_alloc),
+        (got as u64, 1),
+        "one slab"
+    );
+    // The next take builds page 1's objects; returned objects then come
+    // back all at once, before any new one.
+    let mut more = vec![ptr::null_mut(); n as usize];
+    let got2 = st.take_batch(&g, true, "t", 0, &mut more);
+    assert!(more[..got2].iter().all(|&o| hdr_page(o, base) == 1));
+    assert_eq!(more[0], nth(&g, out[0], got as u64));
+    for &o in out[..got].iter().chain(&more[..got2]) {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    st.validate(&g, 1).unwrap();
+    let mut all = vec![ptr::null_mut(); got + got2];
+    assert_eq!(st.take_batch(&g, true, "t", 0, &mut all), got + got2);
+    st.validate(&g, 1).unwrap();
+    // A slab built to its last object hands on to the next slab.
+    let mut rest = vec![ptr::null_mut(); n as usize];
+    let mut taken = got + got2;
+    while taken < n as usize {
+        let k = st.take_batch(&g, true, "t", 0, &mut rest);
+        assert!(k > 0);
+        for &o in &rest[..k] {
+            all.push(o);
+        }
+        taken += k;
+        st.validate(&g, 1).unwrap();
+    }
+    assert_eq!(taken, n as usize);
+    assert_eq!((st.complete.len(), st.c.slab_alloc), (1, 1));
+    assert!(st.take_obj(&g, true, "t", 0).is_none());
+    grow(&mut st, &g);
+    let k = st.take_batch(&g, true, "t", 0, &mut rest);
+    assert!(k > 0 && rest[..k].iter().all(|&o| !all.contains(&o)));
+    assert_eq!(st.c.slab_alloc, 2);
+    st.validate(&g, 1).unwrap();
+    for &o in all.iter().chain(&rest[..k]) {
+        // SAFETY: each taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    st.validate(&g, 1).unwrap();
+    let r = st.unlink_empty(&g, 0, 0);
+    assert_eq!(r.slabs, 2);
+    // SAFETY: both slabs are empty.
+    unsafe { r.release(&g) };
+}
