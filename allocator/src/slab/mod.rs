@@ -816,11 +816,15 @@ impl SlabState {
                 let word = header_word(s, OBJ_FREE);
                 for slot in &mut out[n + from_list..n + k] {
                     let obj = obj_at(s, g, sl.color, sl.built);
+                    // Written plainly, as the seed builds a slab: nobody
+                    // else knows the object yet, so no access can race (and
+                    // a first atomic store of the whole word would give
+                    // Miri's weak memory model no room for the half-word
+                    // state accesses that follow).
+                    let hdr = hdr_of(obj);
                     // SAFETY: object `built` < objs of this live slab: its
-                    // header word lies inside the slab, 8-aligned, and
-                    // nobody else knows the object yet.
-                    let hdr = unsafe { word_of(obj) };
-                    if debug && hdr.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                    // header word lies inside the slab, 8-aligned.
+                    if debug && unsafe { hdr.read() }.word != 0 {
                         corrupt(
                             name,
                             obj,
@@ -828,7 +832,8 @@ impl SlabState {
                              something wrote past the end of an object or a slab",
                         );
                     }
-                    hdr.store(word, std::sync::atomic::Ordering::Relaxed);
+                    // SAFETY: as above.
+                    unsafe { hdr.write(ObjHdr { word }) };
                     sl.built += 1;
                     *slot = obj;
                 }
