@@ -50,10 +50,10 @@
 //! returns short rather than start another), so a magazine refill, which
 //! asks for up to 128 objects, does not build a whole slab for a class a
 //! program takes three objects of. Pages past the last object ever handed
-//! out are never written. The
-//! objects not yet built have a zero header (fresh mappings are zero
-//! filled), which is no object's state: a free of a pointer into one is
-//! refused like any other pointer the cache never handed out.
+//! out are never written. The objects not yet built have a zero header
+//! (fresh mappings are zero filled), which is no object's state: a free
+//! of a pointer into one is refused like any other pointer the cache
+//! never handed out.
 //!
 //! # The object header: one word, not the seed's five fields
 //!
@@ -724,7 +724,7 @@ impl SlabState {
     /// on no list.
     pub(crate) unsafe fn add_slab(&mut self, g: &Geometry, s: *mut Slab) {
         self.c.obj_total += g.slab_objs;
-        // SAFETY: as above.
+        // SAFETY: s is a fresh slab on no list (caller).
         unsafe { self.partial.push_back(s) };
         self.c.slab_total += 1;
         self.c.slab_create += 1;
@@ -850,8 +850,8 @@ impl SlabState {
                 unsafe { relink(&mut self.partial, &mut self.complete, s) };
             }
             if page_done {
-                // Short rather than a page of the next slab: its caller
-                // needed fewer objects than it asked for (a refill).
+                // Short, rather than build on a page of the next slab: a
+                // refill asks for more objects than its caller needs now.
                 break;
             }
         }

@@ -27,6 +27,7 @@ impl SlabState {
         let mut free = std::collections::HashSet::new();
         let (mut objs, mut refs, mut used_slabs) = (0u64, 0u64, 0u64);
         let mut seen_empty = false;
+        let objs_per_slab = g.slab_objs as u32;
         for (list, complete) in [(&self.partial, false), (&self.complete, true)] {
             let mut n = 0;
             let mut prev: *mut Slab = ptr::null_mut();
@@ -35,7 +36,6 @@ impl SlabState {
                 // SAFETY: s is a live slab of this list; we hold the lock
                 // (the caller borrows the state).
                 let sl = unsafe { &*s };
-                let objs_per_slab = g.slab_objs as u32;
                 if sl.prev != prev {
                     return Err(format!("slab {s:p}: broken prev link"));
                 }
