@@ -368,6 +368,31 @@ fn freeing_an_interior_pointer_aborts() {
     assert_aborted_with(&out, "not the start of a block");
 }
 
+/// Slabs are built lazily: an object its slab never handed out has a zero
+/// header, which is no block's, so freeing it is refused like any pointer
+/// slabscope did not hand out.
+#[test]
+fn freeing_an_object_its_slab_never_handed_out_aborts() {
+    let out = in_child("freeing_an_object_its_slab_never_handed_out_aborts", || {
+        // A class of slabs of a few pages (16 KiB of 8 objects): its first
+        // refill builds the objects whose headers are on the first page.
+        let p = kmem::alloc(2000).unwrap();
+        let c = &kmem::classes().unwrap()[ladder::index(2000)];
+        let s = c.stats();
+        // One slab, of which the objects 0..obj_alloc left it (p among
+        // them): the one half a slab past p was never built.
+        assert_eq!(s.counters.slab_total, 1, "{s:?}");
+        assert!(s.counters.obj_alloc <= s.slab_objs / 2, "{s:?}");
+        let unbuilt = p
+            .as_ptr()
+            .wrapping_add((s.slab_objs / 2 * s.obj_size_full) as usize);
+        println!("PTR={:#x}", unbuilt as usize);
+        // SAFETY: deliberately never handed out: must abort.
+        unsafe { kmem::free(unbuilt) };
+    });
+    assert_aborted_with(&out, "not the start of a block");
+}
+
 #[test]
 fn freeing_a_named_caches_object_aborts() {
     let out = in_child("freeing_a_named_caches_object_aborts", || {

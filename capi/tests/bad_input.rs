@@ -26,6 +26,7 @@ use std::ptr::{self, NonNull};
 // The allocator the C library wraps; the C library itself is loaded from
 // libslabscope.so (`support::ffi`).
 use slabscope_rs::flags::{KM_SLEEP, KMC_NODEBUG};
+use slabscope_rs::tunables::{self, Tunables};
 use slabscope_rs::{Cache, CacheBuilder};
 use slabscope_testkit::child;
 use support::ffi;
@@ -119,6 +120,75 @@ fn rust_misaligned_pointer_aborts_before_reading_a_header() {
         &out,
         "bad_misaligned",
         "not aligned like this cache's objects",
+    );
+}
+
+/// Slabs are built lazily: an object its slab never handed out still has
+/// the zero header of a fresh mapping, which carries no cache's mark.
+#[test]
+fn rust_free_of_an_object_never_handed_out_aborts() {
+    let out = in_child("rust_free_of_an_object_never_handed_out_aborts", || {
+        // Refills of one object and no depot: the first allocation builds
+        // object 0 alone.
+        tunables::set(Tunables {
+            magazine_size: 2,
+            depot_kb: 0,
+            ..Tunables::default()
+        })
+        .expect("tunables before the first cache");
+        let c = debug_cache("bad_unbuilt");
+        let p = c.alloc(KM_SLEEP).unwrap();
+        let s = c.stats();
+        assert_eq!(
+            (s.counters.obj_alloc, s.counters.slab_total),
+            (1, 1),
+            "{s:?}"
+        );
+        // The slab's last object, p being its first.
+        let last = p
+            .as_ptr()
+            .wrapping_add(((s.slab_objs - 1) * s.obj_size_full) as usize);
+        println!("PTR={last:p}");
+        // SAFETY: deliberately broken: the slab never handed `last` out.
+        unsafe { c.free(NonNull::new(last).unwrap()) };
+    });
+    assert_aborted_naming(&out, "bad_unbuilt", "does not carry this cache's mark");
+}
+
+/// A write past the end of an object into the header of the next, never
+/// built one is caught when the slab builds it (debug caches).
+#[test]
+fn rust_overflow_into_an_object_never_handed_out_aborts_when_it_is_built() {
+    let out = in_child(
+        "rust_overflow_into_an_object_never_handed_out_aborts_when_it_is_built",
+        || {
+            // Refills of one object and no depot, as above.
+            tunables::set(Tunables {
+                magazine_size: 2,
+                depot_kb: 0,
+                ..Tunables::default()
+            })
+            .expect("tunables before the first cache");
+            let c = debug_cache("bad_overflow");
+            let p = c.alloc(KM_SLEEP).unwrap();
+            let s = c.stats();
+            assert_eq!(s.obj_size_full, 72, "{s:?}");
+            // The 8 bytes past p's 64 are the next object's header.
+            // Deliberately broken: a write past the end of p, into its
+            // slab's memory.
+            let past = p.as_ptr().wrapping_add(64).cast::<u64>();
+            // SAFETY: 8-aligned and inside p's mapped slab (the next
+            // object's header); the write is the bug under test.
+            unsafe { past.write(0x4141_4141) };
+            println!("PTR={:p}", p.as_ptr().wrapping_add(72));
+            // Building the next object finds its header written.
+            let _ = c.alloc(KM_SLEEP);
+        },
+    );
+    assert_aborted_naming(
+        &out,
+        "bad_overflow",
+        "the header of an object never handed out is not zero",
     );
 }
 

@@ -9,9 +9,13 @@
 /// Invariants the allocator keeps (and its `SlabState::validate` checks):
 ///
 /// - `slab_total == partial slabs + complete slabs`
-/// - `obj_total == Σ slab.objs + obj_emergency`
-/// - `obj_alloc == Σ slab.refs`: objects outside the slabs' free lists, in
-///   magazines or in use; emergency objects are not counted here (as in SPL)
+/// - `obj_total == Σ slab.objs + obj_emergency`, where each slab's
+///   `objs == refs + len(free list) + unbuilt`: slabs are built lazily, and
+///   their objects never handed out yet are on no free list (the
+///   allocator's `slab::Slab`)
+/// - `obj_alloc == Σ slab.refs`: objects handed out of the slabs (neither
+///   on a free list nor unbuilt), in magazines or in use; emergency
+///   objects are not counted here (as in SPL)
 /// - `slab_alloc == #{slab : slab.refs > 0}`
 /// - `obj_emergency == live emergency objects`
 /// - `*_max >= *` for alloc and emergency.

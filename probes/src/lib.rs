@@ -335,7 +335,7 @@ pub const PROBES: [ProbeDef; 10] = [
 /// The state of one cache, as the allocator reports it to probes.
 ///
 /// Field meanings are SPL's (`spl_kmem_cache_t`): `obj_alloc` counts objects
-/// outside the slabs' free lists, so objects held in magazines are counted as
+/// handed out of the slabs, so objects held in magazines are counted as
 /// allocated, and `mag_objs` says how many of them are in magazines.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use crate::{CacheSnapshot, MAX_CPUS, SlabCounters, name_buf};
 
 /// Every counter of one cache at one moment.
 ///
-/// Field meanings are SPL's. `obj_alloc` counts objects outside the slabs'
-/// free lists: objects in use *and* objects held in magazines (`mag_objs` of
+/// Field meanings are SPL's. `obj_alloc` counts objects handed out of the
+/// slabs: objects in use *and* objects held in magazines (`mag_objs` of
 /// them). For a `KMC_SLAB` cache only `obj_alloc` is kept; the slab and
 /// emergency counters stay zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

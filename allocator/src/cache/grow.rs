@@ -303,7 +303,8 @@ impl CacheInner {
             None
         } else {
             {
-                // Dense: building the slab writes every page of it.
+                // Dense: objects smaller than a page, so a slab in use is
+                // written page after page (see `os::map_slab`).
                 let dense = self.geo.obj_size_full < os::page_size() as u64;
                 os::map_slab(
                     len,
@@ -325,7 +326,7 @@ impl CacheInner {
             }
             Some((_, s)) => {
                 // SAFETY: s is a fresh slab of this cache on no list.
-                unsafe { st.add_slab(s) };
+                unsafe { st.add_slab(&self.geo, s) };
                 // Every setter holds the cache lock, as we do: test first
                 // and skip the locked read-modify-write when it is clear.
                 if self.flag(KMC_DEADLOCKED) {

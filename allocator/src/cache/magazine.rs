@@ -191,7 +191,7 @@ impl CacheInner {
     fn take_one(&self) -> Option<NonNull<u8>> {
         let mut st = self.lock_state();
         self.check_alive(&st);
-        st.take_obj(self.debug, &self.name, os::coarse_ms())
+        st.take_obj(&self.geo, self.debug, &self.name, os::coarse_ms())
     }
 
     /// The `restart:` loop of `spl_kmem_cache_alloc()` with
@@ -281,7 +281,7 @@ impl CacheInner {
     fn take_from_slabs(&self, out: &mut [*mut u8]) -> usize {
         let mut st = self.lock_state();
         self.check_alive(&st);
-        st.take_batch(self.debug, &self.name, os::coarse_ms(), out)
+        st.take_batch(&self.geo, self.debug, &self.name, os::coarse_ms(), out)
     }
 
     /// `spl_cache_refill()` for rseq magazines: takes up to a whole

@@ -351,7 +351,7 @@ impl CacheInner {
         }
         st.destroyed = true;
         let snap = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
-        let r = st.unlink_empty(0, 0);
+        let r = st.unlink_empty(&c.geo, 0, 0);
         debug_assert!(st.partial.is_empty() && st.complete.is_empty());
         let after = slabscope_probes::ENABLED.then(|| c.snapshot_locked(&st));
         drop(st);

@@ -33,7 +33,7 @@ impl CacheInner {
     pub(crate) fn slab_reclaim(&self, min_idle_ms: u64) -> (u64, u64) {
         let mut st = self.lock_state();
         let now = if min_idle_ms == 0 { 0 } else { os::coarse_ms() };
-        let r = st.unlink_empty(min_idle_ms, now);
+        let r = st.unlink_empty(&self.geo, min_idle_ms, now);
         if r.slabs == 0 {
             return (0, 0);
         }

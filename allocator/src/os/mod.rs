@@ -340,8 +340,8 @@ pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
 /// page aligned like [`map_pages`], and carved out of one of the
 /// process-wide reservations of `reserve` bytes (a power of two, the
 /// `slab_reserve_kb` tunable) when it is at most an eighth of that:
-/// the one for `dense` slabs (objects smaller than a page, so building the
-/// slab writes all of it), which may be backed by huge pages, or the one
+/// the one for `dense` slabs (objects smaller than a page, so using the
+/// slab writes page after page), which may be backed by huge pages, or the one
 /// for the others, which is not. Otherwise, or with `reserve` 0, a mapping
 /// of its own. See the `reserve` module. `None` when the OS refuses.
 /// Return it with [`unmap_pages`].

@@ -17,11 +17,14 @@
 //!
 //! A huge page is resident as a whole from its first touch, so every byte
 //! of a reservation that huge pages back counts as resident whether or not
-//! a slab there was ever written. For slabs of small objects that costs
-//! nothing (building a slab writes a header and a free-list link into every
-//! object, so every page of it) but for slabs of page-sized and larger
-//! objects, which building touches one page an object, it is the whole
-//! slab instead of a page per object. So there are two reservations:
+//! a slab there was ever written. Slabs are built lazily (see
+//! `crate::slab`): on small pages a slab costs the pages of the objects it
+//! has handed out, on a huge page all of it. For slabs of small objects,
+//! once a program has grown past its first reservation, that is the price
+//! of the cold ramp's speed (one fault per 2 MiB instead of 512), but for
+//! slabs of page-sized and larger objects, of which a cache may use one
+//! or two, it is the whole slab instead of a page per object. So there
+//! are two reservations:
 //!
 //! - **dense** slabs (objects smaller than a page) carve one that is
 //!   advised `MADV_HUGEPAGE`, except the process's first
@@ -107,7 +110,7 @@ impl Reserves {
 
     /// Carves a slab of `len` bytes (a multiple of the page size, at most
     /// `reserve / 8`): from the dense reservation when `dense` (the slab's
-    /// objects are smaller than a page, so building it writes every page),
+    /// objects are smaller than a page, so using it writes page after page),
     /// else from the sparse one. A new dense reservation is advised for
     /// huge pages once [`SMALL_PAGE_RESERVATIONS`] were made; every other
     /// one is advised against them. `None` when the OS refuses a new

@@ -30,9 +30,30 @@
 //! see [`crate::sizing::spread`]).
 //!
 //! Every slab header records a magic ([`SKS_MAGIC`]), its cache, its object
-//! count, the number of objects handed out (`ref`), its age, its links on
-//! the cache's slab lists and the head of its free list. Magics are checked
-//! on every slow-path transition unless the cache has `KMC_NODEBUG`.
+//! count, the number of objects handed out (`ref`), how many objects it has
+//! built, its age, its links on the cache's slab lists and the head of its
+//! free list. Magics are checked on every slow-path transition unless the
+//! cache has `KMC_NODEBUG`.
+//!
+//! # Built lazily
+//!
+//! The seed's `spl_slab_alloc()` writes every object's header and list
+//! links when it makes a slab, so a new slab is resident whole: a 64 KiB
+//! slab of a class a program takes three objects of costs 64 KiB. Here
+//! [`init_slab`] writes the slab header only, and the slab hands out its
+//! objects from a bump index, `built`, writing each one's header as it
+//! goes (mimalloc builds its pages' free lists a piece at a time for the
+//! same reason). A take empties the free list first, so freed objects are
+//! reused LIFO before any new one is built, and objects are built in
+//! address order, object 0 first: the order the eager free list had.
+//! A take builds at most the objects whose headers lie on one page (it
+//! returns short rather than start another), so a magazine refill, which
+//! asks for up to 128 objects, does not build a whole slab for a class a
+//! program takes three objects of. Pages past the last object ever handed
+//! out are never written. The objects not yet built have a zero header
+//! (fresh mappings are zero filled), which is no object's state: a free
+//! of a pointer into one is refused like any other pointer the cache
+//! never handed out.
 //!
 //! # The object header: one word, not the seed's five fields
 //!
@@ -70,11 +91,33 @@ use crate::sizing::Geometry;
 use slabscope_probes::SlabCounters;
 
 /// Slab header, at the start of each slab (`spl_kmem_slab_t`).
+///
+/// A slab is built lazily: of its `objs` objects (`Geometry::slab_objs`,
+/// the same for every slab of a cache, so not stored here), objects
+/// `0..built` have been handed out at least once (their headers are
+/// written), the rest, `built..objs`, never have, and their bytes are
+/// still the zeroes the mapping came with. Its bookkeeping, which
+/// [`SlabState::validate`] checks:
+///
+/// - `refs <= built <= objs`
+/// - `len(free) == built - refs`: every built object not handed out is on
+///   the free list, every object on it is built
+/// - `objs == refs + len(free) + (objs - built)`: each object is handed out
+///   (in a magazine, the depot or a caller's hands), free, or unbuilt
+///
+/// The slab is on the complete list exactly when `refs == objs` (so
+/// `built == objs` there) and empty when `refs == 0`.
+///
+/// 56 bytes: with the 8-byte object header that puts object 0 of a cache of
+/// 8-aligned objects on a multiple of 16, which `crate::kmem`'s classes of
+/// 8 more than a multiple of 16 bytes need (see `SLAB_HDR`).
 #[repr(C)]
 pub(crate) struct Slab {
     magic: u32,
-    objs: u32,
-    /// Objects handed out (not on `free`).
+    /// Objects built: the next one a take hands out when the free list is
+    /// empty is object `built` (the bump index of the unbuilt rest).
+    built: u32,
+    /// Objects handed out (neither on `free` nor unbuilt).
     refs: u32,
     /// Where object 0 starts past `first_obj` ([`Geometry::color`]).
     color: u32,
@@ -354,6 +397,9 @@ unsafe fn set_next_free(obj: *mut u8, next: *mut u8) {
 pub(crate) const SLAB_HDR: u64 = size_of::<Slab>() as u64;
 /// Bytes of the object header before alignment.
 pub(crate) const OBJ_HDR: u64 = size_of::<ObjHdr>() as u64;
+// Object 0 of an 8-aligned cache starts at SLAB_HDR + OBJ_HDR: `kmem`'s
+// 8-aligned classes need that on a multiple of 16.
+const _: () = assert!((SLAB_HDR + OBJ_HDR).is_multiple_of(16));
 
 /// An intrusive doubly linked list of slabs (`struct list_head`).
 #[derive(Debug)]
@@ -528,7 +574,7 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
     unsafe {
         s.write(Slab {
             magic: SKS_MAGIC,
-            objs: g.slab_objs as u32,
+            built: 0,
             refs: 0,
             color: color as u32,
             age: os::coarse_ms(),
@@ -538,24 +584,19 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
             free: ptr::null_mut(),
         })
     };
-    // SAFETY: just initialised; nothing else refers to the slab yet.
-    let sl = unsafe { &mut *s };
-    let word = header_word(s, OBJ_FREE);
-    // Build the free list back to front so object 0 is taken first.
-    for i in (0..g.slab_objs).rev() {
-        let off = g.first_obj + color + i * g.obj_size_full;
-        // SAFETY: off + obj_size_full - hdr_room <= slab_size (sizing
-        // guarantees it without color; color is at most the slack).
-        let obj = unsafe { base.as_ptr().add(off as usize) };
-        debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
-        // SAFETY: the header and the object's first word lie inside this
-        // object's obj_size_full bytes of the fresh mapping, 8-aligned.
-        unsafe { hdr_of(obj).write(ObjHdr { word }) };
-        // SAFETY: as above.
-        unsafe { set_next_free(obj, sl.free) };
-        sl.free = obj;
-    }
+    // Nothing past the header is written: every object starts unbuilt, and
+    // a take builds them in order, object 0 first (see `Slab`).
     s
+}
+
+/// Object `i` of slab `s` (`i < objs`), derived from the slab's base
+/// pointer (its provenance is the mapping's).
+#[inline(always)]
+fn obj_at(s: *mut Slab, g: &Geometry, color: u32, i: u32) -> *mut u8 {
+    let off = g.first_obj + u64::from(color) + u64::from(i) * g.obj_size_full;
+    let obj = s.cast::<u8>().wrapping_add(off as usize);
+    debug_assert!((obj as usize).is_multiple_of(g.obj_align as usize));
+    obj
 }
 
 /// The header of object `obj`.
@@ -634,6 +675,9 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     if a < first || !(a - first).is_multiple_of(g.obj_size_full as usize) {
         return Err("object header does not point at the object's slab");
     }
+    if (a - first) / g.obj_size_full as usize >= s.built as usize {
+        return Err("its slab never handed it out (it is past the slab's built objects)");
+    }
     if s.refs == 0 {
         return Err("its slab has no objects out");
     }
@@ -676,11 +720,11 @@ impl SlabState {
     /// Links a new slab at the partial tail (`__spl_cache_grow()`).
     ///
     /// # Safety
-    /// `s` was made by [`init_slab`] for this cache and is on no list.
-    pub(crate) unsafe fn add_slab(&mut self, s: *mut Slab) {
-        // SAFETY: caller guarantees s is a fresh unlinked slab.
-        self.c.obj_total += u64::from(unsafe { (*s).objs });
-        // SAFETY: as above.
+    /// `s` was made by [`init_slab`] for this cache (geometry `g`) and is
+    /// on no list.
+    pub(crate) unsafe fn add_slab(&mut self, g: &Geometry, s: *mut Slab) {
+        self.c.obj_total += g.slab_objs;
+        // SAFETY: s is a fresh slab on no list (caller).
         unsafe { self.partial.push_back(s) };
         self.c.slab_total += 1;
         self.c.slab_create += 1;
@@ -688,9 +732,15 @@ impl SlabState {
 
     /// Takes one object from the head of the partial list (`spl_cache_obj()`),
     /// moving the slab to the complete list when it fills.
-    pub(crate) fn take_obj(&mut self, debug: bool, name: &str, now: u64) -> Option<NonNull<u8>> {
+    pub(crate) fn take_obj(
+        &mut self,
+        g: &Geometry,
+        debug: bool,
+        name: &str,
+        now: u64,
+    ) -> Option<NonNull<u8>> {
         let mut one = [ptr::null_mut()];
-        self.take_batch(debug, name, now, &mut one);
+        self.take_batch(g, debug, name, now, &mut one);
         NonNull::new(one[0])
     }
 
@@ -699,8 +749,19 @@ impl SlabState {
     /// magazine refill), with each slab's counters and list position
     /// updated once, moving a slab to the complete list when it fills.
     /// Returns how many.
+    ///
+    /// Each slab gives its free list first (the objects freed last come
+    /// out first), then unbuilt objects in address order, writing each
+    /// one's header as it goes (see [`Slab`]): memory past the last object
+    /// ever handed out is never written, so its pages are never faulted in.
+    /// It builds only the objects whose headers lie on one page, the page
+    /// of the first header it writes, and returns short when that page
+    /// runs out before `out` is full: the first refill of a class that
+    /// hands out three objects would otherwise build its magazine's worth,
+    /// a whole slab.
     pub(crate) fn take_batch(
         &mut self,
+        g: &Geometry,
         debug: bool,
         name: &str,
         now: u64,
@@ -718,10 +779,14 @@ impl SlabState {
             if debug && sl.magic != SKS_MAGIC {
                 corrupt(name, s.cast(), "slab header magic is wrong");
             }
-            let k = ((sl.objs - sl.refs) as usize).min(out.len() - n);
-            debug_assert!(k > 0, "partial slab with an empty free list");
+            let objs = g.slab_objs as u32;
+            let mut k = ((objs - sl.refs) as usize).min(out.len() - n);
+            debug_assert!(k > 0, "partial slab with nothing to take");
+            // The free list holds built - refs objects.
+            let from_list = ((sl.built - sl.refs) as usize).min(k);
+            let mut page_done = false;
             let mut obj = sl.free;
-            for slot in &mut out[n..n + k] {
+            for slot in &mut out[n..n + from_list] {
                 if debug {
                     // SAFETY: a free object of a live slab: its header lies
                     // in the slab.
@@ -732,10 +797,47 @@ impl SlabState {
                 }
                 *slot = obj;
                 // SAFETY: a free object of a live slab: its first word is
-                // the link (k <= the slab's free objects).
+                // the link (from_list <= the slab's free objects).
                 obj = unsafe { next_free(obj) };
             }
             sl.free = obj;
+            if from_list < k {
+                // Build only the objects whose headers share the page of
+                // the first one built here: a take writes at most one page
+                // of the slab that was never written (see `Slab`).
+                let want = k - from_list;
+                let left = (objs - sl.built) as usize;
+                let hdr = hdr_of(obj_at(s, g, sl.color, sl.built)) as usize;
+                let page_end = (hdr | (os::page_size() - 1)) + 1;
+                let on_page = (page_end - hdr).div_ceil(g.obj_size_full as usize);
+                let m = want.min(left).min(on_page);
+                page_done = m < want && m < left;
+                k = from_list + m;
+                let word = header_word(s, OBJ_FREE);
+                for slot in &mut out[n + from_list..n + k] {
+                    let obj = obj_at(s, g, sl.color, sl.built);
+                    // Written plainly, as the seed builds a slab: nobody
+                    // else knows the object yet, so no access can race (and
+                    // a first atomic store of the whole word would give
+                    // Miri's weak memory model no room for the half-word
+                    // state accesses that follow).
+                    let hdr = hdr_of(obj);
+                    // SAFETY: object `built` < objs of this live slab: its
+                    // header word lies inside the slab, 8-aligned.
+                    if debug && unsafe { hdr.read() }.word != 0 {
+                        corrupt(
+                            name,
+                            obj,
+                            "the header of an object never handed out is not zero: \
+                             something wrote past the end of an object or a slab",
+                        );
+                    }
+                    // SAFETY: as above.
+                    unsafe { hdr.write(ObjHdr { word }) };
+                    sl.built += 1;
+                    *slot = obj;
+                }
+            }
             sl.age = now;
             if sl.refs == 0 {
                 self.c.slab_alloc += 1;
@@ -743,9 +845,14 @@ impl SlabState {
             }
             sl.refs += k as u32;
             n += k;
-            if sl.refs == sl.objs {
+            if sl.refs == objs {
                 // SAFETY: s is a live slab on the partial list.
                 unsafe { relink(&mut self.partial, &mut self.complete, s) };
+            }
+            if page_done {
+                // Short, rather than build on a page of the next slab: a
+                // refill asks for more objects than its caller needs now.
+                break;
             }
         }
         self.c.obj_alloc += n as u64;
@@ -795,7 +902,7 @@ impl SlabState {
         sl.age = now;
         sl.refs -= 1;
         self.c.obj_alloc -= 1;
-        let (refs, objs) = (sl.refs, sl.objs);
+        let (refs, objs) = (sl.refs, g.slab_objs as u32);
         if refs == objs - 1 {
             // Was full: to the head of the partial list (fuller first).
             // SAFETY: a full slab is on the complete list.
@@ -823,7 +930,7 @@ impl SlabState {
     /// walking on every flush made freeing everything quadratic. A slab
     /// therefore goes at most half a delay late; reaps (no delay) always
     /// walk.
-    pub(crate) fn unlink_empty(&mut self, min_idle_ms: u64, now: u64) -> Reclaimed {
+    pub(crate) fn unlink_empty(&mut self, g: &Geometry, min_idle_ms: u64, now: u64) -> Reclaimed {
         let mut r = Reclaimed {
             head: ptr::null_mut(),
             slabs: 0,
@@ -847,7 +954,7 @@ impl SlabState {
                 unsafe { self.partial.remove(s) };
                 // SAFETY: s is live and now ours alone.
                 let sl = unsafe { &mut *s };
-                let objs = u64::from(sl.objs);
+                let objs = g.slab_objs;
                 self.c.obj_total -= objs;
                 self.c.slab_total -= 1;
                 self.c.slab_destroy += 1;

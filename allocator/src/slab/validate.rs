@@ -1,7 +1,11 @@
 //! `SlabState::validate`: walks both slab lists and every free list and
-//! checks the equations of [`SlabCounters`](slabscope_probes::SlabCounters). Kept apart from
-//! the slab operations it checks; a child module, so it reads the headers'
-//! private fields directly.
+//! checks the equations of [`SlabCounters`](slabscope_probes::SlabCounters)
+//! and of each [`Slab`]. Kept apart from the slab operations it checks; a
+//! child module, so it reads the headers' private fields directly.
+//!
+//! It never reads an unbuilt object: their pages may never have been
+//! touched, and a check must not fault them in. The free check of a
+//! pointer into one finds a zero header, which is no object's state.
 
 use std::ptr;
 
@@ -10,9 +14,11 @@ use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
 impl SlabState {
-    /// Checks the invariants of [`SlabCounters`](slabscope_probes::SlabCounters) by walking
-    /// every list, with every magic and free object's state word. Returns the set of free objects (addresses) so
-    /// callers can check magazines against it.
+    /// Checks the invariants of [`SlabCounters`](slabscope_probes::SlabCounters)
+    /// and of every [`Slab`] (`objs == refs + len(free) + unbuilt`) by
+    /// walking every list, with every magic and free object's state word.
+    /// Returns the set of free objects (addresses) so callers can check
+    /// magazines against it.
     pub(crate) fn validate(
         &self,
         g: &Geometry,
@@ -21,6 +27,7 @@ impl SlabState {
         let mut free = std::collections::HashSet::new();
         let (mut objs, mut refs, mut used_slabs) = (0u64, 0u64, 0u64);
         let mut seen_empty = false;
+        let objs_per_slab = g.slab_objs as u32;
         for (list, complete) in [(&self.partial, false), (&self.complete, true)] {
             let mut n = 0;
             let mut prev: *mut Slab = ptr::null_mut();
@@ -43,17 +50,17 @@ impl SlabState {
                         g.color(s as u64)
                     ));
                 }
-                if u64::from(sl.objs) != g.slab_objs {
+                if sl.refs > sl.built || sl.built > objs_per_slab {
                     return Err(format!(
-                        "slab {s:p}: {} objs, geometry says {}",
-                        sl.objs, g.slab_objs
+                        "slab {s:p}: refs {}, built {}, objs {}: not refs <= built <= objs",
+                        sl.refs, sl.built, objs_per_slab
                     ));
                 }
-                if complete != (sl.refs == sl.objs) {
+                if complete != (sl.refs == objs_per_slab) {
                     return Err(format!(
                         "slab {s:p}: refs {} of {} on the {} list",
                         sl.refs,
-                        sl.objs,
+                        objs_per_slab,
                         if complete { "complete" } else { "partial" }
                     ));
                 }
@@ -78,6 +85,13 @@ impl SlabState {
                     if !in_slab {
                         return Err(format!("slab {s:p}: free list reaches {o:p}, outside it"));
                     }
+                    if (a - first) / g.obj_size_full as usize >= sl.built as usize {
+                        return Err(format!(
+                            "slab {s:p}: free list reaches {o:p}, an object never built \
+                             (built {})",
+                            sl.built
+                        ));
+                    }
                     // SAFETY: o is an object of this live slab, so its
                     // header is mapped.
                     let word = unsafe { word_of(o) }.load(std::sync::atomic::Ordering::Relaxed);
@@ -96,19 +110,23 @@ impl SlabState {
                         return Err(format!("object {a:#x} twice on free lists"));
                     }
                     nfree += 1;
-                    if nfree > sl.objs {
-                        return Err(format!("slab {s:p}: free list longer than the slab"));
+                    if nfree > sl.built {
+                        return Err(format!(
+                            "slab {s:p}: free list longer than the slab's {} built objects",
+                            sl.built
+                        ));
                     }
                     // SAFETY: a free object of this slab: its first word is the link.
                     o = unsafe { next_free(o) };
                 }
-                if nfree != sl.objs - sl.refs {
+                // objs == refs + len(free) + unbuilt, unbuilt = objs - built.
+                if nfree != sl.built - sl.refs {
                     return Err(format!(
-                        "slab {s:p}: {nfree} free objects but refs {} of {}",
-                        sl.refs, sl.objs
+                        "slab {s:p}: {nfree} free objects but refs {}, built {} of {}",
+                        sl.refs, sl.built, objs_per_slab
                     ));
                 }
-                objs += u64::from(sl.objs);
+                objs += u64::from(objs_per_slab);
                 refs += u64::from(sl.refs);
                 used_slabs += u64::from(sl.refs > 0);
             }
