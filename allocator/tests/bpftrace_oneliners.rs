@@ -192,22 +192,29 @@ fn trace(oneliner: &str) -> (String, Report) {
 /// `@map[key]: value` lines, summed per (map, key) over the whole output.
 fn map_sums(out: &str) -> BTreeMap<(String, String), u64> {
     let mut sums = BTreeMap::new();
-    for line in out.lines() {
-        let Some(rest) = line.strip_prefix('@') else {
-            continue;
-        };
-        let Some((map, rest)) = rest.split_once('[') else {
-            continue;
-        };
-        let Some((key, value)) = rest.split_once("]: ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<u64>() else {
-            continue;
-        };
-        *sums.entry((map.to_string(), key.to_string())).or_default() += value;
+    for (map, key, value) in map_lines(out) {
+        *sums.entry((map, key)).or_default() += value;
     }
     sums
+}
+
+/// Every `@map[key]: value` line of bpftrace's output, in order.
+fn map_lines(out: &str) -> impl Iterator<Item = (String, String, u64)> + '_ {
+    out.lines().filter_map(|line| {
+        let (map, rest) = line.strip_prefix('@')?.split_once('[')?;
+        let (key, value) = rest.split_once("]: ")?;
+        let value = value.trim().parse::<u64>().ok()?;
+        Some((map.to_string(), key.to_string(), value))
+    })
+}
+
+/// Per map and key, the last value printed (for maps of running totals).
+fn map_lasts(out: &str) -> BTreeMap<(String, String), u64> {
+    let mut lasts = BTreeMap::new();
+    for (map, key, value) in map_lines(out) {
+        lasts.insert((map, key), value);
+    }
+    lasts
 }
 
 /// Per key of histogram `map`, the sum of its bucket counts.
@@ -257,9 +264,12 @@ fn check(oneliner: &str, out: &str, r: &Report) {
             );
         }
     } else if probe("grow_start") {
+        // Running totals, printed every second and at exit: the last
+        // printed value is the total.
+        let lasts = map_lasts(out);
         for n in &names {
             assert_eq!(
-                get(&sums, "grows", n),
+                get(&lasts, "grows", n),
                 r.count(n, "grows"),
                 "grows of {n}:\n{out}"
             );

@@ -33,7 +33,7 @@ pub use slabscope_probes::CacheKey;
 /// The values the detail view charts, at one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistPoint {
-    /// Objects outside the slabs' free lists (SPL's `obj_alloc`).
+    /// Objects handed out of the slabs (SPL's `obj_alloc`).
     pub obj_alloc: u64,
     /// Slabs the cache holds.
     pub slab_total: u64,

@@ -40,7 +40,7 @@ pub enum Column {
     SlabMax,
     /// Objects the slabs hold, emergency objects included.
     ObjTotal,
-    /// Objects outside the slabs' free lists: in use or in magazines.
+    /// Objects handed out of the slabs: in use or in magazines.
     ObjAlloc,
     /// The most objects allocated.
     ObjMax,

@@ -42,7 +42,7 @@ pub struct SlabCounters {
     pub slab_max: u64,
     /// Objects the slabs hold, plus emergency objects.
     pub obj_total: u64,
-    /// Objects outside the slabs' free lists (in use or held in magazines).
+    /// Objects handed out of the slabs (in use or held in magazines).
     pub obj_alloc: u64,
     /// Most objects `obj_alloc` has been.
     pub obj_max: u64,

@@ -62,7 +62,7 @@ pub fn families() -> Vec<Family> {
         gauge slabscope_cache_objects: |s, _| s.obj_total,
             "Objects the slabs hold, emergency objects included (object total).";
         gauge slabscope_cache_objects_allocated: |s, _| s.obj_alloc,
-            "Objects outside the slabs' free lists: in use or held in magazines (object alloc).";
+            "Objects handed out of the slabs: in use or held in magazines (object alloc).";
         gauge slabscope_cache_objects_max: |s, _| s.obj_max,
             "Most objects allocated at once (object max).";
         counter slabscope_cache_deadlocks: |s, _| s.obj_deadlock,
