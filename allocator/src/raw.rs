@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use slabscope_probes::flags::{SKC_MAGIC, SKS_MAGIC};
+use slabscope_probes::flags::SKC_MAGIC;
 
 #[cfg(doc)]
 use crate::cache::Cache;
@@ -142,14 +142,11 @@ pub unsafe fn owner_of(obj: NonNull<u8>) -> Option<(String, u64)> {
     let (state, slab) = unsafe { slab::header_of(obj.as_ptr()) };
     // Allocated slab objects carry an odd tag; free, emergency and foreign
     // headers are even.
-    if state & 1 == 0 || !ranges::contains(slab) {
+    if state & 1 == 0 {
         return None;
     }
-    // SAFETY: the slab header's page is slabscope's (checked).
-    let (magic, cache) = unsafe { slab::slab_owner(slab) };
-    if magic != SKS_MAGIC {
-        return None;
-    }
+    // SAFETY: slab is the address obj's header holds.
+    let cache = unsafe { slab::live_slab_cache(slab) }?;
     registry::lock_registry()
         .iter()
         .find(|c| std::sync::Arc::as_ptr(c).addr() as u64 == cache)

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 
 use super::{OBJ_INNER, boot, ladder, large, table};
 use crate::cache::{Cache, CacheInner};
-use crate::flags::SKS_MAGIC;
 use crate::os::ranges;
 use crate::slab;
 
@@ -101,14 +100,9 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
 /// As [`owner`].
 #[inline(always)]
 unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
-    if !ranges::contains(slab) {
-        not_ours(what, ptr, "not the start of a block slabscope handed out");
-    }
-    // SAFETY: the slab header's page is slabscope's (checked).
-    let (magic, cache) = unsafe { slab::slab_owner(slab) };
-    let t = table();
-    if magic == SKS_MAGIC
-        && let Some(t) = t
+    // SAFETY: slab is the address ptr's header holds.
+    if let Some(cache) = unsafe { slab::live_slab_cache(slab) }
+        && let Some(t) = table()
     {
         let c: *const CacheInner = std::ptr::with_exposed_provenance(cache as usize);
         // SAFETY: a slab with its magic is live, and a live slab's cache

@@ -350,6 +350,25 @@ pub(crate) unsafe fn slab_owner(slab: usize) -> (u32, u64) {
     (magic, cache)
 }
 
+/// For finding a pointer's owner from its header: the owning cache id of
+/// the slab that a header names at `slab`, when slabscope mapped that page
+/// and a slab's magic is there; `None` for an address that names no live
+/// slab (nothing is read unless the page is slabscope's).
+///
+/// # Safety
+/// None beyond `slab` being the address an object header holds: a page
+/// slabscope mapped is readable, and a slab header lies at the start of its
+/// slab's first page.
+#[inline(always)]
+pub(crate) unsafe fn live_slab_cache(slab: usize) -> Option<u64> {
+    if !os::ranges::contains(slab) {
+        return None;
+    }
+    // SAFETY: the slab header's page is slabscope's (checked).
+    let (magic, cache) = unsafe { slab_owner(slab) };
+    (magic == SKS_MAGIC).then_some(cache)
+}
+
 /// Marks a slab object as handed to a caller: one 16-bit store to the
 /// header next to the object, on every allocation.
 ///
