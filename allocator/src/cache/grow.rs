@@ -302,16 +302,12 @@ impl CacheInner {
         let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
-            {
-                // Dense: objects smaller than a page, so a slab in use is
-                // written page after page (see `os::map_slab`).
-                let dense = self.geo.obj_size_full < os::page_size() as u64;
-                os::map_slab(
-                    len,
-                    tunables::current().slab_reserve_kb as usize * 1024,
-                    dense,
-                )
-            }
+            let reserve = tunables::current().slab_reserve_kb as usize * 1024;
+            // Huge pages only for a cache of small objects that has grown
+            // past a reservation of slabs (see `os::SlabPages`).
+            let slabs = self.lock_state().c.slab_total as usize;
+            let pages = os::SlabPages::of(self.geo.obj_size_full as usize, slabs * len, reserve);
+            os::map_slab(len, reserve, pages)
         };
         // SAFETY: a fresh mapping of slab_size bytes, ours alone.
         let sks = base.map(|b| (b, unsafe { slab::init_slab(b, &self.geo, self.id()) }));

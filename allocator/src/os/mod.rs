@@ -336,16 +336,44 @@ pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
     debug_assert_eq!(rc, 0, "munmap of {len} bytes at {ptr:p} failed");
 }
 
+/// How a slab's pages will be used, which decides the reservation it is
+/// carved from and whether huge pages back it (see the `reserve` module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabPages {
+    /// Objects smaller than a page, for a cache that already holds a
+    /// reservation's worth of slabs: written page after page, and enough
+    /// of them to fill huge pages.
+    Huge,
+    /// Objects smaller than a page, for a cache with fewer slabs: small
+    /// pages, so a huge page is not resident for slabs never written.
+    Dense,
+    /// Objects of a page or more: small pages, always.
+    Sparse,
+}
+
+impl SlabPages {
+    /// The kind for a slab of a cache whose objects take `obj_size_full`
+    /// bytes each, which holds `slab_bytes` of slabs already, carved from
+    /// reservations of `reserve` bytes.
+    pub fn of(obj_size_full: usize, slab_bytes: usize, reserve: usize) -> Self {
+        if obj_size_full >= page_size() {
+            SlabPages::Sparse
+        } else if slab_bytes >= reserve {
+            SlabPages::Huge
+        } else {
+            SlabPages::Dense
+        }
+    }
+}
+
 /// Maps a slab of `len` bytes (a multiple of the page size): zeroed and
 /// page aligned like [`map_pages`], and carved out of one of the
 /// process-wide reservations of `reserve` bytes (a power of two, the
-/// `slab_reserve_kb` tunable) when it is at most an eighth of that:
-/// the one for `dense` slabs (objects smaller than a page, so using the
-/// slab writes page after page), which may be backed by huge pages, or the one
-/// for the others, which is not. Otherwise, or with `reserve` 0, a mapping
-/// of its own. See the `reserve` module. `None` when the OS refuses.
-/// Return it with [`unmap_pages`].
-pub fn map_slab(len: usize, reserve: usize, dense: bool) -> Option<NonNull<u8>> {
+/// `slab_reserve_kb` tunable) when it is at most an eighth of that, the
+/// one for `pages`. Otherwise, or with `reserve` 0, a mapping of its own.
+/// See the `reserve` module. `None` when the OS refuses. Return it with
+/// [`unmap_pages`].
+pub fn map_slab(len: usize, reserve: usize, pages: SlabPages) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len.is_multiple_of(page_size()));
     if cfg!(miri) || reserve == 0 || len > reserve / 8 {
         return map_pages(len);
@@ -353,7 +381,7 @@ pub fn map_slab(len: usize, reserve: usize, dense: bool) -> Option<NonNull<u8>> 
     let carved = reserve::CURRENT
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .carve(len, reserve, dense, &reserve::UNUSED);
+        .carve(len, reserve, pages, &reserve::UNUSED);
     // A new reservation may fail where a mapping of the slab's own size
     // would not.
     let p = carved.or_else(|| map_pages_raw(len));
@@ -364,8 +392,8 @@ pub fn map_slab(len: usize, reserve: usize, dense: bool) -> Option<NonNull<u8>> 
 }
 
 /// Bytes mapped for slab reservations and not handed out: the unused
-/// tails of the current dense and sparse reservations, less than one
-/// reservation each, kept for the next grow of any cache. Not part of
+/// tails of the three current reservations, less than one reservation
+/// each, kept for the next grow of any cache. Not part of
 /// [`mapped_bytes`].
 #[cfg(any(test, feature = "testing"))]
 pub fn reserved_bytes() -> usize {

@@ -19,31 +19,40 @@
 //! of a reservation that huge pages back counts as resident whether or not
 //! a slab there was ever written. Slabs are built lazily (see
 //! `crate::slab`): on small pages a slab costs the pages of the objects it
-//! has handed out, on a huge page all of it. For slabs of small objects,
-//! once a program has grown past its first reservation, that is the price
-//! of the cold ramp's speed (one fault per 2 MiB instead of 512), but for
-//! slabs of page-sized and larger objects, of which a cache may use one
-//! or two, it is the whole slab instead of a page per object. So there
-//! are two reservations:
+//! has handed out, on a huge page all of it. A huge page pays for itself
+//! only where slabs are written page after page and there are enough of
+//! them to fill it: a cache of small objects that has grown large, as on
+//! a cold ramp (one fault per 2 MiB instead of 512). So there are three
+//! reservations, and [`SlabPages`] says which one a slab comes from:
 //!
-//! - **dense** slabs (objects smaller than a page) carve one that is
-//!   advised `MADV_HUGEPAGE`, except the process's first
-//!   [`SMALL_PAGE_RESERVATIONS`] (one, 2 MiB by default), advised
-//!   `MADV_NOHUGEPAGE`: a small program never fills a huge page's worth
-//!   of slabs, and pays only for the pages it writes;
-//! - **sparse** slabs (the others) carve one advised `MADV_NOHUGEPAGE`,
-//!   always.
+//! - [`SlabPages::Huge`]: slabs of objects smaller than a page, of a cache
+//!   that already holds a reservation's worth of slabs (`slab_reserve_kb`,
+//!   2 MiB by default), carved from a reservation advised `MADV_HUGEPAGE`;
+//! - [`SlabPages::Dense`]: slabs of objects smaller than a page of a cache
+//!   smaller than that, from one advised `MADV_NOHUGEPAGE`;
+//! - [`SlabPages::Sparse`]: slabs of page-sized and larger objects, of
+//!   which a cache may use one or two and write a page per object, from
+//!   one advised `MADV_NOHUGEPAGE`, always.
 //!
-//! Measured with the malloc library preloaded (issue 15, 2-vCPU VM,
-//! transparent huge pages `madvise`, together with the byte caps of the
-//! `kmem` classes): an idle `redis-server` held 13.6 MB against 14.8 MB,
-//! `python3 -c pass` 9.6 MB against 12.1 (mimalloc 8.3). With every
-//! reservation advised for huge pages redis-server peaked 1.4 MB higher
-//! under `workloads/redis.sh`. The price is the cold ramp's 4 KiB page
-//! faults in its first reservation: 1M 64-byte objects took 1.31 to
-//! 1.34 times mimalloc's time with one small-page reservation, 1.1 to
-//! 1.5 with none and 1.2 to 2.1 with two (3 to 4 interleaved runs each on
-//! a machine at load 7; `bench/ANALYSIS.md`).
+//! Before this rule the choice was the process's, not the cache's: its
+//! first dense reservation on small pages, every later one on huge pages. A
+//! program with many middling caches (a `malloc` with 89 size classes) then
+//! put the slabs of its second 2 MiB on a huge page that its caches never
+//! filled. Measured with the malloc library preloaded into `redis-server`
+//! under `workloads/redis.sh`'s load (500,000 requests; 2-vCPU VM,
+//! transparent huge pages `madvise`), three alternating rounds of `VmHWM`:
+//! the process-wide rule 17,456–17,620 KiB, 2 MiB of it a huge page under
+//! about 1.1 MiB of slabs; the per-cache rule 16,648–16,696 KiB; mimalloc
+//! 15,276–15,392 (1.14× and 1.09×). In the same session `heap.py` peaked at
+//! 46,828–48,264 KiB against 47,572–47,600 (mimalloc 44,096–44,204), and
+//! the cold ramp's best of 5 runs read 9.65 and 9.08 ns per object against
+//! 9.57 and 9.03: unchanged, as its one cache gets huge pages after its
+//! first 2 MiB either way. The process-wide rule's earlier measurements: an
+//! idle `redis-server` held 13.6 MB against 14.8 MB with every reservation
+//! on huge pages, `python3 -c pass` 9.6 MB against 12.1 (mimalloc 8.3); the
+//! cold ramp's first reservation on 4 KiB pages cost it 1.31 to 1.34 times
+//! mimalloc's time, against 1.1 to 1.5 with none and 1.2 to 2.1 with two (3
+//! to 4 interleaved runs each on a machine at load 7).
 //!
 //! Nothing else changes for a slab: it is page aligned and zero filled
 //! (fresh memory, never handed out before), counted in
@@ -53,7 +62,7 @@
 //! page; the piece leaves the resident set at once and its memory returns
 //! to the OS when the whole huge page is unmapped, or when the kernel splits
 //! the page under memory pressure. What the process holds beyond its slabs
-//! is the unused tails of the two current reservations, less than one
+//! is the unused tails of the three current reservations, less than one
 //! reservation each (see [`super::reserved_bytes`]): resident when a huge
 //! page backs it, kept for the next grow of any cache.
 //!
@@ -73,9 +82,7 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Reservations of dense slabs made on small pages before they are advised
-/// for huge pages (see the module docs for the measurement).
-pub(super) const SMALL_PAGE_RESERVATIONS: usize = 1;
+use super::SlabPages;
 
 /// One reservation being carved: `[next, end)` is still free.
 #[derive(Debug)]
@@ -84,53 +91,52 @@ pub(super) struct Reserve {
     end: usize,
 }
 
-/// The process's two reservations: one for dense slabs, one for sparse
-/// ones (see the module docs), and how many dense ones were made.
+/// The process's three reservations, one for each kind of [`SlabPages`]
+/// (see the module docs).
 #[derive(Debug)]
 pub(super) struct Reserves {
+    huge: Reserve,
     dense: Reserve,
     sparse: Reserve,
-    dense_made: usize,
 }
 
 /// The reservations every cache of the process carves its slabs from.
 pub(super) static CURRENT: Mutex<Reserves> = Mutex::new(Reserves::new());
 
-/// Bytes of [`CURRENT`] not handed out (the unused tails of both).
+/// Bytes of [`CURRENT`] not handed out (the unused tails of all three).
 pub(super) static UNUSED: AtomicUsize = AtomicUsize::new(0);
 
 impl Reserves {
     pub(super) const fn new() -> Self {
         Reserves {
+            huge: Reserve::new(),
             dense: Reserve::new(),
             sparse: Reserve::new(),
-            dense_made: 0,
         }
     }
 
     /// Carves a slab of `len` bytes (a multiple of the page size, at most
-    /// `reserve / 8`): from the dense reservation when `dense` (the slab's
-    /// objects are smaller than a page, so using it writes page after page),
-    /// else from the sparse one. A new dense reservation is advised for
-    /// huge pages once [`SMALL_PAGE_RESERVATIONS`] were made; every other
-    /// one is advised against them. `None` when the OS refuses a new
-    /// reservation. `unused` is set to both tails.
+    /// `reserve / 8`) from the reservation for `pages`: only the one for
+    /// [`SlabPages::Huge`] is advised for huge pages, the others against
+    /// them. `None` when the OS refuses a new reservation. `unused` is set
+    /// to the three tails.
     pub(super) fn carve(
         &mut self,
         len: usize,
         reserve: usize,
-        dense: bool,
+        pages: SlabPages,
         unused: &AtomicUsize,
     ) -> Option<NonNull<u8>> {
-        let p = if dense {
-            let huge = self.dense_made >= SMALL_PAGE_RESERVATIONS;
-            let (p, fresh) = self.dense.carve(len, reserve, huge)?;
-            self.dense_made += usize::from(fresh);
-            p
-        } else {
-            self.sparse.carve(len, reserve, false)?.0
+        let (r, huge) = match pages {
+            SlabPages::Huge => (&mut self.huge, true),
+            SlabPages::Dense => (&mut self.dense, false),
+            SlabPages::Sparse => (&mut self.sparse, false),
         };
-        unused.store(self.dense.tail() + self.sparse.tail(), Ordering::Relaxed);
+        let p = r.carve(len, reserve, huge)?.0;
+        unused.store(
+            self.huge.tail() + self.dense.tail() + self.sparse.tail(),
+            Ordering::Relaxed,
+        );
         Some(p)
     }
 }
@@ -280,43 +286,52 @@ mod tests {
     }
 
     #[test]
-    fn dense_slabs_get_huge_pages_after_the_first_reservations_and_sparse_ones_never() {
+    fn only_slabs_of_large_dense_caches_get_huge_pages() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
             eprintln!(
-                "SKIPPED dense_slabs_get_huge_pages...: this kernel has no transparent \
-                 huge pages, so madvise leaves no flag to check"
+                "SKIPPED only_slabs_of_large_dense_caches_get_huge_pages: this kernel has \
+                 no transparent huge pages, so madvise leaves no flag to check"
             );
             return;
         }
         let (page, reserve) = (page_size(), 64 * page_size());
         let unused = AtomicUsize::new(0);
         let mut r = Reserves::new();
-        let mut dense = Vec::new();
-        // Each carving takes an eighth of a reservation: 8 per reservation.
-        for _ in 0..8 * (SMALL_PAGE_RESERVATIONS + 1) {
-            dense.push(r.carve(8 * page, reserve, true, &unused).expect("dense"));
+        let kinds = [SlabPages::Huge, SlabPages::Dense, SlabPages::Sparse];
+        // Two reservations of each kind: the second of each starts where
+        // the first is used up (8 carvings of an eighth each).
+        let mut carved = Vec::new();
+        for kind in kinds {
+            for _ in 0..9 {
+                carved.push((
+                    kind,
+                    r.carve(8 * page, reserve, kind, &unused).expect("carve"),
+                ));
+            }
         }
-        assert_eq!(r.dense_made, SMALL_PAGE_RESERVATIONS + 1);
-        let sparse = r.carve(8 * page, reserve, false, &unused).expect("sparse");
-        assert_eq!(unused.load(Ordering::Relaxed), reserve - 8 * page);
-        assert_eq!(r.dense_made, SMALL_PAGE_RESERVATIONS + 1, "sparse is apart");
-        for (i, p) in dense.iter().enumerate() {
+        assert_eq!(unused.load(Ordering::Relaxed), 3 * (reserve - 8 * page));
+        for (i, (kind, p)) in carved.iter().enumerate() {
             let flags = vm_flags(p.as_ptr() as usize);
-            let huge = i / 8 >= SMALL_PAGE_RESERVATIONS;
-            assert_eq!(flags.contains(" hg"), huge, "dense carving {i}: {flags}");
-            assert_eq!(flags.contains(" nh"), !huge, "dense carving {i}: {flags}");
+            let huge = *kind == SlabPages::Huge;
+            assert_eq!(
+                flags.contains(" hg"),
+                huge,
+                "carving {i}, {kind:?}: {flags}"
+            );
+            assert_eq!(
+                flags.contains(" nh"),
+                !huge,
+                "carving {i}, {kind:?}: {flags}"
+            );
         }
-        let flags = vm_flags(sparse.as_ptr() as usize);
-        assert!(
-            flags.contains(" nh") && !flags.contains(" hg"),
-            "sparse: {flags}"
-        );
-        for p in dense.iter().chain([&sparse]) {
-            // SAFETY: every carving is ours and unused; the reservations
-            // were used up exactly, so no tail is left but the sparse one's.
-            unsafe { unmap(p.as_ptr() as usize, 8 * page) };
+        for (i, (_, p)) in carved.iter().enumerate() {
+            let a = p.as_ptr() as usize;
+            // The last carving of each kind starts a reservation whose
+            // tail goes with it.
+            let len = if i % 9 == 8 { reserve } else { 8 * page };
+            // SAFETY: every carving is ours and unused; the first
+            // reservation of each kind was used up exactly.
+            unsafe { unmap(a, len) };
         }
-        // SAFETY: the sparse reservation's tail, never handed out.
-        unsafe { unmap(sparse.as_ptr() as usize + 8 * page, reserve - 8 * page) };
     }
 }
