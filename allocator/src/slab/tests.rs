@@ -148,6 +148,8 @@ fn small_objects_carry_one_word_of_header() {
     let a = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
     let b = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
     assert_eq!(b as usize - a as usize, 72);
+    // Held, so the slab does not empty and keeps its list.
+    let c = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
     // SAFETY: b was taken above, returned once.
     unsafe { st.shrink(&g, true, "t", 1, b, 0) };
     // SAFETY: as above.
@@ -160,6 +162,8 @@ fn small_objects_carry_one_word_of_header() {
     // SAFETY: as above: restore the link.
     unsafe { a.cast::<*mut u8>().write(b) };
     st.validate(&g, 1).unwrap();
+    // SAFETY: c was taken above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, c, 0) };
     let r = st.unlink_empty(&g, 0, 0);
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
@@ -460,9 +464,13 @@ fn a_fresh_slab_has_only_its_header_page_resident_and_grows_with_its_takes() {
     let again: Vec<*mut u8> = (0..objs.len())
         .map(|_| st.take_obj(&g, true, "t", 0).unwrap().as_ptr())
         .collect();
+    // The slab emptied, so its list was dropped: the objects come back
+    // from the highest built down, by address (see `Slab`'s `unlisted`).
+    let mut down = objs.clone();
+    down.reverse();
     assert_eq!(
-        again, objs,
-        "LIFO: returned last to first, taken first to last"
+        again, down,
+        "an emptied slab hands out its objects from the top"
     );
     assert_eq!(
         resident(b, len),
@@ -595,6 +603,8 @@ fn an_unbuilt_object_is_no_object_to_the_checks() {
         Err("its slab never handed it out (it is past the slab's built objects)")
     );
     // Nor may the free list reach it: validate refuses, without reading it.
+    // (A second object stays out, so the slab keeps its list.)
+    let second = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
     // SAFETY: first was taken above and is returned once.
     unsafe { st.shrink(&g, true, "t", 1, first, 0) };
     st.validate(&g, 1).unwrap();
@@ -612,8 +622,10 @@ fn an_unbuilt_object_is_no_object_to_the_checks() {
     let e = st.validate(&g, 1).unwrap_err();
     assert!(e.contains("refs <= built <= objs"), "{e}");
     // SAFETY: as above.
-    unsafe { (*s).built = 1 };
+    unsafe { (*s).built = 2 };
     st.validate(&g, 1).unwrap();
+    // SAFETY: second was taken above and is returned once.
+    unsafe { st.shrink(&g, true, "t", 1, second, 0) };
     let r = st.unlink_empty(&g, 0, 0);
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
@@ -687,5 +699,85 @@ fn a_take_builds_at_most_one_page_of_objects() {
     let r = st.unlink_empty(&g, 0, 0);
     assert_eq!(r.slabs, 2);
     // SAFETY: both slabs are empty.
+    unsafe { r.release(&g) };
+}
+
+/// When a slab's last object comes back its free list is dropped unread:
+/// every built object is free, and takes hand them out by address, from
+/// the highest down, before the list that later returns build; validate
+/// checks the objects below `unlisted` like the listed ones.
+#[test]
+fn an_emptied_slab_drops_its_list_and_hands_out_by_address() {
+    let g = geo(64, 8);
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    let objs: Vec<*mut u8> = (0..6)
+        .map(|_| st.take_obj(&g, true, "t", 0).unwrap().as_ptr())
+        .collect();
+    for (i, &o) in objs.iter().enumerate() {
+        assert_eq!(o, nth(&g, objs[0], i as u64));
+    }
+    // Returned in a scrambled order, each object's first word becomes a
+    // link; the last return empties the slab.
+    for i in [3, 0, 5, 1, 4, 2] {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, objs[i], 0) };
+        st.validate(&g, 1).unwrap();
+    }
+    let s = st.partial.head;
+    // SAFETY: s is the live slab; we hold the state.
+    let sl = unsafe { &*s };
+    assert_eq!((sl.unlisted, sl.built, sl.free), (6, 6, ptr::null_mut()));
+    // The links are not read again: scribble over them.
+    for &o in &objs {
+        // SAFETY: a free object of ours: its first word is unused now.
+        unsafe { o.cast::<usize>().write(0xdead_beef) };
+    }
+    st.validate(&g, 1).unwrap();
+    // Takes come down from the highest built object.
+    let mut out = [ptr::null_mut(); 2];
+    assert_eq!(st.take_batch(&g, true, "t", 0, &mut out), 2);
+    assert_eq!(out, [objs[5], objs[4]]);
+    st.validate(&g, 1).unwrap();
+    // A return while others are out goes on the list, which comes after
+    // the rest of the unlisted objects.
+    // SAFETY: taken just above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, objs[5], 0) };
+    st.validate(&g, 1).unwrap();
+    let mut out = [ptr::null_mut(); 6];
+    assert_eq!(st.take_batch(&g, true, "t", 0, &mut out), 6);
+    assert_eq!(
+        out,
+        [
+            objs[3],
+            objs[2],
+            objs[1],
+            objs[0],
+            objs[5],
+            nth(&g, objs[0], 6)
+        ],
+        "unlisted from the top, then the list, then a new object"
+    );
+    st.validate(&g, 1).unwrap();
+    // An unlisted object whose header says held is a validation error.
+    for &o in out.iter().chain([&objs[4]]) {
+        // SAFETY: taken above, returned once.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    // SAFETY: s is the live slab; we hold the state.
+    assert_eq!(unsafe { (*s).unlisted }, 7);
+    let tag = alloc_tag(1);
+    // SAFETY: objs[2] is an object of this live slab, below unlisted.
+    unsafe { mark_allocated(objs[2], tag) };
+    let e = st.validate(&g, 1).unwrap_err();
+    assert!(
+        e.contains("below unlisted") && e.contains("caller holds it"),
+        "{e}"
+    );
+    // SAFETY: as above.
+    unsafe { mark_allocated(objs[2], OBJ_FREE) };
+    st.validate(&g, 1).unwrap();
+    let r = st.unlink_empty(&g, 0, 0);
+    // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
 }

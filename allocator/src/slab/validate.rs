@@ -56,6 +56,33 @@ impl SlabState {
                         sl.refs, sl.built, objs_per_slab
                     ));
                 }
+                if sl.unlisted > sl.built - sl.refs {
+                    return Err(format!(
+                        "slab {s:p}: unlisted {}, refs {}, built {}: not unlisted <= built - refs",
+                        sl.unlisted, sl.refs, sl.built
+                    ));
+                }
+                let first = s as usize + (g.first_obj + u64::from(sl.color)) as usize;
+                for i in 0..sl.unlisted as usize {
+                    let a = first + i * g.obj_size_full as usize;
+                    // SAFETY: object i < built of this live slab: its header
+                    // lies in the slab.
+                    let word =
+                        unsafe { word_of(a as *mut u8) }.load(std::sync::atomic::Ordering::Relaxed);
+                    if slab_of(word) != s {
+                        return Err(format!(
+                            "slab {s:p}: free object {a:#x}'s header names another slab"
+                        ));
+                    }
+                    if state_bits(word) != OBJ_FREE {
+                        return Err(format!(
+                            "slab {s:p}: object {a:#x} is below unlisted {} but its header \
+                             says a caller holds it",
+                            sl.unlisted
+                        ));
+                    }
+                    free.insert(a);
+                }
                 if complete != (sl.refs == objs_per_slab) {
                     return Err(format!(
                         "slab {s:p}: refs {} of {} on the {} list",
@@ -119,11 +146,13 @@ impl SlabState {
                     // SAFETY: a free object of this slab: its first word is the link.
                     o = unsafe { next_free(o) };
                 }
-                // objs == refs + len(free) + unbuilt, unbuilt = objs - built.
-                if nfree != sl.built - sl.refs {
+                // objs == refs + len(free) + unlisted + unbuilt, unbuilt =
+                // objs - built.
+                if nfree + sl.unlisted != sl.built - sl.refs {
                     return Err(format!(
-                        "slab {s:p}: {nfree} free objects but refs {}, built {} of {}",
-                        sl.refs, sl.built, objs_per_slab
+                        "slab {s:p}: {nfree} listed and {} unlisted free objects but refs {}, \
+                         built {} of {}",
+                        sl.unlisted, sl.refs, sl.built, objs_per_slab
                     ));
                 }
                 objs += u64::from(objs_per_slab);
