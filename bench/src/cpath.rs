@@ -339,7 +339,8 @@ impl CPath {
                      same way (every path from the entry to a `ret` that calls nothing; each miss \
                      jumps to its slow path): `malloc` {} (a size up to 264 bytes) to {} (above \
                      2056, the class from the size's bits), `free` {} to {} (the longer when the \
-                     slab's range bit is not in the bitmap word of the block's).\n",
+                     slab lies in another GiB than the block, so its page-map byte is in another \
+                     leaf).\n",
                     malloc.shortest.instructions,
                     malloc.longest.instructions,
                     free.shortest.instructions,

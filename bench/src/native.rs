@@ -229,7 +229,8 @@ pub struct EntryPaths {
 /// path from the entry to a `ret` calls nothing, so each path is a hit;
 /// `malloc`'s shortest is a small size's (the class from an add and a
 /// shift), its longest a size whose class is computed from its bits, and
-/// `free`'s differ in where the slab's range bit is read.
+/// `free`'s differ in where the slab's page-map byte is read (from the
+/// leaf of the block's, or a leaf of its own).
 pub fn malloc_abi(lib: &Path) -> Result<(EntryPaths, EntryPaths)> {
     let text = disassemble(lib)?;
     let both = |symbol| {
@@ -247,8 +248,8 @@ pub fn malloc_abi(lib: &Path) -> Result<(EntryPaths, EntryPaths)> {
 ///
 /// One kind of path that never runs is left out: a bit test of a register
 /// zeroed on the path (`xor %edi,%edi` ... `bt %rax,%rdi`), which is how
-/// the compiler reads a range bitmap's word that does not exist; the
-/// branch after it goes one way only.
+/// the compiler reads a map word that does not exist; the branch after
+/// it goes one way only.
 fn entry_paths(text: &str, symbol: &str) -> Result<(HitLoop, HitLoop)> {
     let insns = function(text, symbol)?;
     let index = |addr: u64| insns.iter().position(|i| i.addr == addr);

@@ -309,8 +309,16 @@ impl CacheInner {
             let pages = os::SlabPages::of(self.geo.obj_size_full as usize, slabs * len, reserve);
             os::map_slab(len, reserve, pages)
         };
-        // SAFETY: a fresh mapping of slab_size bytes, ours alone.
-        let sks = base.map(|b| (b, unsafe { slab::init_slab(b, &self.geo, self.id()) }));
+        let sks = base.map(|b| {
+            // SAFETY: a fresh mapping of slab_size bytes, ours alone.
+            let s = unsafe { slab::init_slab(b, &self.geo, self.id()) };
+            // A size class's slab is marked in the page map before any of
+            // its objects is handed out, for `kmem`'s inline free.
+            if let Some(i) = slab::class_of_tag(self.fp.tag) {
+                os::ranges::mark_class_slab(b.as_ptr() as usize, i);
+            }
+            (b, s)
+        });
         let mut st = self.lock_state();
         let result = match sks {
             Some((b, _)) if st.destroyed => {

@@ -7,10 +7,13 @@
 //!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not
-//! straddle a page), the header's page is slabscope's (the range bitmap),
-//! the header's state is a class's tag, the slab the header
-//! names is slabscope's memory, carries the slab magic and names that
-//! class's cache. Anything else — a double free (the state says free), a
+//! straddle a page), the header's page is slabscope's (the page map,
+//! `os::ranges`), the header's state is a class's tag, and the slab the
+//! header names starts on a page that the page map says starts a live
+//! slab of that class. The last is what the slab header's magic and
+//! cache id said before, without a load from the slab header, a line of
+//! its own that is rarely cached when a program frees objects of many
+//! slabs (larson spent 42 % of `free`'s samples waiting for it). Anything else — a double free (the state says free), a
 //! foreign or interior pointer, an object of a `kmem_cache_create` cache
 //! (its tag is never a reserved one), an emergency object — takes the
 //! general path of [`super::owner`], which aborts with the same messages
@@ -29,16 +32,15 @@
 //! current CPU's entry in that table and the magazine's count, which the
 //! next `malloc` reads again. The rseq area's offset is the same for every
 //! class, so it is a static of its own ([`RSEQ_OFF`]): the CPU number's
-//! load does not wait for the descriptor's. The checks' loads (the range
-//! bitmap, the slab header) are off that chain: the branches on them are
+//! load does not wait for the descriptor's. The checks' loads (the page
+//! map's bytes) are off that chain: the branches on them are
 //! predicted, so they cost instructions and lines, not waiting.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use super::ladder;
 use crate::cache::Cache;
-use crate::flags::SKS_MAGIC;
 use crate::magazine::rseq;
 use crate::os::ranges;
 use crate::slab;
@@ -52,20 +54,17 @@ const TAG_MASK: u16 = slab::RESERVED_TAG | 0x7f00 | 1;
 const TAG_BITS: u16 = slab::RESERVED_TAG | 1;
 const _: () = assert!(slab::reserved_tag(SLOTS - 1) & TAG_MASK == TAG_BITS);
 
-/// What the hit paths of one class read, on a quarter of a cache line.
-#[repr(C, align(16))]
+/// What the hit paths of one class read.
+#[repr(C)]
 struct Class {
     /// The class cache's `fp.base` (its rseq magazines' table) once the
     /// classes are built and when its inline paths are on; else 0.
     base: AtomicUsize,
-    /// The cache's id (its slab headers name it); 0 for no class.
-    id: AtomicU64,
 }
 
 static CLASSES: [Class; SLOTS] = [const {
     Class {
         base: AtomicUsize::new(0),
-        id: AtomicU64::new(0),
     }
 }; SLOTS];
 
@@ -92,10 +91,8 @@ pub(super) fn publish(caches: &[Cache]) {
     for (i, c) in caches.iter().enumerate() {
         let fp = &c.inner.fp;
         debug_assert_eq!(fp.tag, slab::reserved_tag(i));
-        let d = &CLASSES[i];
-        d.id.store(c.id(), Ordering::Relaxed);
-        // Release: a thread that sees the base sees RSEQ_OFF and the id.
-        d.base.store(fp.base, Ordering::Release);
+        // Release: a thread that sees the base sees RSEQ_OFF.
+        CLASSES[i].base.store(fp.base, Ordering::Release);
     }
 }
 
@@ -137,8 +134,8 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
     if a & 15 != 0 {
         return None;
     }
-    let w = ranges::word(h);
-    if w & ranges::bit(h) == 0 {
+    let leaf = ranges::leaf(h, false)?;
+    if leaf.byte(h) == 0 {
         return None;
     }
     // SAFETY: the header word lies on a page slabscope mapped (checked).
@@ -150,20 +147,15 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
     let d = &CLASSES[i];
     // SAFETY: as above.
     let s = unsafe { slab::slab_addr_of(ptr) };
-    // A slab within the 64 pages around the block (all but the largest
-    // classes' slabs) is tested in the word already loaded.
-    let mapped = if ranges::same_word(h, s) {
-        w & ranges::bit(s) != 0
+    // A slab in the block's GiB (all but a few) is looked up in the leaf
+    // already loaded. A slab starts a page, and only its first page
+    // carries its class (`ranges::mark_class_slab`).
+    let at = if ranges::same_leaf(h, s) {
+        leaf.byte(s)
     } else {
-        ranges::contains(s)
+        ranges::byte(s)
     };
-    if !mapped {
-        return None;
-    }
-    // SAFETY: the slab header's page is slabscope's (checked); a slab
-    // header never straddles a page (slabs start page-aligned).
-    let (magic, cache) = unsafe { slab::slab_owner(s) };
-    if magic != SKS_MAGIC || cache != d.id.load(Ordering::Relaxed) {
+    if at != ranges::class_slab(i) || s & ((1 << 12) - 1) != 0 {
         return None;
     }
     Some((i, d))
@@ -312,13 +304,22 @@ mod tests {
         // naming q's real slab: the slab's cache is not that class's.
         // (A forged header naming q's own class and slab passes, on this
         // path as on the general one: both check the header, not where
-        // the pointer lies in the slab.)
+        // the pointer lies in the slab.) The page map tells which class
+        // a slab start belongs to (`ranges::class_slab`).
         let inner = q.wrapping_add(64);
         let word = slab as u64 | u64::from(slab::reserved_tag(j + 1)) << 48;
         // SAFETY: the 8 bytes before inner lie inside q's 200.
         unsafe { inner.wrapping_sub(8).cast::<u64>().write(word) };
         // SAFETY: detected, not freed.
         assert!(!unsafe { take(inner) }, "a forged header of another class");
+        // Nor a header of q's own class naming a place inside q's slab
+        // that is not where the slab starts.
+        let word = (slab + 8) as u64 | u64::from(slab::reserved_tag(j)) << 48;
+        // SAFETY: as above.
+        unsafe { inner.wrapping_sub(8).cast::<u64>().write(word) };
+        // SAFETY: detected, not freed.
+        let took = unsafe { take(inner) };
+        assert!(!took, "a forged header naming no slab start");
         // SAFETY: q is live, not used afterwards.
         assert!(unsafe { take(q) });
 

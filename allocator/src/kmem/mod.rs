@@ -15,13 +15,14 @@
 //! pointer's carry states of their own. So [`free`], [`realloc`] and
 //! [`usable_size`] need no size, no lock and no search: a class object's
 //! header carries its class's number (the class cache's reserved tag), so
-//! its free is a range check, the header, the slab header, the class's
-//! static descriptor and the magazine push (see `fast`, which also serves
-//! the allocations that hit a magazine).
+//! its free is a look in the page map, the header, a second look in the
+//! page map (that the slab it names starts a slab of that class), the
+//! class's static descriptor and the magazine push (see `fast`, which
+//! also serves the allocations that hit a magazine).
 //!
-//! Before reading a header, [`free`] checks in a page bitmap (the `os`
-//! seam's `ranges`) that the pointer and its header lie in memory slabscope
-//! mapped: a pointer from another allocator, from before the library was
+//! Before reading a header, [`free`] checks in a page map (the `os`
+//! seam's `ranges`, a byte per page) that the pointer and its header lie
+//! in memory slabscope mapped: a pointer from another allocator, from before the library was
 //! preloaded, or into the middle of nothing, aborts with a message naming
 //! it instead of corrupting anything. So does a double free, as the debug
 //! checks of caches do.

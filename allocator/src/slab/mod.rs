@@ -210,6 +210,16 @@ pub(crate) const fn reserved_tag(n: usize) -> u16 {
     RESERVED_TAG | (n as u16) << 1 | 1
 }
 
+/// The size class whose objects carry `tag`: its `n` when it is a
+/// [`reserved_tag`] below 128 (`crate::kmem`'s classes), else `None`.
+pub(crate) const fn class_of_tag(tag: u16) -> Option<usize> {
+    if tag & (RESERVED_TAG | 1) == RESERVED_TAG | 1 && reserved_tag_index(tag) < 128 {
+        Some(reserved_tag_index(tag))
+    } else {
+        None
+    }
+}
+
 /// The `n` of a [`reserved_tag`] `state` (only meaningful when `state`
 /// is one: `state & (RESERVED_TAG | 1) == RESERVED_TAG | 1`).
 #[inline(always)]
