@@ -180,7 +180,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
             let args: [&str; 3] = if quick {
                 ["2", "4", "20000"]
             } else {
-                ["2", "20", "100000"]
+                ["2", "20", "400000"]
             };
             let mut argv = vec![bin.display().to_string()];
             argv.extend(args.iter().map(|s| s.to_string()));
