@@ -9,7 +9,7 @@
 
 use std::ptr;
 
-use super::{OBJ_FREE, Slab, SlabState, next_free, slab_of, state_bits, word_of};
+use super::{OBJ_FREE, Slab, SlabState, next_free, obj_at, slab_of, state_bits, word_of};
 use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
@@ -62,26 +62,13 @@ impl SlabState {
                         sl.unlisted, sl.refs, sl.built
                     ));
                 }
-                let first = s as usize + (g.first_obj + u64::from(sl.color)) as usize;
-                for i in 0..sl.unlisted as usize {
-                    let a = first + i * g.obj_size_full as usize;
+                let below = format!("is below unlisted {}", sl.unlisted);
+                for i in 0..sl.unlisted {
+                    let o = obj_at(s, g, sl.color, i);
                     // SAFETY: object i < built of this live slab: its header
                     // lies in the slab.
-                    let word =
-                        unsafe { word_of(a as *mut u8) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if slab_of(word) != s {
-                        return Err(format!(
-                            "slab {s:p}: free object {a:#x}'s header names another slab"
-                        ));
-                    }
-                    if state_bits(word) != OBJ_FREE {
-                        return Err(format!(
-                            "slab {s:p}: object {a:#x} is below unlisted {} but its header \
-                             says a caller holds it",
-                            sl.unlisted
-                        ));
-                    }
-                    free.insert(a);
+                    unsafe { check_free_header(s, o, &below) }?;
+                    free.insert(o as usize);
                 }
                 if complete != (sl.refs == objs_per_slab) {
                     return Err(format!(
@@ -121,18 +108,7 @@ impl SlabState {
                     }
                     // SAFETY: o is an object of this live slab, so its
                     // header is mapped.
-                    let word = unsafe { word_of(o) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if slab_of(word) != s {
-                        return Err(format!(
-                            "slab {s:p}: free object {o:p}'s header names another slab"
-                        ));
-                    }
-                    if state_bits(word) != OBJ_FREE {
-                        return Err(format!(
-                            "slab {s:p}: object {a:#x} is on the free list but its header \
-                             says a caller holds it"
-                        ));
-                    }
+                    unsafe { check_free_header(s, o, "is on the free list") }?;
                     if !free.insert(a) {
                         return Err(format!("object {a:#x} twice on free lists"));
                     }
@@ -202,4 +178,27 @@ impl SlabState {
         }
         Ok(free)
     }
+}
+
+/// Checks that free object `o` of slab `s` (free because it `is`: on the
+/// free list, or below `unlisted`) has a header naming `s` and saying
+/// free.
+///
+/// # Safety
+/// `o` is an object of the live slab `s`, so its header is mapped.
+unsafe fn check_free_header(s: *mut Slab, o: *mut u8, is: &str) -> Result<(), String> {
+    // SAFETY: forwarded caller guarantee.
+    let word = unsafe { word_of(o) }.load(std::sync::atomic::Ordering::Relaxed);
+    if slab_of(word) != s {
+        return Err(format!(
+            "slab {s:p}: free object {o:p}'s header names another slab"
+        ));
+    }
+    if state_bits(word) != OBJ_FREE {
+        return Err(format!(
+            "slab {s:p}: object {:#x} {is} but its header says a caller holds it",
+            o as usize
+        ));
+    }
+    Ok(())
 }
