@@ -155,7 +155,7 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
     } else {
         ranges::byte(s)
     };
-    if at != ranges::class_slab(i) || s & ((1 << 12) - 1) != 0 {
+    if at != ranges::class_slab(i) || !ranges::starts_granule(s) {
         return None;
     }
     Some((i, d))

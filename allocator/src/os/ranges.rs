@@ -44,7 +44,13 @@ impl Leaf {
     /// The byte of `addr`'s page; `addr` lies in this leaf's GiB.
     #[inline(always)]
     pub(crate) fn byte(&self, addr: usize) -> u8 {
-        self.0[(addr >> GRANULE_SHIFT) & (LEAF_BYTES - 1)].load(Ordering::Acquire)
+        self.slot(addr).load(Ordering::Acquire)
+    }
+
+    /// The byte of `addr`'s page, to write; `addr` lies in this leaf's GiB.
+    #[inline(always)]
+    fn slot(&self, addr: usize) -> &AtomicU8 {
+        &self.0[(addr >> GRANULE_SHIFT) & (LEAF_BYTES - 1)]
     }
 }
 
@@ -141,7 +147,7 @@ pub(crate) fn note(addr: usize, len: usize, mapped: bool) -> bool {
 /// clears the mark.
 pub(crate) fn mark_class_slab(slab: usize, i: usize) {
     if let Some(l) = leaf(slab, false) {
-        let b = &l.0[(slab >> GRANULE_SHIFT) & (LEAF_BYTES - 1)];
+        let b = l.slot(slab);
         debug_assert_eq!(
             b.load(Ordering::Relaxed),
             OURS,
@@ -161,6 +167,12 @@ pub(crate) fn byte(addr: usize) -> u8 {
 #[inline(always)]
 pub(crate) fn contains(addr: usize) -> bool {
     byte(addr) != 0
+}
+
+/// Whether `addr` is the first byte of a granule, as a slab's address is.
+#[inline(always)]
+pub(crate) const fn starts_granule(addr: usize) -> bool {
+    addr & ((1 << GRANULE_SHIFT) - 1) == 0
 }
 
 /// Whether `a` and `b` lie in the same leaf, so that one [`leaf`] answers
