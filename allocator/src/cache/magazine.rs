@@ -559,9 +559,17 @@ impl CacheInner {
     unsafe fn put_away(&self, objs: &[*mut u8]) {
         let kept = self.depot.put(objs);
         if kept < objs.len() {
-            // SAFETY: caller's guarantee; the depot did not keep these.
-            unsafe { self.free_to_slabs(&objs[kept..]) };
-            self.slab_reclaim(tunables::current().slab_reclaim_delay_ms);
+            let delay = tunables::current().slab_reclaim_delay_ms;
+            // One hold of the lock returns the objects and looks for idle
+            // empty slabs, with one reading of the clock.
+            let mut st = self.lock_state();
+            let now = os::coarse_ms();
+            for &p in &objs[kept..] {
+                // SAFETY: caller's guarantee; the depot did not keep these.
+                unsafe { st.shrink(&self.geo, self.debug, &self.name, self.id(), p, now) };
+            }
+            let r = st.unlink_empty(&self.geo, delay, now);
+            self.release_reclaimed(st, r);
         }
     }
 

@@ -21,9 +21,12 @@
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
+use std::sync::MutexGuard;
+
 use super::CacheInner;
 use crate::flags::{KMC_DESTROY, KMC_REAPING};
 use crate::os;
+use crate::slab::{Reclaimed, SlabState};
 use crate::tunables;
 
 impl CacheInner {
@@ -34,6 +37,17 @@ impl CacheInner {
         let mut st = self.lock_state();
         let now = if min_idle_ms == 0 { 0 } else { os::coarse_ms() };
         let r = st.unlink_empty(&self.geo, min_idle_ms, now);
+        self.release_reclaimed(st, r)
+    }
+
+    /// The rest of a reclaim whose slabs `r` were unlinked under `st`
+    /// (which this drops): unmaps them and fires `slab_reclaim` when there
+    /// were any. Returns `(slabs, objects)` released.
+    pub(crate) fn release_reclaimed(
+        &self,
+        st: MutexGuard<'_, SlabState>,
+        r: Reclaimed,
+    ) -> (u64, u64) {
         if r.slabs == 0 {
             return (0, 0);
         }
