@@ -302,11 +302,17 @@ impl CacheInner {
         let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
-            let reserve = tunables::current().slab_reserve_kb as usize * 1024;
+            let t = tunables::current();
+            let reserve = t.slab_reserve_kb as usize * 1024;
             // Huge pages only for a cache of small objects that has grown
             // past a reservation of slabs (see `os::SlabPages`).
             let slabs = self.lock_state().c.slab_total as usize;
-            let pages = os::SlabPages::of(self.geo.obj_size_full as usize, slabs * len, reserve);
+            let pages = os::SlabPages::of(
+                self.geo.obj_size_full as usize,
+                slabs * len,
+                reserve,
+                t.slab_huge_pages == 1,
+            );
             os::map_slab(len, reserve, pages)
         };
         let sks = base.map(|b| {

@@ -354,11 +354,20 @@ pub enum SlabPages {
 impl SlabPages {
     /// The kind for a slab of a cache whose objects take `obj_size_full`
     /// bytes each, which holds `slab_bytes` of slabs already, carved from
-    /// reservations of `reserve` bytes.
-    pub fn of(obj_size_full: usize, slab_bytes: usize, reserve: usize) -> Self {
+    /// reservations of `reserve` bytes; never [`SlabPages::Huge`] unless
+    /// `huge` (the `slab_huge_pages` tunable).
+    ///
+    /// Huge pages make a cold ramp of small objects several times faster
+    /// (one fault and one 2 MiB clear instead of 512 faults), where the
+    /// first touch of a huge page is cheap. On a virtual machine whose
+    /// host takes back the guest's free memory, a huge page's first touch
+    /// can cost host faults for all of it; there `sqlite3` ran about 10 %
+    /// slower with huge pages than without (see `bench/ANALYSIS.md`), and
+    /// `slab_huge_pages = 0` is the remedy.
+    pub fn of(obj_size_full: usize, slab_bytes: usize, reserve: usize, huge: bool) -> Self {
         if obj_size_full >= page_size() {
             SlabPages::Sparse
-        } else if slab_bytes >= reserve {
+        } else if huge && slab_bytes >= reserve {
             SlabPages::Huge
         } else {
             SlabPages::Dense
@@ -475,9 +484,51 @@ pub fn fault_roll(permille: u32) -> bool {
     }
 }
 
+/// The `VmFlags` line of the mapping holding `addr` in /proc/self/smaps
+/// (`" rd wr mr mw me ac nh"`...), for tests of how slabs are advised.
+///
+/// # Panics
+/// When /proc/self/smaps cannot be read or no mapping holds `addr`.
+#[cfg(any(test, feature = "testing"))]
+pub fn vm_flags(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return flags.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x} in /proc/self/smaps");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slab_kinds_follow_object_size_cache_size_and_the_tunable() {
+        let (page, reserve) = (page_size(), 2 << 20);
+        assert_eq!(SlabPages::of(64, 0, reserve, true), SlabPages::Dense);
+        assert_eq!(
+            SlabPages::of(64, reserve - page, reserve, true),
+            SlabPages::Dense
+        );
+        assert_eq!(SlabPages::of(64, reserve, reserve, true), SlabPages::Huge);
+        assert_eq!(
+            SlabPages::of(64, 8 * reserve, reserve, false),
+            SlabPages::Dense,
+            "slab_huge_pages = 0"
+        );
+        assert_eq!(
+            SlabPages::of(page, 8 * reserve, reserve, true),
+            SlabPages::Sparse
+        );
+    }
 
     #[test]
     fn cpu_lists_parse() {

@@ -266,25 +266,6 @@ mod tests {
         unsafe { unmap(next.as_ptr() as usize, reserve) };
     }
 
-    /// Reads the `VmFlags` line of the mapping holding `addr` in
-    /// /proc/self/smaps.
-    fn vm_flags(addr: usize) -> String {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ')
-                && let Some((lo, hi)) = range.split_once('-')
-                && let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = (lo..hi).contains(&addr);
-            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
-                return flags.to_string();
-            }
-        }
-        panic!("no mapping holds {addr:#x} in /proc/self/smaps");
-    }
-
     #[test]
     fn only_slabs_of_large_dense_caches_get_huge_pages() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
@@ -311,7 +292,7 @@ mod tests {
         }
         assert_eq!(unused.load(Ordering::Relaxed), 3 * (reserve - 8 * page));
         for (i, (kind, p)) in carved.iter().enumerate() {
-            let flags = vm_flags(p.as_ptr() as usize);
+            let flags = crate::os::vm_flags(p.as_ptr() as usize);
             let huge = *kind == SlabPages::Huge;
             assert_eq!(
                 flags.contains(" hg"),

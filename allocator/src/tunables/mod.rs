@@ -27,6 +27,7 @@
 //! | `grow_fail_emergency` | 0 | after this many grows in a row failed, a `KM_SLEEP` allocation takes an emergency object instead of waiting for another grow; 0 = retry forever, as SPL (see the `grow` module). 0 to 1000000 |
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
 //! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, those of objects smaller than a page advised for transparent huge pages once their cache holds this much in slabs (see `os::map_slab`); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
+//! | `slab_huge_pages` | 1 | 1 = slabs of objects smaller than a page come from a reservation advised for transparent huge pages once their cache holds `slab_reserve_kb` of slabs; 0 = never (every reservation advised against them), for a machine where a huge page's first touch costs more than it saves (see `os::SlabPages`) |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
@@ -82,6 +83,9 @@ pub struct Tunables {
     pub grow_in_context: u32,
     /// KiB of the reservations small slabs are carved from; 0 = none.
     pub slab_reserve_kb: u32,
+    /// 1 = huge pages for the slabs of large caches of small objects,
+    /// 0 = never.
+    pub slab_huge_pages: u32,
     /// Empty slabs younger than this survive a magazine flush's reclaim.
     pub slab_reclaim_delay_ms: u64,
     /// Background reaper period, 0 = off.
@@ -109,6 +113,7 @@ impl Default for Tunables {
             grow_fail_emergency: 0,
             grow_in_context: 1,
             slab_reserve_kb: 2048,
+            slab_huge_pages: 1,
             slab_reclaim_delay_ms: 1000,
             reap_interval_ms: 0,
             stats_interval_ms: 1000,
@@ -119,7 +124,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 18] = [
     "magazine_size",
     "magazine_rseq",
     "depot_kb",
@@ -132,6 +137,7 @@ pub const NAMES: [&str; 17] = [
     "grow_fail_emergency",
     "grow_in_context",
     "slab_reserve_kb",
+    "slab_huge_pages",
     "slab_reclaim_delay_ms",
     "reap_interval_ms",
     "stats_interval_ms",
@@ -250,6 +256,13 @@ impl Tunables {
             ));
         }
         check(
+            &label("slab_huge_pages"),
+            self.slab_huge_pages.into(),
+            0,
+            1,
+            "0 (never advise huge pages) or 1 (for large caches of small objects)",
+        )?;
+        check(
             &label("slab_reclaim_delay_ms"),
             self.slab_reclaim_delay_ms,
             0,
@@ -301,6 +314,7 @@ impl Tunables {
             "grow_fail_emergency" => FieldMut::U32(&mut self.grow_fail_emergency),
             "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
             "slab_reserve_kb" => FieldMut::U32(&mut self.slab_reserve_kb),
+            "slab_huge_pages" => FieldMut::U32(&mut self.slab_huge_pages),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
             "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
             "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
@@ -493,6 +507,7 @@ mod tests {
         assert_eq!(t.slab_limit, 0);
         assert_eq!(t.grow_in_context, 1);
         assert_eq!(t.slab_reserve_kb, 2048);
+        assert_eq!(t.slab_huge_pages, 1);
     }
 
     #[test]
@@ -545,6 +560,15 @@ mod tests {
                 .with_env(env(&[("SLABSCOPE_SLAB_RESERVE_KB", good_kb)]))
                 .unwrap_or_else(|e| panic!("{good_kb}: {e}"));
         }
+
+        let e = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_SLAB_HUGE_PAGES", "2")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SLABSCOPE_SLAB_HUGE_PAGES"), "{e}");
+        let t = Tunables::default()
+            .with_env(env(&[("SLABSCOPE_SLAB_HUGE_PAGES", "0")]))
+            .unwrap();
+        assert_eq!(t.slab_huge_pages, 0);
 
         let e = Tunables::default()
             .with_env(env(&[("SLABSCOPE_RECLAIM", "99999999999")]))
