@@ -88,14 +88,12 @@ enum Miss {
 }
 
 impl CacheInner {
-    /// The magazine of the CPU this thread is on.
+    /// The index of the magazine of the CPU this thread is on.
     #[inline(always)]
-    pub(crate) fn local_mag(&self) -> &Magazine {
+    pub(crate) fn local_mag(&self) -> usize {
         let cpu = os::current_cpu();
         let n = self.mags.len();
-        let i = if cpu < n { cpu } else { cpu % n };
-        // SAFETY: i < n.
-        unsafe { self.mags.get_unchecked(i) }
+        if cpu < n { cpu } else { cpu % n }
     }
 
     /// Why the current CPU's rseq magazine refused an operation; `full`
@@ -108,24 +106,33 @@ impl CacheInner {
         let Some(mag) = self.mags.get(cpu) else {
             return Miss::Busy;
         };
+        if !mag.opened() {
+            // This CPU's first use of the magazine: open it (unless a
+            // reap or fork holds it), then look again.
+            match self.mags.try_lock(cpu) {
+                Some(mut g) => g.open(),
+                None => return Miss::Busy,
+            }
+        }
         if !mag.open() {
             return Miss::Busy;
         }
         let fill = mag.fill();
-        if (full && fill >= mag.size) || (!full && fill == 0) {
+        if (full && fill >= self.mags.size()) || (!full && fill == 0) {
             Miss::Bound
         } else {
             Miss::Aborted
         }
     }
 
-    /// Takes `mag`'s lock for work that may run on any CPU (flush, reap,
-    /// validate): in rseq mode also closes the magazine to the sequences
-    /// and waits out those that started before (see [`crate::magazine::rseq`]).
-    pub(crate) fn lock_mag<'a>(&'a self, mag: &'a Magazine) -> MagGuard<'a> {
-        let mut g = mag.lock();
-        if self.rseq.is_some() {
-            g.close(&self.mags);
+    /// Takes CPU `cpu`'s magazine lock for work that may run on any CPU
+    /// (flush, reap, validate): in rseq mode also closes the magazine to
+    /// the sequences and waits out those that started before (see
+    /// [`crate::magazine::rseq`]). A magazine never opened stays unwritten.
+    pub(crate) fn lock_mag(&self, cpu: usize) -> MagGuard<'_> {
+        let mut g = self.mags.lock(cpu);
+        if self.rseq.is_some() && g.opened() {
+            g.close();
             rseq::fence();
         }
         g
@@ -133,10 +140,10 @@ impl CacheInner {
 
     /// Every magazine, locked as by [`Self::lock_mag`] (one fence for all).
     pub(crate) fn lock_all_mags(&self) -> Vec<MagGuard<'_>> {
-        let mut guards: Vec<_> = self.mags.iter().map(Magazine::lock).collect();
+        let mut guards: Vec<_> = (0..self.mags.len()).map(|i| self.mags.lock(i)).collect();
         if self.rseq.is_some() && !guards.is_empty() {
             for g in &mut guards {
-                g.close(&self.mags);
+                g.close();
             }
             rseq::fence();
         }
@@ -169,7 +176,7 @@ impl CacheInner {
     /// path stays small).
     #[inline(never)]
     fn mag_alloc_locked(&self, kmflags: u32) -> Option<NonNull<u8>> {
-        if let Some(mut g) = self.local_mag().try_lock()
+        if let Some(mut g) = self.mags.try_lock(self.local_mag())
             && let Some(p) = g.pop()
         {
             return Some(self.hand_out(p));
@@ -200,15 +207,16 @@ impl CacheInner {
     #[cold]
     fn alloc_slow(&self, kmflags: u32) -> Option<NonNull<u8>> {
         loop {
-            let mag = self.local_mag();
-            let got = match mag.try_lock() {
+            let got = match self.mags.try_lock(self.local_mag()) {
                 Some(mut g) => {
                     if let Some(p) = g.pop() {
                         return Some(self.hand_out(p));
                     }
                     // The magazine is empty: refill up to `refill` objects.
+                    g.open();
                     let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
-                    let want = (mag.refill.min(mag.size - g.avail()) as usize).min(MAX_REFILL);
+                    let room = self.mags.size() - g.avail();
+                    let want = (self.mags.refill().min(room) as usize).min(MAX_REFILL);
                     let got = self.take_for_refill(&mut buf[..want]);
                     for &p in &buf[..got] {
                         let pushed = g.push(p);
@@ -471,16 +479,16 @@ impl CacheInner {
     /// As [`Self::mag_free`].
     #[inline(never)]
     unsafe fn mag_free_locked(&self, obj: NonNull<u8>) {
-        let mag = self.local_mag();
-        match mag.try_lock() {
+        match self.mags.try_lock(self.local_mag()) {
             Some(mut g) => {
+                g.open();
                 if g.push(obj.as_ptr()) {
                     return;
                 }
                 // Full: flush the `refill` oldest objects to the depot or
                 // their slabs, then push.
                 let mut buf = [std::ptr::null_mut::<u8>(); MAX_REFILL];
-                let n = mag.refill.min(MAX_REFILL as u32);
+                let n = self.mags.refill().min(MAX_REFILL as u32);
                 let mut k = 0;
                 g.drain_oldest(n, |p| {
                     buf[k] = p;
@@ -591,14 +599,15 @@ impl CacheInner {
     /// `only_idle`). Returns objects flushed.
     pub(crate) fn flush_all(&self, only_idle: bool) -> u64 {
         let mut n = 0;
-        for mag in self.mags.iter() {
-            if only_idle && !mag.unchanged_since_last_look() {
+        for (cpu, mag) in self.mags.iter().enumerate() {
+            // One never opened holds nothing (and looking would write it).
+            if !mag.opened() || (only_idle && !mag.unchanged_since_last_look()) {
                 continue;
             }
             if mag.fill() == 0 {
                 continue;
             }
-            let mut g = self.lock_mag(mag);
+            let mut g = self.lock_mag(cpu);
             n += u64::from(self.flush(&mut g, u32::MAX));
         }
         n

@@ -893,7 +893,9 @@ impl Cache {
         let mut seen = std::collections::HashSet::new();
         let mut mag_objs = 0u64;
         for (cpu, g) in guards.iter().enumerate() {
-            if g.magic() != SKM_MAGIC || g.avail() > c.mag_size {
+            // Never opened: all zero, holding nothing.
+            let unused = g.magic() == 0 && g.avail() == 0;
+            if !unused && (g.magic() != SKM_MAGIC || g.avail() > c.mag_size) {
                 return Err(format!("magazine {cpu}: bad magic or fill {}", g.avail()));
             }
             for p in g.objects() {

@@ -21,12 +21,11 @@
 //! that are already empty. It never runs on the allocation path, and holds a
 //! cache only for the duration of one pass.
 
-use std::sync::MutexGuard;
-
 use super::CacheInner;
 use crate::flags::{KMC_DESTROY, KMC_REAPING};
 use crate::os;
 use crate::slab::{Reclaimed, SlabState};
+use crate::sync::MutexGuard;
 use crate::tunables;
 
 impl CacheInner {

@@ -21,7 +21,9 @@
 //! `n / 8` (12.5 %) from 128 bytes on: the bound holds from 128 bytes.
 //! Four classes per doubling, as illumos spaces `kmem_alloc_*`, would
 //! waste up to 25 %; eight cost [`CLASSES`] (89) classes in all, each idle
-//! one a cache header and empty magazines, no slab.
+//! one a cache header and no slab, and magazines that stay unwritten (and
+//! so not resident) on every CPU that does not use the class
+//! (`magazine::Mags`).
 
 /// Bytes of the largest class; larger requests get mappings of their own
 /// (see [`super`] for the measurement behind the choice).

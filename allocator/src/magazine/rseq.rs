@@ -390,8 +390,13 @@ mod tests {
     use crate::magazine::Mags;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+    /// Magazines of `size`, every CPU's opened (as its first use does).
     fn mags(size: u32) -> Mags {
-        Mags::new(crate::os::possible_cpus(), size, size.div_ceil(2))
+        let m = Mags::new(crate::os::possible_cpus(), size, size.div_ceil(2));
+        for i in 0..m.len() {
+            m.lock(i).open();
+        }
+        m
     }
 
     fn addr(i: usize) -> *mut u8 {
@@ -485,11 +490,10 @@ mod tests {
         }
         let held = total(&m);
         assert!(held > 0);
-        let guards: Vec<_> = m
-            .iter()
-            .map(|g| {
-                let mut g = g.lock();
-                g.close(&m);
+        let guards: Vec<_> = (0..m.len())
+            .map(|i| {
+                let mut g = m.lock(i);
+                g.close();
                 g
             })
             .collect();

@@ -147,7 +147,7 @@ extern "C" fn prepare() {
         // SAFETY: the reference count taken by into_raw keeps the cache
         // alive until Held::release, which drops these locks first.
         let c: &'static CacheInner = unsafe { &*p };
-        let mags = c.mags.iter().map(|m| m.lock()).collect();
+        let mags = (0..c.mags.len()).map(|i| c.mags.lock(i)).collect();
         let depot = c.depot.lock();
         let state = c.lock_state();
         locks.push(CacheLocks {
