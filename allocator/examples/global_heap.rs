@@ -160,9 +160,9 @@ fn main() {
     }
     println!("global_heap ok: {rounds} rounds, digest {:016x}", d.0);
     if !system() {
-        let classes = slabscope::kmem::classes().map_or(0, |cs| {
-            cs.iter().filter(|c| c.stats().slab_total > 0).count()
-        });
+        let classes = slabscope::kmem::built_classes()
+            .filter(|(_, c)| c.stats().slab_total > 0)
+            .count();
         eprintln!("kmem classes with slabs: {classes}");
     }
 }

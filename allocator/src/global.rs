@@ -53,6 +53,7 @@ unsafe impl GlobalAlloc for SlabscopeAlloc {
         if kmem::FORKING.load(Ordering::Relaxed) {
             return forking(layout);
         }
+        kmem::build_all();
         let p = if layout.align() <= 16 {
             kmem::alloc(layout.size())
         } else {
@@ -69,6 +70,7 @@ unsafe impl GlobalAlloc for SlabscopeAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !kmem::FORKING.load(Ordering::Relaxed) {
+            kmem::build_all();
             let p = if layout.align() <= 16 {
                 kmem::zalloc(layout.size())
             } else {
@@ -88,6 +90,7 @@ unsafe impl GlobalAlloc for SlabscopeAlloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= 16 && !kmem::FORKING.load(Ordering::Relaxed) {
+            kmem::build_all();
             // SAFETY: ptr is a live block of this allocator (caller).
             return unsafe { kmem::realloc(ptr, new_size) }
                 .map_or(ptr::null_mut(), NonNull::as_ptr);

@@ -42,22 +42,46 @@ fn check(p: NonNull<u8>, len: usize, seed: u8) {
 }
 
 #[test]
-fn the_classes_are_built_at_the_first_allocation_named_by_size() {
-    let p = kmem::kmem_alloc(100, KM_SLEEP).expect("KM_SLEEP");
-    let classes = kmem::classes().expect("built by the allocation");
-    assert_eq!(classes.len(), ladder::CLASSES);
-    for (i, c) in classes.iter().enumerate() {
-        assert_eq!(c.name(), format!("kmem_alloc_{}", ladder::size(i)));
-        assert_eq!(c.entry_size() as usize, ladder::size(i));
-        c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
-    }
-    // SAFETY: p is a live block.
-    assert_eq!(unsafe { kmem::usable_size(p.as_ptr()) }, 104);
-    let c104 = &classes[ladder::index(104)];
-    assert_eq!(c104.name(), "kmem_alloc_104");
-    assert!(c104.stats().obj_alloc >= 1, "{:?}", c104.stats());
-    // SAFETY: p came from kmem_alloc(100).
-    unsafe { kmem::kmem_free(p, 100) };
+fn a_class_is_built_at_its_first_allocation_named_by_size() {
+    // In a child of its own: no other test has built a class there.
+    let out = in_child(
+        "a_class_is_built_at_its_first_allocation_named_by_size",
+        || {
+            assert_eq!(
+                kmem::built_classes().count(),
+                0,
+                "a class before any allocation"
+            );
+            let p = kmem::kmem_alloc(100, KM_SLEEP).expect("KM_SLEEP");
+            let built: Vec<usize> = kmem::built_classes().map(|(i, _)| i).collect();
+            assert_eq!(built, [ladder::index(100)], "only the class allocated from");
+            // SAFETY: p is a live block.
+            assert_eq!(unsafe { kmem::usable_size(p.as_ptr()) }, 104);
+            let c104 = kmem::class_cache(ladder::index(104)).expect("built");
+            assert_eq!(c104.name(), "kmem_alloc_104");
+            assert!(c104.stats().obj_alloc >= 1, "{:?}", c104.stats());
+            // SAFETY: p came from kmem_alloc(100).
+            unsafe { kmem::kmem_free(p, 100) };
+            for i in 0..ladder::CLASSES {
+                let size = ladder::size(i);
+                let q = kmem::alloc(size).expect("memory");
+                let c = kmem::class_cache(i).expect("built by its first allocation");
+                assert_eq!(c.name(), format!("kmem_alloc_{size}"));
+                assert_eq!(c.entry_size() as usize, size);
+                // SAFETY: q is a live block, not used afterwards.
+                unsafe { kmem::free(q.as_ptr()) };
+                c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+            }
+            assert_eq!(kmem::built_classes().count(), ladder::CLASSES);
+        },
+    );
+    assert!(
+        out.status.success(),
+        "{:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -299,7 +323,7 @@ fn frees_on_other_threads_and_threads_exiting_with_objects_out() {
     for h in frees {
         h.join().unwrap();
     }
-    for c in kmem::classes().unwrap() {
+    for (_, c) in kmem::built_classes() {
         c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
     }
 }
@@ -377,7 +401,7 @@ fn freeing_an_object_its_slab_never_handed_out_aborts() {
         // A class of slabs of a few pages (16 KiB of 8 objects): its first
         // refill builds the objects whose headers are on the first page.
         let p = kmem::alloc(2000).unwrap();
-        let c = &kmem::classes().unwrap()[ladder::index(2000)];
+        let c = kmem::class_cache(ladder::index(2000)).expect("built by the alloc");
         let s = c.stats();
         // One slab, of which the objects 0..obj_alloc left it (p among
         // them): the one half a slab past p was never built.

@@ -76,24 +76,24 @@ static CLASSES: [Class; SLOTS] = [const {
 /// magazine table's entry waits for one load, not two in a row.
 static RSEQ_OFF: AtomicIsize = AtomicIsize::new(0);
 
-/// Fills the descriptors from the built classes (`caches[i]` is class
-/// `i`, built with reserved tag `i`). Called once, after the class table
-/// is published: a thread that sees a descriptor's `base` sees the table.
-pub(super) fn publish(caches: &[Cache]) {
-    let inline = caches.iter().map(|c| &c.inner.fp).filter(|fp| fp.base != 0);
-    if let Some(off) = inline.clone().map(|fp| fp.rseq_off).next() {
-        assert!(
-            inline.clone().all(|fp| fp.rseq_off == off),
-            "slabscope: the size classes' restartable sequences use more than one rseq area offset"
-        );
-        RSEQ_OFF.store(off, Ordering::Relaxed);
+/// Fills class `i`'s descriptor from its cache `c` (built with reserved
+/// tag `i`), once `c` is published in the class table: a thread that sees
+/// the descriptor's `base` sees the cache. Every class with inline paths
+/// uses the same rseq area offset (one per process: `rseq::available`).
+pub(super) fn publish(i: usize, c: &Cache) {
+    let fp = &c.inner.fp;
+    debug_assert_eq!(fp.tag, slab::reserved_tag(i));
+    if fp.base == 0 {
+        return;
     }
-    for (i, c) in caches.iter().enumerate() {
-        let fp = &c.inner.fp;
-        debug_assert_eq!(fp.tag, slab::reserved_tag(i));
-        // Release: a thread that sees the base sees RSEQ_OFF.
-        CLASSES[i].base.store(fp.base, Ordering::Release);
-    }
+    let off = RSEQ_OFF.load(Ordering::Relaxed);
+    assert!(
+        off == 0 || off == fp.rseq_off,
+        "slabscope: the size classes' restartable sequences use more than one rseq area offset"
+    );
+    RSEQ_OFF.store(fp.rseq_off, Ordering::Relaxed);
+    // Release: a thread that sees the base sees RSEQ_OFF.
+    CLASSES[i].base.store(fp.base, Ordering::Release);
 }
 
 /// One object of class `i` from the current CPU's magazine; `None` when
@@ -231,8 +231,7 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
 #[cold]
 #[inline(never)]
 pub(super) unsafe fn push_refused(i: usize, ptr: *mut u8) {
-    let classes = super::classes().expect("a descriptor is published after the class table");
-    let c = &classes[i];
+    let c = super::class_cache(i).expect("a descriptor is published after its class");
     // SAFETY: ptr is in a slab, so not null.
     let obj = unsafe { NonNull::new_unchecked(ptr) };
     // SAFETY: forwarded caller guarantee.
@@ -281,10 +280,10 @@ mod tests {
             return;
         }
         let p = p.as_ptr();
-        let classes = super::super::classes().expect("built by the first alloc");
+        let class = super::super::class_cache(i).expect("built by the alloc");
         assert_eq!(
             RSEQ_OFF.load(Ordering::Relaxed),
-            classes[i].inner.fp.rseq_off,
+            class.inner.fp.rseq_off,
             "the hit paths use the class cache's own rseq area offset"
         );
         // SAFETY: p is a live class object.

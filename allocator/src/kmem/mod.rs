@@ -29,17 +29,27 @@
 //!
 //! # A malloc lives in a hostile place
 //!
-//! Building the classes allocates (each cache's `Arc`, magazines, name),
-//! and in a program whose global allocator or `malloc` is slabscope that
-//! allocation comes back here. So the 89 caches are built together, at the
-//! first allocation, and until they all exist every allocation — from the
-//! building thread, from the threads it starts, from `pthread_atfork`'s own
-//! bookkeeping — comes from the internal allocator, which needs no cache,
-//! no thread-local storage and no lock but its own. From then on an
-//! allocation never creates a cache or takes the registry lock. While a
-//! `fork` is in progress the [`crate::global::SlabscopeAlloc`] serves
-//! slabscope's own `fork` handler the same way (that handler holds every
-//! cache lock). The known remainder: an emergency object's bookkeeping and
+//! Building a class allocates (its cache's `Arc`, magazines, name), and
+//! in a program whose global allocator or `malloc` is slabscope that
+//! allocation comes back here. So while a class is built every allocation
+//! of a class not built yet — from the building thread, from the threads
+//! it starts, from `pthread_atfork`'s own bookkeeping — comes from the
+//! internal allocator, which needs no cache, no thread-local storage and
+//! no lock but its own.
+//!
+//! A class is built at its first allocation, so a class a program never
+//! uses costs it nothing: `ls` under the `malloc` library builds 23
+//! of the 89. Building takes the registry lock, which slabscope's own code
+//! holds while it allocates (the statistics thread, reaps, `fork`
+//! handlers); under the `malloc` library that code allocates from the
+//! internal allocator, under `libslabscope.so` from the C library's
+//! `malloc`, so no build waits for a lock its own thread holds. Under
+//! [`crate::global::SlabscopeAlloc`] slabscope's own code allocates from
+//! the classes, so there the 89 are built together, at the first
+//! allocation (`build_all`), and from then on no allocation creates a
+//! cache or takes the registry lock. While a `fork` is in progress the
+//! [`crate::global::SlabscopeAlloc`] serves slabscope's own `fork` handler
+//! from the internal allocator too (that handler holds every cache lock). The known remainder: an emergency object's bookkeeping and
 //! a grow handed to the worker pool allocate while holding a cache lock or
 //! the pool's; with a global allocator on the classes (not with the
 //! `malloc` library, whose own code uses [`InternalAlloc`]) that allocation
@@ -134,67 +144,100 @@ const CLASS_CAPS: ByteCaps = ByteCaps {
     depot_kb: Some(128),
 };
 
-/// The classes, once built.
-struct Table {
-    caches: Vec<Cache>,
-    ids: Vec<u64>,
-}
+/// Class `i`'s cache once built (never freed, never unpublished).
+static CLASS: [AtomicPtr<Cache>; ladder::CLASSES] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; ladder::CLASSES];
 
 const UNINIT: u8 = 0;
-const BUILDING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
+const READY: u8 = 1;
+const FAILED: u8 = 2;
 
+/// The one-time setup of the first build ([`setup`]), or a build that
+/// failed (a bad tunable): then every allocation comes from the internal
+/// allocator.
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+/// Held while a class is built: meanwhile an allocation of a class not
+/// built yet, the build's own among them, comes from the internal
+/// allocator.
+static BUILDING: AtomicBool = AtomicBool::new(false);
+/// Every class is built (see [`build_all`]).
+static ALL_BUILT: AtomicBool = AtomicBool::new(false);
 /// Set from the `fork` prepare handler until the parent or child handler.
 pub(crate) static FORKING: AtomicBool = AtomicBool::new(false);
 
-/// The built classes, building them first if no thread has; `None` while
-/// they are being built (by this thread or another) or when they could not
+/// Class `i`'s cache, if built.
+#[inline(always)]
+fn built(i: usize) -> Option<&'static Cache> {
+    let p = CLASS[i].load(Ordering::Acquire);
+    // SAFETY: a published cache is never freed or unpublished.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Class `i`'s cache, building it first if no thread has; `None` while a
+/// class is being built (by this thread or another) or when it could not
 /// be.
 #[inline(always)]
-fn table() -> Option<&'static Table> {
-    let t = TABLE.load(Ordering::Acquire);
-    if t.is_null() {
-        return init();
+fn class(i: usize) -> Option<&'static Cache> {
+    built(i).or_else(|| build(&[i]))
+}
+
+/// Builds every class (see "A malloc lives in a hostile place" in the
+/// module docs), unless that is done: [`crate::global::SlabscopeAlloc`]
+/// calls it before each allocation. Another thread's build in progress,
+/// or this thread's, leaves it undone for a later call.
+#[inline(always)]
+pub(crate) fn build_all() {
+    if !ALL_BUILT.load(Ordering::Acquire) {
+        build_all_slow();
     }
-    // SAFETY: a published table is never freed or changed.
-    Some(unsafe { &*t })
 }
 
 #[cold]
 #[inline(never)]
-fn init() -> Option<&'static Table> {
-    if STATE
-        .compare_exchange(UNINIT, BUILDING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
+fn build_all_slow() {
+    // Every class number, without allocating: an allocation here would
+    // come back to `build_all` before `BUILDING` is held.
+    const ALL: [usize; ladder::CLASSES] = {
+        let mut all = [0; ladder::CLASSES];
+        let mut i = 0;
+        while i < ladder::CLASSES {
+            all[i] = i;
+            i += 1;
+        }
+        all
+    };
+    if build(&ALL).is_some() {
+        ALL_BUILT.store(true, Ordering::Release);
+    }
+}
+
+/// Builds the classes of `which` not built yet, under [`BUILDING`];
+/// returns the first one's cache. `None`, building nothing, when another
+/// build holds it (the caller takes the internal allocator) or a build
+/// failed.
+#[cold]
+#[inline(never)]
+fn build(which: &[usize]) -> Option<&'static Cache> {
+    if STATE.load(Ordering::Acquire) == FAILED
+        || BUILDING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
     {
-        let t = TABLE.load(Ordering::Acquire);
-        // SAFETY: as in `table`.
-        return (!t.is_null()).then(|| unsafe { &*t });
+        return None;
     }
-    // Prepare handlers run in the reverse order of registration, parent and
-    // child ones in order. The internal allocator's lock is registered
-    // first, so it is taken after every other prepare handler has run (the
-    // cache layer's, registered by the first cache, allocates) and released
-    // before the others' parent and child handlers; FORKING is registered
-    // last, so it is set before any of them runs and cleared after all.
-    // The statistics thread, which the first class starts, reports the
-    // kmem_alloc_large row with the caches.
-    registry::report_row(large_snapshot);
-    if !cfg!(miri) {
-        // SAFETY: plain functions touching only this module's statics.
-        unsafe {
-            libc::pthread_atfork(
-                Some(boot::fork_prepare),
-                Some(boot::fork_release),
-                Some(boot::fork_release),
-            )
-        };
+    let r = build_locked(which);
+    BUILDING.store(false, Ordering::Release);
+    r
+}
+
+fn build_locked(which: &[usize]) -> Option<&'static Cache> {
+    if STATE.load(Ordering::Relaxed) == UNINIT {
+        setup_first();
     }
-    let mut caches = Vec::with_capacity(ladder::CLASSES);
-    for i in 0..ladder::CLASSES {
+    for &i in which {
+        if built(i).is_some() {
+            continue;
+        }
         let size = ladder::size(i);
         match CacheBuilder::new(format!("kmem_alloc_{size}"), size)
             .align(ladder::align(i))
@@ -211,7 +254,9 @@ fn init() -> Option<&'static Table> {
                     g.first_obj.is_multiple_of(16) && g.obj_size_full.is_multiple_of(16),
                     "slabscope: size class {size}: objects would not be 16-aligned ({g:?})"
                 );
-                caches.push(c)
+                let c: &'static Cache = Box::leak(Box::new(c));
+                CLASS[i].store(std::ptr::from_ref(c).cast_mut(), Ordering::Release);
+                fast::publish(i, c);
             }
             Err(e) => {
                 use std::io::Write;
@@ -226,17 +271,44 @@ fn init() -> Option<&'static Table> {
                 return None;
             }
         }
+        if STATE.load(Ordering::Relaxed) == UNINIT {
+            setup_after_first();
+        }
     }
+    built(which[0])
+}
+
+/// What the first build does before its cache: the `kmem_alloc_large`
+/// row, and the internal allocator's `fork` handlers. Prepare handlers run
+/// in the reverse order of registration, parent and child ones in order.
+/// The internal allocator's lock is registered first, so it is taken after
+/// every other prepare handler has run (the cache layer's, registered by
+/// the first cache, allocates) and released before the others' parent and
+/// child handlers; this module's ([`setup_after_first`]) is registered
+/// last, so [`FORKING`] is set before any of them runs and cleared after
+/// all. The statistics thread, which the first class starts, reports the
+/// `kmem_alloc_large` row with the caches.
+fn setup_first() {
+    registry::report_row(large_snapshot);
     if !cfg!(miri) {
-        // SAFETY: as above.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+        // SAFETY: plain functions touching only this module's statics.
+        unsafe {
+            libc::pthread_atfork(
+                Some(boot::fork_prepare),
+                Some(boot::fork_release),
+                Some(boot::fork_release),
+            )
+        };
     }
-    let ids = caches.iter().map(Cache::id).collect();
-    let t = Box::leak(Box::new(Table { caches, ids }));
-    TABLE.store(t, Ordering::Release);
+}
+
+/// What the first build does after its cache (see [`setup_first`]).
+fn setup_after_first() {
+    if !cfg!(miri) {
+        // SAFETY: plain functions touching only this module's statics.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child)) };
+    }
     STATE.store(READY, Ordering::Release);
-    fast::publish(&t.caches);
-    Some(t)
 }
 
 extern "C" fn fork_prepare() {
@@ -244,6 +316,14 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_release() {
+    FORKING.store(false, Ordering::SeqCst);
+}
+
+/// The child's handler: also frees [`BUILDING`], which a thread the child
+/// does not have may have held (its class, not published, is built again
+/// when asked for).
+extern "C" fn fork_child() {
+    BUILDING.store(false, Ordering::SeqCst);
     FORKING.store(false, Ordering::SeqCst);
 }
 
@@ -267,8 +347,8 @@ fn alloc_flags(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
 /// classes are built (building them first if no thread has).
 #[inline(never)]
 fn alloc_class(i: usize, size: usize, kmflags: u32) -> Option<NonNull<u8>> {
-    if let Some(t) = table() {
-        return t.caches[i].alloc(kmflags);
+    if let Some(c) = class(i) {
+        return c.alloc(kmflags);
     }
     boot::alloc(size)
 }
@@ -308,9 +388,9 @@ pub fn zalloc(size: usize) -> Option<NonNull<u8>> {
     if size > ladder::MAX_CLASS {
         return large::alloc(size, true);
     }
-    if table().is_none() {
-        // While the classes are built (their magazines among it): the
-        // internal allocator writes only blocks it had handed out before.
+    if class(ladder::index(size)).is_none() {
+        // While a class is built (its magazines among it): the internal
+        // allocator writes only blocks it had handed out before.
         return boot::alloc_zeroed(size);
     }
     let p = alloc(size)?;
@@ -642,7 +722,7 @@ pub const LARGE_ROW: &str = "kmem_alloc_large";
 pub fn large_snapshot() -> Option<slabscope_probes::CacheSnapshot> {
     static ROW_ID: u8 = 0;
     let (count, bytes, kept, kept_bytes, used) = large::stats();
-    if classes().is_none() && !used {
+    if STATE.load(Ordering::Acquire) != READY && !used {
         return None;
     }
     let page = os::page_size() as u64;
@@ -677,9 +757,13 @@ pub fn reap_and_trim() -> bool {
     kept > 0 || os::mapped_bytes() < before
 }
 
-/// The size classes' caches, once any allocation built them.
-pub fn classes() -> Option<&'static [Cache]> {
-    let t = TABLE.load(Ordering::Acquire);
-    // SAFETY: as in `table`.
-    (!t.is_null()).then(|| unsafe { &*t }.caches.as_slice())
+/// Size class `i`'s cache, once an allocation of the class built it
+/// (`i < ladder::CLASSES`).
+pub fn class_cache(i: usize) -> Option<&'static Cache> {
+    built(i)
+}
+
+/// The size classes built so far, as `(class, cache)`, smallest first.
+pub fn built_classes() -> impl Iterator<Item = (usize, &'static Cache)> {
+    (0..ladder::CLASSES).filter_map(|i| built(i).map(|c| (i, c)))
 }

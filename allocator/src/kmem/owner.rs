@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{OBJ_INNER, boot, ladder, large, table};
+use super::{OBJ_INNER, boot, built_classes, class_cache, ladder, large};
 use crate::cache::{Cache, CacheInner};
 use crate::os::ranges;
 use crate::slab;
@@ -101,17 +101,17 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
 #[inline(always)]
 unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
     // SAFETY: slab is the address ptr's header holds.
-    if let Some(cache) = unsafe { slab::live_slab_cache(slab) }
-        && let Some(t) = table()
-    {
+    if let Some(cache) = unsafe { slab::live_slab_cache(slab) } {
         let c: *const CacheInner = std::ptr::with_exposed_provenance(cache as usize);
         // SAFETY: a slab with its magic is live, and a live slab's cache
         // is live.
         let size = unsafe { (*c).geo.obj_size } as usize;
         if size <= ladder::MAX_CLASS {
             let i = ladder::index(size);
-            if t.ids[i] == cache {
-                return Owner::Class(i, &t.caches[i]);
+            if let Some(c) = class_cache(i)
+                && c.id() == cache
+            {
+                return Owner::Class(i, c);
             }
         }
         not_ours(
@@ -139,14 +139,12 @@ unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
 #[cold]
 #[inline(never)]
 fn emergency_owner(what: &str, ptr: *mut u8, mapped: bool) -> Owner {
-    if let Some(t) = table() {
-        for (i, c) in t.caches.iter().enumerate() {
-            let c = &*c.inner;
-            if c.emergency_live.load(Ordering::Relaxed) > 0
-                && c.lock_state().emergency.contains_key(&(ptr as usize))
-            {
-                return Owner::Emergency(i, &t.caches[i]);
-            }
+    for (i, cache) in built_classes() {
+        let c = &*cache.inner;
+        if c.emergency_live.load(Ordering::Relaxed) > 0
+            && c.lock_state().emergency.contains_key(&(ptr as usize))
+        {
+            return Owner::Emergency(i, cache);
         }
     }
     if mapped {
