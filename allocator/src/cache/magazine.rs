@@ -64,7 +64,7 @@ use super::grow::Grow;
 use crate::flags::{KM_NOSLEEP, SKM_MAGIC};
 use crate::magazine::{FreeHit, MagGuard, Magazine, rseq};
 use crate::os;
-use crate::slab;
+use crate::slab::{self, SlabState};
 use crate::tunables;
 
 /// Most objects one refill or flush moves: `magazine_refill(256)`.
@@ -331,7 +331,16 @@ impl CacheInner {
     #[cold]
     pub(crate) unsafe fn free_to_slabs(&self, objs: &[*mut u8]) {
         let mut st = self.lock_state();
-        let now = os::coarse_ms();
+        // SAFETY: forwarded caller guarantee.
+        unsafe { self.shrink_all(&mut st, objs, os::coarse_ms()) };
+    }
+
+    /// Returns `objs` to their slabs at time `now`, under the lock `st`
+    /// holds.
+    ///
+    /// # Safety
+    /// As [`Self::free_to_slabs`].
+    unsafe fn shrink_all(&self, st: &mut SlabState, objs: &[*mut u8], now: u64) {
         for &p in objs {
             // SAFETY: caller's guarantee.
             unsafe { st.shrink(&self.geo, self.debug, &self.name, self.id(), p, now) };
@@ -572,10 +581,8 @@ impl CacheInner {
             // empty slabs, with one reading of the clock.
             let mut st = self.lock_state();
             let now = os::coarse_ms();
-            for &p in &objs[kept..] {
-                // SAFETY: caller's guarantee; the depot did not keep these.
-                unsafe { st.shrink(&self.geo, self.debug, &self.name, self.id(), p, now) };
-            }
+            // SAFETY: caller's guarantee; the depot did not keep these.
+            unsafe { self.shrink_all(&mut st, &objs[kept..], now) };
             let r = st.unlink_empty(&self.geo, delay, now);
             self.release_reclaimed(st, r);
         }

@@ -49,8 +49,9 @@
 //! allocation (`build_all`), and from then on no allocation creates a
 //! cache or takes the registry lock. While a `fork` is in progress the
 //! [`crate::global::SlabscopeAlloc`] serves slabscope's own `fork` handler
-//! from the internal allocator too (that handler holds every cache lock). The known remainder: an emergency object's bookkeeping and
-//! a grow handed to the worker pool allocate while holding a cache lock or
+//! from the internal allocator too (that handler holds every cache lock).
+//! The known remainder: an emergency object's bookkeeping and a grow
+//! handed to the worker pool allocate while holding a cache lock or
 //! the pool's; with a global allocator on the classes (not with the
 //! `malloc` library, whose own code uses [`InternalAlloc`]) that allocation
 //! may need the same cache, which deadlocks. Both happen only after a grow
@@ -152,7 +153,7 @@ const UNINIT: u8 = 0;
 const READY: u8 = 1;
 const FAILED: u8 = 2;
 
-/// The one-time setup of the first build ([`setup`]), or a build that
+/// The one-time setup of the first build ([`setup_first`]), or a build that
 /// failed (a bad tunable): then every allocation comes from the internal
 /// allocator.
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
@@ -165,9 +166,10 @@ static ALL_BUILT: AtomicBool = AtomicBool::new(false);
 /// Set from the `fork` prepare handler until the parent or child handler.
 pub(crate) static FORKING: AtomicBool = AtomicBool::new(false);
 
-/// Class `i`'s cache, if built.
+/// Size class `i`'s cache, once an allocation of the class built it
+/// (`i < ladder::CLASSES`).
 #[inline(always)]
-fn built(i: usize) -> Option<&'static Cache> {
+pub fn class_cache(i: usize) -> Option<&'static Cache> {
     let p = CLASS[i].load(Ordering::Acquire);
     // SAFETY: a published cache is never freed or unpublished.
     (!p.is_null()).then(|| unsafe { &*p })
@@ -178,7 +180,7 @@ fn built(i: usize) -> Option<&'static Cache> {
 /// be.
 #[inline(always)]
 fn class(i: usize) -> Option<&'static Cache> {
-    built(i).or_else(|| build(&[i]))
+    class_cache(i).or_else(|| build(i..i + 1))
 }
 
 /// Builds every class (see "A malloc lives in a hostile place" in the
@@ -195,29 +197,19 @@ pub(crate) fn build_all() {
 #[cold]
 #[inline(never)]
 fn build_all_slow() {
-    // Every class number, without allocating: an allocation here would
-    // come back to `build_all` before `BUILDING` is held.
-    const ALL: [usize; ladder::CLASSES] = {
-        let mut all = [0; ladder::CLASSES];
-        let mut i = 0;
-        while i < ladder::CLASSES {
-            all[i] = i;
-            i += 1;
-        }
-        all
-    };
-    if build(&ALL).is_some() {
+    if build(0..ladder::CLASSES).is_some() {
         ALL_BUILT.store(true, Ordering::Release);
     }
 }
 
 /// Builds the classes of `which` not built yet, under [`BUILDING`];
-/// returns the first one's cache. `None`, building nothing, when another
+/// returns the first one's cache. (A range, not a list: nothing may
+/// allocate here before `BUILDING` is held.) `None`, building nothing, when another
 /// build holds it (the caller takes the internal allocator) or a build
 /// failed.
 #[cold]
 #[inline(never)]
-fn build(which: &[usize]) -> Option<&'static Cache> {
+fn build(which: std::ops::Range<usize>) -> Option<&'static Cache> {
     if STATE.load(Ordering::Acquire) == FAILED
         || BUILDING
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -230,12 +222,13 @@ fn build(which: &[usize]) -> Option<&'static Cache> {
     r
 }
 
-fn build_locked(which: &[usize]) -> Option<&'static Cache> {
+fn build_locked(which: std::ops::Range<usize>) -> Option<&'static Cache> {
     if STATE.load(Ordering::Relaxed) == UNINIT {
         setup_first();
     }
-    for &i in which {
-        if built(i).is_some() {
+    let first = which.start;
+    for i in which {
+        if class_cache(i).is_some() {
             continue;
         }
         let size = ladder::size(i);
@@ -275,7 +268,7 @@ fn build_locked(which: &[usize]) -> Option<&'static Cache> {
             setup_after_first();
         }
     }
-    built(which[0])
+    class_cache(first)
 }
 
 /// What the first build does before its cache: the `kmem_alloc_large`
@@ -757,13 +750,7 @@ pub fn reap_and_trim() -> bool {
     kept > 0 || os::mapped_bytes() < before
 }
 
-/// Size class `i`'s cache, once an allocation of the class built it
-/// (`i < ladder::CLASSES`).
-pub fn class_cache(i: usize) -> Option<&'static Cache> {
-    built(i)
-}
-
 /// The size classes built so far, as `(class, cache)`, smallest first.
 pub fn built_classes() -> impl Iterator<Item = (usize, &'static Cache)> {
-    (0..ladder::CLASSES).filter_map(|i| built(i).map(|c| (i, c)))
+    (0..ladder::CLASSES).filter_map(|i| class_cache(i).map(|c| (i, c)))
 }

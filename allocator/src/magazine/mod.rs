@@ -157,11 +157,10 @@ impl<'a> MagGuard<'a> {
     pub(crate) fn open(&mut self) {
         let m = self.mag();
         if !m.opened() {
-            debug_assert_eq!(m.fill(), 0);
+            // Never closed: `close` leaves an unopened magazine alone.
+            debug_assert!(m.fill() == 0 && !self.closed);
             m.magic.store(SKM_MAGIC, Ordering::Relaxed);
-            if !self.closed {
-                m.cap.store(self.mags.size, Ordering::Relaxed);
-            }
+            m.cap.store(self.mags.size, Ordering::Relaxed);
         }
     }
 
