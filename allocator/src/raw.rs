@@ -137,6 +137,12 @@ pub unsafe fn owner_of(obj: NonNull<u8>) -> Option<(String, u64)> {
     if !a.is_multiple_of(8) || a < 8 || !ranges::contains(a - 8) {
         return None;
     }
+    if ranges::headerless_class(ranges::byte(a - 8)) < 16 {
+        // A headerless slab's page (see `crate::slab`): no header to read,
+        // and its caches are `kmem`'s size classes, which no caller frees
+        // with kmem_cache_free. Not an object this report can name.
+        return None;
+    }
     // SAFETY: the header word (8-aligned, right before obj) lies in memory
     // slabscope mapped (checked).
     let (state, slab) = unsafe { slab::header_of(obj.as_ptr()) };

@@ -63,6 +63,12 @@ impl Geometry {
         self.first_obj - self.sks_size
     }
 
+    /// Whether objects have no header before them (`crate::slab`'s
+    /// headerless slabs: one page each, found from an object's address).
+    pub fn headerless(&self) -> bool {
+        self.first_obj == self.sks_size && self.slab_size != 0
+    }
+
     /// Bytes of a slab after its header and its objects: the room
     /// [`Geometry::color`] moves the objects within.
     pub fn slack(&self) -> u64 {
@@ -86,7 +92,12 @@ impl Geometry {
     /// bench process to the next, and 4.9 through the C harness, where
     /// colored slabs read 2.7 (bench/ANALYSIS.md). Objects of 64 bytes leave
     /// no slack and keep color 0.
+    /// Headerless slabs keep color 0: a free finds an object's place
+    /// in its slab from its address alone.
     pub fn color(&self, slab_base: u64) -> u64 {
+        if self.headerless() {
+            return 0;
+        }
         let step = self.obj_align.max(64);
         let colors = self.slack() / step + 1;
         if colors == 1 {
@@ -175,6 +186,39 @@ pub fn geometry(
         obj_size_full,
         slab_size,
         slab_objs,
+    })
+}
+
+/// The geometry of a headerless cache (see `crate::slab`): slabs of
+/// exactly `slab` bytes, one page, so that an object's slab is its page,
+/// holding as many objects as fit after the slab header (`slab_hdr`
+/// bytes). `None` where that layout does not hold: pages of another size,
+/// objects not 16-aligned, smaller than 16 bytes (the free mark is the
+/// second word) or larger than an eighth of the slab.
+pub fn headerless_geometry(
+    obj_size: u64,
+    align: u64,
+    slab_hdr: u64,
+    slab: u64,
+    page: u64,
+) -> Option<Geometry> {
+    if page != slab
+        || align != 16
+        || obj_size < 16
+        || !obj_size.is_multiple_of(16)
+        || obj_size > slab / 8
+    {
+        return None;
+    }
+    let sks_size = p2roundup(slab_hdr, align);
+    Some(Geometry {
+        obj_size,
+        obj_align: align,
+        sks_size,
+        first_obj: sks_size,
+        obj_size_full: obj_size,
+        slab_size: slab,
+        slab_objs: (slab - sks_size) / obj_size,
     })
 }
 

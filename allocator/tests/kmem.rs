@@ -216,8 +216,8 @@ fn realloc_stays_in_its_class_moves_between_classes_and_keeps_contents() {
     // SAFETY: null asks for a new block.
     let p = unsafe { kmem::realloc(std::ptr::null_mut(), 30) }.expect("memory");
     fill(p, 30, 1);
-    // SAFETY: p is live; 40 keeps the class of 30.
-    let q = unsafe { kmem::realloc(p.as_ptr(), 40) }.expect("memory");
+    // SAFETY: p is live; 32 keeps the class of 30.
+    let q = unsafe { kmem::realloc(p.as_ptr(), 32) }.expect("memory");
     assert_eq!(p, q, "same class: in place");
     // SAFETY: q is live.
     let r = unsafe { kmem::realloc(q.as_ptr(), 5000) }.expect("memory");
@@ -230,7 +230,7 @@ fn realloc_stays_in_its_class_moves_between_classes_and_keeps_contents() {
     let t = unsafe { kmem::realloc(s.as_ptr(), 10) }.expect("memory");
     check(t, 10, 2);
     // SAFETY: t is live.
-    assert_eq!(unsafe { kmem::usable_size(t.as_ptr()) }, 24);
+    assert_eq!(unsafe { kmem::usable_size(t.as_ptr()) }, 16);
     // SAFETY: freed once.
     unsafe { kmem::free(t.as_ptr()) };
 }
@@ -390,6 +390,63 @@ fn freeing_an_interior_pointer_aborts() {
         unsafe { kmem::free(inner) };
     });
     assert_aborted_with(&out, "not the start of a block");
+}
+
+/// The same in a headerless class (16 to 64 bytes), where no header
+/// stands before the pointer: 16 bytes into a 48-byte block.
+#[test]
+fn freeing_an_interior_pointer_of_a_headerless_class_aborts() {
+    let out = in_child(
+        "freeing_an_interior_pointer_of_a_headerless_class_aborts",
+        || {
+            let inner = kmem::alloc(40).unwrap().as_ptr().wrapping_add(16);
+            println!("PTR={:#x}", inner as usize);
+            // SAFETY: deliberately not a block: must abort.
+            unsafe { kmem::free(inner) };
+        },
+    );
+    assert_aborted_with(&out, "not the start of a block");
+}
+
+/// And the first byte of a headerless slab, its header.
+#[test]
+fn freeing_a_headerless_slab_header_aborts() {
+    let out = in_child("freeing_a_headerless_slab_header_aborts", || {
+        let p = kmem::alloc(40).unwrap().as_ptr();
+        let slab = p.wrapping_sub(p as usize % 4096);
+        println!("PTR={:#x}", slab as usize);
+        // SAFETY: deliberately not a block: must abort.
+        unsafe { kmem::free(slab) };
+    });
+    assert_aborted_with(&out, "not the start of a block");
+}
+
+/// A headerless block freed twice is caught by its free mark, also by
+/// `realloc` and `malloc_usable_size`, and a block copied whole onto
+/// another live block does not carry the mark along.
+#[test]
+fn a_headerless_blocks_free_mark_catches_double_frees_and_is_not_copied() {
+    let out = in_child(
+        "a_headerless_blocks_free_mark_catches_double_frees_and_is_not_copied",
+        || {
+            let p = kmem::alloc(16).unwrap().as_ptr();
+            let q = kmem::alloc(16).unwrap().as_ptr();
+            // SAFETY: p is freed once.
+            unsafe { kmem::free(p) };
+            // SAFETY: then q gets p's freed bytes (its free mark among
+            // them) copied over it: a write of q's holder, of memory
+            // slabscope still maps.
+            unsafe { std::ptr::copy_nonoverlapping(p, q, 16) };
+            // SAFETY: q is live: its usable size, and its free.
+            assert_eq!(unsafe { kmem::usable_size(q) }, 16);
+            // SAFETY: as above.
+            unsafe { kmem::free(q) };
+            println!("PTR={:#x}", p as usize);
+            // SAFETY: deliberately after its free: must abort.
+            unsafe { kmem::usable_size(p) };
+        },
+    );
+    assert_aborted_with(&out, "double free");
 }
 
 /// Slabs are built lazily: an object its slab never handed out has a zero

@@ -321,7 +321,7 @@ impl CacheInner {
             // A size class's slab is marked in the page map before any of
             // its objects is handed out, for `kmem`'s inline free.
             if let Some(i) = slab::class_of_tag(self.fp.tag) {
-                os::ranges::mark_class_slab(b.as_ptr() as usize, i);
+                os::ranges::mark_class_slab(b.as_ptr() as usize, i, self.geo.headerless());
             }
             (b, s)
         });

@@ -189,8 +189,14 @@ impl CacheInner {
     /// checks.
     #[inline(always)]
     fn hand_out(&self, p: NonNull<u8>) -> NonNull<u8> {
-        // SAFETY: p was just taken from this cache's magazine or slabs.
-        unsafe { slab::mark_allocated(p.as_ptr(), self.fp.tag) };
+        if self.fp.headerless {
+            // SAFETY: p was just taken from this headerless cache's
+            // magazine or slabs.
+            unsafe { slab::hl_mark_allocated(p.as_ptr()) };
+        } else {
+            // SAFETY: p was just taken from this cache's magazine or slabs.
+            unsafe { slab::mark_allocated(p.as_ptr(), self.fp.tag) };
+        }
         p
     }
 
@@ -390,7 +396,10 @@ impl CacheInner {
     pub(crate) unsafe fn free_hit(&self, obj: NonNull<u8>) -> FreeHit {
         // Every object is at least 8-aligned; an odd pointer is not one of
         // ours and its header must not be read as a half-word.
-        if obj.addr().get() & 1 != 0 {
+        // A free_tag of 0 is an inline free that is off: the word before
+        // the object may hold anything (a header-less object's neighbour,
+        // an unbuilt object's zero).
+        if obj.addr().get() & 1 != 0 || self.fp.free_tag == 0 {
             return FreeHit::Miss;
         }
         // SAFETY: obj is an object of this cache (caller), and every object
@@ -457,7 +466,12 @@ impl CacheInner {
         if self.debug {
             // SAFETY: obj is a slab object of this cache (caller); when the
             // caller broke that promise the header read is what detects it.
-            unsafe { slab::check_free(&self.geo, &self.name, self.fp.tag, obj.as_ptr()) };
+            unsafe {
+                slab::check_free(&self.geo, &self.name, self.id(), self.fp.tag, obj.as_ptr())
+            };
+        } else if self.fp.headerless {
+            // SAFETY: obj is a slab object of this headerless cache (caller).
+            unsafe { slab::hl_mark_free(obj.as_ptr()) };
         } else {
             // SAFETY: obj is a slab object of this cache (caller).
             unsafe { slab::mark_free(obj.as_ptr()) };

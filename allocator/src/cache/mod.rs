@@ -111,6 +111,10 @@ pub(crate) struct FastPath {
     /// `tag` when the inline free may take an object with that mark, else
     /// 0, which no header holds.
     pub(crate) free_tag: u16,
+    /// Whether the objects are headerless (`Geometry::headerless`): an
+    /// allocation clears the object's free mark instead of writing `tag`
+    /// into a header, and `free_tag` is 0.
+    pub(crate) headerless: bool,
     /// `KMC_DESTROY` of the cache's flags, mirrored here so the C ABI's
     /// `kmem_cache_alloc` and `kmem_cache_free` check it on the line they
     /// read anyway (the flags word sits several lines away): set before
@@ -123,13 +127,18 @@ impl FastPath {
     /// restartable-sequence magazines and no constructor or destructor) the
     /// inline paths use `base` and `tag`; without, `base` and `free_tag`
     /// are 0 and every allocation and free takes the general path.
-    fn new(inline_rseq: Option<isize>, base: usize, tag: u16) -> Self {
+    ///
+    /// A `headerless` cache's inline free is off ([`Cache::free`] reads the
+    /// header word, which in its slabs is the previous object's last word;
+    /// `crate::kmem`'s own inline free tells its objects apart first).
+    fn new(inline_rseq: Option<isize>, base: usize, tag: u16, headerless: bool) -> Self {
         let inline = inline_rseq.is_some();
         FastPath {
             base: if inline { base } else { 0 },
             rseq_off: inline_rseq.unwrap_or(0),
             tag,
-            free_tag: if inline { tag } else { 0 },
+            free_tag: if inline && !headerless { tag } else { 0 },
+            headerless,
             destroying: AtomicBool::new(false),
         }
     }
@@ -410,8 +419,9 @@ impl CacheInner {
     pub(crate) fn slabless_alloc(&self, state: u16) -> Option<NonNull<u8>> {
         // SAFETY: obj_layout has a non-zero size.
         let base = NonNull::new(unsafe { std::alloc::alloc(self.obj_layout) })?;
-        // SAFETY: hdr_room < obj_size_full = obj_layout.size().
-        let obj = unsafe { base.add(self.geo.hdr_room() as usize) };
+        // SAFETY: the room is less than obj_layout's size (the object's
+        // bytes follow it).
+        let obj = unsafe { base.add(slabless_room(&self.geo) as usize) };
         // SAFETY: the header is the 8 bytes before obj, inside the block and
         // 8-aligned (obj is aligned like the cache's objects, at least 8).
         unsafe { slab::init_slabless_header(obj.as_ptr(), state) };
@@ -423,10 +433,23 @@ impl CacheInner {
     /// # Safety
     /// `obj` came from `slabless_alloc` of this cache and is not used again.
     pub(crate) unsafe fn slabless_free(&self, obj: NonNull<u8>) {
-        // SAFETY: obj is hdr_room bytes into a block of obj_layout (caller).
-        let base = unsafe { obj.sub(self.geo.hdr_room() as usize) };
+        // SAFETY: obj is slabless_room bytes into a block of obj_layout
+        // (caller).
+        let base = unsafe { obj.sub(slabless_room(&self.geo) as usize) };
         // SAFETY: base came from std::alloc::alloc with obj_layout.
         unsafe { std::alloc::dealloc(base.as_ptr(), self.obj_layout) };
+    }
+}
+
+/// Bytes before an object outside any slab (emergency and `KMC_SLAB`
+/// objects) for its header: the slab objects' room, or, for a headerless
+/// cache, whose slab objects have none, the header rounded up to the
+/// alignment (an emergency object is told apart by its header).
+fn slabless_room(g: &Geometry) -> u64 {
+    if g.headerless() {
+        sizing::p2roundup(slab::OBJ_HDR, g.obj_align)
+    } else {
+        g.hdr_room()
     }
 }
 
@@ -467,6 +490,9 @@ pub struct CacheBuilder {
     /// [`slab::alloc_tag`] (`crate::kmem`'s classes).
     tag: Option<u16>,
     caps: ByteCaps,
+    /// Slabs without object headers (see `crate::slab`), for `crate::kmem`'s
+    /// small classes.
+    headerless: bool,
 }
 
 /// Limits in bytes on a cache's slabs, magazines and depot, below what the
@@ -505,7 +531,18 @@ impl CacheBuilder {
             dtor: None,
             tag: None,
             caps: ByteCaps::default(),
+            headerless: false,
         }
+    }
+
+    /// Objects without a header: one-page slabs whose objects are found
+    /// from their address (see `crate::slab`). Only for 16-aligned objects
+    /// of 16 bytes to an eighth of a page, on 4 KiB pages, with no
+    /// constructor or destructor (`crate::kmem`'s small classes); `build`
+    /// refuses anything else.
+    pub(crate) fn headerless(mut self, on: bool) -> Self {
+        self.headerless = on;
+        self
     }
 
     /// Byte limits on slabs, magazines and depot (see [`ByteCaps`]).
@@ -630,7 +667,27 @@ impl CacheBuilder {
             let Some(mut geo) = geometry(u64::from(t.obj_per_slab)) else {
                 return Err(too_large(name));
             };
-            if let Some(bytes) = self.caps.slab {
+            if self.headerless {
+                assert!(
+                    self.ctor.is_none() && self.dtor.is_none(),
+                    "slabscope: cache {name:?}: headerless objects cannot have a constructor \
+                     or destructor"
+                );
+                geo = sizing::headerless_geometry(
+                    self.size as u64,
+                    align as u64,
+                    slab::SLAB_HDR,
+                    slab::HL_SLAB as u64,
+                    page as u64,
+                )
+                .unwrap_or_else(|| {
+                    panic!(
+                        "slabscope: cache {name:?}: {} bytes at alignment {align} on pages \
+                             of {page} cannot be headerless",
+                        self.size
+                    )
+                });
+            } else if let Some(bytes) = self.caps.slab {
                 let objs = sizing::objs_for_slab_bytes(
                     geo.obj_size_full,
                     bytes,
@@ -651,8 +708,11 @@ impl CacheBuilder {
         let mag_refill = sizing::magazine_refill(mag_size);
         let ncpus = os::possible_cpus();
         let mags = Mags::new(ncpus, mag_size, mag_refill);
-        let obj_layout = Layout::from_size_align(geo.obj_size_full as usize, align)
-            .map_err(|_| too_large(name.clone()))?;
+        let obj_layout = Layout::from_size_align(
+            (geo.obj_size_full + slabless_room(&geo) - geo.hdr_room()) as usize,
+            align,
+        )
+        .map_err(|_| too_large(name.clone()))?;
         let hooks = self.ctor.is_some() || self.dtor.is_some();
         let rseq = if slab_backed || t.magazine_rseq == 0 {
             None
@@ -673,6 +733,7 @@ impl CacheBuilder {
                 mags.rseq_base(),
                 self.tag
                     .unwrap_or_else(|| slab::alloc_tag(me.as_ptr() as u64)),
+                geo.headerless(),
             ),
             slab_backed,
             ctor: self.ctor,

@@ -5,6 +5,12 @@
 //! (see `slab::reserved_tag`): no table pointer, `Vec` bound, `Arc` or
 //! cache struct between the call and the magazine.
 //!
+//! An object of a headerless class (16 to 64 bytes, see `crate::slab`)
+//! has no header: the page map says its page is a headerless slab of its
+//! class, a bit table says the pointer starts an object there, and its
+//! free mark says it is not free already; every other block has a header,
+//! and is taken as follows.
+//!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not
 //! straddle a page), the header's page is slabscope's (the page map,
@@ -53,6 +59,39 @@ const _: () = assert!(ladder::CLASSES <= SLOTS);
 const TAG_MASK: u16 = slab::RESERVED_TAG | 0x7f00 | 1;
 const TAG_BITS: u16 = slab::RESERVED_TAG | 1;
 const _: () = assert!(slab::reserved_tag(SLOTS - 1) & TAG_MASK == TAG_BITS);
+
+/// Where object 0 of a headerless slab starts: its slab header rounded up
+/// to 16 (`build_locked` checks each headerless class's geometry).
+pub(super) const HL_FIRST: usize = 64;
+
+/// Which 16-byte places of a headerless slab of class `i` start an
+/// object: bit `p % 64` of word `p / 64` of `HL_STARTS[i]` for the place
+/// at byte `16 * p`. One load and a shift tell whether a pointer into such
+/// a slab is an object's start, where computing it would divide by 48.
+static HL_STARTS: [[u64; ladder::HEADERLESS_MAX / 16]; ladder::HEADERLESS_MAX / 16] = {
+    let mut t = [[0; ladder::HEADERLESS_MAX / 16]; ladder::HEADERLESS_MAX / 16];
+    let mut i = 0;
+    while i < t.len() {
+        let size = (i + 1) * 16;
+        let mut off = HL_FIRST;
+        while off + size <= slab::HL_SLAB {
+            let p = off / 16;
+            t[i][p / 64] |= 1 << (p % 64);
+            off += size;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether `a`, in a page that is a headerless slab of class `i` (the
+/// page of `a - 8`, so `a` may be the next page's first byte), is where
+/// one of its objects starts.
+#[inline(always)]
+pub(super) fn hl_starts(i: usize, a: usize) -> bool {
+    let p = (a & (slab::HL_SLAB - 1)) >> 4;
+    HL_STARTS[i & (HL_STARTS.len() - 1)][p >> 6] >> (p & 63) & 1 != 0
+}
 
 /// What the hit paths of one class read.
 #[repr(C)]
@@ -111,9 +150,15 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
     // classes are never destroyed), published after RSEQ_OFF, that cache's
     // rseq_off (publish).
     let p = NonNull::new(unsafe { rseq::pop(base, RSEQ_OFF.load(Ordering::Relaxed)) })?;
-    // SAFETY: p was just popped from class i's magazine: a free slab
-    // object of that cache, now handed out with the cache's tag.
-    unsafe { slab::mark_allocated(p.as_ptr(), slab::reserved_tag(i)) };
+    if i < ladder::HEADERLESS {
+        // SAFETY: p was just popped from headerless class i's magazine: a
+        // free object of a headerless slab, now handed out.
+        unsafe { slab::hl_mark_allocated(p.as_ptr()) };
+    } else {
+        // SAFETY: p was just popped from class i's magazine: a free slab
+        // object of that cache, now handed out with the cache's tag.
+        unsafe { slab::mark_allocated(p.as_ptr(), slab::reserved_tag(i)) };
+    }
     Some(p)
 }
 
@@ -135,7 +180,20 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
         return None;
     }
     let leaf = ranges::leaf(h, false)?;
-    if leaf.byte(h) == 0 {
+    let b = leaf.byte(h);
+    let hl = ranges::headerless_class(b);
+    if hl < ladder::HEADERLESS {
+        // The word before the block lies on a headerless slab of class
+        // hl: the block is one of its objects if it starts one (a block
+        // at the next page's first byte does not) and carries no free
+        // mark (else this is a double free, for the general path).
+        // SAFETY: an object's start on a page slabscope mapped (checked).
+        if !hl_starts(hl, a) || unsafe { slab::hl_is_free(ptr) } {
+            return None;
+        }
+        return Some((hl, &CLASSES[hl]));
+    }
+    if b == 0 {
         return None;
     }
     // SAFETY: the header word lies on a page slabscope mapped (checked).
@@ -209,9 +267,15 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     if base == 0 {
         return FreeHit::Miss;
     }
-    // SAFETY: an allocated object of this class (its header's tag, its
-    // slab's magic and cache), freed by its holder (caller).
-    unsafe { slab::mark_free(ptr) };
+    if i < ladder::HEADERLESS {
+        // SAFETY: an allocated object of this headerless class (its page,
+        // its place, no free mark), freed by its holder (caller).
+        unsafe { slab::hl_mark_free(ptr) };
+    } else {
+        // SAFETY: an allocated object of this class (its header's tag,
+        // its slab's magic and cache), freed by its holder (caller).
+        unsafe { slab::mark_free(ptr) };
+    }
     // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
     // so no magazine holds it.
     if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
@@ -267,8 +331,9 @@ mod tests {
     /// memory slabscope never mapped, not a large block.
     #[test]
     fn the_inline_free_takes_class_objects_only() {
-        let p = super::super::alloc(64).expect("64 bytes");
-        let i = ladder::index(64);
+        let p = super::super::alloc(100).expect("100 bytes");
+        let i = ladder::index(100);
+        assert!(i >= ladder::HEADERLESS, "a class with headers");
         if CLASSES[i].base.load(Ordering::Acquire) == 0 {
             eprintln!(
                 "SKIPPED: the_inline_free_takes_class_objects_only: the classes' magazines do \
@@ -341,5 +406,73 @@ mod tests {
         assert!(!unsafe { take(big) }, "a large block");
         // SAFETY: big is ours, unused from now on.
         unsafe { super::super::free(big) };
+    }
+
+    /// The inline free of a headerless class takes an allocated object
+    /// and nothing else: not the same object again, not a pointer inside
+    /// one or at its slab's first byte, not the slab header; and after it
+    /// the object carries its free mark.
+    #[test]
+    fn the_inline_free_of_headerless_classes_checks_place_and_mark() {
+        if ladder::HEADERLESS == 0 {
+            eprintln!("SKIPPED: no headerless classes on this target; nothing was checked");
+            return;
+        }
+        let p = super::super::alloc(40).expect("40 bytes").as_ptr();
+        let i = ladder::index(40);
+        assert!(i < ladder::HEADERLESS && ladder::size(i) == 48);
+        if CLASSES[i].base.load(Ordering::Acquire) == 0 {
+            eprintln!(
+                "SKIPPED: the_inline_free_of_headerless_classes_checks_place_and_mark: no \
+                 restartable sequences here, so the inline paths are off; nothing was checked"
+            );
+            // SAFETY: p is ours, unused from now on.
+            unsafe { super::super::free(p) };
+            return;
+        }
+        let a = p as usize;
+        let page = a & !(slab::HL_SLAB - 1);
+        assert_eq!(
+            (a - page - HL_FIRST) % 48,
+            0,
+            "an object start of its one-page slab"
+        );
+        assert_eq!(
+            ranges::headerless_class(ranges::byte(page)),
+            i,
+            "the page map names the slab's class"
+        );
+        // SAFETY: p is a live object of a headerless slab.
+        let marked = unsafe { slab::hl_is_free(p) };
+        assert!(!marked, "an allocation clears the free mark");
+        // SAFETY: p is live: its bytes are ours to write.
+        unsafe { p.write_bytes(0xa5, 48) };
+        for inner in [16, 32] {
+            // SAFETY: detected (not an object's start), not freed.
+            let took = unsafe { take(p.wrapping_add(inner)) };
+            assert!(!took, "inside a block, +{inner}");
+        }
+        // The slab's own first bytes, and its header's last 16-aligned
+        // word: no object starts there.
+        let slab_start = p.wrapping_sub(a - page);
+        for off in [0, 48] {
+            // SAFETY: detected, not freed.
+            let took = unsafe { take(slab_start.wrapping_add(off)) };
+            assert!(!took, "slab byte {off}");
+        }
+        // SAFETY: p is a live class object, not used afterwards.
+        assert!(unsafe { take(p) }, "a live headerless object");
+        // SAFETY: p's page is still slabscope's.
+        assert!(unsafe { slab::hl_is_free(p) }, "a free sets the free mark");
+        // SAFETY: detected, not freed (the mark says free).
+        assert!(!unsafe { take(p) }, "a double free is the general path's");
+        // The next allocation of the class (p again, unless the thread
+        // moved to another CPU's magazine) clears its object's mark.
+        let q = super::super::alloc(48).expect("48 bytes").as_ptr();
+        // SAFETY: q is live.
+        let marked = unsafe { slab::hl_is_free(q) };
+        assert!(!marked, "an allocation clears the free mark");
+        // SAFETY: q is ours, unused from now on.
+        assert!(unsafe { take(q) });
     }
 }

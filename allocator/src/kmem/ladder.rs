@@ -4,17 +4,20 @@
 //! then eight classes to every doubling: between 2^k and 2^(k+1) they are
 //! 2^(k-3) apart (288, 320, ..., 512, 576, ...), up to [`MAX_CLASS`].
 //!
-//! Each object has a one-word (8-byte) header before it. A class that is
-//! a multiple of 16 spends 16 bytes on it (objects stay 16-aligned, as
-//! `malloc` promises), so up to 2 KiB every class is its base size **plus
-//! 8** (24, 40, ..., 264, 296, ..., 2056), laid out with 8-byte alignment:
-//! a header and an object then take a multiple of 16 together and every
-//! object is still 16-aligned (the first starts 64 bytes into its slab),
-//! and a request costs what it costs on glibc, whose chunks also carry an
-//! 8-byte size word: `round_up(n + 8, 16)`. A class of 8 bytes (16 with
-//! its header) comes first, for requests of 0 to 8. From 2 KiB objects are
-//! spaced a multiple of 64 bytes anyway (see `crate::sizing`), so larger
-//! classes are their base size.
+//! The first [`HEADERLESS`] classes, 16, 32, 48 and 64 bytes, have no
+//! object header (see `crate::slab`'s headerless slabs): a request of 1 to
+//! 16 bytes takes 16, as on mimalloc, where glibc's chunks and a header
+//! here would take 32. From there on each object has a one-word (8-byte)
+//! header before it. A class that is a multiple of 16 would spend 16 bytes
+//! on it (objects stay 16-aligned, as `malloc` promises), so up to 2 KiB
+//! every class with a header is its base size **plus 8** (72, 88, ...,
+//! 264, 296, ..., 2056), laid out with 8-byte alignment: a header and an
+//! object then take a multiple of 16 together and every object is still
+//! 16-aligned (the first starts 64 bytes into its slab), and a request
+//! costs what it costs on glibc, whose chunks also carry an 8-byte size
+//! word: `round_up(n + 8, 16)`. From 2 KiB objects are spaced a multiple
+//! of 64 bytes anyway (see `crate::sizing`), so larger classes are their
+//! base size.
 //!
 //! Internal waste: a request of `n` bytes gets a class less than one
 //! spacing above it, so less than 16 bytes below 128 bytes and less than
@@ -24,6 +27,15 @@
 //! one a cache header and no slab, and magazines that stay unwritten (and
 //! so not resident) on every CPU that does not use the class
 //! (`magazine::Mags`).
+
+/// How many of the first classes are headerless: 16 to 64 bytes, on
+/// x86_64, whose pages are always 4 KiB (a headerless slab is one 4 KiB
+/// page). Elsewhere the same classes carry headers.
+pub const HEADERLESS: usize = if cfg!(target_arch = "x86_64") { 4 } else { 0 };
+
+/// Bytes of the largest class that may be headerless: requests up to this
+/// size are 16 bytes apart from 16.
+pub const HEADERLESS_MAX: usize = 64;
 
 /// Bytes of the largest class; larger requests get mappings of their own
 /// (see [`super`] for the measurement behind the choice).
@@ -39,7 +51,9 @@ const PER_DOUBLING_SHIFT: u32 = 3;
 /// Base classes up to this size get the header's 8 bytes added.
 const PLUS8_MAX: usize = 2048;
 
-/// How many classes the ladder has: the 8-byte class and the base ladder.
+/// How many classes the ladder has: the base ladder's, and one more, as
+/// 64 bytes is a class twice, bare (headerless) and as 72 (with its
+/// header's 8, the first of the plus-8 classes).
 pub const CLASSES: usize =
     1 + LINEAR + ((MAX_CLASS.trailing_zeros() - LINEAR_SHIFT) << PER_DOUBLING_SHIFT) as usize;
 
@@ -72,9 +86,12 @@ const fn base_size(j: usize) -> usize {
 #[inline(always)]
 pub fn index(size: usize) -> usize {
     debug_assert!(size <= MAX_CLASS);
-    if size <= LINEAR_MAX + 8 {
-        // The 8-byte class, then 16 apart from 24: one add and a shift
-        // (0 to 8 give 0, 9 to 24 give 1, ..., 249 to 264 give 16).
+    if size <= HEADERLESS_MAX {
+        // 16 apart from 16: 0 to 16 give 0, ..., 49 to 64 give 3.
+        size.saturating_sub(1) >> 4
+    } else if size <= LINEAR_MAX + 8 {
+        // 16 apart from 72: one add and a shift (65 to 72 give 4, 73 to
+        // 88 give 5, ..., 249 to 264 give 16).
         (size + 7) >> 4
     } else if size <= BY_8_MAX {
         BY_8[(size + 7) >> 3] as usize
@@ -103,8 +120,8 @@ const BY_8: [u8; BY_8_MAX / 8 + 1] = {
 
 /// [`index`] from the ladder's definition.
 const fn computed_index(size: usize) -> usize {
-    if size <= 8 {
-        0
+    if size <= HEADERLESS_MAX {
+        base_index(if size == 0 { 1 } else { size })
     } else if size <= PLUS8_MAX + 8 {
         1 + base_index(size - 8)
     } else {
@@ -131,8 +148,9 @@ pub const fn size(i: usize) -> usize {
 
 /// Bytes of class `i`, computed.
 const fn class_size(i: usize) -> usize {
-    if i == 0 {
-        return 8;
+    let last_bare = HEADERLESS_MAX / 16 - 1;
+    if i <= last_bare {
+        return base_size(i);
     }
     let b = base_size(i - 1);
     if b <= PLUS8_MAX { b + 8 } else { b }
@@ -165,16 +183,10 @@ mod tests {
         }
         assert_eq!(index(0), 0);
         assert_eq!(
-            (
-                index(8),
-                index(9),
-                index(24),
-                index(25),
-                index(264),
-                index(265)
-            ),
-            (0, 1, 1, 2, 16, 17)
+            [16, 17, 64, 65, 72, 73, 264, 265].map(index),
+            [0, 1, 3, 4, 4, 5, 16, 17]
         );
+        assert_eq!((0..5).map(size).collect::<Vec<_>>(), [16, 32, 48, 64, 72]);
         assert_eq!(
             (size(16), size(17), size(24), size(25)),
             (264, 296, 520, 584)

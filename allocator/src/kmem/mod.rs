@@ -8,8 +8,9 @@
 //!
 //! # Finding the owner from the pointer alone
 //!
-//! Every block this module hands out has a one-word header right before
-//! it, the slab objects' header (see `slab`): an allocated class object's
+//! Every block this module hands out but the objects of the headerless
+//! classes (16 to 64 bytes, see `ladder`) has a one-word header right
+//! before it, the slab objects' header (see `slab`): an allocated class object's
 //! names its slab, whose header names its cache; a large mapping's, a block
 //! of the internal allocator's ([`InternalAlloc`]) and an aligned interior
 //! pointer's carry states of their own. So [`free`], [`realloc`] and
@@ -18,7 +19,10 @@
 //! its free is a look in the page map, the header, a second look in the
 //! page map (that the slab it names starts a slab of that class), the
 //! class's static descriptor and the magazine push (see `fast`, which
-//! also serves the allocations that hit a magazine).
+//! also serves the allocations that hit a magazine). A headerless class's
+//! object is known by its page, which the page map marks as a whole slab
+//! of that class, and its place in it; its free mark, in its second word,
+//! tells a double free.
 //!
 //! Before reading a header, [`free`] checks in a page map (the `os`
 //! seam's `ranges`, a byte per page) that the pointer and its header lie
@@ -237,15 +241,23 @@ fn build_locked(which: std::ops::Range<usize>) -> Option<&'static Cache> {
             .flags(KMC_KVMEM)
             .reserved_tag(i)
             .byte_caps(CLASS_CAPS)
+            .headerless(i < ladder::HEADERLESS)
             .build()
         {
             Ok(c) => {
                 // Every object 16-aligned: the first, and the stride (see
-                // `ladder`); a layout that breaks it is a bug here.
+                // `ladder`); a layout that breaks it is a bug here. So is a
+                // headerless class whose objects do not start where the
+                // inline free's table says (`fast::HL_FIRST`).
                 let g = &c.inner.geo;
                 assert!(
                     g.first_obj.is_multiple_of(16) && g.obj_size_full.is_multiple_of(16),
                     "slabscope: size class {size}: objects would not be 16-aligned ({g:?})"
+                );
+                assert!(
+                    g.headerless() == (i < ladder::HEADERLESS)
+                        && (!g.headerless() || g.first_obj == fast::HL_FIRST as u64),
+                    "slabscope: size class {size}: not the layout the free path expects ({g:?})"
                 );
                 let c: &'static Cache = Box::leak(Box::new(c));
                 CLASS[i].store(std::ptr::from_ref(c).cast_mut(), Ordering::Release);
@@ -415,7 +427,9 @@ pub(crate) fn aligned_with(
     if align <= 16 {
         return f(size);
     }
-    let block = f(size.checked_add(align)?)?;
+    // Never a headerless class's block: the word before the pointer inside
+    // it must be read as its header (see `owner`).
+    let block = f(size.checked_add(align)?.max(ladder::HEADERLESS_MAX + 1))?;
     let b = block.as_ptr() as usize;
     // At least 16 past the block start (both are multiples of 16), so the
     // header lies inside the block after the block's own header; at most

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{OBJ_INNER, boot, built_classes, class_cache, ladder, large};
+use super::{OBJ_INNER, boot, built_classes, class_cache, fast, ladder, large};
 use crate::cache::{Cache, CacheInner};
 use crate::os::ranges;
 use crate::slab;
@@ -70,7 +70,17 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
     {
         // An emergency object comes from the global allocator: it may be
         // elsewhere, and only 8-aligned (see `emergency_owner`).
-        return emergency_owner(what, ptr, false);
+        return emergency_owner(what, ptr, NOT_MAPPED);
+    }
+    // Where the word before the block lies on a headerless slab it is no
+    // header, and must not be read as one.
+    let hl = ranges::headerless_class(ranges::byte(a - 8));
+    if hl < ladder::HEADERLESS {
+        return headerless_owner(what, ptr, hl);
+    }
+    // The first byte of a headerless slab is its slab header's.
+    if a.is_multiple_of(4096) && ranges::headerless_class(ranges::byte(a)) < ladder::HEADERLESS {
+        return emergency_owner(what, ptr, NOT_A_START);
     }
     // SAFETY: the header word is in memory slabscope mapped (checked).
     let (state, addr) = unsafe { slab::header_of(ptr) };
@@ -82,9 +92,9 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
         large::OBJ_LARGE => Owner::Large(addr),
         OBJ_INNER => Owner::Inner(std::ptr::with_exposed_provenance_mut(addr)),
         boot::BOOT_USED | boot::BOOT_MAPPED => Owner::Boot(state, addr),
-        slab::OBJ_EMERGENCY => emergency_owner(what, ptr, true),
+        slab::OBJ_EMERGENCY => emergency_owner(what, ptr, DOUBLE_FREE),
         slab::OBJ_FREE | boot::BOOT_FREE | large::OBJ_LARGE_KEPT => {
-            not_ours(what, ptr, "already freed (a double free)")
+            not_ours(what, ptr, DOUBLE_FREE)
         }
         _ => not_ours(
             what,
@@ -93,6 +103,34 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
         ),
     }
 }
+
+/// [`owner`] of a block whose previous word lies on a headerless slab of
+/// class `i`: one of its objects, or an emergency object inside one (the
+/// global allocator may be slabscope's own), or not ours.
+fn headerless_owner(what: &str, ptr: *mut u8, i: usize) -> Owner {
+    if !fast::hl_starts(i, ptr as usize) {
+        return emergency_owner(what, ptr, NOT_A_START);
+    }
+    // SAFETY: an object's start on a page slabscope mapped (checked by
+    // the caller and hl_starts).
+    if unsafe { slab::hl_is_free(ptr) } {
+        not_ours(what, ptr, DOUBLE_FREE)
+    }
+    match class_cache(i) {
+        Some(c) => Owner::Class(i, c),
+        // A slab of a class is made after the class is published.
+        None => not_ours(what, ptr, NOT_A_START),
+    }
+}
+
+/// What [`not_ours`] says of a block already freed.
+const DOUBLE_FREE: &str = "already freed (a double free)";
+/// What [`not_ours`] says of a pointer inside slabscope's memory that no
+/// block starts at.
+const NOT_A_START: &str = "not the start of a block slabscope handed out";
+/// What [`not_ours`] says of a pointer outside slabscope's memory.
+const NOT_MAPPED: &str = "not memory slabscope handed out (another allocator's, from before \
+                          slabscope was loaded, or not the start of a block)";
 
 /// [`owner`] of an allocated slab object whose header names slab `slab`.
 ///
@@ -120,13 +158,13 @@ unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
             "an object of a cache made with kmem_cache_create: free it with kmem_cache_free",
         );
     }
-    not_ours(what, ptr, "not the start of a block slabscope handed out")
+    not_ours(what, ptr, NOT_A_START)
 }
 
 /// The emergency object `ptr` of a class (SPL's emergency objects, made
 /// while a class is DEADLOCKED: see `crate::emergency`), found in the
-/// classes' emergency maps; otherwise aborts, saying the pointer is not
-/// ours (`mapped`: it is in slabscope's memory but freed already).
+/// classes' emergency maps; otherwise aborts, saying why the pointer is
+/// not ours (`why`).
 ///
 /// Emergency objects come from the global allocator (the internal one in
 /// the `malloc` library, the classes themselves under [`SlabscopeAlloc`],
@@ -138,7 +176,7 @@ unsafe fn class_owner(what: &str, ptr: *mut u8, slab: usize) -> Owner {
 /// [`SlabscopeAlloc`]: crate::global::SlabscopeAlloc
 #[cold]
 #[inline(never)]
-fn emergency_owner(what: &str, ptr: *mut u8, mapped: bool) -> Owner {
+fn emergency_owner(what: &str, ptr: *mut u8, why: &str) -> Owner {
     for (i, cache) in built_classes() {
         let c = &*cache.inner;
         if c.emergency_live.load(Ordering::Relaxed) > 0
@@ -147,13 +185,5 @@ fn emergency_owner(what: &str, ptr: *mut u8, mapped: bool) -> Owner {
             return Owner::Emergency(i, cache);
         }
     }
-    if mapped {
-        not_ours(what, ptr, "already freed (a double free)")
-    }
-    not_ours(
-        what,
-        ptr,
-        "not memory slabscope handed out (another allocator's, from before slabscope \
-         was loaded, or not the start of a block)",
-    )
+    not_ours(what, ptr, why)
 }

@@ -9,9 +9,13 @@
 //! forgotten, whichever cache or layer asked for it; a size class's grow
 //! marks the first page of each slab it adds ([`mark_class_slab`]).
 //!
-//! A page's byte is 0 (not slabscope's), [`OURS`], or [`class_slab`] of a
-//! class `i` when a live slab of class `i` starts on it. Unmapping the
-//! slab clears its bytes with the rest of its pages.
+//! A page's byte is 0 (not slabscope's), [`OURS`], [`class_slab`] of a
+//! class `i` when a live slab of class `i` starts on it, or
+//! [`headerless_slab`] of `i` when the page is a whole slab of a class
+//! whose objects have no header (see `crate::slab`): there the byte is
+//! how a `free` learns that the word before the pointer is not a header
+//! but the end of the previous object. Unmapping the slab clears its
+//! bytes with the rest of its pages.
 //!
 //! The top level has one slot per GiB of the 47-bit user address space
 //! (128 Ki slots, 1 MiB of `.bss`, touched only where slabscope maps); a
@@ -64,6 +68,25 @@ const CLASS_SLAB: u8 = 0x80;
 #[inline(always)]
 pub(crate) const fn class_slab(i: usize) -> u8 {
     CLASS_SLAB | (i as u8 & !CLASS_SLAB)
+}
+
+/// The bytes of [`headerless_slab`]: 0x40 to 0x4f, neither [`OURS`] nor
+/// a [`class_slab`] byte.
+const HEADERLESS_SLAB: u8 = 0x40;
+
+/// The byte of a page that is a whole live slab of headerless size class
+/// `i` (`i < 16`).
+#[inline(always)]
+pub(crate) const fn headerless_slab(i: usize) -> u8 {
+    HEADERLESS_SLAB | (i as u8 & 0xf)
+}
+
+/// The class `i` of a [`headerless_slab`] byte `b`, or 16 and more for
+/// any other byte (one subtraction: callers compare the result with the
+/// number of headerless classes).
+#[inline(always)]
+pub(crate) const fn headerless_class(b: u8) -> usize {
+    b.wrapping_sub(HEADERLESS_SLAB) as usize
 }
 
 static TABLE: [AtomicPtr<Leaf>; TOP] = [const { AtomicPtr::new(ptr::null_mut()) }; TOP];
@@ -142,10 +165,11 @@ pub(crate) fn note(addr: usize, len: usize, mapped: bool) -> bool {
 }
 
 /// Marks the first page of a slab of size class `i` at `slab` (a page of
-/// ours, noted by [`note`]) as [`class_slab`]`(i)`, once the slab is
-/// built and before any of its objects is handed out. Unmapping the slab
-/// clears the mark.
-pub(crate) fn mark_class_slab(slab: usize, i: usize) {
+/// ours, noted by [`note`]) as [`class_slab`]`(i)`, or as
+/// [`headerless_slab`]`(i)` for a `headerless` class (whose slabs are one
+/// page), once the slab is built and before any of its objects is handed
+/// out. Unmapping the slab clears the mark.
+pub(crate) fn mark_class_slab(slab: usize, i: usize, headerless: bool) {
     if let Some(l) = leaf(slab, false) {
         let b = l.slot(slab);
         debug_assert_eq!(
@@ -153,7 +177,12 @@ pub(crate) fn mark_class_slab(slab: usize, i: usize) {
             OURS,
             "{slab:#x} is not a page of ours"
         );
-        b.store(class_slab(i), Ordering::Release);
+        let v = if headerless {
+            headerless_slab(i)
+        } else {
+            class_slab(i)
+        };
+        b.store(v, Ordering::Release);
     }
 }
 
@@ -206,7 +235,7 @@ mod tests {
         assert!(!contains(base + 65 * gran) && contains(base + 66 * gran));
         // A class slab's first page carries its class; its other pages,
         // and the bytes next to it, stay ours.
-        mark_class_slab(base + 70 * gran, 5);
+        mark_class_slab(base + 70 * gran, 5, false);
         assert_eq!(byte(base + 70 * gran), class_slab(5));
         assert_eq!(byte(base + 70 * gran + gran - 1), class_slab(5));
         assert_eq!(byte(base + 71 * gran), OURS);
@@ -215,6 +244,14 @@ mod tests {
         assert_eq!(l.byte(base + 70 * gran), class_slab(5));
         assert_ne!(class_slab(5), class_slab(6));
         assert_ne!(class_slab(0), OURS);
+        mark_class_slab(base + 72 * gran, 2, true);
+        assert_eq!(headerless_class(byte(base + 72 * gran)), 2);
+        for b in [0, OURS, class_slab(0), class_slab(2), class_slab(127)] {
+            assert!(
+                headerless_class(b) >= 16,
+                "{b:#x} is no headerless slab's byte"
+            );
+        }
         assert!(note(base + 60 * gran, 70 * gran, false));
         assert_eq!(byte(base + 70 * gran), 0, "unmapping clears the mark");
         assert!(note(edge - 2 * gran, 4 * gran, false));

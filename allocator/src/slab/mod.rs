@@ -71,6 +71,30 @@
 //! header's magic, cache and bounds take its place in the debug checks.
 //! 64-byte objects now fit 56 to a 4 KiB slab instead of 42.
 //!
+//! # Headerless slabs
+//!
+//! One word is half of a 16-byte object, and with `malloc`'s 16-byte
+//! alignment a block of 16 bytes or less took 32. `kmem`'s classes of 16
+//! to 64 bytes therefore have no object header (mimalloc's small pages
+//! and glibc's tcache find what they need without one either): their
+//! slabs are exactly one 4 KiB page ([`HL_SLAB`]), so an object's slab is
+//! its address with the low 12 bits cleared, and the page map
+//! (`os::ranges`) marks the page as a whole slab of its class, so a
+//! `free` tells such an object from one with a header before reading the
+//! word before it. The object's state is its second word while no caller
+//! holds it: [`hl_key`] of its address, a per-process random value mixed
+//! with the address, which every object gets when its slab is made (such
+//! a slab is built whole at once: it is one page, written by its first
+//! object anyway) and again at every free; an allocation clears it. So a
+//! double free is still caught by one load and a compare from the
+//! object's own line (glibc's tcache detects double frees with a random
+//! key in the same place), and the debug checks that read the header's
+//! tag read the slab header's cache and the object's offset instead. A
+//! program that by chance stores the key of a block's address in its
+//! second word and then frees it would be told it freed it twice: a
+//! 1-in-2^64 coincidence unless the program reads the key out of freed
+//! memory first.
+//!
 //! # Lists
 //!
 //! A cache keeps a *partial* list (slabs with a free object) and a *complete*
@@ -382,6 +406,24 @@ pub(crate) unsafe fn slab_owner(slab: usize) -> (u32, u64) {
     (magic, cache)
 }
 
+/// [`slab_owner`] of the headerless slab `s`, found from one of its
+/// objects (so with that pointer's provenance, not an exposed address's).
+///
+/// # Safety
+/// As [`slab_owner`].
+#[inline(always)]
+pub(crate) unsafe fn hl_slab_owner(s: *mut Slab) -> (u32, u64) {
+    let b = s.cast::<u8>();
+    let magic = b.wrapping_add(std::mem::offset_of!(Slab, magic));
+    let cache = b.wrapping_add(std::mem::offset_of!(Slab, cache));
+    // SAFETY: forwarded caller guarantee; both fields are aligned, written
+    // once, before the slab is linked, and never again while it lives.
+    let magic = unsafe { magic.cast::<u32>().read() };
+    // SAFETY: as above.
+    let cache = unsafe { cache.cast::<u64>().read() };
+    (magic, cache)
+}
+
 /// For finding a pointer's owner from its header: the owning cache id of
 /// the slab that a header names at `slab`, when slabscope mapped that page
 /// and a slab's magic is there; `None` for an address that names no live
@@ -442,6 +484,97 @@ unsafe fn next_free(obj: *mut u8) -> *mut u8 {
 unsafe fn set_next_free(obj: *mut u8, next: *mut u8) {
     // SAFETY: as next_free.
     unsafe { obj.cast::<*mut u8>().write(next) }
+}
+
+/// Bytes of a headerless slab: one 4 KiB page (see the module docs).
+pub(crate) const HL_SLAB: usize = 4096;
+
+/// The random half of [`hl_key`], set at the first headerless slab.
+static HL_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Draws [`HL_KEY`] if no slab has yet: from `getrandom`, or, where that
+/// fails, from the time and an address (the key makes an accidental match
+/// unlikely; it is not a secret worth failing for). The top bit is set,
+/// so a key never equals an address (below 2^48) nor 0.
+pub(crate) fn hl_key_init() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if HL_KEY.load(Relaxed) != 0 {
+        return;
+    }
+    let mut k = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into k.
+    let n = unsafe { libc::getrandom((&raw mut k).cast(), 8, libc::GRND_NONBLOCK) };
+    if n != 8 {
+        let t = os::coarse_ms();
+        k = (t ^ (&raw const k).addr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    let _ = HL_KEY.compare_exchange(0, k | 1 << 63, Relaxed, Relaxed);
+}
+
+/// The free mark of the headerless object at `obj`: [`HL_KEY`] mixed with
+/// the address, so a block copied whole to another address does not carry
+/// a valid mark along.
+#[inline(always)]
+pub(crate) fn hl_key(obj: *mut u8) -> u64 {
+    HL_KEY.load(std::sync::atomic::Ordering::Relaxed) ^ obj.addr() as u64
+}
+
+/// The second word of headerless object `obj`, where its free mark lives.
+///
+/// # Safety
+/// `obj` is a 16-aligned object of a live headerless slab (at least 16
+/// bytes).
+#[inline(always)]
+unsafe fn hl_word<'a>(obj: *mut u8) -> &'a std::sync::atomic::AtomicU64 {
+    // SAFETY: forwarded caller guarantee: bytes 8..16 of the object, 8-aligned.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(obj.wrapping_add(8).cast()) }
+}
+
+/// Whether headerless object `obj` carries its free mark: nobody holds it
+/// (or a caller wrote the mark there, see the module docs).
+///
+/// # Safety
+/// As [`hl_word`].
+#[inline(always)]
+pub(crate) unsafe fn hl_is_free(obj: *mut u8) -> bool {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { hl_word(obj) }.load(std::sync::atomic::Ordering::Relaxed) == hl_key(obj)
+}
+
+/// Marks headerless object `obj` free (a free, or its slab being made).
+///
+/// # Safety
+/// As [`hl_word`], and nobody holds `obj`.
+#[inline(always)]
+pub(crate) unsafe fn hl_mark_free(obj: *mut u8) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { hl_word(obj) }.store(hl_key(obj), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Marks headerless object `obj` as handed to a caller: clears its free
+/// mark (one store to the object's first line, as [`mark_allocated`]'s).
+///
+/// # Safety
+/// As [`hl_word`], for an object just taken from a magazine or a slab.
+#[inline(always)]
+pub(crate) unsafe fn hl_mark_allocated(obj: *mut u8) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { hl_word(obj) }.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The slab of an object of a headerless slab: its page.
+#[inline(always)]
+fn hl_slab_of(obj: *mut u8) -> *mut Slab {
+    obj.wrapping_sub(obj.addr() & (HL_SLAB - 1)).cast()
+}
+
+/// Whether `obj` is where an object of headerless geometry `g` starts in
+/// its slab (not the slab header, not inside an object); `obj` is
+/// 16-aligned.
+#[inline(always)]
+fn hl_starts_obj(g: &Geometry, obj: *mut u8) -> bool {
+    let off = (obj.addr() & (HL_SLAB - 1)) as u64;
+    off >= g.first_obj && (off - g.first_obj).is_multiple_of(g.obj_size_full)
 }
 
 /// Bytes of the slab header before alignment.
@@ -636,6 +769,23 @@ pub(crate) unsafe fn init_slab(base: NonNull<u8>, g: &Geometry, cache: u64) -> *
             free: ptr::null_mut(),
         })
     };
+    if g.headerless() {
+        // One page, written by its first object anyway: every object is
+        // built now, free and unlisted, with its free mark (see the
+        // module docs), so no object of a headerless slab is unbuilt.
+        debug_assert_eq!(g.slab_size as usize, HL_SLAB);
+        hl_key_init();
+        let objs = g.slab_objs as u32;
+        for i in 0..objs {
+            // SAFETY: object i of this fresh slab, ours alone.
+            unsafe { hl_mark_free(obj_at(s, g, 0, i)) };
+        }
+        // SAFETY: the header was just written.
+        let sl = unsafe { &mut *s };
+        sl.built = objs;
+        sl.unlisted = objs;
+        return s;
+    }
     // Nothing past the header is written: every object starts unbuilt, and
     // a take builds them in order, object 0 first (see `Slab`).
     s
@@ -669,8 +819,12 @@ fn hdr_of(obj: *mut u8) -> *mut ObjHdr {
 /// The `OBJ_HDR` bytes right before `obj` must be
 /// readable and writable (true for every object this cache handed out). A
 /// misaligned `obj` is caught before the header is read.
+///
+/// A headerless object (see the module docs) is checked against its slab
+/// header instead: the slab's magic and cache (`id`), and the object's
+/// place in the slab; then its free mark says whether it is free already.
 #[inline]
-pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8) {
+pub(crate) unsafe fn check_free(g: &Geometry, name: &str, id: u64, tag: u16, obj: *mut u8) {
     // obj_align is a power of two: a mask, not a division.
     if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         corrupt(
@@ -678,6 +832,11 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8
             obj,
             "it is not aligned like this cache's objects: a pointer this cache never handed out",
         );
+    }
+    if g.headerless() {
+        // SAFETY: forwarded caller guarantee: obj's page is readable.
+        unsafe { hl_check_free(g, name, id, obj) };
+        return;
     }
     // SAFETY: the caller guarantees the header bytes are readable; obj is
     // aligned (checked above, obj_align >= 8).
@@ -695,6 +854,37 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, tag: u16, obj: *mut u8
     }
 }
 
+/// [`check_free`] of a headerless object.
+///
+/// # Safety
+/// `obj` is 16-aligned and its page readable and writable.
+#[cold]
+unsafe fn hl_check_free(g: &Geometry, name: &str, id: u64, obj: *mut u8) {
+    let s = hl_slab_of(obj);
+    // SAFETY: the slab header is at the start of obj's page (caller).
+    let (magic, cache) = unsafe { hl_slab_owner(s) };
+    if magic != SKS_MAGIC || cache != id {
+        corrupt(
+            name,
+            obj,
+            "its page is not a slab of this cache: a pointer this cache never handed out",
+        );
+    }
+    if !hl_starts_obj(g, obj) {
+        corrupt(
+            name,
+            obj,
+            "it is not where an object of its slab starts: a pointer this cache never handed out",
+        );
+    }
+    // SAFETY: an object of a live headerless slab.
+    if unsafe { hl_is_free(obj) } {
+        corrupt(name, obj, "double free: the object is already free");
+    }
+    // SAFETY: as above; its holder is freeing it.
+    unsafe { hl_mark_free(obj) };
+}
+
 /// The header checks of [`check_free`] as a result, plus the slab header
 /// and "not held by a caller" (validation of magazine contents).
 ///
@@ -706,6 +896,26 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
     // obj_align is a power of two: a mask, not a division.
     if (obj as usize) & (g.obj_align as usize - 1) != 0 {
         return Err("not aligned like this cache's objects");
+    }
+    if g.headerless() {
+        let s = hl_slab_of(obj);
+        // SAFETY: an object of a live cache (caller): its page, where its
+        // slab header is, is mapped.
+        if unsafe { hl_slab_owner(s) }.0 != SKS_MAGIC {
+            return Err("slab header magic is wrong");
+        }
+        if !hl_starts_obj(g, obj) {
+            return Err("not where an object of its slab starts");
+        }
+        // SAFETY: as above.
+        if !unsafe { hl_is_free(obj) } {
+            return Err("its free mark is missing: a caller holds it");
+        }
+        // SAFETY: as above.
+        if unsafe { (*s).refs } == 0 {
+            return Err("its slab has no objects out");
+        }
+        return Ok(());
     }
     // SAFETY: the caller guarantees the header bytes are readable.
     let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
@@ -751,6 +961,27 @@ fn corrupt(name: &str, obj: *mut u8, what: &str) -> ! {
          debugger or AddressSanitizer to find the caller."
     );
     std::process::abort()
+}
+
+/// The debug check of a free object `obj` of slab `s` that a take hands
+/// out: its header names `s` and says free, or, headerless, it carries its
+/// free mark.
+///
+/// # Safety
+/// `obj` is a built object of the live slab `s`.
+#[inline]
+unsafe fn check_taken(g: &Geometry, name: &str, s: *mut Slab, obj: *mut u8) {
+    let ok = if g.headerless() {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { hl_is_free(obj) }
+    } else {
+        // SAFETY: forwarded caller guarantee: its header lies in the slab.
+        let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
+        slab_of(word) == s && state_bits(word) == OBJ_FREE
+    };
+    if !ok {
+        corrupt(name, obj, "a free object's header or free mark is wrong");
+    }
 }
 
 impl SlabState {
@@ -846,12 +1077,8 @@ impl SlabState {
                 sl.unlisted -= 1;
                 let obj = obj_at(s, g, sl.color, sl.unlisted);
                 if debug {
-                    // SAFETY: a built object of a live slab: its header
-                    // lies in the slab.
-                    let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if word != free_word {
-                        corrupt(name, obj, "free object header is wrong");
-                    }
+                    // SAFETY: a built object of a live slab.
+                    unsafe { check_taken(g, name, s, obj) };
                 }
                 *slot = obj;
             }
@@ -860,12 +1087,8 @@ impl SlabState {
             let mut obj = sl.free;
             for slot in &mut out[n + from_unlisted..n + from_unlisted + from_list] {
                 if debug {
-                    // SAFETY: a free object of a live slab: its header lies
-                    // in the slab.
-                    let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
-                    if slab_of(word) != s || state_bits(word) != OBJ_FREE {
-                        corrupt(name, obj, "free object header is wrong");
-                    }
+                    // SAFETY: a free object of a live slab.
+                    unsafe { check_taken(g, name, s, obj) };
                 }
                 *slot = obj;
                 // SAFETY: a free object of a live slab: its first word is
@@ -875,6 +1098,7 @@ impl SlabState {
             sl.free = obj;
             let taken = from_unlisted + from_list;
             if taken < k {
+                debug_assert!(!g.headerless(), "a headerless slab is built whole");
                 // Build only the objects whose headers share the page of
                 // the first one built here: a take writes at most one page
                 // of the slab that was never written (see `Slab`).
@@ -946,16 +1170,26 @@ impl SlabState {
         obj: *mut u8,
         now: u64,
     ) {
-        // SAFETY: obj is a live slab object of this cache (caller), so its
-        // header is live; we hold the cache lock.
-        let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
-        let s = slab_of(word);
-        if debug {
+        let s = if g.headerless() {
+            if debug && !hl_starts_obj(g, obj) {
+                corrupt(name, obj, "it is not where an object of its slab starts");
+            }
+            hl_slab_of(obj)
+        } else {
+            // SAFETY: obj is a live slab object of this cache (caller), so
+            // its header is live; we hold the cache lock.
+            let word = unsafe { word_of(obj) }.load(std::sync::atomic::Ordering::Relaxed);
+            let s = slab_of(word);
             let (base, a) = (s as usize, obj as usize);
-            if s.is_null() || a < base + g.first_obj as usize || a >= base + g.slab_size as usize {
+            if debug
+                && (s.is_null()
+                    || a < base + g.first_obj as usize
+                    || a >= base + g.slab_size as usize)
+            {
                 corrupt(name, obj, "its header does not point at its slab");
             }
-        }
+            s
+        };
         // SAFETY: a valid header points at its live slab.
         let sl = unsafe { &mut *s };
         if debug && (sl.magic != SKS_MAGIC || sl.cache != id) {

@@ -113,7 +113,7 @@ fn the_state_word_tells_held_objects_from_free_ones() {
         Err("its header says a caller holds it, or is not an object header")
     );
     // SAFETY: as above; held with this tag, so the check passes and frees it.
-    unsafe { check_free(&g, "t", tag, o) };
+    unsafe { check_free(&g, "t", 1, tag, o) };
     // SAFETY: as above.
     assert_eq!(unsafe { check_obj_result(&g, o) }, Ok(()));
     // SAFETY: taken above, returned once.
@@ -778,6 +778,91 @@ fn an_emptied_slab_drops_its_list_and_hands_out_by_address() {
     unsafe { mark_allocated(objs[2], OBJ_FREE) };
     st.validate(&g, 1).unwrap();
     let r = st.unlink_empty(&g, 0, 0);
+    // SAFETY: the only slab is empty.
+    unsafe { r.release(&g) };
+}
+
+fn hl_geo(size: u64) -> Geometry {
+    sizing::headerless_geometry(size, 16, SLAB_HDR, HL_SLAB as u64, HL_SLAB as u64).unwrap()
+}
+
+/// A headerless slab is one page built whole: every object carries its
+/// free mark from the start, a take hands them out highest first, an
+/// object's slab is its page, and the checks read the mark instead of a
+/// header.
+#[test]
+fn a_headerless_slab_is_built_whole_and_found_from_its_objects() {
+    if os::page_size() != HL_SLAB {
+        eprintln!("SKIPPED: pages are not 4 KiB here, so no slab is headerless");
+        return;
+    }
+    let g = hl_geo(48);
+    assert!(g.headerless() && !geo(48, 16).headerless());
+    assert_eq!((g.slab_size, g.first_obj, g.slab_objs), (4096, 64, 84));
+    assert_eq!(g.color(0x1234_5000), 0);
+    assert!(sizing::headerless_geometry(8, 16, SLAB_HDR, 4096, 4096).is_none());
+    assert!(sizing::headerless_geometry(48, 8, SLAB_HDR, 4096, 4096).is_none());
+    assert!(sizing::headerless_geometry(48, 16, SLAB_HDR, 4096, 16384).is_none());
+    let mut st = SlabState::new();
+    grow(&mut st, &g);
+    st.validate(&g, 1).unwrap();
+    let n = g.slab_objs as usize;
+    let mut objs = Vec::new();
+    while let Some(o) = st.take_obj(&g, true, "t", 0) {
+        let o = o.as_ptr();
+        let off = o as usize % HL_SLAB;
+        assert!(off >= 64 && (off - 64).is_multiple_of(48), "{o:p}");
+        // SAFETY: a free object of a live headerless slab.
+        assert!(unsafe { hl_is_free(o) }, "taken, not yet handed out");
+        assert_eq!(
+            hl_slab_of(o),
+            hl_slab_of(objs.first().copied().unwrap_or(o))
+        );
+        objs.push(o);
+    }
+    assert_eq!(objs.len(), n);
+    assert_eq!(
+        objs[0] as usize % HL_SLAB,
+        64 + 48 * (n - 1),
+        "highest first"
+    );
+    st.validate(&g, 1).unwrap();
+    let o = objs[5];
+    // SAFETY: o is an object of the live slab, in no caller's hands.
+    assert_eq!(unsafe { check_obj_result(&g, o) }, Ok(()));
+    // SAFETY: as above; handed out now.
+    unsafe { hl_mark_allocated(o) };
+    // SAFETY: as above.
+    let held = unsafe { check_obj_result(&g, o) };
+    assert_eq!(held, Err("its free mark is missing: a caller holds it"));
+    // SAFETY: as above: held, so the check passes and frees it.
+    unsafe { check_free(&g, "t", 1, 0, o) };
+    // SAFETY: as above.
+    assert_eq!(unsafe { check_obj_result(&g, o) }, Ok(()));
+    // SAFETY: inside an object: refused before its mark is read.
+    let inner = unsafe { check_obj_result(&g, o.wrapping_add(16)) };
+    assert_eq!(inner, Err("not where an object of its slab starts"));
+    for &o in &objs {
+        // SAFETY: taken above, returned once, with its free mark.
+        unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    }
+    st.validate(&g, 1).unwrap();
+    // Take one back and return it to the free list: then clear its mark,
+    // as a caller's write would, and validation sees it.
+    let o = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
+    let o2 = st.take_obj(&g, true, "t", 0).unwrap().as_ptr();
+    // SAFETY: taken above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, o, 0) };
+    // SAFETY: o is an object of the live slab.
+    unsafe { hl_mark_allocated(o) };
+    assert!(st.validate(&g, 1).unwrap_err().contains("no free mark"));
+    // SAFETY: as above.
+    unsafe { hl_mark_free(o) };
+    // SAFETY: taken above, returned once.
+    unsafe { st.shrink(&g, true, "t", 1, o2, 0) };
+    st.validate(&g, 1).unwrap();
+    let r = st.unlink_empty(&g, 0, 0);
+    assert_eq!(r.slabs, 1);
     // SAFETY: the only slab is empty.
     unsafe { r.release(&g) };
 }

@@ -6,10 +6,13 @@
 //! It never reads an unbuilt object: their pages may never have been
 //! touched, and a check must not fault them in. The free check of a
 //! pointer into one finds a zero header, which is no object's state.
+//! (Headerless slabs have no unbuilt objects: see `super`.)
 
 use std::ptr;
 
-use super::{OBJ_FREE, Slab, SlabState, next_free, obj_at, slab_of, state_bits, word_of};
+use super::{
+    OBJ_FREE, Slab, SlabState, hl_is_free, next_free, obj_at, slab_of, state_bits, word_of,
+};
 use crate::flags::SKS_MAGIC;
 use crate::sizing::Geometry;
 
@@ -67,7 +70,7 @@ impl SlabState {
                     let o = obj_at(s, g, sl.color, i);
                     // SAFETY: object i < built of this live slab: its header
                     // lies in the slab.
-                    unsafe { check_free_header(s, o, &below) }?;
+                    unsafe { check_free_header(g, s, o, &below) }?;
                     free.insert(o as usize);
                 }
                 if complete != (sl.refs == objs_per_slab) {
@@ -108,7 +111,7 @@ impl SlabState {
                     }
                     // SAFETY: o is an object of this live slab, so its
                     // header is mapped.
-                    unsafe { check_free_header(s, o, "is on the free list") }?;
+                    unsafe { check_free_header(g, s, o, "is on the free list") }?;
                     if !free.insert(a) {
                         return Err(format!("object {a:#x} twice on free lists"));
                     }
@@ -182,11 +185,26 @@ impl SlabState {
 
 /// Checks that free object `o` of slab `s` (free because it `is`: on the
 /// free list, or below `unlisted`) has a header naming `s` and saying
-/// free.
+/// free, or, in a headerless slab, its free mark.
 ///
 /// # Safety
 /// `o` is an object of the live slab `s`, so its header is mapped.
-unsafe fn check_free_header(s: *mut Slab, o: *mut u8, is: &str) -> Result<(), String> {
+unsafe fn check_free_header(
+    g: &Geometry,
+    s: *mut Slab,
+    o: *mut u8,
+    is: &str,
+) -> Result<(), String> {
+    if g.headerless() {
+        // SAFETY: forwarded caller guarantee.
+        if !unsafe { hl_is_free(o) } {
+            return Err(format!(
+                "slab {s:p}: object {:#x} {is} but has no free mark (a caller holds it)",
+                o as usize
+            ));
+        }
+        return Ok(());
+    }
     // SAFETY: forwarded caller guarantee.
     let word = unsafe { word_of(o) }.load(std::sync::atomic::Ordering::Relaxed);
     if slab_of(word) != s {

@@ -103,10 +103,10 @@ static void *churn(void *arg)
 
 static void edges(void)
 {
-	/* Served by slabscope, not glibc: 8 bytes come from kmem_alloc_8
+	/* Served by slabscope, not glibc: 8 bytes come from kmem_alloc_16
 	 * (glibc's smallest chunk holds 24). */
 	void *probe = malloc(8);
-	CHECK("preloaded", malloc_usable_size(probe) == 8,
+	CHECK("preloaded", malloc_usable_size(probe) == 16,
 	    "usable size %zu", malloc_usable_size(probe));
 	free(probe);
 
@@ -122,7 +122,7 @@ static void edges(void)
 
 	void *(*dl_malloc)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "malloc");
 	void *d = dl_malloc ? dl_malloc(3) : NULL;
-	CHECK("dlsym", d && malloc_usable_size(d) == 8, "%p", d);
+	CHECK("dlsym", d && malloc_usable_size(d) == 16, "%p", d);
 	free(d);
 
 	void *z1 = malloc(0), *z2 = malloc(0);
