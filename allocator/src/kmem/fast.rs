@@ -263,25 +263,67 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     let Some((i, d)) = (unsafe { class_of(ptr) }) else {
         return FreeHit::Miss;
     };
+    if i < ladder::HEADERLESS {
+        // One arm per class, so that the magazine's address does not wait
+        // for the page map's loads (see `hl_push`).
+        // SAFETY (each arm): an allocated object of headerless class i
+        // (its page, its place, no free mark), freed by its holder (caller).
+        return match i {
+            // SAFETY: as above.
+            0 => unsafe { hl_push::<0>(ptr) },
+            // SAFETY: as above.
+            1 => unsafe { hl_push::<1>(ptr) },
+            // SAFETY: as above.
+            2 => unsafe { hl_push::<2>(ptr) },
+            // SAFETY: as above.
+            _ => unsafe { hl_push::<3>(ptr) },
+        };
+    }
     let base = d.base.load(Ordering::Acquire);
     if base == 0 {
         return FreeHit::Miss;
     }
-    if i < ladder::HEADERLESS {
-        // SAFETY: an allocated object of this headerless class (its page,
-        // its place, no free mark), freed by its holder (caller).
-        unsafe { slab::hl_mark_free(ptr) };
-    } else {
-        // SAFETY: an allocated object of this class (its header's tag,
-        // its slab's magic and cache), freed by its holder (caller).
-        unsafe { slab::mark_free(ptr) };
-    }
+    // SAFETY: an allocated object of this class (its header's tag, its
+    // slab's magic and cache), freed by its holder (caller).
+    unsafe { slab::mark_free(ptr) };
     // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
     // so no magazine holds it.
     if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
         FreeHit::Pushed
     } else {
         FreeHit::Refused { class: i }
+    }
+}
+
+// `free`'s arms cover every headerless class.
+const _: () = assert!(ladder::HEADERLESS <= 4);
+
+/// [`free`]'s push of an object of headerless class `I`, a constant: the
+/// class's descriptor, and so its magazine's address, is loaded without
+/// waiting for the page map's bytes that named the class, which only
+/// steer the branch to this arm. With a class index loaded from the page
+/// map the magazine's address hung on three loads in a row (page map,
+/// descriptor, magazine table), and a program that frees and allocates
+/// one block over and over waited for all of them before its next
+/// `malloc` could read the count that `free` had just written.
+///
+/// # Safety
+/// `ptr` is an allocated object of headerless class `I`, freed by its
+/// holder.
+#[inline(always)]
+unsafe fn hl_push<const I: usize>(ptr: *mut u8) -> FreeHit {
+    let base = CLASSES[I].base.load(Ordering::Acquire);
+    if base == 0 {
+        return FreeHit::Miss;
+    }
+    // SAFETY: forwarded caller guarantee.
+    unsafe { slab::hl_mark_free(ptr) };
+    // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
+    // so no magazine holds it.
+    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
+        FreeHit::Pushed
+    } else {
+        FreeHit::Refused { class: I }
     }
 }
 
