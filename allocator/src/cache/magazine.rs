@@ -356,10 +356,18 @@ impl CacheInner {
     /// [`Cache::alloc`](crate::Cache::alloc)'s inline fast path: one pop
     /// from the current CPU's magazine. Only for caches with `fp.base` set
     /// (restartable sequences, no constructor).
+    /// Headerless caches keep `fp.base` 0, so this marks the header with
+    /// the tag without asking which kind of object it is.
     #[inline(always)]
     pub(crate) fn rseq_alloc_fast(&self) -> Option<NonNull<u8>> {
         debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
-        self.rseq_pop(self.fp.base, self.fp.rseq_off)
+        debug_assert!(!self.fp.headerless);
+        // SAFETY: fp.base is this cache's magazine base and fp.rseq_off
+        // rseq's offset (both set together when the inline paths are on).
+        let p = NonNull::new(unsafe { rseq::pop(self.fp.base, self.fp.rseq_off) })?;
+        // SAFETY: p was just popped from this (headered) cache's magazine.
+        unsafe { slab::mark_allocated(p.as_ptr(), self.fp.tag) };
+        Some(p)
     }
 
     /// [`Cache::free`](crate::Cache::free)'s inline fast path: when the
@@ -430,9 +438,9 @@ impl CacheInner {
     /// its holder's free, in no magazine.
     #[cold]
     pub(crate) unsafe fn push_refused(&self, obj: NonNull<u8>) {
-        debug_assert!(self.fp.base == self.mag_base && self.rseq == Some(self.fp.rseq_off));
+        let off = self.rseq.expect("a refused push was an rseq push");
         // SAFETY: forwarded caller guarantee.
-        unsafe { self.rseq_push_failed(self.fp.rseq_off, obj) }
+        unsafe { self.rseq_push_failed(off, obj) }
     }
 
     /// Magazine half of `spl_kmem_cache_free()`, after the destructor and the

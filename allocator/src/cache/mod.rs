@@ -128,16 +128,18 @@ impl FastPath {
     /// inline paths use `base` and `tag`; without, `base` and `free_tag`
     /// are 0 and every allocation and free takes the general path.
     ///
-    /// A `headerless` cache's inline free is off ([`Cache::free`] reads the
-    /// header word, which in its slabs is the previous object's last word;
-    /// `crate::kmem`'s own inline free tells its objects apart first).
+    /// A `headerless` cache's inline paths are off: [`Cache::free`]'s
+    /// reads the header word, which in its slabs is the previous object's
+    /// last word, and [`Cache::alloc`]'s writes the tag there. Its owner,
+    /// `crate::kmem`, has inline paths of its own, which tell its objects
+    /// apart first ([`CacheInner::inline_magazines`]).
     fn new(inline_rseq: Option<isize>, base: usize, tag: u16, headerless: bool) -> Self {
-        let inline = inline_rseq.is_some();
+        let inline = inline_rseq.is_some() && !headerless;
         FastPath {
             base: if inline { base } else { 0 },
-            rseq_off: inline_rseq.unwrap_or(0),
+            rseq_off: if inline { inline_rseq.unwrap_or(0) } else { 0 },
             tag,
-            free_tag: if inline && !headerless { tag } else { 0 },
+            free_tag: if inline { tag } else { 0 },
             headerless,
             destroying: AtomicBool::new(false),
         }
@@ -211,6 +213,15 @@ impl CacheInner {
     #[inline(always)]
     pub(crate) fn id(&self) -> u64 {
         self as *const Self as u64
+    }
+
+    /// The magazine table and rseq offset an inline path may push to and
+    /// pop from (restartable-sequence magazines, no constructor or
+    /// destructor), whether or not this cache's own inline paths use them
+    /// (a headerless cache's do not: see [`FastPath::new`]).
+    pub(crate) fn inline_magazines(&self) -> Option<(usize, isize)> {
+        let hooks = self.ctor.is_some() || self.dtor.is_some();
+        self.rseq.filter(|_| !hooks).map(|off| (self.mag_base, off))
     }
 
     pub(crate) fn arc(&self) -> Arc<CacheInner> {

@@ -40,7 +40,14 @@
 //! class, so it is a static of its own ([`RSEQ_OFF`]): the CPU number's
 //! load does not wait for the descriptor's. The checks' loads (the page
 //! map's bytes) are off that chain: the branches on them are
-//! predicted, so they cost instructions and lines, not waiting.
+//! predicted, so they cost instructions and lines, not waiting. A
+//! headerless class is named by the page map itself, so its free takes
+//! one arm per class (`hl_push`), whose descriptor sits at a constant
+//! address: there too the page map only steers a branch. For the
+//! classes with headers the class still comes from the header and the
+//! magazine's address waits for it, the descriptor and the magazine
+//! table (bench/ANALYSIS.md, "Headerless small classes, and what a free
+//! waits for").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -96,8 +103,9 @@ pub(super) fn hl_starts(i: usize, a: usize) -> bool {
 /// What the hit paths of one class read.
 #[repr(C)]
 struct Class {
-    /// The class cache's `fp.base` (its rseq magazines' table) once the
-    /// classes are built and when its inline paths are on; else 0.
+    /// The class cache's rseq magazines' table
+    /// (`CacheInner::inline_magazines`) once the class is built, when its
+    /// magazines use restartable sequences; else 0.
     base: AtomicUsize,
 }
 
@@ -107,8 +115,8 @@ static CLASSES: [Class; SLOTS] = [const {
     }
 }; SLOTS];
 
-/// The rseq area's offset from the thread pointer, the `fp.rseq_off` of
-/// every class whose inline paths are on (one offset per process:
+/// The rseq area's offset from the thread pointer, the one of every class
+/// whose inline paths are on (one offset per process:
 /// `rseq::available`). Kept apart from the descriptors so that a free
 /// does not wait for its class's descriptor to load the CPU number: the
 /// CPU number's load and the descriptor's run side by side, and the
@@ -120,19 +128,18 @@ static RSEQ_OFF: AtomicIsize = AtomicIsize::new(0);
 /// the descriptor's `base` sees the cache. Every class with inline paths
 /// uses the same rseq area offset (one per process: `rseq::available`).
 pub(super) fn publish(i: usize, c: &Cache) {
-    let fp = &c.inner.fp;
-    debug_assert_eq!(fp.tag, slab::reserved_tag(i));
-    if fp.base == 0 {
+    debug_assert_eq!(c.inner.fp.tag, slab::reserved_tag(i));
+    let Some((base, rseq_off)) = c.inner.inline_magazines() else {
         return;
-    }
+    };
     let off = RSEQ_OFF.load(Ordering::Relaxed);
     assert!(
-        off == 0 || off == fp.rseq_off,
+        off == 0 || off == rseq_off,
         "slabscope: the size classes' restartable sequences use more than one rseq area offset"
     );
-    RSEQ_OFF.store(fp.rseq_off, Ordering::Relaxed);
+    RSEQ_OFF.store(rseq_off, Ordering::Relaxed);
     // Release: a thread that sees the base sees RSEQ_OFF.
-    CLASSES[i].base.store(fp.base, Ordering::Release);
+    CLASSES[i].base.store(base, Ordering::Release);
 }
 
 /// One object of class `i` from the current CPU's magazine; `None` when
@@ -389,8 +396,8 @@ mod tests {
         let p = p.as_ptr();
         let class = super::super::class_cache(i).expect("built by the alloc");
         assert_eq!(
-            RSEQ_OFF.load(Ordering::Relaxed),
-            class.inner.fp.rseq_off,
+            Some(RSEQ_OFF.load(Ordering::Relaxed)),
+            class.inner.rseq,
             "the hit paths use the class cache's own rseq area offset"
         );
         // SAFETY: p is a live class object.
