@@ -286,13 +286,31 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
             _ => unsafe { hl_push::<3>(ptr) },
         };
     }
+    // SAFETY: an allocated object of class i (its header's tag, its
+    // slab's magic and cache), freed by its holder (caller).
+    unsafe { mark_and_push(d, i, ptr, false) }
+}
+
+/// Marks `ptr`, an allocated object of class `i` (descriptor `d`), free
+/// and pushes it on the current CPU's magazine of the class; `Miss`,
+/// with nothing written, when the class's inline path is off.
+///
+/// # Safety
+/// `ptr` is an allocated object of class `i`, headerless as `headerless`
+/// says, freed by its holder.
+#[inline(always)]
+unsafe fn mark_and_push(d: &Class, i: usize, ptr: *mut u8, headerless: bool) -> FreeHit {
     let base = d.base.load(Ordering::Acquire);
     if base == 0 {
         return FreeHit::Miss;
     }
-    // SAFETY: an allocated object of this class (its header's tag, its
-    // slab's magic and cache), freed by its holder (caller).
-    unsafe { slab::mark_free(ptr) };
+    if headerless {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { slab::hl_mark_free(ptr) };
+    } else {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { slab::mark_free(ptr) };
+    }
     // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
     // so no magazine holds it.
     if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
@@ -319,19 +337,8 @@ const _: () = assert!(ladder::HEADERLESS <= 4);
 /// holder.
 #[inline(always)]
 unsafe fn hl_push<const I: usize>(ptr: *mut u8) -> FreeHit {
-    let base = CLASSES[I].base.load(Ordering::Acquire);
-    if base == 0 {
-        return FreeHit::Miss;
-    }
     // SAFETY: forwarded caller guarantee.
-    unsafe { slab::hl_mark_free(ptr) };
-    // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
-    // so no magazine holds it.
-    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
-        FreeHit::Pushed
-    } else {
-        FreeHit::Refused { class: I }
-    }
+    unsafe { mark_and_push(&CLASSES[I], I, ptr, true) }
 }
 
 /// The rest of a free whose push was refused (a full magazine to flush, an
