@@ -384,40 +384,31 @@ pub(crate) unsafe fn set_foreign_header(obj: *mut u8, addr: usize, state: u16) {
 }
 
 /// For [`crate::kmem`]: the magic and owning cache id of the slab header
-/// at `slab` (both fixed while the slab lives).
+/// at `slab`, an address a header holds (both fixed while the slab
+/// lives).
 ///
 /// # Safety
 /// `slab` points at readable memory the size of a slab header.
 #[inline(always)]
 pub(crate) unsafe fn slab_owner(slab: usize) -> (u32, u64) {
-    let s = std::ptr::with_exposed_provenance::<u8>(slab);
-    let magic = s
-        .wrapping_add(std::mem::offset_of!(Slab, magic))
-        .cast::<u32>();
-    let cache = s
-        .wrapping_add(std::mem::offset_of!(Slab, cache))
-        .cast::<u64>();
-    // Both fields are written once, before the slab is linked, and never
-    // again.
-    // SAFETY: forwarded caller guarantee; both are aligned fields.
-    let magic = unsafe { magic.read() };
-    // SAFETY: as above.
-    let cache = unsafe { cache.read() };
-    (magic, cache)
+    // SAFETY: forwarded caller guarantee.
+    unsafe { owner_fields(std::ptr::with_exposed_provenance_mut(slab)) }
 }
 
-/// [`slab_owner`] of the headerless slab `s`, found from one of its
-/// objects (so with that pointer's provenance, not an exposed address's).
+/// [`slab_owner`] of the slab header at `s`, a pointer (a headerless
+/// slab's, found from one of its objects, so with that object's
+/// provenance rather than an exposed address's).
 ///
 /// # Safety
 /// As [`slab_owner`].
 #[inline(always)]
-pub(crate) unsafe fn hl_slab_owner(s: *mut Slab) -> (u32, u64) {
+unsafe fn owner_fields(s: *mut Slab) -> (u32, u64) {
     let b = s.cast::<u8>();
     let magic = b.wrapping_add(std::mem::offset_of!(Slab, magic));
     let cache = b.wrapping_add(std::mem::offset_of!(Slab, cache));
-    // SAFETY: forwarded caller guarantee; both fields are aligned, written
-    // once, before the slab is linked, and never again while it lives.
+    // Both fields are written once, before the slab is linked, and never
+    // again.
+    // SAFETY: forwarded caller guarantee; both are aligned fields.
     let magic = unsafe { magic.cast::<u32>().read() };
     // SAFETY: as above.
     let cache = unsafe { cache.cast::<u64>().read() };
@@ -862,7 +853,7 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, id: u64, tag: u16, obj
 unsafe fn hl_check_free(g: &Geometry, name: &str, id: u64, obj: *mut u8) {
     let s = hl_slab_of(obj);
     // SAFETY: the slab header is at the start of obj's page (caller).
-    let (magic, cache) = unsafe { hl_slab_owner(s) };
+    let (magic, cache) = unsafe { owner_fields(s) };
     if magic != SKS_MAGIC || cache != id {
         corrupt(
             name,
@@ -901,7 +892,7 @@ pub(crate) unsafe fn check_obj_result(g: &Geometry, obj: *mut u8) -> Result<(), 
         let s = hl_slab_of(obj);
         // SAFETY: an object of a live cache (caller): its page, where its
         // slab header is, is mapped.
-        if unsafe { hl_slab_owner(s) }.0 != SKS_MAGIC {
+        if unsafe { owner_fields(s) }.0 != SKS_MAGIC {
             return Err("slab header magic is wrong");
         }
         if !hl_starts_obj(g, obj) {
