@@ -7,9 +7,10 @@
 //!
 //! An object of a headerless class (16 to 64 bytes, see `crate::slab`)
 //! has no header: the page map says its page is a headerless slab of its
-//! class, a bit table says the pointer starts an object there, and its
-//! free mark says it is not free already; every other block has a header,
-//! and is taken as follows.
+//! class, its offset in the page says it starts an object there (a mask,
+//! or a multiply for 48 bytes: the class is a constant in its arm), and
+//! its free mark says it is not free already; every other block has a
+//! header, and is taken as follows.
 //!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not
@@ -19,7 +20,8 @@
 //! slab of that class. The last is what the slab header's magic and
 //! cache id said before, without a load from the slab header, a line of
 //! its own that is rarely cached when a program frees objects of many
-//! slabs (larson spent 42 % of `free`'s samples waiting for it). Anything else — a double free (the state says free), a
+//! slabs (larson spent 42 % of `free`'s samples waiting for it).
+//! Anything else — a double free (the state says free), a
 //! foreign or interior pointer, an object of a `kmem_cache_create` cache
 //! (its tag is never a reserved one), an emergency object — takes the
 //! general path of [`super::owner`], which aborts with the same messages
@@ -42,7 +44,7 @@
 //! map's bytes) are off that chain: the branches on them are
 //! predicted, so they cost instructions and lines, not waiting. A
 //! headerless class is named by the page map itself, so its free takes
-//! one arm per class (`hl_push`), whose descriptor sits at a constant
+//! one arm per class ([`hl_free`]), whose descriptor sits at a constant
 //! address: there too the page map only steers a branch. For the
 //! classes with headers the class still comes from the header and the
 //! magazine's address waits for it, the descriptor and the magazine
@@ -71,33 +73,30 @@ const _: () = assert!(slab::reserved_tag(SLOTS - 1) & TAG_MASK == TAG_BITS);
 /// to 16 (`build_locked` checks each headerless class's geometry).
 pub(super) const HL_FIRST: usize = 64;
 
-/// Which 16-byte places of a headerless slab of class `i` start an
-/// object: bit `p % 64` of word `p / 64` of `HL_STARTS[i]` for the place
-/// at byte `16 * p`. One load and a shift tell whether a pointer into such
-/// a slab is an object's start, where computing it would divide by 48.
-static HL_STARTS: [[u64; ladder::HEADERLESS_MAX / 16]; ladder::HEADERLESS_MAX / 16] = {
-    let mut t = [[0; ladder::HEADERLESS_MAX / 16]; ladder::HEADERLESS_MAX / 16];
-    let mut i = 0;
-    while i < t.len() {
-        let size = (i + 1) * 16;
-        let mut off = HL_FIRST;
-        while off + size <= slab::HL_SLAB {
-            let p = off / 16;
-            t[i][p / 64] |= 1 << (p % 64);
-            off += size;
-        }
-        i += 1;
-    }
-    t
-};
+/// Whether `a`, in a page that is a headerless slab of class `I` (the
+/// page of `a - 8`, so `a` may be the next page's first byte, whose
+/// offset 0 is below [`HL_FIRST`]), is where one of its objects starts.
+/// The class is a constant, so the remainder is a mask or a multiply.
+#[inline(always)]
+const fn hl_start<const I: usize>(a: usize) -> bool {
+    let size = (I + 1) * 16;
+    // The offset, from object 0, of the slab's last object.
+    let last = (slab::HL_SLAB - HL_FIRST) / size * size - size;
+    let d = (a & (slab::HL_SLAB - 1)).wrapping_sub(HL_FIRST);
+    d <= last && d.is_multiple_of(size)
+}
 
-/// Whether `a`, in a page that is a headerless slab of class `i` (the
-/// page of `a - 8`, so `a` may be the next page's first byte), is where
-/// one of its objects starts.
+/// [`hl_start`] of class `i`, for the paths that know the class as a
+/// value (`realloc`, `malloc_usable_size`, the owner of a freed block).
 #[inline(always)]
 pub(super) fn hl_starts(i: usize, a: usize) -> bool {
-    let p = (a & (slab::HL_SLAB - 1)) >> 4;
-    HL_STARTS[i & (HL_STARTS.len() - 1)][p >> 6] >> (p & 63) & 1 != 0
+    match i {
+        0 => hl_start::<0>(a),
+        1 => hl_start::<1>(a),
+        2 => hl_start::<2>(a),
+        3 => hl_start::<3>(a),
+        _ => false,
+    }
 }
 
 /// What the hit paths of one class read.
@@ -169,6 +168,24 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
     Some(p)
 }
 
+/// The page map's byte for the word before `ptr`, with the leaf that
+/// holds it; `None`, with nothing read outside slabscope's memory, when
+/// `ptr` is not 16-aligned or that word's page is not slabscope's.
+///
+/// Class objects are 16-aligned, so their 8-byte header (or, headerless,
+/// the word before them) never straddles a page: that word's page is the
+/// one to look up, whether or not the block starts a page.
+#[inline(always)]
+fn page_of(ptr: *mut u8) -> Option<(&'static ranges::Leaf, u8)> {
+    let a = ptr as usize;
+    let h = a.wrapping_sub(8);
+    if a & 15 != 0 {
+        return None;
+    }
+    let leaf = ranges::leaf(h, false)?;
+    Some((leaf, leaf.byte(h)))
+}
+
 /// The class of `ptr` when it is an allocated object of a built class
 /// (see the module docs for the checks); `None`, with nothing read outside
 /// slabscope's memory, otherwise.
@@ -178,31 +195,38 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
 /// not ours is detected, not dereferenced).
 #[inline(always)]
 unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
-    let a = ptr as usize;
-    // Class objects are 16-aligned, so their 8-byte header never straddles
-    // a page: the header's page is the one to check, whether or not the
-    // block starts a page.
-    let h = a.wrapping_sub(8);
-    if a & 15 != 0 {
-        return None;
-    }
-    let leaf = ranges::leaf(h, false)?;
-    let b = leaf.byte(h);
+    let (leaf, b) = page_of(ptr)?;
     let hl = ranges::headerless_class(b);
     if hl < ladder::HEADERLESS {
         // The word before the block lies on a headerless slab of class
-        // hl: the block is one of its objects if it starts one (a block
-        // at the next page's first byte does not) and carries no free
-        // mark (else this is a double free, for the general path).
+        // hl: the block is one of its objects if it starts one and
+        // carries no free mark (else this is a double free, for the
+        // general path).
         // SAFETY: an object's start on a page slabscope mapped (checked).
-        if !hl_starts(hl, a) || unsafe { slab::hl_is_free(ptr) } {
+        if !hl_starts(hl, ptr as usize) || unsafe { slab::hl_is_free(ptr) } {
             return None;
         }
         return Some((hl, &CLASSES[hl]));
     }
+    // SAFETY: forwarded caller guarantee; leaf and b are ptr's (page_of).
+    unsafe { headered_class(ptr, leaf, b) }
+}
+
+/// [`class_of`] for a block whose header's page has byte `b` (not a
+/// headerless slab's) in `leaf`.
+///
+/// # Safety
+/// As [`class_of`]; `(leaf, b)` is [`page_of`]`(ptr)`.
+#[inline(always)]
+unsafe fn headered_class(
+    ptr: *mut u8,
+    leaf: &ranges::Leaf,
+    b: u8,
+) -> Option<(usize, &'static Class)> {
     if b == 0 {
         return None;
     }
+    let h = (ptr as usize).wrapping_sub(8);
     // SAFETY: the header word lies on a page slabscope mapped (checked).
     let state = unsafe { slab::state_bits_of(ptr) };
     if state & TAG_MASK != TAG_BITS {
@@ -261,84 +285,96 @@ pub enum FreeHit {
 /// is on, without calling anything: the class's magazine push, or
 /// [`FreeHit::Refused`] for the caller to finish with [`push_refused`].
 ///
+/// A headerless class takes an arm of its own ([`hl_free`]), where the
+/// class is a constant: its descriptor's address, and so its magazine's,
+/// does not wait for the page map's byte that named the class, which only
+/// steers a predicted branch (with the class as a value, the magazine's
+/// address hung on three loads in a row, and a program that frees and
+/// allocates one block over and over waited for all of them before its
+/// next `malloc` could read the count that `free` had just written); and
+/// its object-start test is a mask or a multiply.
+///
 /// # Safety
 /// As [`class_of`]; when `ptr` is a live block of ours it is not used
 /// afterwards.
 #[inline(always)]
 pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
-    // SAFETY: forwarded caller guarantee.
-    let Some((i, d)) = (unsafe { class_of(ptr) }) else {
+    let Some((leaf, b)) = page_of(ptr) else {
         return FreeHit::Miss;
     };
-    if i < ladder::HEADERLESS {
-        // One arm per class, so that the magazine's address does not wait
-        // for the page map's loads (see `hl_push`).
-        // SAFETY (each arm): an allocated object of headerless class i
-        // (its page, its place, no free mark), freed by its holder (caller).
-        return match i {
-            // SAFETY: as above.
-            0 => unsafe { hl_push::<0>(ptr) },
-            // SAFETY: as above.
-            1 => unsafe { hl_push::<1>(ptr) },
-            // SAFETY: as above.
-            2 => unsafe { hl_push::<2>(ptr) },
-            // SAFETY: as above.
-            _ => unsafe { hl_push::<3>(ptr) },
-        };
-    }
-    // SAFETY: an allocated object of class i (its header's tag, its
-    // slab's magic and cache), freed by its holder (caller).
-    unsafe { mark_and_push(d, i, ptr, false) }
-}
-
-/// Marks `ptr`, an allocated object of class `i` (descriptor `d`), free
-/// and pushes it on the current CPU's magazine of the class; `Miss`,
-/// with nothing written, when the class's inline path is off.
-///
-/// # Safety
-/// `ptr` is an allocated object of class `i`, headerless as `headerless`
-/// says, freed by its holder.
-#[inline(always)]
-unsafe fn mark_and_push(d: &Class, i: usize, ptr: *mut u8, headerless: bool) -> FreeHit {
-    let base = d.base.load(Ordering::Acquire);
-    if base == 0 {
-        return FreeHit::Miss;
-    }
-    if headerless {
-        // SAFETY: forwarded caller guarantee.
-        unsafe { slab::hl_mark_free(ptr) };
-    } else {
-        // SAFETY: forwarded caller guarantee.
-        unsafe { slab::mark_free(ptr) };
-    }
-    // SAFETY: base and RSEQ_OFF as in `pop`; the object was handed out,
-    // so no magazine holds it.
-    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
-        FreeHit::Pushed
-    } else {
-        FreeHit::Refused { class: i }
+    // SAFETY (each arm): ptr's word before lies on a headerless slab of
+    // that class (its page map byte); forwarded caller guarantee.
+    match ranges::headerless_class(b) {
+        // SAFETY: as above.
+        0 if ladder::HEADERLESS > 0 => unsafe { hl_free::<0>(ptr) },
+        // SAFETY: as above.
+        1 if ladder::HEADERLESS > 1 => unsafe { hl_free::<1>(ptr) },
+        // SAFETY: as above.
+        2 if ladder::HEADERLESS > 2 => unsafe { hl_free::<2>(ptr) },
+        // SAFETY: as above.
+        3 if ladder::HEADERLESS > 3 => unsafe { hl_free::<3>(ptr) },
+        _ => {
+            // SAFETY: forwarded caller guarantee; (leaf, b) from page_of.
+            let Some((i, d)) = (unsafe { headered_class(ptr, leaf, b) }) else {
+                return FreeHit::Miss;
+            };
+            let base = d.base.load(Ordering::Acquire);
+            if base == 0 {
+                return FreeHit::Miss;
+            }
+            // SAFETY: an allocated object of class i (its header's tag,
+            // its slab's class), freed by its holder (caller).
+            unsafe { slab::mark_free(ptr) };
+            // SAFETY: base is class i's published table; ptr is marked
+            // free and in no magazine.
+            unsafe { push(base, i, ptr) }
+        }
     }
 }
 
 // `free`'s arms cover every headerless class.
 const _: () = assert!(ladder::HEADERLESS <= 4);
 
-/// [`free`]'s push of an object of headerless class `I`, a constant: the
-/// class's descriptor, and so its magazine's address, is loaded without
-/// waiting for the page map's bytes that named the class, which only
-/// steer the branch to this arm. With a class index loaded from the page
-/// map the magazine's address hung on three loads in a row (page map,
-/// descriptor, magazine table), and a program that frees and allocates
-/// one block over and over waited for all of them before its next
-/// `malloc` could read the count that `free` had just written.
+/// [`free`] of `ptr`, whose word before lies on a headerless slab of
+/// class `I`: pushed if it starts an object there that carries no free
+/// mark, and the class's inline path is on; else `Miss`, nothing written.
 ///
 /// # Safety
-/// `ptr` is an allocated object of headerless class `I`, freed by its
-/// holder.
+/// The page of `ptr - 8` is a live headerless slab of class `I`; when
+/// `ptr` is an allocated object it is freed by its holder.
 #[inline(always)]
-unsafe fn hl_push<const I: usize>(ptr: *mut u8) -> FreeHit {
-    // SAFETY: forwarded caller guarantee.
-    unsafe { mark_and_push(&CLASSES[I], I, ptr, true) }
+unsafe fn hl_free<const I: usize>(ptr: *mut u8) -> FreeHit {
+    if !hl_start::<I>(ptr as usize) {
+        return FreeHit::Miss;
+    }
+    let base = CLASSES[I].base.load(Ordering::Acquire);
+    if base == 0 {
+        return FreeHit::Miss;
+    }
+    // SAFETY: an object's start on a live headerless slab (checked); its
+    // holder, if any, is freeing it (caller). A free mark there already
+    // is a double free, for the general path.
+    if !unsafe { slab::hl_mark_free_checked(ptr) } {
+        return FreeHit::Miss;
+    }
+    // SAFETY: as in free's arm for the other classes.
+    unsafe { push(base, I, ptr) }
+}
+
+/// Pushes `ptr`, an object of class `i` marked free, on the current CPU's
+/// magazine of the class's table `base`.
+///
+/// # Safety
+/// `base` is class `i`'s published magazine table; `ptr` is an object of
+/// class `i`, marked free and in no magazine.
+#[inline(always)]
+unsafe fn push(base: usize, i: usize, ptr: *mut u8) -> FreeHit {
+    // SAFETY: base and RSEQ_OFF as in `pop`; forwarded caller guarantee.
+    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
+        FreeHit::Pushed
+    } else {
+        FreeHit::Refused { class: i }
+    }
 }
 
 /// The rest of a free whose push was refused (a full magazine to flush, an
@@ -379,6 +415,36 @@ mod tests {
             }
             FreeHit::Miss => false,
         }
+    }
+
+    /// [`hl_starts`] (a mask or a multiply per class) agrees with the
+    /// headerless slab's geometry (`sizing::headerless_geometry`, which
+    /// lays out the slabs) on every 16-aligned place of a page, and on the
+    /// next page's first byte.
+    #[test]
+    fn headerless_object_starts_match_the_slab_geometry() {
+        for i in 0..ladder::HEADERLESS {
+            let size = ladder::size(i) as u64;
+            let hl = slab::HL_SLAB as u64;
+            let g = crate::sizing::headerless_geometry(size, 16, slab::SLAB_HDR, hl, hl)
+                .expect("a headerless class has a headerless geometry");
+            assert_eq!(g.first_obj, HL_FIRST as u64, "class {i}");
+            let page = 0x7000_0000_0000usize;
+            for o in (0..=hl).step_by(16) {
+                let want = o >= g.first_obj
+                    && (o - g.first_obj).is_multiple_of(size)
+                    && (o - g.first_obj) / size < g.slab_objs;
+                assert_eq!(
+                    hl_starts(i, page + o as usize),
+                    want,
+                    "class {i} ({size} bytes), offset {o}"
+                );
+            }
+        }
+        assert!(
+            !hl_starts(4, 0x7000_0000_0040),
+            "no headerless class past the arms"
+        );
     }
 
     /// The inline free takes a live class object and nothing else: not the

@@ -373,7 +373,12 @@ pub fn alloc(size: usize) -> Option<NonNull<u8>> {
 /// stack frame.
 #[inline(always)]
 pub fn alloc_hit(size: usize) -> Option<NonNull<u8>> {
-    if size <= ladder::MAX_CLASS {
+    if size <= ladder::HEADERLESS_MAX {
+        // Its own copy of the pop, for the most frequent requests: the
+        // class is known to be one of the first four, so which mark to
+        // write is decided here, not after the pop.
+        fast::pop(ladder::index(size))
+    } else if size <= ladder::MAX_CLASS {
         fast::pop(ladder::index(size))
     } else {
         None

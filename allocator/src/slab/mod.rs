@@ -542,6 +542,26 @@ pub(crate) unsafe fn hl_mark_free(obj: *mut u8) {
     unsafe { hl_word(obj) }.store(hl_key(obj), std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Marks headerless object `obj` free unless it carries its free mark
+/// already (a double free): whether it did. [`hl_is_free`] and
+/// [`hl_mark_free`] in one, with the key computed once (the inline free's
+/// path).
+///
+/// # Safety
+/// As [`hl_word`], and `obj`'s holder, if it has one, is freeing it.
+#[inline(always)]
+pub(crate) unsafe fn hl_mark_free_checked(obj: *mut u8) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let key = hl_key(obj);
+    // SAFETY: forwarded caller guarantee.
+    let word = unsafe { hl_word(obj) };
+    if word.load(Relaxed) == key {
+        return false;
+    }
+    word.store(key, Relaxed);
+    true
+}
+
 /// Marks headerless object `obj` as handed to a caller: clears its free
 /// mark (one store to the object's first line, as [`mark_allocated`]'s).
 ///
@@ -868,12 +888,10 @@ unsafe fn hl_check_free(g: &Geometry, name: &str, id: u64, obj: *mut u8) {
             "it is not where an object of its slab starts: a pointer this cache never handed out",
         );
     }
-    // SAFETY: an object of a live headerless slab.
-    if unsafe { hl_is_free(obj) } {
+    // SAFETY: an object of a live headerless slab, freed by its holder.
+    if !unsafe { hl_mark_free_checked(obj) } {
         corrupt(name, obj, "double free: the object is already free");
     }
-    // SAFETY: as above; its holder is freeing it.
-    unsafe { hl_mark_free(obj) };
 }
 
 /// The header checks of [`check_free`] as a result, plus the slab header
