@@ -212,13 +212,28 @@ fn aligned_blocks_up_to_and_beyond_the_page_size() {
 }
 
 #[test]
-fn realloc_stays_in_its_class_moves_between_classes_and_keeps_contents() {
+fn realloc_keeps_a_block_more_than_half_used_moves_otherwise_and_keeps_contents() {
     // SAFETY: null asks for a new block.
     let p = unsafe { kmem::realloc(std::ptr::null_mut(), 30) }.expect("memory");
     fill(p, 30, 1);
     // SAFETY: p is live; 32 keeps the class of 30.
     let q = unsafe { kmem::realloc(p.as_ptr(), 32) }.expect("memory");
     assert_eq!(p, q, "same class: in place");
+    // SAFETY: q is live; 17 uses more than half of the 32-byte class.
+    let q = unsafe { kmem::realloc(q.as_ptr(), 17) }.expect("memory");
+    assert_eq!(p, q, "a shrink that uses more than half: in place");
+    // SAFETY: q is live.
+    assert_eq!(unsafe { kmem::usable_size(q.as_ptr()) }, 32);
+    // SAFETY: q is live; 16 is half of 32: moved to the 16-byte class.
+    let h = unsafe { kmem::realloc(q.as_ptr(), 16) }.expect("memory");
+    assert_ne!(h, q, "a shrink to half or less: moved");
+    check(h, 16, 1);
+    // SAFETY: h is live.
+    assert_eq!(unsafe { kmem::usable_size(h.as_ptr()) }, 16);
+    // SAFETY: h is live.
+    let q = unsafe { kmem::realloc(h.as_ptr(), 30) }.expect("memory");
+    check(q, 16, 1);
+    fill(q, 30, 1);
     // SAFETY: q is live.
     let r = unsafe { kmem::realloc(q.as_ptr(), 5000) }.expect("memory");
     check(r, 30, 1);

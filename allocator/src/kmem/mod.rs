@@ -553,9 +553,10 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 }
 
 /// `realloc`: `ptr` (null: a new block) resized to `size` bytes, in place
-/// when the new size keeps its class (or, for a mapping, fits and uses
-/// more than half of it); otherwise a new block with the old contents, and
-/// the old one freed. `None` (the old block untouched) when the OS refuses
+/// when the new size fits the block and uses more than half of it (a
+/// class object that shrinks to half its class or less, or a mapping,
+/// moves; mimalloc keeps blocks by the same rule); otherwise a new block
+/// with the old contents, and the old one freed. `None` (the old block untouched) when the OS refuses
 /// memory. `size` 0 is served as 1; `malloc`'s `realloc(p, 0)` frees
 /// before calling this.
 ///
@@ -567,7 +568,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     // class, else moved.
     // SAFETY: forwarded caller guarantee.
     if let Some(i) = unsafe { fast::class(ptr) } {
-        if size <= ladder::MAX_CLASS && ladder::index(size) == i {
+        if keeps(ladder::size(i), size) {
             // SAFETY: ptr is a class object (checked), so not null.
             return Some(unsafe { NonNull::new_unchecked(ptr) });
         }
@@ -585,13 +586,10 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     // SAFETY: forwarded caller guarantee.
     let owner = unsafe { owner("realloc", ptr) };
     let (usable, keep) = match owner {
-        Owner::Class(i, _) => (
-            ladder::size(i),
-            size <= ladder::MAX_CLASS && ladder::index(size) == i,
-        ),
+        Owner::Class(i, _) => (ladder::size(i), keeps(ladder::size(i), size)),
         Owner::Large(len) => {
             let u = len - LARGE_PREFIX;
-            (u, size <= u && size > u / 2)
+            (u, keeps(u, size))
         }
         Owner::Emergency(i, _) => (ladder::size(i), false),
         // SAFETY: forwarded caller guarantee.
@@ -614,6 +612,16 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     // SAFETY: forwarded caller guarantee.
     unsafe { free(ptr) };
     Some(q)
+}
+
+/// Whether [`realloc`] keeps a block of `usable` bytes for `size`: it
+/// fits, and more than half of it is used. A class object that grows
+/// within its class stays; one that shrinks to a smaller class stays
+/// while it is at least half used, which saves the copy and the free of
+/// a program that trims its buffers (python's strings and lists do).
+#[inline(always)]
+fn keeps(usable: usize, size: usize) -> bool {
+    size <= usable && size > usable / 2
 }
 
 fn check_kmflags(what: &str, kmflags: u32) {
