@@ -24,6 +24,8 @@ use crate::text::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
 const SOURCE: &str = include_str!("../c/cpath.c");
+/// The reference contender's source ([`STACK`]).
+const STACK_SOURCE: &str = include_str!("../c/stack.c");
 
 /// Peers: name in the report and the soname `dlopen` finds.
 pub const PEERS: [(&str, &str); 4] = [
@@ -37,6 +39,10 @@ pub const PEERS: [(&str, &str); 4] = [
 pub const CACHE: &str = "slabscope";
 /// slabscope through `libslabscope_malloc.so`.
 pub const MALLOC: &str = "slabscope_malloc";
+/// The reference, not a peer: `bench/c/stack.c`'s `malloc` pops a pointer
+/// off one array and its `free` pushes it back, the least an allocator can
+/// do; its row shows what the harness's loop costs around that.
+pub const STACK: &str = "stack";
 
 /// The (object size, objects live per round) workloads, LIFO frees: the
 /// issue's 1-live and 64 B 1000-live rows of section 1, and the 4 KiB
@@ -55,6 +61,8 @@ pub struct Libraries {
     pub slabscope: Result<PathBuf, String>,
     /// `libslabscope_malloc.so`.
     pub malloc: Result<PathBuf, String>,
+    /// The reference contender's library ([`compile_stack`]).
+    pub stack: Result<PathBuf, String>,
 }
 
 /// One workload's cells: contender name → ns/op.
@@ -99,24 +107,54 @@ pub struct CPath {
 
 /// Write the harness's source to `dir` and compile it with gcc.
 pub fn compile(dir: &Path) -> Result<PathBuf> {
-    let src = dir.join(format!("slabscope-cpath-{}.c", std::process::id()));
-    let bin = dir.join(format!("slabscope-cpath-{}", std::process::id()));
-    std::fs::write(&src, SOURCE).with_context(|| format!("writing {}", src.display()))?;
+    gcc(dir, "cpath", "", SOURCE, &["-ldl"], "the C harness")
+}
+
+/// Write the reference contender's source ([`STACK`]) to `dir` and compile
+/// it with gcc into a shared library.
+pub fn compile_stack(dir: &Path) -> Result<PathBuf> {
+    gcc(
+        dir,
+        "stack",
+        ".so",
+        STACK_SOURCE,
+        &["-shared", "-fPIC"],
+        "the reference contender",
+    )
+}
+
+/// Writes `source` to `dir` and compiles it with `gcc -O2 -Wall` and
+/// `flags` into `slabscope-NAME-PID` + `ext` there; `what` names it in
+/// errors.
+fn gcc(
+    dir: &Path,
+    name: &str,
+    ext: &str,
+    source: &str,
+    flags: &[&str],
+    what: &str,
+) -> Result<PathBuf> {
+    let pid = std::process::id();
+    let src = dir.join(format!("slabscope-{name}-{pid}.c"));
+    let out_file = dir.join(format!("slabscope-{name}-{pid}{ext}"));
+    std::fs::write(&src, source).with_context(|| format!("writing {}", src.display()))?;
     let out = Command::new("gcc")
         .args(["-O2", "-Wall", "-o"])
-        .arg(&bin)
+        .arg(&out_file)
         .arg(&src)
-        .arg("-ldl")
+        .args(flags)
         .output()
-        .context("running gcc to build the C harness: install gcc (`cargo xtask setup`)")?;
+        .with_context(|| {
+            format!("running gcc to build {what}: install gcc (`cargo xtask setup`)")
+        })?;
     let _ = std::fs::remove_file(&src);
     if !out.status.success() {
         bail!(
-            "gcc could not build the C harness: {}",
+            "gcc could not build {what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(bin)
+    Ok(out_file)
 }
 
 /// The harness's `NAME=API:LIBRARY` arguments.
@@ -130,6 +168,9 @@ fn contenders(libs: &Libraries) -> Vec<String> {
     }
     for (name, soname) in PEERS {
         v.push(format!("{name}=malloc:{soname}"));
+    }
+    if let Ok(p) = &libs.stack {
+        v.push(format!("{STACK}=malloc:{}", p.display()));
     }
     v
 }
@@ -245,7 +286,10 @@ impl CPath {
              `libslabscope.so`'s `kmem_cache_alloc(cache, KM_SLEEP)` / `kmem_cache_free`; \
              malloc is each library's `malloc` / `free`. The last column is section 1's ratio \
              for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
-             path).\n"
+             path). `{STACK}` is a reference, not a peer (`bench/c/stack.c`): its `malloc` pops \
+             a pointer off one array and its `free` pushes it back, the least an allocator can \
+             do, so its column is what the harness's loop costs around one count and one slot \
+             in memory that the next operation reads back.\n"
         );
         if let Some(f) = &self.failed {
             let _ = writeln!(md, "Not measured: {f}.\n");
@@ -253,6 +297,7 @@ impl CPath {
         }
         let mut names: Vec<&str> = vec![CACHE, MALLOC];
         names.extend(PEERS.iter().map(|(p, _)| *p));
+        names.push(STACK);
         let _ = write!(md, "| workload |");
         for n in &names {
             let _ = write!(md, " {n} |");
@@ -289,7 +334,11 @@ impl CPath {
             );
         }
         let _ = writeln!(md);
-        for (name, lib) in [(CACHE, &self.libs.slabscope), (MALLOC, &self.libs.malloc)] {
+        for (name, lib) in [
+            (CACHE, &self.libs.slabscope),
+            (MALLOC, &self.libs.malloc),
+            (STACK, &self.libs.stack),
+        ] {
             if let Err(why) = lib {
                 let _ = writeln!(md, "- {name}: not measured: {why}.");
             }
@@ -425,18 +474,31 @@ mod tests {
         );
         let dir = std::env::temp_dir();
         let bin = compile(&dir).expect("the harness compiles");
+        let stack = compile_stack(&dir).expect("the reference contender compiles");
         let libs = Libraries {
             slabscope: Err("not built for this test".into()),
             malloc: Err("not built for this test".into()),
+            stack: Ok(stack.clone()),
         };
         let c = run(&bin, libs, 0, 2, 100_000);
         let _ = std::fs::remove_file(&bin);
+        let _ = std::fs::remove_file(&stack);
         assert!(c.failed.is_none(), "{:?}", c.failed);
         assert_eq!(c.rows.len(), SHAPES.len());
         for r in &c.rows {
-            let g = r.cells.get("glibc").expect("glibc is always there");
-            assert_eq!(g.n, 2, "one sample per run");
-            assert!(g.median > 0.0 && g.median < 10_000.0, "{g:?}");
+            for name in ["glibc", STACK] {
+                let g = r
+                    .cells
+                    .get(name)
+                    .expect("glibc and the reference are always there");
+                assert_eq!(g.n, 2, "one sample per run");
+                assert!(g.median > 0.0 && g.median < 10_000.0, "{g:?}");
+            }
+            assert_ne!(
+                r.best_peer().map(|(p, _)| p),
+                Some(STACK),
+                "the reference is no peer"
+            );
         }
         let mut md = String::new();
         c.markdown(&mut md, |_, _| Some(0.5), Some(18.0));

@@ -495,8 +495,10 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             "--malloc-lib",
             a.no_malloc_lib_reason.as_ref(),
         ),
+        stack: cpath::compile_stack(&std::env::temp_dir()).map_err(|e| format!("{e:#}")),
     };
-    match cpath::compile(&std::env::temp_dir()) {
+    let stack = libs.stack.clone();
+    let c = match cpath::compile(&std::env::temp_dir()) {
         Ok(bin) => {
             let c = cpath::run(&bin, libs, cpu, runs, target.as_nanos() as u64);
             let _ = std::fs::remove_file(&bin);
@@ -510,7 +512,11 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             abi: None,
             malloc_abi: None,
         },
+    };
+    if let Ok(lib) = stack {
+        let _ = std::fs::remove_file(lib);
     }
+    c
 }
 
 /// The magazine fast path with and without restartable sequences and
