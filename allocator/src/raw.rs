@@ -137,7 +137,7 @@ pub unsafe fn owner_of(obj: NonNull<u8>) -> Option<(String, u64)> {
     if !a.is_multiple_of(8) || a < 8 || !ranges::contains(a - 8) {
         return None;
     }
-    if ranges::headerless_class(ranges::byte(a - 8)) < 16 {
+    if ranges::headerless_class(ranges::byte(a - 8)) < ranges::HEADERLESS_CLASSES {
         // A headerless slab's page (see `crate::slab`): no header to read,
         // and its caches are `kmem`'s size classes, which no caller frees
         // with kmem_cache_free. Not an object this report can name.

@@ -332,8 +332,9 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     }
 }
 
-// `free`'s arms cover every headerless class.
-const _: () = assert!(ladder::HEADERLESS <= 4);
+// `free`'s arms cover every headerless class, and the page map can name
+// each.
+const _: () = assert!(ladder::HEADERLESS <= 4 && ladder::HEADERLESS <= ranges::HEADERLESS_CLASSES);
 
 /// [`free`] of `ptr`, whose word before lies on a headerless slab of
 /// class `I`: pushed if it starts an object there that carries no free

@@ -556,16 +556,16 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 /// when the new size fits the block and uses more than half of it (a
 /// class object that shrinks to half its class or less, or a mapping,
 /// moves; mimalloc keeps blocks by the same rule); otherwise a new block
-/// with the old contents, and the old one freed. `None` (the old block untouched) when the OS refuses
-/// memory. `size` 0 is served as 1; `malloc`'s `realloc(p, 0)` frees
-/// before calling this.
+/// with the old contents, and the old one freed. `None` (the old block
+/// untouched) when the OS refuses memory. `size` 0 is served as 1;
+/// `malloc`'s `realloc(p, 0)` frees before calling this.
 ///
 /// # Safety
 /// `ptr` is null or a live block of this module; on `Some` it is not used
 /// afterwards (unless returned).
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
-    // The common case, a class object: kept when the new size has its
-    // class, else moved.
+    // The common case, a class object: kept when the new size fits it
+    // and uses more than half of it (`keeps`), else moved.
     // SAFETY: forwarded caller guarantee.
     if let Some(i) = unsafe { fast::class(ptr) } {
         if keeps(ladder::size(i), size) {

@@ -79,7 +79,9 @@ pub(super) unsafe fn owner(what: &str, ptr: *mut u8) -> Owner {
         return headerless_owner(what, ptr, hl);
     }
     // The first byte of a headerless slab is its slab header's.
-    if a.is_multiple_of(4096) && ranges::headerless_class(ranges::byte(a)) < ladder::HEADERLESS {
+    if a.is_multiple_of(slab::HL_SLAB)
+        && ranges::headerless_class(ranges::byte(a)) < ladder::HEADERLESS
+    {
         return emergency_owner(what, ptr, NOT_A_START);
     }
     // SAFETY: the header word is in memory slabscope mapped (checked).

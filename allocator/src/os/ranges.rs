@@ -74,16 +74,19 @@ pub(crate) const fn class_slab(i: usize) -> u8 {
 /// a [`class_slab`] byte.
 const HEADERLESS_SLAB: u8 = 0x40;
 
+/// How many headerless classes the page map's bytes can name.
+pub(crate) const HEADERLESS_CLASSES: usize = 16;
+
 /// The byte of a page that is a whole live slab of headerless size class
-/// `i` (`i < 16`).
+/// `i` (`i <` [`HEADERLESS_CLASSES`]).
 #[inline(always)]
 pub(crate) const fn headerless_slab(i: usize) -> u8 {
-    HEADERLESS_SLAB | (i as u8 & 0xf)
+    HEADERLESS_SLAB | (i as u8 & (HEADERLESS_CLASSES as u8 - 1))
 }
 
-/// The class `i` of a [`headerless_slab`] byte `b`, or 16 and more for
-/// any other byte (one subtraction: callers compare the result with the
-/// number of headerless classes).
+/// The class `i` of a [`headerless_slab`] byte `b`, or
+/// [`HEADERLESS_CLASSES`] and more for any other byte (one subtraction:
+/// callers compare the result with the number of headerless classes).
 #[inline(always)]
 pub(crate) const fn headerless_class(b: u8) -> usize {
     b.wrapping_sub(HEADERLESS_SLAB) as usize
@@ -248,7 +251,7 @@ mod tests {
         assert_eq!(headerless_class(byte(base + 72 * gran)), 2);
         for b in [0, OURS, class_slab(0), class_slab(2), class_slab(127)] {
             assert!(
-                headerless_class(b) >= 16,
+                headerless_class(b) >= HEADERLESS_CLASSES,
                 "{b:#x} is no headerless slab's byte"
             );
         }
