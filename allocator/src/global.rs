@@ -15,8 +15,9 @@
 //!
 //! Alignments up to 16 cost nothing; larger ones take a block `align`
 //! bytes larger. `realloc` stays in place while the new size fits the
-//! block and uses more than half of it. While a `fork` is in progress, slabscope's own `fork` handler
-//! (which holds every cache lock) is served by the internal allocator.
+//! block and uses more than half of it. While a `fork` is in progress,
+//! slabscope's own `fork` handler (which holds every cache lock) is
+//! served by the internal allocator.
 //!
 //! slabscope's own allocations come back to the classes too, so nothing
 //! slabscope does may allocate while it holds a lock an allocation can
