@@ -6,7 +6,7 @@
  * allocated them (Larson and Krishnan's server benchmark, as mimalloc-bench
  * runs it).
  *
- *   larson THREADS ROUNDS OPS [SLOTS [MIN_SIZE [MAX_SIZE [SEED]]]]
+ *   larson THREADS ROUNDS OPS [SLOTS [MIN_SIZE [MAX_SIZE [SEED [MOVE]]]]]
  *
  * There are THREADS arrays. In round r, thread t works on array (t + r) mod
  * THREADS: OPS times it picks a slot, checks the object there, frees it and
@@ -15,7 +15,14 @@
  * byte, checked before it is freed. A barrier separates rounds, and every
  * random choice comes from a generator seeded by (SEED, array, round), so
  * the work, and the line printed on stdout, depend only on the arguments:
- * never on scheduling or addresses. The time and throughput go to stderr.
+ * never on scheduling or addresses.
+ *
+ * With MOVE 0 (the default is 1) thread t keeps array t in every round:
+ * once a thread has replaced the objects the main thread allocated, it
+ * frees only objects it allocated itself. The work, and the line printed,
+ * are the same as with MOVE 1, so the two times tell what the moves cost
+ * an allocator apart from what its calls cost. The time and throughput go
+ * to stderr.
  *
  * Exit status: 0 on success, 1 on a content mismatch or allocation failure,
  * 2 on bad arguments.
@@ -48,6 +55,7 @@ struct config {
 	size_t min_size;
 	size_t max_size;
 	uint64_t seed;
+	int move;
 };
 
 static struct config cfg;
@@ -128,7 +136,7 @@ static void *worker(void *arg)
 {
 	unsigned t = (unsigned)(uintptr_t)arg;
 	for (unsigned long r = 0; r < cfg.rounds; r++) {
-		unsigned long array = (t + r) % cfg.threads;
+		unsigned long array = cfg.move ? (t + r) % cfg.threads : t;
 		struct array *a = &arrays[array];
 		uint64_t state = mix(cfg.seed ^ mix(array + 1) ^ mix((r + 1) << 20));
 		for (unsigned long i = 0; i < cfg.ops; i++)
@@ -152,9 +160,9 @@ static unsigned long parse(const char *what, const char *s, unsigned long min, u
 
 int main(int argc, char **argv)
 {
-	if (argc < 4 || argc > 8) {
+	if (argc < 4 || argc > 9) {
 		fprintf(stderr,
-			"usage: %s THREADS ROUNDS OPS [SLOTS [MIN_SIZE [MAX_SIZE [SEED]]]]\n"
+			"usage: %s THREADS ROUNDS OPS [SLOTS [MIN_SIZE [MAX_SIZE [SEED [MOVE]]]]]\n"
 			"  e.g. %s 2 20 100000    (2 threads, 20 rounds of 100000 replacements each)\n",
 			argv[0], argv[0]);
 		return 2;
@@ -166,6 +174,7 @@ int main(int argc, char **argv)
 	cfg.min_size = argc > 5 ? parse("MIN_SIZE", argv[5], 1, 1UL << 30) : 8;
 	cfg.max_size = argc > 6 ? parse("MAX_SIZE", argv[6], cfg.min_size, 1UL << 30) : 4096;
 	cfg.seed = argc > 7 ? parse("SEED", argv[7], 0, ~0UL) : 1;
+	cfg.move = argc > 8 ? (int)parse("MOVE", argv[8], 0, 1) : 1;
 	if (cfg.max_size < cfg.min_size) {
 		fprintf(stderr, "larson: MAX_SIZE (%zu) must be at least MIN_SIZE (%zu)\n", cfg.max_size,
 			cfg.min_size);

@@ -177,21 +177,26 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
     }
     match larson_binary(workloads, &std::env::temp_dir()) {
         Ok(bin) => {
-            let args: [&str; 3] = if quick {
-                ["2", "4", "20000"]
+            let args: &[&str] = if quick {
+                &["2", "4", "20000"]
             } else {
-                ["2", "20", "400000"]
+                &["2", "20", "400000"]
             };
-            let mut argv = vec![bin.display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            v.push(Program {
-                name: "larson",
-                command: format!("larson {}", args.join(" ")),
-                argv,
-                env: Vec::new(),
-                stdin: None,
-                preload_var: "LD_PRELOAD",
-            });
+            // The same work with each array kept by its thread (`MOVE` 0):
+            // what the frees on other threads cost, apart from the calls.
+            let kept = [args, &["1000", "8", "4096", "1", "0"]].concat();
+            for (name, args) in [("larson", args), ("larson, arrays kept", &kept[..])] {
+                let mut argv = vec![bin.display().to_string()];
+                argv.extend(args.iter().map(|s| s.to_string()));
+                v.push(Program {
+                    name,
+                    command: format!("larson {}", args.join(" ")),
+                    argv,
+                    env: Vec::new(),
+                    stdin: None,
+                    preload_var: "LD_PRELOAD",
+                });
+            }
         }
         Err(e) => skipped.push(format!("larson: {e:#}")),
     }
@@ -292,7 +297,7 @@ fn launcher_report(text: &str) -> Option<(f64, f64)> {
 /// run, which every larson run then reported whatever its allocator).
 fn run_once(p: &Program, preload: &str, cpus: &[usize], launcher: &Path) -> Result<Run> {
     let dir = std::env::temp_dir();
-    let tag = format!("{}-{}", std::process::id(), p.name.replace(' ', "_"));
+    let tag = format!("{}-{}", std::process::id(), p.name.replace([' ', ','], "_"));
     let out_path = dir.join(format!("slabscope-prog-{tag}.out"));
     let err_path = dir.join(format!("slabscope-prog-{tag}.err"));
     let ru_path = dir.join(format!("slabscope-prog-{tag}.rusage"));
@@ -447,7 +452,7 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&launcher);
     for p in &progs {
-        if p.name == "larson" {
+        if p.name.starts_with("larson") {
             let _ = std::fs::remove_file(&p.argv[0]);
         }
         if let Some(s) = &p.stdin

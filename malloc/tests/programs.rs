@@ -121,19 +121,29 @@ fn sqlite3_script_prints_the_same() {
     );
 }
 
+/// The larson workload, its arrays moving between threads every round and
+/// kept by their threads (`MOVE` 0): the same work, so the same line.
 #[test]
 fn larson_threads_print_the_same() {
     let exe = common::compile("../workloads/larson.c", "malloc_larson", &[]);
-    let out = same_output(
-        "larson",
-        || {
-            let mut c = Command::new(&exe);
-            c.args(["4", "10", "20000"]);
-            c
-        },
-        None,
+    let run = |args: &'static [&'static str]| {
+        same_output(
+            &format!("larson {}", args.join(" ")),
+            || {
+                let mut c = Command::new(&exe);
+                c.args(args);
+                c
+            },
+            None,
+        )
+    };
+    let moving = run(&["4", "10", "20000"]);
+    assert!(moving.contains("larson ok"), "{moving}");
+    let kept = run(&["4", "10", "20000", "1000", "8", "4096", "1", "0"]);
+    assert_eq!(
+        kept, moving,
+        "larson printed another line with each array kept by its thread"
     );
-    assert!(out.contains("larson ok"), "{out}");
 }
 
 #[test]
