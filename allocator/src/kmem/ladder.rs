@@ -101,12 +101,17 @@ pub fn index(size: usize) -> usize {
 }
 
 /// Requests up to this many bytes above the linear classes find their
-/// class in [`BY_8`].
-const BY_8_MAX: usize = PLUS8_MAX + 8;
+/// class in [`BY_8`]: 4 KiB, as far as jemalloc's lookup table reaches
+/// (`SC_LOOKUP_MAXCLASS`). The table first stopped at 2 KiB, where the
+/// classes stop carrying their header's 8; past it a branch chose the
+/// computed index, and requests of random sizes on both sides of 2 KiB
+/// (larson's, 8 B to 4 KiB) mispredicted it half the time: 3 to 5 % of
+/// larson's time (bench/ANALYSIS.md, "Larson's two readings").
+const BY_8_MAX: usize = 4096;
 
 /// The class of a request of `8 * j` bytes (so of every size from
 /// `8 * j - 7`, as every class is a multiple of 8), up to [`BY_8_MAX`]:
-/// one load of a 258-byte table where [`computed_index`] takes a
+/// one load of a 513-byte table where [`computed_index`] takes a
 /// bit scan and a dozen more instructions.
 const BY_8: [u8; BY_8_MAX / 8 + 1] = {
     let mut t = [0; BY_8_MAX / 8 + 1];
