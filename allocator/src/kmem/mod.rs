@@ -114,6 +114,16 @@
 //! most 128 KiB (or `depot_kb`, when smaller). redis-server then held
 //! 4.6 MiB of slabs for the same 2.2 MiB in use. Small classes keep the
 //! seed's sizes: their magazines of 256 objects are the fast path.
+//!
+//! The magazines' cap later went to 256 KiB. At 128 KiB the classes
+//! from 2 to 4 KiB had magazines of 32 to 64 objects, and a program that
+//! keeps a few hundred of them live per thread (larson) emptied and
+//! filled them often enough to trade blocks between CPUs through the
+//! depot and the slabs, each trade leaving a block of one thread among
+//! another's: larson with each array kept by its thread read 1.13× the
+//! best peer, 1.02× with 512 KiB, and 256 KiB gave the same time. The
+//! peak RSS of python, sqlite3 and redis-server did not change at 512
+//! KiB (bench/ANALYSIS.md, "Larson's two readings").
 
 mod boot;
 mod fast;
@@ -141,11 +151,11 @@ use owner::{Owner, not_ours, owner};
 
 /// What a class may hold beyond its objects in use (see "Memory" in the
 /// module docs): slabs of at most 64 KiB of objects (8 objects up to
-/// 8 KiB, one from 32 KiB), magazines of at most 128 KiB of objects, and
+/// 8 KiB, one from 32 KiB), magazines of at most 256 KiB of objects, and
 /// a depot of at most 128 KiB.
 const CLASS_CAPS: ByteCaps = ByteCaps {
     slab: Some(64 << 10),
-    magazine: Some(128 << 10),
+    magazine: Some(256 << 10),
     depot_kb: Some(128),
 };
 
