@@ -104,21 +104,28 @@ fn python() -> Option<PathBuf> {
     }
 }
 
-fn larson_binary(workloads: &Path, dir: &Path) -> Result<PathBuf> {
-    let bin = dir.join(format!("slabscope-larson-{}", std::process::id()));
+/// `workloads/NAME.c` compiled into `dir`.
+fn c_workload(workloads: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let bin = dir.join(format!("slabscope-{name}-{}", std::process::id()));
     let out = Command::new("gcc")
         .args(["-O2", "-pthread", "-o"])
         .arg(&bin)
-        .arg(workloads.join("larson.c"))
+        .arg(workloads.join(format!("{name}.c")))
         .output()
-        .context("running gcc to build workloads/larson.c: install gcc (`cargo xtask setup`)")?;
+        .with_context(|| {
+            format!("running gcc to build workloads/{name}.c: install gcc (`cargo xtask setup`)")
+        })?;
     if !out.status.success() {
         bail!(
-            "gcc could not build workloads/larson.c: {}",
+            "gcc could not build workloads/{name}.c: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(bin)
+}
+
+fn larson_binary(workloads: &Path, dir: &Path) -> Result<PathBuf> {
+    c_workload(workloads, dir, "larson")
 }
 
 /// The programs, sized for `quick` (a second or less each) or a full run
@@ -199,6 +206,21 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
             }
         }
         Err(e) => skipped.push(format!("larson: {e:#}")),
+    }
+    // A producer and a consumer: every block freed on another thread.
+    match c_workload(workloads, &std::env::temp_dir(), "queue") {
+        Ok(bin) => {
+            let blocks = if quick { "200000" } else { "5000000" };
+            v.push(Program {
+                name: "queue",
+                command: format!("queue {blocks} 100"),
+                argv: vec![bin.display().to_string(), blocks.into(), "100".into()],
+                env: Vec::new(),
+                stdin: None,
+                preload_var: "LD_PRELOAD",
+            });
+        }
+        Err(e) => skipped.push(format!("queue: {e:#}")),
     }
     if which("redis-server").is_some() && which("redis-benchmark").is_some() {
         let requests = if quick { "20000" } else { "500000" };
@@ -452,7 +474,7 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&launcher);
     for p in &progs {
-        if p.name.starts_with("larson") {
+        if p.name.starts_with("larson") || p.name == "queue" {
             let _ = std::fs::remove_file(&p.argv[0]);
         }
         if let Some(s) = &p.stdin

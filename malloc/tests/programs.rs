@@ -2,9 +2,10 @@
 //! prints on the C library's malloc. The workloads are the repository's
 //! (`workloads/`): `heap.py` on `PYTHONMALLOC=malloc python3`,
 //! `sqlite.sql` on `sqlite3`, the larson-style `larson.c` (frees on other
-//! threads) and `redis.sh` (redis-server on 127.0.0.1 with redis-benchmark,
-//! then everything read back with redis-cli; the script stops the server
-//! on any exit, and `timeout` stops the script).
+//! threads), `queue.c` (a producer and a consumer) and `redis.sh`
+//! (redis-server on 127.0.0.1 with redis-benchmark, then everything read
+//! back with redis-cli; the script stops the server on any exit, and
+//! `timeout` stops the script).
 //!
 //! The programs come from Debian packages `cargo xtask setup` installs; a
 //! missing one fails the test with the package to install.
@@ -144,6 +145,25 @@ fn larson_threads_print_the_same() {
         kept, moving,
         "larson printed another line with each array kept by its thread"
     );
+}
+
+/// A producer and a consumer: every block freed on another thread than
+/// the one that allocated it, its contents checked.
+#[test]
+fn queue_prints_the_same() {
+    let exe = common::compile("../workloads/queue.c", "malloc_queue", &[]);
+    for size in ["100", "3000"] {
+        let out = same_output(
+            &format!("queue 300000 {size}"),
+            || {
+                let mut c = Command::new(&exe);
+                c.args(["300000", size]);
+                c
+            },
+            None,
+        );
+        assert!(out.contains("queue ok"), "{out}");
+    }
 }
 
 #[test]
