@@ -45,6 +45,7 @@
 mod background;
 mod depot;
 pub mod error;
+mod inbox;
 mod magazine;
 // The OS seam: public for tests (feature `testing`: mapped and reserved
 // bytes, the rseq CPU id), crate-internal otherwise.

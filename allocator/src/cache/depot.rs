@@ -1,8 +1,19 @@
-//! The cache's use of its [`Depot`](crate::depot::Depot): draining it back
-//! into the slabs (reap, destroy, the idle reaper). The container itself
-//! is `crate::depot`.
+//! The cache's use of its [`Depot`](crate::depot::Depot) and its
+//! [`Inboxes`](crate::inbox::Inboxes): draining them back into the slabs
+//! (reap, destroy, the idle reaper), and the inboxes' two ends: a free on
+//! a CPU other than the object's home, and a refill that takes what came
+//! home. The containers themselves are `crate::depot` and `crate::inbox`.
+
+use std::ptr::NonNull;
 
 use super::CacheInner;
+use crate::inbox::Push;
+use crate::magazine::rseq;
+
+/// Most objects one inbox holds: an inbox's limit is the magazine size,
+/// which is at most this.
+const MAX_INBOX: usize = crate::sizing::MAX_MAGAZINE as usize;
+const _: () = assert!(crate::sizing::MAX_MAGAZINE <= crate::inbox::MAX_LIMIT);
 
 impl CacheInner {
     /// Returns every depot object to its slab (reap, destroy, the idle
@@ -13,5 +24,94 @@ impl CacheInner {
             // free, in no magazine; drained, so the depot no longer has them.
             unsafe { self.free_to_slabs(objs) };
         })
+    }
+
+    /// Returns every inbox's objects to their slabs (reap, destroy, the
+    /// idle reaper). Returns how many.
+    pub(crate) fn drain_inboxes(&self) -> usize {
+        let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
+        let mut total = 0;
+        for home in 0..self.inbox.homes() {
+            let taken = self.inbox.take_and_open(home);
+            if taken.is_empty() {
+                continue;
+            }
+            // SAFETY: a chain from the inbox, ours alone now; an inbox
+            // holds at most its limit, the magazine size.
+            let n = unsafe { taken.collect(&mut buf) };
+            // SAFETY: inbox objects are free slab objects of this cache,
+            // in no magazine, and taken out of the inbox.
+            unsafe { self.free_to_slabs(&buf[..n]) };
+            total += n;
+        }
+        total
+    }
+
+    /// The free of an object whose header names `home`, on another CPU:
+    /// into `home`'s inbox, or, when that is full, with its objects to the
+    /// depot and the slabs. When the inbox is closed, or this cache has
+    /// no inbox for `home` (a header written by someone else), the object
+    /// goes where it would without homes: the current CPU's magazine.
+    ///
+    /// # Safety
+    /// `obj` is a live slab object of this cache, checked and marked
+    /// free, in no magazine, not used after this call.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn free_foreign(&self, obj: NonNull<u8>, home: usize) {
+        let pushed = if home < self.inbox.homes() {
+            // SAFETY: home is in range; obj is free, ours alone (caller);
+            // the magazine size is within the inbox's count.
+            unsafe { self.inbox.push(home, obj.as_ptr(), self.mag_size) }
+        } else {
+            Push::Closed
+        };
+        match pushed {
+            Push::Queued => {}
+            Push::Full(taken) => {
+                let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
+                // SAFETY: a chain the push took, ours alone: at most the
+                // limit plus obj.
+                let n = unsafe { taken.collect(&mut buf) };
+                // SAFETY: free slab objects of this cache, out of every
+                // inbox.
+                unsafe { self.put_away(&buf[..n]) };
+            }
+            Push::Closed => {
+                let off = self.rseq.expect("homes are for rseq magazines");
+                // SAFETY: as in fast_free (off and mag_base are this
+                // cache's); obj is free, in no magazine.
+                if !unsafe { rseq::push(self.mag_base, off, obj.as_ptr()) } {
+                    // SAFETY: forwarded caller guarantee.
+                    unsafe { self.push_refused(obj) };
+                }
+            }
+        }
+    }
+
+    /// A refill from the current CPU's inbox: one object for the caller,
+    /// the rest pushed on the CPU's magazine (what does not fit goes to
+    /// the depot and the slabs). `None` when the inbox is empty.
+    pub(crate) fn refill_from_inbox(&self, off: isize) -> Option<NonNull<u8>> {
+        if self.inbox.homes() == 0 {
+            return None;
+        }
+        let home = rseq::cpu_id(off) as usize % crate::slab::HOMES;
+        let taken = self.inbox.take(home);
+        if taken.is_empty() {
+            return None;
+        }
+        let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
+        // SAFETY: a chain from the inbox, ours alone now.
+        let n = unsafe { taken.collect(&mut buf) };
+        let (mine, rest) = buf[..n].split_first()?;
+        // SAFETY: as in rseq_pop (off and mag_base are this cache's);
+        // inbox objects are free, in no magazine.
+        let pushed = unsafe { rseq::push_batch(self.mag_base, off, rest) };
+        if pushed < rest.len() {
+            // SAFETY: taken from the inbox and not pushed anywhere.
+            unsafe { self.put_away(&rest[pushed..]) };
+        }
+        NonNull::new(*mine)
     }
 }

@@ -305,6 +305,11 @@ impl CacheInner {
     /// fit (the thread migrated to a fuller magazine, or a flush holds it)
     /// stays in the depot, or goes back to the slabs.
     fn refill_rseq(&self, off: isize) -> Option<NonNull<u8>> {
+        // What other CPUs freed of this CPU's objects first: they go back
+        // to the CPU that used them (see `crate::inbox`).
+        if let Some(p) = self.refill_from_inbox(off) {
+            return Some(p);
+        }
         // A whole magazine's worth from the depot, pushed straight from it.
         let from_depot = self.depot.take_into(self.mag_size as usize, |objs| {
             // SAFETY: as in rseq_pop; depot objects are free, in no magazine.
@@ -595,7 +600,7 @@ impl CacheInner {
     /// # Safety
     /// Every object is a live slab object of this cache, free, in no
     /// magazine, and the caller gives it up.
-    unsafe fn put_away(&self, objs: &[*mut u8]) {
+    pub(super) unsafe fn put_away(&self, objs: &[*mut u8]) {
         let kept = self.depot.put(objs);
         if kept < objs.len() {
             let delay = tunables::current().slab_reclaim_delay_ms;

@@ -67,6 +67,7 @@ use crate::flags::{
     KM_NOSLEEP, KM_PUBLIC_MASK, KMC_CREATE_MASK, KMC_DESTROY, KMC_KVMEM, KMC_NODEBUG, KMC_SLAB,
     KmFlags, KmcFlags, SKC_MAGIC, SKM_MAGIC,
 };
+use crate::inbox::Inboxes;
 use crate::magazine::Mags;
 use crate::os;
 use crate::sizing::{self, Geometry, SPL_KMEM_CACHE_ALIGN};
@@ -172,6 +173,11 @@ pub(crate) struct CacheInner {
     pub(crate) mag_base: usize,
     /// Objects between the magazines and the slabs (see [`crate::depot`]).
     pub(crate) depot: Depot,
+    /// Objects freed on a CPU other than their home, waiting for it (see
+    /// [`crate::inbox`]); no homes unless the builder asked
+    /// ([`CacheBuilder::homes`]) and the magazines use restartable
+    /// sequences.
+    pub(crate) inbox: Inboxes,
     /// The rseq area offset when the magazines use restartable sequences
     /// (see [`crate::magazine::rseq`]); `None`: they use their lock.
     pub(crate) rseq: Option<isize>,
@@ -317,6 +323,7 @@ impl CacheInner {
         let depot = self.depot.len();
         s.mag_objs += depot as u64;
         s.depot_objs = depot.try_into().unwrap_or(u32::MAX);
+        s.mag_objs += self.inbox.len() as u64;
         s
     }
 
@@ -353,6 +360,7 @@ impl CacheInner {
         if !c.slab_backed {
             c.flush_all(false);
             c.drain_depot();
+            c.drain_inboxes();
         }
         let mut st = c.lock_state();
         let (obj_alloc, obj_emergency) = if c.slab_backed {
@@ -504,6 +512,8 @@ pub struct CacheBuilder {
     /// Slabs without object headers (see `crate::slab`), for `crate::kmem`'s
     /// small classes.
     headerless: bool,
+    /// Objects go home when another CPU frees them (see [`crate::inbox`]).
+    homes: bool,
 }
 
 /// Limits in bytes on a cache's slabs, magazines and depot, below what the
@@ -543,7 +553,17 @@ impl CacheBuilder {
             tag: None,
             caps: ByteCaps::default(),
             headerless: false,
+            homes: false,
         }
+    }
+
+    /// Objects that another CPU frees go back to the CPU that allocated
+    /// them, through an inbox per CPU (see [`crate::inbox`]): for caches
+    /// with a [`Self::reserved_tag`], whose tags can name a home, and
+    /// restartable-sequence magazines; ignored otherwise.
+    pub(crate) fn homes(mut self, on: bool) -> Self {
+        self.homes = on;
+        self
     }
 
     /// Objects without a header: one-page slabs whose objects are found
@@ -731,6 +751,11 @@ impl CacheBuilder {
             crate::magazine::rseq::available()
         };
         let depot_kb = self.caps.depot_kb.map_or(t.depot_kb, |k| k.min(t.depot_kb));
+        let homes = if self.homes && self.tag.is_some() && !geo.headerless() && rseq.is_some() {
+            ncpus.min(slab::HOMES)
+        } else {
+            0
+        };
         let inner = Arc::new_cyclic(|me| CacheInner {
             magic: SKC_MAGIC,
             me: me.clone(),
@@ -754,6 +779,7 @@ impl CacheBuilder {
             state_cv: Condvar::new(),
             rseq,
             depot: Depot::new(Depot::capacity(depot_kb, geo.obj_size_full, mag_refill)),
+            inbox: Inboxes::new(homes),
             mag_base: mags.rseq_base(),
             mags,
             mag_size,
@@ -998,6 +1024,31 @@ impl Cache {
                 ));
             }
             mag_objs += 1;
+        }
+        let mut inbox_err = None;
+        let mut walk = |home: usize, p: *mut u8| {
+            if inbox_err.is_some() {
+                return;
+            }
+            // SAFETY: inbox entries are slab objects of this cache, as
+            // magazine entries.
+            if let Err(e) = unsafe { slab::check_obj_result(&c.geo, p) } {
+                inbox_err = Some(format!("inbox {home}: {p:p}: {e}"));
+            } else if free.contains(&(p as usize)) {
+                inbox_err = Some(format!("inbox {home}: {p:p} is also on a slab free list"));
+            } else if !seen.insert(p as usize) {
+                inbox_err = Some(format!("{p:p} is in an inbox twice, or also elsewhere"));
+            } else {
+                mag_objs += 1;
+            }
+        };
+        // SAFETY: takers of an inbox run a magazine's refill (the magazine
+        // locks held here close the sequences that would start one), and
+        // a full inbox's objects go to the depot and the slabs, whose
+        // locks are held here too.
+        unsafe { c.inbox.peek(&mut walk) };
+        if let Some(e) = inbox_err {
+            return Err(e);
         }
         if depot.len() > c.depot.max() || depot.len() != c.depot.len() {
             return Err(format!(

@@ -83,12 +83,15 @@ impl CacheInner {
                 if !self.depot.take_active() {
                     self.drain_depot();
                 }
+                // What no home took since the last pass.
+                self.drain_inboxes();
             }
         } else {
             let mut g = self.lock_mag(self.local_mag());
             self.flush(&mut g, u32::MAX);
             drop(g);
             self.drain_depot();
+            self.drain_inboxes();
         }
         let released = self.slab_reclaim(0);
         let mut st = self.lock_state();

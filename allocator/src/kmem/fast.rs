@@ -27,6 +27,13 @@
 //! general path of [`super::owner`], which aborts with the same messages
 //! as before.
 //!
+//! An object of a class with headers also has a *home*: the pop writes
+//! the CPU it ran on into the tag's free bits (`slab::homed_tag`), and a
+//! free on another CPU sends the object to that CPU's inbox instead of
+//! its own magazine (`crate::inbox`): a compare on the hit path, and a
+//! call out of line when it fails. Headerless objects have no tag to
+//! hold a home, and stay where they are freed.
+//!
 //! Before the classes are built every descriptor's `base` is 0, which
 //! sends both paths to the general ones (which build the classes); a class
 //! whose magazines use the lock instead of restartable sequences keeps
@@ -65,7 +72,8 @@ use crate::slab;
 const SLOTS: usize = 128;
 const _: () = assert!(ladder::CLASSES <= SLOTS);
 /// Reserved tags of the classes: [`slab::reserved_tag`] of 0 to 127.
-const TAG_MASK: u16 = slab::RESERVED_TAG | 0x7f00 | 1;
+/// The home in bits 8 to 14 ([`slab::homed_tag`]) is not part of it.
+const TAG_MASK: u16 = slab::RESERVED_TAG | 1;
 const TAG_BITS: u16 = slab::RESERVED_TAG | 1;
 const _: () = assert!(slab::reserved_tag(SLOTS - 1) & TAG_MASK == TAG_BITS);
 
@@ -152,20 +160,43 @@ pub(super) fn pop(i: usize) -> Option<NonNull<u8>> {
     if base == 0 {
         return None;
     }
+    let off = RSEQ_OFF.load(Ordering::Relaxed);
     // SAFETY: a non-zero base is a live class cache's magazine table (the
     // classes are never destroyed), published after RSEQ_OFF, that cache's
     // rseq_off (publish).
-    let p = NonNull::new(unsafe { rseq::pop(base, RSEQ_OFF.load(Ordering::Relaxed)) })?;
+    let p = NonNull::new(unsafe { rseq::pop(base, off) })?;
     if i < ladder::HEADERLESS {
         // SAFETY: p was just popped from headerless class i's magazine: a
         // free object of a headerless slab, now handed out.
         unsafe { slab::hl_mark_allocated(p.as_ptr()) };
     } else {
+        // The CPU it was handed out on is its home (see `crate::inbox`).
+        let tag = slab::homed_tag(slab::reserved_tag(i), rseq::cpu_id(off));
         // SAFETY: p was just popped from class i's magazine: a free slab
         // object of that cache, now handed out with the cache's tag.
-        unsafe { slab::mark_allocated(p.as_ptr(), slab::reserved_tag(i)) };
+        unsafe { slab::mark_allocated(p.as_ptr(), tag) };
     }
     Some(p)
+}
+
+/// Gives `p`, an object class `i`'s general path just handed out, the
+/// home its inline pop would have: the CPU it runs on (see
+/// `crate::inbox`). An emergency object, or a class without homes, is
+/// left as it is.
+///
+/// # Safety
+/// `p` was just handed out by class `i`'s cache.
+pub(super) unsafe fn give_home(i: usize, p: NonNull<u8>, c: &Cache) {
+    if i < ladder::HEADERLESS || c.inner.inbox.homes() == 0 {
+        return;
+    }
+    let tag = slab::reserved_tag(i);
+    // SAFETY: a block of the class: its header is readable (caller).
+    if unsafe { slab::state_bits_of(p.as_ptr()) } == tag {
+        let cpu = rseq::cpu_id(RSEQ_OFF.load(Ordering::Relaxed));
+        // SAFETY: a slab object just handed out (its state says so).
+        unsafe { slab::mark_allocated(p.as_ptr(), slab::homed_tag(tag, cpu)) };
+    }
 }
 
 /// The page map's byte for the word before `ptr`, with the leaf that
@@ -209,11 +240,11 @@ unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
         return Some((hl, &CLASSES[hl]));
     }
     // SAFETY: forwarded caller guarantee; leaf and b are ptr's (page_of).
-    unsafe { headered_class(ptr, leaf, b) }
+    unsafe { headered_class(ptr, leaf, b) }.map(|(i, d, _)| (i, d))
 }
 
 /// [`class_of`] for a block whose header's page has byte `b` (not a
-/// headerless slab's) in `leaf`.
+/// headerless slab's) in `leaf`, with the header's state.
 ///
 /// # Safety
 /// As [`class_of`]; `(leaf, b)` is [`page_of`]`(ptr)`.
@@ -222,7 +253,7 @@ unsafe fn headered_class(
     ptr: *mut u8,
     leaf: &ranges::Leaf,
     b: u8,
-) -> Option<(usize, &'static Class)> {
+) -> Option<(usize, &'static Class, u16)> {
     if b == 0 {
         return None;
     }
@@ -247,7 +278,7 @@ unsafe fn headered_class(
     if at != ranges::class_slab(i) || !ranges::starts_granule(s) {
         return None;
     }
-    Some((i, d))
+    Some((i, d, state))
 }
 
 /// The size class of `ptr` when it is an allocated object of a class
@@ -265,7 +296,8 @@ pub(super) unsafe fn class(ptr: *mut u8) -> Option<usize> {
 /// What `kmem::free_hit` did with a pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeHit {
-    /// An object of a class, now in the current CPU's magazine.
+    /// An object of a class, now in the current CPU's magazine, or in
+    /// its home CPU's inbox when it has one elsewhere (see `crate::inbox`).
     Pushed,
     /// An object of class `class`, checked and marked free, that its
     /// magazine had no room for (full, closed by a reap, or the sequence
@@ -315,16 +347,21 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
         3 if ladder::HEADERLESS > 3 => unsafe { hl_free::<3>(ptr) },
         _ => {
             // SAFETY: forwarded caller guarantee; (leaf, b) from page_of.
-            let Some((i, d)) = (unsafe { headered_class(ptr, leaf, b) }) else {
+            let Some((i, d, state)) = (unsafe { headered_class(ptr, leaf, b) }) else {
                 return FreeHit::Miss;
             };
             let base = d.base.load(Ordering::Acquire);
             if base == 0 {
                 return FreeHit::Miss;
             }
+            let off = RSEQ_OFF.load(Ordering::Relaxed);
             // SAFETY: an allocated object of class i (its header's tag,
             // its slab's class), freed by its holder (caller).
             unsafe { slab::mark_free(ptr) };
+            if !slab::is_home(state, rseq::cpu_id(off)) {
+                // SAFETY: as above: marked free, in no magazine.
+                return unsafe { foreign(i, ptr, slab::home_of(state)) };
+            }
             // SAFETY: base is class i's published table; ptr is marked
             // free and in no magazine.
             unsafe { push(base, i, ptr) }
@@ -360,6 +397,23 @@ unsafe fn hl_free<const I: usize>(ptr: *mut u8) -> FreeHit {
     }
     // SAFETY: as in free's arm for the other classes.
     unsafe { push(base, I, ptr) }
+}
+
+/// [`free`] of an object of class `i` whose home is another CPU: to
+/// that CPU's inbox (see `crate::inbox`).
+///
+/// # Safety
+/// `ptr` is an object of class `i`, whose descriptor is published, marked
+/// free and in no magazine.
+#[cold]
+#[inline(never)]
+unsafe fn foreign(i: usize, ptr: *mut u8, home: usize) -> FreeHit {
+    let c = super::class_cache(i).expect("a descriptor is published after its class");
+    // SAFETY: ptr is in a slab, so not null.
+    let obj = unsafe { NonNull::new_unchecked(ptr) };
+    // SAFETY: forwarded caller guarantee.
+    unsafe { c.inner.free_foreign(obj, home) };
+    FreeHit::Pushed
 }
 
 /// Pushes `ptr`, an object of class `i` marked free, on the current CPU's
@@ -475,7 +529,8 @@ mod tests {
             "the hit paths use the class cache's own rseq area offset"
         );
         // SAFETY: p is a live class object.
-        assert_eq!(unsafe { slab::state_bits_of(p) }, slab::reserved_tag(i));
+        let state = unsafe { slab::state_bits_of(p) };
+        assert_eq!(slab::without_home(state), slab::reserved_tag(i));
         // SAFETY: p is a live class object, not used afterwards.
         assert!(unsafe { take(p) }, "a live class object");
         // SAFETY: p's header is still slabscope's memory.
@@ -597,5 +652,126 @@ mod tests {
         assert!(!marked, "an allocation clears the free mark");
         // SAFETY: q is ours, unused from now on.
         assert!(unsafe { take(q) });
+    }
+
+    /// The CPUs this process may run on, lowest first.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: all zeroes is the empty set; sched_getaffinity fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a cpu_set_t of the size passed.
+        if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: c is below CPU_SETSIZE.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    /// Runs `f` on a thread pinned to `cpu`.
+    fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: all zeroes is the empty set.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: cpu is below CPU_SETSIZE (it came from a set).
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+                // SAFETY: set is a cpu_set_t of the size passed.
+                let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+                assert_eq!(r, 0, "pinning a thread to CPU {cpu}");
+                f()
+            })
+            .join()
+            .expect("the pinned thread")
+        })
+    }
+
+    /// A block handed out on one CPU and freed on another goes to its
+    /// home's inbox, not the freeing CPU's magazine, and its home gets it
+    /// back when its magazine runs empty.
+    #[test]
+    fn a_block_freed_on_another_cpu_goes_home() {
+        let cpus = allowed_cpus();
+        let (Some(&a), Some(&b)) = (cpus.first(), cpus.get(1)) else {
+            eprintln!(
+                "SKIPPED: a_block_freed_on_another_cpu_goes_home: this process may run on one \
+                 CPU only ({cpus:?}); nothing was checked"
+            );
+            return;
+        };
+        // A size no other test here uses, so its class is this test's.
+        let size = 6000;
+        let i = ladder::index(size);
+        let first = super::super::alloc(size).expect("6000 bytes");
+        if CLASSES[i].base.load(Ordering::Acquire) == 0 {
+            eprintln!(
+                "SKIPPED: a_block_freed_on_another_cpu_goes_home: no restartable sequences \
+                 here, so no homes; nothing was checked"
+            );
+            // SAFETY: ours, unused from now on.
+            unsafe { super::super::free(first.as_ptr()) };
+            return;
+        }
+        // SAFETY: ours, unused from now on.
+        unsafe { super::super::free(first.as_ptr()) };
+        let c = super::super::class_cache(i).expect("built");
+        assert!(c.inner.inbox.homes() > a.max(b) % slab::HOMES);
+        let p = on_cpu(a, || {
+            let q = super::super::alloc(size).expect("6000 bytes").as_ptr();
+            q.expose_provenance()
+        });
+        let p = std::ptr::with_exposed_provenance_mut::<u8>(p);
+        // SAFETY: p is live.
+        let state = unsafe { slab::state_bits_of(p) };
+        assert_eq!(slab::without_home(state), slab::reserved_tag(i));
+        assert_eq!(
+            slab::home_of(state),
+            a % slab::HOMES,
+            "handed out on CPU {a}"
+        );
+        let before = c.inner.inbox.len();
+        let pa = p.addr();
+        on_cpu(b, || {
+            // SAFETY: p is live, not used afterwards here.
+            unsafe { super::super::free(std::ptr::with_exposed_provenance_mut(pa)) }
+        });
+        let mut waiting = Vec::new();
+        // SAFETY: nothing else uses this class's inboxes (see `size`).
+        unsafe { c.inner.inbox.peek(|home, q| waiting.push((home, q.addr()))) };
+        assert!(
+            waiting.contains(&(a % slab::HOMES, p.addr())),
+            "freed on CPU {b}, the block waits in CPU {a}'s inbox: {waiting:x?}"
+        );
+        assert_eq!(c.inner.inbox.len(), before + 1);
+        // SAFETY: p's header is still slabscope's memory.
+        assert_eq!(unsafe { slab::state_bits_of(p) }, slab::OBJ_FREE);
+        c.validate()
+            .expect("the books balance with a block in an inbox");
+        // On CPU a, allocations empty the magazine; the refill after that
+        // takes the inbox first.
+        let got = on_cpu(a, || {
+            let mut got = Vec::new();
+            for _ in 0..=c.inner.mag_size as usize + 1 {
+                let q = super::super::alloc(size).expect("6000 bytes").as_ptr();
+                got.push(q.expose_provenance());
+                if got.last() == Some(&pa) {
+                    break;
+                }
+            }
+            got
+        });
+        assert_eq!(
+            got.last(),
+            Some(&pa),
+            "CPU {a} got its block back within a magazine's worth of allocations"
+        );
+        assert_eq!(c.inner.inbox.len(), before);
+        on_cpu(a, || {
+            for q in got {
+                // SAFETY: ours, unused from now on.
+                unsafe { super::super::free(std::ptr::with_exposed_provenance_mut(q)) };
+            }
+        });
+        c.validate().expect("the books balance");
     }
 }

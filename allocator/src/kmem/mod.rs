@@ -252,6 +252,7 @@ fn build_locked(which: std::ops::Range<usize>) -> Option<&'static Cache> {
             .reserved_tag(i)
             .byte_caps(CLASS_CAPS)
             .headerless(i < ladder::HEADERLESS)
+            .homes(true)
             .build()
         {
             Ok(c) => {
@@ -363,7 +364,10 @@ fn alloc_flags(size: usize, kmflags: u32) -> Option<NonNull<u8>> {
 #[inline(never)]
 fn alloc_class(i: usize, size: usize, kmflags: u32) -> Option<NonNull<u8>> {
     if let Some(c) = class(i) {
-        return c.alloc(kmflags);
+        let p = c.alloc(kmflags)?;
+        // SAFETY: p was just handed out by class i's cache.
+        unsafe { fast::give_home(i, p, c) };
+        return Some(p);
     }
     boot::alloc(size)
 }

@@ -108,6 +108,38 @@ pub(crate) fn available() -> Option<isize> {
     })
 }
 
+/// The CPU id in this thread's rseq area at `fs:off` (its `cpu_id`): a
+/// hint, stale as soon as it is read, for choosing among objects, never
+/// for touching per-CPU state (the sequences read it again inside
+/// themselves). A thread without registration reads -1 or -2, here
+/// `u32::MAX` or `u32::MAX - 1`; `u32::MAX` where sequences are not
+/// built.
+#[inline(always)]
+pub(crate) fn cpu_id(off: isize) -> u32 {
+    #[cfg(rseq_native)]
+    {
+        let r: u32;
+        // SAFETY: `off` is [`available`]'s offset (callers pass the one
+        // their sequences use): this thread's rseq area, inside its thread
+        // control block, readable for the thread's life; the load has no
+        // other effect.
+        unsafe {
+            std::arch::asm!(
+                "mov {r:e}, dword ptr fs:[{off} + 4]",
+                r = out(reg) r,
+                off = in(reg) off,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        r
+    }
+    #[cfg(not(rseq_native))]
+    {
+        let _ = off;
+        u32::MAX
+    }
+}
+
 /// Waits until no restartable sequence of this process that started before
 /// the call is still running uncommitted: each has committed or will abort.
 /// Callers hold the lock byte of the magazines they are about to touch.

@@ -61,10 +61,12 @@
 //! magic and list links: 32 bytes after every object, which made 64-byte
 //! objects cost 1.52× their size in slabs. Here the header is one word:
 //! the slab's address in the low 48 bits with the object's state in the
-//! top 16 — [`OBJ_FREE`] while the object is on a free list, in a magazine
-//! or in the depot, its cache's [`alloc_tag`] (a [`reserved_tag`] for
-//! `kmem`'s size classes, which names the class) while a caller holds it
-//! ([`OBJ_EMERGENCY`] in emergency objects, which have no slab). The free list is linked through the first word of each free
+//! top 16 — [`OBJ_FREE`] while the object is on a free list, in a magazine,
+//! an inbox or the depot, its cache's [`alloc_tag`] (a [`reserved_tag`]
+//! for `kmem`'s size classes, which names the class and the CPU that
+//! handed the object out: [`homed_tag`]) while a caller holds it
+//! ([`OBJ_EMERGENCY`] in emergency objects, which have no slab). The free
+//! list is linked through the first word of each free
 //! object instead of through the header (the seed's constructor runs on
 //! every allocation, so nothing may expect a free object's bytes to
 //! survive). The address field was only a consistency check; the slab
@@ -225,30 +227,70 @@ pub(crate) fn alloc_tag(cache_id: u64) -> u16 {
 /// [`reserved_tag`]s.
 pub(crate) const RESERVED_TAG: u16 = 0x8000;
 
-/// The `n`th reserved tag (`n < 2^14`): a state for objects a caller holds,
-/// like an [`alloc_tag`], which no cache gets unless its builder asks for
-/// it (`crate::kmem` gives size class `n` tag `n`, so its `free` finds the
-/// class in the header's state without a search).
+/// How many reserved tags there are: their numbers take bits 1 to 7 of
+/// the state, and bits 8 to 14 name the object's home (see
+/// [`homed_tag`]).
+pub(crate) const RESERVED_TAGS: usize = 128;
+
+/// Where a reserved tag's home is, and how many homes it can name.
+const HOME_SHIFT: u32 = 8;
+const HOME_BITS: u16 = 0x7f << HOME_SHIFT;
+pub(crate) const HOMES: usize = 128;
+
+/// The `n`th reserved tag (`n <` [`RESERVED_TAGS`]): a state for objects
+/// a caller holds, like an [`alloc_tag`], which no cache gets unless its
+/// builder asks for it (`crate::kmem` gives size class `n` tag `n`, so
+/// its `free` finds the class in the header's state without a search).
 #[inline(always)]
 pub(crate) const fn reserved_tag(n: usize) -> u16 {
+    debug_assert!(n < RESERVED_TAGS);
     RESERVED_TAG | (n as u16) << 1 | 1
 }
 
+/// Reserved tag `tag` with the home `cpu` in it: the CPU an object was
+/// handed out on, modulo [`HOMES`], for the caches whose objects go home
+/// when another CPU frees them (see `crate::inbox`). A hint: the thread
+/// may have moved by the time the tag is written.
+#[inline(always)]
+pub(crate) const fn homed_tag(tag: u16, cpu: u32) -> u16 {
+    tag | ((cpu as u16) << HOME_SHIFT & HOME_BITS)
+}
+
+/// The home a [`homed_tag`] `state` names.
+#[inline(always)]
+pub(crate) const fn home_of(state: u16) -> usize {
+    ((state & HOME_BITS) >> HOME_SHIFT) as usize
+}
+
+/// Whether a [`homed_tag`] `state` names `cpu` as its home.
+#[inline(always)]
+pub(crate) const fn is_home(state: u16, cpu: u32) -> bool {
+    (cpu ^ (state >> HOME_SHIFT) as u32) & (HOMES as u32 - 1) == 0
+}
+
+/// Reserved tag `state` without its home: the cache's own tag.
+#[inline(always)]
+pub(crate) const fn without_home(state: u16) -> u16 {
+    state & !HOME_BITS
+}
+
 /// The size class whose objects carry `tag`: its `n` when it is a
-/// [`reserved_tag`] below 128 (`crate::kmem`'s classes), else `None`.
+/// [`reserved_tag`] (`crate::kmem`'s classes), with or without a home,
+/// else `None`.
 pub(crate) const fn class_of_tag(tag: u16) -> Option<usize> {
-    if tag & (RESERVED_TAG | 1) == RESERVED_TAG | 1 && reserved_tag_index(tag) < 128 {
+    if tag & (RESERVED_TAG | 1) == RESERVED_TAG | 1 {
         Some(reserved_tag_index(tag))
     } else {
         None
     }
 }
 
-/// The `n` of a [`reserved_tag`] `state` (only meaningful when `state`
-/// is one: `state & (RESERVED_TAG | 1) == RESERVED_TAG | 1`).
+/// The `n` of a [`reserved_tag`] `state`, with or without a home (only
+/// meaningful when `state` is one: `state & (RESERVED_TAG | 1) ==
+/// RESERVED_TAG | 1`).
 #[inline(always)]
 pub(crate) const fn reserved_tag_index(state: u16) -> usize {
-    ((state & !RESERVED_TAG) >> 1) as usize
+    ((state >> 1) as usize) & (RESERVED_TAGS - 1)
 }
 
 /// The header word of `obj`.
@@ -854,6 +896,10 @@ pub(crate) unsafe fn check_free(g: &Geometry, name: &str, id: u64, tag: u16, obj
     let st = unsafe { state_of(obj) };
     match st.load(std::sync::atomic::Ordering::Relaxed) {
         t if t == tag => st.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed),
+        // A reserved tag's home is not part of the cache's mark.
+        t if tag & RESERVED_TAG != 0 && without_home(t) == tag => {
+            st.store(OBJ_FREE, std::sync::atomic::Ordering::Relaxed)
+        }
         OBJ_FREE => corrupt(name, obj, "double free: the object is already free"),
         _ => corrupt(
             name,

@@ -348,11 +348,20 @@ fn colored_slabs_spread_headers_over_the_cache_sets() {
 
 #[test]
 fn reserved_tags_are_never_a_cache_ids_tag_and_the_header_reads_agree() {
-    for n in 0..(1 << 14) {
+    for n in 0..RESERVED_TAGS {
         let t = reserved_tag(n);
         assert_eq!(t & 1, 1, "odd: an allocated object's state");
         assert_ne!(t & RESERVED_TAG, 0);
         assert_eq!(reserved_tag_index(t), n);
+        assert_eq!(class_of_tag(t), Some(n));
+        for cpu in [0, 1, 5, 127, 128, 129, 1000, u32::MAX] {
+            let h = homed_tag(t, cpu);
+            assert_eq!(home_of(h), cpu as usize % HOMES, "tag {n}, cpu {cpu}");
+            assert_eq!(without_home(h), t);
+            assert_eq!(reserved_tag_index(h), n);
+            assert_eq!(class_of_tag(h), Some(n));
+            assert!(h & 1 == 1 && h & RESERVED_TAG != 0);
+        }
     }
     // Cache ids are 64-aligned addresses; every bit pattern of the folded
     // 16 bits shows up among these.
