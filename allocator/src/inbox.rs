@@ -1,11 +1,11 @@
 //! Inboxes: free objects waiting for the CPU they belong to. Not in the
 //! seed, whose magazines keep whatever their CPU frees.
 //!
-//! A per-CPU magazine reuses every object its CPU frees. When one thread
-//! allocates and another frees (a queue between threads, a server that
-//! hands its requests on), the freeing CPU reuses the other's objects,
-//! and the two CPUs' objects end up side by side in the same cache lines:
-//! each CPU's writes then take lines from the other's cache
+//! A per-CPU magazine reuses every object its CPU frees. When threads
+//! hand objects to one another and both allocate (a server that passes
+//! its requests on, larson's arrays), the freeing CPU reuses the other's
+//! objects, and the two CPUs' objects end up side by side in the same
+//! cache lines: each CPU's writes then take lines from the other's cache
 //! (bench/ANALYSIS.md, "Larson's two readings", measured this at a third
 //! of larson's gap to jemalloc). mimalloc sends such an object back to
 //! the page it came from; a cache with inboxes sends it back to its
@@ -37,13 +37,16 @@
 //! and a consumer), gains nothing from it, and pays: it takes its objects
 //! back by walking their chain, a cache miss on each link that the next
 //! cannot overlap (twice the time per object of the magazines and the
-//! depot, measured with a queue between two threads). Such a home does
-//! not keep up with its inbox, which fills: the push that finds it full
-//! closes it, and frees elsewhere keep their objects, as without homes,
-//! for the home's next [`REOPEN_AFTER`] refills (or until a reap drains
-//! and reopens every inbox). A program whose threads swap work now and
-//! then (larson hands its arrays on each round) sends a few objects home
-//! between two refills of their home, and its inboxes stay open.
+//! depot, measured with `workloads/queue.c`). When such a home falls
+//! behind, its inbox fills: the push that finds it full closes it, and
+//! frees elsewhere keep their objects, as without homes, for the home's
+//! next [`REOPEN_AFTER`] refills (or until a reap drains and reopens
+//! every inbox). A program whose threads swap work now and then (larson
+//! hands its arrays on each round) sends a few objects home between two
+//! refills of their home, and its inboxes stay open. So does a producer
+//! that keeps up, taking short chains often: it still pays for the walks
+//! (a third slower than without homes; bench/ANALYSIS.md), which a better
+//! rule, or a chain taken without a walk, would spare it.
 
 // Under loom the size classes (`crate::kmem`), the inboxes' only users,
 // are not built; the loom model below still exercises the container.
