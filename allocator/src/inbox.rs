@@ -63,8 +63,8 @@ use crate::sync::AtomicU64;
 const ADDR_BITS: u32 = 48;
 const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 const LEN_BITS: u32 = 9;
-const STREAK_SHIFT: u32 = ADDR_BITS + LEN_BITS;
-const STREAK_MASK: u64 = 0x3f << STREAK_SHIFT;
+const REFILLS_SHIFT: u32 = ADDR_BITS + LEN_BITS;
+const REFILLS_MASK: u64 = 0x3f << REFILLS_SHIFT;
 const CLOSED: u64 = 1 << 63;
 
 /// Most objects an inbox can count (its length field's width).
@@ -72,7 +72,7 @@ pub(crate) const MAX_LIMIT: u32 = (1 << LEN_BITS) - 1;
 
 /// Refills of its home after which a closed inbox opens again.
 pub(crate) const REOPEN_AFTER: u64 = 32;
-const _: () = assert!(REOPEN_AFTER <= STREAK_MASK >> STREAK_SHIFT);
+const _: () = assert!(REOPEN_AFTER <= REFILLS_MASK >> REFILLS_SHIFT);
 
 fn pack(top: *mut u8, len: u32) -> u64 {
     debug_assert!(top.addr() as u64 <= ADDR_MASK && len <= MAX_LIMIT);
@@ -87,8 +87,8 @@ fn len_of(word: u64) -> u32 {
     ((word >> ADDR_BITS) & u64::from(MAX_LIMIT)) as u32
 }
 
-fn streak_of(word: u64) -> u64 {
-    (word & STREAK_MASK) >> STREAK_SHIFT
+fn refills_of(word: u64) -> u64 {
+    (word & REFILLS_MASK) >> REFILLS_SHIFT
 }
 
 /// What [`Inboxes::push`] did.
@@ -235,11 +235,11 @@ impl Inboxes {
             if old & CLOSED != 0 {
                 // Closed: counting the home's refills to the one that
                 // reopens it (once; a lost race only delays that).
-                let n = streak_of(old) + 1;
+                let n = refills_of(old) + 1;
                 let new = if n >= REOPEN_AFTER {
                     0
                 } else {
-                    CLOSED | n << STREAK_SHIFT
+                    CLOSED | n << REFILLS_SHIFT
                 };
                 let _ = head.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed);
                 return Taken::EMPTY;
@@ -283,24 +283,28 @@ impl Inboxes {
         self.heads[home].load(Ordering::Relaxed) & CLOSED != 0
     }
 
-    /// Each home's objects as they are now, without taking them
-    /// (validation).
+    /// Hands `f` each home's objects as they are now, without taking them
+    /// (validation); stops at the first error `f` returns.
     ///
     /// # Safety
     /// Nothing takes from the inboxes meanwhile, and no object the walk
     /// reaches is reused: the caller holds what every taker and every
     /// user of a full inbox's objects needs (the magazine locks, the
     /// depot and the cache lock).
-    pub(crate) unsafe fn peek(&self, mut f: impl FnMut(usize, *mut u8)) {
+    pub(crate) unsafe fn peek<E>(
+        &self,
+        mut f: impl FnMut(usize, *mut u8) -> Result<(), E>,
+    ) -> Result<(), E> {
         for (home, head) in self.heads.iter().enumerate() {
             let word = head.load(Ordering::Acquire);
             let mut p = top_of(word);
             for _ in 0..len_of(word) {
-                f(home, p);
+                f(home, p)?;
                 // SAFETY: a chained object, not reused meanwhile (caller).
                 p = unsafe { p.cast::<*mut u8>().read() };
             }
         }
+        Ok(())
     }
 }
 
@@ -350,7 +354,13 @@ mod tests {
         }
         let mut seen = Vec::new();
         // SAFETY: nothing else uses the inbox.
-        unsafe { ib.peek(|h, q| seen.push((h, q))) };
+        let walked = unsafe {
+            ib.peek(|h, q| {
+                seen.push((h, q));
+                Ok::<(), ()>(())
+            })
+        };
+        assert_eq!(walked, Ok(()));
         assert_eq!(seen, [(0, p[2]), (0, p[1]), (0, p[0])]);
         // SAFETY: as above.
         let Push::Full(t) = (unsafe { ib.push(0, p[3], 3) }) else {

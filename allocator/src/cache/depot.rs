@@ -7,13 +7,28 @@
 use std::ptr::NonNull;
 
 use super::CacheInner;
-use crate::inbox::Push;
+use crate::inbox::{Push, Taken};
 use crate::magazine::rseq;
 
 /// Most objects one inbox holds: an inbox's limit is the magazine size,
 /// which is at most this.
 const MAX_INBOX: usize = crate::sizing::MAX_MAGAZINE as usize;
 const _: () = assert!(crate::sizing::MAX_MAGAZINE <= crate::inbox::MAX_LIMIT);
+
+/// Hands `f` the objects of `taken`, a chain out of one of this cache's
+/// inboxes (at most its limit, plus the object of a push that found it
+/// full), as a slice.
+///
+/// # Safety
+/// `taken` came from this cache's inboxes, and no one else uses its
+/// objects.
+unsafe fn with_chain<R>(taken: Taken, f: impl FnOnce(&[*mut u8]) -> R) -> R {
+    let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
+    // SAFETY: forwarded caller guarantee; an inbox holds at most the
+    // magazine size, and a full push's chain one more.
+    let n = unsafe { taken.collect(&mut buf) };
+    f(&buf[..n])
+}
 
 impl CacheInner {
     /// Returns every depot object to its slab (reap, destroy, the idle
@@ -29,20 +44,18 @@ impl CacheInner {
     /// Returns every inbox's objects to their slabs (reap, destroy, the
     /// idle reaper). Returns how many.
     pub(crate) fn drain_inboxes(&self) -> usize {
-        let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
         let mut total = 0;
         for home in 0..self.inbox.homes() {
             let taken = self.inbox.take_and_open(home);
             if taken.is_empty() {
                 continue;
             }
-            // SAFETY: a chain from the inbox, ours alone now; an inbox
-            // holds at most its limit, the magazine size.
-            let n = unsafe { taken.collect(&mut buf) };
+            total += taken.len();
             // SAFETY: inbox objects are free slab objects of this cache,
             // in no magazine, and taken out of the inbox.
-            unsafe { self.free_to_slabs(&buf[..n]) };
-            total += n;
+            let back = |objs: &[*mut u8]| unsafe { self.free_to_slabs(objs) };
+            // SAFETY: a chain from this cache's inbox, ours alone now.
+            unsafe { with_chain(taken, back) };
         }
         total
     }
@@ -69,13 +82,12 @@ impl CacheInner {
         match pushed {
             Push::Queued => {}
             Push::Full(taken) => {
-                let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
-                // SAFETY: a chain the push took, ours alone: at most the
-                // limit plus obj.
-                let n = unsafe { taken.collect(&mut buf) };
                 // SAFETY: free slab objects of this cache, out of every
                 // inbox.
-                unsafe { self.put_away(&buf[..n]) };
+                let away = |objs: &[*mut u8]| unsafe { self.put_away(objs) };
+                // SAFETY: a chain the push took from this cache's inbox,
+                // ours alone.
+                unsafe { with_chain(taken, away) };
             }
             Push::Closed => {
                 let off = self.rseq.expect("homes are for rseq magazines");
@@ -101,17 +113,18 @@ impl CacheInner {
         if taken.is_empty() {
             return None;
         }
-        let mut buf = [std::ptr::null_mut::<u8>(); MAX_INBOX + 1];
-        // SAFETY: a chain from the inbox, ours alone now.
-        let n = unsafe { taken.collect(&mut buf) };
-        let (mine, rest) = buf[..n].split_first()?;
-        // SAFETY: as in rseq_pop (off and mag_base are this cache's);
-        // inbox objects are free, in no magazine.
-        let pushed = unsafe { rseq::push_batch(self.mag_base, off, rest) };
-        if pushed < rest.len() {
-            // SAFETY: taken from the inbox and not pushed anywhere.
-            unsafe { self.put_away(&rest[pushed..]) };
-        }
-        NonNull::new(*mine)
+        let refill = |objs: &[*mut u8]| {
+            let (&mine, rest) = objs.split_first()?;
+            // SAFETY: as in rseq_pop (off and mag_base are this cache's);
+            // inbox objects are free, in no magazine.
+            let pushed = unsafe { rseq::push_batch(self.mag_base, off, rest) };
+            if pushed < rest.len() {
+                // SAFETY: taken from the inbox and not pushed anywhere.
+                unsafe { self.put_away(&rest[pushed..]) };
+            }
+            NonNull::new(mine)
+        };
+        // SAFETY: a chain from this cache's inbox, ours alone now.
+        unsafe { with_chain(taken, refill) }
     }
 }

@@ -990,6 +990,22 @@ impl Cache {
         let free = st.validate(&c.geo, c.id())?;
         let mut seen = std::collections::HashSet::new();
         let mut mag_objs = 0u64;
+        // One object a magazine, the depot or an inbox holds: a free slab
+        // object of this cache, on no slab free list, held in one place.
+        let mut held = |place: &dyn std::fmt::Display, p: *mut u8, twice: &str| {
+            // SAFETY: held objects are slab objects of this cache (checked
+            // right here via the header's magic and address).
+            unsafe { slab::check_obj_result(&c.geo, p) }
+                .map_err(|e| format!("{place}: {p:p}: {e}"))?;
+            if free.contains(&(p as usize)) {
+                return Err(format!("{place}: {p:p} is also on a slab free list"));
+            }
+            if !seen.insert(p as usize) {
+                return Err(format!("{p:p} {twice}"));
+            }
+            mag_objs += 1;
+            Ok(())
+        };
         for (cpu, g) in guards.iter().enumerate() {
             // Never opened: all zero, holding nothing.
             let unused = g.magic() == 0 && g.avail() == 0;
@@ -997,59 +1013,29 @@ impl Cache {
                 return Err(format!("magazine {cpu}: bad magic or fill {}", g.avail()));
             }
             for p in g.objects() {
-                // SAFETY: magazine entries are slab objects of this cache
-                // (checked right after via the header's magic and address).
-                unsafe { slab::check_obj_result(&c.geo, p) }
-                    .map_err(|e| format!("magazine {cpu}: {p:p}: {e}"))?;
-                if free.contains(&(p as usize)) {
-                    return Err(format!("magazine {cpu}: {p:p} is also on a slab free list"));
-                }
-                if !seen.insert(p as usize) {
-                    return Err(format!("{p:p} is in two magazine slots"));
-                }
-                mag_objs += 1;
+                held(
+                    &format_args!("magazine {cpu}"),
+                    p,
+                    "is in two magazine slots",
+                )?;
             }
         }
         for &p in depot.iter() {
-            // SAFETY: depot entries are slab objects of this cache, as
-            // magazine entries.
-            unsafe { slab::check_obj_result(&c.geo, p) }
-                .map_err(|e| format!("depot: {p:p}: {e}"))?;
-            if free.contains(&(p as usize)) {
-                return Err(format!("depot: {p:p} is also on a slab free list"));
-            }
-            if !seen.insert(p as usize) {
-                return Err(format!(
-                    "{p:p} is in the depot twice, or also in a magazine"
-                ));
-            }
-            mag_objs += 1;
+            held(&"depot", p, "is in the depot twice, or also in a magazine")?;
         }
-        let mut inbox_err = None;
-        let mut walk = |home: usize, p: *mut u8| {
-            if inbox_err.is_some() {
-                return;
-            }
-            // SAFETY: inbox entries are slab objects of this cache, as
-            // magazine entries.
-            if let Err(e) = unsafe { slab::check_obj_result(&c.geo, p) } {
-                inbox_err = Some(format!("inbox {home}: {p:p}: {e}"));
-            } else if free.contains(&(p as usize)) {
-                inbox_err = Some(format!("inbox {home}: {p:p} is also on a slab free list"));
-            } else if !seen.insert(p as usize) {
-                inbox_err = Some(format!("{p:p} is in an inbox twice, or also elsewhere"));
-            } else {
-                mag_objs += 1;
-            }
-        };
         // SAFETY: takers of an inbox run a magazine's refill (the magazine
         // locks held here close the sequences that would start one), and
         // a full inbox's objects go to the depot and the slabs, whose
         // locks are held here too.
-        unsafe { c.inbox.peek(&mut walk) };
-        if let Some(e) = inbox_err {
-            return Err(e);
-        }
+        unsafe {
+            c.inbox.peek(|home, p| {
+                held(
+                    &format_args!("inbox {home}"),
+                    p,
+                    "is in an inbox twice, or also elsewhere",
+                )
+            })
+        }?;
         if depot.len() > c.depot.max() || depot.len() != c.depot.len() {
             return Err(format!(
                 "depot holds {} objects: over its {} or not its count {}",

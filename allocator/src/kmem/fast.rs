@@ -737,7 +737,13 @@ mod tests {
         });
         let mut waiting = Vec::new();
         // SAFETY: nothing else uses this class's inboxes (see `size`).
-        unsafe { c.inner.inbox.peek(|home, q| waiting.push((home, q.addr()))) };
+        let walked = unsafe {
+            c.inner.inbox.peek(|home, q| {
+                waiting.push((home, q.addr()));
+                Ok::<(), ()>(())
+            })
+        };
+        assert_eq!(walked, Ok(()));
         assert!(
             waiting.contains(&(a % slab::HOMES, p.addr())),
             "freed on CPU {b}, the block waits in CPU {a}'s inbox: {waiting:x?}"
