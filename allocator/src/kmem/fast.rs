@@ -364,7 +364,7 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
             }
             // SAFETY: base is class i's published table; ptr is marked
             // free and in no magazine.
-            unsafe { push(base, i, ptr) }
+            unsafe { push(base, off, i, ptr) }
         }
     }
 }
@@ -396,7 +396,7 @@ unsafe fn hl_free<const I: usize>(ptr: *mut u8) -> FreeHit {
         return FreeHit::Miss;
     }
     // SAFETY: as in free's arm for the other classes.
-    unsafe { push(base, I, ptr) }
+    unsafe { push(base, RSEQ_OFF.load(Ordering::Relaxed), I, ptr) }
 }
 
 /// [`free`] of an object of class `i` whose home is another CPU: to
@@ -417,15 +417,18 @@ unsafe fn foreign(i: usize, ptr: *mut u8, home: usize) -> FreeHit {
 }
 
 /// Pushes `ptr`, an object of class `i` marked free, on the current CPU's
-/// magazine of the class's table `base`.
+/// magazine of the class's table `base`, through the rseq area at `off`
+/// (the [`RSEQ_OFF`] the caller loaded already).
 ///
 /// # Safety
-/// `base` is class `i`'s published magazine table; `ptr` is an object of
-/// class `i`, marked free and in no magazine.
+/// `base` is class `i`'s published magazine table and `off` is
+/// [`RSEQ_OFF`]; `ptr` is an object of class `i`, marked free and in no
+/// magazine.
 #[inline(always)]
-unsafe fn push(base: usize, i: usize, ptr: *mut u8) -> FreeHit {
-    // SAFETY: base and RSEQ_OFF as in `pop`; forwarded caller guarantee.
-    if unsafe { rseq::push(base, RSEQ_OFF.load(Ordering::Relaxed), ptr) } {
+unsafe fn push(base: usize, off: isize, i: usize, ptr: *mut u8) -> FreeHit {
+    // SAFETY: base and off (RSEQ_OFF) as in `pop`; forwarded caller
+    // guarantee.
+    if unsafe { rseq::push(base, off, ptr) } {
         FreeHit::Pushed
     } else {
         FreeHit::Refused { class: i }
