@@ -492,7 +492,7 @@ pub fn run(
 }
 
 /// Metrics of a row, in table order, with whether higher is better.
-fn metrics(row: &ProgramRow) -> Vec<(&'static str, &'static str, bool)> {
+pub fn metrics(row: &ProgramRow) -> Vec<(&'static str, &'static str, bool)> {
     let mut v = Vec::new();
     let has = |m: &str| row.cells.values().any(|c| c.contains_key(m));
     if has("set_rps") {
@@ -507,9 +507,45 @@ fn metrics(row: &ProgramRow) -> Vec<(&'static str, &'static str, bool)> {
     v
 }
 
+/// One of slabscope_malloc's figures next to the peer it is held against
+/// ([`ProgramRow::against_target`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Against {
+    pub peer: &'static str,
+    /// The peer's median.
+    pub theirs: f64,
+    /// slabscope_malloc's median, when measured.
+    pub mine: Option<f64>,
+    /// slabscope's over the peer's (the peer's over slabscope's for a
+    /// throughput): at most `limit` meets the target.
+    pub ratio: Option<f64>,
+    pub limit: f64,
+}
+
 impl ProgramRow {
     fn median(&self, alloc: &str, metric: &str) -> Option<f64> {
         Some(self.cells.get(alloc)?.get(metric)?.median)
+    }
+
+    /// What slabscope_malloc's `metric` is held against: peak RSS
+    /// against mimalloc's (target ≤ 1.1×), a time against the fastest of
+    /// jemalloc, mimalloc and tcmalloc, and a throughput (`higher`) as
+    /// that peer's over slabscope's (target ≤ 1.0× both). `None` when
+    /// there is no peer figure to compare with.
+    pub fn against_target(&self, metric: &str, higher: bool) -> Option<Against> {
+        let (peer, theirs) = if metric == "peak_mib" {
+            ("mimalloc", self.median("mimalloc", metric)?)
+        } else {
+            self.best_fast_peer(metric, higher)?
+        };
+        let mine = self.median(SLABSCOPE, metric);
+        Some(Against {
+            peer,
+            theirs,
+            mine,
+            ratio: mine.map(|m| if higher { theirs / m } else { m / theirs }),
+            limit: if metric == "peak_mib" { 1.1 } else { 1.0 },
+        })
     }
 
     /// The fastest of jemalloc, mimalloc and tcmalloc on `metric`.
@@ -519,6 +555,12 @@ impl ProgramRow {
             .filter_map(|p| self.median(p, metric).map(|m| (*p, m)))
             .reduce(|a, b| if (b.1 > a.1) == higher { b } else { a })
     }
+}
+
+/// A throughput (`higher`) in millions or thousands, a time or a size as
+/// [`num`] writes it.
+pub fn figure(x: f64, higher: bool) -> String {
+    if higher { big(x) } else { num(x) }
 }
 
 fn big(x: f64) -> String {
@@ -586,21 +628,12 @@ impl Programs {
                         }
                     }
                 }
-                let (best, ratio) = if metric == "peak_mib" {
-                    let mi = row.median("mimalloc", metric);
-                    (
-                        mi.map_or("—".into(), |m| format!("(mimalloc {})", num(m))),
-                        row.median(SLABSCOPE, metric).zip(mi).map(|(s, m)| s / m),
-                    )
-                } else {
-                    match row.best_fast_peer(metric, higher) {
-                        Some((p, b)) => (
-                            format!("{p} {}", if higher { big(b) } else { num(b) }),
-                            row.median(SLABSCOPE, metric)
-                                .map(|s| if higher { b / s } else { s / b }),
-                        ),
-                        None => ("—".into(), None),
+                let (best, ratio) = match row.against_target(metric, higher) {
+                    Some(a) if metric == "peak_mib" => {
+                        (format!("({} {})", a.peer, num(a.theirs)), a.ratio)
                     }
+                    Some(a) => (format!("{} {}", a.peer, figure(a.theirs, higher)), a.ratio),
+                    None => ("—".into(), None),
                 };
                 let _ = writeln!(
                     md,

@@ -552,6 +552,90 @@ impl Results {
         let _ = writeln!(md);
     }
 
+    /// Issue 15's targets next to sections 7 to 9's figures. Absent when
+    /// none of those sections ran.
+    fn malloc_targets(&self, md: &mut String) {
+        if self.cpath.is_none() && self.programs.is_none() && self.global.is_none() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Targets of issue 15
+"
+        );
+        let _ = writeln!(
+            md,
+            "slabscope as a program's `malloc` and as the cache ABI called from C, from \
+             sections 7 to 9 below; untraced probes and the collector are issue 7's rows \
+             above. Where a target is missed, the analysis at the end of this file says \
+             what stands in the way (\"Where issue 15's targets stand\").\n"
+        );
+        let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
+        let verdict = |ok: bool| if ok { "yes" } else { "**no**" };
+        if let Some(p) = &self.programs {
+            for row in &p.rows {
+                for (metric, label, higher) in crate::programs::metrics(row) {
+                    let Some(a) = row.against_target(metric, higher) else {
+                        continue;
+                    };
+                    let (Some(mine), Some(ratio)) = (a.mine, a.ratio) else {
+                        continue;
+                    };
+                    let target = match (metric, higher) {
+                        ("peak_mib", _) => format!("≤ {:.1}× mimalloc's", a.limit),
+                        (_, true) => "≥ the fastest of jemalloc, mimalloc, tcmalloc".into(),
+                        (_, false) => "≤ 1.0× the fastest of jemalloc, mimalloc, tcmalloc".into(),
+                    };
+                    let fig = |x| crate::programs::figure(x, higher);
+                    let _ = writeln!(
+                        md,
+                        "| {}, {label}: {target} | {ratio:.2}× ({} vs {} {}) | {} |",
+                        row.name,
+                        fig(mine),
+                        a.peer,
+                        fig(a.theirs),
+                        verdict(ratio <= a.limit)
+                    );
+                }
+            }
+        }
+        if let Some(c) = &self.cpath {
+            for (who, what, limit) in [
+                (crate::cpath::CACHE, "cache API", 0.8),
+                (crate::cpath::MALLOC, "`malloc`", 1.0),
+            ] {
+                for r in &c.rows {
+                    let (Some((peer, best)), Some(mine)) = (r.best_peer(), r.cells.get(who)) else {
+                        continue;
+                    };
+                    let ratio = mine.median / best;
+                    let _ = writeln!(
+                        md,
+                        "| C path, {what}, {} with {} live: ≤ {limit:.1}× best peer | {ratio:.2}× \
+                         ({} vs {peer} {}) | {} |",
+                        size_name(r.size),
+                        r.live,
+                        num(mine.median),
+                        num(best),
+                        verdict(ratio <= limit)
+                    );
+                }
+            }
+        }
+        if let Some(g) = &self.global {
+            let ratio = g.slabscope.median / g.mimalloc.median;
+            let _ = writeln!(
+                md,
+                "| `SlabscopeAlloc`, random sizes: ≤ 1.0× the `mimalloc` crate | {ratio:.2}× \
+                 ({} vs {}) | {} |",
+                num(g.slabscope.median),
+                num(g.mimalloc.median),
+                verdict(ratio <= 1.0)
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     fn internals_table(&self, md: &mut String) {
         let rows: Vec<&Row> = self
             .churn
@@ -647,6 +731,7 @@ impl Results {
         let mut md = String::new();
         self.header(&mut md);
         self.targets(&mut md);
+        self.malloc_targets(&mut md);
         let _ = writeln!(md, "## 1. Fixed-size churn (ns/op)\n");
         self.table(&mut md, &self.churn, |r| {
             format!(
@@ -781,6 +866,104 @@ mod tests {
         assert!(
             md.contains("| — |"),
             "contenders without a figure show a dash:\n{md}"
+        );
+    }
+
+    #[test]
+    fn issue_15_targets_follow_sections_7_to_9() {
+        let cells = |pairs: &[(&str, &str, f64)]| {
+            let mut m: BTreeMap<String, BTreeMap<String, Summary>> = BTreeMap::new();
+            for (alloc, metric, v) in pairs {
+                m.entry(alloc.to_string())
+                    .or_default()
+                    .insert(metric.to_string(), s(*v));
+            }
+            m
+        };
+        let row = |name, cells| crate::programs::ProgramRow {
+            name,
+            command: String::new(),
+            cells,
+            differs: Vec::new(),
+            failed: BTreeMap::new(),
+        };
+        let mut r = results(Vec::new());
+        assert!(
+            !r.markdown().contains("Targets of issue 15"),
+            "no section without sections 7 to 9"
+        );
+        r.programs = Some(crate::programs::Programs {
+            runs: 1,
+            rows: vec![
+                row(
+                    "python",
+                    cells(&[
+                        ("glibc", "time_s", 0.5),
+                        ("mimalloc", "time_s", 2.0),
+                        ("tcmalloc", "time_s", 2.5),
+                        ("slabscope_malloc", "time_s", 2.2),
+                        ("mimalloc", "peak_mib", 40.0),
+                        ("slabscope_malloc", "peak_mib", 42.0),
+                    ]),
+                ),
+                row(
+                    "redis",
+                    cells(&[
+                        ("jemalloc", "set_rps", 1.5e6),
+                        ("slabscope_malloc", "set_rps", 1.6e6),
+                        ("jemalloc", "get_rps", 2.0e6),
+                        ("slabscope_malloc", "get_rps", 1.6e6),
+                    ]),
+                ),
+            ],
+            no_slabscope: None,
+            skipped: Vec::new(),
+        });
+        r.cpath = Some(crate::cpath::CPath {
+            libs: crate::cpath::Libraries {
+                slabscope: Err("test".into()),
+                malloc: Err("test".into()),
+                stack: Err("test".into()),
+            },
+            rows: vec![crate::cpath::CRow {
+                size: 64,
+                live: 1000,
+                cells: BTreeMap::from([
+                    ("tcmalloc".to_string(), s(2.0)),
+                    ("slabscope".to_string(), s(1.5)),
+                    ("slabscope_malloc".to_string(), s(1.9)),
+                ]),
+            }],
+            missing: BTreeMap::new(),
+            failed: None,
+            abi: None,
+            malloc_abi: None,
+        });
+        r.global = Some(crate::global::GlobalChurn {
+            slabscope: s(5.0),
+            mimalloc: s(10.0),
+        });
+        let md = r.markdown();
+        for line in [
+            "| python, time (s): ≤ 1.0× the fastest of jemalloc, mimalloc, tcmalloc | 1.10× \
+             (2.20 vs mimalloc 2.00) | **no** |",
+            "| python, peak RSS (MiB): ≤ 1.1× mimalloc's | 1.05× (42.0 vs mimalloc 40.0) | yes |",
+            "| redis, SET requests/s: ≥ the fastest of jemalloc, mimalloc, tcmalloc | 0.94× \
+             (1.60 M vs jemalloc 1.50 M) | yes |",
+            "| redis, GET requests/s: ≥ the fastest of jemalloc, mimalloc, tcmalloc | 1.25× \
+             (1.60 M vs jemalloc 2.00 M) | **no** |",
+            "| C path, cache API, 64 B with 1000 live: ≤ 0.8× best peer | 0.75× (1.50 vs \
+             tcmalloc 2.00) | yes |",
+            "| C path, `malloc`, 64 B with 1000 live: ≤ 1.0× best peer | 0.95× (1.90 vs \
+             tcmalloc 2.00) | yes |",
+            "| `SlabscopeAlloc`, random sizes: ≤ 1.0× the `mimalloc` crate | 0.50× (5.00 vs \
+             10.0) | yes |",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in:\n{md}");
+        }
+        assert!(
+            !md.contains("glibc 0.50"),
+            "glibc is not one of the peers a program's time is held against:\n{md}"
         );
     }
 }
