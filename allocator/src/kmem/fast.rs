@@ -7,10 +7,10 @@
 //!
 //! An object of a headerless class (16 to 64 bytes, see `crate::slab`)
 //! has no header: the page map says its page is a headerless slab of its
-//! class, its offset in the page says it starts an object there (a mask,
-//! or a multiply for 48 bytes: the class is a constant in its arm), and
-//! its free mark says it is not free already; every other block has a
-//! header, and is taken as follows.
+//! class, its offset in the page says it starts an object there (a bit of
+//! a table of each class's object starts), and its free mark says it is
+//! not free already; every other block has a header, and is taken as
+//! follows.
 //!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not
@@ -43,20 +43,30 @@
 //!
 //! With one block live, a `malloc` and `free` pair is bound by a chain of
 //! loads more than by its instructions: the free finds its magazine from
-//! the block's header (the class), the class's descriptor (`base`), the
-//! current CPU's entry in that table and the magazine's count, which the
-//! next `malloc` reads again. The rseq area's offset is the same for every
-//! class, so it is a static of its own ([`RSEQ_OFF`]): the CPU number's
-//! load does not wait for the descriptor's. The checks' loads (the page
-//! map's bytes) are off that chain: the branches on them are
-//! predicted, so they cost instructions and lines, not waiting. A
-//! headerless class is named by the page map itself, so its free takes
-//! one arm per class ([`hl_free`]), whose descriptor sits at a constant
-//! address: there too the page map only steers a branch. For the
-//! classes with headers the class still comes from the header and the
-//! magazine's address waits for it, the descriptor and the magazine
-//! table (bench/ANALYSIS.md, "Headerless small classes, and what a free
-//! waits for").
+//! the block's class (the header's tag, or the page map's byte for a
+//! headerless block), the class's descriptor (`base`), the current CPU's
+//! entry in that table and the magazine's count, which the next `malloc`
+//! reads again, and the CPU cannot hand that load the count just stored
+//! until it knows the store's address. The rseq area's offset is the same
+//! for every class, so it is a static of its own ([`RSEQ_OFF`]): the CPU
+//! number's load does not wait for the descriptor's. The checks' loads
+//! are off that chain: the branches on them are predicted, so they cost
+//! instructions and lines, not waiting.
+//!
+//! The headerless classes once took one arm per class, entered by a jump
+//! through a table on the page map's byte, so that with one class in a
+//! loop the predicted jump put the descriptor at a constant address and
+//! the chain went away (64 B with 1 live through the C harness: 2.6
+//! ns/op, against 5.3 with the class as a value). But a program that
+//! frees blocks of several small classes in turn mispredicts that jump
+//! about as often as the class changes: with random sizes of 16 to 64
+//! bytes and 1000 blocks live, a `free` and `malloc` pair took 15.8 ns
+//! through the arms and 6.8 with the class as a value (mimalloc 4.0), and
+//! larson with one thread and those sizes 0.193 s against 0.110
+//! (tcmalloc 0.089). A wait of a few cycles in the rare loop that frees
+//! and reallocates one block beats a pipeline flush on every change of
+//! class, so the class is a value on every path (bench/ANALYSIS.md,
+//! "Random sizes through `free`").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -83,9 +93,8 @@ pub(super) const HL_FIRST: usize = 64;
 
 /// Whether `a`, in a page that is a headerless slab of class `I` (the
 /// page of `a - 8`, so `a` may be the next page's first byte, whose
-/// offset 0 is below [`HL_FIRST`]), is where one of its objects starts.
-/// The class is a constant, so the remainder is a mask or a multiply.
-#[inline(always)]
+/// offset 0 is below [`HL_FIRST`]), is where one of its objects starts:
+/// the definition [`HL_STARTS`] is built from.
 const fn hl_start<const I: usize>(a: usize) -> bool {
     let size = (I + 1) * 16;
     // The offset, from object 0, of the slab's last object.
@@ -94,18 +103,47 @@ const fn hl_start<const I: usize>(a: usize) -> bool {
     d <= last && d.is_multiple_of(size)
 }
 
-/// [`hl_start`] of class `i`, for the paths that know the class as a
-/// value (`realloc`, `malloc_usable_size`, the owner of a freed block).
+/// [`hl_start`] of class `i`, whatever `i` is (false past the headerless
+/// classes): a bit of [`HL_STARTS`], not a branch on the class.
 #[inline(always)]
 pub(super) fn hl_starts(i: usize, a: usize) -> bool {
-    match i {
-        0 => hl_start::<0>(a),
-        1 => hl_start::<1>(a),
-        2 => hl_start::<2>(a),
-        3 => hl_start::<3>(a),
-        _ => false,
-    }
+    let d = (a & (slab::HL_SLAB - 1)).wrapping_sub(HL_FIRST);
+    let q = d / 16;
+    i < ladder::HEADERLESS
+        && d < slab::HL_SLAB - HL_FIRST
+        && HL_STARTS[i & 3][q / 64] >> (q % 64) & 1 == 1
 }
+
+// One row of `HL_STARTS` per headerless class, one bit per 16-byte place
+// of a page from `HL_FIRST`.
+const _: () = assert!(ladder::HEADERLESS <= 4 && (slab::HL_SLAB - HL_FIRST) / 16 <= 4 * 64);
+
+/// Where the objects of each headerless class start: bit `q` of row `i`
+/// says whether an object of class `i` starts `HL_FIRST + 16 q` bytes
+/// into its page ([`hl_start`], evaluated at build time).
+static HL_STARTS: [[u64; 4]; 4] = {
+    const fn starts(i: usize, a: usize) -> bool {
+        match i {
+            0 => hl_start::<0>(a),
+            1 => hl_start::<1>(a),
+            2 => hl_start::<2>(a),
+            _ => hl_start::<3>(a),
+        }
+    }
+    let mut t = [[0u64; 4]; 4];
+    let mut i = 0;
+    while i < ladder::HEADERLESS {
+        let mut q = 0;
+        while HL_FIRST + q * 16 < slab::HL_SLAB {
+            if starts(i, HL_FIRST + q * 16) {
+                t[i][q / 64] |= 1 << (q % 64);
+            }
+            q += 1;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// What the hit paths of one class read.
 #[repr(C)]
@@ -317,15 +355,6 @@ pub enum FreeHit {
 /// is on, without calling anything: the class's magazine push, or
 /// [`FreeHit::Refused`] for the caller to finish with [`push_refused`].
 ///
-/// A headerless class takes an arm of its own ([`hl_free`]), where the
-/// class is a constant: its descriptor's address, and so its magazine's,
-/// does not wait for the page map's byte that named the class, which only
-/// steers a predicted branch (with the class as a value, the magazine's
-/// address hung on three loads in a row, and a program that frees and
-/// allocates one block over and over waited for all of them before its
-/// next `malloc` could read the count that `free` had just written); and
-/// its object-start test is a mask or a multiply.
-///
 /// # Safety
 /// As [`class_of`]; when `ptr` is a live block of ours it is not used
 /// afterwards.
@@ -334,58 +363,50 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     let Some((leaf, b)) = page_of(ptr) else {
         return FreeHit::Miss;
     };
-    // SAFETY (each arm): ptr's word before lies on a headerless slab of
-    // that class (its page map byte); forwarded caller guarantee.
-    match ranges::headerless_class(b) {
-        // SAFETY: as above.
-        0 if ladder::HEADERLESS > 0 => unsafe { hl_free::<0>(ptr) },
-        // SAFETY: as above.
-        1 if ladder::HEADERLESS > 1 => unsafe { hl_free::<1>(ptr) },
-        // SAFETY: as above.
-        2 if ladder::HEADERLESS > 2 => unsafe { hl_free::<2>(ptr) },
-        // SAFETY: as above.
-        3 if ladder::HEADERLESS > 3 => unsafe { hl_free::<3>(ptr) },
-        _ => {
-            // SAFETY: forwarded caller guarantee; (leaf, b) from page_of.
-            let Some((i, d, state)) = (unsafe { headered_class(ptr, leaf, b) }) else {
-                return FreeHit::Miss;
-            };
-            let base = d.base.load(Ordering::Acquire);
-            if base == 0 {
-                return FreeHit::Miss;
-            }
-            let off = RSEQ_OFF.load(Ordering::Relaxed);
-            // SAFETY: an allocated object of class i (its header's tag,
-            // its slab's class), freed by its holder (caller).
-            unsafe { slab::mark_free(ptr) };
-            if !slab::is_home(state, rseq::cpu_id(off)) {
-                // SAFETY: as above: marked free, in no magazine.
-                return unsafe { foreign(i, ptr, slab::home_of(state)) };
-            }
-            // SAFETY: base is class i's published table; ptr is marked
-            // free and in no magazine.
-            unsafe { push(base, off, i, ptr) }
-        }
+    let hl = ranges::headerless_class(b);
+    if hl < ladder::HEADERLESS {
+        // SAFETY: ptr's word before lies on a headerless slab of class hl
+        // (its page map byte); forwarded caller guarantee.
+        return unsafe { hl_free(hl, ptr) };
     }
+    // SAFETY: forwarded caller guarantee; (leaf, b) from page_of.
+    let Some((i, d, state)) = (unsafe { headered_class(ptr, leaf, b) }) else {
+        return FreeHit::Miss;
+    };
+    let base = d.base.load(Ordering::Acquire);
+    if base == 0 {
+        return FreeHit::Miss;
+    }
+    let off = RSEQ_OFF.load(Ordering::Relaxed);
+    // SAFETY: an allocated object of class i (its header's tag, its
+    // slab's class), freed by its holder (caller).
+    unsafe { slab::mark_free(ptr) };
+    if !slab::is_home(state, rseq::cpu_id(off)) {
+        // SAFETY: as above: marked free, in no magazine.
+        return unsafe { foreign(i, ptr, slab::home_of(state)) };
+    }
+    // SAFETY: base is class i's published table; ptr is marked free and in
+    // no magazine.
+    unsafe { push(base, off, i, ptr) }
 }
 
-// `free`'s arms cover every headerless class, and the page map can name
-// each.
-const _: () = assert!(ladder::HEADERLESS <= 4 && ladder::HEADERLESS <= ranges::HEADERLESS_CLASSES);
+// The page map can name every headerless class.
+const _: () = assert!(ladder::HEADERLESS <= ranges::HEADERLESS_CLASSES);
 
 /// [`free`] of `ptr`, whose word before lies on a headerless slab of
-/// class `I`: pushed if it starts an object there that carries no free
+/// class `i`: pushed if it starts an object there that carries no free
 /// mark, and the class's inline path is on; else `Miss`, nothing written.
 ///
 /// # Safety
-/// The page of `ptr - 8` is a live headerless slab of class `I`; when
-/// `ptr` is an allocated object it is freed by its holder.
+/// `i` is a headerless class and the page of `ptr - 8` is a live
+/// headerless slab of it; when `ptr` is an allocated object it is freed
+/// by its holder.
 #[inline(always)]
-unsafe fn hl_free<const I: usize>(ptr: *mut u8) -> FreeHit {
-    if !hl_start::<I>(ptr as usize) {
+unsafe fn hl_free(i: usize, ptr: *mut u8) -> FreeHit {
+    if !hl_starts(i, ptr as usize) {
         return FreeHit::Miss;
     }
-    let base = CLASSES[I].base.load(Ordering::Acquire);
+    let base = CLASSES[i & (SLOTS - 1)].base.load(Ordering::Acquire);
     if base == 0 {
         return FreeHit::Miss;
     }
@@ -395,8 +416,8 @@ unsafe fn hl_free<const I: usize>(ptr: *mut u8) -> FreeHit {
     if !unsafe { slab::hl_mark_free_checked(ptr) } {
         return FreeHit::Miss;
     }
-    // SAFETY: as in free's arm for the other classes.
-    unsafe { push(base, RSEQ_OFF.load(Ordering::Relaxed), I, ptr) }
+    // SAFETY: as in free's path for the other classes.
+    unsafe { push(base, RSEQ_OFF.load(Ordering::Relaxed), i, ptr) }
 }
 
 /// [`free`] of an object of class `i` whose home is another CPU: to
