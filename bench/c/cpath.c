@@ -8,6 +8,10 @@
  *
  *   cpath CPU SIZE LIVE ORDER RUNS TARGET_NS NAME=API:LIBRARY...
  *
+ * SIZE is a byte count, or LO-HI for random sizes from LO to HI bytes (one
+ * seeded sequence, the same for every contender; slot i of a round always
+ * gets the sequence's size i, so the class changes from one call to the
+ * next as a program's does; malloc contenders only, a cache has one size).
  * ORDER is lifo or random (the Rust bench's free orders, same permutation),
  * API is cache (kmem_cache_create / _alloc / _free of the library) or malloc
  * (its malloc / free). Each round allocates LIVE objects, writes one byte of
@@ -50,7 +54,9 @@ struct contender {
 	uint64_t rounds;
 };
 
-static size_t size, live;
+static size_t size, size_hi, live;
+/* The random sizes of SIZE LO-HI, one per slot (NULL for one size). */
+static size_t *sizes;
 static uint32_t *order;
 static void **slots;
 
@@ -114,7 +120,7 @@ static __attribute__((noinline)) void malloc_rounds(const struct contender *c, u
 	}
 	for (uint64_t r = 0; r < rounds; r++) {
 		for (size_t i = 0; i < live; i++) {
-			volatile unsigned char *p = alloc(n);
+			volatile unsigned char *p = alloc(sizes ? sizes[i] : n);
 			if (p == NULL)
 				oom(c);
 			*p = (unsigned char)r;
@@ -214,6 +220,11 @@ static int load(struct contender *c, char *spec, char *why, size_t len)
 		snprintf(why, len, "dlopen: %s", dlerror());
 		return 0;
 	}
+	if (c->is_cache && sizes != NULL) {
+		fprintf(stderr, "cpath: contender %s: a cache has one object size; SIZE LO-HI is for malloc contenders\n",
+			spec);
+		exit(2);
+	}
 	if (c->is_cache) {
 		cache_create_fn create = (cache_create_fn)need(h, lib, "kmem_cache_create", why, len);
 		c->cache_alloc = (cache_alloc_fn)need(h, lib, "kmem_cache_alloc", why, len);
@@ -244,8 +255,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	unsigned long cpu = parse("CPU", argv[1], 0, CPU_SETSIZE - 1);
-	size = parse("SIZE", argv[2], 1, 1ul << 30);
+	char *dash = strchr(argv[2], '-');
+	if (dash != NULL) {
+		*dash = '\0';
+		size = parse("SIZE's LO", argv[2], 1, 1ul << 30);
+		size_hi = parse("SIZE's HI", dash + 1, size, 1ul << 30);
+	} else {
+		size = size_hi = parse("SIZE", argv[2], 1, 1ul << 30);
+	}
 	live = parse("LIVE", argv[3], 1, 1ul << 24);
+	if (size_hi > size && live < 2) {
+		fprintf(stderr, "cpath: random sizes (SIZE LO-HI) need LIVE of 2 or more\n");
+		return 2;
+	}
 	int random_order = strcmp(argv[4], "random") == 0;
 	if (!random_order && strcmp(argv[4], "lifo") != 0) {
 		fprintf(stderr, "cpath: ORDER must be lifo or random, got '%s'\n", argv[4]);
@@ -274,6 +296,16 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < live; i++)
 		order[i] = (uint32_t)(live - 1 - i);
+	if (size_hi > size) {
+		sizes = calloc(live, sizeof(*sizes));
+		if (sizes == NULL) {
+			fprintf(stderr, "cpath: cannot allocate the sizes of %zu objects\n", live);
+			return 1;
+		}
+		rng_state = 0x51a55c0fe5eed5ULL | 1;
+		for (size_t i = 0; i < live; i++)
+			sizes[i] = size + rng_below(size_hi - size + 1);
+	}
 	if (random_order) {
 		rng_state = (0x5eed0f5ab5c09e00ULL ^ (uint64_t)live) | 1;
 		for (size_t i = live - 1; i >= 1; i--) {

@@ -44,10 +44,17 @@ pub const MALLOC: &str = "slabscope_malloc";
 /// do; its row shows what the harness's loop costs around that.
 pub const STACK: &str = "stack";
 
-/// The (object size, objects live per round) workloads, LIFO frees: the
-/// issue's 1-live and 64 B 1000-live rows of section 1, and the 4 KiB
-/// 1000-live row.
-pub const SHAPES: [(usize, usize); 3] = [(64, 1), (64, 1000), (4096, 1000)];
+/// The (smallest size, largest size, objects live per round) workloads,
+/// LIFO frees: the issue's 1-live and 64 B 1000-live rows of section 1,
+/// the 4 KiB 1000-live row, and random sizes from 16 to 256 bytes (one
+/// seeded size per slot, so the size class changes from call to call, as
+/// in a program; `malloc` only, as a cache has one size).
+pub const SHAPES: [(usize, usize, usize); 4] = [
+    (64, 64, 1),
+    (64, 64, 1000),
+    (4096, 4096, 1000),
+    (16, 256, 1000),
+];
 
 /// jemalloc's and mimalloc's libraries use initial-exec TLS, which `dlopen`
 /// can only place in glibc's static TLS surplus; the default 512 bytes is too
@@ -68,12 +75,28 @@ pub struct Libraries {
 /// One workload's cells: contender name → ns/op.
 #[derive(Clone, Debug)]
 pub struct CRow {
+    /// The object size, or the smallest of random sizes up to `max_size`.
     pub size: usize,
+    pub max_size: usize,
     pub live: usize,
     pub cells: BTreeMap<String, Summary>,
 }
 
 impl CRow {
+    /// The workload as the report names it.
+    pub fn label(&self) -> String {
+        if self.max_size > self.size {
+            format!(
+                "random {}–{}, {} live",
+                size_name(self.size),
+                size_name(self.max_size),
+                self.live
+            )
+        } else {
+            format!("{}, {} live", size_name(self.size), self.live)
+        }
+    }
+
     /// The fastest peer's median and its name.
     pub fn best_peer(&self) -> Option<(&str, f64)> {
         PEERS
@@ -157,10 +180,14 @@ fn gcc(
     Ok(out_file)
 }
 
-/// The harness's `NAME=API:LIBRARY` arguments.
-fn contenders(libs: &Libraries) -> Vec<String> {
+/// The harness's `NAME=API:LIBRARY` arguments; for random sizes
+/// (`mixed`) neither the cache API (one size per cache) nor the
+/// reference (whose blocks are reused whatever their size).
+fn contenders(libs: &Libraries, mixed: bool) -> Vec<String> {
     let mut v = Vec::new();
-    if let Ok(p) = &libs.slabscope {
+    if let Ok(p) = &libs.slabscope
+        && !mixed
+    {
         v.push(format!("{CACHE}=cache:{}", p.display()));
     }
     if let Ok(p) = &libs.malloc {
@@ -169,7 +196,9 @@ fn contenders(libs: &Libraries) -> Vec<String> {
     for (name, soname) in PEERS {
         v.push(format!("{name}=malloc:{soname}"));
     }
-    if let Ok(p) = &libs.stack {
+    if let Ok(p) = &libs.stack
+        && !mixed
+    {
         v.push(format!("{STACK}=malloc:{}", p.display()));
     }
     v
@@ -220,24 +249,36 @@ pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64)
         abi,
         malloc_abi,
     };
-    for (size, live) in SHAPES {
+    for (size, max_size, live) in SHAPES {
+        let mixed = max_size > size;
+        let row = CRow {
+            size,
+            max_size,
+            live,
+            cells: BTreeMap::new(),
+        };
         let out = Command::new(bin)
             .env("GLIBC_TUNABLES", TUNABLES)
             .args([
                 cpu.to_string(),
-                size.to_string(),
+                if mixed {
+                    format!("{size}-{max_size}")
+                } else {
+                    size.to_string()
+                },
                 live.to_string(),
                 "lifo".into(),
                 runs.to_string(),
                 target_ns.to_string(),
             ])
-            .args(contenders(&c.libs))
+            .args(contenders(&c.libs, mixed))
             .output();
         let out = match out {
             Ok(o) if o.status.success() => o,
             Ok(o) => {
                 c.failed = Some(format!(
-                    "the C harness failed on {size} B, {live} live ({}): {}",
+                    "the C harness failed on {} ({}): {}",
+                    row.label(),
                     o.status,
                     String::from_utf8_lossy(&o.stderr).trim()
                 ));
@@ -255,14 +296,14 @@ pub fn run(bin: &Path, libs: Libraries, cpu: usize, runs: usize, target_ns: u64)
                     .into_iter()
                     .filter_map(|(k, s)| Summary::of(&s).map(|s| (k, s)))
                     .collect();
-                c.rows.push(CRow { size, live, cells });
+                c.rows.push(CRow { cells, ..row });
             }
             Err(e) => {
                 c.failed = Some(e);
                 return c;
             }
         }
-        eprintln!("  C path {size} B, {live} live: done");
+        eprintln!("  C path {}: done", c.rows[c.rows.len() - 1].label());
     }
     c
 }
@@ -289,7 +330,10 @@ impl CPath {
              path). `{STACK}` is a reference, not a peer (`bench/c/stack.c`): its `malloc` pops \
              a pointer off one array and its `free` pushes it back, the least an allocator can \
              do, so its column is what the harness's loop costs around one count and one slot \
-             in memory that the next operation reads back.\n"
+             in memory that the next operation reads back. A `random` row gives each of its \
+             slots a size of its own (one seeded sequence), so the size class changes from \
+             call to call as in a program; it runs `malloc` only (a cache has one size, and \
+             the reference reuses blocks whatever their size).\n"
         );
         if let Some(f) = &self.failed {
             let _ = writeln!(md, "Not measured: {f}.\n");
@@ -313,7 +357,7 @@ impl CPath {
         let _ = writeln!(md, "---|---:|---:|---:|");
         let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("**{r:.2}×**"));
         for r in &self.rows {
-            let _ = write!(md, "| {}, {} live |", size_name(r.size), r.live);
+            let _ = write!(md, "| {} |", r.label());
             for n in &names {
                 match r.cells.get(*n) {
                     Some(s) => {
@@ -330,7 +374,10 @@ impl CPath {
                 r.best_peer().map_or("—", |(p, _)| p),
                 ratio(r.ratio(CACHE)),
                 ratio(r.ratio(MALLOC)),
-                rust_ratio(r.size, r.live).map_or("—".to_string(), |x| format!("{x:.2}×"))
+                (r.max_size == r.size)
+                    .then(|| rust_ratio(r.size, r.live))
+                    .flatten()
+                    .map_or("—".to_string(), |x| format!("{x:.2}×"))
             );
         }
         let _ = writeln!(md);
@@ -447,6 +494,7 @@ mod tests {
         };
         let row = CRow {
             size: 64,
+            max_size: 64,
             live: 1,
             cells: BTreeMap::from([
                 (CACHE.to_string(), s(1.0)),
@@ -486,7 +534,17 @@ mod tests {
         assert!(c.failed.is_none(), "{:?}", c.failed);
         assert_eq!(c.rows.len(), SHAPES.len());
         for r in &c.rows {
-            for name in ["glibc", STACK] {
+            let mixed = r.max_size > r.size;
+            assert_eq!(
+                r.cells.contains_key(STACK),
+                !mixed,
+                "the reference runs one size only: {}",
+                r.label()
+            );
+            for name in ["glibc", STACK]
+                .into_iter()
+                .filter(|n| !mixed || *n != STACK)
+            {
                 let g = r
                     .cells
                     .get(name)
@@ -504,6 +562,7 @@ mod tests {
         c.markdown(&mut md, |_, _| Some(0.5), Some(18.0));
         assert!(md.contains("| 64 B, 1000 live |"), "{md}");
         assert!(md.contains("| 4 KiB, 1000 live |"), "{md}");
+        assert!(md.contains("| random 16 B–256 B, 1000 live |"), "{md}");
         assert!(
             md.contains("slabscope: not measured: not built for this test"),
             "{md}"
