@@ -60,13 +60,13 @@
 //! ns/op, against 5.3 with the class as a value). But a program that
 //! frees blocks of several small classes in turn mispredicts that jump
 //! about as often as the class changes: with random sizes of 16 to 64
-//! bytes and 1000 blocks live, a `free` and `malloc` pair took 15.8 ns
-//! through the arms and 6.8 with the class as a value (mimalloc 4.0), and
+//! bytes and 1000 blocks live, a `free` and `malloc` pair took 15.9 ns
+//! through the arms and 7.1 with the class as a value (mimalloc 4.1), and
 //! larson with one thread and those sizes 0.193 s against 0.110
-//! (tcmalloc 0.089). A wait of a few cycles in the rare loop that frees
-//! and reallocates one block beats a pipeline flush on every change of
-//! class, so the class is a value on every path (bench/ANALYSIS.md,
-//! "Random sizes through `free`").
+//! (tcmalloc 0.089). The wait is hidden by ten multiply-adds between the
+//! calls; a misprediction costs its flush whatever the work around it.
+//! So the class is a value on every path (bench/ANALYSIS.md, "Random
+//! sizes through `free`").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -522,7 +522,7 @@ mod tests {
         }
         assert!(
             !hl_starts(4, 0x7000_0000_0040),
-            "no headerless class past the arms"
+            "no headerless class past the last one"
         );
     }
 
