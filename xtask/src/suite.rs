@@ -105,10 +105,12 @@ pub fn run(long: bool) -> Result<()> {
     steps.push(ebpf_clippy());
     steps.push(step("rustdoc", || {
         // Every public item documented (the workspace's missing_docs lint)
-        // and every intra-doc link resolving, on the default members.
+        // and every intra-doc link resolving, on the default members,
+        // private items' docs included: the module docs that explain the
+        // design link to private functions.
         run::run(
             run::cargo()
-                .args(["doc", "--no-deps"])
+                .args(["doc", "--no-deps", "--document-private-items"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
         .context("rustdoc warned: document the item or fix the link it names")

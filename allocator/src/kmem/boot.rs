@@ -18,7 +18,7 @@
 //! Every block carries the same one-word header as slab objects (right
 //! before the object), in a state of its own, so [`super::free`] routes it
 //! here from the pointer alone. A `fork` handler holds the lock across
-//! `fork()` (see [`super::init`] for the order of the handlers).
+//! `fork()` (see [`super::setup_first`] for the order of the handlers).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::{self, NonNull};

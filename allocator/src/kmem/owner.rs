@@ -13,7 +13,7 @@ use crate::cache::{Cache, CacheInner};
 use crate::os::ranges;
 use crate::slab;
 
-/// What the pointer handed to [`free`] and its kin is.
+/// What the pointer handed to [`super::free`] and its kin is.
 pub(super) enum Owner {
     /// A slab object of size class `usize`, served by that cache.
     Class(usize, &'static Cache),

@@ -233,7 +233,7 @@ static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of slab memory mapped right now, process wide: every slab of every
 /// cache (grown and not yet reclaimed), nothing else (not the unused tail of
-/// a reservation, see [`reserved_bytes`]). Updated on the slow
+/// a reservation, see `reserved_bytes`). Updated on the slow
 /// path only (grow and reclaim), so it is exact whenever no grow or reclaim
 /// is running. Tests use it to prove that destroy returns everything;
 /// `malloc_trim` to say whether a reap returned memory.
@@ -410,14 +410,14 @@ pub fn reserved_bytes() -> usize {
 }
 
 /// The process-wide slab reservations, locked: while they are held no slab
-/// is carved (for [`crate::registry::fork`]).
+/// is carved (for the `fork` handlers of `crate::registry`).
 #[cfg(not(loom))]
 pub(crate) struct ReserveLock(
     #[allow(dead_code, reason = "held for its Drop")]
     std::sync::MutexGuard<'static, reserve::Reserves>,
 );
 
-/// Locks the slab reservations (the last lock [`crate::registry::fork`] takes).
+/// Locks the slab reservations (the last lock the `fork` handlers of `crate::registry` take).
 #[cfg(not(loom))]
 pub(crate) fn lock_reserve() -> ReserveLock {
     ReserveLock(reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner()))

@@ -63,7 +63,7 @@
 //! to the OS when the whole huge page is unmapped, or when the kernel splits
 //! the page under memory pressure. What the process holds beyond its slabs
 //! is the unused tails of the three current reservations, less than one
-//! reservation each (see [`super::reserved_bytes`]): resident when a huge
+//! reservation each (see `super::reserved_bytes`, built for tests): resident when a huge
 //! page backs it, kept for the next grow of any cache.
 //!
 //! Measured on the cold ramp of issue 7 (one million 64-byte objects,
