@@ -24,8 +24,8 @@
 //! Anything else — a double free (the state says free), a
 //! foreign or interior pointer, an object of a `kmem_cache_create` cache
 //! (its tag is never a reserved one), an emergency object — takes the
-//! general path of [`super::owner`](mod@super::owner), which aborts with the same messages
-//! as before.
+//! general path of [`super::owner`](mod@super::owner), which aborts with
+//! the same messages as before.
 //!
 //! An object of a class with headers also has a *home*: the pop writes
 //! the CPU it ran on into the tag's free bits (`slab::homed_tag`), and a
