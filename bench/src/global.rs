@@ -127,6 +127,13 @@ pub struct GlobalChurn {
     pub mimalloc: Summary,
 }
 
+impl GlobalChurn {
+    /// slabscope's median over mimalloc's (target: at most 1.0).
+    pub fn ratio(&self) -> f64 {
+        self.slabscope.median / self.mimalloc.median
+    }
+}
+
 /// Run both allocators `runs` times, interleaved.
 pub fn run(runs: usize, target: Duration) -> Option<GlobalChurn> {
     let seq = sequence();
@@ -177,7 +184,7 @@ impl GlobalChurn {
             num(self.slabscope.min),
             num(self.mimalloc.median),
             num(self.mimalloc.min),
-            self.slabscope.median / self.mimalloc.median
+            self.ratio()
         );
     }
 }

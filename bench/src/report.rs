@@ -46,6 +46,11 @@ pub struct Results {
     pub analysis: Option<String>,
 }
 
+/// A target table's last column.
+fn verdict(met: bool) -> &'static str {
+    if met { "yes" } else { "**no**" }
+}
+
 /// A run-by-run comparison: `+5.8 % (−2.0 to +14.9 %, 10 runs)`.
 fn paired(p: Paired) -> String {
     if p.runs < 2 {
@@ -412,7 +417,6 @@ impl Results {
     fn targets(&self, md: &mut String) {
         let _ = writeln!(md, "## Targets of issue 7\n");
         let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
-        let verdict = |ok: bool| if ok { "yes" } else { "**no**" };
         for (size, live) in [(64, 1000), (4096, 1000), (64, 1), (4096, 1)] {
             if let Some((ratio, best, s, b)) = self.churn_ratio(size, live, false) {
                 let _ = writeln!(
@@ -558,11 +562,7 @@ impl Results {
         if self.cpath.is_none() && self.programs.is_none() && self.global.is_none() {
             return;
         }
-        let _ = writeln!(
-            md,
-            "## Targets of issue 15
-"
-        );
+        let _ = writeln!(md, "## Targets of issue 15\n");
         let _ = writeln!(
             md,
             "slabscope as a program's `malloc` and as the cache ABI called from C, from \
@@ -571,7 +571,6 @@ impl Results {
              what stands in the way (\"Where issue 15's targets stand\").\n"
         );
         let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
-        let verdict = |ok: bool| if ok { "yes" } else { "**no**" };
         if let Some(p) = &self.programs {
             for row in &p.rows {
                 for (metric, label, higher) in crate::programs::metrics(row) {
@@ -607,10 +606,11 @@ impl Results {
                 (crate::cpath::MALLOC, "`malloc`", 1.0),
             ] {
                 for r in &c.rows {
-                    let (Some((peer, best)), Some(mine)) = (r.best_peer(), r.cells.get(who)) else {
+                    let (Some((peer, best)), Some(mine), Some(ratio)) =
+                        (r.best_peer(), r.cells.get(who), r.ratio(who))
+                    else {
                         continue;
                     };
-                    let ratio = mine.median / best;
                     let _ = writeln!(
                         md,
                         "| C path, {what}, {}: ≤ {limit:.1}× best peer | {ratio:.2}× ({} vs \
@@ -624,7 +624,7 @@ impl Results {
             }
         }
         if let Some(g) = &self.global {
-            let ratio = g.slabscope.median / g.mimalloc.median;
+            let ratio = g.ratio();
             let _ = writeln!(
                 md,
                 "| `SlabscopeAlloc`, random sizes: ≤ 1.0× the `mimalloc` crate | {ratio:.2}× \
