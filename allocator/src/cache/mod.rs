@@ -509,8 +509,8 @@ pub struct CacheBuilder {
     /// [`slab::alloc_tag`] (`crate::kmem`'s classes).
     tag: Option<u16>,
     caps: ByteCaps,
-    /// Slabs without object headers (see `crate::slab`), for `crate::kmem`'s
-    /// small classes.
+    /// Slabs without object headers (see `crate::slab::headerless`), for
+    /// `crate::kmem`'s small classes.
     headerless: bool,
     /// Objects go home when another CPU frees them (see [`crate::inbox`]).
     homes: bool,
@@ -567,7 +567,7 @@ impl CacheBuilder {
     }
 
     /// Objects without a header: one-page slabs whose objects are found
-    /// from their address (see `crate::slab`). Only for 16-aligned objects
+    /// from their address (see `crate::slab::headerless`). Only for 16-aligned objects
     /// of 16 bytes to an eighth of a page, on 4 KiB pages, with no
     /// constructor or destructor (`crate::kmem`'s small classes); `build`
     /// refuses anything else.

@@ -5,12 +5,12 @@
 //! (see `slab::reserved_tag`): no table pointer, `Vec` bound, `Arc` or
 //! cache struct between the call and the magazine.
 //!
-//! An object of a headerless class (16 to 64 bytes, see `crate::slab`)
-//! has no header: the page map says its page is a headerless slab of its
-//! class, its offset in the page says it starts an object there (a bit of
-//! a table of each class's object starts), and its free mark says it is
-//! not free already; every other block has a header, and is taken as
-//! follows.
+//! An object of a headerless class (16 to 64 bytes, see
+//! `crate::slab::headerless`) has no header: the page map says its page
+//! is a headerless slab of its class, its offset in the page says it
+//! starts an object there (a bit of a table of each class's object
+//! starts), and its free mark says it is not free already; every other
+//! block has a header, and is taken as follows.
 //!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not

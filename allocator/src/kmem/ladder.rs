@@ -5,7 +5,7 @@
 //! 2^(k-3) apart (288, 320, ..., 512, 576, ...), up to [`MAX_CLASS`].
 //!
 //! The first [`HEADERLESS`] classes, 16, 32, 48 and 64 bytes, have no
-//! object header (see `crate::slab`'s headerless slabs): a request of 1 to
+//! object header (see `crate::slab::headerless`): a request of 1 to
 //! 16 bytes takes 16, as on mimalloc, where glibc's chunks and a header
 //! here would take 32. From there on each object has a one-word (8-byte)
 //! header before it. A class that is a multiple of 16 would spend 16 bytes

@@ -1,4 +1,5 @@
 //! Unit tests of the slab layer: layout, list order, reclaim, magic checks.
+use super::header::RESERVED_TAGS;
 use super::*;
 use crate::sizing;
 

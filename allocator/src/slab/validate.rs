@@ -6,7 +6,7 @@
 //! It never reads an unbuilt object: their pages may never have been
 //! touched, and a check must not fault them in. The free check of a
 //! pointer into one finds a zero header, which is no object's state.
-//! (Headerless slabs have no unbuilt objects: see `super`.)
+//! (Headerless slabs have no unbuilt objects: see `super::headerless`.)
 
 use std::ptr;
 
