@@ -599,6 +599,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_names_every_package_setup_installs() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("## Two commands")
+            .expect("README has \"## Two commands\"");
+        let section = &readme[start..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        for p in APT_PACKAGES {
+            assert!(
+                section.contains(&format!("`{}`", p.name)),
+                "README's \"Two commands\" does not name `{}`, which setup installs ({})",
+                p.name,
+                p.why
+            );
+        }
+    }
+
+    #[test]
     fn dpkg_status_abbrev() {
         assert!(status_is_installed("ii "));
         assert!(status_is_installed("hi "));
