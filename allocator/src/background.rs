@@ -8,10 +8,29 @@
 //! interval is a plain function the registry hands to [`Periodic::ensure`],
 //! and [`restart`] runs again what was handed over, so the grow path can
 //! restart the threads without naming the registry above it.
+//!
+//! # No thread in a single-threaded process
+//!
+//! The statistics thread would make every program on the `malloc` library
+//! multithreaded from its first allocation, and some programs must stay
+//! single-threaded: `unshare(CLONE_NEWUSER)` fails with `EINVAL` in a
+//! process with a second thread, so `unshare -U`, and the sandboxes and
+//! container runtimes that start the same way, broke when preloaded. So
+//! while the process has no thread of its own (glibc's
+//! `__libc_single_threaded`, cleared by the first `pthread_create` and set
+//! again in a forked child), the publisher is deferred: every allocation
+//! slow path calls [`due`], which runs the registry's non-blocking
+//! publisher at most once per interval, and starts the thread as soon as
+//! the program has started one of its own. (A single-threaded program that
+//! stops allocating stops publishing: nothing in it changes meanwhile
+//! but what the frees put back.) The reaper, off unless asked for, is a
+//! thread as soon as it is asked for.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::os;
 
 /// One periodic thread.
 pub(crate) struct Periodic {
@@ -25,7 +44,25 @@ pub(crate) struct Periodic {
     started: AtomicBool,
     /// The interval and the work it was first asked to run, for
     /// [`restart`] (read without a lock: a forked child may restart it).
-    job: OnceLock<(u64, fn())>,
+    job: OnceLock<Job>,
+    /// Whether the thread is deferred: [`due`] runs the job's `inline`.
+    deferred: AtomicBool,
+    /// Coarse ms before which [`due`] does not run `inline` again.
+    next_ms: AtomicU64,
+}
+
+/// What a periodic thread runs.
+#[derive(Clone, Copy)]
+pub(crate) struct Job {
+    /// Its interval.
+    pub(crate) every_ms: u64,
+    /// What the thread runs every interval.
+    pub(crate) tick: fn(),
+    /// What an allocation slow path runs instead, at most once per
+    /// interval, while the process is single-threaded (see the module
+    /// docs): work that neither waits for a lock nor allocates. `None`:
+    /// the thread is never deferred.
+    pub(crate) inline: Option<fn()>,
 }
 
 impl Periodic {
@@ -36,19 +73,29 @@ impl Periodic {
             without,
             started: AtomicBool::new(false),
             job: OnceLock::new(),
+            deferred: AtomicBool::new(false),
+            next_ms: AtomicU64::new(0),
         }
     }
 
-    /// Starts the thread, which runs `tick` every `every_ms` ms, unless
-    /// `every_ms` is 0 or this process has started it already.
-    pub(crate) fn ensure(&self, every_ms: u64, tick: fn()) {
+    /// Starts the thread, which runs `job.tick` every `job.every_ms` ms,
+    /// unless that is 0 or this process has started it already; defers it
+    /// instead while the process is single-threaded, if the job can be
+    /// (see the module docs).
+    pub(crate) fn ensure(&self, job: Job) {
+        let Job { every_ms, tick, .. } = job;
         if every_ms == 0 || self.started.load(Relaxed) {
             return;
         }
-        let _ = self.job.set((every_ms, tick));
+        let _ = self.job.set(job);
+        if job.inline.is_some() && single_threaded() {
+            self.deferred.store(true, Relaxed);
+            return;
+        }
         if self.started.swap(true, Relaxed) {
             return;
         }
+        self.deferred.store(false, Relaxed);
         let every = Duration::from_millis(every_ms);
         let spawned = std::thread::Builder::new()
             .name(self.name.into())
@@ -71,9 +118,69 @@ impl Periodic {
         if self.started.load(Relaxed) {
             return;
         }
-        if let Some(&(every_ms, tick)) = self.job.get() {
-            self.ensure(every_ms, tick);
+        if let Some(&job) = self.job.get() {
+            self.ensure(job);
         }
+    }
+
+    /// The deferred thread's turn (see [`due`]): the thread, if the process
+    /// has one of its own now; else `inline`, if its interval has passed.
+    #[cold]
+    #[inline(never)]
+    fn run_deferred(&self) {
+        let Some(&Job {
+            every_ms,
+            inline: Some(inline),
+            ..
+        }) = self.job.get()
+        else {
+            return;
+        };
+        if !single_threaded() {
+            self.restart();
+            return;
+        }
+        let now = os::coarse_ms();
+        let next = self.next_ms.load(Relaxed);
+        // Claimed before running: `inline` may allocate, and so come back
+        // here, and a signal handler may allocate meanwhile.
+        if now < next
+            || self
+                .next_ms
+                .compare_exchange(next, now + every_ms, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        inline();
+    }
+}
+
+/// Whether the process has no thread but the one that started it: glibc's
+/// `__libc_single_threaded` (Miri, which cannot read it, counts as
+/// multithreaded, as slabscope behaved before it asked).
+fn single_threaded() -> bool {
+    if cfg!(miri) {
+        return false;
+    }
+    unsafe extern "C" {
+        /// Nonzero until the process creates a thread (glibc 2.32,
+        /// `<sys/single_threaded.h>`), and again in a forked child.
+        static __libc_single_threaded: std::ffi::c_char;
+    }
+    // SAFETY: a byte glibc defines for every process and writes only when
+    // threads are created or the process forks; read as volatile, since
+    // glibc writes it behind the compiler's back.
+    unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
+}
+
+/// Called on every allocation slow path, with no slabscope lock held:
+/// runs the periodic work a single-threaded process defers (see the
+/// module docs). One load when nothing is deferred.
+#[inline]
+pub(crate) fn due() {
+    if STATS.deferred.load(Relaxed) {
+        STATS.run_deferred();
     }
 }
 

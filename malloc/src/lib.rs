@@ -36,6 +36,11 @@
 //!   allocator, or not the start of a block) and double frees print
 //!   `slabscope: free(0x...): ...` and abort, where glibc would usually
 //!   corrupt its heap first.
+//! - A single-threaded program stays single-threaded, as on glibc:
+//!   slabscope's statistics publisher waits for the program's own first
+//!   thread and runs from its allocations until then (see
+//!   `slabscope::background` in the allocator), so
+//!   `unshare(CLONE_NEWUSER)`, which needs one thread, still works.
 //!
 //! # The library's own allocations
 //!

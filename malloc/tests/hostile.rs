@@ -5,7 +5,8 @@
 //! `ENOMEM`), calloc of fresh pages without touching them, objects freed on
 //! another thread after their thread exited, `fork` with another thread
 //! allocating; and the frees that must abort with a message: another
-//! allocator's memory, a double free, an interior pointer.
+//! allocator's memory, a double free, an interior pointer. And a
+//! single-threaded program (`tests/c/single.c`) stays single-threaded.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
@@ -127,6 +128,36 @@ fn double_free_aborts_with_a_message() {
 #[test]
 fn free_of_an_interior_pointer_aborts_with_a_message() {
     assert_aborts("interior", "not the start of a block");
+}
+
+#[test]
+fn a_single_threaded_program_stays_single_threaded_and_can_unshare_its_user_namespace() {
+    let exe = common::compile("tests/c/single.c", "malloc_single", &[]);
+    let out = common::preloaded(&exe).output().expect("run single");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.lines().any(|l| l == "threads 1"),
+        "slabscope started a thread in a single-threaded program:\n{stdout}\n{stderr}"
+    );
+    // EINVAL is the kernel's answer to a multithreaded caller; EPERM or
+    // ENOSPC mean user namespaces are off here, which says nothing of
+    // slabscope.
+    let unshare = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("unshare "))
+        .unwrap_or_else(|| panic!("no unshare line:\n{stdout}"));
+    assert_ne!(
+        unshare, "Invalid argument",
+        "unshare(CLONE_NEWUSER) refused"
+    );
+    if unshare != "ok" {
+        eprintln!(
+            "SKIPPED the unshare(CLONE_NEWUSER) half of this test: the kernel refused it \
+             ({unshare}), as it does where user namespaces are off"
+        );
+    }
 }
 
 #[test]

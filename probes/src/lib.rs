@@ -316,7 +316,9 @@ pub const PROBES: [ProbeDef; 10] = [
         kind: ProbeKind::CacheStats,
         name: "cache_stats",
         fires: "for every cache, every stats interval (SLABSCOPE_STATS_INTERVAL_MS), from \
-                a background thread, so a late tracer learns every cache",
+                a background thread, so a late tracer learns every cache (in a \
+                single-threaded program, which slabscope keeps single-threaded, from its \
+                allocations' slow paths instead)",
         args: &[
             CACHE,
             NAME,

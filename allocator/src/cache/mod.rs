@@ -56,7 +56,7 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, TryLockError, Weak};
 
 use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN};
@@ -330,6 +330,17 @@ impl CacheInner {
     pub(crate) fn snapshot(&self) -> CacheSnapshot {
         let st = self.lock_state();
         self.snapshot_locked(&st)
+    }
+
+    /// [`Self::snapshot`], unless the cache's lock is held (perhaps by
+    /// this thread): `None` rather than wait.
+    pub(crate) fn try_snapshot(&self) -> Option<CacheSnapshot> {
+        let st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.snapshot_locked(&st))
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -806,6 +817,7 @@ impl Cache {
 /// [`Cache::alloc`] past the inline fast path.
 #[inline(never)]
 fn alloc_general(c: &CacheInner, kmflags: u32) -> Option<NonNull<u8>> {
+    crate::background::due();
     let obj = if c.slab_backed {
         sys_alloc(c, kmflags)?
     } else {

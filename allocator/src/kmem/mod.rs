@@ -302,7 +302,8 @@ fn build_locked(which: std::ops::Range<usize>) -> Option<&'static Cache> {
 /// the first cache, allocates) and released before the others' parent and
 /// child handlers; this module's ([`setup_after_first`]) is registered
 /// last, so [`FORKING`] is set before any of them runs and cleared after
-/// all. The statistics thread, which the first class starts, reports the
+/// all. The statistics publisher, which the first class starts (a thread,
+/// or deferred to the slow paths: see `crate::background`), reports the
 /// `kmem_alloc_large` row with the caches.
 fn setup_first() {
     registry::report_row(large_snapshot);

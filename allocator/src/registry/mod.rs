@@ -13,12 +13,12 @@
 mod fork;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheSnapshot, MAX_CPUS};
 
-use crate::background::{REAPER, STATS};
+use crate::background::{Job, REAPER, STATS};
 use crate::cache::{Cache, CacheBuilder, CacheInner};
 use crate::error::Error;
 use crate::tunables::{self, Tunables};
@@ -38,15 +38,46 @@ pub(crate) fn lock_registry() -> MutexGuard<'static, Vec<Arc<CacheInner>>> {
 /// Starts the periodic threads the tunables ask for that this process
 /// lacks (a forked child restarts them through `background::restart`).
 fn ensure_threads(t: &Tunables) {
-    REAPER.ensure(t.reap_interval_ms, || {
-        for c in registered() {
-            c.reap_now(true);
-        }
+    REAPER.ensure(Job {
+        every_ms: t.reap_interval_ms,
+        tick: || {
+            for c in registered() {
+                c.reap_now(true);
+            }
+        },
+        inline: None,
     });
     if slabscope_probes::ENABLED {
-        STATS.ensure(t.stats_interval_ms, || {
-            publish();
+        STATS.ensure(Job {
+            every_ms: t.stats_interval_ms,
+            tick: || {
+                publish();
+            },
+            inline: Some(fire_stats_now),
         });
+    }
+}
+
+/// Fires `cache_stats` for every cache whose lock is free at once, and for
+/// the extra row: [`publish`]'s probes without its report, and without
+/// waiting or allocating. A single-threaded process runs it from an
+/// allocation's slow path (see `crate::background`), where this thread may
+/// hold the registry's lock or a cache's; a cache it cannot lock now is
+/// published the next time.
+fn fire_stats_now() {
+    let list = match REGISTRY.try_lock() {
+        Ok(list) => list,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    for c in list.iter() {
+        if let Some(snap) = c.try_snapshot() {
+            slabscope_probes::fire::cache_stats(&snap);
+        }
+    }
+    drop(list);
+    if let Some(snap) = EXTRA_ROW.get().and_then(|row| row()) {
+        slabscope_probes::fire::cache_stats(&snap);
     }
 }
 

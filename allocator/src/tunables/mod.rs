@@ -30,7 +30,7 @@
 //! | `slab_huge_pages` | 1 | 1 = slabs of objects smaller than a page come from a reservation advised for transparent huge pages once their cache holds `slab_reserve_kb` of slabs; 0 = never (every reservation advised against them), for a machine where a huge page's first touch costs more than it saves (see `os::SlabPages`) |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
-//! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe thread; 0 = off |
+//! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe (a thread, or the slow paths of a single-threaded process); 0 = off |
 //! | `fault_grow_delay_ms` | 0 | each grow sleeps this long before mapping its slab |
 //! | `fault_slab_fail_permille` | 0 | this many grows in 1000 fail as if mmap failed |
 //!

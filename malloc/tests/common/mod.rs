@@ -36,8 +36,7 @@ pub fn compile(src: &str, name: &str, extra: &[&str]) -> PathBuf {
     exe
 }
 
-/// `program` with the library preloaded and slabscope's statistics thread
-/// quiet.
+/// `program` with the library preloaded (and no `LD_LIBRARY_PATH`).
 pub fn preloaded(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.env("LD_PRELOAD", lib()).env_remove("LD_LIBRARY_PATH");
