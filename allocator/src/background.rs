@@ -16,15 +16,15 @@
 //! single-threaded: `unshare(CLONE_NEWUSER)` fails with `EINVAL` in a
 //! process with a second thread, so `unshare -U`, and the sandboxes and
 //! container runtimes that start the same way, broke when preloaded. So
-//! while the process has no thread of its own (glibc's
-//! `__libc_single_threaded`, cleared by the first `pthread_create` and set
-//! again in a forked child), the publisher is deferred: every allocation
-//! slow path calls [`due`], which runs the registry's non-blocking
-//! publisher at most once per interval, and starts the thread as soon as
-//! the program has started one of its own. (A single-threaded program that
-//! stops allocating stops publishing: nothing in it changes meanwhile
-//! but what the frees put back.) The reaper, off unless asked for, is a
-//! thread as soon as it is asked for.
+//! while the process has never had a second thread (glibc's
+//! `__libc_single_threaded`, which the first `pthread_create` clears for
+//! good, in forked children too), the publisher is deferred: every
+//! allocation slow path calls [`due`], which runs the registry's
+//! non-blocking publisher at most once per interval, and starts the thread
+//! as soon as the program has started one of its own. (A single-threaded
+//! program that stops allocating stops publishing: nothing in it changes
+//! meanwhile but what the frees put back.) The reaper, off unless asked
+//! for, is a thread as soon as it is asked for.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -156,27 +156,29 @@ impl Periodic {
     }
 }
 
-/// Whether the process has no thread but the one that started it: glibc's
-/// `__libc_single_threaded` (Miri, which cannot read it, counts as
-/// multithreaded, as slabscope behaved before it asked).
+/// Whether the process has never had a thread but the one that started
+/// it: glibc's `__libc_single_threaded` (Miri, which cannot read it,
+/// counts as multithreaded, as slabscope behaved before it asked).
 fn single_threaded() -> bool {
     if cfg!(miri) {
         return false;
     }
     unsafe extern "C" {
-        /// Nonzero until the process creates a thread (glibc 2.32,
-        /// `<sys/single_threaded.h>`), and again in a forked child.
+        /// Nonzero until the process first creates a thread (glibc 2.32,
+        /// `<sys/single_threaded.h>`); a forked child inherits it.
         static __libc_single_threaded: std::ffi::c_char;
     }
     // SAFETY: a byte glibc defines for every process and writes only when
-    // threads are created or the process forks; read as volatile, since
-    // glibc writes it behind the compiler's back.
+    // it creates a thread; read as volatile, since glibc writes it behind
+    // the compiler's back.
     unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
 }
 
-/// Called on every allocation slow path, with no slabscope lock held:
-/// runs the periodic work a single-threaded process defers (see the
-/// module docs). One load when nothing is deferred.
+/// Called on every allocation slow path: runs the periodic work a
+/// single-threaded process defers (see the module docs). One load when
+/// nothing is deferred. The caller may hold a slabscope lock (under
+/// `SlabscopeAlloc`, slabscope's own code allocates from the classes): the
+/// deferred work only tries locks, never waits for one.
 #[inline]
 pub(crate) fn due() {
     if STATS.deferred.load(Relaxed) {
