@@ -89,6 +89,9 @@ impl Periodic {
         }
         let _ = self.job.set(job);
         if job.inline.is_some() && single_threaded() {
+            // The first turn one interval from now, as the thread's: a
+            // program that exits sooner never pays for one.
+            self.next_ms.store(os::coarse_ms() + every_ms, Relaxed);
             self.deferred.store(true, Relaxed);
             return;
         }
@@ -159,7 +162,7 @@ impl Periodic {
 /// Whether the process has never had a thread but the one that started
 /// it: glibc's `__libc_single_threaded` (Miri, which cannot read it,
 /// counts as multithreaded, as slabscope behaved before it asked).
-fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     if cfg!(miri) {
         return false;
     }

@@ -131,12 +131,16 @@ fn free_of_an_interior_pointer_aborts_with_a_message() {
 }
 
 #[test]
-fn a_single_threaded_program_stays_single_threaded_and_can_unshare_its_user_namespace() {
+fn a_single_threaded_program_stays_single_threaded_forks_and_can_unshare_its_user_namespace() {
     let exe = common::compile("tests/c/single.c", "malloc_single", &[]);
     let out = common::preloaded(&exe).output().expect("run single");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.lines().any(|l| l == "forks ok"),
+        "a child forked by a single-threaded program failed:\n{stdout}\n{stderr}"
+    );
     assert!(
         stdout.lines().any(|l| l == "threads 1"),
         "slabscope started a thread in a single-threaded program:\n{stdout}\n{stderr}"

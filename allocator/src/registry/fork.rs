@@ -26,10 +26,14 @@
 //! as in-use objects do. A restartable sequence cut off by the fork never
 //! committed, so it changed nothing.
 //!
+//! A process that has never had a second thread (glibc's
+//! `__libc_single_threaded`) has nobody to hold a lock or leave work in
+//! flight, and all three handlers do nothing there.
+//!
 //! As with glibc's malloc, a `fork` from a signal handler that interrupted
-//! slabscope code holding a lock would wait in prepare for that lock.
-//! Constructors and destructors run with no slabscope lock held, so they
-//! may fork.
+//! slabscope code holding a lock would wait in prepare for that lock (in a
+//! single-threaded process, the child would find it held). Constructors
+//! and destructors run with no slabscope lock held, so they may fork.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once};
@@ -134,6 +138,14 @@ thread_local! {
 }
 
 extern "C" fn prepare() {
+    // A process that never had a second thread has no thread that could
+    // hold a lock across the fork, nor grows or reaps in flight: nothing to
+    // take, and nothing written to the pages of every cache's locks, which
+    // parent and child would each copy after the fork (about 90 pages of a
+    // shell's, a third of what a fork-and-exec costs it).
+    if background::single_threaded() {
+        return;
+    }
     // HELD's first use on this thread registers its destructor, which glibc
     // records with calloc: under the malloc library that calloc is ours,
     // and with the caches' locks held below it could wait on one of them
