@@ -90,9 +90,9 @@ impl Periodic {
         let _ = self.job.set(job);
         if job.inline.is_some() && single_threaded() {
             // The first turn one interval from now, as the thread's: a
-            // program that exits sooner never pays for one.
-            self.next_ms.store(os::coarse_ms() + every_ms, Relaxed);
-            self.deferred.store(true, Relaxed);
+            // program that exits sooner never pays for one. (Every cache
+            // built calls this; only the first sets the time.)
+            self.defer(os::coarse_ms(), every_ms);
             return;
         }
         if self.started.swap(true, Relaxed) {
@@ -143,19 +143,29 @@ impl Periodic {
             self.restart();
             return;
         }
-        let now = os::coarse_ms();
+        if self.claim_turn(os::coarse_ms(), every_ms) {
+            inline();
+        }
+    }
+
+    /// Defers the thread, its first turn `every_ms` after `now`; only the
+    /// first call of a process sets the time (every cache built calls it).
+    fn defer(&self, now: u64, every_ms: u64) {
+        if !self.deferred.swap(true, Relaxed) {
+            self.next_ms.store(now + every_ms, Relaxed);
+        }
+    }
+
+    /// Whether a deferred turn is due at `now`; if so, it is claimed, and
+    /// the next is `every_ms` later. Claimed before it runs: the inline
+    /// work may allocate, and so come back here, as may a signal handler.
+    fn claim_turn(&self, now: u64, every_ms: u64) -> bool {
         let next = self.next_ms.load(Relaxed);
-        // Claimed before running: `inline` may allocate, and so come back
-        // here, and a signal handler may allocate meanwhile.
-        if now < next
-            || self
+        now >= next
+            && self
                 .next_ms
                 .compare_exchange(next, now + every_ms, Relaxed, Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        inline();
+                .is_ok()
     }
 }
 
@@ -216,4 +226,25 @@ pub(crate) fn restart() {
 pub(crate) fn forked() {
     REAPER.started.store(false, Relaxed);
     STATS.started.store(false, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferred_turn_comes_once_per_interval_from_the_first_cache() {
+        let p = Periodic::new("test", "a test", "nothing");
+        p.defer(10_000, 1000);
+        // Caches built later do not push the first turn back.
+        p.defer(10_500, 1000);
+        p.defer(10_999, 1000);
+        assert!(!p.claim_turn(10_999, 1000));
+        assert!(p.claim_turn(11_000, 1000));
+        assert!(!p.claim_turn(11_000, 1000), "claimed once");
+        assert!(!p.claim_turn(11_999, 1000));
+        assert!(p.claim_turn(12_500, 1000));
+        assert!(!p.claim_turn(13_499, 1000));
+        assert!(p.claim_turn(13_500, 1000));
+    }
 }
