@@ -28,7 +28,9 @@
 //!
 //! A process that has never had a second thread (glibc's
 //! `__libc_single_threaded`) has nobody to hold a lock or leave work in
-//! flight, and all three handlers do nothing there.
+//! flight, and all three handlers do nothing there. (Threads made with a
+//! raw `clone`, which glibc does not count, cannot use `malloc` safely on
+//! glibc either: they have no thread control block of their own.)
 //!
 //! As with glibc's malloc, a `fork` from a signal handler that interrupted
 //! slabscope code holding a lock would wait in prepare for that lock (in a
