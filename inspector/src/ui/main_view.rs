@@ -6,7 +6,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::Widget;
+use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use super::{events, footer, summary, table, title_bar};
 use crate::app::State;
@@ -37,12 +37,21 @@ pub fn render(state: &State, area: Rect, buf: &mut Buffer) {
     summary::render(state, summary_area, buf);
     if state.caches.is_empty() {
         let msg = if state.failed.is_some() || state.collector_gone {
-            " no cache was reported before the collector stopped"
+            "no cache was reported before the collector stopped"
         } else {
-            " no cache reported yet: caches appear when they fire a probe \
-             (every cache fires cache_stats each SLABSCOPE_STATS_INTERVAL_MS, default 1000 ms)"
+            "no cache reported yet: caches appear when they fire a probe. Every cache fires \
+             cache_stats each SLABSCOPE_STATS_INTERVAL_MS (default 1000 ms); a program that \
+             has never started a thread fires it only while it allocates."
         };
-        Line::from(msg).render(table_area, buf);
+        // One column in, as the table's rows are.
+        let area = Rect {
+            x: table_area.x + 1,
+            width: table_area.width.saturating_sub(1),
+            ..table_area
+        };
+        Paragraph::new(msg)
+            .wrap(Wrap { trim: true })
+            .render(area, buf);
     } else {
         table::render(state, table_area, buf);
     }
