@@ -9,6 +9,7 @@
 //!
 //! ```sh
 //! cargo run --release --example global_heap -- 20
+//! cargo run --release --example global_heap -- 20 main   # one thread
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -149,12 +150,40 @@ fn main() {
             std::process::exit(2)
         }),
     };
-    let threads: Vec<_> = (0..4)
-        .map(|t| std::thread::spawn(move || work(t, rounds)))
-        .collect();
+    // `global_heap ROUNDS main`: the four workers' work done one after the
+    // other on the main thread, so the process never has a second thread
+    // (slabscope then publishes its statistics from the allocations' slow
+    // paths), with a cache of slabscope's built and destroyed after each,
+    // whose registration allocates while it holds the registry's lock.
+    let on_main = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("main") => true,
+        Some(a) => {
+            eprintln!("global_heap: the second argument can only be `main`, got {a:?}");
+            std::process::exit(2)
+        }
+    };
+    let results: Vec<u64> = if on_main {
+        (0..4)
+            .map(|t| {
+                let x = work(t, rounds);
+                let c = slabscope::CacheBuilder::new(format!("global_heap_{t}"), 40)
+                    .build()
+                    .expect("a cache");
+                c.destroy().expect("an empty cache is destroyed");
+                x
+            })
+            .collect()
+    } else {
+        (0..4)
+            .map(|t| std::thread::spawn(move || work(t, rounds)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
+    };
     let mut d = Digest(0);
-    for (t, h) in threads.into_iter().enumerate() {
-        let x = h.join().expect("worker");
+    for (t, x) in results.into_iter().enumerate() {
         println!("thread {t}: {x:016x}");
         d.add(&x.to_le_bytes());
     }

@@ -230,7 +230,10 @@ fn depot_growth_never_waits_for_its_own_class() {
 
 /// `examples/global_heap.rs`, a program of maps, strings, vectors and
 /// trees on four threads, prints the same on slabscope's global allocator
-/// as on the system's, and its heap was on the size classes.
+/// as on the system's, and its heap was on the size classes; so does the
+/// same work on its main thread alone, where slabscope publishes its
+/// statistics from the slow paths (here at every one) and a cache is
+/// built and destroyed between the pieces of work.
 #[test]
 fn a_rust_program_prints_the_same_on_slabscope_and_on_the_system_allocator() {
     let mut exe = std::env::current_exe().expect("test binary path");
@@ -239,29 +242,49 @@ fn a_rust_program_prints_the_same_on_slabscope_and_on_the_system_allocator() {
         exe.pop();
     }
     let exe = exe.join("examples").join("global_heap");
-    let run = |system: bool| {
+    let run = |system: bool, on_main: bool| {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("3");
+        if on_main {
+            // One thread: statistics published from the slow paths, at
+            // every one of them.
+            cmd.arg("main").env("SLABSCOPE_STATS_INTERVAL_MS", "1");
+        }
         if system {
             cmd.env("SLABSCOPE_EXAMPLE_SYSTEM_ALLOC", "1");
         }
-        let out = cmd.output().unwrap_or_else(|e| {
-            panic!(
-                "starting {} ({e}): cargo test builds the examples unless --test narrows it; \
-                 add --examples",
-                exe.display()
-            )
-        });
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} ({e}): cargo test builds the examples unless --test narrows \
+                     it; add --examples",
+                    exe.display()
+                )
+            });
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        let Ok(out) = rx.recv_timeout(std::time::Duration::from_mins(2)) else {
+            // SAFETY: kill has no memory effects; pid is our child's.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("global_heap (system: {system}, on main: {on_main}) hung: a self-deadlock");
+        };
+        let out = out.expect("waiting for global_heap");
         assert!(out.status.success(), "{:?}", out.status);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (want, _) = run(true);
-    let (got, stderr) = run(false);
+    let (want, _) = run(true, false);
+    let (got, stderr) = run(false, false);
     assert!(want.contains("global_heap ok: 3 rounds"), "{want}");
     assert_eq!(got, want);
+    let (got_on_main, _) = run(false, true);
+    assert_eq!(got_on_main, want, "the same work on the main thread alone");
     let classes: usize = stderr
         .trim()
         .strip_prefix("kmem classes with slabs: ")
