@@ -124,3 +124,14 @@ pub(crate) fn spin_wait(spins: u32) {
         }
     }
 }
+
+/// The guard of a `try_lock` that got the lock, poisoned or not (as the
+/// blocking locks here ignore poisoning); `None` when another holder, or
+/// this thread, has it. Serves std's and loom's mutexes alike.
+pub(crate) fn try_locked<G>(r: std::sync::TryLockResult<G>) -> Option<G> {
+    match r {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}

@@ -56,7 +56,7 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, TryLockError, Weak};
+use std::sync::{Arc, Weak};
 
 use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheSnapshot, MAX_CPUS, NAME_LEN};
@@ -335,11 +335,7 @@ impl CacheInner {
     /// [`Self::snapshot`], unless the cache's lock is held (perhaps by
     /// this thread): `None` rather than wait.
     pub(crate) fn try_snapshot(&self) -> Option<CacheSnapshot> {
-        let st = match self.state.try_lock() {
-            Ok(st) => st,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
+        let st = sync::try_locked(self.state.try_lock())?;
         Some(self.snapshot_locked(&st))
     }
 

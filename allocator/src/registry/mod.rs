@@ -13,7 +13,7 @@
 mod fork;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use slabscope_probes::stats::CacheStats;
 use slabscope_probes::{CacheSnapshot, MAX_CPUS};
@@ -65,10 +65,8 @@ fn ensure_threads(t: &Tunables) {
 /// hold the registry's lock or a cache's; a cache it cannot lock now is
 /// published the next time.
 fn fire_stats_now() {
-    let list = match REGISTRY.try_lock() {
-        Ok(list) => list,
-        Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(TryLockError::WouldBlock) => return,
+    let Some(list) = crate::sync::try_locked(REGISTRY.try_lock()) else {
+        return;
     };
     for c in list.iter() {
         if let Some(snap) = c.try_snapshot() {
