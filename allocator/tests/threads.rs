@@ -235,21 +235,24 @@ fn stress(threads: usize, rounds: u64, flags: u64, hooks: bool, seed: u64) {
         "slabs exist, so the seam counts them mapped: {s:?}"
     );
     // The background reaper (every 5 ms here) unmaps a reclaimed slab
-    // after dropping the cache lock: compare between its passes, when no
+    // after dropping the cache lock, and moves objects from the magazines
+    // back to the slabs meanwhile: compare between its passes, when no
     // reap is running and none ran while the bytes were read.
-    let quiet = || {
-        let a = cache.stats();
-        let mapped = (os::mapped_bytes() - mapped_before) as u64;
-        let b = cache.stats();
-        let idle = (a.flags | b.flags) & KMC_REAPING == 0 && a.slab_total == b.slab_total;
-        idle.then_some((mapped, b))
+    let between_reaps = || {
+        let mut seen = None;
+        support::wait_until("a moment between two reaps", Duration::from_secs(5), || {
+            let a = cache.stats();
+            let mapped = (os::mapped_bytes() - mapped_before) as u64;
+            let b = cache.stats();
+            let idle = (a.flags | b.flags) & KMC_REAPING == 0
+                && (a.slab_total, a.obj_alloc, a.mag_objs)
+                    == (b.slab_total, b.obj_alloc, b.mag_objs);
+            seen = idle.then_some((mapped, b));
+            idle
+        });
+        seen.expect("wait_until returned")
     };
-    let mut seen = None;
-    support::wait_until("a moment between two reaps", Duration::from_secs(5), || {
-        seen = quiet();
-        seen.is_some()
-    });
-    let (mapped, s) = seen.expect("wait_until returned");
+    let (mapped, s) = between_reaps();
     assert_eq!(
         mapped,
         s.slab_total * s.slab_size,
@@ -266,18 +269,9 @@ fn stress(threads: usize, rounds: u64, flags: u64, hooks: bool, seed: u64) {
     }
     cache.validate().unwrap();
     // Every object is free now, so all of them sit in magazines or the
-    // depot, except while the background reaper moves some back to the
-    // slabs (KMC_REAPING: a CI run once read 1365 allocated against 1237
-    // in magazines then). Compare between its passes, as above.
-    let mut s = cache.stats();
-    support::wait_until("a moment between two reaps", Duration::from_secs(5), || {
-        let a = cache.stats();
-        let b = cache.stats();
-        let idle = (a.flags | b.flags) & KMC_REAPING == 0
-            && (a.obj_alloc, a.mag_objs) == (b.obj_alloc, b.mag_objs);
-        s = b;
-        idle
-    });
+    // depot, except while a reap moves some back to the slabs (a CI run
+    // once read 1365 allocated against 1237 in magazines then).
+    let (_, s) = between_reaps();
     assert_eq!(s.obj_alloc, s.mag_objs, "{s:?}");
     assert_eq!(s.obj_emergency, 0);
     assert_eq!(ctors.load(Ordering::Relaxed), dtors.load(Ordering::Relaxed));
