@@ -15,6 +15,12 @@ pub mod trace;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Section `## {title}` of a Markdown `text`: from its title to the next
+/// `## ` heading (its `### ` subsections included).
+pub fn markdown_section<'a>(text: &'a str, title: &str) -> Option<&'a str> {
+    text.split("\n## ").find(|s| s.starts_with(title))
+}
+
 /// The lines of the ```` ```sh ```` blocks of section `## {title}` of the
 /// README at the repository's root (`workspace_root`), exactly as printed.
 ///
@@ -24,9 +30,7 @@ pub fn readme_sh_lines(workspace_root: &Path, title: &str) -> Vec<String> {
     let path = workspace_root.join("README.md");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let section = text
-        .split("\n## ")
-        .find(|s| s.starts_with(title))
+    let section = markdown_section(&text, title)
         .unwrap_or_else(|| panic!("README has no '## {title}' section"));
     let mut lines = Vec::new();
     let mut in_block = false;

@@ -600,12 +600,9 @@ mod tests {
 
     #[test]
     fn the_readme_names_every_package_setup_installs() {
-        let readme = include_str!("../../README.md");
-        let start = readme
-            .find("## Two commands")
-            .expect("README has \"## Two commands\"");
-        let section = &readme[start..];
-        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        let section =
+            slabscope_testkit::markdown_section(include_str!("../../README.md"), "Two commands")
+                .expect("README has \"## Two commands\"");
         for p in APT_PACKAGES {
             assert!(
                 section.contains(&format!("`{}`", p.name)),
