@@ -5,11 +5,14 @@
 //! `ENOMEM`), calloc of fresh pages without touching them, objects freed on
 //! another thread after their thread exited, `fork` with another thread
 //! allocating; and the frees that must abort with a message: another
-//! allocator's memory, a double free, an interior pointer. And a
-//! single-threaded program (`tests/c/single.c`) stays single-threaded.
+//! allocator's memory, a double free, an interior pointer. All of it
+//! also under an address-space limit too low for the small classes'
+//! windows (`slabscope::os::window`), where their slabs come from the
+//! shared reservations instead. And a single-threaded program
+//! (`tests/c/single.c`) stays single-threaded.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::Output;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Output};
 
 mod common;
 
@@ -55,10 +58,43 @@ fn assert_all_ok(out: &Output) {
     }
 }
 
+/// An address-space limit (`RLIMIT_AS`) below the 5 GiB the windows of
+/// the small classes reserve at once, and far above what the programs
+/// use.
+const LOW_ADDRESS_SPACE: u64 = 2 << 30;
+
+/// Runs `cmd` with its address space limited to [`LOW_ADDRESS_SPACE`].
+fn with_low_address_space(cmd: &mut Command) -> &mut Command {
+    fn limit() -> std::io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: LOW_ADDRESS_SPACE,
+            rlim_max: LOW_ADDRESS_SPACE,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only setrlimit, which is async-signal-safe.
+    unsafe { cmd.pre_exec(limit) }
+}
+
 #[test]
 fn preloaded_every_hostile_place_works() {
     let exe = common::compile("tests/c/hostile.c", "malloc_hostile", &[]);
     let out = common::preloaded(&exe).output().expect("run hostile");
+    assert_all_ok(&out);
+}
+
+#[test]
+fn under_a_low_address_space_limit_every_hostile_place_works() {
+    let exe = common::compile("tests/c/hostile.c", "malloc_hostile_low_as", &[]);
+    let out = with_low_address_space(&mut common::preloaded(&exe))
+        .output()
+        .expect("run hostile");
     assert_all_ok(&out);
 }
 
@@ -84,17 +120,26 @@ fn linked_with_lslabscope_malloc_every_hostile_place_works() {
     assert_all_ok(&out);
 }
 
-/// The scenario aborted with SIGABRT, naming its pointer and `why`.
+/// The scenario aborted with SIGABRT, naming its pointer and `why`, with
+/// and without [`LOW_ADDRESS_SPACE`].
 fn assert_aborts(scenario: &str, why: &str) {
+    for low in [false, true] {
+        assert_aborts_once(scenario, why, low);
+    }
+}
+
+fn assert_aborts_once(scenario: &str, why: &str, low_address_space: bool) {
     let exe = common::compile(
         "tests/c/hostile.c",
         &format!("malloc_hostile_{scenario}"),
         &[],
     );
-    let out = common::preloaded(&exe)
-        .arg(scenario)
-        .output()
-        .expect("run hostile");
+    let mut cmd = common::preloaded(&exe);
+    cmd.arg(scenario);
+    if low_address_space {
+        with_low_address_space(&mut cmd);
+    }
+    let out = cmd.output().expect("run hostile");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ptr = stdout
@@ -105,7 +150,7 @@ fn assert_aborts(scenario: &str, why: &str) {
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGABRT),
-        "{scenario}: {:?}\n{stdout}\n{stderr}",
+        "{scenario} (low address space: {low_address_space}): {:?}\n{stdout}\n{stderr}",
         out.status
     );
     assert!(!stdout.contains("survived"));
@@ -128,6 +173,11 @@ fn double_free_aborts_with_a_message() {
 #[test]
 fn free_of_an_interior_pointer_aborts_with_a_message() {
     assert_aborts("interior", "not the start of a block");
+}
+
+#[test]
+fn free_of_an_interior_pointer_of_a_small_class_aborts_with_a_message() {
+    assert_aborts("interior_small", "not the start of a block");
 }
 
 #[test]

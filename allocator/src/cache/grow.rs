@@ -313,7 +313,8 @@ impl CacheInner {
                 reserve,
                 t.slab_huge_pages == 1,
             );
-            os::map_slab(len, reserve, pages)
+            let window = slab::class_of_tag(self.fp.tag).filter(|_| self.geo.headerless());
+            os::map_slab(len, reserve, pages, window)
         };
         let sks = base.map(|b| {
             // SAFETY: a fresh mapping of slab_size bytes, ours alone.

@@ -6,11 +6,15 @@
 //! cache struct between the call and the magazine.
 //!
 //! An object of a headerless class (16 to 64 bytes, see
-//! `crate::slab::headerless`) has no header: the page map says its page
-//! is a headerless slab of its class, its offset in the page says it
-//! starts an object there (a bit of a table of each class's object
-//! starts), and its free mark says it is not free already; every other
-//! block has a header, and is taken as follows.
+//! `crate::slab::headerless`) has no header: its address says its class
+//! (each headerless class carves its slabs from a window of address space
+//! of its own, `os::window`), the page map says its page is a live
+//! headerless slab of that class, its offset in the page says it starts
+//! an object there (a bit of a table of each class's object starts), and
+//! its free mark says it is not free already. Where a class's window is
+//! full or could not be reserved, its slabs lie elsewhere and the page
+//! map's byte gives the class. Every other block has a header, and is
+//! taken as follows.
 //!
 //! A free takes this path only when everything that makes it safe holds,
 //! each a compare: the pointer is 16-aligned (so its header does not
@@ -43,11 +47,11 @@
 //!
 //! With one block live, a `malloc` and `free` pair is bound by a chain of
 //! loads more than by its instructions: the free finds its magazine from
-//! the block's class (the header's tag, or the page map's byte for a
-//! headerless block), the class's descriptor (`base`), the current CPU's
-//! entry in that table and the magazine's count, which the next `malloc`
-//! reads again, and the CPU cannot hand that load the count just stored
-//! until it knows the store's address. The rseq area's offset is the same
+//! the block's class (the header's tag, or for a headerless block its
+//! window), the class's descriptor (`base`), the current CPU's entry in
+//! that table and the magazine's count, which the next `malloc` reads
+//! again, and the CPU cannot hand that load the count just stored until
+//! it knows the store's address. The rseq area's offset is the same
 //! for every class, so it is a static of its own ([`RSEQ_OFF`]): the CPU
 //! number's load does not wait for the descriptor's. The checks' loads
 //! are off that chain: the branches on them are predicted, so they cost
@@ -63,10 +67,13 @@
 //! bytes and 1000 blocks live, a `free` and `malloc` pair took 15.9 ns
 //! through the arms and 7.1 with the class as a value (mimalloc 4.1), and
 //! larson with one thread and those sizes 0.193 s against 0.110
-//! (tcmalloc 0.089). The wait is hidden by ten multiply-adds between the
-//! calls; a misprediction costs its flush whatever the work around it.
-//! So the class is a value on every path (bench/ANALYSIS.md, "Random
-//! sizes through `free`").
+//! (tcmalloc 0.089). So the class is a value on every path
+//! (bench/ANALYSIS.md, "Random sizes through `free`"), and for a
+//! headerless block that value is arithmetic on the pointer, its window:
+//! the page map's two loads are still made, but only a predicted branch
+//! waits for them, not the push's address (the 1-live row: 5.2 ns/op
+//! with the page map's byte as the class, 3.2 with the window;
+//! bench/ANALYSIS.md, "Windows for the small classes").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -74,7 +81,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use super::ladder;
 use crate::cache::Cache;
 use crate::magazine::rseq;
-use crate::os::ranges;
+use crate::os::{ranges, window};
 use crate::slab;
 
 /// Descriptor slots: a power of two above [`ladder::CLASSES`], so a
@@ -264,21 +271,47 @@ fn page_of(ptr: *mut u8) -> Option<(&'static ranges::Leaf, u8)> {
 /// not ours is detected, not dereferenced).
 #[inline(always)]
 unsafe fn class_of(ptr: *mut u8) -> Option<(usize, &'static Class)> {
-    let (leaf, b) = page_of(ptr)?;
-    let hl = ranges::headerless_class(b);
-    if hl < ladder::HEADERLESS {
-        // The word before the block lies on a headerless slab of class
-        // hl: the block is one of its objects if it starts one and
-        // carries no free mark (else this is a double free, for the
-        // general path).
-        // SAFETY: an object's start on a page slabscope mapped (checked).
-        if !hl_starts(hl, ptr as usize) || unsafe { slab::hl_is_free(ptr) } {
+    let w = window_class(ptr);
+    let hl = if w < ladder::HEADERLESS {
+        if !in_window_slab(w, ptr) {
             return None;
         }
-        return Some((hl, &CLASSES[hl]));
+        w
+    } else {
+        let (leaf, b) = page_of(ptr)?;
+        let hl = ranges::headerless_class(b);
+        if hl >= ladder::HEADERLESS {
+            // SAFETY: forwarded caller guarantee; leaf and b are ptr's
+            // (page_of).
+            return unsafe { headered_class(ptr, leaf, b) }.map(|(i, d, _)| (i, d));
+        }
+        hl
+    };
+    // The word before the block lies on a headerless slab of class hl:
+    // the block is one of its objects if it starts one and carries no
+    // free mark (else this is a double free, for the general path).
+    // SAFETY: an object's start on a page slabscope mapped (checked).
+    if !hl_starts(hl, ptr as usize) || unsafe { slab::hl_is_free(ptr) } {
+        return None;
     }
-    // SAFETY: forwarded caller guarantee; leaf and b are ptr's (page_of).
-    unsafe { headered_class(ptr, leaf, b) }.map(|(i, d, _)| (i, d))
+    Some((hl, &CLASSES[hl]))
+}
+
+/// The headerless class whose window holds the word before `ptr` (see
+/// `os::window`), when it is below [`ladder::HEADERLESS`]: arithmetic on
+/// the pointer, no load.
+#[inline(always)]
+fn window_class(ptr: *mut u8) -> usize {
+    window::of((ptr as usize).wrapping_sub(8))
+}
+
+/// Whether `ptr`, whose word before lies in class `w`'s window, is
+/// 16-aligned and that word's page a live headerless slab of class `w`
+/// (the page map's byte: a window's pages are not all slabs).
+#[inline(always)]
+fn in_window_slab(w: usize, ptr: *mut u8) -> bool {
+    let h = (ptr as usize).wrapping_sub(8);
+    (ptr as usize).is_multiple_of(16) && ranges::byte(h) == ranges::headerless_slab(w)
 }
 
 /// [`class_of`] for a block whose header's page has byte `b` (not a
@@ -360,6 +393,15 @@ pub enum FreeHit {
 /// afterwards.
 #[inline(always)]
 pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
+    let w = window_class(ptr);
+    if w < ladder::HEADERLESS {
+        if !in_window_slab(w, ptr) {
+            return FreeHit::Miss;
+        }
+        // SAFETY: ptr's word before lies on a headerless slab of class w
+        // (checked); forwarded caller guarantee.
+        return unsafe { hl_free(w, ptr) };
+    }
     let Some((leaf, b)) = page_of(ptr) else {
         return FreeHit::Miss;
     };
@@ -390,8 +432,9 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     unsafe { push(base, off, i, ptr) }
 }
 
-// The page map can name every headerless class.
+// The page map can name every headerless class, and each has a window.
 const _: () = assert!(ladder::HEADERLESS <= ranges::HEADERLESS_CLASSES);
+const _: () = assert!(ladder::HEADERLESS <= window::WINDOWS);
 
 /// [`free`] of `ptr`, whose word before lies on a headerless slab of
 /// class `i`: pushed if it starts an object there that carries no free
@@ -644,6 +687,14 @@ mod tests {
             i,
             "the page map names the slab's class"
         );
+        assert_eq!(window_class(p), i, "the slab lies in its class's window");
+        // The window's last page, never made writable this early: not
+        // taken, and not read (it would fault).
+        let last = (a & !((1 << 30) - 1)) + (1 << 30) - slab::HL_SLAB + HL_FIRST;
+        assert_eq!(window_class(last as *mut u8), i);
+        // SAFETY: detected by the page map, not read.
+        let took = unsafe { take(last as *mut u8) };
+        assert!(!took, "a window page not a slab");
         // SAFETY: p is a live object of a headerless slab.
         let marked = unsafe { slab::hl_is_free(p) };
         assert!(!marked, "an allocation clears the free mark");
@@ -676,6 +727,46 @@ mod tests {
         assert!(!marked, "an allocation clears the free mark");
         // SAFETY: q is ours, unused from now on.
         assert!(unsafe { take(q) });
+    }
+
+    /// Each headerless class carves its slabs from a window of its own,
+    /// so its blocks' class is their address's window; blocks of the
+    /// other classes lie in none.
+    #[test]
+    fn headerless_classes_live_in_their_windows() {
+        let sizes = [1, 16, 17, 32, 40, 48, 60, 64, 65, 100, 4000];
+        // While another test's thread builds the classes, allocations come
+        // from the internal allocator.
+        while sizes
+            .iter()
+            .any(|&n| super::super::class_cache(ladder::index(n)).is_none())
+        {
+            for n in sizes {
+                let p = super::super::alloc(n).expect("n bytes");
+                // SAFETY: p is ours, unused from now on.
+                unsafe { super::super::free(p.as_ptr()) };
+            }
+            std::thread::yield_now();
+        }
+        let blocks: Vec<(usize, *mut u8)> = sizes
+            .into_iter()
+            .map(|n| {
+                (
+                    ladder::index(n),
+                    super::super::alloc(n).expect("n bytes").as_ptr(),
+                )
+            })
+            .collect();
+        for &(i, p) in &blocks {
+            let w = window_class(p);
+            if i < ladder::HEADERLESS {
+                assert_eq!(w, i, "a block of class {i} in window {w}");
+            } else {
+                assert!(w >= window::WINDOWS, "a block of class {i} in window {w}");
+            }
+            // SAFETY: p is ours, unused from now on.
+            unsafe { super::super::free(p) };
+        }
     }
 
     /// The CPUs this process may run on, lowest first.

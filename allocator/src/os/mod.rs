@@ -380,17 +380,33 @@ impl SlabPages {
 /// process-wide reservations of `reserve` bytes (a power of two, the
 /// `slab_reserve_kb` tunable) when it is at most an eighth of that, the
 /// one for `pages`. Otherwise, or with `reserve` 0, a mapping of its own.
-/// See the `reserve` module. `None` when the OS refuses. Return it with
-/// [`unmap_pages`].
-pub fn map_slab(len: usize, reserve: usize, pages: SlabPages) -> Option<NonNull<u8>> {
+/// See the `reserve` module. A slab of headerless size class `window`
+/// comes from that class's window while it has room, whatever `reserve`
+/// is (see the `window` module). `None` when the OS refuses. Return it with [`unmap_pages`].
+pub fn map_slab(
+    len: usize,
+    reserve: usize,
+    pages: SlabPages,
+    window: Option<usize>,
+) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len.is_multiple_of(page_size()));
-    if cfg!(miri) || reserve == 0 || len > reserve / 8 {
+    if cfg!(miri) {
         return map_pages(len);
     }
-    let carved = reserve::CURRENT
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .carve(len, reserve, pages, &reserve::UNUSED);
+    let mut r = reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = window
+        && let Some(p) = r.windows.carve(i, len, reserve, pages == SlabPages::Huge)
+    {
+        r.count_unused(&reserve::UNUSED);
+        MAPPED.fetch_add(len, Ordering::SeqCst);
+        return Some(p);
+    }
+    if reserve == 0 || len > reserve / 8 {
+        drop(r);
+        return map_pages(len);
+    }
+    let carved = r.carve(len, reserve, pages, &reserve::UNUSED);
+    drop(r);
     // A new reservation may fail where a mapping of the slab's own size
     // would not.
     let p = carved.or_else(|| map_pages_raw(len));
@@ -402,8 +418,9 @@ pub fn map_slab(len: usize, reserve: usize, pages: SlabPages) -> Option<NonNull<
 
 /// Bytes mapped for slab reservations and not handed out: the unused
 /// tails of the three current reservations, less than one reservation
-/// each, kept for the next grow of any cache. Not part of
-/// [`mapped_bytes`].
+/// each, kept for the next grow of any cache, and the pages of the
+/// headerless classes' windows made writable and not in a slab (see the
+/// `window` module). Not part of [`mapped_bytes`].
 #[cfg(any(test, feature = "testing"))]
 pub fn reserved_bytes() -> usize {
     reserve::UNUSED.load(Ordering::Relaxed)
@@ -427,6 +444,8 @@ mod reserve;
 
 pub(crate) mod ranges;
 
+pub(crate) mod window;
+
 /// Returns a mapping to the OS.
 ///
 /// # Safety
@@ -445,6 +464,16 @@ pub unsafe fn unmap_pages(ptr: NonNull<u8>, len: usize) {
     }
     #[cfg(not(miri))]
     {
+        let addr = ptr.as_ptr() as usize;
+        if window::of(addr) < window::WINDOWS {
+            let mut r = reserve::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: a slab of ours in a window came from the window
+            // (map_slab), and nothing uses it afterwards (caller).
+            if unsafe { r.windows.release(addr, len) } {
+                r.count_unused(&reserve::UNUSED);
+                return;
+            }
+        }
         // SAFETY: the caller guarantees this is a whole live mapping of ours
         // (a slab carved from a reservation is a range munmap unmaps alone).
         unsafe { munmap_range(ptr.as_ptr(), len) };

@@ -98,6 +98,8 @@ pub(super) struct Reserves {
     huge: Reserve,
     dense: Reserve,
     sparse: Reserve,
+    /// The headerless classes' own address space (see [`super::window`]).
+    pub(super) windows: super::window::Windows,
 }
 
 /// The reservations every cache of the process carves its slabs from.
@@ -112,14 +114,24 @@ impl Reserves {
             huge: Reserve::new(),
             dense: Reserve::new(),
             sparse: Reserve::new(),
+            windows: super::window::Windows::new(),
         }
+    }
+
+    /// Sets `unused` to the three tails and the windows' pages not in a
+    /// slab.
+    pub(super) fn count_unused(&self, unused: &AtomicUsize) {
+        unused.store(
+            self.huge.tail() + self.dense.tail() + self.sparse.tail() + self.windows.unused(),
+            Ordering::Relaxed,
+        );
     }
 
     /// Carves a slab of `len` bytes (a multiple of the page size, at most
     /// `reserve / 8`) from the reservation for `pages`: only the one for
     /// [`SlabPages::Huge`] is advised for huge pages, the others against
-    /// them. `None` when the OS refuses a new reservation. `unused` is set
-    /// to the three tails.
+    /// them. `None` when the OS refuses a new reservation. `unused` is
+    /// counted anew ([`Reserves::count_unused`]).
     pub(super) fn carve(
         &mut self,
         len: usize,
@@ -133,10 +145,7 @@ impl Reserves {
             SlabPages::Sparse => (&mut self.sparse, false),
         };
         let p = r.carve(len, reserve, huge)?.0;
-        unused.store(
-            self.huge.tail() + self.dense.tail() + self.sparse.tail(),
-            Ordering::Relaxed,
-        );
+        self.count_unused(unused);
         Some(p)
     }
 }

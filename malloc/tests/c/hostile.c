@@ -297,6 +297,8 @@ int main(int argc, char **argv)
 			free(p);
 		} else if (strcmp(argv[1], "interior") == 0) {
 			p = (char *)malloc(500) + 32;
+		} else if (strcmp(argv[1], "interior_small") == 0) {
+			p = (char *)malloc(64) + 16;
 		}
 		printf("PTR=%p\n", p);
 		fflush(stdout);
