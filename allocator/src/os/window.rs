@@ -28,6 +28,14 @@
 //! is taken before any page never used. Where the reservation is refused
 //! (a low `RLIMIT_AS`), there are no windows and every class carves as
 //! before.
+//!
+//! A returned page is also advised against huge pages, a mapping of its
+//! own from then on, so that `khugepaged` cannot collapse its range into
+//! a huge page again and make the memory a reap returned resident (see
+//! [`Window::release`]; bench/ANALYSIS.md, "Windows for the small
+//! classes", measures both). Each window that huge pages back keeps one
+//! partly carved huge page for its class's next slabs, where the shared
+//! reservations keep one for all classes: up to 2 MiB more per class.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,7 +144,14 @@ impl Window {
 
     /// Returns the slab page at `addr` to the window: its memory to the OS
     /// (`MADV_DONTNEED`: it reads zero from now on), the page to the
-    /// stack, forgotten in the page map.
+    /// stack, forgotten in the page map. The page is also advised against
+    /// huge pages, which makes it a mapping of its own: otherwise, with
+    /// its 2 MiB still one mapping advised for huge pages, `khugepaged`
+    /// would in time collapse the range into a huge page again, resident
+    /// whole, and give back to the process the memory a reap returned
+    /// (where `max_ptes_none` is its default, 511, one page in use is
+    /// enough). The page keeps that advice when reused: it is a slab of
+    /// its own.
     ///
     /// # Safety
     /// `addr` is a page [`Window::carve`] handed out, which nothing uses
@@ -148,6 +163,10 @@ impl Window {
         // contents harms nothing.
         let rc = unsafe { libc::madvise(addr as *mut libc::c_void, SLAB, libc::MADV_DONTNEED) };
         debug_assert_eq!(rc, 0, "madvise(MADV_DONTNEED) of a window's page failed");
+        // Advice only, as in `commit`: where transparent huge pages are
+        // off there is nothing to collapse.
+        // SAFETY: madvise on a mapping of ours changes no memory contents.
+        unsafe { libc::madvise(addr as *mut libc::c_void, SLAB, libc::MADV_NOHUGEPAGE) };
         // SAFETY: fewer pages are free than the window has, the stack's
         // room (each free page was handed out once and returned once).
         unsafe {
@@ -356,6 +375,38 @@ mod tests {
         got.retain(|&p| p != a && p != b);
         // SAFETY: got[0] is untouched by the releases.
         assert_eq!(unsafe { *(got[0] as *const u8) }, 7);
+        super::super::ranges::note(start, pages * SLAB, false);
+        // SAFETY: the test's own mapping, unused now.
+        unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
+    }
+
+    /// A returned page leaves the huge-page advice of its range, so that
+    /// `khugepaged` cannot make the range resident again; its
+    /// neighbours keep it.
+    #[test]
+    fn a_returned_page_is_advised_against_huge_pages() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            eprintln!(
+                "SKIPPED a_returned_page_is_advised_against_huge_pages: this kernel has no \
+                 transparent huge pages, so madvise leaves no flag to check"
+            );
+            return;
+        }
+        let pages = 8;
+        let start = map_none(pages * SLAB, false).expect("address space");
+        let mut stack = vec![0u32; pages];
+        let mut w = Window::new(start, pages * SLAB, stack.as_mut_ptr() as usize);
+        let got: Vec<usize> = (0..3)
+            .map(|_| w.carve(pages * SLAB, true).expect("room"))
+            .collect();
+        let flags = |p: usize| super::super::vm_flags(p);
+        assert!(flags(got[1]).contains(" hg"), "{}", flags(got[1]));
+        // SAFETY: a page carved above, unused from now on.
+        unsafe { w.release(got[1]) };
+        let f = flags(got[1]);
+        assert!(f.contains(" nh") && !f.contains(" hg"), "{f}");
+        assert!(flags(got[0]).contains(" hg") && flags(got[2]).contains(" hg"));
+        assert_eq!(w.carve(pages * SLAB, true), Some(got[1]), "reused as it is");
         super::super::ranges::note(start, pages * SLAB, false);
         // SAFETY: the test's own mapping, unused now.
         unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
