@@ -29,11 +29,10 @@
 //! (a low `RLIMIT_AS`), there are no windows and every class carves as
 //! before.
 //!
-//! A returned page is also advised against huge pages, a mapping of its
-//! own from then on, so that `khugepaged` cannot collapse its range into
-//! a huge page again and make the memory a reap returned resident (see
-//! [`Window::release`]; bench/ANALYSIS.md, "Windows for the small
-//! classes", measures both). Each window that huge pages back keeps one
+//! A returned page advises its 2 MiB range against huge pages, so that
+//! `khugepaged` cannot collapse the range into a huge page again and make
+//! the memory a reap returned resident (see [`Window::release`];
+//! bench/ANALYSIS.md, "Windows for the small classes", measures both). Each window that huge pages back keeps one
 //! partly carved huge page for its class's next slabs, where the shared
 //! reservations keep one for all classes: up to 2 MiB more per class.
 
@@ -79,7 +78,15 @@ pub(super) struct Window {
     next: usize,
     stack: usize,
     free_len: usize,
+    /// One bit per 2 MiB range: advised against huge pages since a page
+    /// there was returned.
+    small_pages: [u64; RANGES.div_ceil(64)],
 }
+
+/// Bytes of a huge page, the ranges `khugepaged` collapses.
+const HUGE: usize = 2 << 20;
+/// 2 MiB ranges of a window.
+const RANGES: usize = WINDOW_BYTES / HUGE;
 
 impl Window {
     const fn empty() -> Self {
@@ -90,6 +97,7 @@ impl Window {
             next: 0,
             stack: 0,
             free_len: 0,
+            small_pages: [0; RANGES.div_ceil(64)],
         }
     }
 
@@ -144,14 +152,14 @@ impl Window {
 
     /// Returns the slab page at `addr` to the window: its memory to the OS
     /// (`MADV_DONTNEED`: it reads zero from now on), the page to the
-    /// stack, forgotten in the page map. The page is also advised against
-    /// huge pages, which makes it a mapping of its own: otherwise, with
-    /// its 2 MiB still one mapping advised for huge pages, `khugepaged`
-    /// would in time collapse the range into a huge page again, resident
-    /// whole, and give back to the process the memory a reap returned
-    /// (where `max_ptes_none` is its default, 511, one page in use is
-    /// enough). The page keeps that advice when reused: it is a slab of
-    /// its own.
+    /// stack, forgotten in the page map. The first page returned in a
+    /// 2 MiB range also advises the range against huge pages: otherwise,
+    /// still advised for them, `khugepaged` would in time collapse it into
+    /// a huge page again, resident whole, and give back to the process the
+    /// memory a reap returned (where `max_ptes_none` is its default, 511,
+    /// one page in use is enough). The range keeps that advice: its pages
+    /// come back one by one as slabs, and neighbouring ranges advised
+    /// alike are one mapping, so the windows' mappings stay few.
     ///
     /// # Safety
     /// `addr` is a page [`Window::carve`] handed out, which nothing uses
@@ -163,10 +171,26 @@ impl Window {
         // contents harms nothing.
         let rc = unsafe { libc::madvise(addr as *mut libc::c_void, SLAB, libc::MADV_DONTNEED) };
         debug_assert_eq!(rc, 0, "madvise(MADV_DONTNEED) of a window's page failed");
-        // Advice only, as in `commit`: where transparent huge pages are
-        // off there is nothing to collapse.
-        // SAFETY: madvise on a mapping of ours changes no memory contents.
-        unsafe { libc::madvise(addr as *mut libc::c_void, SLAB, libc::MADV_NOHUGEPAGE) };
+        let r = (addr - self.start) / HUGE;
+        if self.small_pages[r / 64] >> (r % 64) & 1 == 0 {
+            let len = HUGE.min(self.limit - r * HUGE);
+            // Advice, as in `commit`: where transparent huge pages are off
+            // there is nothing to collapse. Where the kernel refuses it
+            // (no mapping left to split it off, `vm.max_map_count`), the
+            // next page returned here tries again.
+            // SAFETY: madvise on a range of our window changes no memory
+            // contents.
+            let rc = unsafe {
+                libc::madvise(
+                    (self.start + r * HUGE) as *mut libc::c_void,
+                    len,
+                    libc::MADV_NOHUGEPAGE,
+                )
+            };
+            if rc == 0 {
+                self.small_pages[r / 64] |= 1 << (r % 64);
+            }
+        }
         // SAFETY: fewer pages are free than the window has, the stack's
         // room (each free page was handed out once and returned once).
         unsafe {
@@ -380,15 +404,14 @@ mod tests {
         unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
     }
 
-    /// A returned page leaves the huge-page advice of its range, so that
-    /// `khugepaged` cannot make the range resident again; its
-    /// neighbours keep it.
+    /// A returned page takes its 2 MiB range out of the huge-page advice,
+    /// so that `khugepaged` cannot make the range resident again.
     #[test]
-    fn a_returned_page_is_advised_against_huge_pages() {
+    fn a_returned_page_advises_its_range_against_huge_pages() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
             eprintln!(
-                "SKIPPED a_returned_page_is_advised_against_huge_pages: this kernel has no \
-                 transparent huge pages, so madvise leaves no flag to check"
+                "SKIPPED a_returned_page_advises_its_range_against_huge_pages: this kernel \
+                 has no transparent huge pages, so madvise leaves no flag to check"
             );
             return;
         }
@@ -403,9 +426,11 @@ mod tests {
         assert!(flags(got[1]).contains(" hg"), "{}", flags(got[1]));
         // SAFETY: a page carved above, unused from now on.
         unsafe { w.release(got[1]) };
-        let f = flags(got[1]);
-        assert!(f.contains(" nh") && !f.contains(" hg"), "{f}");
-        assert!(flags(got[0]).contains(" hg") && flags(got[2]).contains(" hg"));
+        for p in &got {
+            let f = flags(*p);
+            assert!(f.contains(" nh") && !f.contains(" hg"), "{f}");
+        }
+        assert_eq!(w.small_pages[0], 1, "the range is marked");
         assert_eq!(w.carve(pages * SLAB, true), Some(got[1]), "reused as it is");
         super::super::ranges::note(start, pages * SLAB, false);
         // SAFETY: the test's own mapping, unused now.
