@@ -4,7 +4,8 @@
 //! neighbours keep their contents, slabs too large to carve get mappings of
 //! their own, and `os::mapped_bytes()` counts exactly the slabs at every
 //! step (the unused tail, `os::reserved_bytes()`, stays below one
-//! reservation).
+//! reservation); a slab unmapped where the process cannot split another
+//! mapping (`vm.max_map_count`) still gives its memory back.
 
 use std::ptr::NonNull;
 
@@ -138,4 +139,92 @@ fn slabs_share_reservations_and_are_unmapped_one_by_one() {
     }
     assert_eq!(os::mapped_bytes(), base, "destroy left slab memory mapped");
     assert!(os::reserved_bytes() < RESERVE);
+}
+
+/// A process at `vm.max_map_count` cannot split a mapping, so unmapping a
+/// slab from the middle of a reservation fails there (`ENOMEM`); the
+/// slab's memory must go back all the same. In a child: three slabs
+/// carved in a row, the process's mappings raised to the limit, then the
+/// middle slab unmapped: it is no longer resident (`mincore`), and its
+/// neighbours keep their contents.
+#[test]
+fn a_slab_unmapped_at_the_mapping_limit_still_gives_its_memory_back() {
+    let out = slabscope_testkit::child::in_child(
+        "SLABSCOPE_SLAB_RESERVE_SCENARIO",
+        "a_slab_unmapped_at_the_mapping_limit_still_gives_its_memory_back",
+        at_the_mapping_limit,
+    );
+    assert!(
+        out.status.success(),
+        "{:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn at_the_mapping_limit() {
+    let page = os::page_size();
+    let slabs: Vec<NonNull<u8>> = (0..3)
+        .map(|_| os::map_slab(page, RESERVE, os::SlabPages::Dense, None).expect("a slab"))
+        .collect();
+    let at = |k: usize| slabs[k].as_ptr() as usize;
+    assert!(
+        at(1) == at(0) + page && at(2) == at(1) + page,
+        "carved in a row"
+    );
+    for (k, s) in slabs.iter().enumerate() {
+        // SAFETY: a fresh slab of one page, ours.
+        unsafe { s.as_ptr().write_bytes(k as u8 + 1, page) };
+    }
+    // Split one large mapping page by page (every other page made
+    // read-only) until the kernel refuses the next split.
+    let n = 70_000;
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
+    let big = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * n * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(big, libc::MAP_FAILED);
+    let mut limited = false;
+    for k in 0..n {
+        // SAFETY: a page of the mapping just made, unused.
+        let rc = unsafe {
+            libc::mprotect(
+                big.cast::<u8>().wrapping_add(2 * k * page).cast(),
+                page,
+                libc::PROT_READ,
+            )
+        };
+        if rc != 0 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "{n} splits did not reach vm.max_map_count");
+    let resident = |p: usize| {
+        let mut v = 0u8;
+        // SAFETY: mincore of one mapped page into one byte.
+        let rc = unsafe { libc::mincore(p as *mut libc::c_void, page, &mut v) };
+        assert_eq!(rc, 0, "mincore");
+        v & 1 == 1
+    };
+    assert!(resident(at(1)));
+    // SAFETY: the middle slab, mapped by map_slab and unused from now on.
+    unsafe { os::unmap_pages(slabs[1], page) };
+    assert!(!resident(at(1)), "the unmapped slab is still resident");
+    for k in [0, 2] {
+        // SAFETY: the outer slabs are still ours.
+        let s = unsafe { std::slice::from_raw_parts(slabs[k].as_ptr(), page) };
+        assert!(
+            s.iter().all(|&b| b == k as u8 + 1),
+            "slab {k} kept its contents"
+        );
+    }
 }

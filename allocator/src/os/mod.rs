@@ -327,13 +327,23 @@ pub(crate) unsafe fn mremap_anon(
 /// of one, forgotten in [`ranges`]. Not counted in [`mapped_bytes`]; never
 /// called under Miri.
 ///
+/// Unmapping a piece from the middle of a mapping splits it in two, which
+/// the kernel refuses (`ENOMEM`) to a process that holds as many mappings
+/// as `vm.max_map_count` allows (65,530 by default). The range then stays
+/// mapped, address space never used again, but its memory still goes
+/// back to the OS (`MADV_DONTNEED`), so that a reap returns what it
+/// counts as returned.
+///
 /// # Safety
 /// The range is mapped, ours, and nothing uses it afterwards.
 pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
     ranges::note(ptr as usize, len, false);
     // SAFETY: forwarded caller guarantee.
-    let rc = unsafe { libc::munmap(ptr.cast(), len) };
-    debug_assert_eq!(rc, 0, "munmap of {len} bytes at {ptr:p} failed");
+    if unsafe { libc::munmap(ptr.cast(), len) } != 0 {
+        // SAFETY: as above: the range is ours and unused.
+        let rc = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) };
+        debug_assert_eq!(rc, 0, "munmap and madvise of {len} bytes at {ptr:p} failed");
+    }
 }
 
 /// How a slab's pages will be used, which decides the reservation it is
