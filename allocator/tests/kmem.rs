@@ -531,3 +531,68 @@ fn kmem_takes_typed_and_raw_flags() {
         unsafe { kmem::kmem_free(p, 24) };
     }
 }
+
+/// Bytes of the process's large inaccessible mappings (256 MiB or more):
+/// the small classes' windows (`slab_windows`), 4 GiB less what their
+/// classes made writable, once a class has grown.
+fn window_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("reading /proc/self/maps")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (lo, hi) = f.next()?.split_once('-')?;
+            let len = usize::from_str_radix(hi, 16).ok()? - usize::from_str_radix(lo, 16).ok()?;
+            (f.next()? == "---p" && len >= 256 << 20).then_some(len)
+        })
+        .sum()
+}
+
+/// Allocates, checks and frees blocks of the small classes.
+fn small_blocks() {
+    let blocks: Vec<(usize, NonNull<u8>)> = (1..=64)
+        .map(|n| (n, kmem::kmem_alloc(n, KM_SLEEP).expect("KM_SLEEP")))
+        .collect();
+    for &(n, p) in &blocks {
+        fill(p, n, n as u8);
+    }
+    for (n, p) in blocks {
+        check(p, n, n as u8);
+        // SAFETY: p came from kmem_alloc(n), unused from now on.
+        unsafe { kmem::kmem_free(p, n) };
+    }
+}
+
+/// The `slab_windows` tunable, on (the default): the small classes'
+/// windows, 4 GiB of inaccessible address space, appear with their first
+/// slab.
+#[test]
+fn the_small_classes_get_windows_by_default() {
+    let out = in_child("the_small_classes_get_windows_by_default", || {
+        let before = window_bytes();
+        small_blocks();
+        let after = window_bytes();
+        assert!(
+            after >= before + (7 << 29),
+            "no windows after the small classes grew: {before} then {after} bytes"
+        );
+    });
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The `slab_windows` tunable, off: no windows, and the same blocks.
+#[test]
+fn slab_windows_0_reserves_no_windows() {
+    let out = in_child("slab_windows_0_reserves_no_windows", || {
+        use slabscope::tunables::{self, Tunables};
+        let before = window_bytes();
+        tunables::set(Tunables {
+            slab_windows: 0,
+            ..Tunables::default()
+        })
+        .expect("tunables before the first cache");
+        small_blocks();
+        assert_eq!(window_bytes(), before, "slab_windows = 0 reserved windows");
+    });
+    assert!(out.status.success(), "{out:?}");
+}

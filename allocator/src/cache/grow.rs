@@ -313,7 +313,10 @@ impl CacheInner {
                 reserve,
                 t.slab_huge_pages == 1,
             );
-            let window = slab::class_of_tag(self.fp.tag).filter(|_| self.geo.headerless());
+            // A headerless size class's slabs come from its window (see
+            // `os::window`).
+            let window = slab::class_of_tag(self.fp.tag)
+                .filter(|_| self.geo.headerless() && t.slab_windows == 1);
             os::map_slab(len, reserve, pages, window)
         };
         let sks = base.map(|b| {

@@ -28,6 +28,7 @@
 //! | `grow_in_context` | 1 | 1 = an allocation that must grow first tries to map the slab itself, without sleeping, and hands the grow to a worker only when that fails; 0 = every grow goes to a worker, as in the seed (see the `grow` module) |
 //! | `slab_reserve_kb` | 2048 | slabs of at most an eighth of this are carved from shared reservations of this many KiB, those of objects smaller than a page advised for transparent huge pages once their cache holds this much in slabs (see `os::map_slab`); 0 = every slab its own mapping, as SPL's `kv_alloc()`. 0 or a power of two from 64 to 1048576 |
 //! | `slab_huge_pages` | 1 | 1 = slabs of objects smaller than a page come from a reservation advised for transparent huge pages once their cache holds `slab_reserve_kb` of slabs; 0 = never (every reservation advised against them), for a machine where a huge page's first touch costs more than it saves (see `os::SlabPages`) |
+//! | `slab_windows` | 1 | 1 = the `kmem`/`malloc` size classes of 16 to 64 bytes carve their slabs from windows of address space of their own, 4 GiB reserved inaccessible (no memory), so `free` knows their class from the address (see `os::window`); 0 = no windows: those classes carve from the shared reservations, found through the page map |
 //! | `slab_reclaim_delay_ms` | 1000 | a full magazine's flush unmaps only the empty slabs idle this long (looking at most twice per delay); reaps unmap every empty slab. 0 = the seed's behaviour (unmap at once) |
 //! | `reap_interval_ms` | 0 | background reaper period; 0 = no reaper |
 //! | `stats_interval_ms` | 1000 | period of the `cache_stats` probe (a thread, or the slow paths of a single-threaded process); 0 = off |
@@ -86,6 +87,9 @@ pub struct Tunables {
     /// 1 = huge pages for the slabs of large caches of small objects,
     /// 0 = never.
     pub slab_huge_pages: u32,
+    /// 1 = the small size classes carve their slabs from windows of their
+    /// own, 0 = no windows.
+    pub slab_windows: u32,
     /// Empty slabs younger than this survive a magazine flush's reclaim.
     pub slab_reclaim_delay_ms: u64,
     /// Background reaper period, 0 = off.
@@ -114,6 +118,7 @@ impl Default for Tunables {
             grow_in_context: 1,
             slab_reserve_kb: 2048,
             slab_huge_pages: 1,
+            slab_windows: 1,
             slab_reclaim_delay_ms: 1000,
             reap_interval_ms: 0,
             stats_interval_ms: 1000,
@@ -124,7 +129,7 @@ impl Default for Tunables {
 }
 
 /// The tunable names, as fields and (uppercased, prefixed) as env variables.
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "magazine_size",
     "magazine_rseq",
     "depot_kb",
@@ -138,6 +143,7 @@ pub const NAMES: [&str; 18] = [
     "grow_in_context",
     "slab_reserve_kb",
     "slab_huge_pages",
+    "slab_windows",
     "slab_reclaim_delay_ms",
     "reap_interval_ms",
     "stats_interval_ms",
@@ -263,6 +269,13 @@ impl Tunables {
             "0 (never advise huge pages) or 1 (for large caches of small objects)",
         )?;
         check(
+            &label("slab_windows"),
+            self.slab_windows.into(),
+            0,
+            1,
+            "0 (no windows) or 1 (the small size classes in windows of their own)",
+        )?;
+        check(
             &label("slab_reclaim_delay_ms"),
             self.slab_reclaim_delay_ms,
             0,
@@ -315,6 +328,7 @@ impl Tunables {
             "grow_in_context" => FieldMut::U32(&mut self.grow_in_context),
             "slab_reserve_kb" => FieldMut::U32(&mut self.slab_reserve_kb),
             "slab_huge_pages" => FieldMut::U32(&mut self.slab_huge_pages),
+            "slab_windows" => FieldMut::U32(&mut self.slab_windows),
             "slab_reclaim_delay_ms" => FieldMut::U64(&mut self.slab_reclaim_delay_ms),
             "reap_interval_ms" => FieldMut::U64(&mut self.reap_interval_ms),
             "stats_interval_ms" => FieldMut::U64(&mut self.stats_interval_ms),
@@ -508,6 +522,7 @@ mod tests {
         assert_eq!(t.grow_in_context, 1);
         assert_eq!(t.slab_reserve_kb, 2048);
         assert_eq!(t.slab_huge_pages, 1);
+        assert_eq!(t.slab_windows, 1);
     }
 
     #[test]
@@ -621,6 +636,27 @@ mod tests {
         let mut t = Tunables::default();
         for n in NAMES {
             assert!(t.field_mut(n).is_some(), "{n}");
+        }
+    }
+
+    /// Every tunable has a row in this module's table, in the crate's
+    /// README and, with its variable, in the workspace README.
+    #[test]
+    fn every_tunable_is_documented() {
+        let docs = [
+            ("allocator/src/tunables/mod.rs", include_str!("mod.rs")),
+            ("allocator/README.md", include_str!("../../README.md")),
+            ("README.md", include_str!("../../../README.md")),
+        ];
+        for n in NAMES {
+            for (file, text) in docs {
+                assert!(
+                    text.contains(&format!("| `{n}` |")),
+                    "{file} has no row for {n}"
+                );
+            }
+            let var = format!("| `{}` |", env_var(n));
+            assert!(docs[2].1.contains(&var), "README.md does not name {var}");
         }
     }
 }
