@@ -75,13 +75,7 @@ fn a_class_is_built_at_its_first_allocation_named_by_size() {
             assert_eq!(kmem::built_classes().count(), ladder::CLASSES);
         },
     );
-    assert!(
-        out.status.success(),
-        "{:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child::assert_succeeded(&out);
 }
 
 #[test]
@@ -110,11 +104,7 @@ fn blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row()
     // Alone in a process of its own: other tests map large blocks too.
     let name = "blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row";
     let out = in_child(name, large_blocks);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child::assert_succeeded(&out);
 }
 
 fn large_blocks() {
@@ -577,7 +567,7 @@ fn the_small_classes_get_windows_by_default() {
             "no windows after the small classes grew: {before} then {after} bytes"
         );
     });
-    assert!(out.status.success(), "{out:?}");
+    child::assert_succeeded(&out);
 }
 
 /// The `slab_windows` tunable, off: no windows, and the same blocks.
@@ -594,5 +584,5 @@ fn slab_windows_0_reserves_no_windows() {
         small_blocks();
         assert_eq!(window_bytes(), before, "slab_windows = 0 reserved windows");
     });
-    assert!(out.status.success(), "{out:?}");
+    child::assert_succeeded(&out);
 }

@@ -154,13 +154,7 @@ fn a_slab_unmapped_at_the_mapping_limit_still_gives_its_memory_back() {
         "a_slab_unmapped_at_the_mapping_limit_still_gives_its_memory_back",
         at_the_mapping_limit,
     );
-    assert!(
-        out.status.success(),
-        "{:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    slabscope_testkit::child::assert_succeeded(&out);
 }
 
 fn at_the_mapping_limit() {

@@ -25,6 +25,20 @@ pub fn in_child(var: &str, test_name: &str, scenario: fn()) -> Output {
         .unwrap_or_else(|e| panic!("cannot re-run the test binary for {test_name}: {e}"))
 }
 
+/// Checks that the child exited successfully.
+///
+/// # Panics
+/// When it did not, with its status, stdout and stderr.
+pub fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "the child failed ({:?}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Checks that the child aborted (`SIGABRT`) after printing `PTR=<p>` on
 /// stdout; returns that pointer as printed and the child's stderr.
 ///
