@@ -12,6 +12,7 @@
 //! (`tests/c/single.c`) stays single-threaded.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
@@ -123,18 +124,18 @@ fn linked_with_lslabscope_malloc_every_hostile_place_works() {
 /// The scenario aborted with SIGABRT, naming its pointer and `why`, with
 /// and without [`LOW_ADDRESS_SPACE`].
 fn assert_aborts(scenario: &str, why: &str) {
-    for low in [false, true] {
-        assert_aborts_once(scenario, why, low);
-    }
-}
-
-fn assert_aborts_once(scenario: &str, why: &str, low_address_space: bool) {
     let exe = common::compile(
         "tests/c/hostile.c",
         &format!("malloc_hostile_{scenario}"),
         &[],
     );
-    let mut cmd = common::preloaded(&exe);
+    for low in [false, true] {
+        assert_aborts_once(&exe, scenario, why, low);
+    }
+}
+
+fn assert_aborts_once(exe: &Path, scenario: &str, why: &str, low_address_space: bool) {
+    let mut cmd = common::preloaded(exe);
     cmd.arg(scenario);
     if low_address_space {
         with_low_address_space(&mut cmd);
