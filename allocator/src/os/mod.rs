@@ -346,6 +346,48 @@ pub(crate) unsafe fn munmap_range(ptr: *mut u8, len: usize) {
     }
 }
 
+/// Keeps the `len` bytes aligned to `align` (a power of two) of the
+/// fresh mapping `[wide, wide + wide_len)`, at least `len + align` bytes
+/// long, and returns the rest with `unmap` (which forgets it in [`ranges`]
+/// when the mapping was noted there); returns the start of what is kept.
+///
+/// # Safety
+/// The mapping is ours and unused, and `unmap` may unmap any piece of it.
+unsafe fn trim_to_aligned(
+    wide: usize,
+    wide_len: usize,
+    len: usize,
+    align: usize,
+    unmap: unsafe fn(usize, usize),
+) -> usize {
+    let p = wide.next_multiple_of(align);
+    if p > wide {
+        // SAFETY: the piece before p belongs to the mapping and is not
+        // kept (caller).
+        unsafe { unmap(wide, p - wide) };
+    }
+    let (end, wide_end) = (p + len, wide + wide_len);
+    if wide_end > end {
+        // SAFETY: the piece after the part kept, likewise.
+        unsafe { unmap(end, wide_end - end) };
+    }
+    p
+}
+
+/// Advises `[addr, addr + len)`, a mapping of ours, for transparent huge
+/// pages when `huge`, against them otherwise; whether the kernel took the
+/// advice. Advice only: where transparent huge pages are off it fails,
+/// harmlessly.
+fn advise_huge_pages(addr: usize, len: usize, huge: bool) -> bool {
+    let advice = if huge {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: madvise on a mapping of ours changes no memory contents.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) == 0 }
+}
+
 /// How a slab's pages will be used, which decides the reservation it is
 /// carved from and whether huge pages back it (see the `reserve` module).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

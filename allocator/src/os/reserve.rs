@@ -194,27 +194,10 @@ fn map_reservation(len: usize, huge: bool) -> Option<usize> {
     if !p.is_multiple_of(len) {
         // SAFETY: p is the mapping just made, unused.
         unsafe { unmap(p, len) };
-        let wide = map(2 * len)?;
-        p = wide.next_multiple_of(len);
-        if p > wide {
-            // SAFETY: the piece before p belongs to the mapping just made
-            // and is not part of the reservation.
-            unsafe { unmap(wide, p - wide) };
-        }
-        let (end, wide_end) = (p + len, wide + 2 * len);
-        if wide_end > end {
-            // SAFETY: the piece after the reservation, likewise.
-            unsafe { unmap(end, wide_end - end) };
-        }
+        // SAFETY: a fresh mapping of 2 len bytes, ours and unused.
+        p = unsafe { super::trim_to_aligned(map(2 * len)?, 2 * len, len, len, unmap) };
     }
-    let advice = if huge {
-        libc::MADV_HUGEPAGE
-    } else {
-        libc::MADV_NOHUGEPAGE
-    };
-    // Advice only: where transparent huge pages are off it fails, harmlessly.
-    // SAFETY: madvise on a mapping of ours changes no memory contents.
-    unsafe { libc::madvise(p as *mut libc::c_void, len, advice) };
+    super::advise_huge_pages(p, len, huge);
     Some(p)
 }
 

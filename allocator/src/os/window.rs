@@ -174,20 +174,11 @@ impl Window {
         let r = (addr - self.start) / HUGE;
         if self.small_pages[r / 64] >> (r % 64) & 1 == 0 {
             let len = HUGE.min(self.limit - r * HUGE);
-            // Advice, as in `commit`: where transparent huge pages are off
-            // there is nothing to collapse. Where the kernel refuses it
-            // (no mapping left to split it off, `vm.max_map_count`), the
-            // next page returned here tries again.
-            // SAFETY: madvise on a range of our window changes no memory
-            // contents.
-            let rc = unsafe {
-                libc::madvise(
-                    (self.start + r * HUGE) as *mut libc::c_void,
-                    len,
-                    libc::MADV_NOHUGEPAGE,
-                )
-            };
-            if rc == 0 {
+            // As in `commit`: where transparent huge pages are off there is
+            // nothing to collapse. Where the kernel refuses the advice (no
+            // mapping left to split it off, `vm.max_map_count`), the next
+            // page returned here tries again.
+            if super::advise_huge_pages(self.start + r * HUGE, len, false) {
                 self.small_pages[r / 64] |= 1 << (r % 64);
             }
         }
@@ -257,7 +248,7 @@ impl Windows {
     /// `[addr, addr + len)` is a slab of [`Windows::carve`] when `addr`
     /// lies in a window, and nothing uses it afterwards.
     pub(super) unsafe fn release(&mut self, addr: usize, len: usize) -> bool {
-        let Some(w) = self.w.iter_mut().find(|w| w.contains(addr)) else {
+        let Some(w) = self.w.get_mut(of(addr)) else {
             return false;
         };
         debug_assert_eq!(len, SLAB);
@@ -281,19 +272,14 @@ impl Windows {
         };
         let Some(p) = map_none((WINDOWS + 1) * WINDOW_BYTES, false) else {
             // SAFETY: the stacks were mapped just above, unused.
-            unsafe { libc::munmap(stacks as *mut libc::c_void, WINDOWS * stack_bytes) };
+            unsafe { unmap_raw(stacks, WINDOWS * stack_bytes) };
             return;
         };
-        let start = p.next_multiple_of(WINDOW_BYTES);
-        let end = start + WINDOWS * WINDOW_BYTES;
-        if start > p {
-            // SAFETY: the piece before the windows belongs to the mapping
-            // just made and is not part of them.
-            unsafe { libc::munmap(p as *mut libc::c_void, start - p) };
-        }
-        // SAFETY: the piece after them, likewise (at least one byte: the
-        // mapping is a GiB longer than the windows).
-        unsafe { libc::munmap(end as *mut libc::c_void, p + WINDOW_BYTES - start) };
+        let len = (WINDOWS + 1) * WINDOW_BYTES;
+        // SAFETY: the mapping just made, ours and unused.
+        let start = unsafe {
+            super::trim_to_aligned(p, len, WINDOWS * WINDOW_BYTES, WINDOW_BYTES, unmap_raw)
+        };
         for (i, w) in self.w.iter_mut().enumerate() {
             *w = Window::new(
                 start + i * WINDOW_BYTES,
@@ -329,10 +315,20 @@ fn map_none(len: usize, writable: bool) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+/// `munmap` of a piece of a mapping [`map_none`] made (never noted in the
+/// page map).
+///
+/// # Safety
+/// The range is ours and unused.
+unsafe fn unmap_raw(addr: usize, len: usize) {
+    // SAFETY: forwarded caller guarantee.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
 /// Makes `[addr, addr + len)`, in a window and inaccessible, readable and
 /// writable, zero filled, advised for transparent huge pages when `huge`
-/// and against them otherwise (as `super::reserve` advises its
-/// reservations). `None`, nothing changed, when the OS refuses.
+/// and against them otherwise ([`super::advise_huge_pages`], as
+/// `super::reserve` advises its reservations). `None`, nothing changed, when the OS refuses.
 fn commit(addr: usize, len: usize, huge: bool) -> Option<()> {
     // SAFETY: the range lies in a window reserved by us and never handed
     // out: replacing its mapping touches nothing anyone uses.
@@ -346,14 +342,7 @@ fn commit(addr: usize, len: usize, huge: bool) -> Option<()> {
     if p != 0 {
         return None;
     }
-    let advice = if huge {
-        libc::MADV_HUGEPAGE
-    } else {
-        libc::MADV_NOHUGEPAGE
-    };
-    // Advice only: where transparent huge pages are off it fails, harmlessly.
-    // SAFETY: madvise on a mapping of ours changes no memory contents.
-    unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) };
+    super::advise_huge_pages(addr, len, huge);
     Some(())
 }
 
@@ -361,12 +350,43 @@ fn commit(addr: usize, len: usize, huge: bool) -> Option<()> {
 mod tests {
     use super::*;
 
+    /// A window of `pages` pages over address space of the test's own,
+    /// returned (and forgotten in the page map) when dropped.
+    struct Scratch {
+        w: Window,
+        start: usize,
+        len: usize,
+        _stack: Vec<u32>,
+    }
+
+    impl Scratch {
+        fn new(pages: usize) -> Self {
+            let len = pages * SLAB;
+            let start = map_none(len, false).expect("address space");
+            let mut stack = vec![0u32; pages];
+            let w = Window::new(start, len, stack.as_mut_ptr() as usize);
+            Scratch {
+                w,
+                start,
+                len,
+                _stack: stack,
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            super::super::ranges::note(self.start, self.len, false);
+            // SAFETY: the test's own mapping, unused now.
+            unsafe { unmap_raw(self.start, self.len) };
+        }
+    }
+
     #[test]
     fn a_window_reuses_returned_pages_zeroed_and_refuses_when_full() {
         let (pages, reserve) = (12, 4 * SLAB);
-        let start = map_none(pages * SLAB, false).expect("address space");
-        let mut stack = vec![0u32; pages];
-        let mut w = Window::new(start, pages * SLAB, stack.as_mut_ptr() as usize);
+        let mut scratch = Scratch::new(pages);
+        let (start, w) = (scratch.start, &mut scratch.w);
         let mut got: Vec<usize> = (0..pages)
             .map(|_| w.carve(reserve, false).expect("room"))
             .collect();
@@ -399,9 +419,6 @@ mod tests {
         got.retain(|&p| p != a && p != b);
         // SAFETY: got[0] is untouched by the releases.
         assert_eq!(unsafe { *(got[0] as *const u8) }, 7);
-        super::super::ranges::note(start, pages * SLAB, false);
-        // SAFETY: the test's own mapping, unused now.
-        unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
     }
 
     /// A returned page takes its 2 MiB range out of the huge-page advice,
@@ -416,9 +433,8 @@ mod tests {
             return;
         }
         let pages = 8;
-        let start = map_none(pages * SLAB, false).expect("address space");
-        let mut stack = vec![0u32; pages];
-        let mut w = Window::new(start, pages * SLAB, stack.as_mut_ptr() as usize);
+        let mut scratch = Scratch::new(pages);
+        let w = &mut scratch.w;
         let got: Vec<usize> = (0..3)
             .map(|_| w.carve(pages * SLAB, true).expect("room"))
             .collect();
@@ -432,17 +448,13 @@ mod tests {
         }
         assert_eq!(w.small_pages[0], 1, "the range is marked");
         assert_eq!(w.carve(pages * SLAB, true), Some(got[1]), "reused as it is");
-        super::super::ranges::note(start, pages * SLAB, false);
-        // SAFETY: the test's own mapping, unused now.
-        unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
     }
 
     #[test]
     fn a_window_commits_a_reservation_at_a_time() {
         let (pages, reserve) = (10, 4 * SLAB);
-        let start = map_none(pages * SLAB, false).expect("address space");
-        let mut stack = vec![0u32; pages];
-        let mut w = Window::new(start, pages * SLAB, stack.as_mut_ptr() as usize);
+        let mut scratch = Scratch::new(pages);
+        let w = &mut scratch.w;
         w.carve(reserve, false).expect("room");
         assert_eq!((w.committed, w.unused()), (reserve, reserve - SLAB));
         for _ in 1..4 {
@@ -459,8 +471,5 @@ mod tests {
             pages * SLAB,
             "the last commit is the window's rest"
         );
-        super::super::ranges::note(start, pages * SLAB, false);
-        // SAFETY: the test's own mapping, unused now.
-        unsafe { libc::munmap(start as *mut libc::c_void, pages * SLAB) };
     }
 }
