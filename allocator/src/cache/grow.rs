@@ -299,6 +299,7 @@ impl CacheInner {
     /// result: 0 or `-ENOMEM`.
     fn grow_slab(&self) -> (MutexGuard<'_, SlabState>, i64) {
         let len = self.geo.slab_size as usize;
+        let class = slab::class_of_tag(self.fp.tag);
         let base = if os::fault_roll(tunables::fault::slab_fail_permille()) {
             None
         } else {
@@ -315,8 +316,7 @@ impl CacheInner {
             );
             // A headerless size class's slabs come from its window (see
             // `os::window`).
-            let window = slab::class_of_tag(self.fp.tag)
-                .filter(|_| self.geo.headerless() && t.slab_windows == 1);
+            let window = class.filter(|_| self.geo.headerless() && t.slab_windows == 1);
             os::map_slab(len, reserve, pages, window)
         };
         let sks = base.map(|b| {
@@ -324,7 +324,7 @@ impl CacheInner {
             let s = unsafe { slab::init_slab(b, &self.geo, self.id()) };
             // A size class's slab is marked in the page map before any of
             // its objects is handed out, for `kmem`'s inline free.
-            if let Some(i) = slab::class_of_tag(self.fp.tag) {
+            if let Some(i) = class {
                 os::ranges::mark_class_slab(b.as_ptr() as usize, i, self.geo.headerless());
             }
             (b, s)
