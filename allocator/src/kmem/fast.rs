@@ -310,8 +310,7 @@ fn window_class(ptr: *mut u8) -> usize {
 /// (the page map's byte: a window's pages are not all slabs).
 #[inline(always)]
 fn in_window_slab(w: usize, ptr: *mut u8) -> bool {
-    let h = (ptr as usize).wrapping_sub(8);
-    (ptr as usize).is_multiple_of(16) && ranges::byte(h) == ranges::headerless_slab(w)
+    page_of(ptr).is_some_and(|(_, b)| b == ranges::headerless_slab(w))
 }
 
 /// [`class_of`] for a block whose header's page has byte `b` (not a
