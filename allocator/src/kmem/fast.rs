@@ -431,9 +431,10 @@ pub(super) unsafe fn free(ptr: *mut u8) -> FreeHit {
     unsafe { push(base, off, i, ptr) }
 }
 
-// The page map can name every headerless class, and each has a window.
+// The page map can name every headerless class, and each has a window
+// whose slabs are headerless slabs.
 const _: () = assert!(ladder::HEADERLESS <= ranges::HEADERLESS_CLASSES);
-const _: () = assert!(ladder::HEADERLESS <= window::WINDOWS);
+const _: () = assert!(ladder::HEADERLESS <= window::WINDOWS && window::SLAB == slab::HL_SLAB);
 
 /// [`free`] of `ptr`, whose word before lies on a headerless slab of
 /// class `i`: pushed if it starts an object there that carries no free
