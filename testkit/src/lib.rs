@@ -6,8 +6,8 @@
 //!   must abort (an abort cannot be caught in-process);
 //! - [`trace`]: root checks that skip loudly, tracers (`sh -c` around
 //!   bpftrace) attached to a target, and a child killed when the test ends;
-//! - [`readme_sh_lines`], [`cdylib`] and [`cdylib_dir`]: what the README
-//!   prints, and a crate's shared library built for the tests.
+//! - [`readme_sh_lines`] and [`cdylib`]: what the README prints, and a
+//!   crate's shared library built for the tests.
 
 pub mod child;
 pub mod trace;
@@ -44,27 +44,6 @@ pub fn readme_sh_lines(workspace_root: &Path, title: &str) -> Vec<String> {
     lines
 }
 
-/// The directory holding the shared library `file` that cargo built for
-/// this test run: the test executable's `deps/` or the profile directory
-/// above it.
-///
-/// # Panics
-/// When neither holds it, saying to build `package`.
-pub fn cdylib_dir(file: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps directory").to_path_buf();
-    let profile = deps.parent().expect("profile directory").to_path_buf();
-    for dir in [deps, profile] {
-        if dir.join(file).exists() {
-            return dir;
-        }
-    }
-    panic!(
-        "{file} not found next to {}: build it with `cargo build -p {package}`",
-        exe.display()
-    );
-}
-
 /// The profile directory of the running test binary (`target/<profile>`).
 ///
 /// # Panics
@@ -83,8 +62,9 @@ pub fn profile_dir() -> PathBuf {
 ///
 /// A crate's integration tests get its rlib, not its cdylib, and a crate
 /// without an rlib (`slabscope-capi`, whose rlib would collide with the
-/// allocator's) gets no library built at all; tests of other crates never
-/// get one. So it is built here by cargo, in a target directory of its own
+/// allocator's, and `slabscope-malloc`, whose cdylib an rlib would keep
+/// from link-time optimization) gets no library built at all; tests of
+/// other crates never get one. So it is built here by cargo, in a target directory of its own
 /// beside the test's (`target/collector-workload`, shared by every test
 /// that asks), where the build is a no-op once it is fresh.
 ///
