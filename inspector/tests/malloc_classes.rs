@@ -8,7 +8,6 @@ mod collector_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 
 use collector_support::{cdylib, root_or_skip};
 
@@ -17,9 +16,7 @@ const SLABSCOPE: &str = env!("CARGO_BIN_EXE_slabscope");
 /// `libslabscope_malloc.so` with probes on, built if needed in the
 /// collector's separate target directory (see `shared_library`).
 fn malloc_library() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| cdylib("slabscope-malloc", "libslabscope_malloc.so"))
-        .clone()
+    cdylib("slabscope-malloc", "libslabscope_malloc.so")
 }
 
 /// Kills the program when the test ends, passing or not.

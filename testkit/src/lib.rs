@@ -12,8 +12,10 @@
 pub mod child;
 pub mod trace;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 /// Section `## {title}` of a Markdown `text`: from its title to the next
 /// `## ` heading (its `### ` subsections included).
@@ -64,13 +66,27 @@ pub fn profile_dir() -> PathBuf {
 /// without an rlib (`slabscope-capi`, whose rlib would collide with the
 /// allocator's, and `slabscope-malloc`, whose cdylib an rlib would keep
 /// from link-time optimization) gets no library built at all; tests of
-/// other crates never get one. So it is built here by cargo, in a target directory of its own
-/// beside the test's (`target/collector-workload`, shared by every test
-/// that asks), where the build is a no-op once it is fresh.
+/// other crates never get one. So it is built here by cargo, in a target
+/// directory of its own beside the test's (`target/collector-workload`,
+/// shared by every test that asks), where the build is a no-op once it is
+/// fresh. Cargo runs once per library and test process; later calls
+/// return the path it gave.
 ///
 /// # Panics
 /// When cargo cannot build it.
 pub fn cdylib(package: &str, file: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, String), PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held across the build: a second thread asking for the same library
+    // waits for it rather than running cargo again.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry((package.to_owned(), file.to_owned()))
+        .or_insert_with(|| build_cdylib(package, file))
+        .clone()
+}
+
+/// [`cdylib`]'s build.
+fn build_cdylib(package: &str, file: &str) -> PathBuf {
     let profile = profile_dir();
     let release = profile.file_name().is_some_and(|n| n == "release");
     let target_dir = profile

@@ -2,17 +2,12 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// The directory holding the `libslabscope.so` built for this test run
 /// (this crate has no rlib, so cargo builds no library for its tests).
 pub fn lib_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let lib = slabscope_testkit::cdylib("slabscope-capi", "libslabscope.so");
-        lib.parent().expect("the library's directory").to_path_buf()
-    })
-    .clone()
+    let lib = slabscope_testkit::cdylib("slabscope-capi", "libslabscope.so");
+    lib.parent().expect("the library's directory").to_path_buf()
 }
 
 /// The functions of `libslabscope.so` the tests call from Rust, resolved

@@ -68,9 +68,7 @@ pub fn workload() -> PathBuf {
 /// building it if needed; in the workload's target directory, for the same
 /// reason as [`workload`].
 pub fn shared_library() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| cdylib("slabscope-capi", "libslabscope.so"))
-        .clone()
+    cdylib("slabscope-capi", "libslabscope.so")
 }
 
 /// Builds package `package`'s shared library `file` for the tests.

@@ -4,17 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 /// The directory of the `libslabscope_malloc.so` built for this test run
 /// (the crate has no rlib, so cargo builds no library for its tests).
 pub fn lib_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let lib = slabscope_testkit::cdylib("slabscope-malloc", "libslabscope_malloc.so");
-        lib.parent().expect("the library's directory").to_path_buf()
-    })
-    .clone()
+    let lib = slabscope_testkit::cdylib("slabscope-malloc", "libslabscope_malloc.so");
+    lib.parent().expect("the library's directory").to_path_buf()
 }
 
 /// The library to preload.
