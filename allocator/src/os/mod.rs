@@ -269,27 +269,32 @@ fn map_pages_raw(len: usize) -> Option<NonNull<u8>> {
 /// address of the kernel's choosing (page aligned, zero filled), noted in
 /// [`ranges`]. Not counted in [`mapped_bytes`]; never called under Miri.
 pub(crate) fn mmap_anon(len: usize) -> Option<NonNull<u8>> {
+    let p = mmap_fresh(len, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+    if !ranges::note(p, len, true) {
+        // SAFETY: p is the mapping just made, unused.
+        unsafe { libc::munmap(p as *mut libc::c_void, len) };
+        return None;
+    }
+    NonNull::new(p as *mut u8)
+}
+
+/// `len` bytes of fresh anonymous private address space with protection
+/// `prot` and `MAP_PRIVATE | MAP_ANONYMOUS | flags`, at an address of the
+/// kernel's choosing; not noted in [`ranges`].
+fn mmap_fresh(len: usize, prot: libc::c_int, flags: libc::c_int) -> Option<usize> {
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing touches no existing memory.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
     };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    if !ranges::note(p as usize, len, true) {
-        // SAFETY: p is the mapping just made, unused.
-        unsafe { libc::munmap(p, len) };
-        return None;
-    }
-    NonNull::new(p.cast())
+    (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
 /// Moves or resizes a whole mapping of [`mmap_anon`] to `new_len` bytes
@@ -434,7 +439,8 @@ impl SlabPages {
 /// one for `pages`. Otherwise, or with `reserve` 0, a mapping of its own.
 /// See the `reserve` module. A slab of headerless size class `window`
 /// comes from that class's window while it has room, whatever `reserve`
-/// is (see the `window` module). `None` when the OS refuses. Return it with [`unmap_pages`].
+/// is (see the `window` module). `None` when the OS refuses. Return it
+/// with [`unmap_pages`].
 pub fn map_slab(
     len: usize,
     reserve: usize,

@@ -125,20 +125,9 @@ fn new_leaf(slot: &AtomicPtr<Leaf>) -> Option<&'static Leaf> {
 }
 
 fn map_leaf() -> Option<*mut Leaf> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's
-    // choosing touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            size_of::<Leaf>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
     // Zero-filled, which is a valid leaf of atomics (no page marked).
-    (p != libc::MAP_FAILED).then_some(p.cast())
+    super::mmap_fresh(size_of::<Leaf>(), libc::PROT_READ | libc::PROT_WRITE, 0)
+        .map(|p| p as *mut Leaf)
 }
 
 /// Marks the pages of `[addr, addr + len)` as [`OURS`] (`mapped`) or

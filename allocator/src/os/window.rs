@@ -32,9 +32,10 @@
 //! A returned page advises its 2 MiB range against huge pages, so that
 //! `khugepaged` cannot collapse the range into a huge page again and make
 //! the memory a reap returned resident (see [`Window::release`];
-//! bench/ANALYSIS.md, "Windows for the small classes", measures both). Each window that huge pages back keeps one
-//! partly carved huge page for its class's next slabs, where the shared
-//! reservations keep one for all classes: up to 2 MiB more per class.
+//! bench/ANALYSIS.md, "Windows for the small classes", measures both).
+//! Each window that huge pages back keeps one partly carved huge page for
+//! its class's next slabs, where the shared reservations keep one for all
+//! classes: up to 2 MiB more per class.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,19 +301,7 @@ fn map_none(len: usize, writable: bool) -> Option<usize> {
     } else {
         libc::PROT_NONE
     };
-    // SAFETY: an anonymous private mapping at an address of the kernel's
-    // choosing touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    (p != libc::MAP_FAILED).then_some(p as usize)
+    super::mmap_fresh(len, prot, libc::MAP_NORESERVE)
 }
 
 /// `munmap` of a piece of a mapping [`map_none`] made (never noted in the
@@ -328,7 +317,8 @@ unsafe fn unmap_raw(addr: usize, len: usize) {
 /// Makes `[addr, addr + len)`, in a window and inaccessible, readable and
 /// writable, zero filled, advised for transparent huge pages when `huge`
 /// and against them otherwise ([`super::advise_huge_pages`], as
-/// `super::reserve` advises its reservations). `None`, nothing changed, when the OS refuses.
+/// `super::reserve` advises its reservations). `None`, nothing changed,
+/// when the OS refuses.
 fn commit(addr: usize, len: usize, huge: bool) -> Option<()> {
     // SAFETY: the range lies in a window reserved by us and never handed
     // out: replacing its mapping touches nothing anyone uses.

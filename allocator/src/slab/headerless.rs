@@ -9,7 +9,8 @@
 //! (`os::ranges`) marks the page as a whole slab of its class, so a
 //! `free` tells such an object from one with a header before reading the
 //! word before it. Each class carves these slabs from a window of address
-//! space of its own (`os::window`), so the address alone names the class. The object's state is its second word while no caller
+//! space of its own (`os::window`), so the address alone names the class.
+//! The object's state is its second word while no caller
 //! holds it: [`hl_key`] of its address, a per-process random value mixed
 //! with the address, which every object gets when its slab is made (such
 //! a slab is built whole at once: it is one page, written by its first
