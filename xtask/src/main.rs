@@ -9,6 +9,8 @@
 //! - `install` builds and installs the C libraries, headers and pkg-config
 //!   files (`--prefix`, `--destdir`).
 //! - `layers` prints the module graph the test suite checks for cycles.
+//! - `hot-text` regenerates `malloc/hot-text.ld`, the malloc library's
+//!   layout of the code programs run (root and bpftrace).
 //! - `bench` builds and runs the benchmark crate (`bench/`) and writes
 //!   `BENCHMARKS.md`.
 //!
@@ -21,6 +23,7 @@ mod bench;
 mod bench_serve;
 mod demo;
 mod docs;
+mod hot_text;
 mod install;
 mod modgraph;
 mod run;
@@ -77,6 +80,10 @@ enum Cmd {
     /// Print the module graph of the allocator and the bench crate (what
     /// `test` checks for cycles): each top-level module and those it imports.
     Layers,
+    /// Regenerate malloc/hot-text.ld: trace which of the malloc library's
+    /// functions the workloads run (root, bpftrace) and gather them at the
+    /// start of its code.
+    HotText,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Install(args) => install::run(&args),
         Cmd::Layers => modgraph::print(),
+        Cmd::HotText => hot_text::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
