@@ -2,7 +2,8 @@
 //! programs run on it, gathered in one output section at the start of
 //! its code, so that they keep those pages resident and not the whole
 //! library (`cargo xtask hot-text` regenerates the script; `BENCHMARKS.md`
-//! measures what a process keeps).
+//! measures what a process keeps). These tests check the layout, and
+//! that the script has not gone stale.
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -35,4 +36,79 @@ fn the_code_programs_run_lies_in_the_hot_section() {
     for f in ["malloc", "free", "calloc", "realloc", "malloc_usable_size"] {
         assert!(within(f), "{f} lies in .text.hot");
     }
+}
+
+/// `pattern` (with `*` only, as `hot-text.ld` writes them) matches `name`.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+#[test]
+fn the_scripts_patterns_still_name_the_librarys_functions() {
+    // A rename, a new toolchain or a changed std leaves patterns that
+    // match nothing, and the code they named among the cold: then
+    // `sudo cargo xtask hot-text` regenerates the script.
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hot-text.ld"),
+    )
+    .expect("malloc/hot-text.ld");
+    let patterns: Vec<&str> = script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
+        .collect();
+    assert!(
+        patterns.len() > 50,
+        "{} patterns in hot-text.ld",
+        patterns.len()
+    );
+    let lib = common::lib();
+    let data = std::fs::read(&lib).unwrap_or_else(|e| panic!("reading {}: {e}", lib.display()));
+    let elf = object::File::parse(&*data).expect("the library is an ELF file");
+    let names: Vec<&str> = elf
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text)
+        .filter_map(|s| s.name().ok())
+        .collect();
+    let unmatched: Vec<&str> = patterns
+        .iter()
+        .copied()
+        .filter(|p| !names.iter().any(|n| glob(p, n)))
+        .collect();
+    assert!(
+        unmatched.len() * 10 <= patterns.len(),
+        "{} of hot-text.ld's {} patterns match no function of the library: regenerate it \
+         with `sudo cargo xtask hot-text`. Unmatched:\n{}",
+        unmatched.len(),
+        patterns.len(),
+        unmatched.join("\n")
+    );
+}
+
+#[test]
+fn the_glob_matches_as_the_linker_does() {
+    assert!(glob("malloc", "malloc"));
+    assert!(!glob("malloc", "malloc_trim"));
+    assert!(glob("_ZN1a4build17h*", "_ZN1a4build17h0123456789abcdefE"));
+    assert!(!glob("_ZN1a4build17h*", "_ZN1a5build217h0123456789abcdefE"));
+    assert!(glob(
+        "*5Mutex14lock_contended",
+        "_RNvMNtCsx_3std5Mutex14lock_contended"
+    ));
+    assert!(glob("_RNvCs*_3std*4init", "_RNvCsAbC_3std9something4init"));
+    assert!(!glob("*7Condvar*", "_RNv4Mutex"));
 }
