@@ -8,7 +8,8 @@
 //! the library (its start, `malloc` and `free`, std's threads and TLS)
 //! lie all over the 360 KiB of code as the linker puts them, so every
 //! window of it ended up resident, in every process. Gathered, they take
-//! about 90 KiB (see `malloc/hot-text.ld`'s header for the numbers).
+//! about 96 KiB (bench/ANALYSIS.md, "The library's resident code", has
+//! the numbers).
 //!
 //! How: the release library is built, every function in it gets a uprobe
 //! (bpftrace), the workloads run on it (`workloads/`: queue, larson,
@@ -18,12 +19,12 @@
 //! name with the symbol's hash left out (`17h*`, and `Cs*_` for a crate's
 //! hash in v0 names), so that the script outlives the hashes, which
 //! change with the package's version and the toolchain. Functions are
-//! listed by how many processes ran them, then by how often they ran. Needs root and bpftrace (`cargo xtask
-//! setup`).
+//! listed by how many processes ran them, then by how often they ran.
+//! Needs root and bpftrace (`cargo xtask setup`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
@@ -167,7 +168,7 @@ fn trace_and_write(dir: &Path) -> Result<()> {
     }
     if !done.exists() {
         bail!(
-            "a workload failed under the trace (see its messages above): {}",
+            "a workload failed under the trace; its and bpftrace's messages: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -212,7 +213,7 @@ fn trace_and_write(dir: &Path) -> Result<()> {
 }
 
 /// The library's functions: `nm`'s text symbols of non-zero size.
-fn functions(lib: &PathBuf) -> Result<Vec<String>> {
+fn functions(lib: &Path) -> Result<Vec<String>> {
     let out = Command::new("nm")
         .args(["-S", "--defined-only"])
         .arg(lib)
