@@ -9,10 +9,15 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 mod common;
 
+/// The bytes of the library this test run built.
+fn library() -> Vec<u8> {
+    let lib = common::lib();
+    std::fs::read(&lib).unwrap_or_else(|e| panic!("reading {}: {e}", lib.display()))
+}
+
 #[test]
 fn the_code_programs_run_lies_in_the_hot_section() {
-    let lib = common::lib();
-    let data = std::fs::read(&lib).unwrap_or_else(|e| panic!("reading {}: {e}", lib.display()));
+    let data = library();
     let elf = object::File::parse(&*data).expect("the library is an ELF file");
     let hot = elf
         .section_by_name(".text.hot")
@@ -83,8 +88,7 @@ fn the_scripts_patterns_still_name_the_librarys_functions() {
         "{} patterns in hot-text.ld",
         patterns.len()
     );
-    let lib = common::lib();
-    let data = std::fs::read(&lib).unwrap_or_else(|e| panic!("reading {}: {e}", lib.display()));
+    let data = library();
     let elf = object::File::parse(&*data).expect("the library is an ELF file");
     let names: Vec<&str> = elf
         .symbols()
