@@ -9,6 +9,15 @@
 //! refers to overlapping FDEs"). lld is rustc's linker on
 //! x86_64-unknown-linux-gnu unless a flag says otherwise; for any other
 //! linker the line is left out of the copy the link gets.
+//!
+//! It links the unwinder std needs (for a panic and its backtrace) from
+//! `libgcc_eh.a` into the library, where std alone would name the shared
+//! `libgcc_s.so.1`: a program that does not load `libgcc_s` itself (most C
+//! programs) then keeps no 100-odd KiB of it resident for this library
+//! alone (bench/ANALYSIS.md, "The unwinder, linked in"). This suits the
+//! malloc library, which calls no code of the program, so no exception of
+//! the program's unwinder ever meets this copy; `libslabscope.so`, whose
+//! caches call the program's constructors, keeps the shared one.
 
 use std::path::PathBuf;
 
@@ -29,6 +38,13 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("hot-text.ld");
     std::fs::write(&out, script).expect("writing the linker script to OUT_DIR");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", out.display());
+    // Before std's `-lgcc_s` on the link line, so that with `--as-needed`
+    // (rustc's default) nothing is left for it and it is dropped; not
+    // bundled into the static library, whose link names `-lgcc_s` anyway.
+    // glibc's toolchains have it; musl's std brings its own unwinder.
+    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+        println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    }
 }
 
 /// Whether the cdylib is linked with lld: rustc's own (self-contained)

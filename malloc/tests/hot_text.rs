@@ -2,8 +2,9 @@
 //! programs run on it, gathered in one output section at the start of
 //! its code, so that they keep those pages resident and not the whole
 //! library (`cargo xtask hot-text` regenerates the script; `BENCHMARKS.md`
-//! measures what a process keeps). These tests check the layout, and
-//! that the script has not gone stale.
+//! measures what a process keeps). These tests check the layout, that
+//! the script has not gone stale, and that the library brings no shared
+//! library of its own into a process beyond libc and the loader.
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -122,4 +123,37 @@ fn the_glob_matches_as_the_linker_does() {
     ));
     assert!(glob("_RNvCs*_3std*4init", "_RNvCsAbC_3std9something4init"));
     assert!(!glob("*7Condvar*", "_RNv4Mutex"));
+}
+
+/// The library needs no shared library but libc and the dynamic loader:
+/// the unwinder std would take from `libgcc_s.so.1` is linked in from
+/// `libgcc_eh.a` (its `build.rs`), so a program that does not load
+/// `libgcc_s` keeps none of it resident for this library.
+#[test]
+fn the_library_needs_only_libc_and_the_loader() {
+    use object::read::elf::{Dyn, ElfFile64};
+    let data = library();
+    let elf = ElfFile64::<object::Endianness>::parse(&*data).expect("the library is an ELF file");
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let (dynamic, link) = sections
+        .dynamic(endian, &*data)
+        .expect("a readable dynamic section")
+        .expect("a dynamic section");
+    let strings = sections.strings(endian, &*data, link).expect("its strings");
+    let needed: Vec<String> = dynamic
+        .iter()
+        .filter(|d| d.d_tag(endian) == object::elf::DT_NEEDED)
+        .map(|d| {
+            let at = u32::try_from(d.d_val(endian)).expect("a string offset");
+            String::from_utf8_lossy(strings.get(at).expect("a needed library's name")).into_owned()
+        })
+        .collect();
+    assert!(!needed.is_empty(), "the library needs libc");
+    for n in &needed {
+        assert!(
+            n.starts_with("libc.so") || n.starts_with("ld-linux"),
+            "the library needs {n} (all: {needed:?}); build.rs links the unwinder in"
+        );
+    }
 }
