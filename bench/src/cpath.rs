@@ -24,8 +24,12 @@ use crate::text::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
 const SOURCE: &str = include_str!("../c/cpath.c");
-/// The reference contender's source ([`STACK`]).
-const STACK_SOURCE: &str = include_str!("../c/stack.c");
+/// The references' sources, by name ([`REFERENCES`]).
+const REFERENCE_SOURCES: [(&str, &str); 3] = [
+    (STACK, include_str!("../c/stack.c")),
+    (TLS_STACK, include_str!("../c/tls_stack.c")),
+    (RSEQ_STACK, include_str!("../c/rseq_stack.c")),
+];
 
 /// Peers: name in the report and the soname `dlopen` finds.
 pub const PEERS: [(&str, &str); 4] = [
@@ -39,10 +43,20 @@ pub const PEERS: [(&str, &str); 4] = [
 pub const CACHE: &str = "slabscope";
 /// slabscope through `libslabscope_malloc.so`.
 pub const MALLOC: &str = "slabscope_malloc";
-/// The reference, not a peer: `bench/c/stack.c`'s `malloc` pops a pointer
+/// A reference, not a peer: `bench/c/stack.c`'s `malloc` pops a pointer
 /// off one array and its `free` pushes it back, the least an allocator can
-/// do; its row shows what the harness's loop costs around that.
+/// do; its column shows what the harness's loop costs around that.
 pub const STACK: &str = "stack";
+/// A reference: `bench/c/tls_stack.c`, the array in the calling thread's
+/// storage, the least a thread-cache allocator (glibc's tcache, jemalloc,
+/// mimalloc, tcmalloc) does on a hit.
+pub const TLS_STACK: &str = "tls_stack";
+/// A reference: `bench/c/rseq_stack.c`, one array per CPU reached in a
+/// restartable sequence, the least a per-CPU allocator (slabscope's
+/// magazines) does on a hit.
+pub const RSEQ_STACK: &str = "rseq_stack";
+/// The references, in the report's order.
+pub const REFERENCES: [&str; 3] = [STACK, TLS_STACK, RSEQ_STACK];
 
 /// The (smallest size, largest size, objects live per round) workloads,
 /// LIFO frees: the issue's 1-live and 64 B 1000-live rows of section 1,
@@ -68,8 +82,9 @@ pub struct Libraries {
     pub slabscope: Result<PathBuf, String>,
     /// `libslabscope_malloc.so`.
     pub malloc: Result<PathBuf, String>,
-    /// The reference contender's library ([`compile_stack`]).
-    pub stack: Result<PathBuf, String>,
+    /// The references' libraries ([`compile_references`]), in
+    /// [`REFERENCES`]' order.
+    pub references: Vec<(&'static str, Result<PathBuf, String>)>,
 }
 
 /// One workload's cells: contender name → ns/op.
@@ -133,17 +148,19 @@ pub fn compile(dir: &Path) -> Result<PathBuf> {
     gcc(dir, "cpath", "", SOURCE, &["-ldl"], "the C harness")
 }
 
-/// Write the reference contender's source ([`STACK`]) to `dir` and compile
-/// it with gcc into a shared library.
-pub fn compile_stack(dir: &Path) -> Result<PathBuf> {
-    gcc(
-        dir,
-        "stack",
-        ".so",
-        STACK_SOURCE,
-        &["-shared", "-fPIC"],
-        "the reference contender",
-    )
+/// Write each reference's source ([`REFERENCES`]) to `dir` and compile it
+/// with gcc into a shared library; a reference that does not build is
+/// left out of the run with why (the per-CPU one needs x86-64 and glibc
+/// 2.35's rseq registration).
+pub fn compile_references(dir: &Path) -> Vec<(&'static str, Result<PathBuf, String>)> {
+    REFERENCE_SOURCES
+        .iter()
+        .map(|&(name, source)| {
+            let what = format!("the reference {name}");
+            let lib = gcc(dir, name, ".so", source, &["-shared", "-fPIC"], &what);
+            (name, lib.map_err(|e| format!("{e:#}")))
+        })
+        .collect()
 }
 
 /// Writes `source` to `dir` and compiles it with `gcc -O2 -Wall` and
@@ -196,10 +213,12 @@ fn contenders(libs: &Libraries, mixed: bool) -> Vec<String> {
     for (name, soname) in PEERS {
         v.push(format!("{name}=malloc:{soname}"));
     }
-    if let Ok(p) = &libs.stack
-        && !mixed
-    {
-        v.push(format!("{STACK}=malloc:{}", p.display()));
+    if !mixed {
+        for (name, lib) in &libs.references {
+            if let Ok(p) = lib {
+                v.push(format!("{name}=malloc:{}", p.display()));
+            }
+        }
     }
     v
 }
@@ -327,13 +346,18 @@ impl CPath {
              `libslabscope.so`'s `kmem_cache_alloc(cache, KM_SLEEP)` / `kmem_cache_free`; \
              malloc is each library's `malloc` / `free`. The last column is section 1's ratio \
              for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
-             path). `{STACK}` is a reference, not a peer (`bench/c/stack.c`): its `malloc` pops \
-             a pointer off one array and its `free` pushes it back, the least an allocator can \
-             do, so its column is what the harness's loop costs around one count and one slot \
-             in memory that the next operation reads back. A `random` row gives each of its \
+             path). The last three contenders are references, not peers, each a `malloc` that \
+             pops a pointer off an array and a `free` that pushes it back, with nothing else: \
+             `{STACK}` (`bench/c/stack.c`) one array, what the harness's loop costs around one \
+             count and one slot in memory that the next operation reads back; `{TLS_STACK}` \
+             (`bench/c/tls_stack.c`) the array in the calling thread's own storage, the least \
+             a thread-cache allocator does on a hit (glibc's, jemalloc's, mimalloc's, \
+             tcmalloc's design); `{RSEQ_STACK}` (`bench/c/rseq_stack.c`) one array per CPU \
+             reached in a restartable sequence, the least a per-CPU allocator does on a hit \
+             (SPL's magazines, slabscope's design). A `random` row gives each of its \
              slots a size of its own (one seeded sequence), so the size class changes from \
              call to call as in a program; it runs `malloc` only (a cache has one size, and \
-             the reference reuses blocks whatever their size).\n"
+             the references reuse blocks whatever their size).\n"
         );
         if let Some(f) = &self.failed {
             let _ = writeln!(md, "Not measured: {f}.\n");
@@ -341,7 +365,7 @@ impl CPath {
         }
         let mut names: Vec<&str> = vec![CACHE, MALLOC];
         names.extend(PEERS.iter().map(|(p, _)| *p));
-        names.push(STACK);
+        names.extend(REFERENCES);
         let _ = write!(md, "| workload |");
         for n in &names {
             let _ = write!(md, " {n} |");
@@ -381,11 +405,11 @@ impl CPath {
             );
         }
         let _ = writeln!(md);
-        for (name, lib) in [
-            (CACHE, &self.libs.slabscope),
-            (MALLOC, &self.libs.malloc),
-            (STACK, &self.libs.stack),
-        ] {
+        let references = self.libs.references.iter().map(|(n, l)| (*n, l));
+        for (name, lib) in [(CACHE, &self.libs.slabscope), (MALLOC, &self.libs.malloc)]
+            .into_iter()
+            .chain(references)
+        {
             if let Err(why) = lib {
                 let _ = writeln!(md, "- {name}: not measured: {why}.");
             }
@@ -522,40 +546,46 @@ mod tests {
         );
         let dir = std::env::temp_dir();
         let bin = compile(&dir).expect("the harness compiles");
-        let stack = compile_stack(&dir).expect("the reference contender compiles");
+        let references = compile_references(&dir);
+        for (name, lib) in &references {
+            assert!(lib.is_ok(), "the reference {name} compiles: {lib:?}");
+        }
         let libs = Libraries {
             slabscope: Err("not built for this test".into()),
             malloc: Err("not built for this test".into()),
-            stack: Ok(stack.clone()),
+            references: references.clone(),
         };
         let c = run(&bin, libs, 0, 2, 100_000);
         let _ = std::fs::remove_file(&bin);
-        let _ = std::fs::remove_file(&stack);
+        for (_, lib) in references {
+            let _ = std::fs::remove_file(lib.expect("compiled above"));
+        }
         assert!(c.failed.is_none(), "{:?}", c.failed);
         assert_eq!(c.rows.len(), SHAPES.len());
         for r in &c.rows {
             let mixed = r.max_size > r.size;
-            assert_eq!(
-                r.cells.contains_key(STACK),
-                !mixed,
-                "the reference runs one size only: {}",
-                r.label()
-            );
-            for name in ["glibc", STACK]
-                .into_iter()
-                .filter(|n| !mixed || *n != STACK)
-            {
+            for name in REFERENCES {
+                assert_eq!(
+                    r.cells.contains_key(name),
+                    !mixed,
+                    "the reference {name} runs one size only: {}",
+                    r.label()
+                );
+            }
+            let measured =
+                std::iter::once("glibc").chain(REFERENCES.into_iter().filter(|_| !mixed));
+            for name in measured {
                 let g = r
                     .cells
                     .get(name)
-                    .expect("glibc and the reference are always there");
+                    .unwrap_or_else(|| panic!("{name} is measured on {}", r.label()));
                 assert_eq!(g.n, 2, "one sample per run");
                 assert!(g.median > 0.0 && g.median < 10_000.0, "{g:?}");
             }
-            assert_ne!(
-                r.best_peer().map(|(p, _)| p),
-                Some(STACK),
-                "the reference is no peer"
+            let best = r.best_peer().map(|(p, _)| p);
+            assert!(
+                best.is_some_and(|b| !REFERENCES.contains(&b)),
+                "a reference is no peer: {best:?}"
             );
         }
         let mut md = String::new();

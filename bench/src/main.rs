@@ -495,9 +495,9 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             "--malloc-lib",
             a.no_malloc_lib_reason.as_ref(),
         ),
-        stack: cpath::compile_stack(&std::env::temp_dir()).map_err(|e| format!("{e:#}")),
+        references: cpath::compile_references(&std::env::temp_dir()),
     };
-    let stack = libs.stack.clone();
+    let references = libs.references.clone();
     let c = match cpath::compile(&std::env::temp_dir()) {
         Ok(bin) => {
             let c = cpath::run(&bin, libs, cpu, runs, target.as_nanos() as u64);
@@ -513,8 +513,10 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             malloc_abi: None,
         },
     };
-    if let Ok(lib) = stack {
-        let _ = std::fs::remove_file(lib);
+    for (_, lib) in references {
+        if let Ok(lib) = lib {
+            let _ = std::fs::remove_file(lib);
+        }
     }
     c
 }

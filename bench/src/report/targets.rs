@@ -161,7 +161,10 @@ impl Results {
             "slabscope as a program's `malloc` and as the cache ABI called from C, from \
              sections 7 to 9 below; untraced probes and the collector are issue 7's rows \
              above. Where a target is missed, the analysis at the end of this file says \
-             what stands in the way (\"Where issue 15's targets stand\").\n"
+             what stands in the way (\"Where issue 15's targets stand\"). A C path row also \
+             gives the per-CPU reference's own ratio (`rseq_stack`, section 7: one array per \
+             CPU in a restartable sequence and nothing else), the floor of slabscope's design \
+             on that workload.\n"
         );
         let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
         if let Some(p) = &self.programs {
@@ -204,10 +207,13 @@ impl Results {
                     else {
                         continue;
                     };
+                    let floor = r
+                        .ratio(crate::cpath::RSEQ_STACK)
+                        .map_or(String::new(), |f| format!("; rseq_stack {f:.2}×"));
                     let _ = writeln!(
                         md,
                         "| C path, {what}, {}: ≤ {limit:.1}× best peer | {ratio:.2}× ({} vs \
-                         {peer} {}) | {} |",
+                         {peer} {}{floor}) | {} |",
                         r.label(),
                         num(mine.median),
                         num(best),
