@@ -1,29 +1,51 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * The C path's reference contender: the least an allocator can do. malloc
- * pops a pointer off one array and free pushes it back; a block that was
- * never freed comes from a bump pointer into a static arena, 16-aligned.
- * It is not thread-safe, never gives memory back and ignores sizes when it
- * reuses a block (the harness uses one size per process), so it is no
- * allocator: it shows what the harness's loop costs around one count and
- * one slot in memory that the next operation reads back, the floor under
- * every allocator's 1-live row. Built by slabscope-bench
- * (bench/src/cpath.rs) as a shared library and loaded like the peers.
+ * The C path's references: the least an allocator can do. malloc pops a
+ * pointer off an array and free pushes it back; a block that was never
+ * freed comes from a bump pointer into a static arena, 16-aligned. None
+ * is thread-safe past its array (the bump pointer is shared), gives
+ * memory back, or minds sizes when it reuses a block (the harness uses
+ * one size per process), so none is an allocator: each shows the floor
+ * under one design's hit. Built by slabscope-bench (bench/src/cpath.rs)
+ * three ways, each a shared library loaded like the peers:
+ *
+ *   (no macro)   stack: one array, what the harness's loop costs around
+ *                one count and one slot in memory that the next
+ *                operation reads back;
+ *   -DPER_THREAD tls_stack: the array in the calling thread's storage
+ *                (initial-exec TLS), as glibc's tcache and jemalloc's,
+ *                mimalloc's and tcmalloc's thread caches are reached;
+ *   -DPER_CPU    rseq_stack: one array per CPU, 32 KiB apart so that the
+ *                CPU number finds its array by a shift, popped and pushed
+ *                in one restartable sequence through glibc's rseq
+ *                registration, as slabscope's magazine hit is, with no
+ *                table, class or check besides (x86-64, glibc 2.35).
  */
 #include <stddef.h>
+#include <stdint.h>
 
-#define SLOTS 4096
 #define ARENA ((size_t)64 << 20)
 
-static void *stack[SLOTS];
-static unsigned avail;
+#ifndef PER_CPU
+
+#define SLOTS 4096
+
+#ifdef PER_THREAD
+#define LOCAL __thread __attribute__((tls_model("initial-exec")))
+#else
+#define LOCAL
+#endif
+
+static LOCAL void *stack[SLOTS];
+static LOCAL unsigned avail;
+
+#endif /* !PER_CPU */
+
 static unsigned char arena[ARENA] __attribute__((aligned(64)));
 static size_t used;
 
-void *malloc(size_t size)
+static void *bump(size_t size)
 {
-	if (avail)
-		return stack[--avail];
 	size = (size + 15) & ~(size_t)15;
 	if (size > ARENA - used)
 		return NULL;
@@ -32,8 +54,112 @@ void *malloc(size_t size)
 	return p;
 }
 
+#ifndef PER_CPU
+
+void *malloc(size_t size)
+{
+	if (avail)
+		return stack[--avail];
+	return bump(size);
+}
+
 void free(void *p)
 {
 	if (p && avail < SLOTS)
 		stack[avail++] = p;
 }
+
+#else /* PER_CPU */
+
+/* A count, padded to 64 bytes, and 4088 slots: 32 KiB per CPU. */
+#define SLOTS 4088
+#define CPUS 256
+#define RSEQ_SIG 0x53053053
+
+extern const ptrdiff_t __rseq_offset;
+extern const unsigned int __rseq_size;
+
+struct percpu {
+	uint32_t avail;
+	uint32_t pad[15];
+	void *slot[SLOTS];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct percpu) == 1 << 15, "a CPU's array is 32 KiB");
+
+static struct percpu cpus[CPUS];
+
+/*
+ * A sequence's start: the rseq area's rseq_cs set to its descriptor (the
+ * kernel restarts at the abort handler, label 84, if the thread is
+ * preempted, migrated or signalled before label 82), then %rax = the
+ * current CPU's array, or a jump to MISS for a CPU past the arrays or a
+ * negative id (an unregistered thread). The body that follows ends with
+ * the commit store, then RSEQ_END.
+ */
+#define RSEQ_BEGIN(MISS)                                    \
+	".pushsection __rseq_cs, \"aw\"\n\t"                \
+	".balign 32\n"                                      \
+	"80:\n\t"                                           \
+	".long 0, 0\n\t"                                    \
+	".quad 81f, (82f - 81f), 84f\n\t"                   \
+	".popsection\n\t"                                   \
+	"leaq 80b(%%rip), %%rax\n\t"                        \
+	"movq %%rax, %%fs:8(%[off])\n"                      \
+	"81:\n\t"                                           \
+	"movslq %%fs:4(%[off]), %%rax\n\t"                  \
+	"cmpq %[cpus], %%rax\n\t"                           \
+	"jae %l[" MISS "]\n\t"                              \
+	"shlq $15, %%rax\n\t"                               \
+	"addq %[base], %%rax\n\t"
+#define RSEQ_END(MISS)                                      \
+	"82:\n\t"                                           \
+	".pushsection __rseq_failure, \"ax\"\n\t"           \
+	".byte 0x0f, 0xb9, 0x3d\n\t"                        \
+	".long %c[sig]\n"                                   \
+	"84:\n\t"                                           \
+	"jmp %l[" MISS "]\n\t"                              \
+	".popsection\n\t"
+#define RSEQ_INPUTS [off] "r"(__rseq_offset), [base] "r"(cpus), [cpus] "i"(CPUS), [sig] "i"(RSEQ_SIG)
+
+void *malloc(size_t size)
+{
+	void *p;
+	if (__rseq_size == 0)
+		return bump(size);
+	__asm__ goto(RSEQ_BEGIN("miss")
+		     "movl (%%rax), %%ecx\n\t"
+		     "subl $1, %%ecx\n\t"
+		     "jb %l[miss]\n\t"
+		     "movq 64(%%rax, %%rcx, 8), %[out]\n\t"
+		     "movl %%ecx, (%%rax)\n"
+		     RSEQ_END("miss")
+		     : [out] "=&r"(p)
+		     : RSEQ_INPUTS
+		     : "rax", "rcx", "memory", "cc"
+		     : miss);
+	return p;
+miss:
+	return bump(size);
+}
+
+void free(void *p)
+{
+	if (p == NULL || __rseq_size == 0)
+		return;
+	__asm__ goto(RSEQ_BEGIN("full")
+		     "movl (%%rax), %%ecx\n\t"
+		     "cmpl %[slots], %%ecx\n\t"
+		     "jae %l[full]\n\t"
+		     "movq %[p], 64(%%rax, %%rcx, 8)\n\t"
+		     "addl $1, %%ecx\n\t"
+		     "movl %%ecx, (%%rax)\n"
+		     RSEQ_END("full")
+		     :
+		     : RSEQ_INPUTS, [p] "r"(p), [slots] "i"(SLOTS)
+		     : "rax", "rcx", "memory", "cc"
+		     : full);
+full:
+	return; /* a full array drops the block: the reference never gives one back */
+}
+
+#endif /* PER_CPU */

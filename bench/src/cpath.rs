@@ -24,11 +24,13 @@ use crate::text::{num, size_name};
 
 /// The harness's source, compiled at run time so the binary needs no tree.
 const SOURCE: &str = include_str!("../c/cpath.c");
-/// The references' sources, by name ([`REFERENCES`]).
-const REFERENCE_SOURCES: [(&str, &str); 3] = [
-    (STACK, include_str!("../c/stack.c")),
-    (TLS_STACK, include_str!("../c/tls_stack.c")),
-    (RSEQ_STACK, include_str!("../c/rseq_stack.c")),
+/// The references' source, built once per reference ([`REFERENCES`]).
+const STACK_SOURCE: &str = include_str!("../c/stack.c");
+/// The macro that selects each reference in [`STACK_SOURCE`].
+const REFERENCE_FLAGS: [(&str, &[&str]); 3] = [
+    (STACK, &[]),
+    (TLS_STACK, &["-DPER_THREAD"]),
+    (RSEQ_STACK, &["-DPER_CPU"]),
 ];
 
 /// Peers: name in the report and the soname `dlopen` finds.
@@ -47,11 +49,11 @@ pub const MALLOC: &str = "slabscope_malloc";
 /// off one array and its `free` pushes it back, the least an allocator can
 /// do; its column shows what the harness's loop costs around that.
 pub const STACK: &str = "stack";
-/// A reference: `bench/c/tls_stack.c`, the array in the calling thread's
+/// A reference: `bench/c/stack.c` with its array in the calling thread's
 /// storage, the least a thread-cache allocator (glibc's tcache, jemalloc,
 /// mimalloc, tcmalloc) does on a hit.
 pub const TLS_STACK: &str = "tls_stack";
-/// A reference: `bench/c/rseq_stack.c`, one array per CPU reached in a
+/// A reference: `bench/c/stack.c` with one array per CPU reached in a
 /// restartable sequence, the least a per-CPU allocator (slabscope's
 /// magazines) does on a hit.
 pub const RSEQ_STACK: &str = "rseq_stack";
@@ -148,16 +150,17 @@ pub fn compile(dir: &Path) -> Result<PathBuf> {
     gcc(dir, "cpath", "", SOURCE, &["-ldl"], "the C harness")
 }
 
-/// Write each reference's source ([`REFERENCES`]) to `dir` and compile it
-/// with gcc into a shared library; a reference that does not build is
-/// left out of the run with why (the per-CPU one needs x86-64 and glibc
-/// 2.35's rseq registration).
+/// Write the references' source ([`REFERENCES`]) to `dir` and compile it
+/// with gcc into one shared library per reference; a reference that does
+/// not build is left out of the run with why (the per-CPU one needs
+/// x86-64 and glibc 2.35's rseq registration).
 pub fn compile_references(dir: &Path) -> Vec<(&'static str, Result<PathBuf, String>)> {
-    REFERENCE_SOURCES
+    REFERENCE_FLAGS
         .iter()
-        .map(|&(name, source)| {
+        .map(|&(name, flags)| {
             let what = format!("the reference {name}");
-            let lib = gcc(dir, name, ".so", source, &["-shared", "-fPIC"], &what);
+            let flags = [&["-shared", "-fPIC"], flags].concat();
+            let lib = gcc(dir, name, ".so", STACK_SOURCE, &flags, &what);
             (name, lib.map_err(|e| format!("{e:#}")))
         })
         .collect()
@@ -348,13 +351,13 @@ impl CPath {
              for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
              path). The last three contenders are references, not peers, each a `malloc` that \
              pops a pointer off an array and a `free` that pushes it back, with nothing else: \
-             `{STACK}` (`bench/c/stack.c`) one array, what the harness's loop costs around one \
-             count and one slot in memory that the next operation reads back; `{TLS_STACK}` \
-             (`bench/c/tls_stack.c`) the array in the calling thread's own storage, the least \
-             a thread-cache allocator does on a hit (glibc's, jemalloc's, mimalloc's, \
-             tcmalloc's design); `{RSEQ_STACK}` (`bench/c/rseq_stack.c`) one array per CPU \
-             reached in a restartable sequence, the least a per-CPU allocator does on a hit \
-             (SPL's magazines, slabscope's design). A `random` row gives each of its \
+             `bench/c/stack.c` built three ways: `{STACK}` one array, what the harness's loop \
+             costs around one count and one slot in memory that the next operation reads \
+             back; `{TLS_STACK}` the array in the calling thread's own storage, the least a \
+             thread-cache allocator does on a hit (glibc's, jemalloc's, mimalloc's, \
+             tcmalloc's design); `{RSEQ_STACK}` one array per CPU reached in a restartable \
+             sequence, the least a per-CPU allocator does on a hit (SPL's magazines, \
+             slabscope's design). A `random` row gives each of its \
              slots a size of its own (one seeded sequence), so the size class changes from \
              call to call as in a program; it runs `malloc` only (a cache has one size, and \
              the references reuse blocks whatever their size).\n"
