@@ -349,15 +349,15 @@ impl CPath {
              `libslabscope.so`'s `kmem_cache_alloc(cache, KM_SLEEP)` / `kmem_cache_free`; \
              malloc is each library's `malloc` / `free`. The last column is section 1's ratio \
              for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
-             path). The last three contenders are references, not peers, each a `malloc` that \
-             pops a pointer off an array and a `free` that pushes it back, with nothing else: \
-             `bench/c/stack.c` built three ways: `{STACK}` one array, what the harness's loop \
-             costs around one count and one slot in memory that the next operation reads \
-             back; `{TLS_STACK}` the array in the calling thread's own storage, the least a \
-             thread-cache allocator does on a hit (glibc's, jemalloc's, mimalloc's, \
-             tcmalloc's design); `{RSEQ_STACK}` one array per CPU reached in a restartable \
-             sequence, the least a per-CPU allocator does on a hit (SPL's magazines, \
-             slabscope's design). A `random` row gives each of its \
+             path). The last three contenders are references, not peers: `bench/c/stack.c` \
+             built three ways, each a `malloc` that pops a pointer off an array and a `free` \
+             that pushes it back, with nothing else. `{STACK}` has one array: its column is \
+             what the harness's loop costs around one count and one slot in memory that the \
+             next operation reads back. `{TLS_STACK}` keeps the array in the calling thread's \
+             own storage, the least a thread-cache allocator does on a hit (glibc's, \
+             jemalloc's, mimalloc's, tcmalloc's design). `{RSEQ_STACK}` has one array per CPU, \
+             reached in a restartable sequence, the least a per-CPU allocator does on a hit \
+             (SPL's magazines, slabscope's design). A `random` row gives each of its \
              slots a size of its own (one seeded sequence), so the size class changes from \
              call to call as in a program; it runs `malloc` only (a cache has one size, and \
              the references reuse blocks whatever their size).\n"
