@@ -27,10 +27,11 @@ const SOURCE: &str = include_str!("../c/cpath.c");
 /// The references' source, built once per reference ([`REFERENCES`]).
 const STACK_SOURCE: &str = include_str!("../c/stack.c");
 /// The macro that selects each reference in [`STACK_SOURCE`].
-const REFERENCE_FLAGS: [(&str, &[&str]); 3] = [
+const REFERENCE_FLAGS: [(&str, &[&str]); 4] = [
     (STACK, &[]),
     (TLS_STACK, &["-DPER_THREAD"]),
     (RSEQ_STACK, &["-DPER_CPU"]),
+    (RSEQ_CLASSES, &["-DPER_CPU", "-DCLASSES"]),
 ];
 
 /// Peers: name in the report and the soname `dlopen` finds.
@@ -57,8 +58,20 @@ pub const TLS_STACK: &str = "tls_stack";
 /// restartable sequence, the least a per-CPU allocator (slabscope's
 /// magazines) does on a hit.
 pub const RSEQ_STACK: &str = "rseq_stack";
+/// A reference: [`RSEQ_STACK`] with one array per CPU and size class, the
+/// class found from the size by `malloc` and from the address by `free`,
+/// the least a per-CPU allocator of size classes (slabscope's `malloc`)
+/// does on a hit; the one reference that minds sizes, so it runs random
+/// sizes too.
+pub const RSEQ_CLASSES: &str = "rseq_classes";
 /// The references, in the report's order.
-pub const REFERENCES: [&str; 3] = [STACK, TLS_STACK, RSEQ_STACK];
+pub const REFERENCES: [&str; 4] = [STACK, TLS_STACK, RSEQ_STACK, RSEQ_CLASSES];
+
+/// Whether reference `name` runs a workload of random sizes (only one
+/// that keeps its blocks by size class can).
+fn runs_mixed(name: &str) -> bool {
+    name == RSEQ_CLASSES
+}
 
 /// The (smallest size, largest size, objects live per round) workloads,
 /// LIFO frees: the issue's 1-live and 64 B 1000-live rows of section 1,
@@ -216,11 +229,11 @@ fn contenders(libs: &Libraries, mixed: bool) -> Vec<String> {
     for (name, soname) in PEERS {
         v.push(format!("{name}=malloc:{soname}"));
     }
-    if !mixed {
-        for (name, lib) in &libs.references {
-            if let Ok(p) = lib {
-                v.push(format!("{name}=malloc:{}", p.display()));
-            }
+    for (name, lib) in &libs.references {
+        if let Ok(p) = lib
+            && (!mixed || runs_mixed(name))
+        {
+            v.push(format!("{name}=malloc:{}", p.display()));
         }
     }
     v
@@ -357,10 +370,14 @@ impl CPath {
              own storage, the least a thread-cache allocator does on a hit (glibc's, \
              jemalloc's, mimalloc's, tcmalloc's design). `{RSEQ_STACK}` has one array per CPU, \
              reached in a restartable sequence, the least a per-CPU allocator does on a hit \
-             (SPL's magazines, slabscope's design). A `random` row gives each of its \
+             (SPL's magazines, slabscope's design). `{RSEQ_CLASSES}` has one array per CPU and \
+             size class, the class found from the size by `malloc` and from the address by \
+             `free`, the least a per-CPU allocator of size classes does (slabscope's \
+             `malloc`). A `random` row gives each of its \
              slots a size of its own (one seeded sequence), so the size class changes from \
-             call to call as in a program; it runs `malloc` only (a cache has one size, and \
-             the references reuse blocks whatever their size).\n"
+             call to call as in a program; it runs `malloc` only (a cache has one size), and \
+             of the references only `{RSEQ_CLASSES}` (the others reuse blocks whatever their \
+             size).\n"
         );
         if let Some(f) = &self.failed {
             let _ = writeln!(md, "Not measured: {f}.\n");
@@ -567,16 +584,17 @@ mod tests {
         assert_eq!(c.rows.len(), SHAPES.len());
         for r in &c.rows {
             let mixed = r.max_size > r.size;
+            let runs = |name: &str| !mixed || runs_mixed(name);
             for name in REFERENCES {
                 assert_eq!(
                     r.cells.contains_key(name),
-                    !mixed,
-                    "the reference {name} runs one size only: {}",
+                    runs(name),
+                    "the reference {name} runs random sizes only if it keeps blocks by class: {}",
                     r.label()
                 );
             }
             let measured =
-                std::iter::once("glibc").chain(REFERENCES.into_iter().filter(|_| !mixed));
+                std::iter::once("glibc").chain(REFERENCES.into_iter().filter(|n| runs(n)));
             for name in measured {
                 let g = r
                     .cells

@@ -162,9 +162,11 @@ impl Results {
              sections 7 to 9 below; untraced probes and the collector are issue 7's rows \
              above. Where a target is missed, the analysis at the end of this file says \
              what stands in the way (\"Where issue 15's targets stand\"). A C path row also \
-             gives the per-CPU reference's own ratio (`rseq_stack`, section 7: one array per \
-             CPU in a restartable sequence and nothing else), the floor of slabscope's design \
-             on that workload.\n"
+             gives the ratio of the per-CPU reference of its kind (section 7), the floor of \
+             slabscope's design on that workload: for the cache API `rseq_stack` (one array \
+             per CPU in a restartable sequence and nothing else), for `malloc` `rseq_classes` \
+             (the same per size class, the class found from the size and from the \
+             address).\n"
         );
         let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
         if let Some(p) = &self.programs {
@@ -207,9 +209,9 @@ impl Results {
                     else {
                         continue;
                     };
-                    let floor = r
-                        .ratio(crate::cpath::RSEQ_STACK)
-                        .map_or(String::new(), |f| format!("; rseq_stack {f:.2}×"));
+                    let floor = floor(who)
+                        .and_then(|f| Some((f, r.ratio(f)?)))
+                        .map_or(String::new(), |(f, x)| format!("; {f} {x:.2}×"));
                     let _ = writeln!(
                         md,
                         "| C path, {what}, {}: ≤ {limit:.1}× best peer | {ratio:.2}× ({} vs \
@@ -234,5 +236,15 @@ impl Results {
             );
         }
         let _ = writeln!(md);
+    }
+}
+
+/// The per-CPU reference (section 7) whose ratio a C path target row
+/// gives beside its own: the one that does what contender `who` must do.
+fn floor(who: &str) -> Option<&'static str> {
+    match who {
+        crate::cpath::CACHE => Some(crate::cpath::RSEQ_STACK),
+        crate::cpath::MALLOC => Some(crate::cpath::RSEQ_CLASSES),
+        _ => None,
     }
 }
