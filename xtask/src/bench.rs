@@ -72,13 +72,20 @@ pub struct BenchArgs {
 /// the other release builds do not rebuild them.
 pub const ALIGN_RUSTFLAGS: &str = "-C llvm-args=-align-all-functions=6";
 
+/// The `RUSTFLAGS` of the bench's builds: the caller's, and
+/// [`ALIGN_RUSTFLAGS`]. A `cargo` command on `slabscope-bench` in the release
+/// profile with these reuses the bench build's dependencies.
+pub fn bench_rustflags() -> String {
+    match std::env::var("RUSTFLAGS") {
+        Ok(own) if !own.trim().is_empty() => format!("{own} {ALIGN_RUSTFLAGS}"),
+        _ => ALIGN_RUSTFLAGS.to_string(),
+    }
+}
+
 /// The bench binary's build: `cargo build --release -p slabscope-bench`
 /// with `extra` and [`ALIGN_RUSTFLAGS`] added to the caller's `RUSTFLAGS`.
 fn build_bench(extra: &[&str]) -> Result<()> {
-    let flags = match std::env::var("RUSTFLAGS") {
-        Ok(own) if !own.trim().is_empty() => format!("{own} {ALIGN_RUSTFLAGS}"),
-        _ => ALIGN_RUSTFLAGS.to_string(),
-    };
+    let flags = bench_rustflags();
     let mut cmd = run::cargo();
     cmd.env("RUSTFLAGS", &flags)
         .args(["build", "--release", "-p", "slabscope-bench"])

@@ -6,7 +6,8 @@
 //! rustdoc's warnings (missing docs, broken links) denied, the layering check
 //! (no import cycle between the allocator's or the bench's modules,
 //! [`crate::modgraph`]), then `cargo test` on
-//! the default members. A failing step does not stop the later ones (one run
+//! the default members, the quick bench (smoke), and the bench crate's
+//! clippy and unit tests on the smoke run's release build. A failing step does not stop the later ones (one run
 //! shows every problem), except setup, without which nothing builds. The
 //! summary lists every step and ends with the totals of cargo's
 //! `test result:` lines, as `tests: N passed, N failed, N skipped`
@@ -118,6 +119,7 @@ pub fn run(long: bool) -> Result<()> {
     steps.push(step("layering", layering));
     steps.push(step("cargo test", || cargo_test(&mut totals)));
     steps.push(step("bench smoke", bench_smoke));
+    steps.push(step("bench tests", || bench_tests(&mut totals)));
     if long {
         long_steps(&mut steps, &mut totals);
     }
@@ -219,6 +221,30 @@ fn bench_smoke() -> Result<()> {
         bail!("{} has no churn table", out.display());
     }
     Ok(())
+}
+
+/// The bench crate's clippy and unit tests (its report, its C harness and
+/// references), which the default members' steps leave out with the crate;
+/// after the smoke run, whose build they reuse.
+fn bench_tests(totals: &mut Totals) -> Result<()> {
+    let flags = crate::bench::bench_rustflags();
+    let mut clippy = run::cargo();
+    clippy.env("RUSTFLAGS", &flags).args([
+        "clippy",
+        "--release",
+        "-p",
+        "slabscope-bench",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run::run(&mut clippy)?;
+    let mut test = run::cargo();
+    test.env("RUSTFLAGS", &flags)
+        .args(["test", "--release", "-p", "slabscope-bench"])
+        .env_remove(LONG_ENV);
+    counted(test, totals)
 }
 
 /// No import cycle between the top-level modules of the allocator and of
