@@ -362,9 +362,9 @@ impl CPath {
              `libslabscope.so`'s `kmem_cache_alloc(cache, KM_SLEEP)` / `kmem_cache_free`; \
              malloc is each library's `malloc` / `free`. The last column is section 1's ratio \
              for the same workload, where the bench calls `Cache::alloc` inline (the Rust \
-             path). The last three contenders are references, not peers: `bench/c/stack.c` \
-             built three ways, each a `malloc` that pops a pointer off an array and a `free` \
-             that pushes it back, with nothing else. `{STACK}` has one array: its column is \
+             path). The contenders after the peers are references, not peers: \
+             `bench/c/stack.c` built once for each, each a `malloc` that pops a pointer off an \
+             array and a `free` that pushes it back, with nothing else. `{STACK}` has one array: its column is \
              what the harness's loop costs around one count and one slot in memory that the \
              next operation reads back. `{TLS_STACK}` keeps the array in the calling thread's \
              own storage, the least a thread-cache allocator does on a hit (glibc's, \
