@@ -64,8 +64,16 @@ pub const RSEQ_STACK: &str = "rseq_stack";
 /// does on a hit; the one reference that minds sizes, so it runs random
 /// sizes too.
 pub const RSEQ_CLASSES: &str = "rseq_classes";
-/// The references, in the report's order.
-pub const REFERENCES: [&str; 4] = [STACK, TLS_STACK, RSEQ_STACK, RSEQ_CLASSES];
+/// The references, in the report's order: [`REFERENCE_FLAGS`]' names.
+pub const REFERENCES: [&str; REFERENCE_FLAGS.len()] = {
+    let mut names = [""; REFERENCE_FLAGS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = REFERENCE_FLAGS[i].0;
+        i += 1;
+    }
+    names
+};
 
 /// Whether reference `name` runs a workload of random sizes (only one
 /// that keeps its blocks by size class can).
@@ -177,6 +185,13 @@ pub fn compile_references(dir: &Path) -> Vec<(&'static str, Result<PathBuf, Stri
             (name, lib.map_err(|e| format!("{e:#}")))
         })
         .collect()
+}
+
+/// Deletes the libraries [`compile_references`] built.
+pub fn remove_references(references: &[(&str, Result<PathBuf, String>)]) {
+    for lib in references.iter().filter_map(|(_, lib)| lib.as_ref().ok()) {
+        let _ = std::fs::remove_file(lib);
+    }
 }
 
 /// Writes `source` to `dir` and compiles it with `gcc -O2 -Wall` and
@@ -577,9 +592,7 @@ mod tests {
         };
         let c = run(&bin, libs, 0, 2, 100_000);
         let _ = std::fs::remove_file(&bin);
-        for (_, lib) in references {
-            let _ = std::fs::remove_file(lib.expect("compiled above"));
-        }
+        remove_references(&references);
         assert!(c.failed.is_none(), "{:?}", c.failed);
         assert_eq!(c.rows.len(), SHAPES.len());
         for r in &c.rows {

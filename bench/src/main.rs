@@ -513,11 +513,7 @@ fn c_path(a: &ReportArgs, cpu: usize, runs: usize, target: Duration) -> cpath::C
             malloc_abi: None,
         },
     };
-    for (_, lib) in references {
-        if let Ok(lib) = lib {
-            let _ = std::fs::remove_file(lib);
-        }
-    }
+    cpath::remove_references(&references);
     c
 }
 
