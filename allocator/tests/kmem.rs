@@ -177,6 +177,96 @@ fn large_blocks() {
     );
 }
 
+#[test]
+fn kept_mappings_serve_other_sizes_and_follow_the_live_blocks() {
+    // Alone in a process of its own: other tests map large blocks too.
+    let name = "kept_mappings_serve_other_sizes_and_follow_the_live_blocks";
+    let out = in_child(name, kept_mappings);
+    child::assert_succeeded(&out);
+}
+
+/// Kept mappings and their bytes (the `kmem_alloc_large` row's objects
+/// and pages beyond the live ones).
+fn kept() -> (u64, u64) {
+    let row = kmem::large_snapshot().expect("the row exists once a block was mapped");
+    (
+        row.obj_total - row.obj_alloc,
+        (row.slab_total - row.slab_alloc) * row.slab_size,
+    )
+}
+
+/// A block's mapping length: its bytes and the 16 before it, in pages.
+fn mapping(n: usize) -> usize {
+    (n + 16).next_multiple_of(kmem::page_size())
+}
+
+fn kept_mappings() {
+    let big = kmem::alloc(600 << 10).expect("memory");
+    let small = kmem::alloc(300 << 10).expect("memory");
+    fill(big, 600 << 10, 1);
+    fill(small, 300 << 10, 2);
+    kmem::trim();
+    // SAFETY: each freed once.
+    unsafe { kmem::free(big.as_ptr()) };
+    // SAFETY: as above.
+    unsafe { kmem::free(small.as_ptr()) };
+    assert_eq!(
+        kept(),
+        (2, (mapping(600 << 10) + mapping(300 << 10)) as u64)
+    );
+
+    // The smallest kept mapping that holds a request serves it whole.
+    let a = kmem::alloc(250 << 10).expect("memory");
+    assert_eq!(a, small, "the 300 KiB mapping serves 250 KiB");
+    // SAFETY: a is live.
+    let usable = unsafe { kmem::usable_size(a.as_ptr()) };
+    assert_eq!(usable, mapping(300 << 10) - 16);
+    fill(a, mapping(300 << 10) - 16, 3);
+    assert_eq!(kept().0, 1);
+
+    // None holds it: the largest shorter one grows (mremap), its written
+    // bytes zeroed for zalloc, the rest fresh.
+    let b = kmem::zalloc(700 << 10).expect("memory");
+    check_zero(b, 700 << 10);
+    assert_eq!(kept(), (0, 0), "the 600 KiB mapping grew to serve 700 KiB");
+    // SAFETY: b is live.
+    let usable = unsafe { kmem::usable_size(b.as_ptr()) };
+    assert_eq!(usable, mapping(700 << 10) - 16);
+
+    // A request of less than a quarter of a kept mapping maps its own.
+    // SAFETY: freed once.
+    unsafe { kmem::free(b.as_ptr()) };
+    assert_eq!(kept().0, 1);
+    let c = kmem::alloc(140 << 10).expect("memory");
+    assert_eq!(kept().0, 1, "a 700 KiB mapping is not spent on 140 KiB");
+    check(a, mapping(300 << 10) - 16, 3);
+    // SAFETY: each freed once.
+    unsafe { kmem::free(c.as_ptr()) };
+    // SAFETY: as above.
+    unsafe { kmem::free(a.as_ptr()) };
+
+    // What is kept follows the live blocks: at most 1 MiB, or half of
+    // what the live blocks map, freeing them one by one.
+    kmem::trim();
+    let blocks: Vec<_> = (0..8)
+        .map(|_| kmem::alloc(4 << 20).expect("memory"))
+        .collect();
+    for (k, p) in blocks.into_iter().enumerate() {
+        fill(p, 4 << 20, k as u8);
+        // SAFETY: freed once.
+        unsafe { kmem::free(p.as_ptr()) };
+        let live = kmem::large_stats().1;
+        let (n, bytes) = kept();
+        assert!(
+            bytes <= (1 << 20u64).max(live / 2),
+            "{n} mappings, {bytes} bytes kept with {live} bytes live"
+        );
+    }
+    assert!(kept().1 <= 1 << 20, "all freed: at most 1 MiB kept");
+    assert!(kmem::trim() <= 1 << 20);
+    assert_eq!(kept(), (0, 0));
+}
+
 fn check_zero(p: NonNull<u8>, n: usize) {
     // SAFETY: p is a block of at least n bytes.
     let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };

@@ -7,14 +7,28 @@
 //! Mapping and unmapping a block costs an `mmap`, page faults and an
 //! `munmap`, 16 to 26 µs per block where a class object costs tens of
 //! nanoseconds (see [`super`]). So a freed mapping of at most
-//! [`KEEP_MAPPING_MAX`] bytes is kept, up to [`KEEP_SLOTS`] of them and
-//! [`KEEP_TOTAL_MAX`] bytes in all, and the next request it fits (using at
-//! least four fifths of it) takes it back without a system call; its
-//! header then says `OBJ_LARGE_KEPT`, so a second free of the block is
-//! told from a live one. The slots are lock-free (one word each, the
+//! [`KEEP_MAPPING_MAX`] bytes is kept, in up to [`KEEP_SLOTS`] slots,
+//! while the kept bytes stay within [`keep_cap`]: [`KEEP_TOTAL_MIN`], or
+//! half the bytes of the live blocks when that is more, so a program
+//! whose large blocks come and go keeps pages in step with the blocks it
+//! holds, and one that has freed them all keeps at most 1 MiB. A free
+//! that finds more kept than the cap now allows unmaps the excess. A kept
+//! mapping's header says `OBJ_LARGE_KEPT`, so a second free of the block
+//! is told from a live one. The slots are lock-free (one word each, the
 //! mapping's page number and page count), so a `fork` never finds them
 //! held. A kept mapping holds the pages the block touched; `malloc_trim`
 //! ([`trim`]) returns every kept mapping to the OS.
+//!
+//! A request takes the kept mapping that serves it best ([`take_kept`]):
+//! the smallest that holds it, used whole, if it is at most four times
+//! the request's length (the block's usable size is then the mapping's,
+//! and a `realloc` within it stays in place); else the largest shorter
+//! one, grown to the request's length by `mremap`, which moves its pages
+//! without copying. Either way the pages the last block touched serve the
+//! new one, and only the pages past them fault. Kept mappings once served
+//! only requests that filled four fifths of them, within 1 MiB in all: a
+//! program churning blocks of varied sizes mapped, faulted and unmapped
+//! nearly every one (bench/ANALYSIS.md, "Large blocks of varied sizes").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,11 +42,16 @@ pub(super) const OBJ_LARGE_KEPT: u16 = 0x1a28;
 /// Bytes before a large block: its header and one spare word.
 pub(super) const PREFIX: usize = 16;
 /// Most mappings kept.
-pub const KEEP_SLOTS: usize = 8;
-/// Largest mapping kept, in bytes.
-pub const KEEP_MAPPING_MAX: usize = 1 << 20;
-/// Most bytes kept in all (see "The largest class" in [`super`]).
-pub const KEEP_TOTAL_MAX: u64 = 1 << 20;
+pub const KEEP_SLOTS: usize = 16;
+/// Largest mapping kept, in bytes: glibc's largest `mmap` threshold
+/// (`DEFAULT_MMAP_THRESHOLD_MAX`), below which its freed blocks stay in
+/// its heap.
+pub const KEEP_MAPPING_MAX: usize = 32 << 20;
+/// Bytes that may be kept however few the live blocks (see "The largest
+/// class" in [`super`]).
+pub const KEEP_TOTAL_MIN: u64 = 1 << 20;
+/// A request takes a kept mapping at most this many times its length.
+const KEEP_FIT: usize = 4;
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
@@ -77,49 +96,98 @@ fn mapping_len(size: usize) -> Option<usize> {
     (len < 1 << 47).then_some(len)
 }
 
-/// A kept mapping of at least `len` bytes and at most a quarter more.
+/// Most bytes kept now: [`KEEP_TOTAL_MIN`], or half the live blocks'
+/// mappings.
+fn keep_cap() -> u64 {
+    KEEP_TOTAL_MIN.max(BYTES.load(Ordering::Relaxed) / 2)
+}
+
+/// A kept mapping for a block whose mapping is `len` bytes, taken out of
+/// its slot: the smallest of `len` to [`KEEP_FIT`] times `len` bytes,
+/// else the largest shorter one; its base and length.
 fn take_kept(len: usize) -> Option<(usize, usize)> {
-    if KEPT_COUNT.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    for slot in &KEPT {
-        let v = slot.load(Ordering::Acquire);
-        if v == 0 {
-            continue;
+    // A slot another thread empties or fills meanwhile sends us round
+    // again; a few rounds, then a fresh mapping.
+    for _ in 0..4 {
+        if KEPT_COUNT.load(Ordering::Relaxed) == 0 {
+            return None;
         }
-        let (base, have) = unpack(v);
-        if have >= len
-            && have - len <= len / 4
-            && slot
-                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        let mut best: Option<(&AtomicU64, u64, usize)> = None;
+        for slot in &KEPT {
+            let v = slot.load(Ordering::Acquire);
+            if v == 0 {
+                continue;
+            }
+            let have = unpack(v).1;
+            if have / KEEP_FIT > len {
+                continue;
+            }
+            let better = best.is_none_or(|(_, _, b)| {
+                if have >= len {
+                    b < len || have < b
+                } else {
+                    b < len && have > b
+                }
+            });
+            if better {
+                best = Some((slot, v, have));
+            }
+        }
+        let (slot, v, have) = best?;
+        if slot
+            .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
             KEPT_COUNT.fetch_sub(1, Ordering::Relaxed);
             KEPT_BYTES.fetch_sub(have as u64, Ordering::Relaxed);
-            return Some((base, have));
+            return Some(unpack(v));
         }
     }
     None
+}
+
+/// The kept mapping `[base, base + have)`, taken out of its slot, made
+/// to serve a block whose mapping is `len` bytes: whole when it holds
+/// them, else grown to `len` (see the module docs). Its start, its length
+/// and how many of its first bytes a block may have written (the rest
+/// are fresh zeros); `None`, the mapping unmapped, when the OS refuses to
+/// grow it.
+///
+/// # Safety
+/// The range is a whole kept mapping of ours, taken by [`take_kept`].
+unsafe fn refit(base: usize, have: usize, len: usize) -> Option<(*mut u8, usize, usize)> {
+    let p = std::ptr::with_exposed_provenance_mut::<u8>(base);
+    if have >= len {
+        return Some((p, have, have));
+    }
+    // SAFETY: a whole mapping of ours, unused (caller).
+    match unsafe { os::mremap_anon(p, have, len) } {
+        Some(moved) => Some((moved.as_ptr(), len, have)),
+        None => {
+            // SAFETY: as above, left where it was.
+            unsafe { os::munmap_range(p, have) };
+            None
+        }
+    }
 }
 
 /// A block of `size` bytes (more than the largest class), zeroed when
 /// `zero` (fresh mappings are zero already and are not written).
 pub(super) fn alloc(size: usize, zero: bool) -> Option<NonNull<u8>> {
     let len = mapping_len(size)?;
-    let (base, len, fresh) = match take_kept(len) {
-        Some((base, have)) => (
-            std::ptr::with_exposed_provenance_mut::<u8>(base),
-            have,
-            false,
-        ),
-        None => (os::mmap_anon(len)?.as_ptr(), len, true),
+    // SAFETY: a kept mapping just taken out of its slot.
+    let kept = take_kept(len).and_then(|(b, have)| unsafe { refit(b, have, len) });
+    let (base, len, dirty) = match kept {
+        Some(k) => k,
+        None => (os::mmap_anon(len)?.as_ptr(), len, 0),
     };
     let obj = base.wrapping_add(PREFIX);
     // SAFETY: the header is the mapping's second word, ours.
     unsafe { slab::set_foreign_header(obj, len, OBJ_LARGE) };
-    if zero && !fresh {
-        // SAFETY: the mapping holds size bytes past PREFIX.
-        unsafe { obj.write_bytes(0, size) };
+    if zero {
+        // SAFETY: the mapping holds size bytes past PREFIX, and what a
+        // block wrote ends within its first dirty bytes.
+        unsafe { obj.write_bytes(0, size.min(dirty.saturating_sub(PREFIX))) };
     }
     if !USED.swap(true, Ordering::Relaxed) {
         // The statistics report the kmem_alloc_large row from now on.
@@ -140,8 +208,11 @@ pub(super) unsafe fn free(obj: *mut u8, len: usize) {
     COUNT.fetch_sub(1, Ordering::Relaxed);
     BYTES.fetch_sub(len as u64, Ordering::Relaxed);
     let base = obj.wrapping_sub(PREFIX);
-    if len <= KEEP_MAPPING_MAX && KEPT_BYTES.load(Ordering::Relaxed) + len as u64 <= KEEP_TOTAL_MAX
-    {
+    let cap = keep_cap();
+    if KEPT_BYTES.load(Ordering::Relaxed) > cap {
+        shed(cap);
+    }
+    if len <= KEEP_MAPPING_MAX && KEPT_BYTES.load(Ordering::Relaxed) + len as u64 <= cap {
         // SAFETY: the header of a live block of ours (caller).
         unsafe { slab::set_foreign_header(obj, len, OBJ_LARGE_KEPT) };
         let v = pack(base.expose_provenance(), len);
@@ -162,21 +233,33 @@ pub(super) unsafe fn free(obj: *mut u8, len: usize) {
 
 /// Unmaps every kept mapping; returns the bytes returned to the OS.
 pub fn trim() -> u64 {
-    let mut freed = 0;
+    KEPT.iter().map(unmap_slot).sum()
+}
+
+/// Unmaps kept mappings until at most `cap` bytes are kept: those the
+/// live blocks no longer justify (see [`keep_cap`]).
+fn shed(cap: u64) {
     for slot in &KEPT {
-        let v = slot.swap(0, Ordering::AcqRel);
-        if v == 0 {
-            continue;
+        if KEPT_BYTES.load(Ordering::Relaxed) <= cap {
+            return;
         }
-        let (base, len) = unpack(v);
-        KEPT_COUNT.fetch_sub(1, Ordering::Relaxed);
-        KEPT_BYTES.fetch_sub(len as u64, Ordering::Relaxed);
-        // SAFETY: a kept mapping, whole, taken out of its slot: nobody
-        // else can take it now.
-        unsafe { os::munmap_range(std::ptr::with_exposed_provenance_mut(base), len) };
-        freed += len as u64;
+        unmap_slot(slot);
     }
-    freed
+}
+
+/// Unmaps the mapping kept in `slot`, if any; returns its bytes.
+fn unmap_slot(slot: &AtomicU64) -> u64 {
+    let v = slot.swap(0, Ordering::AcqRel);
+    if v == 0 {
+        return 0;
+    }
+    let (base, len) = unpack(v);
+    KEPT_COUNT.fetch_sub(1, Ordering::Relaxed);
+    KEPT_BYTES.fetch_sub(len as u64, Ordering::Relaxed);
+    // SAFETY: a kept mapping, whole, taken out of its slot: nobody else
+    // can take it now.
+    unsafe { os::munmap_range(std::ptr::with_exposed_provenance_mut(base), len) };
+    len as u64
 }
 
 /// Resizes a live block to `size` bytes (more than the largest class):

@@ -86,15 +86,18 @@
 //! `PYTHONMALLOC=malloc python3` peaked at 54 MB with the limit at
 //! 128 KiB, 52 to 57 MB at 256 KiB and 58 to 70 MB at 1 MiB (glibc:
 //! 42 MB); `workloads/sqlite.sql` at 144 to 145 MB with each (glibc:
-//! 120 MB). So the limit stays at 128 KiB, and up to 8 freed mappings of
-//! at most 1 MiB (1 MiB in all) are kept for the next block they fit (see
-//! [`large`]): the same churn then takes 100 to 130 ns per block. Kept
-//! mappings hold their touched pages: keeping up to 32 MiB raised
-//! heap.py's peak to 60 to 63 MB and sqlite.sql's to 144 MB; 4 MiB left
-//! them at 51 to 54 and 138.5 MB. With the class limits below, 4 MiB
-//! kept put heap.py at 46.5 MiB (1.11x mimalloc in the same runs) and
-//! 1 MiB at 43.9 (1.05x), its time unchanged (1.39x against 1.29 to 1.48
-//! from run to run); sqlite.sql did not move (132.9 MiB).
+//! 120 MB). So the limit stays at 128 KiB, and freed mappings are kept
+//! for the next blocks (see [`large`]): the same churn then takes 100 to
+//! 130 ns per block. Kept mappings hold their touched pages: keeping up
+//! to 32 MiB raised heap.py's peak to 60 to 63 MB and sqlite.sql's to
+//! 144 MB; 4 MiB left them at 51 to 54 and 138.5 MB. With the class
+//! limits below, 4 MiB kept put heap.py at 46.5 MiB (1.11x mimalloc in
+//! the same runs) and 1 MiB at 43.9 (1.05x), its time unchanged (1.39x
+//! against 1.29 to 1.48 from run to run); sqlite.sql did not move (132.9
+//! MiB). Those were fixed amounts kept whatever the program held; what is
+//! kept now follows the live large blocks (1 MiB, or half their bytes),
+//! which leaves heap.py and sqlite.sql where 1 MiB did and serves a
+//! program that keeps many large blocks as the peers do.
 //!
 //! # Memory
 //!
