@@ -47,6 +47,9 @@ struct Program {
     /// The preload goes in this variable instead of `LD_PRELOAD` (redis.sh
     /// gives it to the server only).
     preload_var: &'static str,
+    /// `argv[0]` was built for the run (`workloads/*.c`), and is removed
+    /// after it.
+    built: bool,
 }
 
 /// One run of one program with one allocator.
@@ -143,6 +146,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
                 env: vec![("PYTHONMALLOC", "malloc".into())],
                 stdin: None,
                 preload_var: "LD_PRELOAD",
+                built: false,
             });
         }
         None => skipped.push("python heap.py: python3 is not installed".into()),
@@ -178,6 +182,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
                 env: Vec::new(),
                 stdin: Some(script),
                 preload_var: "LD_PRELOAD",
+                built: false,
             });
         }
         None => skipped.push("sqlite3: not installed (Debian package sqlite3)".into()),
@@ -202,6 +207,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
                     env: Vec::new(),
                     stdin: None,
                     preload_var: "LD_PRELOAD",
+                    built: true,
                 });
             }
         }
@@ -218,9 +224,27 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
                 env: Vec::new(),
                 stdin: None,
                 preload_var: "LD_PRELOAD",
+                built: true,
             });
         }
         Err(e) => skipped.push(format!("queue: {e:#}")),
+    }
+    // Buffers above the size classes, of varied sizes, allocated and freed
+    // over and over.
+    match c_workload(workloads, &std::env::temp_dir(), "buffers") {
+        Ok(bin) => {
+            let rounds = if quick { "500" } else { "10000" };
+            v.push(Program {
+                name: "buffers",
+                command: format!("buffers {rounds}"),
+                argv: vec![bin.display().to_string(), rounds.into()],
+                env: Vec::new(),
+                stdin: None,
+                preload_var: "LD_PRELOAD",
+                built: true,
+            });
+        }
+        Err(e) => skipped.push(format!("buffers: {e:#}")),
     }
     if which("redis-server").is_some() && which("redis-benchmark").is_some() {
         let requests = if quick { "20000" } else { "500000" };
@@ -231,6 +255,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
             env: Vec::new(),
             stdin: None,
             preload_var: "SERVER_PRELOAD",
+            built: false,
         });
     } else {
         skipped.push(
@@ -474,7 +499,7 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&launcher);
     for p in &progs {
-        if p.name.starts_with("larson") || p.name == "queue" {
+        if p.built {
             let _ = std::fs::remove_file(&p.argv[0]);
         }
         if let Some(s) = &p.stdin
@@ -734,6 +759,7 @@ mod tests {
             env: Vec::new(),
             stdin: None,
             preload_var: "LD_PRELOAD",
+            built: true,
         };
         let cpus = crate::measure::allowed_cpus();
         let dir =

@@ -2,10 +2,10 @@
 //! prints on the C library's malloc. The workloads are the repository's
 //! (`workloads/`): `heap.py` on `PYTHONMALLOC=malloc python3`,
 //! `sqlite.sql` on `sqlite3`, the larson-style `larson.c` (frees on other
-//! threads), `queue.c` (a producer and a consumer) and `redis.sh`
-//! (redis-server on 127.0.0.1 with redis-benchmark, then everything read
-//! back with redis-cli; the script stops the server on any exit, and
-//! `timeout` stops the script).
+//! threads), `queue.c` (a producer and a consumer), `buffers.c` (large
+//! buffers of varied sizes) and `redis.sh` (redis-server on 127.0.0.1
+//! with redis-benchmark, then everything read back with redis-cli; the
+//! script stops the server on any exit, and `timeout` stops the script).
 //!
 //! The programs come from Debian packages `cargo xtask setup` installs; a
 //! missing one fails the test with the package to install.
@@ -163,6 +163,30 @@ fn queue_prints_the_same() {
             None,
         );
         assert!(out.contains("queue ok"), "{out}");
+    }
+}
+
+/// Buffers above the size classes, of varied sizes, allocated, filled,
+/// checked and freed over and over (kept mappings reused at other sizes);
+/// and sizes on both sides of the largest class.
+#[test]
+fn buffers_print_the_same() {
+    let exe = common::compile("../workloads/buffers.c", "malloc_buffers", &[]);
+    for args in [
+        &["3000"][..],
+        &["3000", "64", "1", "400000"],
+        &["300", "8", "2097152", "8388608"],
+    ] {
+        let out = same_output(
+            &format!("buffers {}", args.join(" ")),
+            || {
+                let mut c = Command::new(&exe);
+                c.args(args);
+                c
+            },
+            None,
+        );
+        assert!(out.contains("buffers ok"), "{out}");
     }
 }
 
