@@ -8,27 +8,28 @@
 //! `munmap`, 16 to 26 µs per block where a class object costs tens of
 //! nanoseconds (see [`super`]). So a freed mapping of at most
 //! [`KEEP_MAPPING_MAX`] bytes is kept, in up to [`KEEP_SLOTS`] slots,
-//! while the kept bytes stay within [`keep_cap`]: [`KEEP_TOTAL_MIN`], or
-//! half the bytes of the live blocks when that is more, so a program
-//! whose large blocks come and go keeps pages in step with the blocks it
+//! while the kept bytes stay within a cap: [`KEEP_TOTAL_MIN`], or half
+//! the bytes of the live blocks when that is more, so a program whose
+//! large blocks come and go keeps pages in step with the blocks it
 //! holds, and one that has freed them all keeps at most 1 MiB. A free
-//! that finds more kept than the cap now allows unmaps the excess. A kept
-//! mapping's header says `OBJ_LARGE_KEPT`, so a second free of the block
-//! is told from a live one. The slots are lock-free (one word each, the
-//! mapping's page number and page count), so a `fork` never finds them
-//! held. A kept mapping holds the pages the block touched; `malloc_trim`
-//! ([`trim`]) returns every kept mapping to the OS.
+//! that finds more kept than the cap now allows unmaps the excess. A
+//! kept mapping's header says `OBJ_LARGE_KEPT`, so a second free of the
+//! block is told from a live one. The slots are lock-free (one word
+//! each, the mapping's page number and page count), so a `fork` never
+//! finds them held. A kept mapping holds the pages the block touched;
+//! `malloc_trim` ([`trim`]) returns every kept mapping to the OS.
 //!
-//! A request takes the kept mapping that serves it best ([`take_kept`]):
-//! the smallest that holds it, used whole, if it is at most four times
-//! the request's length (the block's usable size is then the mapping's,
-//! and a `realloc` within it stays in place); else the largest shorter
-//! one, grown to the request's length by `mremap`, which moves its pages
-//! without copying. Either way the pages the last block touched serve the
-//! new one, and only the pages past them fault. Kept mappings once served
-//! only requests that filled four fifths of them, within 1 MiB in all: a
-//! program churning blocks of varied sizes mapped, faulted and unmapped
-//! nearly every one (bench/ANALYSIS.md, "Large blocks of varied sizes").
+//! A request takes the kept mapping that serves it best: the smallest
+//! that holds it, used whole, if it is at most four times the request's
+//! length (the block's usable size is then the mapping's, and a
+//! `realloc` within it stays in place); else the largest shorter one,
+//! grown to the request's length by `mremap`, which moves its pages
+//! without copying. Either way the pages the last block touched serve
+//! the new one, and only the pages past them fault. Kept mappings once
+//! served only requests that filled four fifths of them, within 1 MiB
+//! in all: a program churning blocks of varied sizes mapped, faulted
+//! and unmapped nearly every one (bench/ANALYSIS.md, "Large blocks of
+//! varied sizes").
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
