@@ -11,9 +11,9 @@
 //! shared reservations instead. And a single-threaded program
 //! (`tests/c/single.c`) stays single-threaded.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -59,30 +59,6 @@ fn assert_all_ok(out: &Output) {
     }
 }
 
-/// An address-space limit (`RLIMIT_AS`) below the 5 GiB the windows of
-/// the small classes reserve at once, and far above what the programs
-/// use.
-const LOW_ADDRESS_SPACE: u64 = 2 << 30;
-
-/// Runs `cmd` with its address space limited to [`LOW_ADDRESS_SPACE`].
-fn with_low_address_space(cmd: &mut Command) -> &mut Command {
-    fn limit() -> std::io::Result<()> {
-        let lim = libc::rlimit {
-            rlim_cur: LOW_ADDRESS_SPACE,
-            rlim_max: LOW_ADDRESS_SPACE,
-        };
-        // SAFETY: setrlimit reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-    // SAFETY: the closure runs in the child between fork and exec and
-    // calls only setrlimit, which is async-signal-safe.
-    unsafe { cmd.pre_exec(limit) }
-}
-
 #[test]
 fn preloaded_every_hostile_place_works() {
     let exe = common::compile("tests/c/hostile.c", "malloc_hostile", &[]);
@@ -93,7 +69,7 @@ fn preloaded_every_hostile_place_works() {
 #[test]
 fn under_a_low_address_space_limit_every_hostile_place_works() {
     let exe = common::compile("tests/c/hostile.c", "malloc_hostile_low_as", &[]);
-    let out = with_low_address_space(&mut common::preloaded(&exe))
+    let out = common::with_low_address_space(&mut common::preloaded(&exe))
         .output()
         .expect("run hostile");
     assert_all_ok(&out);
@@ -138,7 +114,7 @@ fn assert_aborts_once(exe: &Path, scenario: &str, why: &str, low_address_space: 
     let mut cmd = common::preloaded(exe);
     cmd.arg(scenario);
     if low_address_space {
-        with_low_address_space(&mut cmd);
+        common::with_low_address_space(&mut cmd);
     }
     let out = cmd.output().expect("run hostile");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -2,6 +2,7 @@
 //! is, compiling a C test program, and preloading the library.
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -42,4 +43,28 @@ pub fn preloaded(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.env("LD_PRELOAD", lib()).env_remove("LD_LIBRARY_PATH");
     cmd
+}
+
+/// An address-space limit (`RLIMIT_AS`) below the 5 GiB the windows of
+/// the small classes reserve at once, and far above what the programs
+/// use.
+pub const LOW_ADDRESS_SPACE: u64 = 2 << 30;
+
+/// Runs `cmd` with its address space limited to [`LOW_ADDRESS_SPACE`].
+pub fn with_low_address_space(cmd: &mut Command) -> &mut Command {
+    fn limit() -> std::io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: LOW_ADDRESS_SPACE,
+            rlim_max: LOW_ADDRESS_SPACE,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only setrlimit, which is async-signal-safe.
+    unsafe { cmd.pre_exec(limit) }
 }
