@@ -178,6 +178,42 @@ fn large_blocks() {
 }
 
 #[test]
+fn a_large_block_grown_a_page_at_a_time_is_remapped_every_eighth() {
+    // Alone in a process of its own: other tests map large blocks too.
+    let name = "a_large_block_grown_a_page_at_a_time_is_remapped_every_eighth";
+    let out = in_child(name, grown_a_page_at_a_time);
+    child::assert_succeeded(&out);
+}
+
+fn grown_a_page_at_a_time() {
+    let (_, bytes0) = kmem::large_stats();
+    let mut size = 200 << 10;
+    let mut p = kmem::alloc(size).expect("memory");
+    fill(p, size, 9);
+    let mut remaps = 0;
+    let mut mapped = kmem::large_stats().1 - bytes0;
+    while size < 2 << 20 {
+        size += 4096;
+        // SAFETY: p is live; replaced by what realloc returns.
+        p = unsafe { kmem::realloc(p.as_ptr(), size) }.expect("memory");
+        let now = kmem::large_stats().1 - bytes0;
+        if now != mapped {
+            assert!(
+                now >= mapped + mapped / 8,
+                "grown from {mapped} to only {now} bytes for {size}"
+            );
+            remaps += 1;
+            mapped = now;
+        }
+    }
+    check(p, 200 << 10, 9);
+    // From 200 KiB to 2 MiB by a ninth or more each time: at most 20.
+    assert!(remaps <= 20, "{remaps} remaps for 461 reallocs");
+    // SAFETY: freed once.
+    unsafe { kmem::free(p.as_ptr()) };
+}
+
+#[test]
 fn kept_mappings_serve_other_sizes_and_follow_the_live_blocks() {
     // Alone in a process of its own: other tests map large blocks too.
     let name = "kept_mappings_serve_other_sizes_and_follow_the_live_blocks";

@@ -264,13 +264,23 @@ fn unmap_slot(slot: &AtomicU64) -> u64 {
 }
 
 /// Resizes a live block to `size` bytes (more than the largest class):
-/// the mapping moves or grows in place, without copying (`mremap`).
+/// the mapping moves or grows in place, without copying (`mremap`); a
+/// mapping that grows grows by an eighth at least, so a block that a
+/// program extends a page at a time (a string, a log buffer) is remapped
+/// every eighth of its size, not at every page.
 ///
 /// # Safety
 /// `obj` is a live large block whose mapping is `len` bytes; on `Some`
 /// the old pointer is not used again.
 pub(super) unsafe fn remap(obj: *mut u8, len: usize, size: usize) -> Option<NonNull<u8>> {
-    let new_len = mapping_len(size)?;
+    let mut new_len = mapping_len(size)?;
+    if new_len > len {
+        // Growing: by an eighth at least (the classes' spacing), so that
+        // a block grown a little at a time moves every eighth of its size,
+        // not every page. The pages past what the block writes are never
+        // touched, so they cost address space, not memory.
+        new_len = new_len.max(mapping_len(len + len / 8)?);
+    }
     let base = obj.wrapping_sub(PREFIX);
     // SAFETY: the block's mapping, whole (caller).
     let moved = unsafe { os::mremap_anon(base, len, new_len) }?;
