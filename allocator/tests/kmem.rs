@@ -21,6 +21,11 @@ fn in_child(test_name: &str, scenario: fn()) -> Output {
     child::in_child(SCENARIO, test_name, scenario)
 }
 
+/// Runs `scenario` in a child process and requires it to succeed.
+fn succeeds_in_child(test_name: &str, scenario: fn()) {
+    child::assert_succeeded(&in_child(test_name, scenario));
+}
+
 fn assert_aborted_with(out: &Output, what: &str) {
     child::assert_aborted_naming_ptr(out, &[what]);
 }
@@ -44,7 +49,7 @@ fn check(p: NonNull<u8>, len: usize, seed: u8) {
 #[test]
 fn a_class_is_built_at_its_first_allocation_named_by_size() {
     // In a child of its own: no other test has built a class there.
-    let out = in_child(
+    succeeds_in_child(
         "a_class_is_built_at_its_first_allocation_named_by_size",
         || {
             assert_eq!(
@@ -75,7 +80,6 @@ fn a_class_is_built_at_its_first_allocation_named_by_size() {
             assert_eq!(kmem::built_classes().count(), ladder::CLASSES);
         },
     );
-    child::assert_succeeded(&out);
 }
 
 #[test]
@@ -102,9 +106,10 @@ fn every_size_gets_a_16_aligned_block_of_its_class() {
 #[test]
 fn blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row() {
     // Alone in a process of its own: other tests map large blocks too.
-    let name = "blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row";
-    let out = in_child(name, large_blocks);
-    child::assert_succeeded(&out);
+    succeeds_in_child(
+        "blocks_above_the_largest_class_are_mappings_of_their_own_counted_in_one_row",
+        large_blocks,
+    );
 }
 
 fn large_blocks() {
@@ -121,7 +126,7 @@ fn large_blocks() {
         .collect();
     let (count, bytes) = kmem::large_stats();
     assert_eq!(count, count0 + 3);
-    let want: usize = sizes.iter().map(|n| (n + 16).next_multiple_of(4096)).sum();
+    let want: usize = sizes.iter().map(|&n| mapping(n)).sum();
     assert_eq!(bytes, bytes0 + want as u64);
     // The row the probes publish, as the inspector shows a cache.
     let row = slabscope::stats::publish()
@@ -148,7 +153,7 @@ fn large_blocks() {
     fill(q, 3 << 20, 6);
     // SAFETY: q is live.
     assert!(unsafe { kmem::usable_size(q.as_ptr()) } >= 3 << 20);
-    let want = ((3 << 20) + 16usize).next_multiple_of(4096) as u64;
+    let want = mapping(3 << 20) as u64;
     assert_eq!(kmem::large_stats(), (count0 + 1, bytes0 + want));
     // SAFETY: q is live; shrink within the mapping's upper half: in place.
     let r = unsafe { kmem::realloc(q.as_ptr(), (2 << 20) + 1) }.expect("memory");
@@ -180,9 +185,10 @@ fn large_blocks() {
 #[test]
 fn a_large_block_grown_a_page_at_a_time_is_remapped_every_eighth() {
     // Alone in a process of its own: other tests map large blocks too.
-    let name = "a_large_block_grown_a_page_at_a_time_is_remapped_every_eighth";
-    let out = in_child(name, grown_a_page_at_a_time);
-    child::assert_succeeded(&out);
+    succeeds_in_child(
+        "a_large_block_grown_a_page_at_a_time_is_remapped_every_eighth",
+        grown_a_page_at_a_time,
+    );
 }
 
 fn grown_a_page_at_a_time() {
@@ -216,9 +222,10 @@ fn grown_a_page_at_a_time() {
 #[test]
 fn kept_mappings_serve_other_sizes_and_follow_the_live_blocks() {
     // Alone in a process of its own: other tests map large blocks too.
-    let name = "kept_mappings_serve_other_sizes_and_follow_the_live_blocks";
-    let out = in_child(name, kept_mappings);
-    child::assert_succeeded(&out);
+    succeeds_in_child(
+        "kept_mappings_serve_other_sizes_and_follow_the_live_blocks",
+        kept_mappings,
+    );
 }
 
 /// Kept mappings and their bytes (the `kmem_alloc_large` row's objects
@@ -684,7 +691,7 @@ fn small_blocks() {
 /// slab.
 #[test]
 fn the_small_classes_get_windows_by_default() {
-    let out = in_child("the_small_classes_get_windows_by_default", || {
+    succeeds_in_child("the_small_classes_get_windows_by_default", || {
         let before = window_bytes();
         small_blocks();
         let after = window_bytes();
@@ -693,13 +700,12 @@ fn the_small_classes_get_windows_by_default() {
             "no windows after the small classes grew: {before} then {after} bytes"
         );
     });
-    child::assert_succeeded(&out);
 }
 
 /// The `slab_windows` tunable, off: no windows, and the same blocks.
 #[test]
 fn slab_windows_0_reserves_no_windows() {
-    let out = in_child("slab_windows_0_reserves_no_windows", || {
+    succeeds_in_child("slab_windows_0_reserves_no_windows", || {
         use slabscope::tunables::{self, Tunables};
         let before = window_bytes();
         tunables::set(Tunables {
@@ -710,5 +716,4 @@ fn slab_windows_0_reserves_no_windows() {
         small_blocks();
         assert_eq!(window_bytes(), before, "slab_windows = 0 reserved windows");
     });
-    child::assert_succeeded(&out);
 }
