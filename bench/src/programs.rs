@@ -198,17 +198,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
             // what the frees on other threads cost, apart from the calls.
             let kept = [args, &["1000", "8", "4096", "1", "0"]].concat();
             for (name, args) in [("larson", args), ("larson, arrays kept", &kept[..])] {
-                let mut argv = vec![bin.display().to_string()];
-                argv.extend(args.iter().map(|s| s.to_string()));
-                v.push(Program {
-                    name,
-                    command: format!("larson {}", args.join(" ")),
-                    argv,
-                    env: Vec::new(),
-                    stdin: None,
-                    preload_var: "LD_PRELOAD",
-                    built: true,
-                });
+                v.push(built(name, "larson", &bin, args));
             }
         }
         Err(e) => skipped.push(format!("larson: {e:#}")),
@@ -217,15 +207,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
     match c_workload(workloads, &std::env::temp_dir(), "queue") {
         Ok(bin) => {
             let blocks = if quick { "200000" } else { "5000000" };
-            v.push(Program {
-                name: "queue",
-                command: format!("queue {blocks} 100"),
-                argv: vec![bin.display().to_string(), blocks.into(), "100".into()],
-                env: Vec::new(),
-                stdin: None,
-                preload_var: "LD_PRELOAD",
-                built: true,
-            });
+            v.push(built("queue", "queue", &bin, &[blocks, "100"]));
         }
         Err(e) => skipped.push(format!("queue: {e:#}")),
     }
@@ -234,15 +216,7 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
     match c_workload(workloads, &std::env::temp_dir(), "buffers") {
         Ok(bin) => {
             let rounds = if quick { "500" } else { "10000" };
-            v.push(Program {
-                name: "buffers",
-                command: format!("buffers {rounds}"),
-                argv: vec![bin.display().to_string(), rounds.into()],
-                env: Vec::new(),
-                stdin: None,
-                preload_var: "LD_PRELOAD",
-                built: true,
-            });
+            v.push(built("buffers", "buffers", &bin, &[rounds]));
         }
         Err(e) => skipped.push(format!("buffers: {e:#}")),
     }
@@ -264,6 +238,22 @@ fn programs(workloads: &Path, quick: bool, skipped: &mut Vec<String>) -> Vec<Pro
         );
     }
     v
+}
+
+/// A program of `workloads/` built for the run (`bin`, from `workload`.c),
+/// run as `bin args`, preloaded as the other programs are.
+fn built(name: &'static str, workload: &str, bin: &Path, args: &[&str]) -> Program {
+    let mut argv = vec![bin.display().to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    Program {
+        name,
+        command: format!("{workload} {}", args.join(" ")),
+        argv,
+        env: Vec::new(),
+        stdin: None,
+        preload_var: "LD_PRELOAD",
+        built: true,
+    }
 }
 
 /// `measure NAME VALUE` lines and larson's `N replacements/s`.
@@ -747,20 +737,7 @@ mod tests {
     fn larson_runs_preloaded() {
         let workloads = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads");
         let bin = larson_binary(&workloads, &std::env::temp_dir()).expect("larson.c compiles");
-        let p = Program {
-            name: "larson",
-            command: String::new(),
-            argv: vec![
-                bin.display().to_string(),
-                "2".into(),
-                "2".into(),
-                "2000".into(),
-            ],
-            env: Vec::new(),
-            stdin: None,
-            preload_var: "LD_PRELOAD",
-            built: true,
-        };
+        let p = built("larson", "larson", &bin, &["2", "2", "2000"]);
         let cpus = crate::measure::allowed_cpus();
         let dir =
             std::env::temp_dir().join(format!("slabscope-launcher-test-{}", std::process::id()));
