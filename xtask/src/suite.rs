@@ -5,10 +5,11 @@
 //! members, clippy on the eBPF crate for the BPF target, `cargo doc` with
 //! rustdoc's warnings (missing docs, broken links) denied, the layering check
 //! (no import cycle between the allocator's or the bench's modules,
-//! [`crate::modgraph`]), then `cargo test` on
-//! the default members, the quick bench (smoke), and the bench crate's
-//! clippy and unit tests on the smoke run's release build. A failing step does not stop the later ones (one run
-//! shows every problem), except setup, without which nothing builds. The
+//! [`crate::modgraph`]), then `cargo test` on the default members, the
+//! quick bench (smoke), and the bench crate's clippy and unit tests on the
+//! smoke run's release build. A failing step does not stop the later ones
+//! (one run shows every problem), except setup, without which nothing
+//! builds. The
 //! summary lists every step and ends with the totals of cargo's
 //! `test result:` lines, as `tests: N passed, N failed, N skipped`
 //! (skipped = `#[ignore]`d); the exit code is non-zero when any step failed.
